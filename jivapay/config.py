@@ -1,0 +1,104 @@
+"""Process settings read from the environment or `.env` (domain.md §9).
+
+Only what a process needs before it can reach the database lives here; business settings that admins
+change at run time live in `configuration_settings` and are read through `utils.config_loader`.
+In production the process refuses to start with a missing or default secret.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Development defaults. They make a fresh clone run without configuration and are refused in production.
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me-0123456789abcdef"  # noqa: S105
+DEV_DATA_ENCRYPTION_KEY = "ZGV2LWluc2VjdXJlLWRhdGEta2V5LWNoYW5nZS1tZSE="  # noqa: S105
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+class InsecureSettingsError(RuntimeError):
+    """Raised at start-up when production runs with a missing or default secret."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    ENVIRONMENT: Environment = Environment.DEVELOPMENT
+
+    DATABASE_URL: str | None = None
+    REDIS_URL: str | None = None
+    CELERY_BROKER_URL: str | None = None
+    CELERY_RESULT_BACKEND: str | None = None
+
+    SENTRY_DSN: str | None = None
+    SENTRY_TRACES_SAMPLE_RATE: float = 0.0
+
+    SECRET_KEY: str = DEV_SECRET_KEY
+    ALGORITHM: str = "HS256"
+    ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
+    DATA_ENCRYPTION_KEY: str = DEV_DATA_ENCRYPTION_KEY
+
+    S3_ACCESS_KEY: str | None = None
+    S3_SECRET_KEY: str | None = None
+    S3_BUCKET_NAME: str = "jivapay-receipts"
+    S3_ENDPOINT_URL: str | None = None
+    S3_REGION: str = "us-east-1"
+
+    PUBLIC_BASE_URL: str = "http://127.0.0.1:8003"
+    CALLBACK_ALLOW_PRIVATE_NETWORKS: bool = False
+
+    JIVAPAY_ADMIN_EMAIL: str = "admin@jivapay.local"
+    JIVAPAY_ADMIN_PASSWORD: str | None = None
+    # Where `jivapay up` keeps the embedded servers' data, pid files and the demo credentials.
+    JIVAPAY_HOME: str = ".jivapay"
+
+    LOG_LEVEL: str = "INFO"
+    LOG_JSON: bool = True
+    DB_POOL_SIZE: int = Field(default=10, ge=1)
+    DB_MAX_OVERFLOW: int = Field(default=20, ge=0)
+
+    @property
+    def is_production(self) -> bool:
+        return self.ENVIRONMENT == Environment.PRODUCTION
+
+    @property
+    def celery_broker_url(self) -> str | None:
+        return self.CELERY_BROKER_URL or self.REDIS_URL
+
+    @property
+    def celery_result_backend(self) -> str | None:
+        return self.CELERY_RESULT_BACKEND or self.REDIS_URL
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets_in_production(self) -> Settings:
+        if not self.is_production:
+            return self
+        problems = []
+        if not self.SECRET_KEY or self.SECRET_KEY == DEV_SECRET_KEY or len(self.SECRET_KEY) < 32:
+            problems.append("SECRET_KEY (missing, default or shorter than 32 characters)")
+        if not self.DATA_ENCRYPTION_KEY or self.DATA_ENCRYPTION_KEY == DEV_DATA_ENCRYPTION_KEY:
+            problems.append("DATA_ENCRYPTION_KEY (missing or default)")
+        if problems:
+            raise InsecureSettingsError(
+                "refusing to start in production with insecure settings: " + "; ".join(problems)
+            )
+        return self
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (tests and `jivapay up` change the environment)."""
+    get_settings.cache_clear()

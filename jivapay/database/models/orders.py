@@ -1,0 +1,250 @@
+"""Orders: the intake record and queue (`incoming_orders`), the assigned order (`order_history`),
+uploaded documents, callback deliveries and their attempts, and gateway idempotency keys."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from jivapay.database.base import (
+    CRYPTO,
+    FIAT,
+    PERCENT,
+    RATE,
+    Base,
+    CreatedAt,
+    IntPK,
+    UpdatedAt,
+    enum_check,
+)
+from jivapay.database.types import EncryptedString
+from jivapay.enums import CallbackStatus, DocumentKind, IncomingOrderStatus, OrderStatus, OrderType
+
+
+class IncomingOrder(Base):
+    """What a store asked for, recorded at intake; also the processing queue."""
+
+    __tablename__ = "incoming_orders"
+    __table_args__ = (
+        UniqueConstraint("store_id", "merchant_order_id"),
+        enum_check("status", IncomingOrderStatus),
+        enum_check("order_type", OrderType),
+        CheckConstraint("amount_fiat > 0", name="amount_fiat_positive"),
+        CheckConstraint("amount_crypto > 0", name="amount_crypto_positive"),
+        CheckConstraint("exchange_rate > 0", name="rate_positive"),
+        CheckConstraint("retry_count >= 0", name="retry_count_non_negative"),
+        # The worker queue and the sweepers: due retries and orders stuck in `new`.
+        Index(
+            "ix_incoming_orders_queue",
+            "status",
+            "next_attempt_at",
+            postgresql_where=text("status IN ('new', 'retrying', 'processing')"),
+        ),
+        Index("ix_incoming_orders_store_created", "store_id", "created_at"),
+    )
+
+    id: Mapped[IntPK]
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    store_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchant_stores.id"))
+    order_type: Mapped[str] = mapped_column(String(10))
+    fiat_currency_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("fiat_currencies.id"))
+    crypto_currency_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("crypto_currencies.id"))
+    amount_fiat: Mapped[Decimal] = mapped_column(FIAT)
+    amount_crypto: Mapped[Decimal] = mapped_column(CRYPTO)
+    exchange_rate: Mapped[Decimal] = mapped_column(RATE)
+    store_commission_rate: Mapped[Decimal] = mapped_column(PERCENT)
+    store_commission: Mapped[Decimal] = mapped_column(CRYPTO)
+    merchant_order_id: Mapped[str] = mapped_column(String(255))
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    customer_ip: Mapped[str | None] = mapped_column(String(64))
+    return_url: Mapped[str | None] = mapped_column(Text)
+    callback_url: Mapped[str | None] = mapped_column(Text)
+    target_payment_method_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("payment_methods.id")
+    )
+    target_bank_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("banks.id"))
+    beneficiary_number: Mapped[str | None] = mapped_column(EncryptedString())
+    beneficiary_last4: Mapped[str | None] = mapped_column(String(4))
+    beneficiary_name: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(
+        String(20), default=IncomingOrderStatus.NEW.value, server_default="new"
+    )
+    retry_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    failure_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[UpdatedAt]
+
+
+class OrderHistory(Base):
+    """An assigned order: the trader, the requisite, the fixed amounts and commissions, its status."""
+
+    __tablename__ = "order_history"
+    __table_args__ = (
+        enum_check("status", OrderStatus),
+        enum_check("order_type", OrderType),
+        CheckConstraint("amount_fiat > 0", name="amount_fiat_positive"),
+        CheckConstraint("amount_crypto > 0", name="amount_crypto_positive"),
+        CheckConstraint(
+            "store_commission >= 0 AND trader_commission >= 0", name="commissions_non_negative"
+        ),
+        CheckConstraint(
+            "platform_profit = store_commission - trader_commission", name="profit_is_remainder"
+        ),
+        Index("ix_order_history_trader_status_created", "trader_id", "status", "created_at"),
+        Index("ix_order_history_store_status_created", "store_id", "status", "created_at"),
+        Index("ix_order_history_requisite_created", "requisite_id", "created_at"),
+        # Sweepers: expiry of pending orders and escalation of paid ones.
+        Index(
+            "ix_order_history_open_deadlines",
+            "status",
+            "expires_at",
+            postgresql_where=text("status IN ('pending', 'paid')"),
+        ),
+    )
+
+    id: Mapped[IntPK]
+    public_id: Mapped[str] = mapped_column(String(40), unique=True)
+    incoming_order_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("incoming_orders.id"), unique=True
+    )
+    store_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchant_stores.id"))
+    merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchants.id"), index=True)
+    trader_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("traders.id"))
+    requisite_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("req_traders.id"))
+    payment_method_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("payment_methods.id"))
+    bank_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("banks.id"))
+    fiat_currency_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("fiat_currencies.id"))
+    crypto_currency_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("crypto_currencies.id"))
+    order_type: Mapped[str] = mapped_column(String(10))
+    amount_fiat: Mapped[Decimal] = mapped_column(FIAT)
+    amount_crypto: Mapped[Decimal] = mapped_column(CRYPTO)
+    exchange_rate: Mapped[Decimal] = mapped_column(RATE)
+    store_commission_rate: Mapped[Decimal] = mapped_column(PERCENT)
+    trader_commission_rate: Mapped[Decimal] = mapped_column(PERCENT)
+    store_commission: Mapped[Decimal] = mapped_column(CRYPTO)
+    trader_commission: Mapped[Decimal] = mapped_column(CRYPTO)
+    platform_profit: Mapped[Decimal] = mapped_column(CRYPTO)
+    status: Mapped[str] = mapped_column(String(20), default=OrderStatus.PENDING.value)
+    customer_id: Mapped[str | None] = mapped_column(String(255))
+    customer_ip: Mapped[str | None] = mapped_column(String(64))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    paid_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    confirm_deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    canceled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    disputed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    cancellation_reason: Mapped[str | None] = mapped_column(Text)
+    dispute_reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[UpdatedAt]
+
+
+class UploadedDocument(Base):
+    """A receipt or dispute evidence stored in S3 (the bytes live there, not here)."""
+
+    __tablename__ = "uploaded_documents"
+    __table_args__ = (
+        enum_check("kind", DocumentKind),
+        CheckConstraint("size_bytes > 0", name="size_positive"),
+    )
+
+    id: Mapped[IntPK]
+    order_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("order_history.id"), index=True
+    )
+    uploaded_by_user_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("users.id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    s3_key: Mapped[str] = mapped_column(String(512), unique=True)
+    content_type: Mapped[str] = mapped_column(String(100))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[CreatedAt]
+
+
+class CallbackDelivery(Base):
+    """One merchant notification (written in the transaction of the status change it reports)."""
+
+    __tablename__ = "callback_deliveries"
+    __table_args__ = (
+        enum_check("status", CallbackStatus),
+        Index(
+            "ix_callback_deliveries_due",
+            "status",
+            "next_attempt_at",
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index("ix_callback_deliveries_store_created", "store_id", "created_at"),
+    )
+
+    id: Mapped[IntPK]
+    event_id: Mapped[str] = mapped_column(String(64), unique=True)
+    store_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchant_stores.id"))
+    incoming_order_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("incoming_orders.id"), index=True
+    )
+    order_id: Mapped[int | None] = mapped_column(BigInteger, ForeignKey("order_history.id"))
+    event_type: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    url: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16), default=CallbackStatus.PENDING.value)
+    attempt_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    next_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[UpdatedAt]
+
+
+class CallbackDeliveryAttempt(Base):
+    __tablename__ = "callback_delivery_attempts"
+
+    id: Mapped[IntPK]
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("callback_deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[CreatedAt]
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    duration_ms: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)
+    response_excerpt: Mapped[str | None] = mapped_column(Text)
+
+
+class IdempotencyKey(Base):
+    """A gateway `Idempotency-Key`: the request's fingerprint and, once done, its response."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (
+        UniqueConstraint("store_id", "key"),
+        CheckConstraint("char_length(key) BETWEEN 1 AND 255", name="key_length"),
+        Index("ix_idempotency_keys_created_at", "created_at"),
+    )
+
+    id: Mapped[IntPK]
+    store_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("merchant_stores.id", ondelete="CASCADE")
+    )
+    key: Mapped[str] = mapped_column(String(255))
+    request_fingerprint: Mapped[str] = mapped_column(String(64))
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    created_at: Mapped[CreatedAt]
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

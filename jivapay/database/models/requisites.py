@@ -1,0 +1,127 @@
+"""Traders' bank requisites: the holder, the requisite (card/account number encrypted at rest) and
+its 1:1 limits settings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from jivapay.database.base import FIAT, Base, CreatedAt, IntPK, UpdatedAt, enum_check
+from jivapay.database.types import EncryptedString
+from jivapay.enums import RequisiteStatus
+
+
+class OwnerOfRequisites(Base):
+    """The holder of a card or account (PII; anonymised on a GDPR request)."""
+
+    __tablename__ = "owner_of_requisites"
+
+    id: Mapped[IntPK]
+    trader_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("traders.id", ondelete="CASCADE"), index=True
+    )
+    first_name: Mapped[str] = mapped_column(String(100))
+    last_name: Mapped[str] = mapped_column(String(100))
+    middle_name: Mapped[str | None] = mapped_column(String(100))
+    created_at: Mapped[CreatedAt]
+
+    @property
+    def full_name(self) -> str:
+        return " ".join(p for p in (self.last_name, self.first_name, self.middle_name) if p)
+
+
+class ReqTrader(Base):
+    """A trader's requisite (card or account) that payers pay to or payouts are sent from."""
+
+    __tablename__ = "req_traders"
+    __table_args__ = (
+        enum_check("status", RequisiteStatus),
+        CheckConstraint("char_length(req_last4) BETWEEN 1 AND 4", name="last4_length"),
+        # The selector's candidate scan: same fiat, approved, not excluded, round-robin order.
+        Index(
+            "ix_req_traders_selector",
+            "fiat_currency_id",
+            "payment_method_id",
+            "last_used_at",
+            postgresql_where=text("status = 'approved' AND NOT is_excluded_from_distribution"),
+        ),
+    )
+
+    id: Mapped[IntPK]
+    trader_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("traders.id", ondelete="CASCADE"), index=True
+    )
+    owner_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("owner_of_requisites.id", ondelete="RESTRICT"), index=True
+    )
+    fiat_currency_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("fiat_currencies.id"))
+    payment_method_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("payment_methods.id"))
+    bank_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("banks.id"))
+    req_number: Mapped[str] = mapped_column(EncryptedString())
+    req_last4: Mapped[str] = mapped_column(String(4), index=True)
+    status: Mapped[str] = mapped_column(
+        String(20),
+        default=RequisiteStatus.PENDING_REVIEW.value,
+        server_default=RequisiteStatus.PENDING_REVIEW.value,
+    )
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    distribution_weight: Mapped[int] = mapped_column(Integer, default=5, server_default=text("5"))
+    is_excluded_from_distribution: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=text("false")
+    )
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[UpdatedAt]
+
+    owner: Mapped[OwnerOfRequisites] = relationship()
+    settings: Mapped[FullRequisitesSettings | None] = relationship(
+        back_populates="requisite", uselist=False
+    )
+
+
+class FullRequisitesSettings(Base):
+    """Per-requisite directions and limits (static and dynamic)."""
+
+    __tablename__ = "full_requisites_settings"
+    __table_args__ = (
+        CheckConstraint("lower_limit >= 0 AND lower_limit <= upper_limit", name="limits_ordered"),
+        CheckConstraint("total_limit IS NULL OR total_limit > 0", name="total_limit_positive"),
+        CheckConstraint(
+            "turnover_limit_minutes IS NULL OR turnover_limit_minutes > 0", name="window_positive"
+        ),
+        CheckConstraint(
+            "turnover_day_max IS NULL OR turnover_day_max > 0", name="day_max_positive"
+        ),
+        CheckConstraint(
+            "max_concurrent_orders IS NULL OR max_concurrent_orders > 0",
+            name="concurrency_positive",
+        ),
+    )
+
+    id: Mapped[IntPK]
+    requisite_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("req_traders.id", ondelete="CASCADE"), unique=True
+    )
+    pay_in: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    pay_out: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    lower_limit: Mapped[Decimal] = mapped_column(FIAT, default=Decimal("0"))
+    upper_limit: Mapped[Decimal] = mapped_column(FIAT)
+    total_limit: Mapped[Decimal | None] = mapped_column(FIAT)
+    turnover_limit_minutes: Mapped[int | None] = mapped_column(Integer)
+    turnover_day_max: Mapped[Decimal | None] = mapped_column(FIAT)
+    max_concurrent_orders: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[UpdatedAt]
+
+    requisite: Mapped[ReqTrader] = relationship(back_populates="settings")

@@ -1,0 +1,76 @@
+"""Column types: Fernet-encrypted text for secrets at rest, and a helper for clear last-4 digits.
+
+The key comes from `DATA_ENCRYPTION_KEY`. Values are encrypted on the way in and decrypted on the
+way out; the database only ever sees ciphertext. Searching and display use the clear `*_last4`
+column beside each encrypted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from functools import lru_cache
+from typing import Any
+
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
+from sqlalchemy import Text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+from jivapay.config import get_settings
+from jivapay.utils.exceptions import ConfigurationError
+
+
+@lru_cache(maxsize=4)
+def _fernet(keys: str) -> MultiFernet:
+    # Several comma-separated keys allow rotation: the first encrypts, all decrypt.
+    try:
+        return MultiFernet([Fernet(k.strip().encode()) for k in keys.split(",") if k.strip()])
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError("DATA_ENCRYPTION_KEY is not a valid Fernet key") from exc
+
+
+def encrypt_value(plain: str) -> str:
+    return _fernet(get_settings().DATA_ENCRYPTION_KEY).encrypt(plain.encode()).decode()
+
+
+def decrypt_value(token: str) -> str:
+    try:
+        return _fernet(get_settings().DATA_ENCRYPTION_KEY).decrypt(token.encode()).decode()
+    except InvalidToken as exc:
+        raise ConfigurationError("stored secret cannot be decrypted with DATA_ENCRYPTION_KEY") from exc
+
+
+def last4(value: str) -> str:
+    """The last four digits (or characters) of a card or account number, for display and search."""
+    digits = "".join(ch for ch in value if ch.isdigit()) or value
+    return digits[-4:]
+
+
+def mask_number(value_last4: str | None) -> str | None:
+    """How a card number is shown everywhere except the payer page: `**** 1234`."""
+    return None if value_last4 is None else f"**** {value_last4}"
+
+
+def fingerprint(value: str) -> str:
+    """A keyed hash of a number, for equality search (fraud lists) without decrypting."""
+    key = get_settings().DATA_ENCRYPTION_KEY.encode()
+    digits = "".join(ch for ch in value if ch.isdigit()) or value
+    return hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()
+
+
+class EncryptedString(TypeDecorator[str]):
+    """Text encrypted with Fernet at rest."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return encrypt_value(str(value))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        if value is None:
+            return None
+        return decrypt_value(str(value))

@@ -1,0 +1,234 @@
+"""Sessions, transactions, after-commit side effects, row locks and integrity-error translation.
+
+The edge owns the transaction (a request, a task, a CLI command); services only flush. Side effects
+such as Celery tasks are queued on the session with `enqueue_after_commit` and sent from the
+`after_commit` event, so a rolled-back transaction never sends anything. Sending is best-effort: the
+database is the source of truth and the scheduler's sweepers pick up whatever a crash dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import structlog
+from sqlalchemy import event, select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from jivapay.database.engine import SessionLocal
+from jivapay.utils.exceptions import DatabaseError, DuplicateObject, JivaPayException, ValidationFailed
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+_AFTER_COMMIT_KEY = "jivapay_after_commit"
+
+
+# --------------------------------------------------------------------------- sessions and transactions
+
+
+@contextmanager
+def get_db_session() -> Iterator[Session]:
+    """A session that is always closed; the caller decides when to commit."""
+    session = SessionLocal()
+    try:
+        yield session
+    finally:
+        session.close()
+
+
+@contextmanager
+def atomic_transaction(session: Session | None = None) -> Iterator[Session]:
+    """One transaction: commit when the block succeeds, roll back (and re-raise) when it fails.
+
+    Without a session, opens and closes its own. With one, commits that session's current work.
+    """
+    own = session is None
+    sess = SessionLocal() if session is None else session
+    try:
+        yield sess
+        sess.commit()
+    except BaseException:
+        sess.rollback()
+        raise
+    finally:
+        if own:
+            sess.close()
+
+
+def db_session_dependency() -> Iterator[Session]:
+    """FastAPI dependency: one transaction per request, committed before the response is sent.
+
+    Declare with `Depends(db_session_dependency, scope="function")` so the commit runs before the
+    response leaves (FastAPI >= 0.121); `api_routers.deps.DbSession` does.
+    """
+    session = SessionLocal()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+# --------------------------------------------------------------------------- after-commit side effects
+
+
+@dataclass(frozen=True)
+class _Pending:
+    send: Callable[[], Any]
+    label: str
+
+
+@dataclass
+class _Queue:
+    items: list[_Pending] = field(default_factory=list)
+
+
+def _queue(session: Session) -> _Queue:
+    queue = session.info.get(_AFTER_COMMIT_KEY)
+    if queue is None:
+        queue = session.info[_AFTER_COMMIT_KEY] = _Queue()
+    return queue  # type: ignore[no-any-return]
+
+
+def enqueue_after_commit(session: Session, task: Any, *args: Any, **options: Any) -> None:
+    """Send Celery `task` with `args` once `session` commits; forget it if the session rolls back.
+
+    `options` go to `apply_async` (countdown, queue ...).
+    """
+    name = getattr(task, "name", repr(task))
+    _queue(session).items.append(
+        _Pending(send=lambda: task.apply_async(args=list(args), **options), label=name)
+    )
+
+
+def call_after_commit(session: Session, func: Callable[[], Any], label: str = "callback") -> None:
+    """Run `func` once `session` commits (for non-Celery side effects); dropped on rollback."""
+    _queue(session).items.append(_Pending(send=func, label=label))
+
+
+def pending_after_commit(session: Session) -> list[str]:
+    """Labels of the side effects waiting for this session's commit (for tests and debugging)."""
+    return [p.label for p in _queue(session).items]
+
+
+@event.listens_for(Session, "after_commit")
+def _run_after_commit(session: Session) -> None:
+    queue = session.info.pop(_AFTER_COMMIT_KEY, None)
+    if not queue:
+        return
+    for pending in queue.items:
+        try:
+            pending.send()
+        except Exception as exc:  # the sweepers recover; never break the committed request
+            log.warning("after_commit_send_failed", task=pending.label, error=str(exc))
+            from jivapay.utils.notifications import report_critical_error
+
+            report_critical_error(exc, "after-commit side effect failed", task=pending.label)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_after_rollback(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT_KEY, None)
+
+
+# --------------------------------------------------------------------------- row locks
+
+
+def lock_by_ids(
+    session: Session,
+    model: type[T],
+    ids: Iterable[int],
+    *,
+    skip_locked: bool = False,
+) -> list[T]:
+    """Lock rows of `model` by primary key in ascending id order (a fixed order avoids deadlocks)."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return []
+    id_col = model.id  # type: ignore[attr-defined]
+    stmt = (
+        select(model)
+        .where(id_col.in_(wanted))
+        .order_by(id_col)
+        .with_for_update(skip_locked=skip_locked)
+    )
+    return list(session.scalars(stmt))
+
+
+def lock_one(session: Session, model: type[T], obj_id: int, *, nowait: bool = False) -> T | None:
+    """Lock one row by primary key, or return None if it does not exist."""
+    id_col = model.id  # type: ignore[attr-defined]
+    stmt = select(model).where(id_col == obj_id).with_for_update(nowait=nowait)
+    return session.scalars(stmt).one_or_none()
+
+
+def claim_next(session: Session, stmt: Any) -> Any:
+    """Claim the first row of `stmt` that no other transaction holds (`FOR UPDATE SKIP LOCKED`)."""
+    return session.scalars(stmt.with_for_update(skip_locked=True).limit(1)).first()
+
+
+# --------------------------------------------------------------------------- integrity errors
+
+_CONSTRAINT_RE = re.compile(r'constraint "([^"]+)"')
+
+
+def constraint_name(exc: IntegrityError) -> str | None:
+    """The name of the violated constraint, from the driver's diagnostics or the message."""
+    orig = exc.orig
+    diag = getattr(orig, "diag", None)
+    name = getattr(diag, "constraint_name", None)
+    if name:
+        return str(name)
+    match = _CONSTRAINT_RE.search(str(orig))
+    return match.group(1) if match else None
+
+
+def translate_integrity_error(
+    exc: IntegrityError, messages: dict[str, JivaPayException] | None = None
+) -> JivaPayException:
+    """Map a violated constraint to a domain error: a known name to its error, else a generic one."""
+    name = constraint_name(exc) or ""
+    if messages and name in messages:
+        return messages[name]
+    if name.startswith("uq_"):
+        return DuplicateObject(f"already exists ({name})", extra={"constraint": name})
+    if name.startswith(("ck_", "fk_")) or "not-null" in str(exc.orig).lower():
+        return ValidationFailed(f"value rejected by the database ({name or 'constraint'})")
+    return DuplicateObject("conflicting write")
+
+
+@contextmanager
+def integrity_errors_as_domain_errors(
+    session: Session, messages: dict[str, JivaPayException] | None = None
+) -> Iterator[None]:
+    """Inside the block, a flush that violates a constraint raises the mapped domain error.
+
+    Runs the block in a savepoint so the outer transaction stays usable after the failure.
+    """
+    try:
+        with session.begin_nested():
+            yield
+    except IntegrityError as exc:
+        raise translate_integrity_error(exc, messages) from exc
+
+
+@contextmanager
+def database_errors_as_domain_errors() -> Iterator[None]:
+    """Connection loss and similar operational failures surface as `DatabaseError` (503)."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise DatabaseError("database unavailable") from exc
+
+
+def chunked(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for i in range(0, len(seq), size):
+        yield seq[i : i + size]

@@ -1,0 +1,1 @@
+"""The teamlead API server."""

@@ -1,0 +1,1 @@
+"""The trader API server."""

@@ -1,0 +1,1 @@
+"""Cross-cutting helpers: errors, settings loader, notifications, storage, query helpers."""

@@ -1,0 +1,245 @@
+"""Run-time business settings (domain.md §9): declared once here, stored in `configuration_settings`.
+
+`get_typed_config_value(key)` returns the stored value converted to the declared type, or the default
+when the row is missing or its value is invalid (logged as a warning, never raised). Values are cached
+per process for a few seconds so hot paths (rate limiting, intake) do not query on every request;
+`set_config_value` invalidates this process's cache as soon as its transaction commits, and other
+processes see the change within the cache lifetime.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import structlog
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from jivapay.enums import ConfigValueType
+from jivapay.utils.exceptions import ValidationFailed
+
+log = structlog.get_logger(__name__)
+
+CACHE_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    key: str
+    value_type: ConfigValueType
+    default: Any
+    description: str
+
+
+def _s(key: str, value_type: ConfigValueType, default: Any, description: str) -> SettingSpec:
+    return SettingSpec(key, value_type, default, description)
+
+
+_T = ConfigValueType
+SETTINGS: dict[str, SettingSpec] = {
+    spec.key: spec
+    for spec in (
+        # Order processing
+        _s("MAX_ORDER_RETRIES", _T.INT, 5, "Assignment attempts before an order fails."),
+        _s("RETRY_DELAY_SECONDS", _T.INT, 10, "Delay before the first assignment retry."),
+        _s("RETRY_BACKOFF_FACTOR", _T.DECIMAL, Decimal("2"), "Multiplier of the retry delay."),
+        _s("STUCK_ORDER_SECONDS", _T.INT, 120, "An order claimed this long ago is re-queued."),
+        _s("PAYIN_PAYMENT_TIMEOUT_MINUTES", _T.INT, 15, "Time the payer has to pay a PayIn."),
+        _s("TRADER_CONFIRM_TIMEOUT_MINUTES", _T.INT, 30, "Time a trader has to confirm a paid order."),
+        _s("PAYOUT_TIMEOUT_MINUTES", _T.INT, 60, "Time a trader has to send a PayOut."),
+        _s("EXCHANGE_RATE_MAX_AGE_SECONDS", _T.INT, 86400, "Older rates make intake fail."),
+        _s("IDEMPOTENCY_KEY_TTL_HOURS", _T.INT, 24, "How long gateway idempotency keys live."),
+        # Rate limiting
+        _s("RATE_LIMIT_DEFAULT", _T.STR, "100/minute", "Default limit per client on every route."),
+        _s("RATE_LIMIT_GATEWAY_INIT", _T.STR, "600/minute", "Limit per store on order intake."),
+        _s("RATE_LIMIT_LOGIN", _T.STR, "10/minute", "Limit per IP on login routes."),
+        _s("RATE_LIMIT_BLOCK_AFTER_VIOLATIONS", _T.INT, 50, "429s in the window before a block."),
+        _s("RATE_LIMIT_BLOCK_WINDOW_SECONDS", _T.INT, 600, "Window in which 429s are counted."),
+        _s("RATE_LIMIT_BLOCK_SECONDS", _T.INT, 900, "How long a repeated violator is blocked."),
+        # Callbacks and documents
+        _s("CALLBACK_MAX_ATTEMPTS", _T.INT, 10, "Delivery attempts before a callback fails."),
+        _s("CALLBACK_TIMEOUT_SECONDS", _T.INT, 10, "Timeout of one callback request."),
+        _s("RECEIPT_MAX_BYTES", _T.INT, 10 * 1024 * 1024, "Largest receipt upload accepted."),
+        # Fraud (thresholds are fiat amounts; an empty threshold disables its rule)
+        _s("FRAUD_CHECKS_ENABLED", _T.BOOL, True, "Master switch of the fraud checks."),
+        _s("FRAUD_MANUAL_REVIEW_THRESHOLD", _T.DECIMAL, None, "Amounts above go to review."),
+        _s("FRAUD_DENY_THRESHOLD", _T.DECIMAL, None, "Amounts above are denied."),
+        _s("FRAUD_RULE_AMOUNT_ENABLED", _T.BOOL, True, "Amount threshold rule."),
+        _s("FRAUD_RULE_BLOCKLIST_ENABLED", _T.BOOL, True, "Blocklist rule."),
+        _s("FRAUD_RULE_VELOCITY_ENABLED", _T.BOOL, True, "Velocity rule."),
+        _s("FRAUD_VELOCITY_WINDOW_SECONDS", _T.INT, 3600, "Velocity counting window."),
+        _s("FRAUD_VELOCITY_MAX_PER_CUSTOMER", _T.INT, 10, "Orders per customer id per window."),
+        _s("FRAUD_VELOCITY_MAX_PER_IP", _T.INT, 20, "Orders per IP per window."),
+        _s("FRAUD_VELOCITY_MAX_PER_STORE", _T.INT, 100000, "Orders per store per window."),
+        _s("FRAUD_RULE_UNPAID_EXPIRED_ENABLED", _T.BOOL, True, "Card-harvesting rule."),
+        _s("FRAUD_UNPAID_EXPIRED_MAX", _T.INT, 3, "Unpaid expired PayIns before review."),
+        _s("FRAUD_UNPAID_EXPIRED_WINDOW_HOURS", _T.INT, 24, "Window of the card-harvesting rule."),
+    )
+}
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _to_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {raw!r}")
+
+
+def _to_decimal(raw: str) -> Decimal:
+    try:
+        value = Decimal(raw.strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"not a decimal: {raw!r}") from exc
+    if not value.is_finite():
+        raise ValueError(f"not a finite decimal: {raw!r}")
+    return value
+
+
+_PARSERS: dict[ConfigValueType, Callable[[str], Any]] = {
+    ConfigValueType.INT: lambda raw: int(raw.strip()),
+    ConfigValueType.FLOAT: lambda raw: float(raw.strip()),
+    ConfigValueType.DECIMAL: _to_decimal,
+    ConfigValueType.BOOL: _to_bool,
+    ConfigValueType.STR: lambda raw: raw,
+    ConfigValueType.JSON: json.loads,
+}
+
+
+def parse_value(spec: SettingSpec, raw: str | None) -> Any:
+    """Convert a stored text to the declared type; an empty value means "unset" (None)."""
+    if raw is None or raw == "":
+        return None
+    value = _PARSERS[spec.value_type](raw)
+    if spec.key.startswith("RATE_LIMIT_") and spec.value_type == ConfigValueType.STR:
+        from limits import parse_many
+
+        parse_many(value)  # raises ValueError on a malformed limit string
+    return value
+
+
+def serialize_value(spec: SettingSpec, value: Any) -> str | None:
+    if value is None:
+        return None
+    if spec.value_type == ConfigValueType.JSON:
+        return json.dumps(value)
+    if spec.value_type == ConfigValueType.BOOL:
+        return "true" if value else "false"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- cache
+
+_cache_lock = threading.Lock()
+_cache: dict[str, tuple[float, Any]] = {}
+
+
+def invalidate_cache(key: str | None = None) -> None:
+    """Forget cached values (one key, or all)."""
+    with _cache_lock:
+        if key is None:
+            _cache.clear()
+        else:
+            _cache.pop(key, None)
+
+
+def get_spec(key: str) -> SettingSpec:
+    try:
+        return SETTINGS[key]
+    except KeyError as exc:
+        raise ValidationFailed(f"unknown setting {key!r}") from exc
+
+
+def _load(session: Session, spec: SettingSpec) -> Any:
+    from jivapay.database.models import ConfigurationSetting
+
+    row = session.execute(
+        select(ConfigurationSetting.value).where(ConfigurationSetting.key == spec.key)
+    ).first()
+    if row is None:
+        return spec.default
+    try:
+        value = parse_value(spec, row[0])
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        log.warning("invalid_setting_value", key=spec.key, value=row[0], error=str(exc))
+        return spec.default
+    return spec.default if value is None else value
+
+
+def get_typed_config_value(key: str, session: Session | None = None) -> Any:
+    """The current value of setting `key`, typed as declared (cached for a few seconds)."""
+    spec = get_spec(key)
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(key)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    if session is not None:
+        value = _load(session, spec)
+    else:
+        from jivapay.database.utils import get_db_session
+
+        with get_db_session() as own:
+            value = _load(own, spec)
+    with _cache_lock:
+        _cache[key] = (now + CACHE_SECONDS, value)
+    return value
+
+
+def set_config_value(
+    session: Session, key: str, value: Any, *, actor_user_id: int | None = None
+) -> Any:
+    """Validate and store a setting (flushes; the caller commits). Returns the typed value."""
+    from jivapay.database.models import ConfigurationSetting
+    from jivapay.database.utils import call_after_commit
+
+    spec = get_spec(key)
+    raw = value if isinstance(value, str) or value is None else serialize_value(spec, value)
+    try:
+        typed = parse_value(spec, raw)
+    except (ValueError, TypeError, json.JSONDecodeError) as exc:
+        raise ValidationFailed(f"invalid value for {key}: {exc}") from exc
+    row = session.get(ConfigurationSetting, key)
+    if row is None:
+        row = ConfigurationSetting(
+            key=key, value_type=spec.value_type.value, description=spec.description
+        )
+        session.add(row)
+    row.value = serialize_value(spec, typed)
+    row.updated_by_user_id = actor_user_id
+    session.flush()
+    invalidate_cache(key)
+    call_after_commit(session, lambda: invalidate_cache(key), label=f"invalidate:{key}")
+    return typed
+
+
+def seed_defaults(session: Session) -> int:
+    """Insert every declared setting that is missing, with its default; returns how many."""
+    from jivapay.database.models import ConfigurationSetting
+
+    existing = set(session.scalars(select(ConfigurationSetting.key)))
+    added = 0
+    for spec in SETTINGS.values():
+        if spec.key in existing:
+            continue
+        session.add(
+            ConfigurationSetting(
+                key=spec.key,
+                value=serialize_value(spec, spec.default),
+                value_type=spec.value_type.value,
+                description=spec.description,
+            )
+        )
+        added += 1
+    session.flush()
+    return added

@@ -1,0 +1,171 @@
+"""Test setup on the real PostgreSQL and Redis.
+
+One database per xdist worker, migrated once with `alembic upgrade head`; every test runs inside an
+outer transaction that is rolled back at the end (all sessions any layer opens are bound to it).
+Tests that need real commits across connections or processes use `committed_db`, which truncates
+afterwards. Servers come from `DATABASE_URL`/`REDIS_URL` when set, else embedded ones are started.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import Connection, create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+os.environ.setdefault("ENVIRONMENT", "test")
+os.environ.setdefault("CALLBACK_ALLOW_PRIVATE_NETWORKS", "true")
+os.environ.setdefault("LOG_JSON", "false")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+
+def _worker_index(worker_id: str) -> int:
+    return 0 if worker_id == "master" else int(worker_id.removeprefix("gw")) + 1
+
+
+def _base_database_url() -> str:
+    url = os.environ.get("JIVAPAY_TEST_DATABASE_URL") or os.environ.get("DATABASE_URL")
+    if url:
+        return url
+    from jivapay import embedded
+
+    return embedded.ensure_postgres(embedded.test_home())
+
+
+def _base_redis_url() -> str:
+    url = os.environ.get("JIVAPAY_TEST_REDIS_URL") or os.environ.get("REDIS_URL")
+    if url:
+        return url
+    from jivapay import embedded
+
+    return embedded.ensure_redis(embedded.test_home())
+
+
+@pytest.fixture(scope="session")
+def worker_index(worker_id: str) -> int:
+    return _worker_index(worker_id)
+
+
+@pytest.fixture(scope="session")
+def redis_url(worker_index: int) -> str:
+    """A Redis database number of this worker's own (keys are still namespaced by each test)."""
+    base = make_url(_base_redis_url().replace("redis://", "postgresql://", 1))
+    db = 1 + worker_index % 15
+    host = base.host or "127.0.0.1"
+    port = base.port or 6379
+    url = f"redis://{host}:{port}/{db}"
+    os.environ["JIVAPAY_TEST_REDIS_URL"] = _base_redis_url()
+    os.environ["REDIS_URL"] = url
+    return url
+
+
+@pytest.fixture(scope="session")
+def database_url(worker_index: int) -> Iterator[str]:
+    """A fresh database of this test worker, migrated to head; dropped at the end."""
+    from jivapay.database.engine import dispose_engine, normalize_database_url
+    from jivapay.database.migrate import upgrade
+
+    base = make_url(normalize_database_url(_base_database_url()))
+    name = f"jivapay_test_{worker_index}_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = base.set(database=name).render_as_string(hide_password=False)
+    os.environ["JIVAPAY_TEST_DATABASE_URL"] = _base_database_url()
+    os.environ["DATABASE_URL"] = url
+    from jivapay.config import reset_settings_cache
+
+    reset_settings_cache()
+    dispose_engine()
+    upgrade("head", url=url)
+    yield url
+    dispose_engine()
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def services(database_url: str, redis_url: str) -> dict[str, str]:
+    """Both real services configured for this worker; the environment points at them."""
+    from jivapay.config import reset_settings_cache
+
+    reset_settings_cache()
+    return {"database_url": database_url, "redis_url": redis_url}
+
+
+@pytest.fixture
+def connection(services: dict[str, str]) -> Iterator[Connection]:
+    from jivapay.database.engine import get_engine
+
+    with get_engine().connect() as conn:
+        trans = conn.begin()
+        yield conn
+        if trans.is_active:
+            trans.rollback()
+
+
+@pytest.fixture
+def db(connection: Connection) -> Iterator[Session]:
+    """A session inside a transaction that is rolled back after the test.
+
+    Every session opened during the test (request dependency, `get_db_session`, services) is bound to
+    the same connection, so commits become savepoints and nothing outlives the test.
+    """
+    from jivapay.database.engine import bind_session_factory
+    from jivapay.utils import config_loader
+
+    factory = sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+    bind_session_factory(factory)
+    config_loader.invalidate_cache()
+    session = factory()
+    try:
+        yield session
+    finally:
+        session.close()
+        bind_session_factory(None)
+        config_loader.invalidate_cache()
+
+
+def _truncate_all(conn: Connection) -> None:
+    from jivapay.database.models import Base
+
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+def committed_db(services: dict[str, str]) -> Iterator[sessionmaker[Session]]:
+    """Real commits visible to other connections and processes; every table truncated after."""
+    from jivapay.database.engine import get_engine, get_session_factory
+    from jivapay.utils import config_loader
+
+    config_loader.invalidate_cache()
+    factory = get_session_factory()
+    try:
+        yield factory
+    finally:
+        with get_engine().begin() as conn:
+            _truncate_all(conn)
+        config_loader.invalidate_cache()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[object]:
+    import redis
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A short random token for names, emails and keys unique to one test."""
+    return uuid.uuid4().hex[:10]
