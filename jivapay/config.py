@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Development defaults. They make a fresh clone run without configuration and are refused in production.
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me-0123456789abcdef"  # noqa: S105
-DEV_DATA_ENCRYPTION_KEY = "ZGV2LWluc2VjdXJlLWRhdGEta2V5LWNoYW5nZS1tZSE="  # noqa: S105
+DEV_DATA_ENCRYPTION_KEY = "ZGV2LWluc2VjdXJlLWRhdGEta2V5LWNoYW5nZS1tZSE="
 
 
 class Environment(StrEnum):

@@ -36,7 +36,9 @@ class OrderStatus(StrEnum):
     DISPUTED = "disputed"
 
 
-TERMINAL_ORDER_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.CANCELED, OrderStatus.EXPIRED})
+TERMINAL_ORDER_STATUSES = frozenset(
+    {OrderStatus.COMPLETED, OrderStatus.CANCELED, OrderStatus.EXPIRED}
+)
 
 
 class RequisiteStatus(StrEnum):

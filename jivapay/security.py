@@ -1,10 +1,47 @@
 """Authentication: password hashing (argon2 via pwdlib), JWT access tokens, current-principal
-dependencies, role guards, and the HMAC request signature of store credentials (domain.md §6)."""
+dependencies, role guards, and the HMAC request signature of store credentials (domain.md §6).
+
+Users (merchant, trader, teamlead, support, admin) send `Authorization: Bearer <JWT>`; the user row is
+loaded on every request, so deactivating a user or changing their role takes effect at once.
+Stores send `X-API-Key`, `X-Timestamp` and `X-Signature` (hex HMAC-SHA256 with the store's private key
+of "{timestamp}.{METHOD}.{path}.{raw body}"; `path` includes "?query" when the URL has one).
+Every refusal is a `JivaPayException`, rendered as problem+json by the app's handlers.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+import jwt
+from fastapi import Depends, Header, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
+from sqlalchemy import select
+from sqlalchemy.orm import Session, joinedload
+from starlette.concurrency import run_in_threadpool
+
+from jivapay.config import get_settings
+from jivapay.database.models import MerchantStore, User
+from jivapay.database.utils import db_session_dependency
+from jivapay.enums import Role
+from jivapay.utils.exceptions import (
+    AuthenticationFailed,
+    Forbidden,
+    InvalidSignature,
+    PermissionDenied,
+)
+
+# --------------------------------------------------------------------------- passwords
 
 _password_hash = PasswordHash((Argon2Hasher(),))
 # Verified against when the email is unknown, so a miss costs as much time as a wrong password.
@@ -24,3 +61,237 @@ def verify_password(plain: str, hashed: str | None) -> bool:
         return _password_hash.verify(plain, hashed)
     except Exception:
         return False
+
+
+# --------------------------------------------------------------------------- JWT access tokens
+
+# Roles whose profile carries `granted_permissions` (domain.md §8).
+STAFF_ROLES = frozenset({Role.ADMIN, Role.SUPPORT, Role.TEAMLEAD})
+
+
+@dataclass(frozen=True)
+class TokenClaims:
+    user_id: int
+    role: Role
+    issued_at: datetime
+    expires_at: datetime
+    jti: str
+
+
+def create_access_token(user_id: int, role: Role, expires_minutes: int | None = None) -> str:
+    """A signed access token for `user_id` acting as `role`."""
+    settings = get_settings()
+    minutes = settings.ACCESS_TOKEN_EXPIRE_MINUTES if expires_minutes is None else expires_minutes
+    now = datetime.now(UTC)
+    payload = {
+        "sub": str(user_id),
+        "role": Role(role).value,
+        "iat": now,
+        "exp": now + timedelta(minutes=minutes),
+        "jti": uuid.uuid4().hex,
+    }
+    return jwt.encode(payload, settings.SECRET_KEY, algorithm=settings.ALGORITHM)
+
+
+def decode_access_token(token: str) -> TokenClaims:
+    """Verify and parse a token; any problem (signature, expiry, shape) is `AuthenticationFailed`."""
+    settings = get_settings()
+    try:
+        payload = jwt.decode(
+            token,
+            settings.SECRET_KEY,
+            algorithms=[settings.ALGORITHM],
+            options={"require": ["sub", "role", "exp", "iat", "jti"]},
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise AuthenticationFailed("Token has expired", code="token_expired") from exc
+    except jwt.PyJWTError as exc:
+        raise AuthenticationFailed("Could not validate credentials") from exc
+    try:
+        return TokenClaims(
+            user_id=int(payload["sub"]),
+            role=Role(payload["role"]),
+            issued_at=datetime.fromtimestamp(int(payload["iat"]), UTC),
+            expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
+            jti=str(payload["jti"]),
+        )
+    except (TypeError, ValueError) as exc:
+        raise AuthenticationFailed("Could not validate credentials") from exc
+
+
+# --------------------------------------------------------------------------- user principals
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated user of a request."""
+
+    user_id: int
+    role: Role
+    email: str
+    profile_id: int  # id of the admins/supports/teamleads/merchants/traders row
+    permissions: tuple[str, ...] = ()
+
+
+def _profile(user: User, role: Role) -> Any:
+    return getattr(user, role.value)
+
+
+def load_principal(session: Session, *, user_id: int, role: Role) -> Principal:
+    """The principal of an active user holding `role`, or `AuthenticationFailed`."""
+    stmt = select(User).where(User.id == user_id).options(joinedload(getattr(User, role.value)))
+    user = session.scalars(stmt).unique().one_or_none()
+    if user is None or user.role != role.value:
+        raise AuthenticationFailed("Could not validate credentials")
+    if not user.is_active:
+        raise AuthenticationFailed("User account is disabled", code="account_disabled")
+    profile = _profile(user, role)
+    if profile is None:
+        raise AuthenticationFailed("Could not validate credentials")
+    permissions: tuple[str, ...] = ()
+    if role in STAFF_ROLES:
+        permissions = tuple(str(p) for p in (profile.granted_permissions or []))
+    return Principal(
+        user_id=user.id,
+        role=role,
+        email=user.email,
+        profile_id=profile.id,
+        permissions=permissions,
+    )
+
+
+_bearer = HTTPBearer(auto_error=False, scheme_name="BearerToken")
+
+
+def get_current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session: Annotated[Session, Depends(db_session_dependency, scope="function")],
+) -> Principal:
+    """FastAPI dependency: the user behind the bearer token, re-checked against the database."""
+    if credentials is None:
+        raise AuthenticationFailed("Not authenticated")
+    claims = decode_access_token(credentials.credentials)
+    principal = load_principal(session, user_id=claims.user_id, role=claims.role)
+    request.state.principal = principal
+    return principal
+
+
+def require_role(*roles: Role) -> Callable[..., Principal]:
+    """A dependency that admits only principals holding one of `roles` (else 403)."""
+    allowed = frozenset(roles)
+
+    def _require_role(
+        principal: Annotated[Principal, Depends(get_current_principal)],
+    ) -> Principal:
+        if principal.role not in allowed:
+            raise PermissionDenied("This account cannot use this API")
+        return principal
+
+    return _require_role
+
+
+# --------------------------------------------------------------------------- store API keys
+
+SIGNATURE_TOLERANCE_SECONDS = 300
+_BAD_STORE_CREDENTIALS = "Invalid API key or signature"
+# Signed with when the key is unknown, so an unknown key costs as much as a bad signature.
+_DUMMY_PRIVATE_KEY = secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True)
+class StorePrincipal:
+    """The store authenticated by API key and request signature."""
+
+    store_id: int
+    merchant_id: int
+    public_api_key: str
+
+
+def generate_api_key_pair() -> tuple[str, str]:
+    """A new (public, private) API key pair for a store."""
+    return "pk_" + secrets.token_urlsafe(32), "sk_" + secrets.token_urlsafe(32)
+
+
+def generate_callback_secret() -> str:
+    """A Standard Webhooks signing secret: "whsec_" + base64 of 32 random bytes."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+def compute_signature(private_key: str, timestamp: str, method: str, path: str, body: bytes) -> str:
+    """Hex HMAC-SHA256 of "{timestamp}.{METHOD}.{path}.{raw body}" keyed by the private key."""
+    message = f"{timestamp}.{method.upper()}.{path}.".encode() + body
+    return hmac.new(private_key.encode(), message, hashlib.sha256).hexdigest()
+
+
+def signed_path(request: Request) -> str:
+    """The path a store signs: the URL path, plus "?query" when there is one."""
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def _timestamp_fresh(timestamp: str, now: float) -> bool:
+    if not timestamp.isascii() or not timestamp.isdigit() or len(timestamp) > 12:
+        return False
+    return abs(now - int(timestamp)) <= SIGNATURE_TOLERANCE_SECONDS
+
+
+def verify_store_request(
+    session: Session,
+    *,
+    api_key: str | None,
+    timestamp: str | None,
+    signature: str | None,
+    method: str,
+    path: str,
+    body: bytes,
+    now: float | None = None,
+) -> StorePrincipal:
+    """Check a store's signed request; `InvalidSignature` (401) or `Forbidden` (403) on refusal."""
+    if not api_key or not timestamp or not signature:
+        raise InvalidSignature("Missing X-API-Key, X-Timestamp or X-Signature header")
+    if not _timestamp_fresh(timestamp, time.time() if now is None else now):
+        raise InvalidSignature(
+            f"X-Timestamp must be unix seconds within {SIGNATURE_TOLERANCE_SECONDS} s of now"
+        )
+    store = session.scalars(
+        select(MerchantStore).where(MerchantStore.public_api_key == api_key)
+    ).one_or_none()
+    private_key = store.private_api_key if store is not None else _DUMMY_PRIVATE_KEY
+    expected = compute_signature(private_key, timestamp, method, path, body)
+    valid = hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
+    if store is None or not valid:
+        raise InvalidSignature(_BAD_STORE_CREDENTIALS)
+    if not store.access:
+        raise Forbidden("Store access is disabled", code="store_access_denied")
+    return StorePrincipal(
+        store_id=store.id, merchant_id=store.merchant_id, public_api_key=store.public_api_key
+    )
+
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="StoreApiKey")
+
+
+async def get_current_store(
+    request: Request,
+    session: Annotated[Session, Depends(db_session_dependency, scope="function")],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+    x_timestamp: Annotated[str | None, Header()] = None,
+    x_signature: Annotated[str | None, Header()] = None,
+) -> StorePrincipal:
+    """FastAPI dependency: the store whose signature over this request is valid."""
+    # Starlette caches the body on the request, so the endpoint can still read it afterwards.
+    body = await request.body()
+    store = await run_in_threadpool(
+        lambda: verify_store_request(
+            session,
+            api_key=api_key,
+            timestamp=x_timestamp,
+            signature=x_signature,
+            method=request.method,
+            path=signed_path(request),
+            body=body,
+        )
+    )
+    request.state.store = store
+    return store

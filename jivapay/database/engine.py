@@ -43,7 +43,7 @@ def make_engine(url: str | None = None, **kwargs: object) -> Engine:
         "future": True,
     }
     options.update(kwargs)
-    return create_engine(normalize_database_url(url), **options)  # type: ignore[arg-type]
+    return create_engine(normalize_database_url(url), **options)
 
 
 def get_engine() -> Engine:
@@ -68,7 +68,7 @@ def get_session_factory() -> sessionmaker[Session]:
     return _session_factory
 
 
-def SessionLocal() -> Session:  # noqa: N802 - the plan's name for the session factory
+def SessionLocal() -> Session:
     """A new session from the process-wide factory."""
     return get_session_factory()()
 

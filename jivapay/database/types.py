@@ -38,7 +38,9 @@ def decrypt_value(token: str) -> str:
     try:
         return _fernet(get_settings().DATA_ENCRYPTION_KEY).decrypt(token.encode()).decode()
     except InvalidToken as exc:
-        raise ConfigurationError("stored secret cannot be decrypted with DATA_ENCRYPTION_KEY") from exc
+        raise ConfigurationError(
+            "stored secret cannot be decrypted with DATA_ENCRYPTION_KEY"
+        ) from exc
 
 
 def last4(value: str) -> str:

@@ -16,11 +16,17 @@ from typing import Any, TypeVar
 
 import structlog
 from sqlalchemy import event, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from jivapay.database.engine import SessionLocal
-from jivapay.utils.exceptions import DatabaseError, DuplicateObject, JivaPayException, ValidationFailed
+from jivapay.utils.exceptions import (
+    DatabaseError,
+    DuplicateObject,
+    JivaPayException,
+    ValidationFailed,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +101,7 @@ def _queue(session: Session) -> _Queue:
     queue = session.info.get(_AFTER_COMMIT_KEY)
     if queue is None:
         queue = session.info[_AFTER_COMMIT_KEY] = _Queue()
-    return queue  # type: ignore[no-any-return]
+    return queue
 
 
 def enqueue_after_commit(session: Session, task: Any, *args: Any, **options: Any) -> None:
@@ -168,6 +174,25 @@ def lock_one(session: Session, model: type[T], obj_id: int, *, nowait: bool = Fa
     id_col = model.id  # type: ignore[attr-defined]
     stmt = select(model).where(id_col == obj_id).with_for_update(nowait=nowait)
     return session.scalars(stmt).one_or_none()
+
+
+def lock_or_create(
+    session: Session, model: type[T], key: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> T:
+    """Lock the row of `model` whose unique key is `key`, inserting it first when it is missing.
+
+    `INSERT ... ON CONFLICT DO NOTHING` then `SELECT ... FOR UPDATE`: two transactions creating the
+    same row at once both end up holding the one row (the second waits) instead of one failing on
+    the unique key. The row is re-read even if the session already holds it, so the caller never
+    computes on a value another transaction changed before the lock was granted.
+    """
+    session.flush()
+    insert_stmt = pg_insert(model).values(**key, **(defaults or {}))
+    session.execute(insert_stmt.on_conflict_do_nothing(index_elements=list(key)))
+    stmt = (
+        select(model).filter_by(**key).with_for_update().execution_options(populate_existing=True)
+    )
+    return session.scalars(stmt).one()
 
 
 def claim_next(session: Session, stmt: Any) -> Any:

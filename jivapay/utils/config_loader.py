@@ -51,7 +51,12 @@ SETTINGS: dict[str, SettingSpec] = {
         _s("RETRY_BACKOFF_FACTOR", _T.DECIMAL, Decimal("2"), "Multiplier of the retry delay."),
         _s("STUCK_ORDER_SECONDS", _T.INT, 120, "An order claimed this long ago is re-queued."),
         _s("PAYIN_PAYMENT_TIMEOUT_MINUTES", _T.INT, 15, "Time the payer has to pay a PayIn."),
-        _s("TRADER_CONFIRM_TIMEOUT_MINUTES", _T.INT, 30, "Time a trader has to confirm a paid order."),
+        _s(
+            "TRADER_CONFIRM_TIMEOUT_MINUTES",
+            _T.INT,
+            30,
+            "Time a trader has to confirm a paid order.",
+        ),
         _s("PAYOUT_TIMEOUT_MINUTES", _T.INT, 60, "Time a trader has to send a PayOut."),
         _s("EXCHANGE_RATE_MAX_AGE_SECONDS", _T.INT, 86400, "Older rates make intake fail."),
         _s("IDEMPOTENCY_KEY_TTL_HOURS", _T.INT, 24, "How long gateway idempotency keys live."),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 
-class JivaPayException(Exception):  # noqa: N818 - the plan's name, kept for findability
+class JivaPayException(Exception):
     """Base of every domain error."""
 
     status_code: ClassVar[int] = 500

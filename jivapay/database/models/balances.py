@@ -56,7 +56,9 @@ class BalanceTrader(Base):
     )
 
     id: Mapped[IntPK]
-    trader_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("traders.id", ondelete="RESTRICT"))
+    trader_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("traders.id", ondelete="RESTRICT")
+    )
     crypto_currency_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("crypto_currencies.id"))
     balance: Mapped[Decimal] = mapped_column(CRYPTO, default=Decimal("0"), server_default="0")
     frozen: Mapped[Decimal] = mapped_column(CRYPTO, default=Decimal("0"), server_default="0")
@@ -70,7 +72,9 @@ class BalanceTraderFiat(Base):
     __table_args__ = (UniqueConstraint("trader_id", "fiat_currency_id"),)
 
     id: Mapped[IntPK]
-    trader_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("traders.id", ondelete="RESTRICT"))
+    trader_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("traders.id", ondelete="RESTRICT")
+    )
     fiat_currency_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("fiat_currencies.id"))
     balance: Mapped[Decimal] = mapped_column(FIAT, default=Decimal("0"), server_default="0")
     updated_at: Mapped[UpdatedAt]
@@ -158,9 +162,7 @@ class BalanceTraderFiatHistory(_HistoryColumns, Base):
 
 class BalancePlatformHistory(_HistoryColumns, Base):
     __tablename__ = "balance_platform_history"
-    __table_args__ = _history_args(
-        "balance_platform_history", "balance_platform_id", frozen=False
-    )
+    __table_args__ = _history_args("balance_platform_history", "balance_platform_id", frozen=False)
 
     id: Mapped[IntPK]
     balance_platform_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("balance_platform.id"))

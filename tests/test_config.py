@@ -1,0 +1,50 @@
+"""Environment settings: production refuses default or missing secrets and says which."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.fernet import Fernet
+
+from jivapay.config import DEV_DATA_ENCRYPTION_KEY, DEV_SECRET_KEY, InsecureSettingsError, Settings
+
+
+def test_development_runs_on_defaults() -> None:
+    s = Settings(ENVIRONMENT="development", _env_file=None)  # type: ignore[call-arg]
+    assert s.SECRET_KEY == DEV_SECRET_KEY
+    assert not s.is_production
+
+
+@pytest.mark.parametrize(
+    ("secret", "data_key", "named"),
+    [
+        (DEV_SECRET_KEY, Fernet.generate_key().decode(), ["SECRET_KEY"]),
+        ("x" * 40, DEV_DATA_ENCRYPTION_KEY, ["DATA_ENCRYPTION_KEY"]),
+        ("short", DEV_DATA_ENCRYPTION_KEY, ["SECRET_KEY", "DATA_ENCRYPTION_KEY"]),
+    ],
+)
+def test_production_refuses_insecure_secrets(secret: str, data_key: str, named: list[str]) -> None:
+    with pytest.raises(InsecureSettingsError) as info:
+        Settings(  # type: ignore[call-arg]
+            ENVIRONMENT="production",
+            SECRET_KEY=secret,
+            DATA_ENCRYPTION_KEY=data_key,
+            _env_file=None,
+        )
+    for name in named:
+        assert name in str(info.value)
+
+
+def test_production_accepts_real_secrets() -> None:
+    s = Settings(  # type: ignore[call-arg]
+        ENVIRONMENT="production",
+        SECRET_KEY="k" * 48,
+        DATA_ENCRYPTION_KEY=Fernet.generate_key().decode(),
+        _env_file=None,
+    )
+    assert s.is_production
+
+
+def test_celery_urls_fall_back_to_redis() -> None:
+    s = Settings(REDIS_URL="redis://h:1/2", _env_file=None)  # type: ignore[call-arg]
+    assert s.celery_broker_url == "redis://h:1/2"
+    assert s.celery_result_backend == "redis://h:1/2"
