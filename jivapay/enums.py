@@ -20,7 +20,6 @@ class OrderType(StrEnum):
 
 class IncomingOrderStatus(StrEnum):
     NEW = "new"
-    PROCESSING = "processing"
     RETRYING = "retrying"
     ASSIGNED = "assigned"
     FAILED = "failed"

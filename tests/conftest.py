@@ -169,3 +169,13 @@ def redis_client(redis_url: str) -> Iterator[object]:
 def unique() -> str:
     """A short random token for names, emails and keys unique to one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_rate_limits() -> Iterator[None]:
+    """Each test counts its own rate limits: every TestClient request comes from one client IP."""
+    from jivapay.middleware.rate_limiting import reset_rate_limiter
+
+    reset_rate_limiter(key_prefix=f"jivapay-rl-test-{uuid.uuid4().hex[:12]}")
+    yield
+    reset_rate_limiter()

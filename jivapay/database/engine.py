@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from jivapay.config import get_settings
 from jivapay.utils.exceptions import ConfigurationError
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # get_session_factory() calls get_engine() while holding it
 _engine: Engine | None = None
 _session_factory: sessionmaker[Session] | None = None
 

@@ -9,7 +9,7 @@ database is the source of truth and the scheduler's sweepers pick up whatever a 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -217,7 +217,7 @@ def constraint_name(exc: IntegrityError) -> str | None:
 
 
 def translate_integrity_error(
-    exc: IntegrityError, messages: dict[str, JivaPayException] | None = None
+    exc: IntegrityError, messages: Mapping[str, JivaPayException] | None = None
 ) -> JivaPayException:
     """Map a violated constraint to a domain error: a known name to its error, else a generic one."""
     name = constraint_name(exc) or ""
@@ -232,7 +232,7 @@ def translate_integrity_error(
 
 @contextmanager
 def integrity_errors_as_domain_errors(
-    session: Session, messages: dict[str, JivaPayException] | None = None
+    session: Session, messages: Mapping[str, JivaPayException] | None = None
 ) -> Iterator[None]:
     """Inside the block, a flush that violates a constraint raises the mapped domain error.
 

@@ -1,4 +1,4 @@
-"""Seeded identity: the five roles, the super admin, and the user-creation call the seeds share.
+"""Seeded identity: the five roles and the super admin (users are created by `auth_service`).
 
 The super admin's email and password come from `JIVAPAY_ADMIN_EMAIL` / `JIVAPAY_ADMIN_PASSWORD`;
 without a password one is generated and reported once. An existing admin is never touched, so a
@@ -8,15 +8,15 @@ rerun cannot reset a password someone changed.
 from __future__ import annotations
 
 import secrets
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from jivapay.config import get_settings
-from jivapay.database.models import Admin, Merchant, RoleModel, Support, TeamLead, Trader, User
+from jivapay.database.models import RoleModel, User
 from jivapay.enums import Role
-from jivapay.security import hash_password
+from jivapay.services.auth_service import create_user
+from jivapay.services.permission_service import SUPERUSER
 
 ROLE_DESCRIPTIONS: dict[Role, str] = {
     Role.ADMIN: "Platform administrator: everything within the granted permissions.",
@@ -26,16 +26,7 @@ ROLE_DESCRIPTIONS: dict[Role, str] = {
     Role.TRADER: "Trader: owns requisites and a crypto deposit, confirms orders.",
 }
 
-SUPER_ADMIN_PERMISSIONS = ["superuser"]
-
-_PROFILES: dict[Role, type[Any]] = {
-    Role.ADMIN: Admin,
-    Role.SUPPORT: Support,
-    Role.TEAMLEAD: TeamLead,
-    Role.MERCHANT: Merchant,
-    Role.TRADER: Trader,
-}
-_PERMISSION_ROLES = {Role.ADMIN, Role.SUPPORT, Role.TEAMLEAD}
+SUPER_ADMIN_PERMISSIONS = [SUPERUSER]
 
 
 def seed_roles(session: Session) -> int:
@@ -61,13 +52,13 @@ def generate_password() -> str:
     return secrets.token_urlsafe(16)
 
 
-def ensure_super_admin(session: Session) -> tuple[User, str | None]:
-    """The super admin, created when missing; the password is returned only when generated now."""
+def ensure_super_admin(session: Session) -> tuple[User, str | None, bool]:
+    """The super admin, its password when generated now (else None), and whether it was created."""
     settings = get_settings()
     email = settings.JIVAPAY_ADMIN_EMAIL.strip().lower()
     existing = find_user(session, email)
     if existing is not None:
-        return existing, None
+        return existing, None, False
     password = settings.JIVAPAY_ADMIN_PASSWORD
     generated = None
     if not password:
@@ -81,66 +72,4 @@ def ensure_super_admin(session: Session) -> tuple[User, str | None]:
         last_name="Admin",
         permissions=list(SUPER_ADMIN_PERMISSIONS),
     )
-    return user, generated
-
-
-def create_user(
-    session: Session,
-    *,
-    email: str,
-    password: str,
-    role: Role,
-    first_name: str | None = None,
-    last_name: str | None = None,
-    permissions: list[str] | None = None,
-    template: str | None = None,
-    **profile_fields: Any,
-) -> User:
-    """Create a user and its role profile through the auth service (or the local fallback)."""
-    try:
-        from jivapay.services.auth_service import create_user as service_create_user
-    except ImportError:
-        return _create_user_fallback(
-            session,
-            email=email,
-            password=password,
-            role=role,
-            first_name=first_name,
-            last_name=last_name,
-            permissions=permissions,
-            **profile_fields,
-        )
-    user: User = service_create_user(
-        session,
-        email=email,
-        password=password,
-        role=role,
-        first_name=first_name,
-        last_name=last_name,
-        permissions=permissions,
-        template=template,
-        **profile_fields,
-    )
-    return user
-
-
-def _create_user_fallback(
-    session: Session,
-    *,
-    email: str,
-    password: str,
-    role: Role,
-    first_name: str | None,
-    last_name: str | None,
-    permissions: list[str] | None,
-    **profile_fields: Any,
-) -> User:
-    user = User(email=email.strip().lower(), password_hash=hash_password(password), role=role.value)
-    session.add(user)
-    session.flush()
-    fields: dict[str, Any] = {"first_name": first_name, "last_name": last_name, **profile_fields}
-    if role in _PERMISSION_ROLES:
-        fields["granted_permissions"] = list(permissions or [])
-    session.add(_PROFILES[role](user_id=user.id, **fields))
-    session.flush()
-    return user
+    return user, generated, True

@@ -1,8 +1,9 @@
 """Balance changes and their history rows (domain.md §2).
 
 This module owns every write to `balance_stores`, `balance_traders` and `balance_platform`. So far it
-holds the admin-side moves: deposits, withdrawals and signed manual adjustments, each with the acting
-admin and a required reason. Order holds and completion moves join it later.
+holds the admin-side moves (deposits, withdrawals and signed manual adjustments, each with the acting
+admin and a required reason) and the order moves: holds frozen at intake or assignment, released on
+cancel, expiry or failure, and the completion moves of PayIn and PayOut.
 
 Every change locks the balance row (created on first use), refuses to take the available amount
 (`balance - frozen`) below zero, and writes the matching history row in the same transaction with
@@ -25,14 +26,24 @@ from jivapay.database.models import (
     BalanceStoreHistory,
     BalanceTrader,
     BalanceTraderCryptoHistory,
+    BalanceTraderFiat,
+    BalanceTraderFiatHistory,
     CryptoCurrency,
     MerchantStore,
+    OrderHistory,
     Trader,
     User,
 )
-from jivapay.database.utils import lock_or_create
-from jivapay.enums import BalanceOperation
-from jivapay.utils.exceptions import InsufficientBalance, NotFound, ValidationFailed
+from jivapay.database.utils import integrity_errors_as_domain_errors, lock_or_create
+from jivapay.enums import BalanceOperation, OrderType
+from jivapay.money import Commissions, completion_legs
+from jivapay.services.audit_logger import log_event
+from jivapay.utils.exceptions import (
+    ConfigurationError,
+    InsufficientBalance,
+    NotFound,
+    ValidationFailed,
+)
 
 AccountKind = Literal["store", "trader", "platform"]
 
@@ -286,7 +297,9 @@ def _change(
         "order_id": None,
     }
     if isinstance(row, BalanceTrader):
-        history = BalanceTraderCryptoHistory(balance_trader_id=row.id, frozen_after=frozen, **common)
+        history = BalanceTraderCryptoHistory(
+            balance_trader_id=row.id, frozen_after=frozen, **common
+        )
     elif isinstance(row, BalanceStore):
         history = BalanceStoreHistory(balance_store_id=row.id, frozen_after=frozen, **common)
     else:
@@ -294,9 +307,9 @@ def _change(
     session.add(history)
     session.flush()
 
-    _audit(
+    log_event(
         session,
-        actor_user_id=actor_user_id,
+        user_id=actor_user_id,
         action=f"balance.{operation.value}",
         target_entity=f"balance_{account}",
         target_id=str(row.id),
@@ -319,24 +332,231 @@ def _change(
     )
 
 
-def _audit(
+# --------------------------------------------------------------------------- order holds and moves
+#
+# Order money moves reference the order by its intake id; the unique key (account, incoming order,
+# operation) of every history table turns a second completion (or a second freeze or release) into
+# an IntegrityError instead of a second payment. Balance rows are locked in one fixed order:
+# store balance, trader deposit, platform, trader fiat.
+
+
+def _order_history_row(
+    row: BalanceStore | BalanceTrader,
+    *,
+    operation: BalanceOperation,
+    amount: Decimal,
+    frozen_delta: Decimal,
+    incoming_order_id: int,
+    order_id: int | None,
+) -> BalanceStoreHistory | BalanceTraderCryptoHistory:
+    common: dict[str, Any] = {
+        "operation": operation.value,
+        "amount": amount,
+        "frozen_delta": frozen_delta,
+        "balance_after": row.balance,
+        "frozen_after": row.frozen,
+        "incoming_order_id": incoming_order_id,
+        "order_id": order_id,
+    }
+    if isinstance(row, BalanceStore):
+        return BalanceStoreHistory(balance_store_id=row.id, **common)
+    return BalanceTraderCryptoHistory(balance_trader_id=row.id, **common)
+
+
+def _lock_store(session: Session, store_id: int, crypto_currency_id: int) -> BalanceStore:
+    return lock_or_create(
+        session, BalanceStore, {"store_id": store_id, "crypto_currency_id": crypto_currency_id}
+    )
+
+
+def _lock_trader(session: Session, trader_id: int, crypto_currency_id: int) -> BalanceTrader:
+    return lock_or_create(
+        session, BalanceTrader, {"trader_id": trader_id, "crypto_currency_id": crypto_currency_id}
+    )
+
+
+def _freeze(
+    session: Session,
+    row: BalanceStore | BalanceTrader,
+    *,
+    amount: Decimal,
+    incoming_order_id: int,
+    order_id: int | None,
+) -> None:
+    if amount <= 0:
+        raise ValidationFailed("a hold must be positive")
+    available = row.balance - row.frozen
+    if available < amount:
+        raise InsufficientBalance(
+            f"available balance {available} does not cover {amount}",
+            extra={"available": str(available), "requested": str(amount)},
+        )
+    row.frozen += amount
+    session.add(
+        _order_history_row(
+            row,
+            operation=BalanceOperation.FREEZE,
+            amount=Decimal(0),
+            frozen_delta=amount,
+            incoming_order_id=incoming_order_id,
+            order_id=order_id,
+        )
+    )
+    session.flush()
+
+
+def _release(
+    session: Session,
+    row: BalanceStore | BalanceTrader,
+    *,
+    amount: Decimal,
+    incoming_order_id: int,
+    order_id: int | None,
+) -> None:
+    if amount <= 0 or row.frozen < amount:
+        raise ConfigurationError(
+            f"cannot release {amount}: only {row.frozen} is frozen", extra={"internal": True}
+        )
+    row.frozen -= amount
+    session.add(
+        _order_history_row(
+            row,
+            operation=BalanceOperation.RELEASE,
+            amount=Decimal(0),
+            frozen_delta=-amount,
+            incoming_order_id=incoming_order_id,
+            order_id=order_id,
+        )
+    )
+    session.flush()
+
+
+def freeze_store_hold(
     session: Session,
     *,
-    actor_user_id: int | None,
-    action: str,
-    target_entity: str,
-    target_id: str,
-    details: dict[str, Any],
+    store_id: int,
+    crypto_currency_id: int,
+    amount: Decimal,
+    incoming_order_id: int,
 ) -> None:
-    try:
-        from jivapay.services.audit_logger import log_event
-    except ImportError:  # the audit service is optional until it lands
-        return
-    log_event(
-        session,
-        action=action,
-        user_id=actor_user_id,
-        target_entity=target_entity,
-        target_id=target_id,
-        details=details,
+    """Freeze a PayOut's `C + C*s` on the store's balance at intake (InsufficientBalance if short)."""
+    row = _lock_store(session, store_id, crypto_currency_id)
+    _freeze(session, row, amount=amount, incoming_order_id=incoming_order_id, order_id=None)
+
+
+def release_store_hold(
+    session: Session,
+    *,
+    store_id: int,
+    crypto_currency_id: int,
+    amount: Decimal,
+    incoming_order_id: int,
+    order_id: int | None,
+) -> None:
+    """Release a PayOut's store hold (order failed, canceled or expired)."""
+    row = _lock_store(session, store_id, crypto_currency_id)
+    _release(session, row, amount=amount, incoming_order_id=incoming_order_id, order_id=order_id)
+
+
+def freeze_trader_hold(
+    session: Session,
+    *,
+    trader_id: int,
+    crypto_currency_id: int,
+    amount: Decimal,
+    incoming_order_id: int,
+    order_id: int,
+) -> None:
+    """Freeze a PayIn's `C - C*t` on the trader's deposit at assignment."""
+    row = _lock_trader(session, trader_id, crypto_currency_id)
+    _freeze(session, row, amount=amount, incoming_order_id=incoming_order_id, order_id=order_id)
+
+
+def release_trader_hold(
+    session: Session,
+    *,
+    trader_id: int,
+    crypto_currency_id: int,
+    amount: Decimal,
+    incoming_order_id: int,
+    order_id: int,
+) -> None:
+    """Release a PayIn's trader hold (order canceled or expired)."""
+    row = _lock_trader(session, trader_id, crypto_currency_id)
+    _release(session, row, amount=amount, incoming_order_id=incoming_order_id, order_id=order_id)
+
+
+@dataclass(frozen=True)
+class CompletionMoves:
+    store: Decimal
+    trader: Decimal
+    platform: Decimal
+    trader_fiat: Decimal
+
+
+def complete_order(session: Session, *, order: OrderHistory) -> CompletionMoves:
+    """Move a completed order's money: store, trader deposit, platform profit, trader fiat.
+
+    The held side moves out of `frozen` (PayIn: the trader's deposit; PayOut: the store's balance);
+    the legs sum to exactly zero (money.completion_legs). Raises IntegrityError-backed
+    `DuplicateObject` if the order was already settled.
+    """
+    order_type = OrderType(order.order_type)
+    commissions = Commissions(order.store_commission, order.trader_commission)
+    legs = completion_legs(order_type, order.amount_crypto, commissions)
+    if legs.total != 0:  # impossible by construction; refuse rather than create money
+        raise ConfigurationError("order legs do not sum to zero", extra={"internal": True})
+    op = BalanceOperation.PAYIN if order_type == OrderType.PAYIN else BalanceOperation.PAYOUT
+    ids = {"incoming_order_id": order.incoming_order_id, "order_id": order.id}
+
+    store = _lock_store(session, order.store_id, order.crypto_currency_id)
+    trader = _lock_trader(session, order.trader_id, order.crypto_currency_id)
+    platform = lock_or_create(
+        session, BalancePlatform, {"crypto_currency_id": order.crypto_currency_id}
     )
+    fiat = lock_or_create(
+        session,
+        BalanceTraderFiat,
+        {"trader_id": order.trader_id, "fiat_currency_id": order.fiat_currency_id},
+    )
+
+    held, free = (trader, store) if order_type == OrderType.PAYIN else (store, trader)
+    held_leg, free_leg = (
+        (legs.trader, legs.store) if order_type == OrderType.PAYIN else (legs.store, legs.trader)
+    )
+    if held.frozen < order.hold_amount or -held_leg != order.hold_amount:
+        raise ConfigurationError(
+            f"hold of order {order.public_id} is not in place", extra={"internal": True}
+        )
+    held.frozen -= order.hold_amount
+    held.balance += held_leg
+    free.balance += free_leg
+    platform.balance += legs.platform
+    fiat_delta = order.amount_fiat if order_type == OrderType.PAYIN else -order.amount_fiat
+    fiat.balance += fiat_delta
+
+    session.add_all(
+        [
+            _order_history_row(
+                held, operation=op, amount=held_leg, frozen_delta=-order.hold_amount, **ids
+            ),
+            _order_history_row(free, operation=op, amount=free_leg, frozen_delta=Decimal(0), **ids),
+            BalancePlatformHistory(
+                balance_platform_id=platform.id,
+                operation=BalanceOperation.COMMISSION.value,
+                amount=legs.platform,
+                balance_after=platform.balance,
+                **ids,
+            ),
+            BalanceTraderFiatHistory(
+                balance_trader_fiat_id=fiat.id,
+                operation=op.value,
+                amount=fiat_delta,
+                balance_after=fiat.balance,
+                **ids,
+            ),
+        ]
+    )
+    with integrity_errors_as_domain_errors(session):
+        session.flush()
+    return CompletionMoves(legs.store, legs.trader, legs.platform, fiat_delta)

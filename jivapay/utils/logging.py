@@ -20,12 +20,13 @@ from jivapay.config import get_settings
 from jivapay.utils.notifications import scrub
 
 # Third-party loggers that install their own handlers; they must propagate to ours instead.
-_ROUTED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "sqlalchemy")
-# The request-context middleware writes the access line (with request id and route template).
-_SILENCED_LOGGERS = {"uvicorn.access": logging.WARNING}
+_ROUTED_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery")
+# Floor levels: the request-context middleware writes the access line (with request id and route
+# template), and SQLAlchemy at INFO logs every mapper step and statement.
+_FLOOR_LEVELS = {"uvicorn.access": logging.WARNING, "sqlalchemy": logging.WARNING}
 
 
-class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StdoutHandler(logging.StreamHandler):
     """Writes to whatever `sys.stdout` is now (test runners swap it), never a stale stream."""
 
     jivapay_handler = True
@@ -33,7 +34,7 @@ class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         super().__init__(sys.stdout)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> TextIO:
         return sys.stdout
 
@@ -109,9 +110,9 @@ def configure_logging(process: str) -> None:
         routed = logging.getLogger(name)
         routed.handlers.clear()
         routed.propagate = True
-        routed.setLevel(_SILENCED_LOGGERS.get(name, logging.NOTSET))
-    # SQL echo at INFO would flood the logs; SQLAlchemy warnings still come through.
-    logging.getLogger("sqlalchemy.engine").setLevel(max(level, logging.WARNING))
+        routed.setLevel(logging.NOTSET)
+    for name, floor in _FLOOR_LEVELS.items():
+        logging.getLogger(name).setLevel(max(level, floor))
 
 
 def get_logger(name: str | None = None, **initial: Any) -> Any:

@@ -40,7 +40,13 @@ from jivapay.database.models.reference import (
     PaymentMethod,
     TimeZone,
 )
-from jivapay.database.models.requisites import FullRequisitesSettings, OwnerOfRequisites, ReqTrader
+from jivapay.database.models.requisites import (
+    FullRequisitesSettings,
+    OwnerOfRequisites,
+    ReqTrader,
+    RequisiteDailyTurnover,
+    RequisiteTurnoverBucket,
+)
 from jivapay.database.models.system import AuditLog, ConfigurationSetting, FraudList
 
 __all__ = [
@@ -74,6 +80,8 @@ __all__ = [
     "OwnerOfRequisites",
     "PaymentMethod",
     "ReqTrader",
+    "RequisiteDailyTurnover",
+    "RequisiteTurnoverBucket",
     "RoleModel",
     "StoreCommission",
     "Support",

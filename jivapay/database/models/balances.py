@@ -1,7 +1,8 @@
 """Balances and their history: store balances, trader deposits (crypto), trader fiat turnover, and
 the platform's profit account.
 
-Every change to a balance writes a history row in the same transaction; the unique key on
+Every change to a balance writes a history row in the same transaction (`amount` is the change
+of `balance`, `frozen_delta` the change of `frozen`, so each is the sum of its history); the unique key on
 (account, incoming order, operation) makes a repeated completion fail instead of paying twice.
 Orders are referenced by their intake id (every order has one, even a PayOut frozen at intake before
 it is assigned) and, once assigned, by `order_id` too.
@@ -129,6 +130,10 @@ class BalanceStoreHistory(_HistoryColumns, Base):
     id: Mapped[IntPK]
     balance_store_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("balance_stores.id"))
     amount: Mapped[Decimal] = mapped_column(CRYPTO)
+    # Change of `frozen` (freeze +, release and completion -); `amount` is the change of `balance`.
+    frozen_delta: Mapped[Decimal] = mapped_column(
+        CRYPTO, default=Decimal("0"), server_default="0"
+    )
     balance_after: Mapped[Decimal] = mapped_column(CRYPTO)
     frozen_after: Mapped[Decimal] = mapped_column(CRYPTO)
 
@@ -142,6 +147,10 @@ class BalanceTraderCryptoHistory(_HistoryColumns, Base):
     id: Mapped[IntPK]
     balance_trader_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("balance_traders.id"))
     amount: Mapped[Decimal] = mapped_column(CRYPTO)
+    # Change of `frozen` (freeze +, release and completion -); `amount` is the change of `balance`.
+    frozen_delta: Mapped[Decimal] = mapped_column(
+        CRYPTO, default=Decimal("0"), server_default="0"
+    )
     balance_after: Mapped[Decimal] = mapped_column(CRYPTO)
     frozen_after: Mapped[Decimal] = mapped_column(CRYPTO)
 

@@ -3,13 +3,14 @@ uploaded documents, callback deliveries and their attempts, and gateway idempote
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -49,12 +50,13 @@ class IncomingOrder(Base):
         CheckConstraint("amount_crypto > 0", name="amount_crypto_positive"),
         CheckConstraint("exchange_rate > 0", name="rate_positive"),
         CheckConstraint("retry_count >= 0", name="retry_count_non_negative"),
+        CheckConstraint("store_hold >= 0", name="store_hold_non_negative"),
         # The worker queue and the sweepers: due retries and orders stuck in `new`.
         Index(
             "ix_incoming_orders_queue",
             "status",
             "next_attempt_at",
-            postgresql_where=text("status IN ('new', 'retrying', 'processing')"),
+            postgresql_where=text("status IN ('new', 'retrying')"),
         ),
         Index("ix_incoming_orders_store_created", "store_id", "created_at"),
     )
@@ -70,6 +72,8 @@ class IncomingOrder(Base):
     exchange_rate: Mapped[Decimal] = mapped_column(RATE)
     store_commission_rate: Mapped[Decimal] = mapped_column(PERCENT)
     store_commission: Mapped[Decimal] = mapped_column(CRYPTO)
+    # What intake froze on the store's balance (PayOut: C + C*s; PayIn: 0), released if it never completes.
+    store_hold: Mapped[Decimal] = mapped_column(CRYPTO, default=Decimal("0"), server_default="0")
     merchant_order_id: Mapped[str] = mapped_column(String(255))
     customer_id: Mapped[str | None] = mapped_column(String(255))
     customer_ip: Mapped[str | None] = mapped_column(String(64))
@@ -108,6 +112,7 @@ class OrderHistory(Base):
         CheckConstraint(
             "platform_profit = store_commission - trader_commission", name="profit_is_remainder"
         ),
+        CheckConstraint("hold_amount > 0", name="hold_positive"),
         Index("ix_order_history_trader_status_created", "trader_id", "status", "created_at"),
         Index("ix_order_history_store_status_created", "store_id", "status", "created_at"),
         Index("ix_order_history_requisite_created", "requisite_id", "created_at"),
@@ -142,6 +147,11 @@ class OrderHistory(Base):
     store_commission: Mapped[Decimal] = mapped_column(CRYPTO)
     trader_commission: Mapped[Decimal] = mapped_column(CRYPTO)
     platform_profit: Mapped[Decimal] = mapped_column(CRYPTO)
+    # Frozen for this order: the trader's deposit for a PayIn (C - C*t), the store's balance for a
+    # PayOut (C + C*s, frozen at intake).
+    hold_amount: Mapped[Decimal] = mapped_column(CRYPTO)
+    turnover_bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    turnover_day: Mapped[date] = mapped_column(Date)
     status: Mapped[str] = mapped_column(String(20), default=OrderStatus.PENDING.value)
     customer_id: Mapped[str | None] = mapped_column(String(255))
     customer_ip: Mapped[str | None] = mapped_column(String(64))

@@ -3,13 +3,14 @@ its 1:1 limits settings."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -50,6 +51,7 @@ class ReqTrader(Base):
     __table_args__ = (
         enum_check("status", RequisiteStatus),
         CheckConstraint("char_length(req_last4) BETWEEN 1 AND 4", name="last4_length"),
+        CheckConstraint("open_orders >= 0", name="open_orders_non_negative"),
         # The selector's candidate scan: same fiat, approved, not excluded, round-robin order.
         Index(
             "ix_req_traders_selector",
@@ -82,6 +84,9 @@ class ReqTrader(Base):
     is_excluded_from_distribution: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
     )
+    # Orders assigned to this requisite and not yet completed, canceled or expired; kept current in
+    # the transactions that open and close orders so the selector never counts order history.
+    open_orders: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
     created_at: Mapped[CreatedAt]
     updated_at: Mapped[UpdatedAt]
 
@@ -125,3 +130,33 @@ class FullRequisitesSettings(Base):
     updated_at: Mapped[UpdatedAt]
 
     requisite: Mapped[ReqTrader] = relationship(back_populates="settings")
+
+
+class RequisiteTurnoverBucket(Base):
+    """Fiat turnover of a requisite per minute of assignment (open and completed orders).
+
+    The rolling-window limit sums at most `turnover_limit_minutes` rows of one requisite, whatever
+    the size of the order history; canceled and expired orders are subtracted from their bucket.
+    """
+
+    __tablename__ = "requisite_turnover_buckets"
+    __table_args__ = (CheckConstraint("amount_fiat >= 0", name="amount_non_negative"),)
+
+    requisite_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("req_traders.id", ondelete="CASCADE"), primary_key=True
+    )
+    bucket_start: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    amount_fiat: Mapped[Decimal] = mapped_column(FIAT, default=Decimal("0"))
+
+
+class RequisiteDailyTurnover(Base):
+    """Fiat turnover of a requisite per day in its trader's time zone (open and completed orders)."""
+
+    __tablename__ = "requisite_daily_turnover"
+    __table_args__ = (CheckConstraint("amount_fiat >= 0", name="amount_non_negative"),)
+
+    requisite_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("req_traders.id", ondelete="CASCADE"), primary_key=True
+    )
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    amount_fiat: Mapped[Decimal] = mapped_column(FIAT, default=Decimal("0"))

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_initial
 Revises:
-Create Date: 2026-11-26 19:12:42.280822
+Create Date: 2026-11-26 19:17:38.000826
 """
 
 from collections.abc import Sequence
@@ -700,6 +700,9 @@ def upgrade() -> None:
         sa.Column("exchange_rate", sa.Numeric(precision=20, scale=8), nullable=False),
         sa.Column("store_commission_rate", sa.Numeric(precision=7, scale=4), nullable=False),
         sa.Column("store_commission", sa.Numeric(precision=20, scale=8), nullable=False),
+        sa.Column(
+            "store_hold", sa.Numeric(precision=20, scale=8), server_default="0", nullable=False
+        ),
         sa.Column("merchant_order_id", sa.String(length=255), nullable=False),
         sa.Column("customer_id", sa.String(length=255), nullable=True),
         sa.Column("customer_ip", sa.String(length=64), nullable=True),
@@ -731,7 +734,7 @@ def upgrade() -> None:
             "order_type IN ('payin', 'payout')", name=op.f("ck_incoming_orders_order_type_valid")
         ),
         sa.CheckConstraint(
-            "status IN ('new', 'processing', 'retrying', 'assigned', 'failed', 'manual_review')",
+            "status IN ('new', 'retrying', 'assigned', 'failed', 'manual_review')",
             name=op.f("ck_incoming_orders_status_valid"),
         ),
         sa.CheckConstraint(
@@ -741,6 +744,9 @@ def upgrade() -> None:
         sa.CheckConstraint("exchange_rate > 0", name=op.f("ck_incoming_orders_rate_positive")),
         sa.CheckConstraint(
             "retry_count >= 0", name=op.f("ck_incoming_orders_retry_count_non_negative")
+        ),
+        sa.CheckConstraint(
+            "store_hold >= 0", name=op.f("ck_incoming_orders_store_hold_non_negative")
         ),
         sa.ForeignKeyConstraint(
             ["crypto_currency_id"],
@@ -778,7 +784,7 @@ def upgrade() -> None:
         "incoming_orders",
         ["status", "next_attempt_at"],
         unique=False,
-        postgresql_where=sa.text("status IN ('new', 'retrying', 'processing')"),
+        postgresql_where=sa.text("status IN ('new', 'retrying')"),
     )
     op.create_index(
         "ix_incoming_orders_store_created",
@@ -883,6 +889,7 @@ def upgrade() -> None:
             server_default=sa.text("false"),
             nullable=False,
         ),
+        sa.Column("open_orders", sa.Integer(), server_default=sa.text("0"), nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -901,6 +908,9 @@ def upgrade() -> None:
         ),
         sa.CheckConstraint(
             "char_length(req_last4) BETWEEN 1 AND 4", name=op.f("ck_req_traders_last4_length")
+        ),
+        sa.CheckConstraint(
+            "open_orders >= 0", name=op.f("ck_req_traders_open_orders_non_negative")
         ),
         sa.ForeignKeyConstraint(
             ["bank_id"], ["banks.id"], name=op.f("fk_req_traders_bank_id_banks")
@@ -1008,6 +1018,9 @@ def upgrade() -> None:
         sa.Column("store_commission", sa.Numeric(precision=20, scale=8), nullable=False),
         sa.Column("trader_commission", sa.Numeric(precision=20, scale=8), nullable=False),
         sa.Column("platform_profit", sa.Numeric(precision=20, scale=8), nullable=False),
+        sa.Column("hold_amount", sa.Numeric(precision=20, scale=8), nullable=False),
+        sa.Column("turnover_bucket", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("turnover_day", sa.Date(), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("customer_id", sa.String(length=255), nullable=True),
         sa.Column("customer_ip", sa.String(length=64), nullable=True),
@@ -1042,6 +1055,7 @@ def upgrade() -> None:
             "amount_crypto > 0", name=op.f("ck_order_history_amount_crypto_positive")
         ),
         sa.CheckConstraint("amount_fiat > 0", name=op.f("ck_order_history_amount_fiat_positive")),
+        sa.CheckConstraint("hold_amount > 0", name=op.f("ck_order_history_hold_positive")),
         sa.CheckConstraint(
             "platform_profit = store_commission - trader_commission",
             name=op.f("ck_order_history_profit_is_remainder"),
@@ -1122,6 +1136,40 @@ def upgrade() -> None:
         unique=False,
     )
     op.create_table(
+        "requisite_daily_turnover",
+        sa.Column("requisite_id", sa.BigInteger(), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("amount_fiat", sa.Numeric(precision=20, scale=2), nullable=False),
+        sa.CheckConstraint(
+            "amount_fiat >= 0", name=op.f("ck_requisite_daily_turnover_amount_non_negative")
+        ),
+        sa.ForeignKeyConstraint(
+            ["requisite_id"],
+            ["req_traders.id"],
+            name=op.f("fk_requisite_daily_turnover_requisite_id_req_traders"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("requisite_id", "day", name=op.f("pk_requisite_daily_turnover")),
+    )
+    op.create_table(
+        "requisite_turnover_buckets",
+        sa.Column("requisite_id", sa.BigInteger(), nullable=False),
+        sa.Column("bucket_start", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("amount_fiat", sa.Numeric(precision=20, scale=2), nullable=False),
+        sa.CheckConstraint(
+            "amount_fiat >= 0", name=op.f("ck_requisite_turnover_buckets_amount_non_negative")
+        ),
+        sa.ForeignKeyConstraint(
+            ["requisite_id"],
+            ["req_traders.id"],
+            name=op.f("fk_requisite_turnover_buckets_requisite_id_req_traders"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint(
+            "requisite_id", "bucket_start", name=op.f("pk_requisite_turnover_buckets")
+        ),
+    )
+    op.create_table(
         "balance_platform_history",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("balance_platform_id", sa.BigInteger(), nullable=False),
@@ -1190,6 +1238,9 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("balance_store_id", sa.BigInteger(), nullable=False),
         sa.Column("amount", sa.Numeric(precision=20, scale=8), nullable=False),
+        sa.Column(
+            "frozen_delta", sa.Numeric(precision=20, scale=8), server_default="0", nullable=False
+        ),
         sa.Column("balance_after", sa.Numeric(precision=20, scale=8), nullable=False),
         sa.Column("frozen_after", sa.Numeric(precision=20, scale=8), nullable=False),
         sa.Column("incoming_order_id", sa.BigInteger(), nullable=True),
@@ -1256,6 +1307,9 @@ def upgrade() -> None:
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
         sa.Column("balance_trader_id", sa.BigInteger(), nullable=False),
         sa.Column("amount", sa.Numeric(precision=20, scale=8), nullable=False),
+        sa.Column(
+            "frozen_delta", sa.Numeric(precision=20, scale=8), server_default="0", nullable=False
+        ),
         sa.Column("balance_after", sa.Numeric(precision=20, scale=8), nullable=False),
         sa.Column("frozen_after", sa.Numeric(precision=20, scale=8), nullable=False),
         sa.Column("incoming_order_id", sa.BigInteger(), nullable=True),
@@ -1574,6 +1628,8 @@ def downgrade() -> None:
         "ix_balance_platform_history_account_created", table_name="balance_platform_history"
     )
     op.drop_table("balance_platform_history")
+    op.drop_table("requisite_turnover_buckets")
+    op.drop_table("requisite_daily_turnover")
     op.drop_index("ix_order_history_trader_status_created", table_name="order_history")
     op.drop_index("ix_order_history_store_status_created", table_name="order_history")
     op.drop_index("ix_order_history_requisite_created", table_name="order_history")
@@ -1604,7 +1660,7 @@ def downgrade() -> None:
     op.drop_index(
         "ix_incoming_orders_queue",
         table_name="incoming_orders",
-        postgresql_where=sa.text("status IN ('new', 'retrying', 'processing')"),
+        postgresql_where=sa.text("status IN ('new', 'retrying')"),
     )
     op.drop_table("incoming_orders")
     op.drop_index("ix_idempotency_keys_created_at", table_name="idempotency_keys")

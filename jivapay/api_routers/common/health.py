@@ -1,0 +1,127 @@
+"""Liveness, readiness and metrics endpoints shared by every server (no auth, no rate limit).
+
+`GET /health` answers as long as the process serves HTTP. `GET /ready` checks the dependencies a
+request needs (PostgreSQL `SELECT 1`, Redis `PING`), each bounded by a short timeout so a probe never
+hangs, and answers 503 problem+json naming what failed. `GET /metrics` is the Prometheus text format.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import structlog
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from jivapay.config import get_settings
+from jivapay.utils.exception_handlers import problem_response
+from jivapay.utils.metrics import render_latest
+
+log = structlog.get_logger(__name__)
+
+CHECK_TIMEOUT_SECONDS = 2.0
+REDIS_TIMEOUT_SECONDS = 0.5
+
+_redis_lock = threading.Lock()
+_redis_clients: dict[str, Any] = {}
+
+
+def _check_database() -> None:
+    from jivapay.database.utils import get_db_session
+
+    with get_db_session() as session:
+        session.execute(text("SELECT 1"))
+
+
+def _redis_client(url: str) -> Any:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    with _redis_lock:
+        client = _redis_clients.get(url)
+        if client is None:
+            client = _redis_clients[url] = redis.Redis.from_url(
+                url,
+                socket_timeout=REDIS_TIMEOUT_SECONDS,
+                socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+                retry=Retry(NoBackoff(), 0),
+            )
+        return client
+
+
+def _check_redis() -> None:
+    url = get_settings().REDIS_URL
+    if not url:
+        raise RuntimeError("REDIS_URL is not set")
+    _redis_client(url).ping()
+
+
+READINESS_CHECKS: dict[str, Callable[[], None]] = {
+    "database": _check_database,
+    "redis": _check_redis,
+}
+
+
+async def _run_check(name: str, check: Callable[[], None]) -> str:
+    try:
+        with anyio.fail_after(CHECK_TIMEOUT_SECONDS):
+            await anyio.to_thread.run_sync(check, abandon_on_cancel=True)
+    except TimeoutError:
+        log.warning("readiness_check_failed", check=name, error="timeout")
+        return "timeout"
+    except Exception as exc:
+        log.warning("readiness_check_failed", check=name, error=f"{type(exc).__name__}: {exc}")
+        return "unavailable"
+    return "ok"
+
+
+def health_router(server: str) -> APIRouter:
+    """`/health`, `/ready` and `/metrics` for the server named `server`."""
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health", summary="Liveness: the process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "server": server}
+
+    @router.get(
+        "/ready",
+        summary="Readiness: database and Redis reachable",
+        responses={503: {"description": "A dependency is unavailable (problem+json)"}},
+    )
+    async def ready(request: Request) -> JSONResponse:
+        checks: dict[str, str] = {}
+
+        async def run(name: str, check: Callable[[], None]) -> None:
+            checks[name] = await _run_check(name, check)
+
+        async with anyio.create_task_group() as group:
+            for name, check in READINESS_CHECKS.items():
+                group.start_soon(run, name, check)
+        checks = {name: checks[name] for name in READINESS_CHECKS}
+        failed = [name for name, status in checks.items() if status != "ok"]
+        if not failed:
+            return JSONResponse({"status": "ready", "server": server, "checks": checks})
+        return problem_response(
+            status=503,
+            code="not_ready",
+            title="Service not ready",
+            detail="Unavailable: " + ", ".join(failed),
+            instance=request.url.path,
+            server=server,
+            checks=checks,
+            failed=failed,
+            request_id=getattr(request.state, "request_id", None),
+        )
+
+    @router.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        body, content_type = render_latest()
+        return Response(body, media_type=content_type)
+
+    return router

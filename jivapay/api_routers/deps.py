@@ -1,0 +1,37 @@
+"""`Annotated` aliases routers declare their parameters with: the request's database session, the
+current user or store, and pagination."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Query
+from sqlalchemy.orm import Session
+
+from jivapay.database.utils import db_session_dependency
+from jivapay.security import Principal, StorePrincipal, get_current_principal, get_current_store
+
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+
+# scope="function": the transaction commits before the response is sent, not after.
+DbSession = Annotated[Session, Depends(db_session_dependency, scope="function")]
+CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
+CurrentStore = Annotated[StorePrincipal, Depends(get_current_store)]
+
+
+@dataclass(frozen=True)
+class Pagination:
+    limit: int
+    offset: int
+
+
+def pagination(
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = DEFAULT_PAGE_SIZE,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> Pagination:
+    return Pagination(limit=limit, offset=offset)
+
+
+PageParams = Annotated[Pagination, Depends(pagination)]

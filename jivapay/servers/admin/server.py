@@ -1,0 +1,16 @@
+"""The admin API server: `uvicorn jivapay.servers.admin.server:app` (or `jivapay serve --role admin`).
+
+Login and `/admin/me` come from the app factory; the admin's own routers are listed in ROUTERS and
+are included behind `require_role(Role.ADMIN)`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from jivapay.enums import Role
+from jivapay.servers.app_factory import build_app
+
+ROUTERS: list[APIRouter] = []
+
+app = build_app(Role.ADMIN, routers=ROUTERS)

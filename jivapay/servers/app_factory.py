@@ -1,0 +1,134 @@
+"""Builds each API server: one FastAPI app per role plus the public gateway.
+
+`build_app` wires what every server shares, in this order (outermost first): request context
+(request id, access log, metrics; wraps even Starlette's error middleware so 500s carry the id),
+the default rate limit, the problem+json error handlers, `/health`, `/ready`, `/metrics`, docs at
+`/docs` and `/openapi.json`, then the role's routes. Role servers get their login route (with the
+login rate limit) and `/{role}/me`; every other router passed in is guarded by `require_role(role)`.
+The gateway authenticates stores inside its own routes, so its routers are included as given.
+Nothing here touches the database or Redis at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from enum import StrEnum
+from typing import Any, Literal
+
+import structlog
+from fastapi import APIRouter, Depends, FastAPI
+from starlette.types import ASGIApp
+
+from jivapay.api_routers.common.health import health_router
+from jivapay.enums import Role
+from jivapay.middleware.rate_limiting import KeyKind, RateLimitMiddleware, rate_limit
+from jivapay.middleware.request_context import RequestContextMiddleware
+from jivapay.utils.exception_handlers import register_exception_handlers
+from jivapay.utils.logging import configure_logging
+from jivapay.utils.notifications import init_sentry
+
+log = structlog.get_logger(__name__)
+
+
+class ServerName(StrEnum):
+    GATEWAY = "gateway"
+    MERCHANT = "merchant"
+    TRADER = "trader"
+    TEAMLEAD = "teamlead"
+    SUPPORT = "support"
+    ADMIN = "admin"
+
+
+DEFAULT_PORTS: dict[ServerName, int] = {
+    ServerName.MERCHANT: 8001,
+    ServerName.TRADER: 8002,
+    ServerName.GATEWAY: 8003,
+    ServerName.ADMIN: 8004,
+    ServerName.SUPPORT: 8005,
+    ServerName.TEAMLEAD: 8006,
+}
+
+_TITLES: dict[ServerName, str] = {
+    ServerName.GATEWAY: "JivaPay Gateway API",
+    ServerName.MERCHANT: "JivaPay Merchant API",
+    ServerName.TRADER: "JivaPay Trader API",
+    ServerName.TEAMLEAD: "JivaPay Teamlead API",
+    ServerName.SUPPORT: "JivaPay Support API",
+    ServerName.ADMIN: "JivaPay Admin API",
+}
+
+
+class JivaPayAPI(FastAPI):
+    """FastAPI whose outermost layer is the request-context middleware."""
+
+    server_name: str = "unknown"
+
+    def build_middleware_stack(self) -> ASGIApp:
+        # Outside ServerErrorMiddleware: the unhandled-error 500 gets the X-Request-ID header and
+        # the handler's log line still sees the bound request id.
+        return RequestContextMiddleware(super().build_middleware_stack(), server=self.server_name)
+
+
+def process_name(server: ServerName | str) -> str:
+    return f"api-{ServerName(server).value}"
+
+
+def _lifespan(server: ServerName) -> Callable[[FastAPI], Any]:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(process_name(server))
+        init_sentry(process_name(server))
+        log.info("server_started", server=server.value)
+        yield
+        log.info("server_stopped", server=server.value)
+
+    return lifespan
+
+
+def _role_routes(app: FastAPI, role: Role) -> None:
+    from jivapay.api_routers.common.auth import login_router
+    from jivapay.api_routers.common.me import me_router
+
+    app.include_router(
+        login_router(role),
+        dependencies=[Depends(rate_limit("RATE_LIMIT_LOGIN", key=KeyKind.IP))],
+    )
+    app.include_router(me_router(role))
+
+
+def build_app(
+    role: Role | Literal["gateway"] | ServerName,
+    *,
+    routers: Sequence[APIRouter] = (),
+    title: str | None = None,
+) -> FastAPI:
+    """The ASGI app of one server: shared plumbing, then `routers` (role-guarded on role servers)."""
+    server = ServerName(str(role))
+    app = JivaPayAPI(
+        title=title or _TITLES[server],
+        version="0.1.0",
+        lifespan=_lifespan(server),
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.server_name = server.value
+    app.state.server_name = server.value
+    register_exception_handlers(app)
+    app.add_middleware(RateLimitMiddleware, server=server.value)
+    app.include_router(health_router(server.value))
+
+    if server is ServerName.GATEWAY:
+        for router in routers:
+            app.include_router(router)
+        return app
+
+    from jivapay.security import require_role
+
+    user_role = Role(server.value)
+    _role_routes(app, user_role)
+    guard = [Depends(require_role(user_role))]
+    for router in routers:
+        app.include_router(router, dependencies=guard)
+    return app

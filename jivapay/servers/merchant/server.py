@@ -1,0 +1,16 @@
+"""The merchant API server: `uvicorn jivapay.servers.merchant.server:app` (or `jivapay serve --role merchant`).
+
+Login and `/merchant/me` come from the app factory; the merchant's own routers are listed in ROUTERS and
+are included behind `require_role(Role.MERCHANT)`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from jivapay.enums import Role
+from jivapay.servers.app_factory import build_app
+
+ROUTERS: list[APIRouter] = []
+
+app = build_app(Role.MERCHANT, routers=ROUTERS)

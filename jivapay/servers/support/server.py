@@ -1,0 +1,16 @@
+"""The support API server: `uvicorn jivapay.servers.support.server:app` (or `jivapay serve --role support`).
+
+Login and `/support/me` come from the app factory; the support's own routers are listed in ROUTERS and
+are included behind `require_role(Role.SUPPORT)`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from jivapay.enums import Role
+from jivapay.servers.app_factory import build_app
+
+ROUTERS: list[APIRouter] = []
+
+app = build_app(Role.SUPPORT, routers=ROUTERS)

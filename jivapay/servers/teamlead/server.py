@@ -1,0 +1,16 @@
+"""The teamlead API server: `uvicorn jivapay.servers.teamlead.server:app` (or `jivapay serve --role teamlead`).
+
+Login and `/teamlead/me` come from the app factory; the teamlead's own routers are listed in ROUTERS and
+are included behind `require_role(Role.TEAMLEAD)`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from jivapay.enums import Role
+from jivapay.servers.app_factory import build_app
+
+ROUTERS: list[APIRouter] = []
+
+app = build_app(Role.TEAMLEAD, routers=ROUTERS)

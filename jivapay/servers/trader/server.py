@@ -1,0 +1,16 @@
+"""The trader API server: `uvicorn jivapay.servers.trader.server:app` (or `jivapay serve --role trader`).
+
+Login and `/trader/me` come from the app factory; the trader's own routers are listed in ROUTERS and
+are included behind `require_role(Role.TRADER)`.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from jivapay.enums import Role
+from jivapay.servers.app_factory import build_app
+
+ROUTERS: list[APIRouter] = []
+
+app = build_app(Role.TRADER, routers=ROUTERS)

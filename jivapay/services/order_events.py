@@ -1,0 +1,116 @@
+"""What every order status change records besides the status itself: the merchant callback
+delivery row (domain.md §7, delivered after commit by the callback worker) and the audit row.
+
+Written in the transaction of the change, so a notification exists exactly when the change does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from jivapay.database.base import utcnow
+from jivapay.database.models import (
+    CallbackDelivery,
+    CryptoCurrency,
+    FiatCurrency,
+    IncomingOrder,
+    MerchantStore,
+    OrderHistory,
+)
+from jivapay.enums import AuditLevel, CallbackStatus
+from jivapay.services.audit_logger import log_event
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def _money(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def callback_payload(
+    session: Session,
+    *,
+    event_id: str,
+    incoming: IncomingOrder,
+    order: OrderHistory | None,
+    status: str,
+    at: datetime,
+) -> dict[str, Any]:
+    """The JSON body merchants receive for a status change."""
+    fiat = session.get(FiatCurrency, incoming.fiat_currency_id)
+    crypto = session.get(CryptoCurrency, incoming.crypto_currency_id)
+    return {
+        "id": event_id,
+        "type": f"order.{status}",
+        "created_at": at.isoformat(),
+        "data": {
+            "order_id": incoming.public_id,
+            "merchant_order_id": incoming.merchant_order_id,
+            "order_type": incoming.order_type,
+            "status": status,
+            "amount_fiat": _money(incoming.amount_fiat),
+            "fiat_currency": fiat.code if fiat else None,
+            "amount_crypto": _money(incoming.amount_crypto),
+            "crypto_currency": crypto.code if crypto else None,
+            "exchange_rate": _money(incoming.exchange_rate),
+            "store_commission": _money(incoming.store_commission),
+            "customer_id": incoming.customer_id,
+            "created_at": _iso(incoming.created_at),
+            "updated_at": _iso(at),
+            "completed_at": _iso(order.completed_at) if order else None,
+            "cancellation_reason": order.cancellation_reason if order else None,
+            "failure_reason": incoming.failure_reason if order is None else None,
+        },
+    }
+
+
+def record_status_change(
+    session: Session,
+    *,
+    incoming: IncomingOrder,
+    order: OrderHistory | None,
+    status: str,
+    previous: str | None,
+    actor_user_id: int | None = None,
+    actor_kind: str = "system",
+    reason: str | None = None,
+    level: AuditLevel = AuditLevel.INFO,
+) -> CallbackDelivery:
+    """Write the callback delivery row and the audit row of one status change (flushes)."""
+    at = utcnow()
+    store = session.get(MerchantStore, incoming.store_id)
+    url = incoming.callback_url or (store.callback_url if store else None)
+    disabled = url is None or (store is not None and store.callbacks_disabled_at is not None)
+    event_id = f"evt_{uuid.uuid4().hex}"
+    payload = callback_payload(
+        session, event_id=event_id, incoming=incoming, order=order, status=status, at=at
+    )
+    delivery = CallbackDelivery(
+        event_id=event_id,
+        store_id=incoming.store_id,
+        incoming_order_id=incoming.id,
+        order_id=order.id if order else None,
+        event_type=payload["type"],
+        payload=payload,
+        url=url,
+        status=(CallbackStatus.DISABLED if disabled else CallbackStatus.PENDING).value,
+        next_attempt_at=None if disabled else at,
+    )
+    session.add(delivery)
+    log_event(
+        session,
+        action=f"order.{status}",
+        user_id=actor_user_id,
+        target_entity="order",
+        target_id=incoming.public_id,
+        details={"from": previous, "to": status, "actor": actor_kind, "reason": reason},
+        level=level,
+    )
+    return delivery

@@ -1,0 +1,315 @@
+"""Assignment of intake orders to requisites: the one orchestrator that owns two transactions.
+
+`process_incoming_order(incoming_order_id)`:
+
+1. Main transaction: claim the intake row (`FOR UPDATE SKIP LOCKED`; a row another worker holds is
+   left to it), run the fraud check, select and lock a requisite, freeze the PayIn hold on the
+   trader's deposit, create the `order_history` row (`pending`, with its deadline), bump the
+   requisite's counters, mark the intake `assigned`, write the callback and audit rows, commit.
+2. If anything in it fails, it rolls back and a separate failure transaction records the attempt:
+   `retrying` with `next_attempt_at = now + delay * factor^(attempt - 1)`, or `failed` once
+   `MAX_ORDER_RETRIES` attempts are spent (a PayOut's store hold is then released). Fraud DENY fails
+   at once; REVIEW parks the order in `manual_review`. Unexpected errors are reported.
+
+Everything here is idempotent: an order that is no longer `new`/`retrying`, or whose retry is not
+due yet, is left alone, so a duplicated or late task message changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+import structlog
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from jivapay.database.base import utcnow
+from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory, ReqTrader
+from jivapay.database.utils import atomic_transaction
+from jivapay.enums import AuditLevel, IncomingOrderStatus, OrderStatus, OrderType
+from jivapay.money import calculate_commissions, payin_trader_hold
+from jivapay.services import balance_manager, fraud_detector
+from jivapay.services.fraud_detector import FraudOutcome
+from jivapay.services.order_events import record_status_change
+from jivapay.services.requisite_selector import SelectedRequisite, find_suitable_requisite
+from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.exceptions import (
+    ConfigurationError,
+    JivaPayException,
+    LimitExceeded,
+    RequisiteNotFound,
+)
+from jivapay.utils.notifications import report_critical_error
+
+log = structlog.get_logger(__name__)
+
+_OPEN_INTAKE = (IncomingOrderStatus.NEW.value, IncomingOrderStatus.RETRYING.value)
+
+_BUMP_BUCKET = text(
+    "INSERT INTO requisite_turnover_buckets (requisite_id, bucket_start, amount_fiat) "
+    "VALUES (:rid, :bucket, :amount) ON CONFLICT (requisite_id, bucket_start) "
+    "DO UPDATE SET amount_fiat = requisite_turnover_buckets.amount_fiat + EXCLUDED.amount_fiat"
+)
+_BUMP_DAY = text(
+    "INSERT INTO requisite_daily_turnover (requisite_id, day, amount_fiat) "
+    "VALUES (:rid, :day, :amount) ON CONFLICT (requisite_id, day) "
+    "DO UPDATE SET amount_fiat = requisite_daily_turnover.amount_fiat + EXCLUDED.amount_fiat"
+)
+
+
+class FraudRejected(JivaPayException):
+    status_code = 422
+    code = "fraud_denied"
+    title = "Rejected by fraud checks"
+
+
+class FraudReview(JivaPayException):
+    status_code = 202
+    code = "fraud_review"
+    title = "Held for manual review"
+
+
+@dataclass(frozen=True)
+class ProcessResult:
+    """What one processing attempt did (`outcome` is the intake status after it, or `skipped`)."""
+
+    incoming_order_id: int
+    outcome: str
+    order_id: int | None = None
+    reason: str | None = None
+    next_attempt_at: datetime | None = None
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """Delay before the next attempt after `attempt` failed ones (1-based), from the settings."""
+    base = Decimal(int(get_typed_config_value("RETRY_DELAY_SECONDS")))
+    factor = Decimal(get_typed_config_value("RETRY_BACKOFF_FACTOR"))
+    seconds = base * factor ** max(attempt - 1, 0)
+    return timedelta(seconds=float(min(seconds, Decimal(86400))))
+
+
+def _claim(session: Session, incoming_order_id: int) -> IncomingOrder | None:
+    stmt = (
+        select(IncomingOrder)
+        .where(IncomingOrder.id == incoming_order_id, IncomingOrder.status.in_(_OPEN_INTAKE))
+        .with_for_update(skip_locked=True)
+    )
+    return session.scalars(stmt).first()
+
+
+def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) -> datetime:
+    if incoming.order_type == OrderType.PAYIN:
+        store = session.get(MerchantStore, incoming.store_id)
+        minutes = store.order_ttl_minutes if store else None
+        minutes = minutes or int(get_typed_config_value("PAYIN_PAYMENT_TIMEOUT_MINUTES"))
+    else:
+        minutes = int(get_typed_config_value("PAYOUT_TIMEOUT_MINUTES"))
+    return now + timedelta(minutes=minutes)
+
+
+def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> OrderHistory:
+    """Select a requisite for the claimed `incoming` and create its order (flushes)."""
+    chosen: SelectedRequisite = find_suitable_requisite(session, order=incoming, now=now)
+    commissions = calculate_commissions(
+        incoming.amount_crypto, incoming.store_commission_rate, chosen.trader_commission_percent
+    )
+    if commissions.store_commission != incoming.store_commission:
+        raise ConfigurationError("store commission fixed at intake does not match its rate")
+    if incoming.order_type == OrderType.PAYIN:
+        hold = payin_trader_hold(incoming.amount_crypto, commissions)
+    else:
+        hold = incoming.store_hold
+    store = session.get(MerchantStore, incoming.store_id)
+    assert store is not None
+    order = OrderHistory(
+        public_id=incoming.public_id,
+        incoming_order_id=incoming.id,
+        store_id=incoming.store_id,
+        merchant_id=store.merchant_id,
+        trader_id=chosen.trader_id,
+        requisite_id=chosen.requisite_id,
+        payment_method_id=chosen.payment_method_id,
+        bank_id=chosen.bank_id,
+        fiat_currency_id=incoming.fiat_currency_id,
+        crypto_currency_id=incoming.crypto_currency_id,
+        order_type=incoming.order_type,
+        amount_fiat=incoming.amount_fiat,
+        amount_crypto=incoming.amount_crypto,
+        exchange_rate=incoming.exchange_rate,
+        store_commission_rate=incoming.store_commission_rate,
+        trader_commission_rate=chosen.trader_commission_percent,
+        store_commission=commissions.store_commission,
+        trader_commission=commissions.trader_commission,
+        platform_profit=commissions.platform_profit,
+        hold_amount=hold,
+        turnover_bucket=chosen.turnover_bucket,
+        turnover_day=chosen.turnover_day,
+        status=OrderStatus.PENDING.value,
+        customer_id=incoming.customer_id,
+        customer_ip=incoming.customer_ip,
+        expires_at=_order_deadline(session, incoming, now),
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(order)
+    session.flush()
+    if incoming.order_type == OrderType.PAYIN:
+        balance_manager.freeze_trader_hold(
+            session,
+            trader_id=chosen.trader_id,
+            crypto_currency_id=incoming.crypto_currency_id,
+            amount=hold,
+            incoming_order_id=incoming.id,
+            order_id=order.id,
+        )
+    session.execute(
+        update(ReqTrader)
+        .where(ReqTrader.id == chosen.requisite_id)
+        .values(last_used_at=now, open_orders=ReqTrader.open_orders + 1)
+    )
+    params = {"rid": chosen.requisite_id, "amount": incoming.amount_fiat}
+    session.execute(_BUMP_BUCKET, {**params, "bucket": chosen.turnover_bucket})
+    session.execute(_BUMP_DAY, {**params, "day": chosen.turnover_day})
+    previous = incoming.status
+    incoming.status = IncomingOrderStatus.ASSIGNED.value
+    incoming.failure_reason = None
+    incoming.last_attempt_at = now
+    incoming.next_attempt_at = None
+    record_status_change(
+        session, incoming=incoming, order=order, status=OrderStatus.PENDING.value, previous=previous
+    )
+    session.flush()
+    return order
+
+
+def _main_attempt(session: Session, incoming_order_id: int, now: datetime) -> ProcessResult:
+    incoming = _claim(session, incoming_order_id)
+    if incoming is None:
+        return ProcessResult(incoming_order_id, "skipped", reason="not open or held elsewhere")
+    if (
+        incoming.status == IncomingOrderStatus.RETRYING
+        and incoming.next_attempt_at is not None
+        and incoming.next_attempt_at > now
+    ):
+        return ProcessResult(incoming_order_id, "skipped", reason="retry not due")
+    decision = fraud_detector.check_incoming_order(session, order=incoming)
+    if decision.outcome == FraudOutcome.DENY:
+        raise FraudRejected(f"denied by fraud rule {decision.rule}")
+    if decision.outcome == FraudOutcome.REVIEW:
+        raise FraudReview(f"held by fraud rule {decision.rule}")
+    order = assign(session, incoming=incoming, now=now)
+    return ProcessResult(incoming_order_id, IncomingOrderStatus.ASSIGNED.value, order_id=order.id)
+
+
+def record_failure(
+    session: Session, *, incoming_order_id: int, error: BaseException, now: datetime
+) -> ProcessResult:
+    """The failure transaction's work: count the attempt and park, retry or fail the order."""
+    incoming = session.scalars(
+        select(IncomingOrder).where(IncomingOrder.id == incoming_order_id).with_for_update()
+    ).first()
+    if incoming is None or incoming.status not in _OPEN_INTAKE:
+        return ProcessResult(incoming_order_id, "skipped", reason="closed meanwhile")
+    reason = f"{getattr(error, 'code', type(error).__name__)}: {error}"[:1000]
+    previous = incoming.status
+    incoming.retry_count += 1
+    incoming.last_attempt_at = now
+    incoming.failure_reason = reason
+    if isinstance(error, FraudReview):
+        incoming.status = IncomingOrderStatus.MANUAL_REVIEW.value
+        incoming.next_attempt_at = None
+    elif isinstance(error, FraudRejected) or incoming.retry_count >= int(
+        get_typed_config_value("MAX_ORDER_RETRIES")
+    ):
+        fail_incoming(session, incoming=incoming, reason=reason, now=now, previous=previous)
+        return ProcessResult(incoming_order_id, IncomingOrderStatus.FAILED.value, reason=reason)
+    else:
+        incoming.status = IncomingOrderStatus.RETRYING.value
+        incoming.next_attempt_at = now + retry_delay(incoming.retry_count)
+    if incoming.status == IncomingOrderStatus.MANUAL_REVIEW:
+        record_status_change(
+            session,
+            incoming=incoming,
+            order=None,
+            status=incoming.status,
+            previous=previous,
+            reason=reason,
+            level=AuditLevel.WARNING,
+        )
+    session.flush()
+    return ProcessResult(
+        incoming_order_id, incoming.status, reason=reason, next_attempt_at=incoming.next_attempt_at
+    )
+
+
+def fail_incoming(
+    session: Session, *, incoming: IncomingOrder, reason: str, now: datetime, previous: str
+) -> None:
+    """Close an intake order as `failed`: release a PayOut's store hold, notify (flushes)."""
+    incoming.status = IncomingOrderStatus.FAILED.value
+    incoming.failure_reason = reason
+    incoming.next_attempt_at = None
+    if incoming.store_hold > 0:
+        balance_manager.release_store_hold(
+            session,
+            store_id=incoming.store_id,
+            crypto_currency_id=incoming.crypto_currency_id,
+            amount=incoming.store_hold,
+            incoming_order_id=incoming.id,
+            order_id=None,
+        )
+    record_status_change(
+        session,
+        incoming=incoming,
+        order=None,
+        status=IncomingOrderStatus.FAILED.value,
+        previous=previous,
+        reason=reason,
+        level=AuditLevel.WARNING,
+    )
+
+
+_EXPECTED = (RequisiteNotFound, LimitExceeded, FraudRejected, FraudReview)
+
+
+def process_incoming_order(incoming_order_id: int, *, now: datetime | None = None) -> ProcessResult:
+    """Try to assign one intake order; on failure record the attempt in its own transaction."""
+    now = now or utcnow()
+    try:
+        with atomic_transaction() as session:
+            return _main_attempt(session, incoming_order_id, now)
+    except Exception as exc:
+        if not isinstance(exc, _EXPECTED):
+            log.exception("order_processing_error", incoming_order_id=incoming_order_id)
+            report_critical_error(
+                exc, "order assignment failed unexpectedly", incoming_order_id=incoming_order_id
+            )
+        else:
+            log.info("order_not_assigned", incoming_order_id=incoming_order_id, reason=str(exc))
+        with atomic_transaction() as session:
+            return record_failure(session, incoming_order_id=incoming_order_id, error=exc, now=now)
+
+
+def due_order_ids(
+    session: Session, *, now: datetime, stuck_before: datetime, limit: int
+) -> list[int]:
+    """Intake orders a worker should (re)try now: due retries, and `new` orders whose message was
+    lost (intake sets `next_attempt_at` to its own time, so both use the queue index)."""
+    stmt = (
+        select(IncomingOrder.id)
+        .where(
+            (
+                (IncomingOrder.status == IncomingOrderStatus.RETRYING.value)
+                & (IncomingOrder.next_attempt_at <= now)
+            )
+            | (
+                (IncomingOrder.status == IncomingOrderStatus.NEW.value)
+                & (IncomingOrder.next_attempt_at <= stuck_before)
+            )
+        )
+        .order_by(IncomingOrder.next_attempt_at)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))

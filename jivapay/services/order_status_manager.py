@@ -1,0 +1,341 @@
+"""The order state machine (domain.md §4): who may move an order from which status to which, and
+what each move does to held money, the requisite's counters, the audit log and merchant callbacks.
+
+| event          | from            | to        | who                                                        |
+|----------------|-----------------|-----------|------------------------------------------------------------|
+| payer_confirm  | pending         | paid      | payer (PayIn only)                                         |
+| confirm        | pending, paid   | completed | assigned trader; support/admin with orders:complete:all    |
+| cancel         | pending         | canceled  | payer, owning merchant/store, assigned trader; staff with orders:cancel:all |
+| expire         | pending         | expired   | scheduler                                                  |
+| escalate       | paid            | disputed  | scheduler (confirmation deadline passed)                   |
+| dispute        | pending, paid   | disputed  | owning merchant/store, assigned trader, payer; staff with disputes:open:all |
+| resolve        | disputed        | completed or canceled | support/admin with disputes:resolve:all        |
+
+Completion moves the held money to its destinations (balance_manager); cancel and expiry release
+the hold and take the order out of the requisite's turnover. Every move locks the order row first,
+then the requisite, then balances (in balance_manager's fixed order), so concurrent moves of one
+order serialise and no two transactions wait on each other in opposite orders. A request for a move
+that already happened answers the current state and changes nothing; an impossible one raises
+`InvalidStatusTransition` (409). An object the actor does not own is `NotFound` (404).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from jivapay.database.base import utcnow
+from jivapay.database.models import IncomingOrder, OrderHistory, ReqTrader
+from jivapay.enums import OrderStatus, OrderType
+from jivapay.services import balance_manager
+from jivapay.services.order_events import record_status_change
+from jivapay.services.permission_service import Permission, check_permission
+from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, PermissionDenied
+
+
+class ActorKind(StrEnum):
+    PAYER = "payer"
+    MERCHANT = "merchant"
+    TRADER = "trader"
+    SUPPORT = "support"
+    ADMIN = "admin"
+    SYSTEM = "system"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who asks for a transition. Merchants act through a store key (`store_id`) or their login."""
+
+    kind: ActorKind
+    user_id: int | None = None
+    merchant_id: int | None = None
+    store_id: int | None = None
+    trader_id: int | None = None
+    permissions: tuple[str, ...] = ()
+
+
+PAYER = Actor(ActorKind.PAYER)
+SYSTEM = Actor(ActorKind.SYSTEM)
+_STAFF = frozenset({ActorKind.SUPPORT, ActorKind.ADMIN})
+
+
+class OrderEvent(StrEnum):
+    PAYER_CONFIRM = "payer_confirm"
+    CONFIRM = "confirm"
+    CANCEL = "cancel"
+    EXPIRE = "expire"
+    ESCALATE = "escalate"
+    DISPUTE = "dispute"
+    RESOLVE_COMPLETE = "resolve_complete"
+    RESOLVE_CANCEL = "resolve_cancel"
+
+
+@dataclass(frozen=True)
+class Rule:
+    sources: frozenset[OrderStatus]
+    target: OrderStatus
+    actors: frozenset[ActorKind]
+    staff_permission: str | None = None
+
+
+_S = OrderStatus
+_A = ActorKind
+TRANSITIONS: dict[OrderEvent, Rule] = {
+    OrderEvent.PAYER_CONFIRM: Rule(frozenset({_S.PENDING}), _S.PAID, frozenset({_A.PAYER})),
+    OrderEvent.CONFIRM: Rule(
+        frozenset({_S.PENDING, _S.PAID}),
+        _S.COMPLETED,
+        frozenset({_A.TRADER, *_STAFF}),
+        Permission.ORDERS_COMPLETE_ALL,
+    ),
+    OrderEvent.CANCEL: Rule(
+        frozenset({_S.PENDING}),
+        _S.CANCELED,
+        frozenset({_A.PAYER, _A.MERCHANT, _A.TRADER, *_STAFF}),
+        Permission.ORDERS_CANCEL_ALL,
+    ),
+    OrderEvent.EXPIRE: Rule(frozenset({_S.PENDING}), _S.EXPIRED, frozenset({_A.SYSTEM})),
+    OrderEvent.ESCALATE: Rule(frozenset({_S.PAID}), _S.DISPUTED, frozenset({_A.SYSTEM})),
+    OrderEvent.DISPUTE: Rule(
+        frozenset({_S.PENDING, _S.PAID}),
+        _S.DISPUTED,
+        frozenset({_A.PAYER, _A.MERCHANT, _A.TRADER, *_STAFF}),
+        Permission.DISPUTES_OPEN_ALL,
+    ),
+    OrderEvent.RESOLVE_COMPLETE: Rule(
+        frozenset({_S.DISPUTED}), _S.COMPLETED, frozenset(_STAFF), Permission.DISPUTES_RESOLVE_ALL
+    ),
+    OrderEvent.RESOLVE_CANCEL: Rule(
+        frozenset({_S.DISPUTED}), _S.CANCELED, frozenset(_STAFF), Permission.DISPUTES_RESOLVE_ALL
+    ),
+}
+
+
+@dataclass(frozen=True)
+class TransitionResult:
+    order_id: int
+    public_id: str
+    status: OrderStatus
+    changed: bool
+
+
+_UNBUMP_BUCKET = text(
+    "UPDATE requisite_turnover_buckets SET amount_fiat = GREATEST(amount_fiat - :amount, 0) "
+    "WHERE requisite_id = :rid AND bucket_start = :bucket"
+)
+_UNBUMP_DAY = text(
+    "UPDATE requisite_daily_turnover SET amount_fiat = GREATEST(amount_fiat - :amount, 0) "
+    "WHERE requisite_id = :rid AND day = :day"
+)
+
+
+# --------------------------------------------------------------------------- lookup and checks
+
+
+def lock_order(session: Session, *, public_id: str) -> OrderHistory:
+    """The order with this public id, locked for the transition; 404 when there is none."""
+    order = session.scalars(
+        select(OrderHistory).where(OrderHistory.public_id == public_id).with_for_update()
+    ).first()
+    if order is None:
+        raise NotFound("order not found")
+    return order
+
+
+def _owns(actor: Actor, order: OrderHistory) -> bool:
+    if actor.kind == ActorKind.MERCHANT:
+        return order.store_id == actor.store_id or order.merchant_id == actor.merchant_id
+    if actor.kind == ActorKind.TRADER:
+        return order.trader_id == actor.trader_id
+    return True  # payer (the public id is the capability), staff (by permission), system
+
+
+def _authorize(actor: Actor, order: OrderHistory, event: OrderEvent, rule: Rule) -> None:
+    if not _owns(actor, order):
+        raise NotFound("order not found")
+    if actor.kind not in rule.actors:
+        raise PermissionDenied(f"{actor.kind} may not {event} an order")
+    if actor.kind in _STAFF:
+        assert rule.staff_permission is not None
+        if not check_permission(actor.permissions, rule.staff_permission):
+            raise PermissionDenied(f"missing permission {rule.staff_permission}")
+    if event == OrderEvent.PAYER_CONFIRM and order.order_type != OrderType.PAYIN:
+        raise InvalidStatusTransition("only a PayIn is confirmed by the payer")
+
+
+# --------------------------------------------------------------------------- effects
+
+
+def _close_requisite_slot(session: Session, order: OrderHistory, *, keep_turnover: bool) -> None:
+    session.execute(
+        update(ReqTrader)
+        .where(ReqTrader.id == order.requisite_id)
+        .values(open_orders=ReqTrader.open_orders - 1)
+    )
+    if not keep_turnover:
+        params = {"rid": order.requisite_id, "amount": order.amount_fiat}
+        session.execute(_UNBUMP_BUCKET, {**params, "bucket": order.turnover_bucket})
+        session.execute(_UNBUMP_DAY, {**params, "day": order.turnover_day})
+
+
+def _release_hold(session: Session, order: OrderHistory) -> None:
+    if order.order_type == OrderType.PAYIN:
+        balance_manager.release_trader_hold(
+            session,
+            trader_id=order.trader_id,
+            crypto_currency_id=order.crypto_currency_id,
+            amount=order.hold_amount,
+            incoming_order_id=order.incoming_order_id,
+            order_id=order.id,
+        )
+    else:
+        balance_manager.release_store_hold(
+            session,
+            store_id=order.store_id,
+            crypto_currency_id=order.crypto_currency_id,
+            amount=order.hold_amount,
+            incoming_order_id=order.incoming_order_id,
+            order_id=order.id,
+        )
+
+
+def _apply(
+    session: Session, order: OrderHistory, target: OrderStatus, now: datetime, reason: str | None
+) -> None:
+    if target == OrderStatus.PAID:
+        order.paid_at = now
+        minutes = int(get_typed_config_value("TRADER_CONFIRM_TIMEOUT_MINUTES"))
+        order.confirm_deadline_at = now + timedelta(minutes=minutes)
+    elif target == OrderStatus.COMPLETED:
+        # The requisite slot closes first: requisite rows are always locked before balances.
+        _close_requisite_slot(session, order, keep_turnover=True)
+        balance_manager.complete_order(session, order=order)
+        order.completed_at = now
+    elif target in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
+        _close_requisite_slot(session, order, keep_turnover=False)
+        _release_hold(session, order)
+        order.canceled_at = now
+        order.cancellation_reason = reason or target.value
+    elif target == OrderStatus.DISPUTED:
+        order.disputed_at = now
+        order.dispute_reason = reason
+
+
+# --------------------------------------------------------------------------- the one entry point
+
+
+def transition(
+    session: Session,
+    *,
+    public_id: str,
+    event: OrderEvent,
+    actor: Actor,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> TransitionResult:
+    """Apply `event` to the order `public_id` on behalf of `actor` (flushes; the caller commits)."""
+    rule = TRANSITIONS[event]
+    order = lock_order(session, public_id=public_id)
+    _authorize(actor, order, event, rule)
+    current = OrderStatus(order.status)
+    if current == rule.target:
+        return TransitionResult(order.id, order.public_id, current, changed=False)
+    if current not in rule.sources:
+        raise InvalidStatusTransition(
+            f"cannot {event} an order that is {current}",
+            extra={"current_status": current.value},
+        )
+    now = now or utcnow()
+    deadline = {OrderEvent.EXPIRE: order.expires_at, OrderEvent.ESCALATE: order.confirm_deadline_at}
+    due = deadline.get(event, now)
+    if due is None or due > now:
+        raise InvalidStatusTransition(f"cannot {event} an order before its deadline")
+    _apply(session, order, rule.target, now, reason)
+    order.status = rule.target.value
+    order.updated_at = now
+    incoming = session.get(IncomingOrder, order.incoming_order_id)
+    assert incoming is not None
+    record_status_change(
+        session,
+        incoming=incoming,
+        order=order,
+        status=rule.target.value,
+        previous=current.value,
+        actor_user_id=actor.user_id,
+        actor_kind=actor.kind.value,
+        reason=reason,
+    )
+    session.flush()
+    return TransitionResult(order.id, order.public_id, rule.target, changed=True)
+
+
+# Named entry points, as the routers and the scheduler call them.
+
+
+def confirm_payment_by_payer(session: Session, *, public_id: str) -> TransitionResult:
+    """The payer says the PayIn is paid."""
+    return transition(session, public_id=public_id, event=OrderEvent.PAYER_CONFIRM, actor=PAYER)
+
+
+def confirm_by_trader(session: Session, *, public_id: str, actor: Actor) -> TransitionResult:
+    """The trader (or staff with permission) confirms the money arrived / was sent."""
+    return transition(session, public_id=public_id, event=OrderEvent.CONFIRM, actor=actor)
+
+
+def cancel_order(
+    session: Session, *, public_id: str, actor: Actor, reason: str | None = None
+) -> TransitionResult:
+    """Cancel a pending order and release its hold."""
+    return transition(
+        session, public_id=public_id, event=OrderEvent.CANCEL, actor=actor, reason=reason
+    )
+
+
+def open_dispute(
+    session: Session, *, public_id: str, actor: Actor, reason: str | None = None
+) -> TransitionResult:
+    """Open a dispute on a pending or paid order."""
+    return transition(
+        session, public_id=public_id, event=OrderEvent.DISPUTE, actor=actor, reason=reason
+    )
+
+
+def resolve_dispute(
+    session: Session, *, public_id: str, actor: Actor, complete: bool, reason: str
+) -> TransitionResult:
+    """Support/admin close a dispute as completed (money moves) or canceled (hold released)."""
+    event = OrderEvent.RESOLVE_COMPLETE if complete else OrderEvent.RESOLVE_CANCEL
+    return transition(session, public_id=public_id, event=event, actor=actor, reason=reason)
+
+
+def expire_order(
+    session: Session, *, public_id: str, now: datetime | None = None
+) -> TransitionResult:
+    """The scheduler expires an unpaid order whose deadline passed."""
+    return transition(
+        session,
+        public_id=public_id,
+        event=OrderEvent.EXPIRE,
+        actor=SYSTEM,
+        reason="expired",
+        now=now,
+    )
+
+
+def escalate_unconfirmed(
+    session: Session, *, public_id: str, now: datetime | None = None
+) -> TransitionResult:
+    """The scheduler turns a paid order the trader did not confirm in time into a dispute."""
+    return transition(
+        session,
+        public_id=public_id,
+        event=OrderEvent.ESCALATE,
+        actor=SYSTEM,
+        reason="trader did not confirm before the deadline",
+        now=now,
+    )

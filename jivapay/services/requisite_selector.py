@@ -1,0 +1,199 @@
+"""Choosing a trader's requisite for an order (domain.md §5.2).
+
+One statement finds the best eligible requisite and locks it (`FOR UPDATE OF req_traders SKIP
+LOCKED`, so parallel workers take different requisites): active user, trader in work and enabled by
+the teamlead, the direction allowed for trader and requisite, approved and not excluded, same fiat,
+the target method/bank when given, the amount within the requisite's and trader's static limits,
+fewer open orders than `max_concurrent_orders`, and for a PayIn a trader deposit that covers the hold.
+Candidates are ordered by `trafic_priority`, then `last_used_at` NULLS FIRST (round-robin).
+
+The dynamic limits are then checked on the locked candidate from counters kept current by the
+transactions that open and close orders (`requisite_turnover_buckets`, `requisite_daily_turnover`,
+`req_traders.open_orders`), never by summing order history: the check costs the same at a million
+orders as at ten thousand. A candidate that fails stays excluded and the next one is tried.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+
+import structlog
+from sqlalchemy import Row, TextClause, bindparam, text
+from sqlalchemy.orm import Session
+
+from jivapay.database.models import IncomingOrder
+from jivapay.enums import OrderType
+from jivapay.money import commission
+from jivapay.utils.exceptions import ConfigurationError, RequisiteNotFound
+
+log = structlog.get_logger(__name__)
+
+# Enough to step past a few candidates whose dynamic limits are exhausted without looping forever.
+MAX_CANDIDATES = 25
+
+_CANDIDATE_SQL = """
+SELECT r.id AS requisite_id, r.trader_id, r.payment_method_id, r.bank_id,
+       s.total_limit, s.turnover_limit_minutes, s.turnover_day_max,
+       COALESCE(tz.utc_offset_minutes, 0) AS utc_offset_minutes,
+       tc.commission_payin, tc.commission_payout
+FROM req_traders r
+JOIN full_requisites_settings s ON s.requisite_id = r.id
+JOIN traders t ON t.id = r.trader_id
+JOIN users u ON u.id = t.user_id
+LEFT JOIN time_zones tz ON tz.id = t.time_zone_id
+LEFT JOIN LATERAL (
+    SELECT c.commission_payin, c.commission_payout FROM trader_commissions c
+    WHERE c.trader_id = t.id ORDER BY c.created_at DESC, c.id DESC LIMIT 1
+) tc ON true
+{deposit_join}
+WHERE r.status = 'approved' AND NOT r.is_excluded_from_distribution
+  AND r.fiat_currency_id = :fiat_currency_id
+  AND u.is_active AND t.in_work AND t.is_traffic_enabled_by_teamlead
+  AND t.{direction} AND s.{direction}
+  AND (CAST(:payment_method_id AS BIGINT) IS NULL OR r.payment_method_id = :payment_method_id)
+  AND (CAST(:bank_id AS BIGINT) IS NULL OR r.bank_id = :bank_id)
+  AND s.lower_limit <= :amount_fiat AND s.upper_limit >= :amount_fiat
+  AND (t.base_lower_limit IS NULL OR t.base_lower_limit <= :amount_fiat)
+  AND (t.base_upper_limit IS NULL OR t.base_upper_limit >= :amount_fiat)
+  AND (s.max_concurrent_orders IS NULL OR r.open_orders < s.max_concurrent_orders)
+  AND r.id <> ALL(:excluded)
+  {deposit_filter}
+ORDER BY t.trafic_priority, r.last_used_at NULLS FIRST, r.id
+LIMIT 1
+FOR UPDATE OF r SKIP LOCKED
+"""
+
+# The trader's available deposit must cover C - round_half_up(C * t / 100, 8). C*t is exact in
+# NUMERIC; rounding it to 6 places and shifting by 0.01 rounds C*t/100 to 8 places with no second
+# rounding (a plain `/ 100` may round at PostgreSQL's chosen division scale first).
+_DEPOSIT_JOIN = (
+    "JOIN balance_traders bt ON bt.trader_id = t.id AND bt.crypto_currency_id = :crypto_currency_id"
+)
+_DEPOSIT_FILTER = (
+    "AND tc.commission_payin IS NOT NULL "
+    "AND bt.balance - bt.frozen >= "
+    ":amount_crypto - ROUND(:amount_crypto * tc.commission_payin, 6) * 0.01"
+)
+
+
+def _candidate_statement(order_type: OrderType) -> TextClause:
+    if order_type == OrderType.PAYIN:
+        sql = _CANDIDATE_SQL.format(
+            deposit_join=_DEPOSIT_JOIN, deposit_filter=_DEPOSIT_FILTER, direction="pay_in"
+        )
+    else:
+        sql = _CANDIDATE_SQL.format(deposit_join="", deposit_filter="", direction="pay_out")
+    return text(sql).bindparams(bindparam("excluded", expanding=False))
+
+
+_STATEMENTS = {kind: _candidate_statement(kind) for kind in OrderType}
+
+_WINDOW_SUM = text(
+    "SELECT COALESCE(SUM(amount_fiat), 0) FROM requisite_turnover_buckets "
+    "WHERE requisite_id = :rid AND bucket_start > :since"
+)
+_LOCK_DEPOSIT = text(
+    "SELECT balance - frozen FROM balance_traders "
+    "WHERE trader_id = :tid AND crypto_currency_id = :cid FOR UPDATE"
+)
+_DAY_SUM = text(
+    "SELECT amount_fiat FROM requisite_daily_turnover WHERE requisite_id = :rid AND day = :day"
+)
+
+
+@dataclass(frozen=True)
+class SelectedRequisite:
+    requisite_id: int
+    trader_id: int
+    payment_method_id: int
+    bank_id: int
+    trader_commission_percent: Decimal
+    turnover_bucket: datetime
+    turnover_day: date
+
+
+def turnover_slots(now: datetime, utc_offset_minutes: int) -> tuple[datetime, date]:
+    """The minute bucket (UTC) and the trader-local day an order assigned at `now` counts in."""
+    bucket = now.replace(second=0, microsecond=0)
+    local_day = (now + timedelta(minutes=utc_offset_minutes)).date()
+    return bucket, local_day
+
+
+def _fits_dynamic_limits(
+    session: Session, row: Row, amount_fiat: Decimal, bucket: datetime, day: date
+) -> str | None:
+    """Why the locked candidate cannot take `amount_fiat` now, or None if it can."""
+    if row.total_limit is not None and row.turnover_limit_minutes:
+        since = bucket - timedelta(minutes=int(row.turnover_limit_minutes))
+        used = session.execute(_WINDOW_SUM, {"rid": row.requisite_id, "since": since}).scalar_one()
+        if used + amount_fiat > row.total_limit:
+            return "window_turnover"
+    if row.turnover_day_max is not None:
+        used_today = session.execute(_DAY_SUM, {"rid": row.requisite_id, "day": day}).scalar()
+        if (used_today or Decimal(0)) + amount_fiat > row.turnover_day_max:
+            return "day_turnover"
+    return None
+
+
+def find_suitable_requisite(
+    session: Session, *, order: IncomingOrder, now: datetime
+) -> SelectedRequisite:
+    """Lock and return the best requisite for `order`, or raise `RequisiteNotFound`."""
+    order_type = OrderType(order.order_type)
+    params = {
+        "fiat_currency_id": order.fiat_currency_id,
+        "crypto_currency_id": order.crypto_currency_id,
+        "payment_method_id": order.target_payment_method_id,
+        "bank_id": order.target_bank_id,
+        "amount_fiat": order.amount_fiat,
+        "amount_crypto": order.amount_crypto,
+    }
+    excluded: list[int] = []
+    rejected: dict[str, int] = {}
+    missing_commission: list[int] = []
+    for _ in range(MAX_CANDIDATES):
+        row = session.execute(_STATEMENTS[order_type], {**params, "excluded": excluded}).first()
+        if row is None:
+            break
+        excluded.append(row.requisite_id)
+        percent = row.commission_payin if order_type == OrderType.PAYIN else row.commission_payout
+        if percent is None:
+            missing_commission.append(row.trader_id)
+            continue
+        bucket, day = turnover_slots(now, row.utc_offset_minutes)
+        reason = _fits_dynamic_limits(session, row, order.amount_fiat, bucket, day)
+        if reason is None and order_type == OrderType.PAYIN:
+            # Another requisite of the same trader may have taken deposit since the scan: check
+            # under the balance lock, which the freeze that follows keeps.
+            available = session.execute(
+                _LOCK_DEPOSIT, {"tid": row.trader_id, "cid": order.crypto_currency_id}
+            ).scalar()
+            hold = payin_hold_for(order.amount_crypto, percent)
+            if available is None or available < hold:
+                reason = "trader_deposit"
+        if reason is not None:
+            rejected[reason] = rejected.get(reason, 0) + 1
+            continue
+        return SelectedRequisite(
+            requisite_id=row.requisite_id,
+            trader_id=row.trader_id,
+            payment_method_id=row.payment_method_id,
+            bank_id=row.bank_id,
+            trader_commission_percent=percent,
+            turnover_bucket=bucket,
+            turnover_day=day,
+        )
+    if missing_commission:
+        raise ConfigurationError(
+            f"trader(s) {sorted(set(missing_commission))} have no commission row",
+            extra={"internal": True},
+        )
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items())) or "no eligible requisite"
+    raise RequisiteNotFound(f"no requisite can take this order ({detail})")
+
+
+def payin_hold_for(amount_crypto: Decimal, trader_percent: Decimal) -> Decimal:
+    """The trader-deposit hold of a PayIn at this trader rate (the SQL filter above mirrors it)."""
+    return amount_crypto - commission(amount_crypto, trader_percent)

@@ -1,0 +1,125 @@
+"""The embedded servers: start, reuse on a second call, stop from pid files, restart on the same data."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from jivapay import embedded
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "home"
+    path.mkdir()
+    try:
+        yield path
+    finally:
+        embedded.stop_all(path, timeout=5)
+
+
+def _execute(url: str, *statements: str) -> object:
+    """Run `statements` in one transaction; the last one's scalar result."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.begin() as conn:
+            results = [conn.execute(text(sql)) for sql in statements]
+            return results[-1].scalar() if results[-1].returns_rows else None
+    finally:
+        engine.dispose()
+
+
+def test_postgres_starts_is_reused_stops_and_keeps_its_data(home: Path) -> None:
+    first = embedded.postgres_server(home)
+    assert first.started and first.url.startswith("postgresql://postgres:@127.0.0.1:")
+    url = embedded.ensure_database(first.url, "jivapay")
+    _execute(url, "CREATE TABLE kept (v text)", "INSERT INTO kept VALUES ('still here')")
+
+    again = embedded.postgres_server(home)
+    assert (again.started, again.url, again.pid) == (False, first.url, first.pid)
+
+    assert embedded.stop_server(home, embedded.POSTGRES) is True
+    assert embedded.server_pid(home, embedded.POSTGRES) is None
+    assert not embedded.process_alive(first.pid)
+
+    restarted = embedded.postgres_server(home)
+    assert restarted.started and restarted.pid != first.pid
+    assert restarted.url == first.url  # same port while it is free
+    url = embedded.ensure_database(restarted.url, "jivapay")
+    assert _execute(url, "SELECT v FROM kept") == "still here"
+
+
+def test_redis_starts_is_reused_stops_and_keeps_its_data(home: Path) -> None:
+    first = embedded.redis_server(home)
+    assert first.started
+    client = redis.Redis.from_url(first.url, decode_responses=True)
+    client.set("kept", "yes")
+    client.close()
+    assert embedded.ensure_redis(home) == first.url
+    assert embedded.redis_server(home).started is False
+
+    assert embedded.stop_all(home) == [embedded.REDIS]
+    assert embedded.server_pid(home, embedded.REDIS) is None
+    assert not embedded.process_alive(first.pid)
+
+    second = embedded.redis_server(home)
+    assert second.started and second.pid != first.pid
+    client = redis.Redis.from_url(second.url, decode_responses=True)
+    assert client.get("kept") == "yes"  # append-only file replayed
+    client.close()
+
+
+def test_s3_server_serves_buckets_and_stops(home: Path) -> None:
+    server = embedded.s3_server(home)
+    assert server.started and server.url.startswith("http://127.0.0.1:")
+    embedded.ensure_bucket(server.url, "jivapay-test-bucket")
+    embedded.ensure_bucket(server.url, "jivapay-test-bucket")  # idempotent
+
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    assert "jivapay-test-bucket" in {b["Name"] for b in client.list_buckets()["Buckets"]}
+    assert embedded.ensure_s3(home) == server.url
+    assert embedded.stop_all(home) == [embedded.S3]
+    assert not embedded.process_alive(server.pid)
+
+
+def test_terminate_pid_kills_a_process_that_ignores_sigterm() -> None:
+    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ok', flush=True); time.sleep(60)"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == b"ok"
+    started = time.monotonic()
+    assert embedded.terminate_pid(proc.pid, sig=signal.SIGTERM, timeout=0.5) is True
+    # It ignored SIGTERM, so only the SIGKILL after the timeout can have ended it.
+    assert not embedded.process_alive(proc.pid)
+    assert 0.5 <= time.monotonic() - started < 5
+    proc.wait(5)
+    assert embedded.terminate_pid(proc.pid) is False  # already gone
+
+
+def test_free_port_prefers_the_given_port_when_free() -> None:
+    port = embedded.free_port()
+    assert embedded.free_port(port) == port
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
+        sock.listen()
+        assert embedded.port_is_free(port) is False
+        assert embedded.free_port(port) != port

@@ -1,0 +1,129 @@
+"""The secret scrubber and `report_critical_error`, which must never raise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from jivapay.utils import notifications
+from jivapay.utils.notifications import (
+    FILTERED,
+    mask_card_numbers,
+    report_critical_error,
+    scrub,
+    scrub_event,
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("card 4111111111111111 used", "card ****1111 used"),
+        ("4111 1111 1111 1111", "****1111"),
+        ("4111-1111-1111-1111", "****1111"),
+        ("IBAN-ish 2200700112345678901", "IBAN-ish ****8901"),
+    ],
+)
+def test_card_numbers_are_masked_to_last_four(text: str, expected: str):
+    assert mask_card_numbers(text) == expected
+
+
+@pytest.mark.parametrize("text", ["amount 1500.00", "order 123456789", "ts 1732646400", "ab12"])
+def test_short_numbers_are_left_alone(text: str):
+    assert mask_card_numbers(text) == text
+
+
+def test_scrub_filters_secret_keys_and_masks_values_at_any_depth():
+    event = {
+        "password": "hunter2",
+        "Authorization": "Bearer abc",
+        "private_api_key": "pk",
+        "callback_secret": "s",
+        "req_number": "4111111111111111",
+        "card_last4": "1111",
+        "company": "ACME",
+        "span_id": "abc",
+        "empty_token": "",
+        "nested": {"list": [{"note": "paid from 5500 0000 0000 0004"}], "cvv": 123},
+        "tuple": ("x", "4111111111111111"),
+        "amount": 10,
+    }
+
+    cleaned = scrub(event)
+
+    assert cleaned["password"] == FILTERED
+    assert cleaned["Authorization"] == FILTERED
+    assert cleaned["private_api_key"] == FILTERED
+    assert cleaned["callback_secret"] == FILTERED
+    assert cleaned["req_number"] == FILTERED
+    assert cleaned["nested"]["cvv"] == FILTERED
+    assert cleaned["nested"]["list"][0]["note"] == "paid from ****0004"
+    assert cleaned["tuple"] == ("x", "****1111")
+    # Harmless keys that merely contain "pan", last-4 digits and empty values stay readable.
+    assert cleaned["company"] == "ACME"
+    assert cleaned["span_id"] == "abc"
+    assert cleaned["card_last4"] == "1111"
+    assert cleaned["empty_token"] == ""
+    assert cleaned["amount"] == 10
+    assert event["password"] == "hunter2"  # the input is not modified
+
+
+def test_scrub_event_cleans_a_sentry_event():
+    event = {
+        "exception": {"values": [{"value": "bad card 4111111111111111"}]},
+        "request": {"headers": {"X-Signature": "abc", "Accept": "json"}},
+    }
+    cleaned = scrub_event(event)
+    assert cleaned["exception"]["values"][0]["value"] == "bad card ****1111"
+    assert cleaned["request"]["headers"] == {"X-Signature": FILTERED, "Accept": "json"}
+
+
+def test_report_critical_error_logs_scrubbed_context():
+    with capture_logs() as logs:
+        report_critical_error(
+            ValueError("card 4111111111111111 declined"),
+            "payout to 5500000000000004 failed",
+            order_id=7,
+            api_key="secret-key",
+        )
+
+    [entry] = [e for e in logs if e["event"] == "critical_error"]
+    assert entry["error"] == "card ****1111 declined"
+    assert entry["message"] == "payout to ****0004 failed"
+    assert entry["api_key"] == FILTERED
+    assert entry["order_id"] == 7
+    assert entry["error_type"] == "ValueError"
+
+
+class _Hostile(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("str() exploded")
+
+
+class _Unprintable:
+    def __repr__(self) -> str:
+        raise RuntimeError("repr() exploded")
+
+
+def test_report_critical_error_never_raises(monkeypatch: pytest.MonkeyPatch):
+    report_critical_error(_Hostile(), "hostile exception")
+    report_critical_error(None, "no exception", thing=_Unprintable())
+
+    def broken_log(*_args: Any, **_kwargs: Any) -> None:
+        raise OSError("log sink gone")
+
+    monkeypatch.setattr(notifications.log, "error", broken_log)
+    report_critical_error(RuntimeError("x"), "logging itself fails")
+
+
+def test_init_sentry_is_off_without_dsn(monkeypatch: pytest.MonkeyPatch):
+    from jivapay.config import reset_settings_cache
+
+    monkeypatch.delenv("SENTRY_DSN", raising=False)
+    reset_settings_cache()
+    try:
+        assert notifications.init_sentry("test") is False
+    finally:
+        reset_settings_cache()
