@@ -190,7 +190,7 @@ def test_dispute_then_resolution(db, world) -> None:  # type: ignore[no-untyped-
 
 
 def test_no_requisite_retries_with_backoff_then_fails_and_releases_payout_hold(db, world) -> None:  # type: ignore[no-untyped-def]
-    ref, store, trader, req = world
+    ref, store, _trader, _req = world
     set_config_value(db, "MAX_ORDER_RETRIES", 2)
     set_config_value(db, "RETRY_DELAY_SECONDS", 10)
     incoming = make_incoming(
@@ -217,7 +217,7 @@ def test_no_requisite_retries_with_backoff_then_fails_and_releases_payout_hold(d
 
 
 def test_retry_succeeds_once_a_requisite_fits(db, world) -> None:  # type: ignore[no-untyped-def]
-    ref, store, trader, req = world
+    ref, store, _trader, req = world
     db.execute(
         ReqTrader.__table__.update().where(ReqTrader.id == req.id).values(status="pending_review")
     )
