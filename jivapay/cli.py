@@ -139,9 +139,23 @@ def beat(home: Path | None = typer.Option(None, help="Where the schedule file li
     from jivapay.worker.app import celery_app
 
     schedule = _home(home) / BEAT_SCHEDULE_FILE
-    celery_app.start(
-        ["beat", "--loglevel", get_settings().LOG_LEVEL, "--schedule", str(schedule)]
-    )
+    celery_app.start(["beat", "--loglevel", get_settings().LOG_LEVEL, "--schedule", str(schedule)])
+
+
+def ping_worker(timeout: float, queue: str | None = None) -> tuple[dict[str, Any], float]:
+    """Send `system.ping` and wait for the answer: (answer, round trip in ms).
+
+    Raises `celery.exceptions.TimeoutError` when no worker answers in time.
+    """
+    from jivapay.worker.tasks import ping
+
+    started = time.perf_counter()
+    result = ping.apply_async(queue=queue) if queue else ping.apply_async()
+    try:
+        answer: dict[str, Any] = result.get(timeout=timeout)
+    finally:
+        result.forget()
+    return answer, (time.perf_counter() - started) * 1000
 
 
 @app.command("worker-ping")
@@ -152,18 +166,12 @@ def worker_ping(
     """Send `system.ping` to the workers and wait for the pong."""
     from celery.exceptions import TimeoutError as CeleryTimeout
 
-    from jivapay.worker.tasks import ping
-
-    started = time.perf_counter()
     try:
-        result = ping.apply_async(queue=queue) if queue else ping.apply_async()
-        answer = result.get(timeout=timeout)
+        answer, elapsed = ping_worker(timeout, queue)
     except CeleryTimeout:
         raise _fail(f"no worker answered within {timeout:g}s") from None
     except Exception as exc:
         raise _fail(f"ping failed: {exc}") from exc
-    elapsed = (time.perf_counter() - started) * 1000
-    result.forget()
     console.print(
         f"[green]pong[/] from {answer.get('hostname')} in {elapsed:.0f} ms (at {answer.get('at')})"
     )
@@ -375,6 +383,16 @@ def _print_stack(home: Path, host: str, ports: dict[str, int], report: Any, cred
     console.print(f"logs: {home / 'logs'}   stop: Ctrl-C")
 
 
+def _check_worker(log_path: Path, timeout: float = 60.0) -> None:
+    """Ping the new worker once; a silent worker is reported, the stack keeps running."""
+    try:
+        _, elapsed = ping_worker(timeout)
+    except Exception as exc:
+        err_console.print(f"[yellow]worker did not answer a ping ({exc}); see {log_path}[/]")
+    else:
+        console.print(f"[green]ready[/] worker (ping {elapsed:.0f} ms)")
+
+
 @app.command()
 def up(
     home: Path | None = typer.Option(None, help="Data, logs and pid files (default .jivapay)."),
@@ -430,6 +448,8 @@ def up(
             supervisor.wait_healthy(
                 startup_timeout, on_ready=lambda c: console.print(f"[green]ready[/] {c.spec.name}")
             )
+            if not no_worker:
+                _check_worker(supervisor.logs_dir / "worker.log")
             _print_stack(home_dir, host, ports, report, creds)
             supervisor.run()
     except ShutdownRequested as exc:

@@ -383,7 +383,9 @@ def _redis_executable() -> str:
 def _redis_ping(port: int) -> bool:
     import redis
 
-    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
+    client = redis.Redis(
+        host="127.0.0.1", port=port, socket_timeout=0.5, socket_connect_timeout=0.5
+    )
     try:
         return bool(client.ping())
     except redis.RedisError:

@@ -176,7 +176,9 @@ class Supervisor:
             if code is not None:
                 raise ChildDied(child.spec.name, code, child.log_path)
 
-    def wait_healthy(self, timeout: float, *, on_ready: Callable[[Child], None] | None = None) -> None:
+    def wait_healthy(
+        self, timeout: float, *, on_ready: Callable[[Child], None] | None = None
+    ) -> None:
         """Poll every child's health URL until all answer 200; `StartupTimeout` after `timeout`."""
         pending = [c for c in self.children if c.spec.health_url]
         deadline = time.monotonic() + timeout

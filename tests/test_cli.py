@@ -77,7 +77,9 @@ def test_db_upgrade_downgrade_round_trip_on_an_empty_database(empty_database: st
     engine = create_engine(empty_database)
     with engine.connect() as conn:
         tables = conn.execute(
-            text("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'users'")
+            text(
+                "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = 'users'"
+            )
         ).scalar()
     engine.dispose()
     assert tables == 0

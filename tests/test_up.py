@@ -83,9 +83,10 @@ def test_up_runs_the_whole_stack_and_stops_everything_on_sigterm(
     env.pop("JIVAPAY_ADMIN_PASSWORD", None)
     log = tmp_path / "up.log"
     with open(log, "wb") as out:
+        argv = [sys.executable, "-m", "jivapay.cli", "up", "--home", str(home)]
+        argv += ["--port-offset", str(offset), "--startup-timeout", str(STARTUP_TIMEOUT)]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jivapay.cli", "up", "--home", str(home)]
-            + ["--port-offset", str(offset), "--startup-timeout", str(STARTUP_TIMEOUT)],
+            argv,
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -108,10 +109,9 @@ def test_up_runs_the_whole_stack_and_stops_everything_on_sigterm(
         assert (home / "demo-credentials.json").exists()
         assert "embedded Redis" in output and "embedded S3" in output
         assert "embedded PostgreSQL" not in output  # DATABASE_URL was given
+        assert "ready worker (ping" in output
 
-        recorded = {
-            path.stem: int(path.read_text()) for path in (home / "run").glob("*.pid")
-        }
+        recorded = {path.stem: int(path.read_text()) for path in (home / "run").glob("*.pid")}
         assert set(ports) | {"worker", "beat", "up"} <= set(recorded)
         for name in (embedded.REDIS, embedded.S3):
             pid = embedded.server_pid(home, name)

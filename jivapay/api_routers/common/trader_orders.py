@@ -1,0 +1,87 @@
+"""Trader order endpoints: the trader's own assigned orders and their transitions, and the
+in-work switch. Mounted on the trader server behind `require_role(Role.TRADER)`."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.enums import OrderStatus, OrderType
+from jivapay.schemas.common import Page
+from jivapay.schemas.orders import OrderRead, ReasonBody, TransitionRead, WorkState, WorkSwitch
+from jivapay.security import Principal
+from jivapay.services import order_queries, trader_service
+from jivapay.services import order_status_manager as osm
+
+router = APIRouter(prefix="/trader", tags=["trader orders"])
+
+
+def _actor(principal: Principal) -> osm.Actor:
+    return osm.Actor(
+        osm.ActorKind.TRADER, user_id=principal.user_id, trader_id=principal.profile_id
+    )
+
+
+def _result(result: osm.TransitionResult) -> TransitionRead:
+    return TransitionRead(order_id=result.public_id, status=result.status, changed=result.changed)
+
+
+@router.get("/orders", response_model=Page[OrderRead])
+def list_my_orders(
+    session: DbSession,
+    principal: CurrentPrincipal,
+    page: PageParams,
+    status: Annotated[OrderStatus | None, Query()] = None,
+    order_type: Annotated[OrderType | None, Query()] = None,
+    created_from: Annotated[datetime | None, Query()] = None,
+    created_to: Annotated[datetime | None, Query()] = None,
+) -> Page[OrderRead]:
+    """Orders assigned to me, newest first."""
+    filters = order_queries.OrderFilters(status, order_type, created_from, created_to)
+    items, total = order_queries.list_orders(
+        session, principal=principal, filters=filters, limit=page.limit, offset=page.offset
+    )
+    return Page(items=items, total=total, limit=page.limit, offset=page.offset)
+
+
+@router.get("/orders/{order_id}", response_model=OrderRead)
+def get_my_order(order_id: str, session: DbSession, principal: CurrentPrincipal) -> OrderRead:
+    """One of my orders (another trader's is 404)."""
+    return order_queries.get_order(session, principal=principal, public_id=order_id)
+
+
+@router.post("/orders/{order_id}/confirm", response_model=TransitionRead)
+def confirm(order_id: str, session: DbSession, principal: CurrentPrincipal) -> TransitionRead:
+    """Confirm the money arrived (PayIn) or was sent (PayOut): the order completes."""
+    return _result(osm.confirm_by_trader(session, public_id=order_id, actor=_actor(principal)))
+
+
+@router.post("/orders/{order_id}/cancel", response_model=TransitionRead)
+def cancel(
+    order_id: str, body: ReasonBody, session: DbSession, principal: CurrentPrincipal
+) -> TransitionRead:
+    """Cancel a pending order; its hold is released."""
+    return _result(
+        osm.cancel_order(session, public_id=order_id, actor=_actor(principal), reason=body.reason)
+    )
+
+
+@router.post("/orders/{order_id}/dispute", response_model=TransitionRead)
+def dispute(
+    order_id: str, body: ReasonBody, session: DbSession, principal: CurrentPrincipal
+) -> TransitionRead:
+    """Open a dispute on a pending or paid order."""
+    return _result(
+        osm.open_dispute(session, public_id=order_id, actor=_actor(principal), reason=body.reason)
+    )
+
+
+@router.post("/work", response_model=WorkState)
+def set_work(body: WorkSwitch, session: DbSession, principal: CurrentPrincipal) -> WorkState:
+    """Switch my traffic on or off."""
+    return WorkState(
+        in_work=trader_service.set_in_work(session, principal=principal, in_work=body.in_work)
+    )

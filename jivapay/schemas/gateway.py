@@ -1,0 +1,180 @@
+"""Request and response shapes of the public gateway (domain.md §6).
+
+Requests forbid unknown fields. Money is accepted as a JSON string or a JSON number and never goes
+through a float: the gateway's routes parse JSON numbers straight into `Decimal`
+(`api_routers.gateway.router.LosslessJSONRoute`), and a float that reaches a model anyway is
+refused. Places and ranges are checked by the service with `jivapay.money`, so "1234.567" is an
+error, never a rounding. Responses write money as plain decimal strings ("0.00000001", never "1E-8").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+)
+
+from jivapay.enums import OrderType
+
+MAX_URL_LENGTH = 2000
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, bool | float):
+        raise ValueError("amounts must be decimal strings or exact JSON numbers")
+    return value
+
+
+def _http_url(value: str) -> str:
+    if not value.lower().startswith(("http://", "https://")):
+        raise ValueError("must be an http(s) URL")
+    return value
+
+
+def _ip_address(value: str) -> str:
+    return str(ipaddress.ip_address(value))
+
+
+MoneyIn = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan=False)]
+MoneyOut = Annotated[
+    Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json")
+]
+HttpUrlStr = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(_http_url)]
+IpStr = Annotated[str, Field(max_length=64), AfterValidator(_ip_address)]
+Code = Annotated[str, Field(min_length=1, max_length=50)]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+# --------------------------------------------------------------------------- requests
+
+
+class Beneficiary(_Request):
+    """Who receives a PayOut: a card or account number (12-19 digits; spaces and dashes allowed)."""
+
+    number: str = Field(min_length=1, max_length=40)
+    name: str = Field(min_length=1, max_length=200)
+
+
+class _IntakeCreate(_Request):
+    merchant_order_id: str = Field(min_length=1, max_length=255)
+    fiat_currency: str = Field(min_length=1, max_length=10, examples=["RUB"])
+    customer_id: str | None = Field(default=None, min_length=1, max_length=255)
+    customer_ip: IpStr | None = None
+    return_url: HttpUrlStr | None = None
+    callback_url: HttpUrlStr | None = None
+    payment_method: Code | None = Field(default=None, description="payment method code")
+    bank: Code | None = Field(default=None, description="bank code")
+
+
+class PayInCreate(_IntakeCreate):
+    """A PayIn: the payer will pay `amount_fiat` to a trader's requisite."""
+
+    amount_fiat: MoneyIn = Field(examples=["1500.00"])
+
+
+class PayOutCreate(_IntakeCreate):
+    """A PayOut: exactly one of `amount_fiat` / `amount_crypto`; method, bank and beneficiary."""
+
+    amount_fiat: MoneyIn | None = Field(default=None, examples=["1500.00"])
+    amount_crypto: MoneyIn | None = Field(default=None, examples=["15.5"])
+    beneficiary: Beneficiary | None = None
+
+
+class OrderActionRequest(_Request):
+    """Optional body of a store's cancel or dispute."""
+
+    reason: str | None = Field(default=None, max_length=1000)
+
+
+# --------------------------------------------------------------------------- responses
+
+
+class _Read(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class IntakeRead(_Read):
+    """The answer to POST …/init (201), replayed as is for a repeated Idempotency-Key."""
+
+    order_id: str
+    merchant_order_id: str
+    order_type: OrderType
+    status: str
+    amount_fiat: MoneyOut
+    fiat_currency: str
+    amount_crypto: MoneyOut
+    crypto_currency: str
+    exchange_rate: MoneyOut
+    store_commission: MoneyOut
+    payment_url: str | None
+    created_at: datetime
+
+
+class NamedRef(_Read):
+    code: str
+    name: str
+
+
+class RequisiteRead(_Read):
+    """Where the payer sends a PayIn (full number: host-to-host integration)."""
+
+    bank: NamedRef
+    payment_method: NamedRef
+    number: str
+    holder_name: str
+
+
+class BeneficiaryRead(_Read):
+    number_masked: str
+    last4: str
+    name: str | None
+    bank: NamedRef | None
+    payment_method: NamedRef | None
+
+
+class OrderStatusRead(_Read):
+    order_id: str
+    merchant_order_id: str
+    order_type: OrderType
+    status: str
+    amount_fiat: MoneyOut
+    fiat_currency: str
+    amount_crypto: MoneyOut
+    crypto_currency: str
+    exchange_rate: MoneyOut
+    store_commission: MoneyOut
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    completed_at: datetime | None
+    failure_reason: str | None
+    cancellation_reason: str | None
+    requisite: RequisiteRead | None
+    beneficiary: BeneficiaryRead | None
+
+
+class PayerConfirmRead(_Read):
+    order_id: str
+    status: str
+
+
+class MethodBanksRead(_Read):
+    payment_method: NamedRef
+    banks: list[NamedRef]
+
+
+class ReferenceMethodsRead(_Read):
+    fiat_currency: str
+    methods: list[MethodBanksRead]

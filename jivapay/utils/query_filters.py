@@ -1,0 +1,41 @@
+"""What each caller may see, decided in one place and applied inside services.
+
+A router mounted on the wrong server still cannot leak another owner's data: every listing and
+lookup of orders goes through `orders_visible_to`, which scopes the query to the caller.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, false, true
+
+from jivapay.database.models import MerchantStore, OrderHistory, Trader
+from jivapay.enums import Role
+from jivapay.security import Principal
+from jivapay.services.permission_service import Permission, check_permission
+
+
+def orders_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause limiting `order_history` to the orders `principal` may see."""
+    if principal.role == Role.TRADER:
+        return OrderHistory.trader_id == principal.profile_id
+    if principal.role == Role.MERCHANT:
+        return OrderHistory.merchant_id == principal.profile_id
+    if principal.role == Role.TEAMLEAD:
+        team = (
+            Trader.__table__.select()
+            .with_only_columns(Trader.id)
+            .where(Trader.team_lead_id == principal.profile_id)
+        )
+        return OrderHistory.trader_id.in_(team)
+    if check_permission(principal, Permission.ORDERS_VIEW_ALL):
+        return true()
+    return false()
+
+
+def stores_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause limiting `merchant_stores` to those `principal` may see."""
+    if principal.role == Role.MERCHANT:
+        return MerchantStore.merchant_id == principal.profile_id
+    if check_permission(principal, Permission.STORES_VIEW_ALL):
+        return true()
+    return false()
