@@ -32,8 +32,9 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-console = Console()
-err_console = Console(stderr=True)
+# Soft wrap: URLs and paths stay on one line (copyable) whatever the terminal width.
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 SERVER_NAMES = ("merchant", "trader", "gateway", "admin", "support", "teamlead")
 # Used until/unless `jivapay.servers.app_factory.DEFAULT_PORTS` says otherwise.
@@ -274,6 +275,22 @@ def seed(
         console.print(f"demo world: {report.demo_status}; credentials in {output}")
 
 
+@app.command()
+def reconcile() -> None:
+    """Check every money invariant; print each discrepancy and exit 1 if there is any."""
+    from jivapay.database.utils import get_db_session
+    from jivapay.services.reconciliation import reconcile as check
+
+    with get_db_session() as session:
+        found = check(session)
+    if not found:
+        console.print("[green]reconciliation clean[/]: balances, history and open holds agree")
+        return
+    for item in found:
+        console.print(f"[red]discrepancy[/] {item}")
+    raise _fail(f"{len(found)} discrepancies found")
+
+
 @app.command("create-user")
 def create_user(
     email: str = typer.Option(..., help="Login email."),
@@ -311,26 +328,27 @@ def create_user(
 
 
 def _prepare_services(home: Path, started: list[str]) -> dict[str, str]:
-    """Start what the environment does not configure; returns the variables the children need."""
+    """Start what the environment does not configure; returns the variables the children need.
+
+    `started` receives every embedded server of `home`, also one reused from a previous run that
+    crashed: `up` owns its home (one `up` per home), so all of them stop when it stops.
+    """
     from jivapay import embedded
 
     env: dict[str, str] = {"JIVAPAY_HOME": str(home)}
     if not os.environ.get("DATABASE_URL"):
         server = embedded.postgres_server(home)
-        if server.started:
-            started.append(embedded.POSTGRES)
+        started.append(embedded.POSTGRES)
         env["DATABASE_URL"] = embedded.ensure_database(server.url, EMBEDDED_DATABASE)
         console.print(f"embedded PostgreSQL: {env['DATABASE_URL']} (data {home / 'pg'})")
     if not os.environ.get("REDIS_URL"):
         server = embedded.redis_server(home)
-        if server.started:
-            started.append(embedded.REDIS)
+        started.append(embedded.REDIS)
         env["REDIS_URL"] = server.url
         console.print(f"embedded Redis: {server.url} (data {home / 'redis'})")
     if not os.environ.get("S3_ENDPOINT_URL"):
         server = embedded.s3_server(home)
-        if server.started:
-            started.append(embedded.S3)
+        started.append(embedded.S3)
         env["S3_ENDPOINT_URL"] = server.url
         env["S3_ACCESS_KEY"] = embedded.S3_TEST_ACCESS_KEY
         env["S3_SECRET_KEY"] = embedded.S3_TEST_SECRET_KEY
@@ -472,6 +490,20 @@ def up(
             up_pid.unlink(missing_ok=True)
     err_console.print("stopped")
     raise typer.Exit(exit_code)
+
+
+@app.command()
+def down(home: Path | None = typer.Option(None, help="The home `jivapay up` used.")) -> None:
+    """Stop a running `jivapay up` of HOME and any embedded server it left behind."""
+    from jivapay import embedded
+
+    home_dir = _home(home)
+    up_pid = embedded.read_int_file(home_dir / "run" / "up.pid")
+    if up_pid and embedded.process_alive(up_pid, "jivapay"):
+        embedded.terminate_pid(up_pid, timeout=30.0)
+        console.print(f"stopped `jivapay up` (pid {up_pid})")
+    stopped = embedded.stop_all(home_dir)
+    console.print(f"embedded servers stopped: {', '.join(stopped) or 'none running'}")
 
 
 if __name__ == "__main__":

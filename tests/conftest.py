@@ -179,3 +179,71 @@ def _isolated_rate_limits() -> Iterator[None]:
     reset_rate_limiter(key_prefix=f"jivapay-rl-test-{uuid.uuid4().hex[:12]}")
     yield
     reset_rate_limiter()
+
+
+@pytest.fixture
+def celery_worker(services: dict[str, str], unique: str, tmp_path):  # type: ignore[no-untyped-def]
+    """A real Celery worker process on a queue of this test's own (other runs share Redis).
+
+    Tasks this process sends go to that queue too. Yields a callable that starts (or restarts)
+    the worker with a given concurrency and returns its Popen, so tests can kill it.
+    """
+    import subprocess
+    import sys
+
+    import redis
+
+    from jivapay.worker.app import celery_app
+
+    queue = f"jivapay-test-{unique}"
+    previous = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = queue
+    env = {
+        **os.environ,
+        "DATABASE_URL": services["database_url"],
+        "CELERY_BROKER_URL": celery_app.conf.broker_url,
+        "CELERY_RESULT_BACKEND": celery_app.conf.result_backend,
+        "LOG_LEVEL": "INFO",
+    }
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(concurrency: int = 1, pool: str = "solo") -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 - lives with the process
+        argv = [sys.executable, "-m", "celery", "-A", "jivapay.worker.app:celery_app", "worker"]
+        argv += [
+            "--pool",
+            pool,
+            "-c",
+            str(concurrency),
+            "-Q",
+            queue,
+            "--hostname",
+            f"{unique}-{len(procs)}@%h",
+        ]
+        argv += ["--without-gossip", "--without-mingle", "--without-heartbeat"]
+        proc = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        procs.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        import signal
+
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+        celery_app.conf.task_default_queue = previous
+        client = redis.Redis.from_url(celery_app.conf.broker_url)
+        try:
+            client.delete(queue, f"_kombu.binding.{queue}")
+        finally:
+            client.close()

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
+    AvailableBankMethod,
     Bank,
     CryptoCurrency,
     ExchangeRate,
@@ -321,6 +322,88 @@ def make_incoming(
             incoming_order_id=incoming.id,
         )
     return incoming
+
+
+def make_bank_method(session: Session, ref: Ref) -> AvailableBankMethod:
+    """Make `ref`'s bank offer `ref`'s method in `ref`'s fiat (the gateway checks availability)."""
+    row = AvailableBankMethod(
+        fiat_currency_id=ref.fiat.id, bank_id=ref.bank.id, payment_method_id=ref.method.id
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def gateway_headers(
+    world: StoreWorld,
+    method: str,
+    path: str,
+    body: bytes = b"",
+    *,
+    idempotency_key: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, str]:
+    """Signed store headers for a gateway request (and an Idempotency-Key when given)."""
+    import time
+
+    from jivapay.security import compute_signature
+
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    headers = {
+        "X-API-Key": world.public_key,
+        "X-Timestamp": ts,
+        "X-Signature": compute_signature(world.private_key, ts, method, path, body),
+        "Content-Type": "application/json",
+    }
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+def make_incoming_batch(
+    session: Session,
+    world: StoreWorld,
+    ref: Ref,
+    amounts: list[Decimal],
+    *,
+    created_at: datetime | None = None,
+) -> list[IncomingOrder]:
+    """Many PayIn intake orders at once (one flush), as `make_incoming` records each one."""
+    sc = (
+        session.query(StoreCommission)
+        .filter_by(store_id=world.store.id)
+        .order_by(StoreCommission.id.desc())
+        .first()
+    )
+    percent = sc.commission_payin if sc is not None else Decimal("5")
+    rate = ref.rate.median_rate
+    now = created_at or utcnow()
+    rows: list[IncomingOrder] = []
+    for amount_fiat in amounts:
+        amount_crypto = fiat_to_crypto(amount_fiat, rate)
+        rows.append(
+            IncomingOrder(
+                public_id=f"ord_{secrets.token_urlsafe(12)}",
+                store_id=world.store.id,
+                order_type=OrderType.PAYIN.value,
+                fiat_currency_id=ref.fiat.id,
+                crypto_currency_id=ref.crypto.id,
+                amount_fiat=amount_fiat,
+                amount_crypto=amount_crypto,
+                exchange_rate=rate,
+                store_commission_rate=percent,
+                store_commission=commission(amount_crypto, percent),
+                store_hold=Decimal(0),
+                merchant_order_id=f"m-{_tag()}-{len(rows)}",
+                status=IncomingOrderStatus.NEW.value,
+                next_attempt_at=now,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    session.add_all(rows)
+    session.flush()
+    return rows
 
 
 __all__ = ["crypto_to_fiat"]

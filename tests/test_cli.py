@@ -158,3 +158,43 @@ def test_default_ports_follow_the_plan() -> None:
         "support": 8005,
         "teamlead": 8006,
     }
+
+
+def test_down_stops_the_embedded_servers_left_in_a_home(tmp_path: Path) -> None:
+    from jivapay import embedded
+
+    home = tmp_path / "home"
+    server = embedded.redis_server(home)
+    try:
+        result = runner.invoke(app, ["down", "--home", str(home)])
+        assert result.exit_code == 0, result.output
+        assert "embedded servers stopped: redis" in result.output
+        assert embedded.server_pid(home, embedded.REDIS) is None
+        assert not embedded.process_alive(server.pid)
+    finally:
+        embedded.stop_all(home)
+
+
+def test_reconcile_clean_then_reports_a_discrepancy(db) -> None:  # type: ignore[no-untyped-def]
+    from decimal import Decimal
+
+    from typer.testing import CliRunner
+
+    from jivapay.cli import app
+    from jivapay.database.models import BalanceTrader
+    from tests.factories import make_reference, make_trader
+
+    ref = make_reference(db)
+    trader = make_trader(db, ref, deposit=Decimal("100"))
+    db.commit()
+    runner = CliRunner()
+    clean = runner.invoke(app, ["reconcile"])
+    assert clean.exit_code == 0, clean.output
+    assert "clean" in clean.output
+
+    balance = db.query(BalanceTrader).filter_by(trader_id=trader.id).one()
+    balance.balance = Decimal("150")  # money appearing without history
+    db.commit()
+    broken = runner.invoke(app, ["reconcile"])
+    assert broken.exit_code == 1
+    assert "store balance" not in broken.output and "trader deposit = sum of history" in broken.output

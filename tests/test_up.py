@@ -137,3 +137,30 @@ def test_up_runs_the_whole_stack_and_stops_everything_on_sigterm(
             if embedded.process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         embedded.stop_all(home, timeout=5)
+
+
+def test_supervisor_reports_a_dead_child_and_kills_a_stubborn_one(tmp_path: Path) -> None:
+    from jivapay.supervisor import ChildDied, ChildSpec, Supervisor
+
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('up', flush=True); time.sleep(60)"
+    )
+    supervisor = Supervisor(tmp_path, stop_timeout=1.0)
+    try:
+        kept = supervisor.start(ChildSpec("stubborn", [sys.executable, "-c", stubborn]))
+        deadline = time.monotonic() + 10
+        while "up" not in kept.log_path.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)  # its SIGTERM handler is installed once it printed
+        supervisor.start(ChildSpec("dies", [sys.executable, "-c", "print('bye'); exit(3)"]))
+        with pytest.raises(ChildDied) as died:
+            supervisor.run(poll_interval=0.1)
+        assert (died.value.name, died.value.returncode) == ("dies", 3)
+        assert "bye" in died.value.log_path.read_text()
+        assert (tmp_path / "run" / "stubborn.pid").read_text().strip() == str(kept.pid)
+    finally:
+        started = time.monotonic()
+        supervisor.stop()
+    assert time.monotonic() - started < 5
+    assert kept.process.returncode == -signal.SIGKILL  # SIGTERM ignored: killed after the timeout
+    assert not (tmp_path / "run" / "stubborn.pid").exists()

@@ -31,7 +31,7 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def _money(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else format(value, "f")
 
 
 def callback_payload(

@@ -8,6 +8,7 @@ every task must be idempotent (the database is the truth and the sweepers catch 
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from celery import Celery
@@ -64,8 +65,9 @@ def _init_observability(process: str) -> None:
 
 @setup_logging.connect
 def _on_setup_logging(**_: Any) -> None:
-    # Connecting this signal stops Celery from installing its own handlers.
-    _init_observability("celery")
+    # Connecting this signal stops Celery from installing its own handlers. It fires after
+    # `worker_init`, so it names the process itself.
+    _init_observability("beat" if "beat" in sys.argv else "worker")
 
 
 @worker_init.connect

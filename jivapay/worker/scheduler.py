@@ -4,17 +4,17 @@ Every periodic task is a sweeper: it finds in the database what is due and enque
 it, so a crash, a lost message or a stopped worker never loses work for good. Run exactly one beat
 process per deployment (`jivapay beat`); workers scale out freely.
 
-Now:
-- `system.heartbeat` every 60 s: proves beat runs (records `jivapay:beat:last` in Redis).
-
-Added by later issues, one entry each:
-- due retries: orders in `retrying` whose next attempt time has come;
-- stuck orders: orders claimed by a worker that died mid-processing;
-- expiries: PayIns not paid / not confirmed and PayOuts not done within their timeouts;
-- dispute escalation: disputes unanswered past their deadline;
-- due callbacks: merchant callbacks waiting for their next delivery attempt;
-- idempotency-key cleanup: expired gateway idempotency keys;
-- reconciliation: balances against their history (reports, never corrects).
+- `system.heartbeat` (60 s): proves beat runs (records `jivapay:beat:last` in Redis);
+- `orders.sweep_due` (10 s): due retries, and `new` orders whose message was lost or whose worker
+  died mid-transaction (its claim rolled back with it) after `STUCK_ORDER_SECONDS`;
+- `orders.expire_overdue` (30 s): pending orders past their deadline expire, holds released;
+- `orders.escalate_unconfirmed` (60 s): paid orders past the trader's confirmation deadline become
+  disputes;
+- `maintenance.prune_turnover` (1 h): turnover buckets no limit window can reach;
+- `gateway.cleanup_idempotency_keys` (1 h): expired gateway idempotency keys;
+- `maintenance.reconcile` (daily): balances against their history and open holds (reports, never
+  corrects).
+Due merchant callbacks join with the callbacks issue.
 """
 
 from __future__ import annotations
@@ -23,11 +23,18 @@ from typing import Any
 
 HEARTBEAT_INTERVAL_SECONDS = 60.0
 
+
+def _every(task: str, seconds: float) -> dict[str, Any]:
+    # A sweep that waited longer than its interval is superseded by the next one: let it expire.
+    return {"task": task, "schedule": seconds, "options": {"expires": seconds}}
+
+
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "system-heartbeat": {
-        "task": "system.heartbeat",
-        "schedule": HEARTBEAT_INTERVAL_SECONDS,
-        # A heartbeat that waited longer than its interval says nothing new: drop it.
-        "options": {"expires": HEARTBEAT_INTERVAL_SECONDS},
-    },
+    "system-heartbeat": _every("system.heartbeat", HEARTBEAT_INTERVAL_SECONDS),
+    "orders-sweep-due": _every("orders.sweep_due", 10.0),
+    "orders-expire-overdue": _every("orders.expire_overdue", 30.0),
+    "orders-escalate-unconfirmed": _every("orders.escalate_unconfirmed", 60.0),
+    "maintenance-prune-turnover": _every("maintenance.prune_turnover", 3600.0),
+    "gateway-cleanup-idempotency-keys": _every("gateway.cleanup_idempotency_keys", 3600.0),
+    "maintenance-reconcile": _every("maintenance.reconcile", 86400.0),
 }

@@ -50,3 +50,80 @@ def heartbeat() -> str:
             client.close()
     log.info("beat_heartbeat", at=at)
     return at
+
+
+# --------------------------------------------------------------------------- orders
+
+
+@celery_app.task(name="orders.process", bind=True, acks_late=True, max_retries=None)
+def process_order(self: Any, incoming_order_id: int) -> dict[str, Any]:
+    """Assign one intake order; a failed attempt is retried after the backoff from the settings.
+
+    Idempotent: the processor leaves alone an order that is no longer open or not yet due, so a
+    redelivered or duplicated message changes nothing. The attempt count and the decision to fail
+    live in the database (`MAX_ORDER_RETRIES`); the countdown here only schedules the next try, and
+    the `orders.sweep_due` sweeper re-sends whatever a lost message or a dead worker dropped.
+    """
+    from jivapay.enums import IncomingOrderStatus
+    from jivapay.services.order_processor import process_incoming_order
+
+    result = process_incoming_order(incoming_order_id)
+    if result.outcome == IncomingOrderStatus.RETRYING and result.next_attempt_at is not None:
+        delay = max((result.next_attempt_at - datetime.now(UTC)).total_seconds(), 0.0)
+        # `retry` re-sends to the queue the message came from; the database counts the attempts.
+        raise self.retry(countdown=delay, max_retries=None)
+    return {"outcome": result.outcome, "order_id": result.order_id, "reason": result.reason}
+
+
+@celery_app.task(name="orders.sweep_due")
+def sweep_due_orders() -> int:
+    """Re-send due retries and `new` orders whose message was lost; returns how many."""
+    from jivapay.services.sweepers import due_intake_orders
+
+    ids = due_intake_orders(now=datetime.now(UTC))
+    for incoming_order_id in ids:
+        process_order.apply_async(args=[incoming_order_id])
+    if ids:
+        log.info("orders_requeued", count=len(ids))
+    return len(ids)
+
+
+@celery_app.task(name="orders.expire_overdue")
+def expire_overdue_orders() -> int:
+    """Expire pending orders past their payment deadline (holds released)."""
+    from jivapay.services.sweepers import expire_overdue_orders as expire
+
+    return expire(now=datetime.now(UTC))
+
+
+@celery_app.task(name="orders.escalate_unconfirmed")
+def escalate_unconfirmed_orders() -> int:
+    """Turn paid orders the trader did not confirm in time into disputes."""
+    from jivapay.services.sweepers import escalate_unconfirmed_orders as escalate
+
+    return escalate(now=datetime.now(UTC))
+
+
+@celery_app.task(name="maintenance.prune_turnover")
+def prune_turnover() -> int:
+    """Delete turnover buckets no limit window can reach any more."""
+    from jivapay.services.sweepers import prune_turnover_buckets
+
+    return prune_turnover_buckets(now=datetime.now(UTC))
+
+
+@celery_app.task(name="gateway.cleanup_idempotency_keys")
+def cleanup_idempotency_keys() -> int:
+    """Delete gateway idempotency keys older than their time to live."""
+    from jivapay.services.idempotency import delete_expired_keys
+
+    with atomic_transaction() as session:
+        return delete_expired_keys(session, now=datetime.now(UTC))
+
+
+@celery_app.task(name="maintenance.reconcile")
+def reconcile_balances() -> int:
+    """Check every money invariant; each discrepancy is reported as a critical error."""
+    from jivapay.services.sweepers import run_reconciliation
+
+    return len(run_reconciliation())

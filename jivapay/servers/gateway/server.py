@@ -1,16 +1,18 @@
 """The public gateway server: `uvicorn jivapay.servers.gateway.server:app` (or `jivapay serve --role gateway`).
 
 Stores authenticate inside the gateway routes (API key + request signature), so there is no login
-and no role guard here. The order routes (`jivapay.api_routers.gateway.router`) join ROUTERS when
-the gateway issue lands; until then the server answers `/health`, `/ready` and `/metrics`.
+and no role guard here. The order routes live in `jivapay.api_routers.gateway.router`, the payer
+page in `jivapay.api_routers.gateway.payer_page`.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.gateway.payer_page import payer_router
+from jivapay.api_routers.gateway.router import router as gateway_router
 from jivapay.servers.app_factory import ServerName, build_app
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [gateway_router, payer_router]
 
 app = build_app(ServerName.GATEWAY, routers=ROUTERS)

@@ -1,0 +1,436 @@
+"""Assignment throughput and latency of the order engine, against a history of 10k and 1M orders.
+
+    python bench/assignment.py [--orders 5000] [--workers 4] [--history 10000,1000000]
+                               [--requisites 1000] [--traders 100] [--pgbench-seconds 20]
+                               [--profile]
+
+On the server of `DATABASE_URL` it creates (and finally drops) `jivapay_bench_<random>`, migrates
+it, builds 1,000 requisites over 100 traders with deposits far above what the run needs, and for
+each history size: tops the completed/canceled order history up to that size with one
+`INSERT ... SELECT generate_series` (spread over the last 30 days, turnover counters filled for the
+recent part, as the engine keeps them), queues N new PayIn orders, and lets W worker processes
+("spawn") take ids from a shared cursor and call `process_incoming_order` on each. It prints
+assignments per second and per-assignment latency, the `EXPLAIN (ANALYZE, BUFFERS)` of the
+selector's candidate query at the largest history, and pgbench's TPC-B TPS on the same server
+(`pgbench -i -s 10` into a scratch database, then `-c 4 -j 2 -T 20`) as the reference.
+
+`--profile` runs worker 0 under cProfile and counts its SQL statements and time in the database.
+Figures only: nothing here is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import multiprocessing
+import os
+import pstats
+import re
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.common import base_url, percentiles, scratch_database, use_database  # noqa: E402
+
+D = Decimal
+RATE = D("100")
+MINUTES_30_DAYS = 30 * 24 * 60
+
+# --------------------------------------------------------------------------- the world
+
+
+def build_world(requisites: int, traders: int) -> dict[str, int]:
+    """Reference data, one store, traders with large deposits, requisites with non-binding limits."""
+    from jivapay.database.utils import atomic_transaction
+    from tests.factories import make_reference, make_requisite, make_store, make_trader
+
+    with atomic_transaction() as session:
+        ref = make_reference(session, rate=RATE)
+        store = make_store(session, ref, payin_percent=D("5"), upper=D("100000"), balance=None)
+        people = [
+            make_trader(session, ref, payin_percent=D("3"), deposit=D("1000000"), priority=5)
+            for _ in range(traders)
+        ]
+        for i in range(requisites):
+            # Every dynamic limit is set (so every check runs) but none binds during the run.
+            make_requisite(
+                session,
+                people[i % traders],
+                ref,
+                lower=D("100"),
+                upper=D("100000"),
+                total_limit=D("10000000"),
+                window_minutes=60,
+                day_max=D("100000000"),
+                max_concurrent=50,
+                pay_out=False,
+            )
+        return {
+            "store": store.store.id,
+            "merchant": store.merchant.id,
+            "fiat": ref.fiat.id,
+            "crypto": ref.crypto.id,
+        }
+
+
+_HISTORY = """
+WITH reqs AS (
+    SELECT row_number() OVER (ORDER BY id) - 1 AS k, id, trader_id, payment_method_id, bank_id
+    FROM req_traders
+), src AS (
+    SELECT g AS i, 'hist_' || g AS pid,
+           (100 + (g * 37) % 4900)::numeric(20, 2) AS fiat,
+           date_trunc('second', now()) - make_interval(secs => ((g::bigint * 7919) % 2592000)) AS at,
+           CASE WHEN g % 10 = 0 THEN 'canceled' ELSE 'completed' END AS st
+    FROM generate_series(CAST(:start AS bigint), CAST(:stop AS bigint) - 1) g
+), ins AS (
+    INSERT INTO incoming_orders (public_id, store_id, order_type, fiat_currency_id,
+        crypto_currency_id, amount_fiat, amount_crypto, exchange_rate, store_commission_rate,
+        store_commission, merchant_order_id, status, last_attempt_at, created_at, updated_at)
+    SELECT pid, :store, 'payin', :fiat, :crypto, fiat, fiat / 100, 100, 5,
+           round(fiat / 100 * 0.05, 8), pid, 'assigned', at, at, at
+    FROM src
+    RETURNING id, public_id
+)
+INSERT INTO order_history (public_id, incoming_order_id, store_id, merchant_id, trader_id,
+    requisite_id, payment_method_id, bank_id, fiat_currency_id, crypto_currency_id, order_type,
+    amount_fiat, amount_crypto, exchange_rate, store_commission_rate, trader_commission_rate,
+    store_commission, trader_commission, platform_profit, hold_amount, turnover_bucket,
+    turnover_day, status, expires_at, completed_at, canceled_at, cancellation_reason,
+    created_at, updated_at)
+SELECT ins.public_id, ins.id, :store, :merchant, r.trader_id, r.id, r.payment_method_id,
+       r.bank_id, :fiat, :crypto, 'payin', s.fiat, s.fiat / 100, 100, 5, 3,
+       round(s.fiat / 100 * 0.05, 8), round(s.fiat / 100 * 0.03, 8),
+       round(s.fiat / 100 * 0.05, 8) - round(s.fiat / 100 * 0.03, 8),
+       s.fiat / 100 - round(s.fiat / 100 * 0.03, 8),
+       date_trunc('minute', s.at), (s.at AT TIME ZONE 'UTC')::date, s.st,
+       s.at + interval '15 minutes',
+       CASE WHEN s.st = 'completed' THEN s.at + interval '5 minutes' END,
+       CASE WHEN s.st = 'canceled' THEN s.at + interval '15 minutes' END,
+       CASE WHEN s.st = 'canceled' THEN 'expired' END,
+       s.at, s.at
+FROM ins JOIN src s ON s.pid = ins.public_id
+JOIN reqs r ON r.k = s.i % (SELECT count(*) FROM reqs)
+"""
+# Counters of the recent history, as the engine would have kept them: minute buckets for the
+# last two days (older ones are pruned), day totals for the last week.
+_BUCKETS = """
+INSERT INTO requisite_turnover_buckets (requisite_id, bucket_start, amount_fiat)
+SELECT requisite_id, turnover_bucket, SUM(amount_fiat) FROM order_history
+WHERE id > :after AND status = 'completed' AND turnover_bucket > now() - interval '2 days'
+GROUP BY 1, 2
+ON CONFLICT (requisite_id, bucket_start)
+DO UPDATE SET amount_fiat = requisite_turnover_buckets.amount_fiat + EXCLUDED.amount_fiat
+"""
+_DAYS = """
+INSERT INTO requisite_daily_turnover (requisite_id, day, amount_fiat)
+SELECT requisite_id, turnover_day, SUM(amount_fiat) FROM order_history
+WHERE id > :after AND status = 'completed' AND turnover_day > CURRENT_DATE - 7
+GROUP BY 1, 2
+ON CONFLICT (requisite_id, day)
+DO UPDATE SET amount_fiat = requisite_daily_turnover.amount_fiat + EXCLUDED.amount_fiat
+"""
+
+
+def grow_history(url: str, world: dict[str, int], have: int, want: int) -> float:
+    """Insert history rows `have .. want - 1`; returns the seconds it took (with ANALYZE)."""
+    started = time.monotonic()
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        after = conn.execute(text("SELECT COALESCE(MAX(id), 0) FROM order_history")).scalar_one()
+        step = 250_000
+        for start in range(have, want, step):
+            conn.execute(text(_HISTORY), {**world, "start": start, "stop": min(start + step, want)})
+        conn.execute(text(_BUCKETS), {"after": after})
+        conn.execute(text(_DAYS), {"after": after})
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
+    return time.monotonic() - started
+
+
+def queue_orders(world: dict[str, int], n: int, seed: int) -> list[int]:
+    """N new PayIn intake orders of 100-5000 fiat, committed."""
+    import random
+    from types import SimpleNamespace
+
+    from jivapay.database.models import ExchangeRate, MerchantStore
+    from jivapay.database.utils import atomic_transaction
+    from tests.factories import make_incoming_batch
+
+    rng = random.Random(seed)
+    amounts = [(D(rng.randint(10000, 500000)) / 100).quantize(D("0.01")) for _ in range(n)]
+    with atomic_transaction() as session:
+        rate = session.query(ExchangeRate).filter_by(fiat_currency_id=world["fiat"]).one()
+        # make_incoming_batch reads only these attributes of its store world and reference.
+        sw: Any = SimpleNamespace(store=session.get(MerchantStore, world["store"]))
+        ref: Any = SimpleNamespace(
+            fiat=SimpleNamespace(id=world["fiat"]),
+            crypto=SimpleNamespace(id=world["crypto"]),
+            rate=rate,
+        )
+        return [o.id for o in make_incoming_batch(session, sw, ref, amounts)]
+
+
+# --------------------------------------------------------------------------- workers
+
+
+def worker(ids: list[int], cursor: Any, barrier: Any, results: Any, profile: bool) -> None:
+    """Spawn target: take the next id from the shared cursor until none is left."""
+    from jivapay.config import reset_settings_cache
+    from jivapay.database.engine import dispose_engine, get_engine
+    from jivapay.services.order_processor import process_incoming_order
+    from jivapay.utils.logging import configure_logging
+
+    reset_settings_cache()
+    dispose_engine()
+    configure_logging("bench")
+    engine = get_engine()
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+    sql = {"n": 0, "seconds": 0.0}
+    if profile:
+        from sqlalchemy import event
+
+        @event.listens_for(engine, "before_cursor_execute")
+        def _before(conn: Any, *_: Any) -> None:
+            conn.info["t0"] = time.perf_counter()
+
+        @event.listens_for(engine, "after_cursor_execute")
+        def _after(conn: Any, *_: Any) -> None:
+            sql["n"] += 1
+            sql["seconds"] += time.perf_counter() - conn.info.pop("t0")
+
+    latencies: list[float] = []
+    outcomes: dict[str, int] = {}
+    profiler = cProfile.Profile() if profile else None
+    barrier.wait()
+    if profiler:
+        profiler.enable()
+    while True:
+        with cursor.get_lock():
+            i = cursor.value
+            cursor.value += 1
+        if i >= len(ids):
+            break
+        t0 = time.perf_counter()
+        outcome = process_incoming_order(ids[i]).outcome
+        latencies.append(time.perf_counter() - t0)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    finished = time.monotonic()
+    report: dict[str, Any] = {"latencies": latencies, "outcomes": outcomes, "finished": finished}
+    if profiler:
+        profiler.disable()
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+        report["profile"] = out.getvalue()
+        report["sql"] = sql
+    results.put(report)
+
+
+def run_queue(ids: list[int], workers: int, profile: bool) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    cursor = ctx.Value("l", 0)
+    barrier = ctx.Barrier(workers + 1)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=worker, args=(ids, cursor, barrier, results, profile and n == 0))
+        for n in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    started = time.monotonic()
+    reports = [results.get(timeout=3600) for _ in procs]
+    for p in procs:
+        p.join()
+    wall = max(r["finished"] for r in reports) - started
+    latencies = [x for r in reports for x in r["latencies"]]
+    outcomes: dict[str, int] = {}
+    for r in reports:
+        for k, v in r["outcomes"].items():
+            outcomes[k] = outcomes.get(k, 0) + v
+    profiled = next((r for r in reports if "profile" in r), None)
+    return {
+        "wall": wall,
+        "outcomes": outcomes,
+        "latency": percentiles(latencies),
+        "per_second": outcomes.get("assigned", 0) / wall,
+        "profiled": profiled,
+    }
+
+
+# --------------------------------------------------------------------------- explain, pgbench
+
+
+def explain_selector(world: dict[str, int]) -> str:
+    from jivapay.database.utils import get_db_session
+    from jivapay.enums import OrderType
+    from jivapay.services.requisite_selector import _STATEMENTS
+
+    stmt = _STATEMENTS[OrderType.PAYIN]
+    params: dict[str, Any] = {
+        "fiat_currency_id": world["fiat"],
+        "crypto_currency_id": world["crypto"],
+        "payment_method_id": None,
+        "bank_id": None,
+        "amount_fiat": D("2500.00"),
+        "amount_crypto": D("25.00000000"),
+        "excluded": [],
+    }
+    with get_db_session() as session:  # rolled back on close: the FOR UPDATE lock goes with it
+        rows = session.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + stmt.text), params)
+        return "\n".join(r[0] for r in rows)
+
+
+def pgbench_binary() -> str | None:
+    found = shutil.which("pgbench")
+    if found:
+        return found
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"))
+    return str(candidates[-1]) if candidates else None
+
+
+def pgbench_tps(seconds: int, clients: int = 4, threads: int = 2) -> tuple[float, str] | None:
+    """TPC-B TPS of this server: `pgbench -i -s 10` into a scratch database, then a timed run."""
+    binary = pgbench_binary()
+    if binary is None:
+        print("pgbench not found: no reference TPS")
+        return None
+    base = make_url(base_url())
+    name = f"jivapay_pgbench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(
+        base.set(drivername="postgresql+psycopg", database="postgres"),
+        isolation_level="AUTOCOMMIT",
+    )
+    env = {**os.environ, "PGPASSWORD": base.password or ""}
+    conn_args = [
+        "-h",
+        base.host or "127.0.0.1",
+        "-p",
+        str(base.port or 5432),
+        "-U",
+        base.username or "postgres",
+    ]
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        subprocess.run(
+            [binary, "-i", "-s", "10", "-q", *conn_args, name],
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        run = subprocess.run(
+            [binary, "-c", str(clients), "-j", str(threads), "-T", str(seconds), *conn_args, name],
+            env=env,
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    match = re.search(r"tps = ([0-9.]+)", run.stdout)
+    if not match:
+        print(run.stdout)
+        return None
+    return float(match.group(1)), run.stdout.strip().splitlines()[-1]
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--orders", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--history", default="10000,1000000")
+    parser.add_argument("--requisites", type=int, default=1000)
+    parser.add_argument("--traders", type=int, default=100)
+    parser.add_argument("--pgbench-seconds", type=int, default=20)
+    parser.add_argument("--profile", action="store_true", help="cProfile worker 0, count its SQL")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.history.split(",") if s]
+    os.environ.setdefault("LOG_LEVEL", "WARNING")
+    os.environ.setdefault("LOG_JSON", "false")
+
+    print(f"server: {make_url(base_url()).render_as_string(hide_password=True)}")
+    print(f"cores: {os.cpu_count()}, workers: {args.workers}, orders per run: {args.orders}")
+    reference = pgbench_tps(args.pgbench_seconds) if args.pgbench_seconds > 0 else None
+    if reference:
+        print(f"pgbench TPC-B -s 10 -c 4 -j 2 -T {args.pgbench_seconds}: {reference[1]}")
+
+    with scratch_database("jivapay_bench") as url:
+        use_database(url)
+        t0 = time.monotonic()
+        world = build_world(args.requisites, args.traders)
+        print(
+            f"world: {args.requisites} requisites over {args.traders} traders "
+            f"in {time.monotonic() - t0:.1f} s"
+        )
+        have = 0
+        figures: dict[int, dict[str, Any]] = {}
+        for size in sizes:
+            seconds = grow_history(url, world, have, size)
+            have = size
+            print(f"\nhistory: {size:,} orders (inserted in {seconds:.1f} s)")
+            ids = queue_orders(world, args.orders, seed=size)
+            result = run_queue(ids, args.workers, args.profile)
+            figures[size] = result
+            lat = result["latency"]
+            print(
+                f"  {result['outcomes']} in {result['wall']:.1f} s: "
+                f"{result['per_second']:.1f} assignments/s; per assignment "
+                f"p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+                f"max {lat['max']:.1f} ms"
+            )
+            profiled = result["profiled"]
+            if profiled:
+                n = sum(profiled["outcomes"].values())
+                sql = profiled["sql"]
+                print(
+                    f"  worker 0: {n} calls, {sql['n'] / max(n, 1):.1f} SQL statements and "
+                    f"{sql['seconds'] * 1000 / max(n, 1):.2f} ms in the database per call, "
+                    f"{sum(profiled['latencies']) * 1000 / max(n, 1):.2f} ms per call in all"
+                )
+                print(profiled["profile"])
+        print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the selector at {have:,} orders of history:")
+        print(explain_selector(world))
+
+    print("\nsummary")
+    for size, result in figures.items():
+        print(
+            f"  history {size:>9,}: {result['per_second']:8.1f} assignments/s, "
+            f"p50 {result['latency']['p50']:6.1f} ms, p99 {result['latency']['p99']:6.1f} ms"
+        )
+    if reference and figures:
+        best = figures[sizes[-1]]["per_second"]
+        print(
+            f"  assignments/s at {sizes[-1]:,} / pgbench TPS = {best:.1f} / {reference[0]:.1f} "
+            f"= {best / reference[0]:.2f} (target >= 0.5)"
+        )
+    if len(sizes) >= 2:
+        small, large = figures[sizes[0]], figures[sizes[-1]]
+        ratio = large["latency"]["p99"] / small["latency"]["p99"]
+        print(
+            f"  p99({sizes[-1]:,}) / p99({sizes[0]:,}) = {large['latency']['p99']:.1f} / "
+            f"{small['latency']['p99']:.1f} = {ratio:.2f} (target <= 1.2)"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""PayIn intake throughput and latency against the real gateway, next to a bare FastAPI endpoint
+that inserts one row through the same engine (the reference), both served by one uvicorn process
+and loaded from a separate process.
+
+    DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 \\
+        .venv/bin/python bench/intake.py --requests 3000 --concurrency 16
+
+Target: gateway intake requests/s at least 0.6x the bare endpoint's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from decimal import Decimal
+
+from common import ROOT, free_port, percentiles, scratch_database, stop, use_database, wait_http
+
+
+def _world(url: str) -> tuple[str, str]:
+    """A store ready for PayIn intake; returns its (public, private) keys."""
+    from sqlalchemy import text
+
+    from jivapay.database.utils import atomic_transaction
+    from jivapay.utils.config_loader import set_config_value
+    from tests.factories import make_reference, make_store
+
+    with atomic_transaction() as session:
+        ref = make_reference(session, rate=Decimal("92.5"))
+        world = make_store(session, ref, lower=Decimal("1"), upper=Decimal("1000000"))
+        for key in ("RATE_LIMIT_DEFAULT", "RATE_LIMIT_GATEWAY_INIT"):
+            set_config_value(session, key, "10000000/minute")
+        session.execute(
+            text(
+                "CREATE TABLE bench_rows (id BIGSERIAL PRIMARY KEY, payload JSONB NOT NULL, "
+                "created_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+        )
+        return world.public_key, world.private_key, ref.fiat.code  # type: ignore[return-value]
+
+
+def _payin_requests(public: str, private: str, fiat: str, count: int) -> list[dict[str, object]]:
+    from jivapay.security import compute_signature
+
+    path = "/gateway/payin/init"
+    out = []
+    for i in range(count):
+        body = json.dumps(
+            {
+                "merchant_order_id": f"bench-{uuid.uuid4().hex}",
+                "amount_fiat": f"{100 + i % 900}.50",
+                "fiat_currency": fiat,
+                "customer_id": f"c{i % 500}",
+            }
+        )
+        ts = str(int(time.time()))
+        out.append(
+            {
+                "path": path,
+                "body": body,
+                "headers": {
+                    "X-API-Key": public,
+                    "X-Timestamp": ts,
+                    "X-Signature": compute_signature(private, ts, "POST", path, body.encode()),
+                    "Idempotency-Key": uuid.uuid4().hex,
+                    "Content-Type": "application/json",
+                },
+            }
+        )
+    return out
+
+
+def _bare_requests(count: int) -> list[dict[str, object]]:
+    return [
+        {
+            "path": "/bare",
+            "body": json.dumps({"merchant_order_id": uuid.uuid4().hex, "amount_fiat": "100.50"}),
+            "headers": {"Content-Type": "application/json"},
+        }
+        for _ in range(count)
+    ]
+
+
+def _serve(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--workers", "1", "--no-access-log", "--log-level", "warning"]
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _load(url: str, requests: list[dict[str, object]], concurrency: int) -> dict[str, object]:
+    spec = json.dumps({"url": url, "requests": requests, "concurrency": concurrency})
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "loadgen.py")],
+        input=spec.encode(),
+        capture_output=True,
+        check=True,
+    )
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def _report(name: str, result: dict[str, object]) -> float:
+    latencies = result["latencies"]
+    assert isinstance(latencies, list)
+    rps = len(latencies) / float(result["elapsed"])  # type: ignore[arg-type]
+    p = percentiles(latencies)
+    print(
+        f"{name:<16} {rps:8.1f} req/s   p50 {p['p50']:6.1f} ms   p99 {p['p99']:6.1f} ms   "
+        f"max {p['max']:6.1f} ms   statuses {result['statuses']}"
+    )
+    return rps
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--requests", type=int, default=3000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--warmup", type=int, default=300)
+    args = parser.parse_args()
+
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/14"
+    with scratch_database("jivapay_bench_intake") as url:
+        os.environ["REDIS_URL"] = redis_url
+        use_database(url)
+        public, private, fiat = _world(url)
+        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "LOG_LEVEL": "INFO"}
+        env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'bench'}"
+        gw_port, bare_port = free_port(), free_port()
+        servers = [
+            _serve("jivapay.servers.gateway.server:app", gw_port, env),
+            _serve("bare_app:app", bare_port, {**env, "PYTHONPATH": f"{ROOT / 'bench'}{os.pathsep}{ROOT}"}),
+        ]
+        try:
+            wait_http(f"http://127.0.0.1:{gw_port}/health")
+            wait_http(f"http://127.0.0.1:{bare_port}/docs")
+            print(f"intake benchmark: {args.requests} requests, concurrency {args.concurrency}, 1 uvicorn process each")
+            _load(f"http://127.0.0.1:{bare_port}", _bare_requests(args.warmup), args.concurrency)
+            bare = _report("bare insert", _load(f"http://127.0.0.1:{bare_port}", _bare_requests(args.requests), args.concurrency))
+            _load(f"http://127.0.0.1:{gw_port}", _payin_requests(public, private, fiat, args.warmup), args.concurrency)
+            gateway = _report(
+                "payin/init",
+                _load(f"http://127.0.0.1:{gw_port}", _payin_requests(public, private, fiat, args.requests), args.concurrency),
+            )
+            print(f"ratio payin/init / bare = {gateway / bare:.2f} (target >= 0.60)")
+        finally:
+            for proc in servers:
+                stop(proc)
+            import redis
+
+            client = redis.Redis.from_url(redis_url)
+            client.flushdb()  # the bench's own Redis database: queued tasks and limiter keys
+            client.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,220 @@
+"""The public gateway routes (prefix `/gateway`, domain.md §6).
+
+Every route authenticates the store by API key and request signature (`CurrentStore`), except the
+payer's confirm, whose capability is the unguessable public order id. Intake requires an
+`Idempotency-Key` and is rate limited per store (`RATE_LIMIT_GATEWAY_INIT`). The request's session
+commits before the response leaves; any error rolls it back, so a 4xx writes nothing.
+
+JSON numbers in request bodies are parsed straight into `Decimal` (`LosslessJSONRoute`): Starlette
+would otherwise read `100.10` as a float before the models see it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+
+from jivapay.api_routers.deps import CurrentStore, DbSession
+from jivapay.enums import OrderType
+from jivapay.middleware.rate_limiting import KeyKind, rate_limit
+from jivapay.schemas.gateway import (
+    IntakeRead,
+    OrderActionRequest,
+    OrderStatusRead,
+    PayerConfirmRead,
+    PayInCreate,
+    PayOutCreate,
+    ReferenceMethodsRead,
+)
+from jivapay.security import StorePrincipal, signed_path
+from jivapay.services import gateway_service, idempotency
+from jivapay.services.gateway_service import IntakeResult
+
+
+class LosslessJSONRequest(Request):
+    """A request whose JSON body keeps numbers exact: floats become `Decimal`, never `float`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            body = await self.body()
+            # NaN/Infinity stay strings, which the Decimal fields then refuse.
+            self._json = json.loads(body, parse_float=Decimal, parse_constant=str)
+        return self._json
+
+
+class LosslessJSONRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def lossless_handler(request: Request) -> Response:
+            return await handler(LosslessJSONRequest(request.scope, request.receive))
+
+        return lossless_handler
+
+
+router = APIRouter(prefix="/gateway", tags=["gateway"], route_class=LosslessJSONRoute)
+
+
+async def _raw_body(request: Request) -> bytes:
+    return await request.body()
+
+
+def _idempotency_key(
+    idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER)] = None,
+) -> str:
+    return idempotency.validate_key(idempotency_key)
+
+
+RawBody = Annotated[bytes, Depends(_raw_body)]
+IdempotencyKeyHeader = Annotated[str, Depends(_idempotency_key)]
+_INIT_LIMIT = [Depends(rate_limit("RATE_LIMIT_GATEWAY_INIT", key=KeyKind.STORE))]
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"description": "problem+json"} for code in (400, 401, 403, 404, 409, 422, 429, 503)
+}
+
+
+def _run_intake(
+    session: DbSession,
+    *,
+    store: StorePrincipal,
+    key: str,
+    request: Request,
+    body: bytes,
+    create: Callable[[], IntakeResult],
+) -> JSONResponse:
+    def action() -> tuple[int, dict[str, Any]]:
+        return 201, IntakeRead.model_validate(create()).model_dump(mode="json")
+
+    stored = idempotency.run_idempotent(
+        session,
+        store_id=store.store_id,
+        key=key,
+        fingerprint=idempotency.request_fingerprint(
+            method=request.method, path=signed_path(request), body=body
+        ),
+        action=action,
+    )
+    # Re-shaped through the model: JSONB does not keep key order, the replay should.
+    content = IntakeRead.model_validate(stored.body).model_dump(mode="json")
+    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
+    return JSONResponse(content, status_code=stored.status_code, headers=headers)
+
+
+@router.post(
+    "/payin/init",
+    status_code=201,
+    response_model=IntakeRead,
+    dependencies=_INIT_LIMIT,
+    responses=_PROBLEMS,
+    summary="Create a PayIn",
+)
+def payin_init(
+    store: CurrentStore,
+    key: IdempotencyKeyHeader,
+    data: PayInCreate,
+    session: DbSession,
+    request: Request,
+    body: RawBody,
+) -> JSONResponse:
+    return _run_intake(
+        session,
+        store=store,
+        key=key,
+        request=request,
+        body=body,
+        create=lambda: gateway_service.create_payin(session, store=store, data=data),
+    )
+
+
+@router.post(
+    "/payout/init",
+    status_code=201,
+    response_model=IntakeRead,
+    dependencies=_INIT_LIMIT,
+    responses=_PROBLEMS,
+    summary="Create a PayOut",
+)
+def payout_init(
+    store: CurrentStore,
+    key: IdempotencyKeyHeader,
+    data: PayOutCreate,
+    session: DbSession,
+    request: Request,
+    body: RawBody,
+) -> JSONResponse:
+    return _run_intake(
+        session,
+        store=store,
+        key=key,
+        request=request,
+        body=body,
+        create=lambda: gateway_service.create_payout(session, store=store, data=data),
+    )
+
+
+def _status(store: StorePrincipal, session: DbSession, order_id: str, kind: OrderType) -> Any:
+    view = gateway_service.get_order_status(
+        session, store_id=store.store_id, public_id=order_id, order_type=kind
+    )
+    return OrderStatusRead.model_validate(view)
+
+
+@router.get("/payin/status/{order_id}", response_model=OrderStatusRead, responses=_PROBLEMS)
+def payin_status(store: CurrentStore, session: DbSession, order_id: str) -> Any:
+    return _status(store, session, order_id, OrderType.PAYIN)
+
+
+@router.get("/payout/status/{order_id}", response_model=OrderStatusRead, responses=_PROBLEMS)
+def payout_status(store: CurrentStore, session: DbSession, order_id: str) -> Any:
+    return _status(store, session, order_id, OrderType.PAYOUT)
+
+
+@router.post(
+    "/payin/confirm/{order_id}",
+    response_model=PayerConfirmRead,
+    responses=_PROBLEMS,
+    summary="The payer confirms the payment (no store credentials: the order id is the capability)",
+)
+def payer_confirm(session: DbSession, order_id: str) -> Any:
+    return PayerConfirmRead.model_validate(
+        gateway_service.confirm_by_payer(session, public_id=order_id)
+    )
+
+
+@router.post("/orders/{order_id}/cancel", response_model=OrderStatusRead, responses=_PROBLEMS)
+def cancel_order(
+    store: CurrentStore,
+    session: DbSession,
+    order_id: str,
+    data: OrderActionRequest | None = None,
+) -> Any:
+    view = gateway_service.cancel_by_store(
+        session, store_id=store.store_id, public_id=order_id, reason=data.reason if data else None
+    )
+    return OrderStatusRead.model_validate(view)
+
+
+@router.post("/orders/{order_id}/dispute", response_model=OrderStatusRead, responses=_PROBLEMS)
+def dispute_order(
+    store: CurrentStore,
+    session: DbSession,
+    order_id: str,
+    data: OrderActionRequest | None = None,
+) -> Any:
+    view = gateway_service.dispute_by_store(
+        session, store_id=store.store_id, public_id=order_id, reason=data.reason if data else None
+    )
+    return OrderStatusRead.model_validate(view)
+
+
+@router.get("/reference/methods", response_model=ReferenceMethodsRead, responses=_PROBLEMS)
+def reference_methods(store: CurrentStore, session: DbSession) -> Any:
+    return ReferenceMethodsRead.model_validate(
+        gateway_service.list_methods(session, store_id=store.store_id)
+    )

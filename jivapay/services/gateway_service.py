@@ -1,0 +1,725 @@
+"""The public gateway's business logic (domain.md §5.1, §6): order intake, order status for the
+store, and the store's and payer's actions on an order.
+
+Intake validates everything before it writes anything, in this order: the store's switches (access,
+traffic, direction), the currency, the amount (places, sign, store limits), required parameters,
+method/bank codes, the PayOut beneficiary, a fresh exchange rate, the store commission. It then fixes
+the rate and the commission on a new `incoming_orders` row (`new`, `next_attempt_at` = its creation
+time, which the scheduler's sweeper relies on), freezes a PayOut's `C + C*s` on the store's balance
+(after the insert: the history row references the order), writes an audit row and queues processing
+after commit. Any refusal raises before the caller commits, so a 4xx writes nothing.
+
+Decisions:
+- `gateway_require_amount_param`: intake always requires the store to give the amount (there is no
+  flow where the payer chooses it), so the flag is satisfied by every accepted request and changes
+  nothing yet; `gateway_require_customer_id_param` makes `customer_id` mandatory.
+- A store's cancel of an order still at intake (`new`, `retrying`, `manual_review`) closes it as
+  `failed` with the reason "canceled by store" (`order_processor.fail_incoming`, which releases a
+  PayOut's hold), under a row lock taken before the status is re-checked. An assigned order is
+  canceled through the state machine.
+- The store sees a PayIn's requisite (full number) while the order is open (pending, paid,
+  disputed), not after it closed; a failed order shows only the code of its failure reason.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
+
+from jivapay.config import get_settings
+from jivapay.database.base import utcnow
+from jivapay.database.models import (
+    AvailableBankMethod,
+    Bank,
+    CryptoCurrency,
+    ExchangeRate,
+    FiatCurrency,
+    IncomingOrder,
+    MerchantStore,
+    OrderHistory,
+    OwnerOfRequisites,
+    PaymentMethod,
+    ReqTrader,
+    StoreCommission,
+)
+from jivapay.database.types import last4, mask_number
+from jivapay.database.utils import enqueue_after_commit, integrity_errors_as_domain_errors
+from jivapay.enums import IncomingOrderStatus, OrderStatus, OrderType
+from jivapay.money import (
+    commission,
+    crypto_to_fiat,
+    fiat_to_crypto,
+    parse_crypto_amount,
+    parse_fiat_amount,
+    payout_store_hold,
+)
+from jivapay.schemas.gateway import PayInCreate, PayOutCreate
+from jivapay.security import StorePrincipal
+from jivapay.services import balance_manager, order_status_manager
+from jivapay.services.audit_logger import log_event
+from jivapay.services.order_processor import fail_incoming
+from jivapay.services.order_status_manager import Actor, ActorKind
+from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.exceptions import (
+    ConfigurationError,
+    DuplicateObject,
+    Forbidden,
+    InvalidStatusTransition,
+    NotFound,
+    StaleExchangeRate,
+    ValidationFailed,
+)
+
+CANCELED_BY_STORE = "canceled by store"
+PROCESS_TASK_NAME = "orders.process"
+_AT_INTAKE = frozenset(
+    {IncomingOrderStatus.NEW, IncomingOrderStatus.RETRYING, IncomingOrderStatus.MANUAL_REVIEW}
+)
+_SHOW_REQUISITE = frozenset({OrderStatus.PENDING, OrderStatus.PAID, OrderStatus.DISPUTED})
+_BENEFICIARY_DIGITS = (12, 19)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class IntakeResult:
+    """What intake created; the router turns it into the 201 body."""
+
+    incoming_id: int
+    order_id: str
+    merchant_order_id: str
+    order_type: OrderType
+    status: str
+    amount_fiat: Decimal
+    fiat_currency: str
+    amount_crypto: Decimal
+    crypto_currency: str
+    exchange_rate: Decimal
+    store_commission: Decimal
+    payment_url: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class NamedRefView:
+    code: str
+    name: str
+
+
+@dataclass(frozen=True)
+class RequisiteView:
+    bank: NamedRefView
+    payment_method: NamedRefView
+    number: str
+    holder_name: str
+
+
+@dataclass(frozen=True)
+class BeneficiaryView:
+    number_masked: str
+    last4: str
+    name: str | None
+    bank: NamedRefView | None
+    payment_method: NamedRefView | None
+
+
+@dataclass(frozen=True)
+class OrderStatusView:
+    order_id: str
+    merchant_order_id: str
+    order_type: OrderType
+    status: str
+    amount_fiat: Decimal
+    fiat_currency: str
+    amount_crypto: Decimal
+    crypto_currency: str
+    exchange_rate: Decimal
+    store_commission: Decimal
+    created_at: datetime
+    updated_at: datetime
+    expires_at: datetime | None
+    completed_at: datetime | None
+    failure_reason: str | None
+    cancellation_reason: str | None
+    requisite: RequisiteView | None
+    beneficiary: BeneficiaryView | None
+
+
+@dataclass(frozen=True)
+class PayerConfirmView:
+    order_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class PayerPageView:
+    """What the payer page shows: amount, deadline and, while open, where to pay."""
+
+    order_id: str
+    status: str
+    amount_fiat: Decimal
+    fiat_currency: str
+    expires_at: datetime | None
+    requisite: RequisiteView | None
+    return_url: str | None
+
+
+@dataclass(frozen=True)
+class MethodBanksView:
+    payment_method: NamedRefView
+    banks: list[NamedRefView]
+
+
+@dataclass(frozen=True)
+class ReferenceMethodsView:
+    fiat_currency: str
+    methods: list[MethodBanksView]
+
+
+# --------------------------------------------------------------------------- intake checks
+
+
+def _store_id(store: StorePrincipal | int) -> int:
+    return store.store_id if isinstance(store, StorePrincipal) else int(store)
+
+
+def _usable_store(session: Session, store_id: int, order_type: OrderType) -> MerchantStore:
+    store = session.get(MerchantStore, store_id)
+    if store is None:
+        raise NotFound("store not found")
+    if not store.access:
+        raise Forbidden("Store access is disabled", code="store_access_denied")
+    if not store.trafic_access:
+        raise Forbidden("Traffic is disabled for this store", code="store_traffic_disabled")
+    enabled = store.pay_in_enabled if order_type == OrderType.PAYIN else store.pay_out_enabled
+    if not enabled:
+        raise Forbidden(f"{order_type.value} is disabled for this store", code="direction_disabled")
+    return store
+
+
+def _check_currency(session: Session, store: MerchantStore, code: str) -> FiatCurrency:
+    fiat = session.scalars(select(FiatCurrency).where(FiatCurrency.code == code.upper())).first()
+    if fiat is None:
+        raise ValidationFailed(f"unknown fiat currency {code!r}", code="unknown_currency")
+    if fiat.id != store.fiat_currency_id:
+        raise ValidationFailed(
+            f"this store works in another fiat currency, not {fiat.code}", code="currency_mismatch"
+        )
+    return fiat
+
+
+def _check_limits(store: MerchantStore, amount_fiat: Decimal) -> None:
+    if not store.lower_limit <= amount_fiat <= store.upper_limit:
+        raise ValidationFailed(
+            f"amount_fiat must be between {store.lower_limit} and {store.upper_limit}",
+            code="amount_out_of_limits",
+            extra={"lower_limit": str(store.lower_limit), "upper_limit": str(store.upper_limit)},
+        )
+
+
+def _check_required_params(store: MerchantStore, data: PayInCreate | PayOutCreate) -> None:
+    if store.gateway_require_customer_id_param and not data.customer_id:
+        raise ValidationFailed(
+            "customer_id is required for this store", code="customer_id_required"
+        )
+
+
+def _lookup_codes(
+    session: Session, fiat_id: int, method_code: str | None, bank_code: str | None
+) -> tuple[PaymentMethod | None, Bank | None]:
+    method = bank = None
+    if method_code is not None:
+        method = session.scalars(
+            select(PaymentMethod).where(
+                PaymentMethod.code == method_code, PaymentMethod.is_active.is_(True)
+            )
+        ).first()
+        if method is None:
+            raise ValidationFailed(
+                f"unknown payment method {method_code!r}", code="unknown_payment_method"
+            )
+    if bank_code is not None:
+        bank = session.scalars(
+            select(Bank).where(Bank.code == bank_code, Bank.is_active.is_(True))
+        ).first()
+        if bank is None:
+            raise ValidationFailed(f"unknown bank {bank_code!r}", code="unknown_bank")
+    if method is not None or bank is not None:
+        # A combination no requisite can ever serve would only fail after every retry: refuse now.
+        available = select(AvailableBankMethod.id).where(
+            AvailableBankMethod.fiat_currency_id == fiat_id,
+            AvailableBankMethod.is_active.is_(True),
+        )
+        if method is not None:
+            available = available.where(AvailableBankMethod.payment_method_id == method.id)
+        if bank is not None:
+            available = available.where(AvailableBankMethod.bank_id == bank.id)
+        if not session.scalar(select(exists(available))):
+            raise ValidationFailed(
+                "this payment method / bank is not available in the store's currency",
+                code="method_not_available",
+            )
+    return method, bank
+
+
+def _beneficiary_number(raw: str) -> str:
+    number = raw.replace(" ", "").replace("-", "")
+    low, high = _BENEFICIARY_DIGITS
+    if not number.isascii() or not number.isdigit() or not low <= len(number) <= high:
+        raise ValidationFailed(
+            f"beneficiary.number must have {low} to {high} digits", code="invalid_beneficiary"
+        )
+    return number
+
+
+def _fresh_rate(session: Session, store: MerchantStore, now: datetime) -> Decimal:
+    rate = session.scalars(
+        select(ExchangeRate).where(
+            ExchangeRate.crypto_currency_id == store.crypto_currency_id,
+            ExchangeRate.fiat_currency_id == store.fiat_currency_id,
+        )
+    ).first()
+    if rate is None:
+        raise StaleExchangeRate("no exchange rate for this store's currency pair")
+    max_age = int(get_typed_config_value("EXCHANGE_RATE_MAX_AGE_SECONDS"))
+    if rate.updated_at < now - timedelta(seconds=max_age):
+        raise StaleExchangeRate(f"the exchange rate is older than {max_age} s")
+    return rate.median_rate
+
+
+def _store_commission_percent(session: Session, store_id: int, order_type: OrderType) -> Decimal:
+    row = session.scalars(
+        select(StoreCommission)
+        .where(StoreCommission.store_id == store_id)
+        .order_by(StoreCommission.created_at.desc(), StoreCommission.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        raise ConfigurationError(f"store {store_id} has no commission row")
+    return row.commission_payin if order_type == OrderType.PAYIN else row.commission_payout
+
+
+# --------------------------------------------------------------------------- intake
+
+
+def enqueue_processing(session: Session, incoming_id: int) -> None:
+    """Send `orders.process` for `incoming_id` once the intake commits.
+
+    A lost message costs only latency: `order_processor.due_order_ids` returns `new` orders whose
+    `next_attempt_at` is old, and the scheduler re-enqueues them.
+    """
+    # Imported here: the worker package imports services, not the other way round at load time.
+    from jivapay.worker.tasks import process_order
+
+    enqueue_after_commit(session, process_order, incoming_id)
+
+
+def _intake(
+    session: Session,
+    *,
+    store_id: int,
+    order_type: OrderType,
+    data: PayInCreate | PayOutCreate,
+    now: datetime | None,
+) -> IntakeResult:
+    now = now or utcnow()
+    store = _usable_store(session, store_id, order_type)
+    fiat = _check_currency(session, store, data.fiat_currency)
+    _check_required_params(store, data)
+
+    amount_fiat: Decimal | None = None
+    amount_crypto: Decimal | None = None
+    if isinstance(data, PayOutCreate):
+        if (data.amount_fiat is None) == (data.amount_crypto is None):
+            raise ValidationFailed("give exactly one of amount_fiat and amount_crypto")
+        if data.amount_fiat is not None:
+            amount_fiat = parse_fiat_amount(data.amount_fiat)
+        else:
+            amount_crypto = parse_crypto_amount(data.amount_crypto)
+    else:
+        amount_fiat = parse_fiat_amount(data.amount_fiat)
+    if amount_fiat is not None:
+        _check_limits(store, amount_fiat)
+
+    method, bank = _lookup_codes(session, fiat.id, data.payment_method, data.bank)
+    beneficiary: str | None = None
+    if isinstance(data, PayOutCreate):
+        if method is None or bank is None:
+            raise ValidationFailed("a PayOut requires payment_method and bank")
+        if data.beneficiary is None:
+            raise ValidationFailed("a PayOut requires a beneficiary {number, name}")
+        beneficiary = _beneficiary_number(data.beneficiary.number)
+
+    rate = _fresh_rate(session, store, now)
+    if amount_crypto is None:
+        assert amount_fiat is not None
+        amount_crypto = fiat_to_crypto(amount_fiat, rate)
+    else:
+        amount_fiat = crypto_to_fiat(amount_crypto, rate)
+        _check_limits(store, amount_fiat)
+    if amount_crypto <= 0:
+        raise ValidationFailed("the amount is too small at the current exchange rate")
+    percent = _store_commission_percent(session, store.id, order_type)
+    store_commission = commission(amount_crypto, percent)
+    hold = (
+        payout_store_hold(amount_crypto, store_commission)
+        if order_type == OrderType.PAYOUT
+        else Decimal(0)
+    )
+
+    incoming = IncomingOrder(
+        public_id="ord_" + secrets.token_urlsafe(18),
+        store_id=store.id,
+        order_type=order_type.value,
+        fiat_currency_id=store.fiat_currency_id,
+        crypto_currency_id=store.crypto_currency_id,
+        amount_fiat=amount_fiat,
+        amount_crypto=amount_crypto,
+        exchange_rate=rate,
+        store_commission_rate=percent,
+        store_commission=store_commission,
+        store_hold=hold,
+        merchant_order_id=data.merchant_order_id,
+        customer_id=data.customer_id,
+        customer_ip=data.customer_ip,
+        return_url=data.return_url,
+        callback_url=data.callback_url,
+        target_payment_method_id=method.id if method else None,
+        target_bank_id=bank.id if bank else None,
+        beneficiary_number=beneficiary,
+        beneficiary_last4=last4(beneficiary) if beneficiary else None,
+        beneficiary_name=data.beneficiary.name
+        if isinstance(data, PayOutCreate) and data.beneficiary
+        else None,
+        status=IncomingOrderStatus.NEW.value,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    duplicate = DuplicateObject(
+        f"merchant_order_id {data.merchant_order_id!r} was already used by this store",
+        code="duplicate_merchant_order_id",
+    )
+    with integrity_errors_as_domain_errors(
+        session, {"uq_incoming_orders_store_id_merchant_order_id": duplicate}
+    ):
+        session.add(incoming)
+        session.flush()
+    if hold > 0:
+        balance_manager.freeze_store_hold(
+            session,
+            store_id=store.id,
+            crypto_currency_id=store.crypto_currency_id,
+            amount=hold,
+            incoming_order_id=incoming.id,
+        )
+    log_event(
+        session,
+        action="order.intake",
+        target_entity="order",
+        target_id=incoming.public_id,
+        details={
+            "store_id": store.id,
+            "order_type": order_type.value,
+            "merchant_order_id": data.merchant_order_id,
+            "amount_fiat": amount_fiat,
+            "amount_crypto": amount_crypto,
+            "exchange_rate": rate,
+        },
+    )
+    enqueue_processing(session, incoming.id)
+    crypto = session.get(CryptoCurrency, store.crypto_currency_id)
+    payment_url = None
+    if order_type == OrderType.PAYIN:
+        payment_url = f"{get_settings().PUBLIC_BASE_URL.rstrip('/')}/pay/{incoming.public_id}"
+    return IntakeResult(
+        incoming_id=incoming.id,
+        order_id=incoming.public_id,
+        merchant_order_id=incoming.merchant_order_id,
+        order_type=order_type,
+        status=incoming.status,
+        amount_fiat=amount_fiat,
+        fiat_currency=fiat.code,
+        amount_crypto=amount_crypto,
+        crypto_currency=crypto.code if crypto else "",
+        exchange_rate=rate,
+        store_commission=store_commission,
+        payment_url=payment_url,
+        created_at=now,
+    )
+
+
+def create_payin(
+    session: Session,
+    *,
+    store: StorePrincipal | int,
+    data: PayInCreate,
+    now: datetime | None = None,
+) -> IntakeResult:
+    """Validate and record a PayIn at intake; processing is queued after commit."""
+    return _intake(
+        session, store_id=_store_id(store), order_type=OrderType.PAYIN, data=data, now=now
+    )
+
+
+def create_payout(
+    session: Session,
+    *,
+    store: StorePrincipal | int,
+    data: PayOutCreate,
+    now: datetime | None = None,
+) -> IntakeResult:
+    """Validate and record a PayOut at intake, freezing `C + C*s` on the store's balance."""
+    return _intake(
+        session, store_id=_store_id(store), order_type=OrderType.PAYOUT, data=data, now=now
+    )
+
+
+# --------------------------------------------------------------------------- status
+
+
+def _find_incoming(
+    session: Session, *, store_id: int, public_id: str, order_type: OrderType | None = None
+) -> IncomingOrder:
+    stmt = select(IncomingOrder).where(
+        IncomingOrder.public_id == public_id, IncomingOrder.store_id == store_id
+    )
+    if order_type is not None:
+        stmt = stmt.where(IncomingOrder.order_type == OrderType(order_type).value)
+    incoming = session.scalars(stmt).first()
+    if incoming is None:
+        raise NotFound("order not found")
+    return incoming
+
+
+def _ref(obj: Any) -> NamedRefView | None:
+    return None if obj is None else NamedRefView(code=obj.code, name=obj.name)
+
+
+def _public_failure(reason: str | None) -> str | None:
+    # Failure texts can carry internal detail (trader ids, limits); the store gets the code only.
+    if reason is None or reason.startswith(CANCELED_BY_STORE):
+        return reason
+    return reason.split(":", 1)[0].strip() or None
+
+
+def _requisite_view(session: Session, order: OrderHistory) -> RequisiteView:
+    requisite = session.get(ReqTrader, order.requisite_id)
+    assert requisite is not None
+    owner = session.get(OwnerOfRequisites, requisite.owner_id)
+    bank = _ref(session.get(Bank, order.bank_id))
+    method = _ref(session.get(PaymentMethod, order.payment_method_id))
+    assert bank is not None and method is not None
+    return RequisiteView(
+        bank=bank,
+        payment_method=method,
+        number=requisite.req_number,
+        holder_name=owner.full_name if owner else "",
+    )
+
+
+def _beneficiary_view(session: Session, incoming: IncomingOrder) -> BeneficiaryView | None:
+    if incoming.beneficiary_last4 is None:
+        return None
+    bank = session.get(Bank, incoming.target_bank_id) if incoming.target_bank_id else None
+    method = (
+        session.get(PaymentMethod, incoming.target_payment_method_id)
+        if incoming.target_payment_method_id
+        else None
+    )
+    return BeneficiaryView(
+        number_masked=mask_number(incoming.beneficiary_last4) or "",
+        last4=incoming.beneficiary_last4,
+        name=incoming.beneficiary_name,
+        bank=_ref(bank),
+        payment_method=_ref(method),
+    )
+
+
+def _status_view(session: Session, incoming: IncomingOrder) -> OrderStatusView:
+    order = session.scalars(
+        select(OrderHistory).where(OrderHistory.incoming_order_id == incoming.id)
+    ).first()
+    fiat = session.get(FiatCurrency, incoming.fiat_currency_id)
+    crypto = session.get(CryptoCurrency, incoming.crypto_currency_id)
+    order_type = OrderType(incoming.order_type)
+    requisite = None
+    if order is not None and order_type == OrderType.PAYIN and order.status in _SHOW_REQUISITE:
+        requisite = _requisite_view(session, order)
+    return OrderStatusView(
+        order_id=incoming.public_id,
+        merchant_order_id=incoming.merchant_order_id,
+        order_type=order_type,
+        status=order.status if order is not None else incoming.status,
+        amount_fiat=incoming.amount_fiat,
+        fiat_currency=fiat.code if fiat else "",
+        amount_crypto=incoming.amount_crypto,
+        crypto_currency=crypto.code if crypto else "",
+        exchange_rate=incoming.exchange_rate,
+        store_commission=incoming.store_commission,
+        created_at=incoming.created_at,
+        updated_at=max(incoming.updated_at, order.updated_at) if order else incoming.updated_at,
+        expires_at=order.expires_at if order else None,
+        completed_at=order.completed_at if order else None,
+        failure_reason=_public_failure(incoming.failure_reason) if order is None else None,
+        cancellation_reason=order.cancellation_reason if order else None,
+        requisite=requisite,
+        beneficiary=_beneficiary_view(session, incoming)
+        if order_type == OrderType.PAYOUT
+        else None,
+    )
+
+
+def get_order_status(
+    session: Session, *, store_id: int, public_id: str, order_type: OrderType | None
+) -> OrderStatusView:
+    """The store's view of its order; another store's order or another type is 404."""
+    incoming = _find_incoming(
+        session, store_id=store_id, public_id=public_id, order_type=order_type
+    )
+    return _status_view(session, incoming)
+
+
+# --------------------------------------------------------------------------- actions
+
+
+def _merchant(store_id: int) -> Actor:
+    return Actor(kind=ActorKind.MERCHANT, store_id=store_id)
+
+
+def _lock_incoming(session: Session, incoming_id: int) -> IncomingOrder:
+    # FOR NO KEY UPDATE: the state machine inserts rows referencing this one (FOR KEY SHARE) while
+    # it holds the order row; a full FOR UPDATE here could deadlock with it.
+    stmt = (
+        select(IncomingOrder)
+        .where(IncomingOrder.id == incoming_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(stmt).one()
+
+
+def cancel_by_store(
+    session: Session,
+    *,
+    store_id: int,
+    public_id: str,
+    reason: str | None = None,
+    now: datetime | None = None,
+) -> OrderStatusView:
+    """The store cancels its order: at intake it fails it (hold released), else state machine."""
+    incoming = _find_incoming(session, store_id=store_id, public_id=public_id)
+    if incoming.status != IncomingOrderStatus.ASSIGNED:
+        incoming = _lock_incoming(session, incoming.id)
+        status = IncomingOrderStatus(incoming.status)
+        if status in _AT_INTAKE:
+            text = f"{CANCELED_BY_STORE}: {reason}" if reason else CANCELED_BY_STORE
+            fail_incoming(
+                session, incoming=incoming, reason=text, now=now or utcnow(), previous=status.value
+            )
+            session.flush()
+            return _status_view(session, incoming)
+        if status == IncomingOrderStatus.FAILED:
+            if (incoming.failure_reason or "").startswith(CANCELED_BY_STORE):
+                return _status_view(session, incoming)
+            raise InvalidStatusTransition(
+                "the order has already failed", extra={"current_status": status.value}
+            )
+        # Assigned while we waited for the lock: cancel the order itself.
+    order_status_manager.cancel_order(
+        session, public_id=public_id, actor=_merchant(store_id), reason=reason or CANCELED_BY_STORE
+    )
+    return _status_view(session, incoming)
+
+
+def dispute_by_store(
+    session: Session, *, store_id: int, public_id: str, reason: str | None = None
+) -> OrderStatusView:
+    """The store opens a dispute on its pending or paid order."""
+    incoming = _find_incoming(session, store_id=store_id, public_id=public_id)
+    if incoming.status != IncomingOrderStatus.ASSIGNED:
+        raise InvalidStatusTransition(
+            f"cannot dispute an order that is {incoming.status}",
+            extra={"current_status": incoming.status},
+        )
+    order_status_manager.open_dispute(
+        session, public_id=public_id, actor=_merchant(store_id), reason=reason
+    )
+    return _status_view(session, incoming)
+
+
+def confirm_by_payer(session: Session, *, public_id: str) -> PayerConfirmView:
+    """The payer says the PayIn is paid (receipt upload arrives with the documents issue)."""
+    assigned = session.scalar(select(exists().where(OrderHistory.public_id == public_id)))
+    if not assigned:
+        incoming = session.scalars(
+            select(IncomingOrder).where(IncomingOrder.public_id == public_id)
+        ).first()
+        if incoming is None:
+            raise NotFound("order not found")
+        raise InvalidStatusTransition(
+            "the order has no payment details yet", extra={"current_status": incoming.status}
+        )
+    result = order_status_manager.confirm_payment_by_payer(session, public_id=public_id)
+    return PayerConfirmView(order_id=result.public_id, status=result.status.value)
+
+
+def get_payer_view(session: Session, *, public_id: str) -> PayerPageView:
+    """The payer page of a PayIn (the public id is the capability); a PayOut id is 404."""
+    incoming = session.scalars(
+        select(IncomingOrder).where(
+            IncomingOrder.public_id == public_id,
+            IncomingOrder.order_type == OrderType.PAYIN.value,
+        )
+    ).first()
+    if incoming is None:
+        raise NotFound("order not found")
+    view = _status_view(session, incoming)
+    return PayerPageView(
+        order_id=view.order_id,
+        status=view.status,
+        amount_fiat=view.amount_fiat,
+        fiat_currency=view.fiat_currency,
+        expires_at=view.expires_at,
+        requisite=view.requisite,
+        return_url=incoming.return_url,
+    )
+
+
+# --------------------------------------------------------------------------- reference
+
+
+def list_methods(session: Session, *, store_id: int) -> ReferenceMethodsView:
+    """Payment methods, each with its banks, available in the store's fiat currency."""
+    store = session.get(MerchantStore, store_id)
+    if store is None:
+        raise NotFound("store not found")
+    fiat = session.get(FiatCurrency, store.fiat_currency_id)
+    rows = session.execute(
+        select(PaymentMethod.code, PaymentMethod.name, Bank.code, Bank.name)
+        .join(AvailableBankMethod, AvailableBankMethod.payment_method_id == PaymentMethod.id)
+        .join(Bank, Bank.id == AvailableBankMethod.bank_id)
+        .where(
+            AvailableBankMethod.fiat_currency_id == store.fiat_currency_id,
+            AvailableBankMethod.is_active.is_(True),
+            PaymentMethod.is_active.is_(True),
+            Bank.is_active.is_(True),
+        )
+        .order_by(PaymentMethod.code, Bank.code)
+    ).all()
+    grouped: dict[str, MethodBanksView] = {}
+    for method_code, method_name, bank_code, bank_name in rows:
+        entry = grouped.setdefault(
+            method_code, MethodBanksView(NamedRefView(method_code, method_name), [])
+        )
+        entry.banks.append(NamedRefView(bank_code, bank_name))
+    return ReferenceMethodsView(
+        fiat_currency=fiat.code if fiat else "", methods=list(grouped.values())
+    )

@@ -1,0 +1,133 @@
+"""Gateway `Idempotency-Key` handling (domain.md §6): one key per store, 1-255 characters.
+
+Everything happens in the request's own transaction, so a crash or an error leaves nothing behind
+and the key can simply be retried:
+
+1. `pg_try_advisory_xact_lock` on (store, key): false means a request with this key is running now
+   → 409 `idempotency_key_in_progress`. The lock ends with the transaction.
+2. The key's row: older than `IDEMPOTENCY_KEY_TTL_HOURS` → deleted and treated as new; another
+   request fingerprint → 422 `idempotency_key_reused`; completed → its stored response is replayed.
+3. Otherwise the action runs and the row (fingerprint, status, body) is inserted in the same
+   transaction as the order. Only successes are stored: a 4xx rolls back and writes no key.
+
+The fingerprint is sha256 over the method, the signed path and the raw body bytes: the same key with
+a differently serialised body counts as a different request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, text
+from sqlalchemy.orm import Session
+
+from jivapay.database.base import utcnow
+from jivapay.database.models import IdempotencyKey
+from jivapay.database.utils import integrity_errors_as_domain_errors
+from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.exceptions import (
+    BadRequest,
+    IdempotencyKeyInProgress,
+    IdempotencyKeyMismatch,
+)
+
+HEADER = "Idempotency-Key"
+MAX_KEY_LENGTH = 255
+# The advisory lock id of a (store, key) pair; tests hold it from another connection.
+LOCK_ID_SQL = "hashtextextended(CAST(:store_id AS text) || ':' || :key, 0)"
+_TRY_LOCK = text(f"SELECT pg_try_advisory_xact_lock({LOCK_ID_SQL})")
+
+Action = Callable[[], tuple[int, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    status_code: int
+    body: dict[str, Any]
+    replayed: bool
+
+
+def validate_key(key: str | None) -> str:
+    """The header's value, or 400 `idempotency_key_required` / `idempotency_key_invalid`."""
+    if key is None or not key.strip():
+        raise BadRequest(f"the {HEADER} header is required", code="idempotency_key_required")
+    key = key.strip()
+    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise BadRequest(
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters",
+            code="idempotency_key_invalid",
+        )
+    return key
+
+
+def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
+    """sha256 hex of the method, path and raw body."""
+    digest = hashlib.sha256(f"{method.upper()} {path}\n".encode())
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def _ttl() -> timedelta:
+    return timedelta(hours=int(get_typed_config_value("IDEMPOTENCY_KEY_TTL_HOURS")))
+
+
+def run_idempotent(
+    session: Session,
+    *,
+    store_id: int,
+    key: str,
+    fingerprint: str,
+    action: Action,
+    now: datetime | None = None,
+) -> StoredResponse:
+    """Replay the stored response of (store, key), or run `action` and store its response."""
+    now = now or utcnow()
+    if not session.execute(_TRY_LOCK, {"store_id": store_id, "key": key}).scalar_one():
+        raise IdempotencyKeyInProgress()
+    row = session.scalars(
+        select(IdempotencyKey).where(IdempotencyKey.store_id == store_id, IdempotencyKey.key == key)
+    ).first()
+    if row is not None and row.created_at <= now - _ttl():
+        session.delete(row)
+        session.flush()
+        row = None
+    if row is not None:
+        if row.request_fingerprint != fingerprint:
+            raise IdempotencyKeyMismatch()
+        if row.response_status is None or row.response_body is None:
+            raise IdempotencyKeyInProgress()
+        return StoredResponse(row.response_status, row.response_body, replayed=True)
+
+    status_code, body = action()
+    # The advisory lock already serialises a key; the unique key covers a hash collision race.
+    with integrity_errors_as_domain_errors(
+        session, {"uq_idempotency_keys_store_id_key": IdempotencyKeyInProgress()}
+    ):
+        session.add(
+            IdempotencyKey(
+                store_id=store_id,
+                key=key,
+                request_fingerprint=fingerprint,
+                response_status=status_code,
+                response_body=body,
+                created_at=now,
+                completed_at=now,
+            )
+        )
+        session.flush()
+    return StoredResponse(status_code, body, replayed=False)
+
+
+def delete_expired_keys(session: Session, *, now: datetime | None = None) -> int:
+    """Delete keys older than `IDEMPOTENCY_KEY_TTL_HOURS`; returns how many (for the scheduler)."""
+    cutoff = (now or utcnow()) - _ttl()
+    result = session.execute(
+        delete(IdempotencyKey)
+        .where(IdempotencyKey.created_at <= cutoff)
+        .execution_options(synchronize_session=False)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
