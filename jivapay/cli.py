@@ -291,6 +291,34 @@ def reconcile() -> None:
     raise _fail(f"{len(found)} discrepancies found")
 
 
+@app.command("verify-callback")
+def verify_callback(
+    secret: str = typer.Option(..., help="The store's callback secret (whsec_...)."),
+    msg_id: str = typer.Option(..., "--id", help="The webhook-id header."),
+    timestamp: str = typer.Option(..., help="The webhook-timestamp header."),
+    signature: str = typer.Option(..., help="The webhook-signature header."),
+    body_file: Path | None = typer.Option(None, help="The raw body; read from stdin if omitted."),
+    tolerance: int = typer.Option(300, help="Allowed clock skew in seconds; 0 skips the check."),
+) -> None:
+    """Check a merchant callback's Standard Webhooks signature: print valid (exit 0) or invalid (1)."""
+    from jivapay.services.webhook_signing import WebhookVerificationError, verify
+
+    body = body_file.read_bytes() if body_file is not None else sys.stdin.buffer.read()
+    try:
+        verify(
+            secret,
+            msg_id=msg_id,
+            timestamp=timestamp,
+            signature=signature,
+            body=body,
+            tolerance_seconds=tolerance or None,
+        )
+    except WebhookVerificationError as exc:
+        console.print(f"[red]invalid[/]: {exc}")
+        raise typer.Exit(1) from exc
+    console.print("[green]valid[/]")
+
+
 @app.command("create-user")
 def create_user(
     email: str = typer.Option(..., help="Login email."),

@@ -247,3 +247,43 @@ def celery_worker(services: dict[str, str], unique: str, tmp_path):  # type: ign
             client.delete(queue, f"_kombu.binding.{queue}")
         finally:
             client.close()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-compatible server (moto's, in this process on a free port) with the bucket made.
+
+    The environment points `S3_*` at it for the whole session; tests that break it restore it.
+    """
+    from moto.server import ThreadedMotoServer
+
+    from jivapay.config import reset_settings_cache
+    from jivapay.embedded import S3_TEST_ACCESS_KEY, S3_TEST_SECRET_KEY
+    from jivapay.utils import s3_client
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    names = ("S3_ENDPOINT_URL", "S3_ACCESS_KEY", "S3_SECRET_KEY", "S3_BUCKET_NAME")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(
+        {
+            "S3_ENDPOINT_URL": endpoint,
+            "S3_ACCESS_KEY": S3_TEST_ACCESS_KEY,
+            "S3_SECRET_KEY": S3_TEST_SECRET_KEY,
+            "S3_BUCKET_NAME": f"jivapay-test-{uuid.uuid4().hex[:8]}",
+        }
+    )
+    reset_settings_cache()
+    s3_client.ensure_bucket()
+    try:
+        yield endpoint
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_settings_cache()

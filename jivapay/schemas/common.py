@@ -10,7 +10,9 @@ from pydantic import BaseModel, PlainSerializer
 T = TypeVar("T")
 
 # Amounts leave the API as JSON strings so no client parses them through a float.
-Money = Annotated[Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json")]
+Money = Annotated[
+    Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json")
+]
 
 
 class Page(BaseModel, Generic[T]):

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from jivapay.enums import OrderType
+from jivapay.schemas.documents import DocumentRead
 
 MAX_URL_LENGTH = 2000
 
@@ -163,6 +164,9 @@ class OrderStatusRead(_Read):
     cancellation_reason: str | None
     requisite: RequisiteRead | None
     beneficiary: BeneficiaryRead | None
+    receipts: list[DocumentRead] = Field(
+        default_factory=list, description="Receipts and dispute evidence, with presigned URLs"
+    )
 
 
 class PayerConfirmRead(_Read):

@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from jivapay.enums import OrderStatus, OrderType
 from jivapay.schemas.common import Money
+from jivapay.schemas.documents import DocumentRead
 
 
 class RequisiteBrief(BaseModel):
@@ -46,6 +47,9 @@ class OrderRead(BaseModel):
     canceled_at: datetime | None
     disputed_at: datetime | None
     cancellation_reason: str | None
+    receipts: list[DocumentRead] = Field(
+        default_factory=list, description="Receipts and dispute evidence, with presigned URLs"
+    )
 
 
 class ReasonBody(BaseModel):

@@ -1,24 +1,100 @@
-"""Fraud checks run before assignment and at payer confirmation (domain.md §10).
+"""Fraud checks (domain.md §10): before assignment (`check_incoming_order`) and when the payer
+confirms a PayIn (`check_order_confirmation`). Outcomes ALLOW, DENY, REVIEW.
 
-The rules (amount thresholds, block lists, velocity, card harvesting) arrive with the side-channels
-issue; until then every order is allowed. The order processor already routes DENY to `failed` and
-REVIEW to `manual_review`, so adding rules changes nothing around them.
+Rules before assignment, each switchable, thresholds from the settings (`FRAUD_*`); every rule is
+evaluated, the most severe outcome wins and names its first rule, and the audit row lists all:
+
+| rule                    | fires when                                                  | outcome |
+|-------------------------|-------------------------------------------------------------|---------|
+| blocklist_customer_id   | customer id (or `store:customer`) on the block list         | DENY    |
+| blocklist_ip            | customer IP in a blocked address or network                 | DENY    |
+| blocklist_card_last4    | PayOut card's last four digits blocked                      | DENY    |
+| blocklist_card_hash     | PayOut card's keyed hash blocked                            | DENY    |
+| amount_deny             | amount_fiat > FRAUD_DENY_THRESHOLD (unset: off)             | DENY    |
+| velocity_customer       | orders of this store's customer in the window > max         | DENY    |
+| velocity_ip             | orders from this IP in the window > max                     | DENY    |
+| velocity_store          | orders of this store in the window > max                    | DENY    |
+| amount_review           | amount_fiat > FRAUD_MANUAL_REVIEW_THRESHOLD (unset: off)    | REVIEW  |
+| unpaid_expired          | >= FRAUD_UNPAID_EXPIRED_MAX expired PayIns of this customer | REVIEW  |
+|                         | in FRAUD_UNPAID_EXPIRED_WINDOW_HOURS (card harvesting)      |         |
+
+Velocity is a DENY: a burst is refused, the store may send the order again later. Card harvesting
+is a REVIEW: a real customer whose payments keep failing looks the same, so a human decides. An
+allow-listed customer id or IP is exempt from velocity (its own dimension) and harvesting, never
+from block lists or amounts. A REVIEW that a human released (`manual_review.release_for_processing`,
+audit row `fraud.review_released`) is not raised again for that order; DENY rules still apply.
+
+Velocity counting: fixed windows of FRAUD_VELOCITY_WINDOW_SECONDS, chosen by the order's intake
+time (`created_at`), so every attempt of one order lands in the same window. One Lua script per
+check increments the order's counters (INCR + EXPIRE) and stores the resulting counts under a
+per-order marker (`seen:<public_id>`) in the same atomic step; a retry finds the marker and gets the
+same counts back, so an order is counted once and decided the same way however often it is
+retried. When Redis fails the counts come from the database instead (logged, never raised): the
+orders of that dimension created in the same window up to this one. That is the same number Redis
+gives when orders are processed in intake order. The indexes `ix_incoming_orders_customer_created`
+and `ix_incoming_orders_ip_created` (and the store's `ix_incoming_orders_store_created`) serve those
+counts; the harvesting count uses `ix_order_history_store_status_created`.
+
+At confirmation only the block lists are checked again (entries added since intake). A non-ALLOW
+decision there does not mark the order paid: `screen_payer_confirmation` opens a dispute instead,
+so support looks at the money before anyone completes it.
+
+Recording: `record_decision` writes the audit row (`fraud.deny` / `fraud.review`, rule, outcome,
+details) in the caller's transaction and, for REVIEW, sends an alert after commit. The order
+processor calls it in its failure transaction (its main transaction rolls back on DENY/REVIEW).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
+import structlog
+from sqlalchemy import exists, func, or_, select
 from sqlalchemy.orm import Session
 
-from jivapay.database.models import IncomingOrder
+from jivapay.database.base import utcnow
+from jivapay.database.models import AuditLog, FraudList, IncomingOrder, OrderHistory
+from jivapay.database.types import fingerprint
+from jivapay.database.utils import call_after_commit
+from jivapay.enums import AuditLevel, FraudListKind, FraudListType, OrderStatus, OrderType
+from jivapay.services.audit_logger import log_event
+from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.notifications import notify_alert
+from jivapay.utils.redis_client import REDIS_ERRORS, get_redis, namespace
+
+if TYPE_CHECKING:
+    from jivapay.services.order_status_manager import TransitionResult
+
+log = structlog.get_logger(__name__)
+
+# Tests point the counters at a dead Redis or a private key space; None means the defaults.
+REDIS_URL_OVERRIDE: str | None = None
+KEY_PREFIX_OVERRIDE: str | None = None
+RELEASED_ACTION = "fraud.review_released"
 
 
 class FraudOutcome(StrEnum):
     ALLOW = "allow"
     DENY = "deny"
     REVIEW = "review"
+
+
+class FraudRule(StrEnum):
+    BLOCKLIST_CUSTOMER_ID = "blocklist_customer_id"
+    BLOCKLIST_IP = "blocklist_ip"
+    BLOCKLIST_CARD_LAST4 = "blocklist_card_last4"
+    BLOCKLIST_CARD_HASH = "blocklist_card_hash"
+    AMOUNT_DENY = "amount_deny"
+    VELOCITY_CUSTOMER = "velocity_customer"
+    VELOCITY_IP = "velocity_ip"
+    VELOCITY_STORE = "velocity_store"
+    AMOUNT_REVIEW = "amount_review"
+    UNPAID_EXPIRED = "unpaid_expired"
 
 
 @dataclass(frozen=True)
@@ -29,8 +105,414 @@ class FraudDecision:
 
 
 ALLOW = FraudDecision(FraudOutcome.ALLOW)
+_SEVERITY = {FraudOutcome.ALLOW: 0, FraudOutcome.REVIEW: 1, FraudOutcome.DENY: 2}
 
 
-def check_incoming_order(session: Session, *, order: IncomingOrder) -> FraudDecision:
-    """Decide whether `order` may be assigned (no rules yet: always ALLOW)."""
-    return ALLOW
+@dataclass(frozen=True)
+class _Fired:
+    rule: FraudRule
+    outcome: FraudOutcome
+    detail: dict[str, Any]
+
+
+def _setting(key: str) -> Any:
+    return get_typed_config_value(key)
+
+
+def _on(key: str) -> bool:
+    return bool(_setting(key))
+
+
+def _decide(fired: list[_Fired], extra: dict[str, Any]) -> FraudDecision:
+    if not fired:
+        return FraudDecision(FraudOutcome.ALLOW, details=extra) if extra else ALLOW
+    worst = max(fired, key=lambda f: _SEVERITY[f.outcome])
+    first = next(f for f in fired if f.outcome == worst.outcome)
+    details = {
+        **extra,
+        "fired": [{"rule": f.rule.value, "outcome": f.outcome.value, **f.detail} for f in fired],
+    }
+    return FraudDecision(first.outcome, first.rule.value, details)
+
+
+# --------------------------------------------------------------------------- lists
+
+
+@dataclass(frozen=True)
+class _ListHits:
+    blocked: list[tuple[FraudRule, dict[str, Any]]]
+    allowed_customer: bool
+    allowed_ip: bool
+
+
+def _normal_ip(raw: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    if not raw:
+        return None
+    try:
+        return ipaddress.ip_address(raw.strip())
+    except ValueError:
+        return None
+
+
+def _ip_matches(value: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    try:
+        if "/" in value:
+            return ip in ipaddress.ip_network(value, strict=False)
+        return ip == ipaddress.ip_address(value)
+    except ValueError:
+        return False
+
+
+def _list_hits(
+    session: Session,
+    *,
+    store_id: int,
+    customer_id: str | None,
+    customer_ip: str | None,
+    card_last4: str | None = None,
+    card_number: str | None = None,
+) -> _ListHits:
+    ip = _normal_ip(customer_ip)
+    conditions = []
+    customer_values: list[str] = []
+    if customer_id:
+        customer_values = [customer_id, f"{store_id}:{customer_id}"]
+        conditions.append(
+            (FraudList.kind == FraudListKind.CUSTOMER_ID.value)
+            & FraudList.value.in_(customer_values)
+        )
+    if ip is not None:
+        conditions.append(
+            (FraudList.kind == FraudListKind.IP.value)
+            & ((FraudList.value == str(ip)) | FraudList.value.contains("/"))
+        )
+    card_hash = fingerprint(card_number) if card_number else None
+    if card_last4:
+        conditions.append(
+            (FraudList.kind == FraudListKind.CARD_LAST4.value) & (FraudList.value == card_last4)
+        )
+    if card_hash:
+        conditions.append(
+            (FraudList.kind == FraudListKind.CARD_HASH.value) & (FraudList.value == card_hash)
+        )
+    if not conditions:
+        return _ListHits([], False, False)
+    rows = session.execute(
+        select(FraudList.id, FraudList.kind, FraudList.value, FraudList.list_type).where(
+            or_(*conditions)
+        )
+    ).all()
+    blocked: list[tuple[FraudRule, dict[str, Any]]] = []
+    allowed_customer = allowed_ip = False
+    rules = {
+        FraudListKind.CUSTOMER_ID.value: FraudRule.BLOCKLIST_CUSTOMER_ID,
+        FraudListKind.IP.value: FraudRule.BLOCKLIST_IP,
+        FraudListKind.CARD_LAST4.value: FraudRule.BLOCKLIST_CARD_LAST4,
+        FraudListKind.CARD_HASH.value: FraudRule.BLOCKLIST_CARD_HASH,
+    }
+    for entry_id, kind, value, list_type in rows:
+        if kind == FraudListKind.IP.value and (ip is None or not _ip_matches(value, ip)):
+            continue
+        if list_type == FraudListType.BLOCK.value:
+            blocked.append((rules[kind], {"entry_id": entry_id}))
+        elif kind == FraudListKind.CUSTOMER_ID.value:
+            allowed_customer = True
+        elif kind == FraudListKind.IP.value:
+            allowed_ip = True
+    blocked.sort(key=lambda hit: list(FraudRule).index(hit[0]))
+    return _ListHits(blocked, allowed_customer, allowed_ip)
+
+
+# --------------------------------------------------------------------------- velocity
+
+# KEYS[1]: the order's marker; KEYS[2..]: its counters. ARGV[1]: TTL; ARGV[2..]: dimension names.
+# Atomic: two processes checking orders at once each get their own distinct counts.
+_VELOCITY_LUA = """
+local seen = redis.call('GET', KEYS[1])
+if seen then return seen end
+local parts = {}
+for i = 2, #KEYS do
+  local n = redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+  parts[#parts + 1] = ARGV[i] .. '=' .. n
+end
+local joined = table.concat(parts, ',')
+redis.call('SET', KEYS[1], joined, 'EX', ARGV[1])
+return joined
+"""
+
+_VELOCITY_MAX = {
+    "customer": "FRAUD_VELOCITY_MAX_PER_CUSTOMER",
+    "ip": "FRAUD_VELOCITY_MAX_PER_IP",
+    "store": "FRAUD_VELOCITY_MAX_PER_STORE",
+}
+_VELOCITY_RULE = {
+    "customer": FraudRule.VELOCITY_CUSTOMER,
+    "ip": FraudRule.VELOCITY_IP,
+    "store": FraudRule.VELOCITY_STORE,
+}
+
+
+def key_prefix() -> str:
+    """Where the velocity counters live in Redis."""
+    return KEY_PREFIX_OVERRIDE or f"{namespace()}:fraud"
+
+
+def window_of(created_at: datetime, window_seconds: int) -> tuple[int, datetime]:
+    """The fixed window holding `created_at`: its index and its start."""
+    index = int(created_at.timestamp()) // window_seconds
+    return index, datetime.fromtimestamp(index * window_seconds, UTC)
+
+
+def count_in_redis(
+    client: Any, *, marker: str, counters: dict[str, str], ttl_seconds: int
+) -> dict[str, int]:
+    """Count one order once in each of `counters` ({dimension: key}); its counts per dimension."""
+    script = client.register_script(_VELOCITY_LUA)
+    raw = script(keys=[marker, *counters.values()], args=[ttl_seconds, *counters.keys()])
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    counts: dict[str, int] = {}
+    for part in filter(None, text.split(",")):
+        name, _, value = part.partition("=")
+        counts[name] = int(value)
+    return counts
+
+
+def _dimension_filter(order: IncomingOrder, dimension: str) -> list[Any]:
+    if dimension == "customer":
+        return [
+            IncomingOrder.store_id == order.store_id,
+            IncomingOrder.customer_id == order.customer_id,
+        ]
+    if dimension == "ip":
+        return [IncomingOrder.customer_ip == order.customer_ip]
+    return [IncomingOrder.store_id == order.store_id]
+
+
+def count_in_database(
+    session: Session, *, order: IncomingOrder, dimensions: list[str], window_start: datetime
+) -> dict[str, int]:
+    """The fallback: orders of each dimension created in the window up to and including `order`."""
+    counts: dict[str, int] = {}
+    for dimension in dimensions:
+        stmt = select(func.count()).where(
+            IncomingOrder.created_at >= window_start,
+            IncomingOrder.created_at <= order.created_at,
+            IncomingOrder.id <= order.id,
+            *_dimension_filter(order, dimension),
+        )
+        counts[dimension] = int(session.scalar(stmt) or 0)
+    return counts
+
+
+def _velocity(
+    session: Session, order: IncomingOrder, hits: _ListHits
+) -> tuple[list[_Fired], dict[str, Any]]:
+    window = max(1, int(_setting("FRAUD_VELOCITY_WINDOW_SECONDS") or 3600))
+    values = {
+        "customer": f"{order.store_id}:{order.customer_id}"
+        if order.customer_id and not hits.allowed_customer
+        else None,
+        "ip": order.customer_ip if order.customer_ip and not hits.allowed_ip else None,
+        "store": str(order.store_id),
+    }
+    limits = {dim: _setting(key) for dim, key in _VELOCITY_MAX.items()}
+    active = [dim for dim, v in values.items() if v is not None and limits[dim]]
+    if not active:
+        return [], {}
+    index, start = window_of(order.created_at, window)
+    prefix = key_prefix()
+    counters = {dim: f"{prefix}:v:{dim}:{values[dim]}:{window}:{index}" for dim in active}
+    try:
+        counts = count_in_redis(
+            get_redis(REDIS_URL_OVERRIDE),
+            marker=f"{prefix}:seen:{order.public_id}",
+            counters=counters,
+            ttl_seconds=2 * window,
+        )
+        source = "redis"
+    except REDIS_ERRORS as exc:
+        log.warning("fraud_velocity_redis_unavailable", error=repr(exc), order=order.public_id)
+        counts = count_in_database(session, order=order, dimensions=active, window_start=start)
+        source = "database"
+    fired = [
+        _Fired(
+            _VELOCITY_RULE[dim],
+            FraudOutcome.DENY,
+            {"count": counts[dim], "max": int(limits[dim]), "window_seconds": window},
+        )
+        for dim in active
+        if dim in counts and counts[dim] > int(limits[dim])
+    ]
+    return fired, {"velocity_source": source, "velocity_counts": counts}
+
+
+# --------------------------------------------------------------------------- other rules
+
+
+def _amount_rules(order: IncomingOrder) -> list[_Fired]:
+    fired: list[_Fired] = []
+    deny, review = _setting("FRAUD_DENY_THRESHOLD"), _setting("FRAUD_MANUAL_REVIEW_THRESHOLD")
+    amount = order.amount_fiat
+    if deny is not None and amount > Decimal(deny):
+        fired.append(
+            _Fired(FraudRule.AMOUNT_DENY, FraudOutcome.DENY, {"amount": amount, "limit": deny})
+        )
+    if review is not None and amount > Decimal(review):
+        fired.append(
+            _Fired(
+                FraudRule.AMOUNT_REVIEW, FraudOutcome.REVIEW, {"amount": amount, "limit": review}
+            )
+        )
+    return fired
+
+
+def count_unpaid_expired(
+    session: Session, *, store_id: int, customer_id: str, since: datetime
+) -> int:
+    """Expired (never paid) PayIns of a store's customer created since `since`."""
+    stmt = select(func.count()).where(
+        OrderHistory.store_id == store_id,
+        OrderHistory.status == OrderStatus.EXPIRED.value,
+        OrderHistory.created_at >= since,
+        OrderHistory.customer_id == customer_id,
+        OrderHistory.order_type == OrderType.PAYIN.value,
+    )
+    return int(session.scalar(stmt) or 0)
+
+
+def _harvesting(
+    session: Session, order: IncomingOrder, hits: _ListHits, now: datetime
+) -> list[_Fired]:
+    if order.order_type != OrderType.PAYIN or not order.customer_id or hits.allowed_customer:
+        return []
+    limit = _setting("FRAUD_UNPAID_EXPIRED_MAX")
+    if not limit:
+        return []
+    hours = int(_setting("FRAUD_UNPAID_EXPIRED_WINDOW_HOURS") or 24)
+    count = count_unpaid_expired(
+        session,
+        store_id=order.store_id,
+        customer_id=order.customer_id,
+        since=now - timedelta(hours=hours),
+    )
+    if count < int(limit):
+        return []
+    detail = {"count": count, "max": int(limit), "window_hours": hours}
+    return [_Fired(FraudRule.UNPAID_EXPIRED, FraudOutcome.REVIEW, detail)]
+
+
+def review_released(session: Session, *, public_id: str) -> bool:
+    """Whether a human released this order from manual review."""
+    return bool(
+        session.scalar(
+            select(
+                exists().where(
+                    AuditLog.target_entity == "order",
+                    AuditLog.target_id == public_id,
+                    AuditLog.action == RELEASED_ACTION,
+                )
+            )
+        )
+    )
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def check_incoming_order(
+    session: Session, *, order: IncomingOrder, now: datetime | None = None
+) -> FraudDecision:
+    """Decide whether `order` may be assigned (counts it for velocity once; writes nothing)."""
+    if not _on("FRAUD_CHECKS_ENABLED"):
+        return ALLOW
+    now = now or utcnow()
+    is_payout = order.order_type == OrderType.PAYOUT
+    hits = _list_hits(
+        session,
+        store_id=order.store_id,
+        customer_id=order.customer_id,
+        customer_ip=order.customer_ip,
+        card_last4=order.beneficiary_last4 if is_payout else None,
+        card_number=order.beneficiary_number if is_payout else None,
+    )
+    fired: list[_Fired] = []
+    extra: dict[str, Any] = {}
+    if _on("FRAUD_RULE_BLOCKLIST_ENABLED"):
+        fired += [_Fired(rule, FraudOutcome.DENY, detail) for rule, detail in hits.blocked]
+    if _on("FRAUD_RULE_AMOUNT_ENABLED"):
+        fired += _amount_rules(order)
+    if _on("FRAUD_RULE_VELOCITY_ENABLED"):
+        velocity_fired, extra = _velocity(session, order, hits)
+        fired += velocity_fired
+    if _on("FRAUD_RULE_UNPAID_EXPIRED_ENABLED"):
+        fired += _harvesting(session, order, hits, now)
+    if any(f.outcome == FraudOutcome.REVIEW for f in fired) and review_released(
+        session, public_id=order.public_id
+    ):
+        fired = [f for f in fired if f.outcome != FraudOutcome.REVIEW]
+        extra["review_released"] = True
+    return _decide(fired, extra)
+
+
+def check_order_confirmation(session: Session, *, order: OrderHistory) -> FraudDecision:
+    """Decide whether the payer's confirmation of `order` may mark it paid (block lists again)."""
+    if not (_on("FRAUD_CHECKS_ENABLED") and _on("FRAUD_RULE_BLOCKLIST_ENABLED")):
+        return ALLOW
+    hits = _list_hits(
+        session,
+        store_id=order.store_id,
+        customer_id=order.customer_id,
+        customer_ip=order.customer_ip,
+    )
+    fired = [_Fired(rule, FraudOutcome.DENY, detail) for rule, detail in hits.blocked]
+    return _decide(fired, {})
+
+
+def record_decision(
+    session: Session,
+    *,
+    public_id: str,
+    decision: FraudDecision,
+    stage: str = "intake",
+) -> None:
+    """Audit a non-ALLOW decision (flushes); a REVIEW also alerts once the caller commits."""
+    if decision.outcome == FraudOutcome.ALLOW:
+        return
+    log_event(
+        session,
+        action=f"fraud.{decision.outcome.value}",
+        target_entity="order",
+        target_id=public_id,
+        details={
+            "rule": decision.rule,
+            "outcome": decision.outcome.value,
+            "stage": stage,
+            **decision.details,
+        },
+        level=AuditLevel.WARNING,
+    )
+    if decision.outcome == FraudOutcome.REVIEW:
+        rule = decision.rule
+
+        def _alert() -> None:
+            notify_alert("order held for fraud review", order=public_id, rule=rule, stage=stage)
+
+        call_after_commit(session, _alert, label="fraud_review_alert")
+
+
+def screen_payer_confirmation(session: Session, *, public_id: str) -> TransitionResult | None:
+    """Run the confirmation check on a pending PayIn; on DENY/REVIEW open a dispute instead of
+    marking it paid and return its `TransitionResult`. None when the confirmation may proceed."""
+    from jivapay.services import order_status_manager as osm
+
+    order = session.scalars(select(OrderHistory).where(OrderHistory.public_id == public_id)).first()
+    if order is None or order.status != OrderStatus.PENDING.value:
+        return None
+    decision = check_order_confirmation(session, order=order)
+    if decision.outcome == FraudOutcome.ALLOW:
+        return None
+    record_decision(session, public_id=public_id, decision=decision, stage="confirmation")
+    return osm.open_dispute(
+        session, public_id=public_id, actor=osm.PAYER, reason=f"fraud check: {decision.rule}"
+    )

@@ -24,8 +24,9 @@ Decisions:
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -38,7 +39,6 @@ from jivapay.database.models import (
     AvailableBankMethod,
     Bank,
     CryptoCurrency,
-    ExchangeRate,
     FiatCurrency,
     IncomingOrder,
     MerchantStore,
@@ -61,18 +61,23 @@ from jivapay.money import (
 )
 from jivapay.schemas.gateway import PayInCreate, PayOutCreate
 from jivapay.security import StorePrincipal
-from jivapay.services import balance_manager, order_status_manager
+from jivapay.services import (
+    balance_manager,
+    document_service,
+    fraud_detector,
+    order_status_manager,
+    reference_data,
+)
 from jivapay.services.audit_logger import log_event
+from jivapay.services.document_service import DocumentView, FileUpload
 from jivapay.services.order_processor import fail_incoming
 from jivapay.services.order_status_manager import Actor, ActorKind
-from jivapay.utils.config_loader import get_typed_config_value
 from jivapay.utils.exceptions import (
     ConfigurationError,
     DuplicateObject,
     Forbidden,
     InvalidStatusTransition,
     NotFound,
-    StaleExchangeRate,
     ValidationFailed,
 )
 
@@ -150,6 +155,7 @@ class OrderStatusView:
     cancellation_reason: str | None
     requisite: RequisiteView | None
     beneficiary: BeneficiaryView | None
+    receipts: list[DocumentView] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -280,18 +286,12 @@ def _beneficiary_number(raw: str) -> str:
 
 
 def _fresh_rate(session: Session, store: MerchantStore, now: datetime) -> Decimal:
-    rate = session.scalars(
-        select(ExchangeRate).where(
-            ExchangeRate.crypto_currency_id == store.crypto_currency_id,
-            ExchangeRate.fiat_currency_id == store.fiat_currency_id,
-        )
-    ).first()
-    if rate is None:
-        raise StaleExchangeRate("no exchange rate for this store's currency pair")
-    max_age = int(get_typed_config_value("EXCHANGE_RATE_MAX_AGE_SECONDS"))
-    if rate.updated_at < now - timedelta(seconds=max_age):
-        raise StaleExchangeRate(f"the exchange rate is older than {max_age} s")
-    return rate.median_rate
+    return reference_data.get_fresh_exchange_rate(
+        session,
+        crypto_currency_id=store.crypto_currency_id,
+        fiat_currency_id=store.fiat_currency_id,
+        now=now,
+    ).median_rate
 
 
 def _store_commission_percent(session: Session, store_id: int, order_type: OrderType) -> Decimal:
@@ -574,6 +574,7 @@ def _status_view(session: Session, incoming: IncomingOrder) -> OrderStatusView:
         beneficiary=_beneficiary_view(session, incoming)
         if order_type == OrderType.PAYOUT
         else None,
+        receipts=document_service.document_views(session, order_id=order.id) if order else [],
     )
 
 
@@ -640,25 +641,34 @@ def cancel_by_store(
 
 
 def dispute_by_store(
-    session: Session, *, store_id: int, public_id: str, reason: str | None = None
+    session: Session,
+    *,
+    store_id: int,
+    public_id: str,
+    reason: str | None = None,
+    evidence: Sequence[FileUpload] = (),
 ) -> OrderStatusView:
-    """The store opens a dispute on its pending or paid order."""
+    """The store opens a dispute on its pending or paid order, with optional evidence files."""
     incoming = _find_incoming(session, store_id=store_id, public_id=public_id)
     if incoming.status != IncomingOrderStatus.ASSIGNED:
         raise InvalidStatusTransition(
             f"cannot dispute an order that is {incoming.status}",
             extra={"current_status": incoming.status},
         )
-    order_status_manager.open_dispute(
-        session, public_id=public_id, actor=_merchant(store_id), reason=reason
+    document_service.dispute_with_evidence(
+        session, public_id=public_id, actor=_merchant(store_id), reason=reason, evidence=evidence
     )
     return _status_view(session, incoming)
 
 
-def confirm_by_payer(session: Session, *, public_id: str) -> PayerConfirmView:
-    """The payer says the PayIn is paid (receipt upload arrives with the documents issue)."""
-    assigned = session.scalar(select(exists().where(OrderHistory.public_id == public_id)))
-    if not assigned:
+def confirm_by_payer(
+    session: Session, *, public_id: str, receipt: FileUpload | None = None
+) -> PayerConfirmView:
+    """The payer says the PayIn is paid, with the receipt the store may require."""
+    store_id = session.scalar(
+        select(OrderHistory.store_id).where(OrderHistory.public_id == public_id)
+    )
+    if store_id is None:
         incoming = session.scalars(
             select(IncomingOrder).where(IncomingOrder.public_id == public_id)
         ).first()
@@ -667,7 +677,16 @@ def confirm_by_payer(session: Session, *, public_id: str) -> PayerConfirmView:
         raise InvalidStatusTransition(
             "the order has no payment details yet", extra={"current_status": incoming.status}
         )
-    result = order_status_manager.confirm_payment_by_payer(session, public_id=public_id)
+    held = fraud_detector.screen_payer_confirmation(session, public_id=public_id)
+    if held is not None:  # a fraud rule fired: disputed instead of paid
+        return PayerConfirmView(order_id=held.public_id, status=held.status.value)
+    store = session.get(MerchantStore, store_id)
+    result = document_service.payer_confirm_with_receipt(
+        session,
+        public_id=public_id,
+        receipt=receipt,
+        required=bool(store and store.require_payer_receipt),
+    )
     return PayerConfirmView(order_id=result.public_id, status=result.status.value)
 
 

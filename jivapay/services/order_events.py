@@ -22,6 +22,7 @@ from jivapay.database.models import (
     MerchantStore,
     OrderHistory,
 )
+from jivapay.database.utils import enqueue_after_commit
 from jivapay.enums import AuditLevel, CallbackStatus
 from jivapay.services.audit_logger import log_event
 
@@ -113,4 +114,10 @@ def record_status_change(
         details={"from": previous, "to": status, "actor": actor_kind, "reason": reason},
         level=level,
     )
+    if delivery.status == CallbackStatus.PENDING.value:
+        session.flush()
+        # Imported here: the worker package imports services, not the other way round at load time.
+        from jivapay.worker.callback_tasks import deliver_callback_task
+
+        enqueue_after_commit(session, deliver_callback_task, delivery.id)
     return delivery

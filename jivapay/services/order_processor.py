@@ -63,12 +63,15 @@ class FraudRejected(JivaPayException):
     status_code = 422
     code = "fraud_denied"
     title = "Rejected by fraud checks"
+    # The decision travels to the failure transaction, which audits it (the main one rolls back).
+    decision: fraud_detector.FraudDecision | None = None
 
 
 class FraudReview(JivaPayException):
     status_code = 202
     code = "fraud_review"
     title = "Held for manual review"
+    decision: fraud_detector.FraudDecision | None = None
 
 
 @dataclass(frozen=True)
@@ -194,11 +197,15 @@ def _main_attempt(session: Session, incoming_order_id: int, now: datetime) -> Pr
         and incoming.next_attempt_at > now
     ):
         return ProcessResult(incoming_order_id, "skipped", reason="retry not due")
-    decision = fraud_detector.check_incoming_order(session, order=incoming)
-    if decision.outcome == FraudOutcome.DENY:
-        raise FraudRejected(f"denied by fraud rule {decision.rule}")
-    if decision.outcome == FraudOutcome.REVIEW:
-        raise FraudReview(f"held by fraud rule {decision.rule}")
+    decision = fraud_detector.check_incoming_order(session, order=incoming, now=now)
+    if decision.outcome != FraudOutcome.ALLOW:
+        error: FraudRejected | FraudReview = (
+            FraudRejected(f"denied by fraud rule {decision.rule}")
+            if decision.outcome == FraudOutcome.DENY
+            else FraudReview(f"held by fraud rule {decision.rule}")
+        )
+        error.decision = decision
+        raise error
     order = assign(session, incoming=incoming, now=now)
     return ProcessResult(incoming_order_id, IncomingOrderStatus.ASSIGNED.value, order_id=order.id)
 
@@ -214,6 +221,10 @@ def record_failure(
         return ProcessResult(incoming_order_id, "skipped", reason="closed meanwhile")
     reason = f"{getattr(error, 'code', type(error).__name__)}: {error}"[:1000]
     previous = incoming.status
+    if isinstance(error, FraudRejected | FraudReview) and error.decision is not None:
+        fraud_detector.record_decision(
+            session, public_id=incoming.public_id, decision=error.decision
+        )
     incoming.retry_count += 1
     incoming.last_attempt_at = now
     incoming.failure_reason = reason

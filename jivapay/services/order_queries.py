@@ -20,8 +20,10 @@ from jivapay.database.models import (
 )
 from jivapay.database.types import mask_number
 from jivapay.enums import OrderStatus, OrderType, Role
+from jivapay.schemas.documents import DocumentRead
 from jivapay.schemas.orders import BeneficiaryRead, OrderRead, RequisiteBrief
 from jivapay.security import Principal
+from jivapay.services.document_service import DocumentView, document_views, views_by_order
 from jivapay.utils.exceptions import NotFound
 from jivapay.utils.query_filters import orders_visible_to
 
@@ -34,7 +36,12 @@ class OrderFilters:
     created_to: datetime | None = None
 
 
-def _view(session: Session, principal: Principal, order: OrderHistory) -> OrderRead:
+def _view(
+    session: Session,
+    principal: Principal,
+    order: OrderHistory,
+    documents: list[DocumentView] | None = None,
+) -> OrderRead:
     requisite = session.get(ReqTrader, order.requisite_id)
     incoming = session.get(IncomingOrder, order.incoming_order_id)
     bank = session.get(Bank, order.bank_id)
@@ -80,6 +87,12 @@ def _view(session: Session, principal: Principal, order: OrderHistory) -> OrderR
         canceled_at=order.canceled_at,
         disputed_at=order.disputed_at,
         cancellation_reason=order.cancellation_reason,
+        receipts=[
+            DocumentRead.model_validate(d, from_attributes=True)
+            for d in (
+                documents if documents is not None else document_views(session, order_id=order.id)
+            )
+        ],
     )
 
 
@@ -104,7 +117,8 @@ def list_orders(
         .limit(limit)
         .offset(offset)
     ).all()
-    return [_view(session, principal, row) for row in rows], total
+    documents = views_by_order(session, order_ids=[row.id for row in rows])
+    return [_view(session, principal, row, documents.get(row.id, [])) for row in rows], total
 
 
 def get_order(session: Session, *, principal: Principal, public_id: str) -> OrderRead:

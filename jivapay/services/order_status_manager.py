@@ -140,7 +140,11 @@ _UNBUMP_DAY = text(
 def lock_order(session: Session, *, public_id: str) -> OrderHistory:
     """The order with this public id, locked for the transition; 404 when there is none."""
     order = session.scalars(
-        select(OrderHistory).where(OrderHistory.public_id == public_id).with_for_update()
+        select(OrderHistory)
+        .where(OrderHistory.public_id == public_id)
+        .with_for_update()
+        # The caller may have read the order before the lock: take the locked row's values.
+        .execution_options(populate_existing=True)
     ).first()
     if order is None:
         raise NotFound("order not found")
@@ -226,6 +230,21 @@ def _apply(
         order.dispute_reason = reason
 
 
+def check_transition(order: OrderHistory, *, event: OrderEvent, actor: Actor) -> bool:
+    """Raise unless `actor` may apply `event` to `order` now; False when it already happened."""
+    rule = TRANSITIONS[event]
+    _authorize(actor, order, event, rule)
+    current = OrderStatus(order.status)
+    if current == rule.target:
+        return False
+    if current not in rule.sources:
+        raise InvalidStatusTransition(
+            f"cannot {event} an order that is {current}",
+            extra={"current_status": current.value},
+        )
+    return True
+
+
 # --------------------------------------------------------------------------- the one entry point
 
 
@@ -241,15 +260,9 @@ def transition(
     """Apply `event` to the order `public_id` on behalf of `actor` (flushes; the caller commits)."""
     rule = TRANSITIONS[event]
     order = lock_order(session, public_id=public_id)
-    _authorize(actor, order, event, rule)
     current = OrderStatus(order.status)
-    if current == rule.target:
+    if not check_transition(order, event=event, actor=actor):
         return TransitionResult(order.id, order.public_id, current, changed=False)
-    if current not in rule.sources:
-        raise InvalidStatusTransition(
-            f"cannot {event} an order that is {current}",
-            extra={"current_status": current.value},
-        )
     now = now or utcnow()
     deadline = {OrderEvent.EXPIRE: order.expires_at, OrderEvent.ESCALATE: order.confirm_deadline_at}
     due = deadline.get(event, now)

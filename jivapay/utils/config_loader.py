@@ -59,6 +59,10 @@ SETTINGS: dict[str, SettingSpec] = {
         ),
         _s("PAYOUT_TIMEOUT_MINUTES", _T.INT, 60, "Time a trader has to send a PayOut."),
         _s("EXCHANGE_RATE_MAX_AGE_SECONDS", _T.INT, 86400, "Older rates make intake fail."),
+        _s("EXCHANGE_RATE_SOURCE_URL", _T.STR, "", "HTTP source of rates; empty disables refresh."),
+        _s("RATE_REFRESH_INTERVAL_SECONDS", _T.INT, 300, "Interval of the rate refresh."),
+        _s("RATE_REFRESH_TIMEOUT_SECONDS", _T.INT, 10, "Timeout of one rate source request."),
+        _s("EXCHANGE_RATE_MAX_CHANGE_PERCENT", _T.DECIMAL, Decimal("50"), "Larger jumps refused."),
         _s("IDEMPOTENCY_KEY_TTL_HOURS", _T.INT, 24, "How long gateway idempotency keys live."),
         # Rate limiting
         _s("RATE_LIMIT_DEFAULT", _T.STR, "100/minute", "Default limit per client on every route."),
@@ -70,6 +74,7 @@ SETTINGS: dict[str, SettingSpec] = {
         # Callbacks and documents
         _s("CALLBACK_MAX_ATTEMPTS", _T.INT, 10, "Delivery attempts before a callback fails."),
         _s("CALLBACK_TIMEOUT_SECONDS", _T.INT, 10, "Timeout of one callback request."),
+        _s("CALLBACK_RETRY_SCHEDULE_SECONDS", _T.JSON, None, "Waits between callback tries."),
         _s("RECEIPT_MAX_BYTES", _T.INT, 10 * 1024 * 1024, "Largest receipt upload accepted."),
         # Fraud (thresholds are fiat amounts; an empty threshold disables its rule)
         _s("FRAUD_CHECKS_ENABLED", _T.BOOL, True, "Master switch of the fraud checks."),

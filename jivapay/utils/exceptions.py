@@ -162,3 +162,15 @@ class ServiceUnavailable(JivaPayException):
     status_code = 503
     code = "service_unavailable"
     title = "Service unavailable"
+
+
+class FileTooLarge(JivaPayException):
+    status_code = 413
+    code = "file_too_large"
+    title = "File too large"
+
+
+class UnsupportedFileType(JivaPayException):
+    status_code = 415
+    code = "unsupported_file_type"
+    title = "Unsupported file type"

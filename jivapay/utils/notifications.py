@@ -109,3 +109,19 @@ def report_critical_error(
                 sentry_sdk.capture_message(context_message, level="error")
     except Exception:  # noqa: S110 - reporting must never break the caller
         pass
+
+
+def notify_alert(message: str, **context: Any) -> None:
+    """Raise an operator alert (warning level: logged, and a Sentry message); never raises."""
+    try:
+        safe = scrub(context)
+        log.warning("alert", message=mask_card_numbers(message), **safe)
+        if not _initialised:
+            return
+        import sentry_sdk
+
+        with sentry_sdk.new_scope() as scope:
+            scope.set_context("jivapay", {"message": message, **safe})
+            sentry_sdk.capture_message(mask_card_numbers(message), level="warning")
+    except Exception:  # noqa: S110 - alerting must never break the caller
+        pass

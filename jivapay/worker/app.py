@@ -14,7 +14,11 @@ from typing import Any
 from celery import Celery
 from celery.signals import beat_init, setup_logging, worker_init, worker_process_init
 
-TASK_MODULES = ["jivapay.worker.tasks"]
+TASK_MODULES = [
+    "jivapay.worker.tasks",
+    "jivapay.worker.callback_tasks",
+    "jivapay.worker.reference_tasks",
+]
 # Without REDIS_URL Celery would fall back to AMQP and fail with a confusing error; point at the
 # conventional local Redis instead.
 FALLBACK_BROKER_URL = "redis://127.0.0.1:6379/0"

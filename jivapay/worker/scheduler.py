@@ -13,8 +13,12 @@ process per deployment (`jivapay beat`); workers scale out freely.
 - `maintenance.prune_turnover` (1 h): turnover buckets no limit window can reach;
 - `gateway.cleanup_idempotency_keys` (1 h): expired gateway idempotency keys;
 - `maintenance.reconcile` (daily): balances against their history and open holds (reports, never
-  corrects).
-Due merchant callbacks join with the callbacks issue.
+  corrects);
+- `callbacks.sweep_due` (15 s): pending merchant callbacks that are due (long retry waits, lost
+  messages, attempts a crashed worker left leased);
+- `reference.refresh_rates` (15 s tick): refreshes exchange rates from `EXCHANGE_RATE_SOURCE_URL`
+  when `RATE_REFRESH_INTERVAL_SECONDS` passed since the last run (the interval is a run-time
+  setting, so the task decides, not the schedule).
 """
 
 from __future__ import annotations
@@ -37,4 +41,6 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
     "maintenance-prune-turnover": _every("maintenance.prune_turnover", 3600.0),
     "gateway-cleanup-idempotency-keys": _every("gateway.cleanup_idempotency_keys", 3600.0),
     "maintenance-reconcile": _every("maintenance.reconcile", 86400.0),
+    "callbacks-sweep-due": _every("callbacks.sweep_due", 15.0),
+    "reference-refresh-rates": _every("reference.refresh_rates", 15.0),
 }

@@ -106,13 +106,18 @@ def test_cancel_and_dispute(client, db, world) -> None:  # type: ignore[no-untyp
     assert r.status_code == 422
 
 
-def test_payout_beneficiary_number_shown_to_assigned_trader_while_open(client, db, world) -> None:  # type: ignore[no-untyped-def]
+def test_payout_beneficiary_number_shown_to_assigned_trader_while_open(
+    client, db, world, s3_endpoint
+) -> None:  # type: ignore[no-untyped-def]
     ref, store, mine, _ = world
     res = process_incoming_order(make_incoming(db, store, ref, order_type=OrderType.PAYOUT).id)
     public_id = db.get(OrderHistory, res.order_id).public_id
     view = client.get(f"/trader/orders/{public_id}", headers=_auth(mine)).json()
     assert view["beneficiary"]["number"] == "4111111111111111"
-    client.post(f"/trader/orders/{public_id}/confirm", headers=_auth(mine))
+    # A PayOut is confirmed with the receipt of the transfer (tests/api/test_receipts.py).
+    receipt = {"receipt": ("sent.pdf", b"%PDF-1.4 transfer receipt", "application/pdf")}
+    r = client.post(f"/trader/orders/{public_id}/confirm", headers=_auth(mine), files=receipt)
+    assert r.status_code == 200 and r.json()["status"] == "completed"
     view = client.get(f"/trader/orders/{public_id}", headers=_auth(mine)).json()
     assert (
         view["beneficiary"]["number"] is None

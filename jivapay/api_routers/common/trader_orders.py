@@ -6,15 +6,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 
+from jivapay.api_routers import uploads
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
 from jivapay.enums import OrderStatus, OrderType
 from jivapay.schemas.common import Page
 from jivapay.schemas.orders import OrderRead, ReasonBody, TransitionRead, WorkState, WorkSwitch
 from jivapay.security import Principal
-from jivapay.services import order_queries, trader_service
+from jivapay.services import document_service, order_queries, trader_service
 from jivapay.services import order_status_manager as osm
+from jivapay.services.document_service import FileUpload
 
 router = APIRouter(prefix="/trader", tags=["trader orders"])
 
@@ -53,10 +55,23 @@ def get_my_order(order_id: str, session: DbSession, principal: CurrentPrincipal)
     return order_queries.get_order(session, principal=principal, public_id=order_id)
 
 
-@router.post("/orders/{order_id}/confirm", response_model=TransitionRead)
-def confirm(order_id: str, session: DbSession, principal: CurrentPrincipal) -> TransitionRead:
-    """Confirm the money arrived (PayIn) or was sent (PayOut): the order completes."""
-    return _result(osm.confirm_by_trader(session, public_id=order_id, actor=_actor(principal)))
+@router.post(
+    "/orders/{order_id}/confirm",
+    response_model=TransitionRead,
+    openapi_extra=uploads.RECEIPT_OPENAPI,
+)
+def confirm(
+    order_id: str,
+    session: DbSession,
+    principal: CurrentPrincipal,
+    receipt: Annotated[FileUpload | None, Depends(uploads.receipt_upload)],
+) -> TransitionRead:
+    """Confirm the money arrived (PayIn) or was sent (PayOut, multipart `receipt` required)."""
+    return _result(
+        document_service.confirm_with_receipt(
+            session, public_id=order_id, actor=_actor(principal), receipt=receipt
+        )
+    )
 
 
 @router.post("/orders/{order_id}/cancel", response_model=TransitionRead)
@@ -69,13 +84,26 @@ def cancel(
     )
 
 
-@router.post("/orders/{order_id}/dispute", response_model=TransitionRead)
+@router.post(
+    "/orders/{order_id}/dispute",
+    response_model=TransitionRead,
+    openapi_extra=uploads.reason_and_evidence_openapi("#/components/schemas/ReasonBody"),
+)
 def dispute(
-    order_id: str, body: ReasonBody, session: DbSession, principal: CurrentPrincipal
+    order_id: str,
+    session: DbSession,
+    principal: CurrentPrincipal,
+    body: Annotated[uploads.ReasonAndFiles, Depends(uploads.reason_and_evidence(ReasonBody))],
 ) -> TransitionRead:
-    """Open a dispute on a pending or paid order."""
+    """Open a dispute: JSON `{reason}`, or multipart `reason` plus up to 5 `evidence` files."""
     return _result(
-        osm.open_dispute(session, public_id=order_id, actor=_actor(principal), reason=body.reason)
+        document_service.dispute_with_evidence(
+            session,
+            public_id=order_id,
+            actor=_actor(principal),
+            reason=body.reason,
+            evidence=body.files,
+        )
     )
 
 

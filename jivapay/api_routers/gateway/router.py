@@ -20,6 +20,7 @@ from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
+from jivapay.api_routers import uploads
 from jivapay.api_routers.deps import CurrentStore, DbSession
 from jivapay.enums import OrderType
 from jivapay.middleware.rate_limiting import KeyKind, rate_limit
@@ -34,6 +35,7 @@ from jivapay.schemas.gateway import (
 )
 from jivapay.security import StorePrincipal, signed_path
 from jivapay.services import gateway_service, idempotency
+from jivapay.services.document_service import FileUpload
 from jivapay.services.gateway_service import IntakeResult
 
 
@@ -72,10 +74,12 @@ def _idempotency_key(
 
 
 RawBody = Annotated[bytes, Depends(_raw_body)]
+ReceiptUpload = Annotated[FileUpload | None, Depends(uploads.receipt_upload)]
 IdempotencyKeyHeader = Annotated[str, Depends(_idempotency_key)]
 _INIT_LIMIT = [Depends(rate_limit("RATE_LIMIT_GATEWAY_INIT", key=KeyKind.STORE))]
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"description": "problem+json"} for code in (400, 401, 403, 404, 409, 422, 429, 503)
+    code: {"description": "problem+json"}
+    for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503)
 }
 
 
@@ -180,10 +184,12 @@ def payout_status(store: CurrentStore, session: DbSession, order_id: str) -> Any
     response_model=PayerConfirmRead,
     responses=_PROBLEMS,
     summary="The payer confirms the payment (no store credentials: the order id is the capability)",
+    openapi_extra=uploads.RECEIPT_OPENAPI,
 )
-def payer_confirm(session: DbSession, order_id: str) -> Any:
+def payer_confirm(session: DbSession, order_id: str, receipt: ReceiptUpload) -> Any:
+    """Multipart `receipt` (JPEG/PNG/PDF) attached; required when the store says so."""
     return PayerConfirmRead.model_validate(
-        gateway_service.confirm_by_payer(session, public_id=order_id)
+        gateway_service.confirm_by_payer(session, public_id=order_id, receipt=receipt)
     )
 
 
@@ -200,15 +206,27 @@ def cancel_order(
     return OrderStatusRead.model_validate(view)
 
 
-@router.post("/orders/{order_id}/dispute", response_model=OrderStatusRead, responses=_PROBLEMS)
+@router.post(
+    "/orders/{order_id}/dispute",
+    response_model=OrderStatusRead,
+    responses=_PROBLEMS,
+    openapi_extra=uploads.reason_and_evidence_openapi("#/components/schemas/OrderActionRequest"),
+)
 def dispute_order(
     store: CurrentStore,
     session: DbSession,
     order_id: str,
-    data: OrderActionRequest | None = None,
+    data: Annotated[
+        uploads.ReasonAndFiles, Depends(uploads.reason_and_evidence(OrderActionRequest))
+    ],
 ) -> Any:
+    """JSON `{reason}`, or multipart with a `reason` field and up to 5 `evidence` files."""
     view = gateway_service.dispute_by_store(
-        session, store_id=store.store_id, public_id=order_id, reason=data.reason if data else None
+        session,
+        store_id=store.store_id,
+        public_id=order_id,
+        reason=data.reason,
+        evidence=data.files,
     )
     return OrderStatusRead.model_validate(view)
 

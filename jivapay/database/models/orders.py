@@ -59,6 +59,20 @@ class IncomingOrder(Base):
             postgresql_where=text("status IN ('new', 'retrying')"),
         ),
         Index("ix_incoming_orders_store_created", "store_id", "created_at"),
+        # Fraud velocity counted in the database when Redis is down (fraud_detector).
+        Index(
+            "ix_incoming_orders_customer_created",
+            "store_id",
+            "customer_id",
+            "created_at",
+            postgresql_where=text("customer_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_incoming_orders_ip_created",
+            "customer_ip",
+            "created_at",
+            postgresql_where=text("customer_ip IS NOT NULL"),
+        ),
     )
 
     id: Mapped[IntPK]

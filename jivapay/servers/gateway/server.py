@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.gateway.callbacks import router as callbacks_router
 from jivapay.api_routers.gateway.payer_page import payer_router
 from jivapay.api_routers.gateway.router import router as gateway_router
 from jivapay.servers.app_factory import ServerName, build_app
 
-ROUTERS: list[APIRouter] = [gateway_router, payer_router]
+ROUTERS: list[APIRouter] = [gateway_router, callbacks_router, payer_router]
 
 app = build_app(ServerName.GATEWAY, routers=ROUTERS)

@@ -1,0 +1,55 @@
+"""Gateway routes of merchant callback deliveries (store credentials, domain.md §7):
+`GET /gateway/callbacks` lists the store's deliveries with their attempts (filters `order_id`,
+`status`; `limit`/`offset`), `POST /gateway/callbacks/{delivery_id}/resend` queues one again now
+(and re-enables the store's callbacks if a 410 had disabled them). Another store's delivery is 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from jivapay.api_routers.deps import CurrentStore, DbSession, PageParams
+from jivapay.enums import CallbackStatus
+from jivapay.schemas.callbacks import CallbackDeliveryPage, CallbackDeliveryRead
+from jivapay.services import callback_service
+
+router = APIRouter(prefix="/gateway/callbacks", tags=["gateway", "callbacks"])
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    code: {"description": "problem+json"} for code in (401, 403, 404, 422, 429, 503)
+}
+
+
+@router.get("", response_model=CallbackDeliveryPage, responses=_PROBLEMS)
+def list_callbacks(
+    store: CurrentStore,
+    session: DbSession,
+    page: PageParams,
+    order_id: Annotated[
+        str | None, Query(max_length=40, description="The order's public id")
+    ] = None,
+    status: CallbackStatus | None = None,
+) -> Any:
+    result = callback_service.list_deliveries(
+        session,
+        store_id=store.store_id,
+        order_public_id=order_id,
+        status=status,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return CallbackDeliveryPage.model_validate(result)
+
+
+@router.post(
+    "/{delivery_id}/resend",
+    response_model=CallbackDeliveryRead,
+    responses=_PROBLEMS,
+    summary="Send a callback again now",
+)
+def resend_callback(store: CurrentStore, session: DbSession, delivery_id: int) -> Any:
+    view = callback_service.resend_delivery(
+        session, store_id=store.store_id, delivery_id=delivery_id
+    )
+    return CallbackDeliveryRead.model_validate(view)

@@ -1,0 +1,184 @@
+"""One merchant callback request on the wire: the URL's safety check, the POST, and what came back.
+
+Callback URLs are chosen by merchants, so a request could otherwise reach the platform's own
+network (SSRF). Unless `CALLBACK_ALLOW_PRIVATE_NETWORKS` is set, every address the host resolves to
+must be public (not private, loopback, link-local, multicast, reserved or unspecified), and the
+check runs inside the connection itself: the socket connects to the very address that was checked,
+so a DNS answer that changes between a check and the connect (DNS rebinding) cannot slip through.
+No proxy from the environment is used and redirects are never followed (a 3xx is a failure).
+
+Nothing here touches the database; `callback_service` decides what a result means.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpcore
+import httpx
+
+EXCERPT_BYTES = 1024
+MAX_ERROR_CHARS = 500
+# Most specific first: Python also counts loopback, link-local and reserved ranges as private.
+_REFUSED_KINDS = ("loopback", "link_local", "multicast", "unspecified", "reserved", "private")
+
+
+class UnsafeCallbackURL(Exception):
+    """The callback URL resolves to an address the platform refuses to call."""
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What one attempt produced: an HTTP answer, or an error before or instead of one."""
+
+    status_code: int | None
+    duration_ms: int
+    error: str | None = None
+    response_excerpt: str | None = None
+    retry_after: str | None = None
+    # True when retrying cannot help (a malformed URL or a scheme other than http/https).
+    permanent: bool = False
+
+    @property
+    def delivered(self) -> bool:
+        return self.error is None and self.status_code is not None and 200 <= self.status_code < 300
+
+
+def _refusal(address: str) -> str | None:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    for kind in _REFUSED_KINDS:
+        if getattr(ip, f"is_{kind}"):
+            return kind.replace("_", "-")
+    return None if ip.is_global else "non-public"
+
+
+def public_addresses(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to, or `UnsafeCallbackURL` if any of them is not public."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise httpcore.ConnectError(f"cannot resolve host {host!r}: {exc}") from exc
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    for address in addresses:
+        kind = _refusal(address)
+        if kind is not None:
+            raise UnsafeCallbackURL(
+                f"callback URL refused: host {host!r} resolves to {address}, a {kind} address "
+                "(only public addresses are called unless CALLBACK_ALLOW_PRIVATE_NETWORKS is set)"
+            )
+    return addresses
+
+
+class _PublicOnlyBackend(httpcore.SyncBackend):
+    """Connects only to checked public addresses (the check and the connect use the same IP)."""
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        last: Exception | None = None
+        for address in public_addresses(host, port):
+            try:
+                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+            except httpcore.ConnectError as exc:
+                last = exc
+        raise last or httpcore.ConnectError(f"no address for host {host!r}")
+
+
+class _GuardedTransport(httpx.HTTPTransport):
+    def __init__(self) -> None:
+        super().__init__(trust_env=False)
+        # httpx exposes no hook for the network backend; its pool is the same httpcore pool,
+        # built here with the guarded backend (TLS still verifies the URL's host name).
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(trust_env=False),
+            network_backend=_PublicOnlyBackend(),
+        )
+
+
+def url_problem(url: str) -> str | None:
+    """Why `url` can never be called (scheme, host), or None when it is well formed."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return "callback URL is malformed"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "callback URL must use http or https"
+    if not parts.hostname:
+        return "callback URL has no host"
+    return None
+
+
+def _read_excerpt(response: httpx.Response) -> str:
+    data = b""
+    # Raw bytes: a compressed answer is never inflated, so a small body cannot become a large one.
+    for chunk in response.iter_raw():
+        data += chunk
+        if len(data) >= EXCERPT_BYTES:
+            break
+    # PostgreSQL text cannot hold NUL characters.
+    return data[:EXCERPT_BYTES].decode("utf-8", errors="replace").replace("\x00", "\ufffd")
+
+
+def _error_text(exc: Exception) -> str:
+    text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return text[:MAX_ERROR_CHARS]
+
+
+def send(
+    url: str,
+    *,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    allow_private: bool,
+) -> SendResult:
+    """POST `body` to `url` once (no redirects, no proxy) and describe what happened."""
+    problem = url_problem(url)
+    if problem is not None:
+        return SendResult(status_code=None, duration_ms=0, error=problem, permanent=True)
+    transport = httpx.HTTPTransport(trust_env=False) if allow_private else _GuardedTransport()
+    started = time.monotonic()
+    status: int | None = None
+    excerpt: str | None = None
+    retry_after: str | None = None
+    error: str | None = None
+    try:
+        with (
+            httpx.Client(
+                transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
+            ) as client,
+            client.stream("POST", url, content=body, headers=headers) as response,
+        ):
+            status = response.status_code
+            retry_after = response.headers.get("retry-after")
+            excerpt = _read_excerpt(response)
+    except UnsafeCallbackURL as exc:
+        error = str(exc)
+    except httpx.TimeoutException as exc:
+        error = f"timed out after {timeout:g} s ({type(exc).__name__})"
+    except httpx.HTTPError as exc:
+        error = _error_text(exc)
+    duration_ms = int((time.monotonic() - started) * 1000)
+    if error is None and status is not None and 300 <= status < 400:
+        error = f"redirect not followed: the endpoint answered {status}"
+    return SendResult(
+        status_code=status,
+        duration_ms=duration_ms,
+        error=error,
+        response_excerpt=excerpt,
+        retry_after=retry_after,
+    )

@@ -1,0 +1,415 @@
+"""Receipts and dispute evidence (domain.md §3 `uploaded_documents`): checking an upload, storing it
+in S3, recording it, attaching it to an order transition, and handing out short-lived read URLs.
+
+Checks, before anything is written: not empty, at most `RECEIPT_MAX_BYTES` (413 `file_too_large`),
+and a JPEG, PNG or PDF by the file's own first bytes (415 `unsupported_file_type`); the type and name
+a client declares are ignored. Keys are `receipts/{order_public_id}/{uuid4}.{ext}`, never derived
+from the client's file name.
+
+Order of operations, so that a failure changes nothing:
+
+1. validate every file (no network, no lock);
+2. upload to S3 (no row lock is held during the call; an S3 failure is a 502/503 and the request's
+   transaction rolls back, so the order keeps its status);
+3. the state transition (locks the order row) and the `uploaded_documents` rows, in the request's
+   transaction.
+
+An uploaded object is registered on the session; if that session's transaction then rolls back or
+is closed without a commit, the object is deleted (best effort, logged). Objects orphaned anyway (the
+process died between upload and commit, or the delete failed) are private and unreferenced: they
+cost storage only, and a sweep may delete `receipts/` objects older than a day that no
+`uploaded_documents` row names. A repeated transition that already happened stores nothing: its
+files are discarded.
+
+Who may read a document: whoever may see its order (`query_filters.orders_visible_to`: the assigned
+trader, the owning merchant, a teamlead for the team, staff with `orders:view:all`), the owning
+store by API key, and the payer, through the order's public id, for the payer's own receipts only.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import IO
+
+import structlog
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, SessionTransaction
+
+from jivapay.database.models import OrderHistory, UploadedDocument
+from jivapay.enums import DocumentKind, OrderType
+from jivapay.security import Principal, StorePrincipal
+from jivapay.services import order_status_manager as osm
+from jivapay.services.audit_logger import log_event
+from jivapay.utils import s3_client
+from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.exceptions import (
+    FileTooLarge,
+    JivaPayException,
+    NotFound,
+    UnsupportedFileType,
+    ValidationFailed,
+)
+from jivapay.utils.query_filters import orders_visible_to
+
+log = structlog.get_logger(__name__)
+
+KEY_PREFIX = "receipts"
+URL_TTL_SECONDS = 300
+MAX_FILES_PER_REQUEST = 5
+_STAGED_KEYS = "jivapay_staged_s3_keys"
+
+# (leading bytes, content type, extension): the only formats accepted.
+_SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
+    (b"\xff\xd8\xff", "image/jpeg", "jpg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png", "png"),
+    (b"%PDF-", "application/pdf", "pdf"),
+)
+
+
+@dataclass(frozen=True)
+class FileUpload:
+    """A file as a request carried it (the client's declared content type is not kept)."""
+
+    data: bytes
+    filename: str | None = None
+
+
+@dataclass(frozen=True)
+class StagedUpload:
+    """A file already in S3 whose row is not written yet."""
+
+    kind: DocumentKind
+    key: str
+    content_type: str
+    size: int
+    sha256: str
+    filename: str | None
+
+
+@dataclass(frozen=True)
+class DocumentView:
+    id: int
+    kind: DocumentKind
+    url: str | None
+    content_type: str
+    size: int
+    sha256: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class PayerCapability:
+    """The anonymous payer, who proves nothing but knowing the order's public id."""
+
+    public_id: str
+
+
+Viewer = Principal | StorePrincipal | PayerCapability
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def max_upload_bytes() -> int:
+    """The largest file accepted (`RECEIPT_MAX_BYTES`)."""
+    return int(get_typed_config_value("RECEIPT_MAX_BYTES"))
+
+
+def detect_file_type(data: bytes) -> tuple[str, str]:
+    """(content type, extension) of a JPEG, PNG or PDF by its leading bytes; else 415."""
+    for magic, content_type, ext in _SIGNATURES:
+        if data.startswith(magic):
+            return content_type, ext
+    raise UnsupportedFileType("only JPEG, PNG and PDF files are accepted")
+
+
+def validate_upload(data: bytes, *, max_bytes: int | None = None) -> tuple[str, str]:
+    """Refuse an empty, oversize or unsupported file; returns (content type, extension)."""
+    limit = max_upload_bytes() if max_bytes is None else max_bytes
+    if not data:
+        raise ValidationFailed("the file is empty", code="empty_file")
+    if len(data) > limit:
+        raise FileTooLarge(f"the file is larger than {limit} bytes", extra={"max_bytes": limit})
+    return detect_file_type(data)
+
+
+def object_key(order_public_id: str, ext: str) -> str:
+    return f"{KEY_PREFIX}/{order_public_id}/{uuid.uuid4()}.{ext}"
+
+
+def _read(upload: bytes | IO[bytes] | FileUpload) -> bytes:
+    if isinstance(upload, FileUpload):
+        return upload.data
+    return upload if isinstance(upload, bytes) else upload.read()
+
+
+# --------------------------------------------------------------------------- cleanup of uncommitted uploads
+
+
+@event.listens_for(Session, "after_commit")
+def _keep_committed_uploads(session: Session) -> None:
+    # after_commit also fires when a savepoint is released: only the outermost commit keeps them.
+    if not session.in_nested_transaction():
+        session.info.pop(_STAGED_KEYS, None)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _delete_uncommitted_uploads(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is not None:
+        return
+    for key in session.info.pop(_STAGED_KEYS, None) or ():
+        _delete_quietly(key)
+
+
+def _delete_quietly(key: str) -> None:
+    try:
+        s3_client.delete_file(key)
+        log.info("upload_discarded", key=key)
+    except JivaPayException as exc:
+        log.warning("upload_orphaned", key=key, error=exc.message)
+
+
+# --------------------------------------------------------------------------- storing
+
+
+def stage_upload(
+    session: Session,
+    *,
+    order: OrderHistory,
+    kind: DocumentKind,
+    upload: bytes | IO[bytes] | FileUpload,
+    filename: str | None = None,
+) -> StagedUpload:
+    """Validate and upload one file; deleted again unless `session` commits. Hold no row lock."""
+    data = _read(upload)
+    content_type, ext = validate_upload(data)
+    key = object_key(order.public_id, ext)
+    result = s3_client.upload_file(data, key, content_type=content_type)
+    session.info.setdefault(_STAGED_KEYS, []).append(key)
+    if filename is None and isinstance(upload, FileUpload):
+        filename = upload.filename
+    return StagedUpload(kind, key, content_type, result.size, result.sha256, filename)
+
+
+def record_upload(
+    session: Session, *, order: OrderHistory, staged: StagedUpload, uploaded_by_user_id: int | None
+) -> UploadedDocument:
+    """Write the `uploaded_documents` row of a staged file (flushes)."""
+    row = UploadedDocument(
+        order_id=order.id,
+        uploaded_by_user_id=uploaded_by_user_id,
+        kind=staged.kind.value,
+        s3_key=staged.key,
+        content_type=staged.content_type,
+        size_bytes=staged.size,
+        sha256=staged.sha256,
+    )
+    session.add(row)
+    session.flush()
+    log_event(
+        session,
+        action="document.uploaded",
+        user_id=uploaded_by_user_id,
+        target_entity="order",
+        target_id=order.public_id,
+        details={
+            "document_id": row.id,
+            "kind": staged.kind.value,
+            "content_type": staged.content_type,
+            "size": staged.size,
+            "sha256": staged.sha256,
+            "filename": (staged.filename or "")[:200] or None,
+        },
+    )
+    return row
+
+
+def discard_upload(session: Session, *, staged: StagedUpload) -> None:
+    """Delete a staged file that will not be recorded."""
+    keys: list[str] = session.info.get(_STAGED_KEYS, [])
+    if staged.key in keys:
+        keys.remove(staged.key)
+    _delete_quietly(staged.key)
+
+
+def store_document(
+    session: Session,
+    *,
+    order: OrderHistory,
+    kind: DocumentKind,
+    upload: bytes | IO[bytes] | FileUpload,
+    filename: str | None = None,
+    uploaded_by_user_id: int | None,
+) -> UploadedDocument:
+    """Validate, upload and record one document of `order` (call without holding its row lock)."""
+    staged = stage_upload(session, order=order, kind=kind, upload=upload, filename=filename)
+    return record_upload(
+        session, order=order, staged=staged, uploaded_by_user_id=uploaded_by_user_id
+    )
+
+
+# --------------------------------------------------------------------------- transitions with files
+
+
+def _find_order(session: Session, public_id: str) -> OrderHistory:
+    order = session.scalars(select(OrderHistory).where(OrderHistory.public_id == public_id)).first()
+    if order is None:
+        raise NotFound("order not found")
+    return order
+
+
+def transition_with_documents(
+    session: Session,
+    *,
+    public_id: str,
+    event: osm.OrderEvent,
+    actor: osm.Actor,
+    kind: DocumentKind,
+    uploads: Sequence[FileUpload],
+    required: bool = False,
+    reason: str | None = None,
+) -> osm.TransitionResult:
+    """Apply `event` with files attached: check, upload, then transition and record in one go."""
+    order = _find_order(session, public_id)
+    if not osm.check_transition(order, event=event, actor=actor):
+        # Already happened: answer the current state, store nothing.
+        return osm.transition(session, public_id=public_id, event=event, actor=actor)
+    if required and not uploads:
+        raise ValidationFailed("a receipt file is required", code="receipt_required")
+    if len(uploads) > MAX_FILES_PER_REQUEST:
+        raise ValidationFailed(
+            f"at most {MAX_FILES_PER_REQUEST} files per request", code="too_many_files"
+        )
+    limit = max_upload_bytes()
+    for upload in uploads:  # every file is checked before the first one is uploaded
+        validate_upload(upload.data, max_bytes=limit)
+    staged = [stage_upload(session, order=order, kind=kind, upload=u) for u in uploads]
+    result = osm.transition(session, public_id=public_id, event=event, actor=actor, reason=reason)
+    if not result.changed:  # a concurrent request did it between our check and the lock
+        for item in staged:
+            discard_upload(session, staged=item)
+        return result
+    for item in staged:
+        record_upload(session, order=order, staged=item, uploaded_by_user_id=actor.user_id)
+    return result
+
+
+def confirm_with_receipt(
+    session: Session, *, public_id: str, actor: osm.Actor, receipt: FileUpload | None
+) -> osm.TransitionResult:
+    """Trader (or staff) confirmation; a PayOut needs the receipt of the transfer sent."""
+    order = _find_order(session, public_id)
+    return transition_with_documents(
+        session,
+        public_id=public_id,
+        event=osm.OrderEvent.CONFIRM,
+        actor=actor,
+        kind=DocumentKind.TRADER_RECEIPT,
+        uploads=[receipt] if receipt else [],
+        required=order.order_type == OrderType.PAYOUT,
+    )
+
+
+def payer_confirm_with_receipt(
+    session: Session, *, public_id: str, receipt: FileUpload | None, required: bool
+) -> osm.TransitionResult:
+    """The payer's PayIn confirmation with the receipt the store may require."""
+    return transition_with_documents(
+        session,
+        public_id=public_id,
+        event=osm.OrderEvent.PAYER_CONFIRM,
+        actor=osm.PAYER,
+        kind=DocumentKind.CLIENT_RECEIPT,
+        uploads=[receipt] if receipt else [],
+        required=required,
+    )
+
+
+def dispute_with_evidence(
+    session: Session,
+    *,
+    public_id: str,
+    actor: osm.Actor,
+    reason: str | None,
+    evidence: Sequence[FileUpload] = (),
+) -> osm.TransitionResult:
+    """Open a dispute, attaching optional evidence files."""
+    return transition_with_documents(
+        session,
+        public_id=public_id,
+        event=osm.OrderEvent.DISPUTE,
+        actor=actor,
+        kind=DocumentKind.DISPUTE_EVIDENCE,
+        uploads=evidence,
+        reason=reason,
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _signed(key: str) -> str | None:
+    try:
+        return s3_client.presigned_url(key, expires_seconds=URL_TTL_SECONDS)
+    except JivaPayException as exc:  # a view must still render when storage is misconfigured
+        log.warning("document_url_unavailable", key=key, error=exc.message)
+        return None
+
+
+def _view(row: UploadedDocument) -> DocumentView:
+    return DocumentView(
+        id=row.id,
+        kind=DocumentKind(row.kind),
+        url=_signed(row.s3_key),
+        content_type=row.content_type,
+        size=row.size_bytes,
+        sha256=row.sha256,
+        created_at=row.created_at,
+    )
+
+
+def views_by_order(session: Session, *, order_ids: Sequence[int]) -> dict[int, list[DocumentView]]:
+    """The documents of each order, oldest first, with fresh presigned URLs (one query)."""
+    if not order_ids:
+        return {}
+    rows = session.scalars(
+        select(UploadedDocument)
+        .where(UploadedDocument.order_id.in_(set(order_ids)))
+        .order_by(UploadedDocument.created_at, UploadedDocument.id)
+    ).all()
+    views: dict[int, list[DocumentView]] = {}
+    for row in rows:
+        assert row.order_id is not None
+        views.setdefault(row.order_id, []).append(_view(row))
+    return views
+
+
+def document_views(session: Session, *, order_id: int) -> list[DocumentView]:
+    """The documents of one order with fresh presigned URLs."""
+    return views_by_order(session, order_ids=[order_id]).get(order_id, [])
+
+
+def _may_read(session: Session, viewer: Viewer, doc: UploadedDocument) -> bool:
+    if doc.order_id is None:
+        return False
+    stmt = select(OrderHistory.id).where(OrderHistory.id == doc.order_id)
+    if isinstance(viewer, PayerCapability):
+        if doc.kind != DocumentKind.CLIENT_RECEIPT:
+            return False
+        stmt = stmt.where(OrderHistory.public_id == viewer.public_id)
+    elif isinstance(viewer, StorePrincipal):
+        stmt = stmt.where(OrderHistory.store_id == viewer.store_id)
+    else:
+        stmt = stmt.where(orders_visible_to(viewer))
+    return session.scalar(stmt) is not None
+
+
+def document_url(session: Session, *, document_id: int, viewer: Viewer) -> str:
+    """A short-lived download URL of a document `viewer` may read; anything else is 404."""
+    doc = session.get(UploadedDocument, document_id)
+    if doc is None or not _may_read(session, viewer, doc):
+        raise NotFound("document not found")
+    return s3_client.presigned_url(doc.s3_key, expires_seconds=URL_TTL_SECONDS)

@@ -1,0 +1,60 @@
+"""Celery tasks of merchant callbacks: `callbacks.deliver` (one attempt) and `callbacks.sweep_due`.
+
+Thin, like every task here: an id in, one service call (`callback_service.deliver_callback`, which
+owns its transactions). A failed attempt with a short wait re-sends itself with that countdown;
+longer waits are left to the sweeper (beat, every 15 s), so no message sits in the broker for
+hours. Duplicate or early messages are harmless: an attempt starts only for a pending, due,
+unleased delivery.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from jivapay.worker.app import celery_app
+
+log = structlog.get_logger(__name__)
+
+# Waits up to this long ride on a countdown message; longer ones are found by the sweeper.
+SELF_SCHEDULE_MAX_SECONDS = 300.0
+# The sweeper leaves alone deliveries that became due only just now: their message is on its way.
+SWEEP_GRACE_SECONDS = 10.0
+
+
+@celery_app.task(name="callbacks.deliver", acks_late=True)
+def deliver_callback_task(delivery_id: int) -> dict[str, Any]:
+    """Make one attempt at delivery `delivery_id`; schedule the next one if it is due soon."""
+    from jivapay.enums import CallbackStatus
+    from jivapay.services.callback_service import deliver_callback
+
+    outcome = deliver_callback(delivery_id)
+    if outcome.status == CallbackStatus.PENDING and outcome.next_attempt_at is not None:
+        delay = max((outcome.next_attempt_at - datetime.now(UTC)).total_seconds(), 0.0)
+        if delay <= SELF_SCHEDULE_MAX_SECONDS:
+            deliver_callback_task.apply_async(args=[delivery_id], countdown=delay)
+    return {
+        "delivery_id": delivery_id,
+        "status": outcome.status,
+        "attempt": outcome.attempt,
+        "status_code": outcome.status_code,
+    }
+
+
+@celery_app.task(name="callbacks.sweep_due")
+def sweep_due_callbacks() -> int:
+    """Enqueue pending deliveries that are due (lost messages, crashed attempts, long waits)."""
+    from jivapay.database.utils import get_db_session
+    from jivapay.services.callback_service import due_delivery_ids
+
+    with get_db_session() as session:
+        ids = due_delivery_ids(
+            session, now=datetime.now(UTC) - timedelta(seconds=SWEEP_GRACE_SECONDS)
+        )
+    for delivery_id in ids:
+        deliver_callback_task.apply_async(args=[delivery_id])
+    if ids:
+        log.info("callbacks_requeued", count=len(ids))
+    return len(ids)
