@@ -249,7 +249,11 @@ def _print_admin(report: Any) -> None:
             )
         )
     else:
-        console.print(f"super admin: {report.admin_email} (password set earlier)")
+        # Either JIVAPAY_ADMIN_PASSWORD set it, or it was generated and shown on an earlier run.
+        console.print(
+            f"super admin: {report.admin_email} "
+            "(password from JIVAPAY_ADMIN_PASSWORD, or the one shown when it was generated)"
+        )
 
 
 @app.command()

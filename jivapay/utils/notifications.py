@@ -24,7 +24,8 @@ SENSITIVE_KEY_RE = re.compile(
 # Last four digits are what the product displays anyway; keeping them makes reports useful.
 SAFE_KEY_RE = re.compile(r"last_?4$", re.IGNORECASE)
 # 12-19 digits, optionally grouped by spaces or dashes: card and account numbers.
-CARD_NUMBER_RE = re.compile(r"(?<![\d.])(?:\d[ -]?){8,15}(\d{4})(?![\d.])")
+# Not inside a longer token (hex ids, decimals): no letter, digit or "digit." right before or after.
+CARD_NUMBER_RE = re.compile(r"(?<!\w)(?<!\d\.)(?:\d[ -]?){8,15}(\d{4})(?!\w|\.\d)")
 FILTERED = "[Filtered]"
 
 _initialised = False

@@ -127,3 +127,14 @@ def test_init_sentry_is_off_without_dsn(monkeypatch: pytest.MonkeyPatch):
         assert notifications.init_sentry("test") is False
     finally:
         reset_settings_cache()
+
+
+def test_card_masking_leaves_ids_and_durations_alone() -> None:
+    from jivapay.utils.notifications import mask_card_numbers
+
+    assert mask_card_numbers("request 8fdd4de71d3640b123456789242c613") == (
+        "request 8fdd4de71d3640b123456789242c613"
+    )
+    assert mask_card_numbers("succeeded in 0.123456789012345s") == "succeeded in 0.123456789012345s"
+    assert mask_card_numbers("pay to 4276380012345678.") == "pay to ****5678."
+    assert mask_card_numbers("card 4111-1111-1111-1111 ok") == "card ****1111 ok"
