@@ -127,6 +127,9 @@ def pending_after_commit(session: Session) -> list[str]:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
+    # SQLAlchemy also fires after_commit when a SAVEPOINT is released; only the real commit counts.
+    if session.in_nested_transaction():
+        return
     queue = session.info.pop(_AFTER_COMMIT_KEY, None)
     if not queue:
         return
@@ -142,6 +145,10 @@ def _run_after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _drop_after_rollback(session: Session) -> None:
+    # A rolled-back SAVEPOINT keeps the outer transaction alive: its queued side effects stay
+    # (tasks are idempotent and re-read the database, so one queued inside it is harmless).
+    if session.in_nested_transaction():
+        return
     session.info.pop(_AFTER_COMMIT_KEY, None)
 
 

@@ -146,3 +146,18 @@ def test_lock_by_ids_blocks_a_second_transaction(committed_db, unique) -> None: 
     t.start()
     t.join(10)
     assert outcome == {"locked": True}
+
+
+def test_released_savepoint_does_not_send_early(db, unique) -> None:  # type: ignore[no-untyped-def]
+    task = RecordingTask()
+    enqueue_after_commit(db, task, 7)
+    with db.begin_nested():
+        db.add(RoleModel(name=f"s{unique}"))
+    assert task.sent == []  # a SAVEPOINT release is not the commit
+    try:
+        with db.begin_nested():
+            raise ValueError("inner failure")
+    except ValueError:
+        pass
+    db.commit()
+    assert task.sent == [{"args": [7]}]
