@@ -25,7 +25,9 @@ sys.path.insert(0, str(ROOT))
 def base_url() -> str:
     url = os.environ.get("DATABASE_URL")
     if not url:
-        raise SystemExit("set DATABASE_URL to a PostgreSQL server (the benchmark creates its own database)")
+        raise SystemExit(
+            "set DATABASE_URL to a PostgreSQL server (the benchmark creates its own database)"
+        )
     return url
 
 
@@ -65,7 +67,11 @@ def percentiles(samples: Sequence[float]) -> dict[str, float]:
     if not samples:
         return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
     ordered = sorted(samples)
-    q = statistics.quantiles(ordered, n=100, method="inclusive") if len(ordered) > 1 else ordered * 99
+    q = (
+        statistics.quantiles(ordered, n=100, method="inclusive")
+        if len(ordered) > 1
+        else ordered * 99
+    )
     return {
         "p50": q[49] * 1000,
         "p90": q[89] * 1000,

@@ -89,7 +89,9 @@ def _bare_requests(count: int) -> list[dict[str, object]]:
 def _serve(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--workers", "1", "--no-access-log", "--log-level", "warning"]
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
 
 
 def _load(url: str, requests: list[dict[str, object]], concurrency: int) -> dict[str, object]:
@@ -132,18 +134,37 @@ def main() -> None:
         gw_port, bare_port = free_port(), free_port()
         servers = [
             _serve("jivapay.servers.gateway.server:app", gw_port, env),
-            _serve("bare_app:app", bare_port, {**env, "PYTHONPATH": f"{ROOT / 'bench'}{os.pathsep}{ROOT}"}),
+            _serve(
+                "bare_app:app",
+                bare_port,
+                {**env, "PYTHONPATH": f"{ROOT / 'bench'}{os.pathsep}{ROOT}"},
+            ),
         ]
         try:
             wait_http(f"http://127.0.0.1:{gw_port}/health")
             wait_http(f"http://127.0.0.1:{bare_port}/docs")
-            print(f"intake benchmark: {args.requests} requests, concurrency {args.concurrency}, 1 uvicorn process each")
+            print(
+                f"intake benchmark: {args.requests} requests, concurrency {args.concurrency}, 1 uvicorn process each"
+            )
             _load(f"http://127.0.0.1:{bare_port}", _bare_requests(args.warmup), args.concurrency)
-            bare = _report("bare insert", _load(f"http://127.0.0.1:{bare_port}", _bare_requests(args.requests), args.concurrency))
-            _load(f"http://127.0.0.1:{gw_port}", _payin_requests(public, private, fiat, args.warmup), args.concurrency)
+            bare = _report(
+                "bare insert",
+                _load(
+                    f"http://127.0.0.1:{bare_port}", _bare_requests(args.requests), args.concurrency
+                ),
+            )
+            _load(
+                f"http://127.0.0.1:{gw_port}",
+                _payin_requests(public, private, fiat, args.warmup),
+                args.concurrency,
+            )
             gateway = _report(
                 "payin/init",
-                _load(f"http://127.0.0.1:{gw_port}", _payin_requests(public, private, fiat, args.requests), args.concurrency),
+                _load(
+                    f"http://127.0.0.1:{gw_port}",
+                    _payin_requests(public, private, fiat, args.requests),
+                    args.concurrency,
+                ),
             )
             print(f"ratio payin/init / bare = {gateway / bare:.2f} (target >= 0.60)")
         finally:

@@ -25,7 +25,9 @@ async def _run(url: str, requests: list[dict[str, object]], concurrency: int) ->
                 item = queue.get_nowait()
                 started = time.perf_counter()
                 r = await client.post(
-                    str(item["path"]), content=str(item["body"]).encode(), headers=item["headers"]  # type: ignore[arg-type]
+                    str(item["path"]),
+                    content=str(item["body"]).encode(),
+                    headers=item["headers"],  # type: ignore[arg-type]
                 )
                 latencies.append(time.perf_counter() - started)
                 statuses[r.status_code] = statuses.get(r.status_code, 0) + 1

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     REDIS_URL: str | None = None
     CELERY_BROKER_URL: str | None = None
     CELERY_RESULT_BACKEND: str | None = None
+    # The queue tasks are sent to and workers consume by default (one deployment per queue).
+    CELERY_TASK_QUEUE: str = "celery"
 
     SENTRY_DSN: str | None = None
     SENTRY_TRACES_SAMPLE_RATE: float = 0.0

@@ -154,6 +154,10 @@ def committed_db(services: dict[str, str]) -> Iterator[sessionmaker[Session]]:
         with get_engine().begin() as conn:
             _truncate_all(conn)
         config_loader.invalidate_cache()
+        # Ids restart after the truncate: cached reference rows of this test must not leak.
+        from jivapay.services import reference_data
+
+        reference_data.clear_cache()
 
 
 @pytest.fixture
@@ -203,6 +207,8 @@ def celery_worker(services: dict[str, str], unique: str, tmp_path):  # type: ign
         "DATABASE_URL": services["database_url"],
         "CELERY_BROKER_URL": celery_app.conf.broker_url,
         "CELERY_RESULT_BACKEND": celery_app.conf.result_backend,
+        # Tasks the worker sends itself (retries, callbacks) stay on this test's queue too.
+        "CELERY_TASK_QUEUE": queue,
         "LOG_LEVEL": "INFO",
     }
     procs: list[subprocess.Popen[bytes]] = []

@@ -123,7 +123,8 @@ def parse_source(body: bytes) -> tuple[list[SourceRate], list[str]]:
 def _safe_url(url: str) -> str:
     # The query string may carry the provider's API key: logs and alerts get the rest only.
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def fetch_source(url: str, *, timeout: float) -> tuple[list[SourceRate], list[str]]:
@@ -154,8 +155,10 @@ def apply_rates(
     session: Session, *, rates: list[SourceRate], now: datetime
 ) -> tuple[list[str], list[str]]:
     """Upsert the source's rates (`source = http`); returns (updated pairs, rejected reasons)."""
-    cryptos = dict(session.execute(select(CryptoCurrency.code, CryptoCurrency.id)).tuples())
-    fiats = dict(session.execute(select(FiatCurrency.code, FiatCurrency.id)).tuples())
+    cryptos = {
+        code: id_ for code, id_ in session.execute(select(CryptoCurrency.code, CryptoCurrency.id))
+    }
+    fiats = {code: id_ for code, id_ in session.execute(select(FiatCurrency.code, FiatCurrency.id))}
     updated: list[str] = []
     rejected: list[str] = []
     for rate in rates:

@@ -33,6 +33,7 @@ def celery_config() -> dict[str, Any]:
     return {
         "broker_url": settings.celery_broker_url or FALLBACK_BROKER_URL,
         "result_backend": settings.celery_result_backend or FALLBACK_BROKER_URL,
+        "task_default_queue": settings.CELERY_TASK_QUEUE,
         "task_serializer": "json",
         "result_serializer": "json",
         "accept_content": ["json"],

@@ -24,8 +24,8 @@ SELF_SCHEDULE_MAX_SECONDS = 300.0
 SWEEP_GRACE_SECONDS = 10.0
 
 
-@celery_app.task(name="callbacks.deliver", acks_late=True)
-def deliver_callback_task(delivery_id: int) -> dict[str, Any]:
+@celery_app.task(name="callbacks.deliver", bind=True, acks_late=True, max_retries=None)
+def deliver_callback_task(self: Any, delivery_id: int) -> dict[str, Any]:
     """Make one attempt at delivery `delivery_id`; schedule the next one if it is due soon."""
     from jivapay.enums import CallbackStatus
     from jivapay.services.callback_service import deliver_callback
@@ -34,7 +34,8 @@ def deliver_callback_task(delivery_id: int) -> dict[str, Any]:
     if outcome.status == CallbackStatus.PENDING and outcome.next_attempt_at is not None:
         delay = max((outcome.next_attempt_at - datetime.now(UTC)).total_seconds(), 0.0)
         if delay <= SELF_SCHEDULE_MAX_SECONDS:
-            deliver_callback_task.apply_async(args=[delivery_id], countdown=delay)
+            # `retry` re-sends to the queue the message came from; the database counts attempts.
+            raise self.retry(countdown=delay, max_retries=None)
     return {
         "delivery_id": delivery_id,
         "status": outcome.status,

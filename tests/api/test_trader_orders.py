@@ -108,7 +108,7 @@ def test_cancel_and_dispute(client, db, world) -> None:  # type: ignore[no-untyp
 
 def test_payout_beneficiary_number_shown_to_assigned_trader_while_open(
     client, db, world, s3_endpoint
-) -> None:  # type: ignore[no-untyped-def]
+) -> None:
     ref, store, mine, _ = world
     res = process_incoming_order(make_incoming(db, store, ref, order_type=OrderType.PAYOUT).id)
     public_id = db.get(OrderHistory, res.order_id).public_id

@@ -136,7 +136,7 @@ def test_payin_end_to_end(stack) -> None:  # type: ignore[no-untyped-def]
         assert reconcile(session) == []
 
 
-def test_payout_end_to_end(stack) -> None:  # type: ignore[no-untyped-def]
+def test_payout_end_to_end(stack, s3_endpoint) -> None:  # type: ignore[no-untyped-def]
     world, ids, gateway, trader_api, auth = stack
     payload = {
         "merchant_order_id": "payout-1",
@@ -169,7 +169,9 @@ def test_payout_end_to_end(stack) -> None:  # type: ignore[no-untyped-def]
     assert _one(BalanceStore, store_id=ids["store"]).frozen == D("10.25")
 
     _wait_status(gateway, world, f"/gateway/payout/status/{order_id}", "pending")
-    r = trader_api.post(f"/trader/orders/{order_id}/confirm", headers=auth)
+    # A PayOut is confirmed with the receipt of the transfer sent (stored in S3).
+    receipt = {"receipt": ("sent.pdf", b"%PDF-1.4 transfer receipt", "application/pdf")}
+    r = trader_api.post(f"/trader/orders/{order_id}/confirm", headers=auth, files=receipt)
     assert r.status_code == 200 and r.json()["status"] == "completed"
 
     store = _one(BalanceStore, store_id=ids["store"])

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 
-def count_orders(redis_url: str, prefix: str, orders: list[str], counters: dict[str, str]) -> list[int]:
+def count_orders(
+    redis_url: str, prefix: str, orders: list[str], counters: dict[str, str]
+) -> list[int]:
     """Count each order once via the production Lua script; the store counts it got back."""
     from jivapay.services.fraud_detector import count_in_redis
     from jivapay.utils.redis_client import get_redis

@@ -1,5 +1,5 @@
 """Merchant callbacks against a real local HTTP receiver (http.server on 127.0.0.1 in a thread):
-signature (checked by an independent Standard Webhooks implementation below), retries and their
+signature (checked by an independent Standard Webhooks implementation in tests/callback_receiver.py), retries and their
 schedule, Retry-After, 410, redirects, refused private addresses, attempt rows, the sweeper's query,
 concurrent attempts, secret rotation, and `jivapay verify-callback`.
 
@@ -13,14 +13,10 @@ import base64
 import hashlib
 import hmac
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,94 +25,23 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from jivapay.config import get_settings
-from jivapay.database.models import (
-    CallbackDelivery,
-    CallbackDeliveryAttempt,
-    IncomingOrder,
-    MerchantStore,
-)
+from jivapay.database.models import CallbackDelivery, CallbackDeliveryAttempt, MerchantStore
 from jivapay.database.utils import atomic_transaction
 from jivapay.enums import CallbackStatus
 from jivapay.security import generate_callback_secret
 from jivapay.services import callback_sender, callback_service, webhook_signing
 from jivapay.services.callback_sender import SendResult
 from jivapay.services.callback_service import deliver_callback
-from jivapay.services.order_events import record_status_change
 from jivapay.utils.config_loader import set_config_value
-from tests.factories import StoreWorld, make_incoming, make_reference, make_store
+from tests.callback_receiver import (
+    Receiver,
+    free_port,
+    make_world,
+    new_delivery,
+    verify_standard_webhook,
+)
 
-# --------------------------------------------------------------------------- the receiver
-
-
-@dataclass
-class Received:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-
-@dataclass
-class Receiver:
-    """A real HTTP server on 127.0.0.1 answering from `script` (then `default`), recording requests."""
-
-    port: int = 0
-    script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
-    default: tuple[int, dict[str, str], bytes] = (200, {}, b"ok")
-    requests: list[Received] = field(default_factory=list)
-    _server: ThreadingHTTPServer | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/jivapay"
-
-    def start(self) -> Receiver:
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver._lock:
-                    receiver.requests.append(
-                        Received(
-                            self.path,
-                            {k.lower(): v for k, v in self.headers.items()},
-                            body,
-                            time.time(),
-                        )
-                    )
-                    status, headers, answer = (
-                        receiver.script.pop(0) if receiver.script else receiver.default
-                    )
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(answer)))
-                self.end_headers()
-                self.wfile.write(answer)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self.port = self._server.server_address[1]
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-
-def free_port() -> int:
-    """A port nothing listens on (the receiver is 'down' there until started)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+# --------------------------------------------------------------------------- builders
 
 
 @pytest.fixture
@@ -124,53 +49,6 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver().start()
     yield r
     r.stop()
-
-
-def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """An independent Standard Webhooks check (what a merchant writes), not the module under test."""
-    msg_id = headers["webhook-id"]
-    ts = headers["webhook-timestamp"]
-    if abs(time.time() - int(ts)) > 300:
-        return False
-    key = base64.b64decode(secret.split("_", 1)[1])
-    signed = msg_id.encode() + b"." + ts.encode() + b"." + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    return any(
-        part.startswith("v1,") and hmac.compare_digest(part[3:], expected)
-        for part in headers["webhook-signature"].split(" ")
-    )
-
-
-# --------------------------------------------------------------------------- builders
-
-
-@dataclass
-class World:
-    store_world: StoreWorld
-    secret: str
-    incoming: IncomingOrder
-
-    @property
-    def store(self) -> MerchantStore:
-        return self.store_world.store
-
-
-def make_world(db: Session, url: str | None) -> World:
-    ref = make_reference(db)
-    secret = generate_callback_secret()
-    sw = make_store(db, ref, callback_url=url)
-    sw.store.callback_secret = secret
-    db.flush()
-    incoming = make_incoming(db, sw, ref, amount_fiat=Decimal("1500.00"))
-    return World(sw, secret, incoming)
-
-
-def new_delivery(db: Session, world: World, status: str = "failed") -> CallbackDelivery:
-    delivery = record_status_change(
-        db, incoming=world.incoming, order=None, status=status, previous="new"
-    )
-    db.flush()
-    return delivery
 
 
 def reload(db: Session, delivery: CallbackDelivery) -> CallbackDelivery:
@@ -193,7 +71,9 @@ def due(delivery: CallbackDelivery) -> datetime:
 # --------------------------------------------------------------------------- delivery
 
 
-def test_delivered_on_200_with_valid_signature_and_exact_payload(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_delivered_on_200_with_valid_signature_and_exact_payload(
+    db: Session, receiver: Receiver
+) -> None:
     world = make_world(db, receiver.url)
     delivery = new_delivery(db, world)
     assert delivery.status == "pending"
@@ -226,7 +106,7 @@ def test_delivered_on_200_with_valid_signature_and_exact_payload(db, receiver) -
     assert len(receiver.requests) == 1
 
 
-def test_500_then_200_is_delivered_with_two_attempt_rows(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_500_then_200_is_delivered_with_two_attempt_rows(db: Session, receiver: Receiver) -> None:
     receiver.script = [(500, {}, b"boom" * 400)]
     world = make_world(db, receiver.url)
     delivery = new_delivery(db, world)
@@ -250,7 +130,7 @@ def test_500_then_200_is_delivered_with_two_attempt_rows(db, receiver) -> None: 
     assert reload(db, delivery).attempt_count == 2
 
 
-def test_receiver_down_then_up_is_delivered_with_attempts_recorded(db) -> None:  # type: ignore[no-untyped-def]
+def test_receiver_down_then_up_is_delivered_with_attempts_recorded(db: Session) -> None:
     down = Receiver(port=free_port())
     world = make_world(db, down.url)
     delivery = new_delivery(db, world)
@@ -276,7 +156,7 @@ def test_receiver_down_then_up_is_delivered_with_attempts_recorded(db) -> None: 
     assert all("ConnectError" in (a.error or "") for a in rows[:2])
 
 
-def test_retry_after_is_honoured(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_retry_after_is_honoured(db: Session, receiver: Receiver) -> None:
     receiver.script = [
         (503, {"Retry-After": "3600"}, b"later"),
         (429, {"Retry-After": "999999"}, b"much later"),
@@ -301,7 +181,9 @@ def test_retry_after_is_honoured(db, receiver) -> None:  # type: ignore[no-untyp
     assert 30 * 0.85 <= delay <= 30 * 1.15
 
 
-def test_410_disables_the_store_and_later_deliveries_are_not_sent(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_410_disables_the_store_and_later_deliveries_are_not_sent(
+    db: Session, receiver: Receiver
+) -> None:
     receiver.script = [(410, {}, b"gone")]
     world = make_world(db, receiver.url)
     first = new_delivery(db, world, "failed")
@@ -324,7 +206,9 @@ def test_410_disables_the_store_and_later_deliveries_are_not_sent(db, receiver) 
     assert page.callbacks_disabled_reason == store.callbacks_disabled_reason
 
 
-def test_a_delivery_due_after_the_store_was_disabled_is_not_sent(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_a_delivery_due_after_the_store_was_disabled_is_not_sent(
+    db: Session, receiver: Receiver
+) -> None:
     world = make_world(db, receiver.url)
     delivery = new_delivery(db, world)
     world.store.callbacks_disabled_at = datetime.now(UTC)
@@ -333,7 +217,7 @@ def test_a_delivery_due_after_the_store_was_disabled_is_not_sent(db, receiver) -
     assert receiver.requests == []
 
 
-def test_redirect_is_not_followed_and_counts_as_failure(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_redirect_is_not_followed_and_counts_as_failure(db: Session, receiver: Receiver) -> None:
     receiver.script = [(302, {"Location": f"http://127.0.0.1:{receiver.port}/elsewhere"}, b"")]
     world = make_world(db, receiver.url)
     delivery = new_delivery(db, world)
@@ -346,8 +230,8 @@ def test_redirect_is_not_followed_and_counts_as_failure(db, receiver) -> None:  
 
 @pytest.mark.parametrize(("host", "kind"), [("127.0.0.1", "loopback"), ("10.0.0.1", "private")])
 def test_private_address_is_refused_before_connecting(
-    db, receiver, monkeypatch, host, kind
-) -> None:  # type: ignore[no-untyped-def]
+    db: Session, receiver: Receiver, monkeypatch: pytest.MonkeyPatch, host: str, kind: str
+) -> None:
     monkeypatch.setattr(get_settings(), "CALLBACK_ALLOW_PRIVATE_NETWORKS", False)
     world = make_world(db, f"http://{host}:{receiver.port}/hooks/jivapay")
     delivery = new_delivery(db, world)
@@ -375,7 +259,7 @@ def test_private_address_is_refused_before_connecting(
         ("fe80::1", "link-local"),
         ("224.0.0.1", "multicast"),
         ("240.0.0.1", "reserved"),
-        ("0.0.0.0", "unspecified"),  # noqa: S104 - classified, never bound
+        ("0.0.0.0", "unspecified"),
         ("100.64.0.1", "non-public"),
         ("93.184.216.34", None),
         ("2606:4700::1111", None),
@@ -386,7 +270,7 @@ def test_address_classification(address: str, refused: str | None) -> None:
     assert callback_sender._refusal(address) == refused
 
 
-def test_malformed_url_fails_at_once(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_malformed_url_fails_at_once(db: Session, receiver: Receiver) -> None:
     world = make_world(db, "ftp://127.0.0.1/hook")
     delivery = new_delivery(db, world)
     outcome = deliver_callback(delivery.id)
@@ -394,7 +278,7 @@ def test_malformed_url_fails_at_once(db, receiver) -> None:  # type: ignore[no-u
     assert receiver.requests == []
 
 
-def test_attempts_run_out_and_the_delivery_fails(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_attempts_run_out_and_the_delivery_fails(db: Session, receiver: Receiver) -> None:
     receiver.default = (500, {}, b"down")
     set_config_value(db, "CALLBACK_MAX_ATTEMPTS", 3)
     world = make_world(db, receiver.url)
@@ -409,7 +293,7 @@ def test_attempts_run_out_and_the_delivery_fails(db, receiver) -> None:  # type:
     assert len(attempts(db, delivery)) == 3 and len(receiver.requests) == 3
 
 
-def test_schedule_setting_overrides_the_default(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_schedule_setting_overrides_the_default(db: Session, receiver: Receiver) -> None:
     set_config_value(db, "CALLBACK_RETRY_SCHEDULE_SECONDS", [100, 200])
     assert callback_service.retry_schedule(db) == (100.0, 200.0)
     receiver.default = (500, {}, b"")
@@ -427,7 +311,9 @@ def test_schedule_setting_overrides_the_default(db, receiver) -> None:  # type: 
     assert callback_service.retry_schedule(db) == callback_service.DEFAULT_RETRY_SCHEDULE_SECONDS
 
 
-def test_claim_leases_the_delivery_and_the_sweeper_finds_only_due_ones(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_claim_leases_the_delivery_and_the_sweeper_finds_only_due_ones(
+    db: Session, receiver: Receiver
+) -> None:
     world = make_world(db, receiver.url)
     delivery = new_delivery(db, world)
     now = due(delivery)
@@ -447,7 +333,9 @@ def test_claim_leases_the_delivery_and_the_sweeper_finds_only_due_ones(db, recei
     assert reload(db, delivery).attempt_count == 2 and len(receiver.requests) == 1
 
 
-def test_a_delivered_delivery_is_not_overwritten_by_a_late_failed_attempt(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_a_delivered_delivery_is_not_overwritten_by_a_late_failed_attempt(
+    db: Session, receiver: Receiver
+) -> None:
     world = make_world(db, receiver.url)
     delivery = new_delivery(db, world)
     now = due(delivery)
@@ -472,7 +360,7 @@ def test_a_delivered_delivery_is_not_overwritten_by_a_late_failed_attempt(db, re
     assert sorted(a.status_code or 0 for a in attempts(db, delivery)) == [200, 500]
 
 
-def test_rotated_secret_signs_the_next_attempt(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_rotated_secret_signs_the_next_attempt(db: Session, receiver: Receiver) -> None:
     world = make_world(db, receiver.url)
     delivery = new_delivery(db, world)
     new_secret = callback_service.rotate_callback_secret(db, store_id=world.store.id)
@@ -484,7 +372,7 @@ def test_rotated_secret_signs_the_next_attempt(db, receiver) -> None:  # type: i
     assert not verify_standard_webhook(world.secret, req.headers, req.body)
 
 
-def test_list_and_resend_services(db, receiver) -> None:  # type: ignore[no-untyped-def]
+def test_list_and_resend_services(db: Session, receiver: Receiver) -> None:
     receiver.script = [(500, {}, b"no")]
     world = make_world(db, receiver.url)
     other = make_world(db, receiver.url)
@@ -544,7 +432,7 @@ def test_signing_matches_the_specification() -> None:
         webhook_signing.secret_key("whsec_***")
 
 
-def test_verify_callback_command(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_verify_callback_command(tmp_path: Path) -> None:
     from jivapay.cli import app
 
     secret = generate_callback_secret()
@@ -560,3 +448,15 @@ def test_verify_callback_command(tmp_path) -> None:  # type: ignore[no-untyped-d
     assert from_stdin.exit_code == 0
     bad = runner.invoke(app, [*args, "--signature", sig], input=body + b" ")
     assert bad.exit_code == 1 and "invalid" in bad.output
+
+
+def test_beat_sweeps_due_callbacks_and_the_tasks_are_registered() -> None:
+    import jivapay.worker.callback_tasks  # noqa: F401 - what the worker imports from TASK_MODULES
+    from jivapay.worker.app import TASK_MODULES, celery_app
+    from jivapay.worker.scheduler import BEAT_SCHEDULE
+
+    assert "jivapay.worker.callback_tasks" in TASK_MODULES
+
+    entry = BEAT_SCHEDULE["callbacks-sweep-due"]
+    assert entry["task"] == "callbacks.sweep_due" and entry["schedule"] == 15.0
+    assert {"callbacks.deliver", "callbacks.sweep_due"} <= set(celery_app.tasks)

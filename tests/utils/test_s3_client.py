@@ -67,9 +67,9 @@ def test_objects_are_private_and_urls_are_signed_and_short_lived(s3_endpoint: st
     assert anonymous.status_code == 403
     assert PDF not in anonymous.content
 
-    grants = s3_client.get_client().get_object_acl(
-        Bucket=get_settings().S3_BUCKET_NAME, Key=key
-    )["Grants"]
+    grants = s3_client.get_client().get_object_acl(Bucket=get_settings().S3_BUCKET_NAME, Key=key)[
+        "Grants"
+    ]
     public = [g for g in grants if g["Grantee"].get("Type") == "Group"]
     assert public == [] and [g["Permission"] for g in grants] == ["FULL_CONTROL"]
 

@@ -2,7 +2,7 @@
 PayIn is open, the bank, method, full card number and holder to pay to, with a confirm button.
 
 The public id in the URL is the capability, so the page is never cached, indexed or leaked in a
-Referer header. Receipt upload arrives with the documents issue.
+Referer header. The receipt is sent as multipart `receipt` with the confirmation.
 """
 
 from __future__ import annotations
@@ -48,10 +48,15 @@ _DETAILS = """<dl>
 <dt>Holder</dt><dd>{holder}</dd>
 <dt>Pay before</dt><dd>{deadline}</dd>
 </dl>
+<p><label>Receipt (JPEG, PNG or PDF)
+<input type="file" id="receipt" accept="image/jpeg,image/png,application/pdf"></label></p>
 <button id="confirm">I have paid</button>
 <script>
 document.getElementById("confirm").onclick = async () => {{
-  const r = await fetch("/gateway/payin/confirm/{order_id}", {{method: "POST"}});
+  const form = new FormData();
+  const file = document.getElementById("receipt").files[0];
+  if (file) form.append("receipt", file);
+  const r = await fetch("/gateway/payin/confirm/{order_id}", {{method: "POST", body: form}});
   const body = await r.json();
   document.getElementById("status").textContent = body.status || body.detail || r.status;
 }};

@@ -131,9 +131,7 @@ class BalanceStoreHistory(_HistoryColumns, Base):
     balance_store_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("balance_stores.id"))
     amount: Mapped[Decimal] = mapped_column(CRYPTO)
     # Change of `frozen` (freeze +, release and completion -); `amount` is the change of `balance`.
-    frozen_delta: Mapped[Decimal] = mapped_column(
-        CRYPTO, default=Decimal("0"), server_default="0"
-    )
+    frozen_delta: Mapped[Decimal] = mapped_column(CRYPTO, default=Decimal("0"), server_default="0")
     balance_after: Mapped[Decimal] = mapped_column(CRYPTO)
     frozen_after: Mapped[Decimal] = mapped_column(CRYPTO)
 
@@ -148,9 +146,7 @@ class BalanceTraderCryptoHistory(_HistoryColumns, Base):
     balance_trader_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("balance_traders.id"))
     amount: Mapped[Decimal] = mapped_column(CRYPTO)
     # Change of `frozen` (freeze +, release and completion -); `amount` is the change of `balance`.
-    frozen_delta: Mapped[Decimal] = mapped_column(
-        CRYPTO, default=Decimal("0"), server_default="0"
-    )
+    frozen_delta: Mapped[Decimal] = mapped_column(CRYPTO, default=Decimal("0"), server_default="0")
     balance_after: Mapped[Decimal] = mapped_column(CRYPTO)
     frozen_after: Mapped[Decimal] = mapped_column(CRYPTO)
 
