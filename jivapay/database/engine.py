@@ -8,8 +8,10 @@ so every session a test opens, in any layer, rolls back with it.
 from __future__ import annotations
 
 import threading
+from typing import Any
 
-from sqlalchemy import Engine, create_engine
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from jivapay.config import get_settings
@@ -40,10 +42,25 @@ def make_engine(url: str | None = None, **kwargs: object) -> Engine:
         "pool_pre_ping": True,
         "pool_size": settings.DB_POOL_SIZE,
         "max_overflow": settings.DB_MAX_OVERFLOW,
-        "future": True,
+        # See _reset_on_return: roll back only connections that are inside a transaction.
+        "pool_reset_on_return": None,
     }
     options.update(kwargs)
-    return create_engine(normalize_database_url(url), **options)
+    engine = create_engine(normalize_database_url(url), **options)
+    if options["pool_reset_on_return"] is None:
+        event.listen(engine, "reset", _reset_on_return)
+    return engine
+
+
+def _reset_on_return(dbapi_connection: Any, record: Any, state: Any) -> None:
+    """Roll back a returned connection only if a transaction is still open.
+
+    The pool's default resets every returned connection with ROLLBACK, and psycopg drops its
+    prepared statements on every ROLLBACK; after a commit there is nothing to undo, so skipping it
+    keeps hot statements (the requisite selector above all) prepared instead of re-planned.
+    """
+    if dbapi_connection.info.transaction_status != TransactionStatus.IDLE:
+        dbapi_connection.rollback()
 
 
 def get_engine() -> Engine:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
@@ -377,32 +378,56 @@ def _lock_trader(session: Session, trader_id: int, crypto_currency_id: int) -> B
 
 def _freeze(
     session: Session,
-    row: BalanceStore | BalanceTrader,
+    model: type[BalanceStore] | type[BalanceTrader],
+    owner: dict[str, int],
     *,
     amount: Decimal,
     incoming_order_id: int,
     order_id: int | None,
 ) -> None:
+    """Raise `frozen` by `amount` if the available balance covers it, and write the history row.
+
+    One guarded UPDATE does the check and the change under the row lock it takes, so a hold costs
+    two statements on the hot paths (intake, assignment) instead of lock-then-read-then-write.
+    """
     if amount <= 0:
         raise ValidationFailed("a hold must be positive")
-    available = row.balance - row.frozen
-    if available < amount:
+    conditions = [getattr(model, column) == value for column, value in owner.items()]
+    changed = session.execute(
+        update(model)
+        .where(*conditions, model.balance - model.frozen >= amount)
+        .values(frozen=model.frozen + amount)
+        .returning(model.id, model.balance, model.frozen)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if changed is None:
+        current = session.execute(select(model.balance - model.frozen).where(*conditions)).scalar()
+        available = current if current is not None else Decimal(0)
         raise InsufficientBalance(
             f"available balance {available} does not cover {amount}",
             extra={"available": str(available), "requested": str(amount)},
         )
-    row.frozen += amount
-    session.add(
-        _order_history_row(
-            row,
-            operation=BalanceOperation.FREEZE,
-            amount=Decimal(0),
-            frozen_delta=amount,
-            incoming_order_id=incoming_order_id,
-            order_id=order_id,
+    balance_id, balance, frozen = changed
+    history = BalanceStoreHistory if model is BalanceStore else BalanceTraderCryptoHistory
+    account_column = "balance_store_id" if model is BalanceStore else "balance_trader_id"
+    session.execute(
+        insert(history).values(
+            {
+                account_column: balance_id,
+                "operation": BalanceOperation.FREEZE.value,
+                "amount": Decimal(0),
+                "frozen_delta": amount,
+                "balance_after": balance,
+                "frozen_after": frozen,
+                "incoming_order_id": incoming_order_id,
+                "order_id": order_id,
+            }
         )
     )
-    session.flush()
+    # Objects of this row already in the session now hold stale numbers: reload on next access.
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, model) and obj.id == balance_id:
+            session.expire(obj)
 
 
 def _release(
@@ -440,8 +465,14 @@ def freeze_store_hold(
     incoming_order_id: int,
 ) -> None:
     """Freeze a PayOut's `C + C*s` on the store's balance at intake (InsufficientBalance if short)."""
-    row = _lock_store(session, store_id, crypto_currency_id)
-    _freeze(session, row, amount=amount, incoming_order_id=incoming_order_id, order_id=None)
+    _freeze(
+        session,
+        BalanceStore,
+        {"store_id": store_id, "crypto_currency_id": crypto_currency_id},
+        amount=amount,
+        incoming_order_id=incoming_order_id,
+        order_id=None,
+    )
 
 
 def release_store_hold(
@@ -468,8 +499,14 @@ def freeze_trader_hold(
     order_id: int,
 ) -> None:
     """Freeze a PayIn's `C - C*t` on the trader's deposit at assignment."""
-    row = _lock_trader(session, trader_id, crypto_currency_id)
-    _freeze(session, row, amount=amount, incoming_order_id=incoming_order_id, order_id=order_id)
+    _freeze(
+        session,
+        BalanceTrader,
+        {"trader_id": trader_id, "crypto_currency_id": crypto_currency_id},
+        amount=amount,
+        incoming_order_id=incoming_order_id,
+        order_id=order_id,
+    )
 
 
 def release_trader_hold(

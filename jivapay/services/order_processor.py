@@ -22,11 +22,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 import structlog
-from sqlalchemy import select, text, update
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
-from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory, ReqTrader
+from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory
 from jivapay.database.utils import atomic_transaction
 from jivapay.enums import AuditLevel, IncomingOrderStatus, OrderStatus, OrderType
 from jivapay.money import calculate_commissions, payin_trader_hold
@@ -47,15 +47,26 @@ log = structlog.get_logger(__name__)
 
 _OPEN_INTAKE = (IncomingOrderStatus.NEW.value, IncomingOrderStatus.RETRYING.value)
 
-_BUMP_BUCKET = text(
-    "INSERT INTO requisite_turnover_buckets (requisite_id, bucket_start, amount_fiat) "
-    "VALUES (:rid, :bucket, :amount) ON CONFLICT (requisite_id, bucket_start) "
-    "DO UPDATE SET amount_fiat = requisite_turnover_buckets.amount_fiat + EXCLUDED.amount_fiat"
+# The requisite's counters in one round trip: last use (round-robin), open orders, and the
+# turnover of the order's minute bucket and trader-local day.
+_OPEN_SLOT = text(
+    """
+WITH req AS (
+    UPDATE req_traders SET last_used_at = :now, open_orders = open_orders + 1
+    WHERE id = :rid RETURNING id
+), bucket AS (
+    INSERT INTO requisite_turnover_buckets (requisite_id, bucket_start, amount_fiat)
+    VALUES (:rid, :bucket, :amount) ON CONFLICT (requisite_id, bucket_start)
+    DO UPDATE SET amount_fiat = requisite_turnover_buckets.amount_fiat + EXCLUDED.amount_fiat
+    RETURNING 1
+), day AS (
+    INSERT INTO requisite_daily_turnover (requisite_id, day, amount_fiat)
+    VALUES (:rid, :day, :amount) ON CONFLICT (requisite_id, day)
+    DO UPDATE SET amount_fiat = requisite_daily_turnover.amount_fiat + EXCLUDED.amount_fiat
+    RETURNING 1
 )
-_BUMP_DAY = text(
-    "INSERT INTO requisite_daily_turnover (requisite_id, day, amount_fiat) "
-    "VALUES (:rid, :day, :amount) ON CONFLICT (requisite_id, day) "
-    "DO UPDATE SET amount_fiat = requisite_daily_turnover.amount_fiat + EXCLUDED.amount_fiat"
+SELECT (SELECT count(*) FROM req) + (SELECT count(*) FROM bucket) + (SELECT count(*) FROM day)
+"""
 )
 
 
@@ -167,14 +178,18 @@ def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> Order
             incoming_order_id=incoming.id,
             order_id=order.id,
         )
-    session.execute(
-        update(ReqTrader)
-        .where(ReqTrader.id == chosen.requisite_id)
-        .values(last_used_at=now, open_orders=ReqTrader.open_orders + 1)
-    )
-    params = {"rid": chosen.requisite_id, "amount": incoming.amount_fiat}
-    session.execute(_BUMP_BUCKET, {**params, "bucket": chosen.turnover_bucket})
-    session.execute(_BUMP_DAY, {**params, "day": chosen.turnover_day})
+    touched = session.execute(
+        _OPEN_SLOT,
+        {
+            "rid": chosen.requisite_id,
+            "now": now,
+            "amount": incoming.amount_fiat,
+            "bucket": chosen.turnover_bucket,
+            "day": chosen.turnover_day,
+        },
+    ).scalar_one()
+    if touched != 3:
+        raise ConfigurationError(f"requisite {chosen.requisite_id} counters were not updated")
     previous = incoming.status
     incoming.status = IncomingOrderStatus.ASSIGNED.value
     incoming.failure_reason = None

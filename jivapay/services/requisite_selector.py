@@ -5,7 +5,10 @@ LOCKED`, so parallel workers take different requisites): active user, trader in 
 the teamlead, the direction allowed for trader and requisite, approved and not excluded, same fiat,
 the target method/bank when given, the amount within the requisite's and trader's static limits,
 fewer open orders than `max_concurrent_orders`, and for a PayIn a trader deposit that covers the hold.
-Candidates are ordered by `trafic_priority`, then `last_used_at` NULLS FIRST (round-robin).
+Candidates are ordered by the trader's priority (`trafic_priority`, mirrored on each requisite as
+`distribution_weight` so that the order is an index of `req_traders`: PostgreSQL walks it and stops at
+the first requisite that passes instead of sorting all of them), then `last_used_at` NULLS FIRST
+(round-robin).
 
 The dynamic limits are then checked on the locked candidate from counters kept current by the
 transactions that open and close orders (`requisite_turnover_buckets`, `requisite_daily_turnover`,
@@ -18,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import structlog
 from sqlalchemy import Row, TextClause, bindparam, text
@@ -60,7 +64,7 @@ WHERE r.status = 'approved' AND NOT r.is_excluded_from_distribution
   AND (s.max_concurrent_orders IS NULL OR r.open_orders < s.max_concurrent_orders)
   AND r.id <> ALL(:excluded)
   {deposit_filter}
-ORDER BY t.trafic_priority, r.last_used_at NULLS FIRST, r.id
+ORDER BY r.distribution_weight, r.last_used_at NULLS FIRST, r.id
 LIMIT 1
 FOR UPDATE OF r SKIP LOCKED
 """
@@ -90,17 +94,24 @@ def _candidate_statement(order_type: OrderType) -> TextClause:
 
 _STATEMENTS = {kind: _candidate_statement(kind) for kind in OrderType}
 
-_WINDOW_SUM = text(
-    "SELECT COALESCE(SUM(amount_fiat), 0) FROM requisite_turnover_buckets "
-    "WHERE requisite_id = :rid AND bucket_start > :since"
+# One round trip for every dynamic check of the locked candidate: turnover in the rolling window,
+# turnover today, and (PayIn) the trader's available deposit, whose row it locks for the freeze.
+_DYNAMIC_SQL = """
+SELECT
+  (SELECT COALESCE(SUM(amount_fiat), 0) FROM requisite_turnover_buckets
+    WHERE requisite_id = :rid AND bucket_start > :since) AS window_used,
+  (SELECT amount_fiat FROM requisite_daily_turnover
+    WHERE requisite_id = :rid AND day = :day) AS day_used,
+  {deposit} AS available
+"""
+_LOCKED_DEPOSIT = (
+    "(SELECT balance - frozen FROM balance_traders "
+    "WHERE trader_id = :tid AND crypto_currency_id = :cid FOR UPDATE)"
 )
-_LOCK_DEPOSIT = text(
-    "SELECT balance - frozen FROM balance_traders "
-    "WHERE trader_id = :tid AND crypto_currency_id = :cid FOR UPDATE"
-)
-_DAY_SUM = text(
-    "SELECT amount_fiat FROM requisite_daily_turnover WHERE requisite_id = :rid AND day = :day"
-)
+_DYNAMIC = {
+    OrderType.PAYIN: text(_DYNAMIC_SQL.format(deposit=_LOCKED_DEPOSIT)),
+    OrderType.PAYOUT: text(_DYNAMIC_SQL.format(deposit="NULL")),
+}
 
 
 @dataclass(frozen=True)
@@ -121,19 +132,41 @@ def turnover_slots(now: datetime, utc_offset_minutes: int) -> tuple[datetime, da
     return bucket, local_day
 
 
-def _fits_dynamic_limits(
-    session: Session, row: Row, amount_fiat: Decimal, bucket: datetime, day: date
+def _rejection(
+    session: Session,
+    row: Row[Any],
+    order: IncomingOrder,
+    hold: Decimal | None,
+    bucket: datetime,
+    day: date,
 ) -> str | None:
-    """Why the locked candidate cannot take `amount_fiat` now, or None if it can."""
-    if row.total_limit is not None and row.turnover_limit_minutes:
-        since = bucket - timedelta(minutes=int(row.turnover_limit_minutes))
-        used = session.execute(_WINDOW_SUM, {"rid": row.requisite_id, "since": since}).scalar_one()
-        if used + amount_fiat > row.total_limit:
-            return "window_turnover"
-    if row.turnover_day_max is not None:
-        used_today = session.execute(_DAY_SUM, {"rid": row.requisite_id, "day": day}).scalar()
-        if (used_today or Decimal(0)) + amount_fiat > row.turnover_day_max:
-            return "day_turnover"
+    """Why the locked candidate cannot take the order now, or None if it can."""
+    window = int(row.turnover_limit_minutes or 0)
+    used = session.execute(
+        _DYNAMIC[OrderType(order.order_type)],
+        {
+            "rid": row.requisite_id,
+            "since": bucket - timedelta(minutes=window),
+            "day": day,
+            "tid": row.trader_id,
+            "cid": order.crypto_currency_id,
+        },
+    ).one()
+    if (
+        row.total_limit is not None
+        and window
+        and used.window_used + order.amount_fiat > row.total_limit
+    ):
+        return "window_turnover"
+    if (
+        row.turnover_day_max is not None
+        and (used.day_used or 0) + order.amount_fiat > row.turnover_day_max
+    ):
+        return "day_turnover"
+    # Another requisite of the same trader may have taken deposit since the scan: checked under
+    # the balance row lock, which the freeze that follows keeps.
+    if hold is not None and (used.available is None or used.available < hold):
+        return "trader_deposit"
     return None
 
 
@@ -163,16 +196,10 @@ def find_suitable_requisite(
             missing_commission.append(row.trader_id)
             continue
         bucket, day = turnover_slots(now, row.utc_offset_minutes)
-        reason = _fits_dynamic_limits(session, row, order.amount_fiat, bucket, day)
-        if reason is None and order_type == OrderType.PAYIN:
-            # Another requisite of the same trader may have taken deposit since the scan: check
-            # under the balance lock, which the freeze that follows keeps.
-            available = session.execute(
-                _LOCK_DEPOSIT, {"tid": row.trader_id, "cid": order.crypto_currency_id}
-            ).scalar()
-            hold = payin_hold_for(order.amount_crypto, percent)
-            if available is None or available < hold:
-                reason = "trader_deposit"
+        hold = (
+            payin_hold_for(order.amount_crypto, percent) if order_type == OrderType.PAYIN else None
+        )
+        reason = _rejection(session, row, order, hold, bucket, day)
         if reason is not None:
             rejected[reason] = rejected.get(reason, 0) + 1
             continue

@@ -1,13 +1,15 @@
-"""Trader self-service: the in-work switch (the trader's own; the teamlead has a separate one)."""
+"""Trader settings: the trader's own in-work switch, and the traffic priority that staff set (kept
+in sync with each requisite's `distribution_weight`, which the selector orders by)."""
 
 from __future__ import annotations
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from jivapay.database.models import Trader
+from jivapay.database.models import ReqTrader, Trader
 from jivapay.security import Principal
 from jivapay.services.audit_logger import log_event
-from jivapay.utils.exceptions import NotFound
+from jivapay.utils.exceptions import NotFound, ValidationFailed
 
 
 def set_in_work(session: Session, *, principal: Principal, in_work: bool) -> bool:
@@ -27,3 +29,30 @@ def set_in_work(session: Session, *, principal: Principal, in_work: bool) -> boo
         )
         session.flush()
     return trader.in_work
+
+
+def set_traffic_priority(
+    session: Session, *, trader_id: int, priority: int, actor_user_id: int | None
+) -> None:
+    """Set a trader's priority (lower is preferred) and copy it onto every requisite of theirs."""
+    if priority < 0:
+        raise ValidationFailed("priority must not be negative")
+    trader = session.get(Trader, trader_id, with_for_update=True)
+    if trader is None:
+        raise NotFound("trader not found")
+    previous = trader.trafic_priority
+    trader.trafic_priority = priority
+    session.execute(
+        update(ReqTrader)
+        .where(ReqTrader.trader_id == trader_id)
+        .values(distribution_weight=priority)
+    )
+    log_event(
+        session,
+        action="trader.priority_changed",
+        user_id=actor_user_id,
+        target_entity="trader",
+        target_id=trader_id,
+        details={"from": previous, "to": priority},
+    )
+    session.flush()

@@ -170,40 +170,48 @@ def get_spec(key: str) -> SettingSpec:
         raise ValidationFailed(f"unknown setting {key!r}") from exc
 
 
-def _load(session: Session, spec: SettingSpec) -> Any:
-    from jivapay.database.models import ConfigurationSetting
-
-    row = session.execute(
-        select(ConfigurationSetting.value).where(ConfigurationSetting.key == spec.key)
-    ).first()
-    if row is None:
+def _typed(spec: SettingSpec, raw: str | None, present: bool) -> Any:
+    if not present:
         return spec.default
     try:
-        value = parse_value(spec, row[0])
+        value = parse_value(spec, raw)
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
-        log.warning("invalid_setting_value", key=spec.key, value=row[0], error=str(exc))
+        log.warning("invalid_setting_value", key=spec.key, value=raw, error=str(exc))
         return spec.default
     return spec.default if value is None else value
 
 
+def _load_all(session: Session) -> dict[str, Any]:
+    """Every declared setting, typed, from one query (hot paths read several settings in a row)."""
+    from jivapay.database.models import ConfigurationSetting
+
+    rows = session.execute(select(ConfigurationSetting.key, ConfigurationSetting.value))
+    stored = {key: value for key, value in rows}
+    return {key: _typed(spec, stored.get(key), key in stored) for key, spec in SETTINGS.items()}
+
+
 def get_typed_config_value(key: str, session: Session | None = None) -> Any:
     """The current value of setting `key`, typed as declared (cached for a few seconds)."""
-    spec = get_spec(key)
+    get_spec(key)
     now = time.monotonic()
     with _cache_lock:
         hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
     if session is not None:
-        value = _load(session, spec)
+        values = _load_all(session)
     else:
-        from jivapay.database.utils import get_db_session
+        from jivapay.database.utils import atomic_transaction
 
-        with get_db_session() as own:
-            value = _load(own, spec)
+        # Committed, not closed mid-transaction: a read-only commit is free, while the ROLLBACK
+        # of a close would also drop the connection's prepared statements (psycopg).
+        with atomic_transaction() as own:
+            values = _load_all(own)
+    expires = now + CACHE_SECONDS
     with _cache_lock:
-        _cache[key] = (now + CACHE_SECONDS, value)
-    return value
+        for name, value in values.items():
+            _cache[name] = (expires, value)
+    return values[key]
 
 
 def set_config_value(

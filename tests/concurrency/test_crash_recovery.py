@@ -26,10 +26,10 @@ from jivapay.services.reconciliation import reconcile
 from jivapay.services.sweepers import due_intake_orders
 from tests.concurrency.workload import (
     BROKER_PREFIX_ENV,
+    PROCESS_TASK,
     build_world,
     intake_status_counts,
     invariant_violations,
-    processing_task_name,
     set_settings,
 )
 
@@ -125,7 +125,10 @@ def test_killed_workers_lose_no_order(
     world = build_world(
         factory, small_orders=100, tight_orders=900, seed=4242, deposit_scale=D("0.5")
     )
-    task_name = processing_task_name()
+    from jivapay.worker.tasks import process_order
+
+    task_name = process_order.name
+    assert task_name == PROCESS_TASK
     prefix, queue = f"jivapay-crash-{unique}:", f"crash-{unique}"
     env = {
         **os.environ,

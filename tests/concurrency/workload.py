@@ -9,9 +9,8 @@
 - `invariant_violations`: every limit and counter recomputed from `order_history` with plain SQL,
   independently of the counters the engine keeps.
 - A Celery app for the crash test (`celery -A tests.concurrency.workload:celery_app`): the project's
-  app, with the broker keys namespaced by `JIVAPAY_TEST_BROKER_PREFIX` so a test that kills workers
-  leaves nothing behind in a shared Redis, and a fallback `tests.orders.process` task used until
-  `jivapay.worker.tasks` provides `orders.process`.
+  app and tasks, with every broker key namespaced by `JIVAPAY_TEST_BROKER_PREFIX`, so a test that
+  kills workers leaves nothing behind in a shared Redis (unacked messages included).
 """
 
 from __future__ import annotations
@@ -40,7 +39,7 @@ from tests.factories import (
 D = Decimal
 TIGHT_LOWER, TIGHT_UPPER = Decimal("100"), Decimal("1000")
 BROKER_PREFIX_ENV = "JIVAPAY_TEST_BROKER_PREFIX"
-FALLBACK_TASK = "tests.orders.process"
+PROCESS_TASK = "orders.process"
 
 # --------------------------------------------------------------------------- the world
 
@@ -373,24 +372,9 @@ def set_settings(factory: sessionmaker[Session], **values: object) -> None:
 
 _prefix = os.environ.get(BROKER_PREFIX_ENV)
 if _prefix:  # only inside the crash test's worker processes
+    import jivapay.worker.tasks  # noqa: F401  (registers orders.process)
+
     celery_app.conf.update(
         broker_transport_options={"global_keyprefix": _prefix},
         task_ignore_result=True,
     )
-
-
-@celery_app.task(name=FALLBACK_TASK, acks_late=True, ignore_result=True)
-def process_order_fallback(incoming_order_id: int) -> str:
-    """Stand-in for `orders.process` until the worker module has it: one attempt, idempotent."""
-    from jivapay.services.order_processor import process_incoming_order
-
-    return process_incoming_order(incoming_order_id).outcome
-
-
-def processing_task_name() -> str:
-    """`orders.process` when the project's worker defines it, else this module's fallback."""
-    import jivapay.worker.tasks as tasks
-
-    task = getattr(tasks, "process_order", None)
-    name = getattr(task, "name", None)
-    return name if name == "orders.process" else FALLBACK_TASK

@@ -12,6 +12,7 @@ from sqlalchemy import (
     CheckConstraint,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -162,6 +163,10 @@ class TraderCommission(Base):
 
     __tablename__ = "trader_commissions"
     __table_args__ = (
+        # "The newest row applies": one index probe per trader.
+        Index(
+            "ix_trader_commissions_newest", "trader_id", text("created_at DESC"), text("id DESC")
+        ),
         CheckConstraint(
             "commission_payin >= 0 AND commission_payin < 100 "
             "AND commission_payout >= 0 AND commission_payout < 100",
@@ -170,9 +175,7 @@ class TraderCommission(Base):
     )
 
     id: Mapped[IntPK]
-    trader_id: Mapped[int] = mapped_column(
-        BigInteger, ForeignKey("traders.id", ondelete="CASCADE"), index=True
-    )
+    trader_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("traders.id", ondelete="CASCADE"))
     commission_payin: Mapped[Decimal] = mapped_column(PERCENT)
     commission_payout: Mapped[Decimal] = mapped_column(PERCENT)
     created_at: Mapped[CreatedAt]

@@ -52,12 +52,14 @@ class ReqTrader(Base):
         enum_check("status", RequisiteStatus),
         CheckConstraint("char_length(req_last4) BETWEEN 1 AND 4", name="last4_length"),
         CheckConstraint("open_orders >= 0", name="open_orders_non_negative"),
-        # The selector's candidate scan: same fiat, approved, not excluded, round-robin order.
+        # The selector walks this index in its exact order (priority, then least recently used)
+        # and stops at the first requisite that passes, instead of sorting every candidate.
         Index(
-            "ix_req_traders_selector",
+            "ix_req_traders_rotation",
             "fiat_currency_id",
-            "payment_method_id",
-            "last_used_at",
+            "distribution_weight",
+            text("last_used_at NULLS FIRST"),
+            "id",
             postgresql_where=text("status = 'approved' AND NOT is_excluded_from_distribution"),
         ),
     )
@@ -80,6 +82,8 @@ class ReqTrader(Base):
         server_default=RequisiteStatus.PENDING_REVIEW.value,
     )
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The trader's `trafic_priority`, copied here so the selector can order by an index of this
+    # table; `trader_service.set_traffic_priority` keeps the two in sync.
     distribution_weight: Mapped[int] = mapped_column(Integer, default=5, server_default=text("5"))
     is_excluded_from_distribution: Mapped[bool] = mapped_column(
         Boolean, default=False, server_default=text("false")
