@@ -4,6 +4,7 @@ percentiles, and small process helpers. Benchmarks print figures; they assert no
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -99,10 +100,11 @@ def wait_http(url: str, timeout: float = 60.0) -> None:
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a server: SIGINT first (uvicorn and py-spy both finish cleanly on it), then harder."""
     if proc.poll() is None:
-        proc.terminate()
+        proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(10)
+            proc.wait(20)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -18,6 +18,7 @@ import sys
 import time
 import uuid
 from decimal import Decimal
+from pathlib import Path
 
 from common import ROOT, free_port, percentiles, scratch_database, stop, use_database, wait_http
 
@@ -86,12 +87,40 @@ def _bare_requests(count: int) -> list[dict[str, object]]:
     ]
 
 
-def _serve(module: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _serve(
+    module: str, port: int, env: dict[str, str], profile_to: str | None = None
+) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port)]
+    if profile_to:
+        # py-spy samples the server from outside; collapsed stacks are summarised at the end.
+        spy = str(Path(sys.executable).with_name("py-spy"))
+        cmd = [spy, "record", "--format", "raw", "--rate", "250", "-o", profile_to, "--", *cmd]
     cmd += ["--workers", "1", "--no-access-log", "--log-level", "warning"]
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
+
+
+def _summarise_profile(path: str, top: int = 25) -> None:
+    """Print where the sampled server spent its time: inclusive share of each JivaPay and library
+    function, from py-spy's collapsed stacks."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in Path(path).read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        seen = set()
+        for frame in stack.split(";"):
+            name = frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+            if name not in seen:
+                seen.add(name)
+                inclusive[name] = inclusive.get(name, 0) + n
+    print(f"\nserver profile ({total} samples), inclusive share:")
+    for name, n in sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"  {100 * n / max(total, 1):5.1f}%  {name}")
 
 
 def _load(url: str, requests: list[dict[str, object]], concurrency: int) -> dict[str, object]:
@@ -122,6 +151,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=300)
+    parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy")
     args = parser.parse_args()
 
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/14"
@@ -132,8 +162,9 @@ def main() -> None:
         env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "LOG_LEVEL": "INFO"}
         env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'bench'}"
         gw_port, bare_port = free_port(), free_port()
+        profile_to = "/tmp/jivapay-intake-profile.txt" if args.profile else None
         servers = [
-            _serve("jivapay.servers.gateway.server:app", gw_port, env),
+            _serve("jivapay.servers.gateway.server:app", gw_port, env, profile_to),
             _serve(
                 "bare_app:app",
                 bare_port,
@@ -170,6 +201,8 @@ def main() -> None:
         finally:
             for proc in servers:
                 stop(proc)
+            if profile_to and Path(profile_to).exists():
+                _summarise_profile(profile_to)
             import redis
 
             client = redis.Redis.from_url(redis_url)
