@@ -114,7 +114,9 @@ def _summarise_profile(path: str, top: int = 25) -> None:
         total += n
         seen = set()
         for frame in stack.split(";"):
-            name = frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+            name = (
+                frame.split(" (")[0] + " (" + frame.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1]
+            )
             if name not in seen:
                 seen.add(name)
                 inclusive[name] = inclusive.get(name, 0) + n
