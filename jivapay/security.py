@@ -32,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jivapay.config import get_settings
 from jivapay.database.models import MerchantStore, User
-from jivapay.database.utils import db_session_dependency
+from jivapay.database.utils import db_session_dependency, keep_in_session
 from jivapay.enums import Role
 from jivapay.utils.exceptions import (
     AuthenticationFailed,
@@ -262,6 +262,8 @@ def verify_store_request(
     valid = hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
     if store is None or not valid:
         raise InvalidSignature(_BAD_STORE_CREDENTIALS)
+    # The request's services read this store again (`session.get`): keep it in the identity map.
+    keep_in_session(session, store)
     if not store.access:
         raise Forbidden("Store access is disabled", code="store_access_denied")
     return StorePrincipal(

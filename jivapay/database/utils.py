@@ -152,6 +152,16 @@ def _drop_after_rollback(session: Session) -> None:
     session.info.pop(_AFTER_COMMIT_KEY, None)
 
 
+def keep_in_session(session: Session, obj: object) -> None:
+    """Hold a strong reference to `obj` for the session's life.
+
+    The identity map is weak: an object nobody references is dropped, and the next `session.get`
+    of it queries again. A row loaded early in a request (the authenticated store) and read again
+    by the service it calls is kept here, so the second read costs nothing.
+    """
+    session.info.setdefault("jivapay_kept", []).append(obj)
+
+
 # --------------------------------------------------------------------------- row locks
 
 

@@ -210,15 +210,17 @@ def _usable_store(session: Session, store_id: int, order_type: OrderType) -> Mer
     return store
 
 
-def _check_currency(session: Session, store: MerchantStore, code: str) -> FiatCurrency:
-    fiat = session.scalars(select(FiatCurrency).where(FiatCurrency.code == code.upper())).first()
-    if fiat is None:
+def _check_currency(session: Session, store: MerchantStore, code: str) -> None:
+    # The store's own code is cached per process: a matching request needs no query at all.
+    wanted = code.upper()
+    if reference_data.currency_code(session, FiatCurrency, store.fiat_currency_id) == wanted:
+        return
+    known = session.scalar(select(FiatCurrency.id).where(FiatCurrency.code == wanted))
+    if known is None:
         raise ValidationFailed(f"unknown fiat currency {code!r}", code="unknown_currency")
-    if fiat.id != store.fiat_currency_id:
-        raise ValidationFailed(
-            f"this store works in another fiat currency, not {fiat.code}", code="currency_mismatch"
-        )
-    return fiat
+    raise ValidationFailed(
+        f"this store works in another fiat currency, not {wanted}", code="currency_mismatch"
+    )
 
 
 def _check_limits(store: MerchantStore, amount_fiat: Decimal) -> None:
@@ -331,7 +333,7 @@ def _intake(
 ) -> IntakeResult:
     now = now or utcnow()
     store = _usable_store(session, store_id, order_type)
-    fiat = _check_currency(session, store, data.fiat_currency)
+    _check_currency(session, store, data.fiat_currency)
     _check_required_params(store, data)
 
     amount_fiat: Decimal | None = None
@@ -348,7 +350,7 @@ def _intake(
     if amount_fiat is not None:
         _check_limits(store, amount_fiat)
 
-    method, bank = _lookup_codes(session, fiat.id, data.payment_method, data.bank)
+    method, bank = _lookup_codes(session, store.fiat_currency_id, data.payment_method, data.bank)
     beneficiary: str | None = None
     if isinstance(data, PayOutCreate):
         if method is None or bank is None:
@@ -435,7 +437,6 @@ def _intake(
         },
     )
     enqueue_processing(session, incoming.id)
-    crypto = session.get(CryptoCurrency, store.crypto_currency_id)
     payment_url = None
     if order_type == OrderType.PAYIN:
         payment_url = f"{get_settings().PUBLIC_BASE_URL.rstrip('/')}/pay/{incoming.public_id}"
@@ -446,9 +447,13 @@ def _intake(
         order_type=order_type,
         status=incoming.status,
         amount_fiat=amount_fiat,
-        fiat_currency=fiat.code,
+        fiat_currency=reference_data.currency_code(session, FiatCurrency, store.fiat_currency_id)
+        or "",
         amount_crypto=amount_crypto,
-        crypto_currency=crypto.code if crypto else "",
+        crypto_currency=reference_data.currency_code(
+            session, CryptoCurrency, store.crypto_currency_id
+        )
+        or "",
         exchange_rate=rate,
         store_commission=store_commission,
         payment_url=payment_url,
@@ -547,8 +552,6 @@ def _status_view(session: Session, incoming: IncomingOrder) -> OrderStatusView:
     order = session.scalars(
         select(OrderHistory).where(OrderHistory.incoming_order_id == incoming.id)
     ).first()
-    fiat = session.get(FiatCurrency, incoming.fiat_currency_id)
-    crypto = session.get(CryptoCurrency, incoming.crypto_currency_id)
     order_type = OrderType(incoming.order_type)
     requisite = None
     if order is not None and order_type == OrderType.PAYIN and order.status in _SHOW_REQUISITE:
@@ -559,9 +562,13 @@ def _status_view(session: Session, incoming: IncomingOrder) -> OrderStatusView:
         order_type=order_type,
         status=order.status if order is not None else incoming.status,
         amount_fiat=incoming.amount_fiat,
-        fiat_currency=fiat.code if fiat else "",
+        fiat_currency=reference_data.currency_code(session, FiatCurrency, incoming.fiat_currency_id)
+        or "",
         amount_crypto=incoming.amount_crypto,
-        crypto_currency=crypto.code if crypto else "",
+        crypto_currency=reference_data.currency_code(
+            session, CryptoCurrency, incoming.crypto_currency_id
+        )
+        or "",
         exchange_rate=incoming.exchange_rate,
         store_commission=incoming.store_commission,
         created_at=incoming.created_at,

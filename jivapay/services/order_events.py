@@ -25,6 +25,7 @@ from jivapay.database.models import (
 from jivapay.database.utils import enqueue_after_commit
 from jivapay.enums import AuditLevel, CallbackStatus
 from jivapay.services.audit_logger import log_event
+from jivapay.services.reference_data import currency_code
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -33,24 +34,6 @@ def _iso(value: datetime | None) -> str | None:
 
 def _money(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
-
-
-# Currency codes never change once created (admins add currencies, they do not rename them), so a
-# process keeps them after the first lookup instead of reading two rows on every status change.
-_CODES: dict[tuple[type[Any], int], str] = {}
-
-
-def _code(
-    session: Session, model: type[FiatCurrency] | type[CryptoCurrency], row_id: int
-) -> str | None:
-    key = (model, row_id)
-    code = _CODES.get(key)
-    if code is None:
-        row = session.get(model, row_id)
-        if row is None:
-            return None
-        code = _CODES[key] = str(row.code)  # type: ignore[attr-defined]
-    return code
 
 
 def callback_payload(
@@ -73,9 +56,9 @@ def callback_payload(
             "order_type": incoming.order_type,
             "status": status,
             "amount_fiat": _money(incoming.amount_fiat),
-            "fiat_currency": _code(session, FiatCurrency, incoming.fiat_currency_id),
+            "fiat_currency": currency_code(session, FiatCurrency, incoming.fiat_currency_id),
             "amount_crypto": _money(incoming.amount_crypto),
-            "crypto_currency": _code(session, CryptoCurrency, incoming.crypto_currency_id),
+            "crypto_currency": currency_code(session, CryptoCurrency, incoming.crypto_currency_id),
             "exchange_rate": _money(incoming.exchange_rate),
             "store_commission": _money(incoming.store_commission),
             "customer_id": incoming.customer_id,

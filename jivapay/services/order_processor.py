@@ -100,8 +100,8 @@ def retry_delay(attempt: int) -> timedelta:
     """Delay before the next attempt after `attempt` failed ones (1-based), from the settings."""
     base = Decimal(int(get_typed_config_value("RETRY_DELAY_SECONDS")))
     factor = Decimal(get_typed_config_value("RETRY_BACKOFF_FACTOR"))
-    seconds = base * factor ** max(attempt - 1, 0)
-    return timedelta(seconds=float(min(seconds, Decimal(86400))))
+    seconds = min(base * factor ** max(attempt - 1, 0), Decimal(86400))
+    return timedelta(milliseconds=int(seconds * 1000))
 
 
 def _claim(session: Session, incoming_order_id: int) -> IncomingOrder | None:

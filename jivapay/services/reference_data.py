@@ -52,6 +52,25 @@ MAX_RATE = MAX_CRYPTO  # NUMERIC(20, 8)
 REDIS_URL_OVERRIDE: str | None = None
 
 
+# Currency codes never change once created (admins add currencies, they do not rename them), so a
+# process keeps them after the first lookup: intake and every status change name both currencies.
+_CURRENCY_CODES: dict[tuple[type[Any], int], str] = {}
+
+
+def currency_code(
+    session: Session, model: type[FiatCurrency] | type[CryptoCurrency], currency_id: int
+) -> str | None:
+    """The code of a fiat or crypto currency by id (cached per process), or None if unknown."""
+    key = (model, currency_id)
+    code = _CURRENCY_CODES.get(key)
+    if code is None:
+        code = session.scalar(select(model.code).where(model.id == currency_id))
+        if code is None:
+            return None
+        _CURRENCY_CODES[key] = code
+    return code
+
+
 # --------------------------------------------------------------------------- views
 
 
@@ -185,7 +204,9 @@ def invalidate_after_commit(session: Session, keys: list[str]) -> None:
 
 
 def clear_cache() -> int:
-    """Delete every cached reference key of this deployment; returns how many."""
+    """Delete every cached reference key of this deployment (and this process's currency codes);
+    returns how many Redis keys."""
+    _CURRENCY_CODES.clear()
     try:
         client = get_redis(REDIS_URL_OVERRIDE)
         keys = list(client.scan_iter(match=_key("*"), count=500))
@@ -450,6 +471,30 @@ def _fiats_offering(session: Session, column: Any, value: int) -> list[int]:
     )
 
 
+def _apply_changes(
+    session: Session,
+    row: Bank | PaymentMethod,
+    requested: dict[str, Any],
+    *,
+    entity: str,
+    actor_user_id: int | None,
+) -> None:
+    """Set the given (non-None) fields that differ, flush, and audit what changed."""
+    changes = {k: v for k, v in requested.items() if v is not None and getattr(row, k) != v}
+    for k, v in changes.items():
+        setattr(row, k, v)
+    session.flush()
+    if changes:
+        log_event(
+            session,
+            action=f"{entity}.update",
+            user_id=actor_user_id,
+            target_entity=entity,
+            target_id=row.id,
+            details={"changes": changes},
+        )
+
+
 def update_bank(
     session: Session,
     *,
@@ -463,23 +508,13 @@ def update_bank(
     row = session.get(Bank, bank_id, with_for_update=True)
     if row is None:
         raise NotFound("bank not found")
-    changes = {
-        k: v
-        for k, v in {"name": name, "is_active": is_active, "country_id": country_id}.items()
-        if v is not None and getattr(row, k) != v
-    }
-    for k, v in changes.items():
-        setattr(row, k, v)
-    session.flush()
-    if changes:
-        log_event(
-            session,
-            action="bank.update",
-            user_id=actor_user_id,
-            target_entity="bank",
-            target_id=row.id,
-            details={"changes": changes},
-        )
+    _apply_changes(
+        session,
+        row,
+        {"name": name, "is_active": is_active, "country_id": country_id},
+        entity="bank",
+        actor_user_id=actor_user_id,
+    )
     fiats = _fiats_offering(session, AvailableBankMethod.bank_id, row.id)
     invalidate_after_commit(session, _bank_keys(row) + [_methods_key(f) for f in fiats])
     return _bank_view(row)
@@ -497,23 +532,13 @@ def update_payment_method(
     row = session.get(PaymentMethod, payment_method_id, with_for_update=True)
     if row is None:
         raise NotFound("payment method not found")
-    changes = {
-        k: v
-        for k, v in {"name": name, "is_active": is_active}.items()
-        if v is not None and getattr(row, k) != v
-    }
-    for k, v in changes.items():
-        setattr(row, k, v)
-    session.flush()
-    if changes:
-        log_event(
-            session,
-            action="payment_method.update",
-            user_id=actor_user_id,
-            target_entity="payment_method",
-            target_id=row.id,
-            details={"changes": changes},
-        )
+    _apply_changes(
+        session,
+        row,
+        {"name": name, "is_active": is_active},
+        entity="payment_method",
+        actor_user_id=actor_user_id,
+    )
     fiats = _fiats_offering(session, AvailableBankMethod.payment_method_id, row.id)
     invalidate_after_commit(session, _method_keys(row) + [_methods_key(f) for f in fiats])
     return _method_view(row)
