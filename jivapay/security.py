@@ -1,5 +1,6 @@
-"""Authentication: password hashing (argon2 via pwdlib), JWT access tokens, current-principal
-dependencies, role guards, and the HMAC request signature of store credentials (domain.md §6).
+"""Authentication primitives: password hashing (argon2 via pwdlib), JWT access tokens, principals,
+and the HMAC request signature of store credentials. The FastAPI dependencies built on them live in
+`api_routers/auth.py`, so nothing below the routers imports FastAPI.
 
 Users (merchant, trader, teamlead, support, admin) send `Authorization: Bearer <JWT>`; the user row is
 loaded on every request, so deactivating a user or changing their role takes effect at once.
@@ -16,30 +17,21 @@ import hmac
 import secrets
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import jwt
-from fastapi import Depends, Header, Request
-from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
 from sqlalchemy import select
 from sqlalchemy.orm import Session, joinedload
-from starlette.concurrency import run_in_threadpool
 
 from jivapay.config import get_settings
 from jivapay.database.models import MerchantStore, User
-from jivapay.database.utils import db_session_dependency, keep_in_session
+from jivapay.database.utils import keep_in_session
 from jivapay.enums import Role
-from jivapay.utils.exceptions import (
-    AuthenticationFailed,
-    Forbidden,
-    InvalidSignature,
-    PermissionDenied,
-)
+from jivapay.utils.exceptions import AuthenticationFailed, Forbidden, InvalidSignature
 
 # --------------------------------------------------------------------------- passwords
 
@@ -160,37 +152,6 @@ def load_principal(session: Session, *, user_id: int, role: Role) -> Principal:
     )
 
 
-_bearer = HTTPBearer(auto_error=False, scheme_name="BearerToken")
-
-
-def get_current_principal(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    session: Annotated[Session, Depends(db_session_dependency, scope="function")],
-) -> Principal:
-    """FastAPI dependency: the user behind the bearer token, re-checked against the database."""
-    if credentials is None:
-        raise AuthenticationFailed("Not authenticated")
-    claims = decode_access_token(credentials.credentials)
-    principal = load_principal(session, user_id=claims.user_id, role=claims.role)
-    request.state.principal = principal
-    return principal
-
-
-def require_role(*roles: Role) -> Callable[..., Principal]:
-    """A dependency that admits only principals holding one of `roles` (else 403)."""
-    allowed = frozenset(roles)
-
-    def _require_role(
-        principal: Annotated[Principal, Depends(get_current_principal)],
-    ) -> Principal:
-        if principal.role not in allowed:
-            raise PermissionDenied("This account cannot use this API")
-        return principal
-
-    return _require_role
-
-
 # --------------------------------------------------------------------------- store API keys
 
 SIGNATURE_TOLERANCE_SECONDS = 300
@@ -222,12 +183,6 @@ def compute_signature(private_key: str, timestamp: str, method: str, path: str, 
     """Hex HMAC-SHA256 of "{timestamp}.{METHOD}.{path}.{raw body}" keyed by the private key."""
     message = f"{timestamp}.{method.upper()}.{path}.".encode() + body
     return hmac.new(private_key.encode(), message, hashlib.sha256).hexdigest()
-
-
-def signed_path(request: Request) -> str:
-    """The path a store signs: the URL path, plus "?query" when there is one."""
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
 
 
 def _timestamp_fresh(timestamp: str, now: float) -> bool:
@@ -269,31 +224,3 @@ def verify_store_request(
     return StorePrincipal(
         store_id=store.id, merchant_id=store.merchant_id, public_api_key=store.public_api_key
     )
-
-
-_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="StoreApiKey")
-
-
-async def get_current_store(
-    request: Request,
-    session: Annotated[Session, Depends(db_session_dependency, scope="function")],
-    api_key: Annotated[str | None, Depends(_api_key_header)],
-    x_timestamp: Annotated[str | None, Header()] = None,
-    x_signature: Annotated[str | None, Header()] = None,
-) -> StorePrincipal:
-    """FastAPI dependency: the store whose signature over this request is valid."""
-    # Starlette caches the body on the request, so the endpoint can still read it afterwards.
-    body = await request.body()
-    store = await run_in_threadpool(
-        lambda: verify_store_request(
-            session,
-            api_key=api_key,
-            timestamp=x_timestamp,
-            signature=x_signature,
-            method=request.method,
-            path=signed_path(request),
-            body=body,
-        )
-    )
-    request.state.store = store
-    return store

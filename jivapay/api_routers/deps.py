@@ -9,8 +9,9 @@ from typing import Annotated
 from fastapi import Depends, Query
 from sqlalchemy.orm import Session
 
+from jivapay.api_routers.auth import get_current_principal, get_current_store
 from jivapay.database.utils import db_session_dependency
-from jivapay.security import Principal, StorePrincipal, get_current_principal, get_current_store
+from jivapay.security import Principal, StorePrincipal
 
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50

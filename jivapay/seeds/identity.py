@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from jivapay.config import get_settings
 from jivapay.database.models import RoleModel, User
 from jivapay.enums import Role
+from jivapay.permissions import SUPERUSER
 from jivapay.services.auth_service import create_user
-from jivapay.services.permission_service import SUPERUSER
 
 ROLE_DESCRIPTIONS: dict[Role, str] = {
     Role.ADMIN: "Platform administrator: everything within the granted permissions.",

@@ -124,7 +124,7 @@ def build_app(
             app.include_router(router)
         return app
 
-    from jivapay.security import require_role
+    from jivapay.api_routers.auth import require_role
 
     user_role = Role(server.value)
     _role_routes(app, user_role)

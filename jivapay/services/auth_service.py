@@ -21,9 +21,9 @@ from jivapay.database.base import utcnow
 from jivapay.database.models import Admin, Merchant, RoleModel, Support, TeamLead, Trader, User
 from jivapay.database.utils import atomic_transaction, integrity_errors_as_domain_errors
 from jivapay.enums import AuditLevel, Role
+from jivapay.permissions import template_permissions, validate_grants
 from jivapay.security import STAFF_ROLES, create_access_token, hash_password, verify_password
 from jivapay.services.audit_logger import log_event
-from jivapay.services.permission_service import template_permissions, validate_grants
 from jivapay.utils.exceptions import (
     AuthenticationFailed,
     DuplicateObject,

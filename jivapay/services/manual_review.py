@@ -22,11 +22,11 @@ from sqlalchemy.orm import Session
 from jivapay.database.base import utcnow
 from jivapay.database.models import IncomingOrder
 from jivapay.enums import AuditLevel, IncomingOrderStatus
+from jivapay.permissions import Permission, check_permission
 from jivapay.services.audit_logger import log_event
 from jivapay.services.fraud_detector import RELEASED_ACTION
 from jivapay.services.order_processor import fail_incoming
 from jivapay.services.order_status_manager import Actor, ActorKind
-from jivapay.services.permission_service import Permission, check_permission
 from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, PermissionDenied
 
 REJECTED_PREFIX = "rejected after fraud review"

@@ -31,9 +31,9 @@ from sqlalchemy.orm import Session
 from jivapay.database.base import utcnow
 from jivapay.database.models import IncomingOrder, OrderHistory, ReqTrader
 from jivapay.enums import OrderStatus, OrderType
+from jivapay.permissions import Permission, check_permission
 from jivapay.services import balance_manager
 from jivapay.services.order_events import record_status_change
-from jivapay.services.permission_service import Permission, check_permission
 from jivapay.utils.config_loader import get_typed_config_value
 from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, PermissionDenied
 

@@ -10,8 +10,8 @@ from sqlalchemy import ColumnElement, false, true
 
 from jivapay.database.models import MerchantStore, OrderHistory, Trader
 from jivapay.enums import Role
+from jivapay.permissions import Permission, check_permission
 from jivapay.security import Principal
-from jivapay.services.permission_service import Permission, check_permission
 
 
 def orders_visible_to(principal: Principal) -> ColumnElement[bool]:

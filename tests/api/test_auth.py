@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.common.auth import login_path, login_router
 from jivapay.api_routers.common.me import me_router
 from jivapay.api_routers.deps import CurrentPrincipal, CurrentStore, DbSession, PageParams
@@ -28,6 +29,7 @@ from jivapay.database.models import (
 )
 from jivapay.database.utils import db_session_dependency
 from jivapay.enums import Role
+from jivapay.permissions import template_permissions
 from jivapay.security import (
     Principal,
     compute_signature,
@@ -36,7 +38,6 @@ from jivapay.security import (
     generate_callback_secret,
 )
 from jivapay.services.auth_service import create_user
-from jivapay.services.permission_service import require_permission, template_permissions
 from jivapay.utils.exception_handlers import PROBLEM_JSON, register_exception_handlers
 
 PASSWORD = "s3cret-pass-word"

@@ -37,10 +37,10 @@ from jivapay.database.models import (
     User,
 )
 from jivapay.enums import RateSource, RequisiteStatus, Role
+from jivapay.permissions import ROLE_TEMPLATES
 from jivapay.security import verify_password
 from jivapay.seeds import SeedReport, run_seed, write_credentials
 from jivapay.seeds.demo import DEMO_EMAILS
-from jivapay.services.permission_service import ROLE_TEMPLATES
 from jivapay.utils.config_loader import SETTINGS
 
 

@@ -10,7 +10,7 @@ from jivapay.database.models import AuditLog, Support
 from jivapay.enums import Role
 from jivapay.security import Principal
 from jivapay.services.auth_service import create_user
-from jivapay.services.permission_service import (
+from jivapay.permissions import (
     PERMISSION_DESCRIPTIONS,
     ROLE_TEMPLATES,
     Permission,
@@ -18,9 +18,9 @@ from jivapay.services.permission_service import (
     is_valid_grant,
     match_permission,
     template_permissions,
-    update_user_permissions,
     validate_grants,
 )
+from jivapay.services.permission_service import update_user_permissions
 from jivapay.utils.exceptions import NotFound, PermissionDenied, ValidationFailed
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from jivapay.api_routers.auth import require_role
 from jivapay.enums import Role
 from jivapay.schemas.auth import MeRead
-from jivapay.security import Principal, require_role
+from jivapay.security import Principal
 
 
 def me_router(role: Role) -> APIRouter:

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from jivapay.api_routers import uploads
+from jivapay.api_routers.auth import signed_path
 from jivapay.api_routers.deps import CurrentStore, DbSession
 from jivapay.enums import OrderType
 from jivapay.middleware.rate_limiting import KeyKind, rate_limit
@@ -33,7 +34,7 @@ from jivapay.schemas.gateway import (
     PayOutCreate,
     ReferenceMethodsRead,
 )
-from jivapay.security import StorePrincipal, signed_path
+from jivapay.security import StorePrincipal
 from jivapay.services import gateway_service, idempotency
 from jivapay.services.document_service import FileUpload
 from jivapay.services.gateway_service import IntakeResult

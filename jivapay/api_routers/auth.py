@@ -1,0 +1,106 @@
+"""FastAPI authentication dependencies: the bearer-token principal, the signed store, role guards and
+permission guards. The pure parts (JWT, HMAC, principals, the permission matcher) live below the
+routers, in `jivapay/security.py` and `jivapay/permissions.py`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
+
+from jivapay.database.utils import db_session_dependency
+from jivapay.enums import Role
+from jivapay.permissions import ID_PLACEHOLDER, ensure_permission
+from jivapay.security import (
+    Principal,
+    StorePrincipal,
+    decode_access_token,
+    load_principal,
+    verify_store_request,
+)
+from jivapay.utils.exceptions import AuthenticationFailed, PermissionDenied
+
+_bearer = HTTPBearer(auto_error=False, scheme_name="BearerToken")
+
+
+def get_current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    session: Annotated[Session, Depends(db_session_dependency, scope="function")],
+) -> Principal:
+    """FastAPI dependency: the user behind the bearer token, re-checked against the database."""
+    if credentials is None:
+        raise AuthenticationFailed("Not authenticated")
+    claims = decode_access_token(credentials.credentials)
+    principal = load_principal(session, user_id=claims.user_id, role=claims.role)
+    request.state.principal = principal
+    return principal
+
+
+def require_role(*roles: Role) -> Callable[..., Principal]:
+    """A dependency that admits only principals holding one of `roles` (else 403)."""
+    allowed = frozenset(roles)
+
+    def _require_role(
+        principal: Annotated[Principal, Depends(get_current_principal)],
+    ) -> Principal:
+        if principal.role not in allowed:
+            raise PermissionDenied("This account cannot use this API")
+        return principal
+
+    return _require_role
+
+
+def require_permission(required: str, *, id_param: str = "id") -> Callable[..., Principal]:
+    """A dependency admitting principals that hold `required`.
+
+    A `{id}` in `required` is filled from the path parameter `id_param` of the request.
+    """
+
+    def _require_permission(
+        request: Request,
+        principal: Annotated[Principal, Depends(get_current_principal)],
+    ) -> Principal:
+        target = request.path_params.get(id_param) if ID_PLACEHOLDER in required else None
+        ensure_permission(principal, required, target)
+        return principal
+
+    return _require_permission
+
+
+def signed_path(request: Request) -> str:
+    """The path a store signs: the URL path, plus "?query" when there is one."""
+    query = request.url.query
+    return request.url.path + (f"?{query}" if query else "")
+
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="StoreApiKey")
+
+
+async def get_current_store(
+    request: Request,
+    session: Annotated[Session, Depends(db_session_dependency, scope="function")],
+    api_key: Annotated[str | None, Depends(_api_key_header)],
+    x_timestamp: Annotated[str | None, Header()] = None,
+    x_signature: Annotated[str | None, Header()] = None,
+) -> StorePrincipal:
+    """FastAPI dependency: the store whose signature over this request is valid."""
+    # Starlette caches the body on the request, so the endpoint can still read it afterwards.
+    body = await request.body()
+    store = await run_in_threadpool(
+        lambda: verify_store_request(
+            session,
+            api_key=api_key,
+            timestamp=x_timestamp,
+            signature=x_signature,
+            method=request.method,
+            path=signed_path(request),
+            body=body,
+        )
+    )
+    request.state.store = store
+    return store
