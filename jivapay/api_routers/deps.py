@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends, Query, Request
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.auth import get_current_principal, get_current_store
@@ -36,3 +36,11 @@ def pagination(
 
 
 PageParams = Annotated[Pagination, Depends(pagination)]
+
+
+def client_ip(request: Request) -> str | None:
+    """The caller's address as the server saw it (recorded in audit rows)."""
+    return request.client.host if request.client else None
+
+
+ClientIp = Annotated[str | None, Depends(client_ip)]
