@@ -5,7 +5,9 @@ Each server runs as a detached process (its own session, so a Ctrl-C in the term
 with its data, log, port and pid files under `home/<name>/`. An `ensure_*` call reuses a server that is
 already running on that home and otherwise starts one on the same data (and the same port when it is
 still free), so a second run finds its data again. They never stop by themselves: `stop_server` and
-`stop_all` stop them explicitly from their pid files.
+`stop_all` stop them explicitly from their pid files. Starting is serialised per server by a file
+lock (`home/<name>/.lock`), so two processes asking at once (the test suite's xdist workers) get one
+server instead of racing on its data directory.
 
 PostgreSQL listens on 127.0.0.1 only (TCP, trust authentication, user `postgres`); as root it runs as
 the unprivileged `pgserver` user, the convention of the pgserver package. Moto keeps S3 in memory, so
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from filelock import FileLock
 
 POSTGRES = "pg"
 REDIS = "redis"
@@ -40,6 +43,7 @@ S3_TEST_SECRET_KEY = "testing"  # noqa: S105 - moto accepts any credentials
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+LOCK_TIMEOUT = 180.0  # another process may be running initdb and starting the server meanwhile
 
 
 class EmbeddedServerError(RuntimeError):
@@ -79,6 +83,13 @@ def pid_file(home: Path, name: str) -> Path:
 
 def _port_file(home: Path, name: str) -> Path:
     return server_dir(home, name) / "port"
+
+
+def _start_lock(home: Path, name: str) -> FileLock:
+    """The lock held while server `name` of `home` is looked up or started (one starter at a time)."""
+    directory = server_dir(home, name)
+    directory.mkdir(parents=True, exist_ok=True)
+    return FileLock(directory / ".lock", timeout=LOCK_TIMEOUT)
 
 
 def read_int_file(path: Path) -> int | None:
@@ -285,6 +296,11 @@ def _pg_running_url(pgdata: Path) -> tuple[str, int] | None:
 
 def postgres_server(home: Path) -> EmbeddedServer:
     """Start (or reuse) the embedded PostgreSQL of `home`; data in `home/pg/data`."""
+    with _start_lock(home, POSTGRES):
+        return _postgres_server(home)
+
+
+def _postgres_server(home: Path) -> EmbeddedServer:
     base = server_dir(home, POSTGRES)
     base.mkdir(parents=True, exist_ok=True)
     pgdata = base / "data"
@@ -396,6 +412,11 @@ def _redis_ping(port: int) -> bool:
 
 def redis_server(home: Path) -> EmbeddedServer:
     """Start (or reuse) the embedded Redis of `home`; append-only data in `home/redis`."""
+    with _start_lock(home, REDIS):
+        return _redis_server(home)
+
+
+def _redis_server(home: Path) -> EmbeddedServer:
     directory = server_dir(home, REDIS)
     directory.mkdir(parents=True, exist_ok=True)
     pid = read_int_file(pid_file(home, REDIS))
@@ -515,3 +536,71 @@ def stop_server(home: Path, name: str, *, timeout: float = STOP_TIMEOUT) -> bool
 def stop_all(home: Path, *, timeout: float = STOP_TIMEOUT) -> list[str]:
     """Stop every embedded server of `home`; returns the names of those that were running."""
     return [name for name in ALL_SERVERS if stop_server(home, name, timeout=timeout)]
+
+
+# --------------------------------------------------------------------------- scripts/test
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _start_test_services() -> int:
+    """Print shell `export` lines for the test suite's servers, starting the embedded ones needed.
+
+    `JIVAPAY_TEST_STARTED` names the servers this call started, for `stop-test` to stop afterwards.
+    """
+    import shlex
+
+    home = test_home()
+    exports: dict[str, str] = {}
+    started: list[str] = []
+    wanted = (
+        ("DATABASE_URL", POSTGRES, "PostgreSQL", postgres_server),
+        ("REDIS_URL", REDIS, "Redis", redis_server),
+    )
+    for variable, name, label, start in wanted:
+        if os.environ.get(variable):
+            continue
+        _say(f"starting embedded {label} under {server_dir(home, name)} ...")
+        server = start(home)
+        exports[variable] = server.url
+        if server.started:
+            started.append(name)
+        state = "started" if server.started else "already running, reused"
+        _say(f"embedded {label}: {server.url} ({state}, pid {server.pid})")
+    exports["JIVAPAY_TEST_STARTED"] = " ".join(started)
+    for variable, value in exports.items():
+        sys.stdout.write(f"export {variable}={shlex.quote(value)}\n")
+    return 0
+
+
+def _stop_test_services(names: Sequence[str]) -> int:
+    home = test_home()
+    labels = {POSTGRES: "PostgreSQL", REDIS: "Redis", S3: "S3"}
+    for name in names:
+        if name not in labels:
+            continue
+        stop_server(home, name)
+        left = server_pid(home, name)
+        state = f"STILL RUNNING (pid {left})" if left else "stopped"
+        _say(f"embedded {labels[name]} of this test run: {state}")
+        if left:
+            return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m jivapay.embedded start-test | stop-test NAME...` (used by scripts/test)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["start-test"]:
+        return _start_test_services()
+    if args[:1] == ["stop-test"]:
+        return _stop_test_services(args[1:])
+    _say("usage: python -m jivapay.embedded start-test | stop-test NAME...")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
