@@ -10,13 +10,15 @@ lock (`home/<name>/.lock`), so two processes asking at once (the test suite's xd
 server instead of racing on its data directory.
 
 PostgreSQL listens on 127.0.0.1 only (TCP, trust authentication, user `postgres`); as root it runs as
-the unprivileged `pgserver` user, the convention of the pgserver package. Moto keeps S3 in memory, so
-uploaded objects do not survive a restart of the S3 server.
+the unprivileged `pgserver` user, the convention of the pgserver package. Moto keeps S3 in memory;
+its request recorder, replayed on start, keeps the objects across restarts (see `s3_server`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import pwd
 import signal
@@ -28,6 +30,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
 from filelock import FileLock
@@ -179,11 +183,14 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return not process_alive(pid)
 
 
-def _spawn_detached(argv: Sequence[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def _spawn_detached(
+    argv: Sequence[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             list(argv),
             cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -467,8 +474,23 @@ def _s3_ready(port: int) -> bool:
         return False
 
 
+RECORDING_FILE = "recording.jsonl"
+_MUTATING_METHODS = frozenset({"PUT", "POST", "DELETE"})
+_REPLAY_SKIPPED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
 def s3_server(home: Path) -> EmbeddedServer:
-    """Start (or reuse) moto's S3 server for `home` (state in memory; logs in `home/s3`)."""
+    """Start (or reuse) moto's S3 server for `home`, its objects kept across restarts.
+
+    Moto keeps state in memory; its recorder appends every request to `home/s3/recording.jsonl`.
+    On start the reads are dropped from that file, the writes (buckets, objects, deletes) replayed in
+    order into the new server, and recording resumes: objects survive a restart or a crash.
+    """
+    with _start_lock(home, S3):
+        return _s3_server(home)
+
+
+def _s3_server(home: Path) -> EmbeddedServer:
     directory = server_dir(home, S3)
     directory.mkdir(parents=True, exist_ok=True)
     pid = read_int_file(pid_file(home, S3))
@@ -476,14 +498,64 @@ def s3_server(home: Path) -> EmbeddedServer:
     if port and process_alive(pid, "moto") and _s3_ready(port):
         return EmbeddedServer(S3, f"http://127.0.0.1:{port}", pid or 0, started=False)
 
+    recording = directory / RECORDING_FILE
+    writes = _compact_recording(recording)
     port = free_port(port)
     log = directory / "server.log"
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = _spawn_detached(argv, log, directory)
+    env = {k: v for k, v in os.environ.items() if k != "MOTO_ENABLE_RECORDING"}
+    env["MOTO_RECORDER_FILEPATH"] = str(recording)  # recording starts after the replay
+    proc = _spawn_detached(argv, log, directory, env=env)
     pid_file(home, S3).write_text(f"{proc.pid}\n")
     _port_file(home, S3).write_text(f"{port}\n")
     _wait_ready("S3 (moto)", proc, lambda: _s3_ready(port), log)
-    return EmbeddedServer(S3, f"http://127.0.0.1:{port}", proc.pid, started=True)
+    url = f"http://127.0.0.1:{port}"
+    _replay(url, writes)
+    _moto_api(url, "start-recording")
+    return EmbeddedServer(S3, url, proc.pid, started=True)
+
+
+def _compact_recording(recording: Path) -> list[dict[str, Any]]:
+    """The recorded writes, in order; the file is rewritten with only them (reads are dropped)."""
+    if not recording.exists():
+        return []
+    writes: list[dict[str, Any]] = []
+    for line in recording.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash
+        if isinstance(entry, dict) and str(entry.get("method", "")).upper() in _MUTATING_METHODS:
+            writes.append(entry)
+    tmp = recording.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in writes), encoding="utf-8")
+    os.replace(tmp, recording)
+    return writes
+
+
+def _replay(base_url: str, writes: Sequence[dict[str, Any]]) -> None:
+    """Send the recorded writes to the server at `base_url` (the port may have changed)."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+        for entry in writes:
+            parts = urlsplit(str(entry.get("url", "")))
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            body = entry.get("body") or b""
+            if entry.get("body_encoded"):
+                body = base64.b64decode(body)
+            headers = {
+                k: v
+                for k, v in (entry.get("headers") or {}).items()
+                if k.lower() not in _REPLAY_SKIPPED_HEADERS
+            }
+            client.request(str(entry["method"]), target, headers=headers, content=body)
+
+
+def _moto_api(base_url: str, action: str) -> None:
+    import httpx
+
+    httpx.post(f"{base_url}/moto-api/recorder/{action}", timeout=10.0).raise_for_status()
 
 
 def ensure_s3(home: Path) -> str:
