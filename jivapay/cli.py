@@ -439,6 +439,45 @@ def verify_callback(
     console.print("[green]valid[/]")
 
 
+@app.command()
+def sign(
+    method: str = typer.Option(..., help="HTTP method, e.g. GET or POST."),
+    path: str = typer.Option(
+        ..., help="Path as sent, with its ?query if any: /gateway/payin/status/ord_123"
+    ),
+    public_key: str = typer.Option(..., envvar="JIVAPAY_PUBLIC_KEY", help="The store's public key."),
+    private_key: str = typer.Option(
+        ..., envvar="JIVAPAY_PRIVATE_KEY", help="The store's private key (better from the env)."
+    ),
+    body: str | None = typer.Option(None, help="The raw body (none for a GET)."),
+    body_file: Path | None = typer.Option(None, help="Read the raw body from a file; - is stdin."),
+    curl: bool = typer.Option(False, "--curl", help="Print as curl -H arguments."),
+) -> None:
+    """Print the X-API-Key, X-Timestamp and X-Signature headers of one gateway request."""
+    from jivapay.security import compute_signature
+
+    if body is not None and body_file is not None:
+        raise _fail("give --body or --body-file, not both", 2)
+    raw = b""
+    if body is not None:
+        raw = body.encode()
+    elif body_file is not None:
+        raw = sys.stdin.buffer.read() if str(body_file) == "-" else body_file.read_bytes()
+    if not path.startswith("/"):
+        raise _fail("--path is the URL path, starting with /", 2)
+    timestamp = str(int(time.time()))
+    headers = {
+        "X-API-Key": public_key,
+        "X-Timestamp": timestamp,
+        "X-Signature": compute_signature(private_key, timestamp, method, path, raw),
+    }
+    if curl:
+        print(" ".join(f"-H {name}:{value}" for name, value in headers.items()))
+    else:
+        for name, value in headers.items():
+            print(f"{name}: {value}")
+
+
 @app.command("create-user")
 def create_user(
     email: str = typer.Option(..., help="Login email."),

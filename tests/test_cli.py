@@ -363,3 +363,33 @@ def test_help_shows_plain_flags() -> None:
     assert "<bool>" not in result.output
     for option in ("--no-worker", "--no-demo", "--host", "--startup-timeout", "--port-offset"):
         assert option in result.output
+
+
+def test_sign_prints_the_headers_of_a_get_with_a_query() -> None:
+    from jivapay.security import compute_signature
+
+    path = "/gateway/payin/status/ord_123?verbose=1"
+    result = runner.invoke(
+        app,
+        ["sign", "--method", "get", "--path", path, "--public-key", "pk_1"],
+        env={"JIVAPAY_PRIVATE_KEY": "sk_secret"},
+    )
+    assert result.exit_code == 0, result.output
+    headers = dict(line.split(": ", 1) for line in result.output.splitlines())
+    assert headers["X-API-Key"] == "pk_1"
+    expected = compute_signature("sk_secret", headers["X-Timestamp"], "GET", path, b"")
+    assert headers["X-Signature"] == expected
+
+    body = '{"a": 1}'
+    curl = runner.invoke(
+        app,
+        ["sign", "--method", "POST", "--path", "/gateway/payin/init", "--body", body, "--curl"],
+        env={"JIVAPAY_PUBLIC_KEY": "pk_1", "JIVAPAY_PRIVATE_KEY": "sk_secret"},
+    )
+    assert curl.exit_code == 0, curl.output
+    parts = curl.output.split()
+    assert parts[0::2] == ["-H", "-H", "-H"]
+    signed = dict(part.split(":", 1) for part in parts[1::2])
+    assert signed["X-Signature"] == compute_signature(
+        "sk_secret", signed["X-Timestamp"], "POST", "/gateway/payin/init", body.encode()
+    )
