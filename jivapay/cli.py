@@ -56,6 +56,7 @@ _FALLBACK_PORTS = {
     "teamlead": 8006,
 }
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
+INBOX_PORT = 8007  # the demo webhook inbox of a local stack (plus --port-offset)
 STACK_FILE = "stack.json"  # under JIVAPAY_HOME/run while `jivapay up` runs
 # What `up` publishes for other commands of the same checkout.
 STACK_VARIABLES = (
@@ -289,6 +290,21 @@ def worker_ping(
     )
 
 
+@app.command("webhook-inbox")
+def webhook_inbox(
+    port: int = typer.Option(INBOX_PORT, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    home: Path | None = typer.Option(None, help="Where received callbacks are kept."),
+) -> None:
+    """Run the demo webhook inbox: receives merchant callbacks, lists them with their signatures."""
+    import uvicorn
+
+    from jivapay.servers.webhook_inbox import build_inbox_app
+
+    _attach_stack("DATABASE_URL")
+    uvicorn.run(build_inbox_app(_home(home)), host=host, port=port, log_level="warning")
+
+
 # --------------------------------------------------------------------------- database and data
 
 
@@ -445,7 +461,9 @@ def sign(
     path: str = typer.Option(
         ..., help="Path as sent, with its ?query if any: /gateway/payin/status/ord_123"
     ),
-    public_key: str = typer.Option(..., envvar="JIVAPAY_PUBLIC_KEY", help="The store's public key."),
+    public_key: str = typer.Option(
+        ..., envvar="JIVAPAY_PUBLIC_KEY", help="The store's public key."
+    ),
     private_key: str = typer.Option(
         ..., envvar="JIVAPAY_PRIVATE_KEY", help="The store's private key (better from the env)."
     ),
@@ -576,7 +594,9 @@ def _prepare_services(home: Path, started: list[str]) -> dict[str, str]:
     return env
 
 
-def _stack_specs(home: Path, host: str, ports: dict[str, int], with_worker: bool) -> list[Any]:
+def _stack_specs(
+    home: Path, host: str, ports: dict[str, int], with_worker: bool, inbox_port: int | None = None
+) -> list[Any]:
     from jivapay.supervisor import ChildSpec
 
     cli = [sys.executable, "-m", "jivapay.cli"]
@@ -588,6 +608,15 @@ def _stack_specs(home: Path, host: str, ports: dict[str, int], with_worker: bool
         )
         for name, port in ports.items()
     ]
+    if inbox_port is not None:
+        specs.append(
+            ChildSpec(
+                name="webhook-inbox",
+                argv=[*cli, "webhook-inbox", "--host", host, "--port", str(inbox_port)],
+                env={"JIVAPAY_HOME": str(home)},
+                health_url=f"http://{_client_host(host)}:{inbox_port}/health",
+            )
+        )
     if with_worker:
         specs.append(ChildSpec("worker", [*cli, "worker", "--concurrency", "2"]))
         specs.append(ChildSpec("beat", [*cli, "beat", "--home", str(home)]))
@@ -635,12 +664,32 @@ def record_stack_credentials(path: Path, *, report: Any, servers: dict[str, str]
     _write_private_json(path, payload)
 
 
-def _print_stack(home: Path, host: str, ports: dict[str, int], report: Any, creds: Path) -> None:
+def _point_demo_stores(callback_url: str) -> None:
+    from jivapay.database.utils import atomic_transaction
+    from jivapay.seeds.demo import point_demo_stores_at
+
+    with atomic_transaction() as session:
+        point_demo_stores_at(session, callback_url)
+    console.print(f"demo stores send their callbacks to {callback_url}")
+
+
+def _print_stack(
+    home: Path,
+    host: str,
+    ports: dict[str, int],
+    report: Any,
+    creds: Path,
+    inbox_port: int | None = None,
+) -> None:
     table = Table(title="JivaPay is up", title_justify="left")
     table.add_column("server")
     table.add_column("API docs")
     for name, port in ports.items():
         table.add_row(name, f"http://{_client_host(host)}:{port}/docs")
+    if inbox_port is not None:
+        table.add_row(
+            "webhook inbox", f"http://{_client_host(host)}:{inbox_port}/ (demo callbacks)"
+        )
     console.print(table)
     if report is not None:
         _print_admin(report)
@@ -686,7 +735,13 @@ def up(
     if previous and previous != os.getpid() and embedded.process_alive(previous, "jivapay"):
         raise _fail(f"`jivapay up` already runs on {home_dir} (pid {previous})")
     ports = {name: port + port_offset for name, port in default_ports().items()}
-    busy = [f"{n}:{p}" for n, p in ports.items() if not embedded.port_is_free(p, host)]
+    if not os.environ.get("DATABASE_URL"):
+        # A local stack: merchant callbacks may go to local addresses (the demo inbox).
+        os.environ.setdefault("CALLBACK_ALLOW_PRIVATE_NETWORKS", "true")
+    allows_local = os.environ.get("CALLBACK_ALLOW_PRIVATE_NETWORKS", "").lower() in ("1", "true")
+    inbox_port = INBOX_PORT + port_offset if allows_local and not no_demo else None
+    wanted = {**ports, "webhook-inbox": inbox_port} if inbox_port else ports
+    busy = [f"{n}:{p}" for n, p in wanted.items() if not embedded.port_is_free(p, host)]
     if busy:
         raise _fail(f"ports in use ({', '.join(busy)}): another stack? try --port-offset")
 
@@ -700,9 +755,6 @@ def up(
             os.environ.setdefault(
                 "PUBLIC_BASE_URL", f"http://{_client_host(host)}:{ports['gateway']}"
             )
-            if not os.environ.get("DATABASE_URL"):
-                # A local stack: merchant callbacks may go to local addresses (the demo inbox).
-                os.environ.setdefault("CALLBACK_ALLOW_PRIVATE_NETWORKS", "true")
             console.print(f"starting JivaPay in {home_dir}")
             env = _prepare_services(home_dir, started)
             from jivapay.database import migrate
@@ -714,18 +766,21 @@ def up(
             console.print("seeding ...")
             report = _run_seed(demo=not no_demo, output=None if no_demo else creds)
             servers = server_urls(host, ports)
+            if inbox_port is not None:
+                _point_demo_stores(f"http://{_client_host(host)}:{inbox_port}/callbacks")
             record_stack_credentials(creds, report=report, servers=servers)
             _write_stack_file(home_dir, env, servers)
             _reload_settings()  # the children own their connections; drop this process's pool
             supervisor.base_env = dict(os.environ)
-            for spec in _stack_specs(home_dir, host, ports, with_worker=not no_worker):
+            specs = _stack_specs(home_dir, host, ports, not no_worker, inbox_port)
+            for spec in specs:
                 supervisor.start(spec)
             supervisor.wait_healthy(
                 startup_timeout, on_ready=lambda c: console.print(f"[green]ready[/] {c.spec.name}")
             )
             if not no_worker:
                 _check_worker(supervisor.logs_dir / "worker.log")
-            _print_stack(home_dir, host, ports, report, creds)
+            _print_stack(home_dir, host, ports, report, creds, inbox_port)
             supervisor.run()
     except ShutdownRequested as exc:
         err_console.print(f"{exc.args[0]}: stopping")

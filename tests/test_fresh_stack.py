@@ -1,6 +1,7 @@
 """`jivapay up` as a newcomer runs it, nothing configured: every service embedded under one home.
 
-One stack, started twice on the same home: a PayIn from the demo credentials file gets a receipt;
+One stack, started twice on the same home: a PayIn from the demo credentials file gets a receipt and
+its callbacks reach the demo webhook inbox with valid signatures;
 `jivapay reconcile` and `jivapay worker-ping` attach to the running stack with no URL set; after a
 restart the receipt's new link still downloads the same bytes (the embedded S3 keeps its objects).
 """
@@ -22,7 +23,7 @@ import httpx
 import pytest
 
 from jivapay import embedded
-from jivapay.cli import default_ports
+from jivapay.cli import INBOX_PORT, default_ports
 from jivapay.security import compute_signature
 
 pytestmark = pytest.mark.slow
@@ -165,6 +166,15 @@ def test_receipt_survives_a_restart_and_the_cli_finds_the_stack(
     assert confirmed.status_code == 200, confirmed.text
     [receipt] = _status(gateway, store, order_id)["receipts"]
     assert httpx.get(receipt["url"], timeout=10).content == PNG
+
+    # The demo stores send their callbacks to the local inbox, which verifies their signatures.
+    inbox = f"http://127.0.0.1:{INBOX_PORT + stack.offset}"
+
+    def inbox_has_valid_callback() -> bool:
+        received = httpx.get(f"{inbox}/callbacks.json", timeout=5).json()
+        return any(e["order_id"] == order_id and e["signature"] == "valid" for e in received)
+
+    stack.wait_for(inbox_has_valid_callback, 90)
 
     # No URL set: the commands attach to the running stack of JIVAPAY_HOME.
     reconcile = _cli(newcomer_env, "reconcile")
