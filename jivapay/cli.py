@@ -566,16 +566,19 @@ def _prepare_services(home: Path, started: list[str]) -> dict[str, str]:
 
     env: dict[str, str] = {"JIVAPAY_HOME": str(home)}
     if not os.environ.get("DATABASE_URL"):
+        console.print("starting the embedded PostgreSQL (the first run creates its data) ...")
         server = embedded.postgres_server(home)
         started.append(embedded.POSTGRES)
         env["DATABASE_URL"] = embedded.ensure_database(server.url, EMBEDDED_DATABASE)
         console.print(f"embedded PostgreSQL: {env['DATABASE_URL']} (data {home / 'pg'})")
     if not os.environ.get("REDIS_URL"):
+        console.print("starting the embedded Redis ...")
         server = embedded.redis_server(home)
         started.append(embedded.REDIS)
         env["REDIS_URL"] = server.url
         console.print(f"embedded Redis: {server.url} (data {home / 'redis'})")
     if not os.environ.get("S3_ENDPOINT_URL"):
+        console.print("starting the embedded S3 (moto; replaying its stored objects) ...")
         server = embedded.s3_server(home)
         started.append(embedded.S3)
         env["S3_ENDPOINT_URL"] = server.url
@@ -816,6 +819,7 @@ def down(home: Path | None = typer.Option(None, help="The home `jivapay up` used
         embedded.terminate_pid(up_pid, timeout=30.0)
         console.print(f"stopped `jivapay up` (pid {up_pid})")
     stopped = embedded.stop_all(home_dir)
+    stack_file(home_dir).unlink(missing_ok=True)
     console.print(f"embedded servers stopped: {', '.join(stopped) or 'none running'}")
 
 
