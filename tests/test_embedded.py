@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,14 +21,20 @@ from jivapay import embedded
 pytestmark = pytest.mark.slow
 
 
+def private_home() -> Path:
+    """A home outside pytest's base temp: a pytest starting elsewhere on the machine makes
+    /tmp/pytest-of-<user> private again, which cuts the unprivileged PostgreSQL user off mid-run."""
+    return Path(tempfile.mkdtemp(prefix="jivapay-test-home-"))
+
+
 @pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "home"
-    path.mkdir()
+def home() -> Iterator[Path]:
+    path = private_home()
     try:
         yield path
     finally:
         embedded.stop_all(path, timeout=5)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _execute(url: str, *statements: str) -> object:
@@ -154,8 +162,8 @@ def test_two_processes_starting_postgres_at_once_get_one_server(home: Path) -> N
     assert embedded.server_pid(home, embedded.POSTGRES) == int(answers[0][1])
 
 
-def test_scripts_test_helpers_start_then_stop_what_they_started(tmp_path: Path) -> None:
-    test_home = tmp_path / "test-home"
+def test_scripts_test_helpers_start_then_stop_what_they_started(home: Path) -> None:
+    test_home = home / "test-home"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["JIVAPAY_TEST_HOME"] = str(test_home)
     try:

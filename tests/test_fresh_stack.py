@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -43,12 +45,18 @@ def _free_offset() -> int:
 
 
 @pytest.fixture
-def newcomer_env(tmp_path: Path) -> dict[str, str]:
+def newcomer_env() -> Iterator[dict[str, str]]:
+    # The home is outside pytest's base temp (see tests/test_embedded.py: private_home).
+    home = Path(tempfile.mkdtemp(prefix="jivapay-test-home-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(_UNSET_PREFIXES)}
     env.pop("ENVIRONMENT", None)
     env.pop("CALLBACK_ALLOW_PRIVATE_NETWORKS", None)
-    env.update({"JIVAPAY_HOME": str(tmp_path / "home"), "LOG_LEVEL": "INFO"})
-    return env
+    env.update({"JIVAPAY_HOME": str(home), "LOG_LEVEL": "INFO"})
+    try:
+        yield env
+    finally:
+        embedded.stop_all(home, timeout=5)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 class Stack:
