@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.merchant.stores import router as merchant_stores_router
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [merchant_stores_router]
 
 app = build_app(Role.MERCHANT, routers=ROUTERS)
