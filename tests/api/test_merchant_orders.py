@@ -117,7 +117,7 @@ def test_list_shows_intake_and_assigned_orders_masked(client, db, world) -> None
 def test_cancel_at_intake_and_after_assignment(client, db, world) -> None:  # type: ignore[no-untyped-def]
     ref, mine, _, auth, other = world
     waiting = make_incoming(db, mine, ref)
-    incoming, order = _assigned(db, mine, ref, order_type=OrderType.PAYOUT)
+    incoming, _ = _assigned(db, mine, ref, order_type=OrderType.PAYOUT)
 
     before = (count(db, BalanceStoreHistory), audit_count(db))
     r = client.post(f"/merchant/orders/{incoming.public_id}/cancel", headers=other)
@@ -170,7 +170,7 @@ def test_cancel_completed_is_409(client, db, world) -> None:  # type: ignore[no-
 
 def test_dispute_with_evidence(client, db, world, s3_endpoint) -> None:  # type: ignore[no-untyped-def]
     ref, mine, _, auth, other = world
-    incoming, order = _assigned(db, mine, ref)
+    incoming, _ = _assigned(db, mine, ref)
     pdf = ("e.pdf", b"%PDF-1.4 evidence", "application/pdf")
 
     docs = count(db, UploadedDocument)
