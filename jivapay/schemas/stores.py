@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
 
 from jivapay.schemas.common import FiatAmountIn, Money, PercentIn, RequestBody
 
@@ -65,11 +65,11 @@ class StoreCreate(RequestBody):
     lower_limit: FiatAmountIn = Field(examples=["100.00"])
     upper_limit: FiatAmountIn = Field(examples=["100000.00"])
     callback_url: CallbackUrl | None = None
-    pay_in_enabled: bool = True
-    pay_out_enabled: bool = False
-    gateway_require_customer_id_param: bool = False
-    gateway_require_amount_param: bool = True
-    require_payer_receipt: bool = False
+    pay_in_enabled: StrictBool = True
+    pay_out_enabled: StrictBool = False
+    gateway_require_customer_id_param: StrictBool = False
+    gateway_require_amount_param: StrictBool = True
+    require_payer_receipt: StrictBool = False
     order_ttl_minutes: TtlMinutes = 15
 
     @model_validator(mode="before")
@@ -91,11 +91,11 @@ class StoreUpdate(RequestBody):
     lower_limit: FiatAmountIn | None = None
     upper_limit: FiatAmountIn | None = None
     callback_url: CallbackUrl | None = Field(default=None, description="`null` removes it")
-    pay_in_enabled: bool | None = None
-    pay_out_enabled: bool | None = None
-    gateway_require_customer_id_param: bool | None = None
-    gateway_require_amount_param: bool | None = None
-    require_payer_receipt: bool | None = None
+    pay_in_enabled: StrictBool | None = None
+    pay_out_enabled: StrictBool | None = None
+    gateway_require_customer_id_param: StrictBool | None = None
+    gateway_require_amount_param: StrictBool | None = None
+    require_payer_receipt: StrictBool | None = None
     order_ttl_minutes: TtlMinutes | None = None
 
     @model_validator(mode="before")
@@ -113,16 +113,16 @@ class StoreUpdate(RequestBody):
 class StoreAdminUpdate(RequestBody):
     """What staff may change on any store; `trafic_access` also needs `stores:traffic:all`."""
 
-    trafic_access: bool | None = None
-    access: bool | None = None
+    trafic_access: StrictBool | None = None
+    access: StrictBool | None = None
     lower_limit: FiatAmountIn | None = None
     upper_limit: FiatAmountIn | None = None
     order_ttl_minutes: TtlMinutes | None = None
-    pay_in_enabled: bool | None = None
-    pay_out_enabled: bool | None = None
-    gateway_require_customer_id_param: bool | None = None
-    gateway_require_amount_param: bool | None = None
-    require_payer_receipt: bool | None = None
+    pay_in_enabled: StrictBool | None = None
+    pay_out_enabled: StrictBool | None = None
+    gateway_require_customer_id_param: StrictBool | None = None
+    gateway_require_amount_param: StrictBool | None = None
+    require_payer_receipt: StrictBool | None = None
 
     @model_validator(mode="after")
     def _check_limits(self) -> StoreAdminUpdate:

@@ -28,6 +28,7 @@ from jivapay.database.models import (
     OrderHistory,
 )
 from jivapay.enums import IncomingOrderStatus, MerchantOrderStatus, OrderStatus, OrderType
+from jivapay.money import CRYPTO_QUANTUM, FIAT_QUANTUM
 from jivapay.schemas.merchant import MerchantStatisticsRead, StatusCount, StoreTypeStatisticsRead
 from jivapay.security import Principal
 from jivapay.services import reference_data
@@ -170,9 +171,9 @@ def merchant_statistics(
                         if a.counts.get(s.value)
                     ],
                     completed_count=done,
-                    completed_turnover_fiat=a.turnover_fiat,
-                    completed_turnover_crypto=a.turnover_crypto,
-                    commission_paid=a.commission,
+                    completed_turnover_fiat=a.turnover_fiat.quantize(FIAT_QUANTUM),
+                    completed_turnover_crypto=a.turnover_crypto.quantize(CRYPTO_QUANTUM),
+                    commission_paid=a.commission.quantize(CRYPTO_QUANTUM),
                     assigned_count=reached,
                     conversion=(Decimal(done) / reached).quantize(_RATIO, ROUND_HALF_UP)
                     if reached

@@ -46,6 +46,7 @@ from jivapay.utils.exceptions import Conflict, NotFound, ValidationFailed
 from jivapay.utils.query_filters import stores_visible_to
 
 _ENTITY = "merchant_store"
+PERCENT_QUANTUM = Decimal("0.0001")  # NUMERIC(7, 4)
 
 
 @dataclass(frozen=True)
@@ -117,13 +118,7 @@ def store_view(session: Session, store: MerchantStore) -> StoreRead:
         gateway_require_amount_param=store.gateway_require_amount_param,
         require_payer_receipt=store.require_payer_receipt,
         order_ttl_minutes=store.order_ttl_minutes,
-        commission=None
-        if commission is None
-        else StoreCommissionRead(
-            commission_payin=commission.commission_payin,
-            commission_payout=commission.commission_payout,
-            since=commission.created_at,
-        ),
+        commission=None if commission is None else _commission_read(commission),
         takes_orders=not reasons,
         not_live_reasons=reasons,
         keys_rotated_at=store.keys_rotated_at,
@@ -422,7 +417,7 @@ def set_commission(
 
 def _commission_read(row: StoreCommission) -> StoreCommissionRead:
     return StoreCommissionRead(
-        commission_payin=row.commission_payin,
-        commission_payout=row.commission_payout,
+        commission_payin=Decimal(row.commission_payin).quantize(PERCENT_QUANTUM),
+        commission_payout=Decimal(row.commission_payout).quantize(PERCENT_QUANTUM),
         since=row.created_at,
     )
