@@ -275,7 +275,7 @@ def create_store(
         actor,
         "store.create",
         store.id,
-        {"new": data.model_dump(mode="json"), "public_api_key": public_key},
+        {"new": data.model_dump(mode="json"), "public_key": public_key},
     )
     return CreatedStore(store_view(session, store), private_key, secret)
 
@@ -321,7 +321,7 @@ def rotate_keys(session: Session, *, store: MerchantStore, actor: Actor) -> Rota
         actor,
         "store.keys_rotated",
         locked.id,
-        {"old_public_api_key": old_public, "new_public_api_key": public_key},
+        {"old_public_key": old_public, "new_public_key": public_key},
         level=AuditLevel.WARNING,
     )
     return RotatedKeys(locked.id, public_key, private_key, now)
