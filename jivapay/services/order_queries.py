@@ -232,6 +232,10 @@ def merchant_order_view(
     )
 
 
+def _preload(session: Session, model: type[Any], ids: set[int]) -> list[Any]:
+    return list(session.scalars(select(model).where(model.id.in_(ids)))) if ids else []
+
+
 def _merchant_order_query(principal: Principal) -> Select[IncomingOrder, OrderHistory]:
     return (
         select(IncomingOrder, OrderHistory)
@@ -270,11 +274,20 @@ def list_merchant_orders(
         .limit(limit)
         .offset(offset)
     ).all()
-    documents = views_by_order(session, order_ids=[o.id for _, o in rows if o is not None])
+    orders = [o for _, o in rows if o is not None]
+    # One query per kind instead of one per row: the views' `session.get` calls then hit the
+    # identity map (which holds objects weakly: `loaded` keeps them alive meanwhile).
+    loaded = [
+        _preload(session, ReqTrader, {o.requisite_id for o in orders}),
+        _preload(session, Bank, {o.bank_id for o in orders}),
+        _preload(session, PaymentMethod, {o.payment_method_id for o in orders}),
+    ]
+    documents = views_by_order(session, order_ids=[o.id for o in orders])
     items = [
         merchant_order_view(session, incoming, order, documents.get(order.id, []) if order else [])
         for incoming, order in rows
     ]
+    del loaded
     return items, total
 
 
