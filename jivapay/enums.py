@@ -35,6 +35,22 @@ class OrderStatus(StrEnum):
     DISPUTED = "disputed"
 
 
+class MerchantOrderStatus(StrEnum):
+    """An order's status as its merchant sees it: the intake statuses until a trader is assigned
+    (`new`, `retrying`, `manual_review`, `failed`), then the assigned order's status."""
+
+    NEW = "new"
+    RETRYING = "retrying"
+    MANUAL_REVIEW = "manual_review"
+    FAILED = "failed"
+    PENDING = "pending"
+    PAID = "paid"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    DISPUTED = "disputed"
+
+
 TERMINAL_ORDER_STATUSES = frozenset(
     {OrderStatus.COMPLETED, OrderStatus.CANCELED, OrderStatus.EXPIRED}
 )

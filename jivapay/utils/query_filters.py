@@ -6,9 +6,9 @@ lookup of orders goes through `orders_visible_to`, which scopes the query to the
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, false, true
+from sqlalchemy import ColumnElement, false, select, true
 
-from jivapay.database.models import MerchantStore, OrderHistory, Trader
+from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory, Trader
 from jivapay.enums import Role
 from jivapay.permissions import Permission, check_permission
 from jivapay.security import Principal
@@ -37,5 +37,20 @@ def stores_visible_to(principal: Principal) -> ColumnElement[bool]:
     if principal.role == Role.MERCHANT:
         return MerchantStore.merchant_id == principal.profile_id
     if check_permission(principal, Permission.STORES_VIEW_ALL):
+        return true()
+    return false()
+
+
+def incoming_orders_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause limiting `incoming_orders` (the intake record of every order, assigned or not)
+    to those `principal` may see: a merchant its own stores' orders, staff by grant."""
+    if principal.role == Role.MERCHANT:
+        own_stores = select(MerchantStore.id).where(
+            MerchantStore.merchant_id == principal.profile_id
+        )
+        return IncomingOrder.store_id.in_(own_stores)
+    if check_permission(principal, Permission.ORDERS_VIEW_ALL) or check_permission(
+        principal, Permission.INCOMING_ORDERS_VIEW_ALL
+    ):
         return true()
     return false()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.staff.mount import under
+from jivapay.api_routers.staff.stores import router as staff_stores_router
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [under("/support", staff_stores_router)]
 
 app = build_app(Role.SUPPORT, routers=ROUTERS)
