@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement, false, true
 
-from jivapay.database.models import MerchantStore, OrderHistory, Trader
+from jivapay.database.models import MerchantStore, OrderHistory, ReqTrader, Trader
 from jivapay.enums import Role
 from jivapay.permissions import Permission, check_permission
 from jivapay.security import Principal
@@ -37,5 +37,40 @@ def stores_visible_to(principal: Principal) -> ColumnElement[bool]:
     if principal.role == Role.MERCHANT:
         return MerchantStore.merchant_id == principal.profile_id
     if check_permission(principal, Permission.STORES_VIEW_ALL):
+        return true()
+    return false()
+
+
+def traders_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause limiting `traders` to those `principal` may see."""
+    if principal.role == Role.TRADER:
+        return Trader.id == principal.profile_id
+    if principal.role == Role.TEAMLEAD:
+        if check_permission(principal, Permission.TRADERS_VIEW_TEAM):
+            return Trader.team_lead_id == principal.profile_id
+        return false()
+    if principal.role in (Role.ADMIN, Role.SUPPORT) and check_permission(
+        principal, Permission.TRADERS_VIEW_ALL
+    ):
+        return true()
+    return false()
+
+
+def requisites_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause limiting `req_traders` to those `principal` may see."""
+    if principal.role == Role.TRADER:
+        return ReqTrader.trader_id == principal.profile_id
+    if principal.role == Role.TEAMLEAD:
+        if check_permission(principal, Permission.REQUISITES_VIEW_TEAM):
+            team = (
+                Trader.__table__.select()
+                .with_only_columns(Trader.id)
+                .where(Trader.team_lead_id == principal.profile_id)
+            )
+            return ReqTrader.trader_id.in_(team)
+        return false()
+    if principal.role in (Role.ADMIN, Role.SUPPORT) and check_permission(
+        principal, Permission.REQUISITES_VIEW_ALL
+    ):
         return true()
     return false()
