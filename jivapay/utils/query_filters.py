@@ -69,8 +69,13 @@ def requisites_visible_to(principal: Principal) -> ColumnElement[bool]:
             )
             return ReqTrader.trader_id.in_(team)
         return false()
-    if principal.role in (Role.ADMIN, Role.SUPPORT) and check_permission(
-        principal, Permission.REQUISITES_VIEW_ALL
+    if principal.role in (Role.ADMIN, Role.SUPPORT) and any(
+        check_permission(principal, p)
+        for p in (
+            Permission.REQUISITES_VIEW_ALL,
+            Permission.REQUISITES_MODERATE_ALL,
+            Permission.REQUISITES_EDIT_ALL,
+        )
     ):
         return true()
     return false()

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.staff import requisites as staff_requisites
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [
+    staff_requisites.router_for(Role.ADMIN),
+]
 
 app = build_app(Role.ADMIN, routers=ROUTERS)
