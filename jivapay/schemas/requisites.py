@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, StrictBool, model_validator
 
 from jivapay.enums import RequisiteStatus
 from jivapay.schemas.common import FiatAmountIn, FiatLimitIn, Money, RequestBody
@@ -25,8 +25,8 @@ class HolderIn(RequestBody):
 class RequisiteSettingsFields(RequestBody):
     """Directions and limits; in an update every field is optional and `null` clears a limit."""
 
-    pay_in: bool | None = None
-    pay_out: bool | None = None
+    pay_in: StrictBool | None = None
+    pay_out: StrictBool | None = None
     lower_limit: FiatLimitIn | None = None
     upper_limit: FiatAmountIn | None = None
     total_limit: FiatAmountIn | None = Field(
@@ -48,7 +48,7 @@ class RequisiteSettingsUpdate(RequisiteSettingsFields):
 class RequisiteStaffSettingsUpdate(RequisiteSettingsFields):
     """`PATCH /{staff}/requisites/{id}/settings`: the trader's fields plus the exclusion switch."""
 
-    is_excluded_from_distribution: bool | None = None
+    is_excluded_from_distribution: StrictBool | None = None
     reason: str | None = Field(default=None, min_length=1, max_length=2000)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from jivapay.enums import BalanceKind, BalanceOperation, OrderStatus, OrderType
 from jivapay.schemas.common import FiatLimitIn, Money, PercentIn, RequestBody
@@ -152,8 +152,8 @@ class TraderUpdate(RequestBody):
     """`PATCH /{staff}/traders/{id}`: only the fields sent change; `null` clears a base limit,
     the team or the time zone."""
 
-    pay_in: bool | None = None
-    pay_out: bool | None = None
+    pay_in: StrictBool | None = None
+    pay_out: StrictBool | None = None
     trafic_priority: int | None = Field(default=None, ge=0, le=1000, strict=True)
     base_lower_limit: FiatLimitIn | None = None
     base_upper_limit: FiatLimitIn | None = None
@@ -163,7 +163,7 @@ class TraderUpdate(RequestBody):
 
 
 class TrafficSwitch(RequestBody):
-    enabled: bool
+    enabled: StrictBool
     reason: str | None = Field(default=None, min_length=1, max_length=2000)
 
 

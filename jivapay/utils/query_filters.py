@@ -49,8 +49,13 @@ def traders_visible_to(principal: Principal) -> ColumnElement[bool]:
         if check_permission(principal, Permission.TRADERS_VIEW_TEAM):
             return Trader.team_lead_id == principal.profile_id
         return false()
-    if principal.role in (Role.ADMIN, Role.SUPPORT) and check_permission(
-        principal, Permission.TRADERS_VIEW_ALL
+    if principal.role in (Role.ADMIN, Role.SUPPORT) and any(
+        check_permission(principal, p)
+        for p in (
+            Permission.TRADERS_VIEW_ALL,
+            Permission.TRADERS_EDIT_ALL,
+            Permission.TRADERS_TRAFFIC_ALL,
+        )
     ):
         return true()
     return false()

@@ -9,11 +9,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from jivapay.api_routers.staff import requisites as staff_requisites
+from jivapay.api_routers.staff import traders as staff_traders
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 
 ROUTERS: list[APIRouter] = [
     staff_requisites.router_for(Role.ADMIN),
+    staff_traders.router_for(Role.ADMIN),
+    staff_traders.commission_router,
 ]
 
 app = build_app(Role.ADMIN, routers=ROUTERS)
