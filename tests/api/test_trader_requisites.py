@@ -332,3 +332,48 @@ def test_usage_shows_the_engine_counters(client, db, world) -> None:  # type: ig
     usage = client.get(f"/trader/requisites/{created['id']}", headers=auth(mine)).json()["usage"]
     assert usage["turnover_today"] == "750.00" and usage["turnover_window"] == "750.00"
     assert usage["open_orders"] == 1 and usage["last_used_at"] is not None
+
+
+def test_parallel_registrations_of_one_number_leave_one(committed_db) -> None:  # type: ignore[no-untyped-def]
+    """Two sessions register the same card at once: the unique index lets exactly one win."""
+    import threading
+
+    from jivapay.schemas.requisites import RequisiteCreate
+    from jivapay.security import Principal
+    from jivapay.services import requisite_service as rs
+    from jivapay.utils.exceptions import DuplicateObject
+
+    with committed_db() as session:
+        ref = make_reference(session)
+        offer(session, ref, card_method(session))
+        trader = make_trader(session, ref, deposit=None)
+        session.commit()
+        principal = Principal(
+            user_id=trader.user_id, role=Role.TRADER, email="t@x", profile_id=trader.id
+        )
+        data = RequisiteCreate.model_validate(body(ref))
+
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def register() -> None:
+        with committed_db() as session:
+            barrier.wait()
+            try:
+                rs.create_requisite(
+                    session, principal=principal, data=data, actor=rs.Actor(trader.user_id)
+                )
+                session.commit()
+                outcomes.append("created")
+            except DuplicateObject:
+                session.rollback()
+                outcomes.append("duplicate")
+
+    threads = [threading.Thread(target=register) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["created", "duplicate"]
+    with committed_db() as session:
+        assert session.scalar(select(func.count()).where(ReqTrader.trader_id == trader.id)) == 1
