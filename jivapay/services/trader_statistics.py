@@ -37,6 +37,15 @@ def period(
     return start, end
 
 
+def check_range(date_from: datetime | None, date_to: datetime | None) -> None:
+    """422 unless each date given has a time zone offset and `date_from` is not after `date_to`."""
+    for value in (date_from, date_to):
+        if value is not None and value.tzinfo is None:
+            raise ValidationFailed("dates need a time zone offset, e.g. 2026-01-01T00:00:00Z")
+    if date_from is not None and date_to is not None and date_from > date_to:
+        raise ValidationFailed("date_from must not be after date_to", code="bad_period")
+
+
 def _amounts(totals: dict[str, Decimal]) -> list[AmountRead]:
     return [AmountRead(currency=c, amount=a) for c, a in sorted(totals.items())]
 

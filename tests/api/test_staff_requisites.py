@@ -143,6 +143,7 @@ def test_status_machine(apps, db, world, path, target, outcome) -> None:  # type
             .order_by(AuditLog.id.desc())
         ).first()
         assert row.details["to"] == target and row.details["reason"] == "moderation"
+        assert row.ip_address == "testclient" and row.user_id is not None
 
 
 def test_bad_status_bodies_write_nothing(apps, db, world) -> None:  # type: ignore[no-untyped-def]

@@ -102,7 +102,13 @@ def test_balances_and_history_follow_an_order(client, db, world) -> None:  # typ
     # The other trader sees only their own deposit row.
     theirs = client.get("/trader/balances/history", headers=auth(other)).json()
     assert theirs["total"] == 1 and order.public_id not in str(theirs)
-    for bad in ("kind=gold", "operation=steal", "date_from=yesterday", "offset=-1"):
+    for bad in (
+        "kind=gold",
+        "operation=steal",
+        "date_from=yesterday",
+        "offset=-1",
+        "date_to=2026-01-01T00:00:00",  # no offset
+    ):
         is_problem(client.get(f"/trader/balances/history?{bad}", headers=auth(mine)), 422)
     r = client.get(
         "/trader/balances/history?date_from=2026-02-01T00:00:00Z&date_to=2026-01-01T00:00:00Z",

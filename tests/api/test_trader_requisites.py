@@ -377,3 +377,11 @@ def test_parallel_registrations_of_one_number_leave_one(committed_db) -> None:  
     assert sorted(outcomes) == ["created", "duplicate"]
     with committed_db() as session:
         assert session.scalar(select(func.count()).where(ReqTrader.trader_id == trader.id)) == 1
+
+
+def test_openapi_lists_the_real_errors(client) -> None:  # type: ignore[no-untyped-def]
+    paths = client.get("/openapi.json").json()["paths"]
+    create = paths["/trader/requisites"]["post"]["responses"]
+    assert {"201", "401", "403", "404", "409", "422"} <= set(create)
+    assert "application/problem+json" in create["409"]["content"]
+    assert "404" in paths["/trader/requisites/{requisite_id}/archive"]["post"]["responses"]

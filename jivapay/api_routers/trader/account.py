@@ -46,8 +46,7 @@ def my_balance_history(
     date_to: Annotated[datetime | None, Query()] = None,
 ) -> Page[BalanceHistoryRead]:
     """Every change of my deposit or fiat turnover, newest first."""
-    if date_from is not None and date_to is not None:
-        trader_statistics.period(date_from, date_to)
+    trader_statistics.check_range(date_from, date_to)
     filters = trader_account.HistoryFilters(kind, currency, operation, date_from, date_to)
     items, total = trader_account.balance_history(
         session,
