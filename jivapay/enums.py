@@ -74,6 +74,13 @@ class BalanceOperation(StrEnum):
     ADJUSTMENT = "adjustment"
 
 
+class BalanceKind(StrEnum):
+    """Which of a trader's balances: the crypto deposit or the fiat turnover."""
+
+    CRYPTO = "crypto"
+    FIAT = "fiat"
+
+
 class DocumentKind(StrEnum):
     CLIENT_RECEIPT = "client_receipt"
     TRADER_RECEIPT = "trader_receipt"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement, false, select, true
 
-from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory, Trader
+from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory, ReqTrader, Trader
 from jivapay.enums import Role
 from jivapay.permissions import Permission, check_permission
 from jivapay.security import Principal
@@ -51,6 +51,51 @@ def incoming_orders_visible_to(principal: Principal) -> ColumnElement[bool]:
         return IncomingOrder.store_id.in_(own_stores)
     if check_permission(principal, Permission.ORDERS_VIEW_ALL) or check_permission(
         principal, Permission.INCOMING_ORDERS_VIEW_ALL
+    ):
+        return true()
+    return false()
+
+
+def traders_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause limiting `traders` to those `principal` may see."""
+    if principal.role == Role.TRADER:
+        return Trader.id == principal.profile_id
+    if principal.role == Role.TEAMLEAD:
+        if check_permission(principal, Permission.TRADERS_VIEW_TEAM):
+            return Trader.team_lead_id == principal.profile_id
+        return false()
+    if principal.role in (Role.ADMIN, Role.SUPPORT) and any(
+        check_permission(principal, p)
+        for p in (
+            Permission.TRADERS_VIEW_ALL,
+            Permission.TRADERS_EDIT_ALL,
+            Permission.TRADERS_TRAFFIC_ALL,
+        )
+    ):
+        return true()
+    return false()
+
+
+def requisites_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause limiting `req_traders` to those `principal` may see."""
+    if principal.role == Role.TRADER:
+        return ReqTrader.trader_id == principal.profile_id
+    if principal.role == Role.TEAMLEAD:
+        if check_permission(principal, Permission.REQUISITES_VIEW_TEAM):
+            team = (
+                Trader.__table__.select()
+                .with_only_columns(Trader.id)
+                .where(Trader.team_lead_id == principal.profile_id)
+            )
+            return ReqTrader.trader_id.in_(team)
+        return false()
+    if principal.role in (Role.ADMIN, Role.SUPPORT) and any(
+        check_permission(principal, p)
+        for p in (
+            Permission.REQUISITES_VIEW_ALL,
+            Permission.REQUISITES_MODERATE_ALL,
+            Permission.REQUISITES_EDIT_ALL,
+        )
     ):
         return true()
     return false()

@@ -8,11 +8,17 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.staff import requisites as staff_requisites
+from jivapay.api_routers.staff import traders as staff_traders
 from jivapay.api_routers.staff.mount import under
 from jivapay.api_routers.staff.stores import router as staff_stores_router
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 
-ROUTERS: list[APIRouter] = [under("/support", staff_stores_router)]
+ROUTERS: list[APIRouter] = [
+    under("/support", staff_stores_router),
+    staff_requisites.router_for(Role.SUPPORT),
+    staff_traders.router_for(Role.SUPPORT),
+]
 
 app = build_app(Role.SUPPORT, routers=ROUTERS)
