@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from sqlalchemy import ColumnElement, false, true
 
-from jivapay.database.models import MerchantStore, OrderHistory, Trader
+from jivapay.database.models import MerchantStore, OrderHistory, ReqTrader, Trader
 from jivapay.enums import Role
 from jivapay.permissions import Permission, check_permission
 from jivapay.security import Principal
@@ -21,6 +21,8 @@ def orders_visible_to(principal: Principal) -> ColumnElement[bool]:
     if principal.role == Role.MERCHANT:
         return OrderHistory.merchant_id == principal.profile_id
     if principal.role == Role.TEAMLEAD:
+        if not check_permission(principal, Permission.ORDERS_VIEW_TEAM):
+            return false()
         team = (
             Trader.__table__.select()
             .with_only_columns(Trader.id)
@@ -37,5 +39,49 @@ def stores_visible_to(principal: Principal) -> ColumnElement[bool]:
     if principal.role == Role.MERCHANT:
         return MerchantStore.merchant_id == principal.profile_id
     if check_permission(principal, Permission.STORES_VIEW_ALL):
+        return true()
+    return false()
+
+
+def traders_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause limiting `traders` to those `principal` may see (a teamlead: the own team)."""
+    if principal.role == Role.TRADER:
+        return Trader.id == principal.profile_id
+    if principal.role == Role.TEAMLEAD:
+        if not check_permission(principal, Permission.TRADERS_VIEW_TEAM):
+            return false()
+        return Trader.team_lead_id == principal.profile_id
+    if check_permission(principal, Permission.TRADERS_VIEW_ALL):
+        return true()
+    return false()
+
+
+def requisites_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause limiting `req_traders` to those `principal` may see."""
+    if principal.role == Role.TRADER:
+        return ReqTrader.trader_id == principal.profile_id
+    if principal.role == Role.TEAMLEAD:
+        if not check_permission(principal, Permission.REQUISITES_VIEW_TEAM):
+            return false()
+        team = (
+            Trader.__table__.select()
+            .with_only_columns(Trader.id)
+            .where(Trader.team_lead_id == principal.profile_id)
+        )
+        return ReqTrader.trader_id.in_(team)
+    if check_permission(principal, Permission.REQUISITES_VIEW_ALL):
+        return true()
+    return false()
+
+
+def trader_balances_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause over `traders` limiting whose deposits `principal` may see."""
+    if principal.role == Role.TRADER:
+        return Trader.id == principal.profile_id
+    if principal.role == Role.TEAMLEAD:
+        if not check_permission(principal, Permission.BALANCES_VIEW_TEAM):
+            return false()
+        return Trader.team_lead_id == principal.profile_id
+    if check_permission(principal, Permission.BALANCES_VIEW_ALL):
         return true()
     return false()

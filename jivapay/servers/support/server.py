@@ -8,9 +8,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.staff import online_stats as staff_online_stats
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [
+    # First: its literal path must win over any `/requisites/{id}` route added later.
+    staff_online_stats.support_router,
+]
 
 app = build_app(Role.SUPPORT, routers=ROUTERS)
