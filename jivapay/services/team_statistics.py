@@ -160,12 +160,16 @@ def _codes(session: Session, rows: Iterable[Any]) -> tuple[dict[int, str], dict[
     fiat = dict(
         session.execute(
             select(FiatCurrency.id, FiatCurrency.code).where(FiatCurrency.id.in_(fiat_ids))
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     crypto = dict(
         session.execute(
             select(CryptoCurrency.id, CryptoCurrency.code).where(CryptoCurrency.id.in_(crypto_ids))
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     return fiat, crypto
 
