@@ -157,20 +157,12 @@ def _codes(session: Session, rows: Iterable[Any]) -> tuple[dict[int, str], dict[
     rows = list(rows)
     fiat_ids = {r.fiat_currency_id for r in rows}
     crypto_ids = {r.crypto_currency_id for r in rows}
-    fiat = dict(
-        session.execute(
-            select(FiatCurrency.id, FiatCurrency.code).where(FiatCurrency.id.in_(fiat_ids))
-        )
-        .tuples()
-        .all()
+    fiat_rows = select(FiatCurrency.id, FiatCurrency.code).where(FiatCurrency.id.in_(fiat_ids))
+    crypto_rows = select(CryptoCurrency.id, CryptoCurrency.code).where(
+        CryptoCurrency.id.in_(crypto_ids)
     )
-    crypto = dict(
-        session.execute(
-            select(CryptoCurrency.id, CryptoCurrency.code).where(CryptoCurrency.id.in_(crypto_ids))
-        )
-        .tuples()
-        .all()
-    )
+    fiat = {row.id: row.code for row in session.execute(fiat_rows)}
+    crypto = {row.id: row.code for row in session.execute(crypto_rows)}
     return fiat, crypto
 
 

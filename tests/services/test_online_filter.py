@@ -56,7 +56,7 @@ def test_selector_and_online_stats_agree(db) -> None:  # type: ignore[no-untyped
     store = make_store(db, ref, balance=D("10000"))
     rng = random.Random(20261204)
     combos = list(itertools.product((True, False), repeat=len(_FLAGS)))
-    chosen = rng.sample(combos, 48) + [(True,) * 7 + (False,)]
+    chosen = [*rng.sample(combos, 48), (True,) * 7 + (False,)]
     expected: dict[OrderType, set[int]] = {OrderType.PAYIN: set(), OrderType.PAYOUT: set()}
     for i, values in enumerate(chosen):
         flags = dict(zip(_FLAGS, values, strict=True))
@@ -95,9 +95,7 @@ def test_selector_and_online_stats_agree(db) -> None:  # type: ignore[no-untyped
         stats = online_stats.online_requisites(
             db,
             principal=principal,
-            filters=online_stats.OnlineFilters(
-                fiat_currency=ref.fiat.code, direction=direction
-            ),
+            filters=online_stats.OnlineFilters(fiat_currency=ref.fiat.code, direction=direction),
             sort=OnlineStatsSort.PRIORITY,
             limit=200,
             offset=0,
