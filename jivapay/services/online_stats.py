@@ -7,11 +7,13 @@ Scoped by `query_filters.requisites_visible_to`: a teamlead sees the own team's 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, and_, cast, distinct, func, select
+from sqlalchemy import and_, distinct, func, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
@@ -30,6 +32,7 @@ from jivapay.enums import OnlineStatsSort, OrderType
 from jivapay.schemas.team import OnlineRequisiteRead, OnlineStatsRead, OnlineSummary
 from jivapay.security import Principal
 from jivapay.services.online_filter import online_conditions
+from jivapay.services.requisite_selector import turnover_slots
 from jivapay.utils.exceptions import ValidationFailed
 from jivapay.utils.query_filters import requisites_visible_to
 
@@ -110,6 +113,41 @@ def _online_from(stmt: Any) -> Any:
     )
 
 
+def _codes(session: Session, model: Any, ids: set[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    return {
+        row.id: row.code
+        for row in session.execute(select(model.id, model.code).where(model.id.in_(ids)))
+    }
+
+
+def _turnover_today(session: Session, rows: Sequence[Any], now: datetime) -> dict[int, Decimal]:
+    """Each requisite's fiat turnover today in its trader's time zone (the selector's day)."""
+    zones = {row.time_zone_id for row in rows if row.time_zone_id is not None}
+    offsets = {
+        tz.id: tz.utc_offset_minutes
+        for tz in session.execute(
+            select(TimeZone.id, TimeZone.utc_offset_minutes).where(TimeZone.id.in_(zones))
+        )
+    }
+    days = {
+        row.ReqTrader.id: turnover_slots(now, offsets.get(row.time_zone_id, 0))[1] for row in rows
+    }
+    if not days:
+        return {}
+    found = session.execute(
+        select(
+            RequisiteDailyTurnover.requisite_id,
+            RequisiteDailyTurnover.day,
+            RequisiteDailyTurnover.amount_fiat,
+        )
+        .where(RequisiteDailyTurnover.requisite_id.in_(list(days)))
+        .where(RequisiteDailyTurnover.day.in_(set(days.values())))
+    )
+    return {r.requisite_id: r.amount_fiat for r in found if days[r.requisite_id] == r.day}
+
+
 def online_requisites(
     session: Session,
     *,
@@ -140,50 +178,36 @@ def online_requisites(
         pay_in=summary_row[2],
         pay_out=summary_row[3],
     )
-    # Today in the trader's time zone, as the selector counts the daily limit.
-    local_day = cast(
-        func.timezone("UTC", now)
-        + func.make_interval(0, 0, 0, 0, 0, func.coalesce(TimeZone.utc_offset_minutes, 0)),
-        Date,
-    )
+    # Four tables only: joining the reference tables and the turnover here too costs the planner
+    # far more than the two small look-ups below.
     rows = session.execute(
         _online_from(
             select(
                 ReqTrader,
                 FullRequisitesSettings,
                 User.email,
-                FiatCurrency.code.label("fiat"),
-                PaymentMethod.code.label("method"),
-                Bank.code.label("bank"),
+                Trader.time_zone_id,
                 payin_on.label("online_pay_in"),
                 payout_on.label("online_pay_out"),
-                func.coalesce(RequisiteDailyTurnover.amount_fiat, 0).label("turnover_today"),
             )
-        )
-        .join(FiatCurrency, FiatCurrency.id == ReqTrader.fiat_currency_id)
-        .join(PaymentMethod, PaymentMethod.id == ReqTrader.payment_method_id)
-        .join(Bank, Bank.id == ReqTrader.bank_id)
-        .outerjoin(TimeZone, TimeZone.id == Trader.time_zone_id)
-        .outerjoin(
-            RequisiteDailyTurnover,
-            and_(
-                RequisiteDailyTurnover.requisite_id == ReqTrader.id,
-                RequisiteDailyTurnover.day == local_day,
-            ),
         )
         .where(*conditions)
         .order_by(*_ORDERINGS[sort])
         .limit(limit)
         .offset(offset)
     ).all()
+    fiat = _codes(session, FiatCurrency, {row.ReqTrader.fiat_currency_id for row in rows})
+    method = _codes(session, PaymentMethod, {row.ReqTrader.payment_method_id for row in rows})
+    bank = _codes(session, Bank, {row.ReqTrader.bank_id for row in rows})
+    today = _turnover_today(session, rows, now)
     items = [
         OnlineRequisiteRead(
             requisite_id=row.ReqTrader.id,
             trader_id=row.ReqTrader.trader_id,
             trader_email=row.email,
-            fiat_currency=row.fiat,
-            payment_method=row.method,
-            bank=row.bank,
+            fiat_currency=fiat[row.ReqTrader.fiat_currency_id],
+            payment_method=method[row.ReqTrader.payment_method_id],
+            bank=bank[row.ReqTrader.bank_id],
             number_masked=mask_number(row.ReqTrader.req_last4) or "",
             online_pay_in=bool(row.online_pay_in),
             online_pay_out=bool(row.online_pay_out),
@@ -192,7 +216,7 @@ def online_requisites(
             upper_limit=row.FullRequisitesSettings.upper_limit,
             total_limit=row.FullRequisitesSettings.total_limit,
             turnover_day_max=row.FullRequisitesSettings.turnover_day_max,
-            turnover_today=row.turnover_today,
+            turnover_today=today.get(row.ReqTrader.id, Decimal(0)),
             open_orders=row.ReqTrader.open_orders,
             max_concurrent_orders=row.FullRequisitesSettings.max_concurrent_orders,
             last_used_at=row.ReqTrader.last_used_at,

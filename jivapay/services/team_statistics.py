@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import and_, distinct, func, select
+from sqlalchemy import Select, and_, distinct, func, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
@@ -124,12 +124,10 @@ class _Acc:
         )
 
 
-def _grouped(session: Session, trader_ids: Sequence[int], period: Period) -> Sequence[Any]:
-    """One grouped scan: per trader, status, type and currency pair, counts and sums."""
-    if not trader_ids:
-        return []
+def _grouped_statement(trader_ids: Sequence[int], period: Period) -> Select[*tuple[Any, ...]]:
+    """Per trader, status, type and currency pair: counts and sums of the orders in `period`."""
     oh = OrderHistory
-    return session.execute(
+    return (
         select(
             oh.trader_id,
             oh.status,
@@ -150,7 +148,14 @@ def _grouped(session: Session, trader_ids: Sequence[int], period: Period) -> Seq
         .group_by(
             oh.trader_id, oh.status, oh.order_type, oh.fiat_currency_id, oh.crypto_currency_id
         )
-    ).all()
+    )
+
+
+def _grouped(session: Session, trader_ids: Sequence[int], period: Period) -> Sequence[Any]:
+    """One grouped scan of the traders' orders in `period` (none without traders)."""
+    if not trader_ids:
+        return []
+    return session.execute(_grouped_statement(trader_ids, period)).all()
 
 
 def _codes(session: Session, rows: Iterable[Any]) -> tuple[dict[int, str], dict[int, str]]:
