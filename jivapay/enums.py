@@ -125,3 +125,14 @@ class RateSource(StrEnum):
     MANUAL = "manual"
     HTTP = "http"
     SEED = "seed"
+
+
+class OnlineStatsSort(StrEnum):
+    """Sort keys of `GET /requisites/online-stats`; a leading `-` sorts descending."""
+
+    PRIORITY = "priority"
+    PRIORITY_DESC = "-priority"
+    LAST_USED = "last_used"
+    LAST_USED_DESC = "-last_used"
+    LIMITS = "limits"
+    LIMITS_DESC = "-limits"

@@ -21,6 +21,8 @@ def orders_visible_to(principal: Principal) -> ColumnElement[bool]:
     if principal.role == Role.MERCHANT:
         return OrderHistory.merchant_id == principal.profile_id
     if principal.role == Role.TEAMLEAD:
+        if not check_permission(principal, Permission.ORDERS_VIEW_TEAM):
+            return false()
         team = (
             Trader.__table__.select()
             .with_only_columns(Trader.id)
@@ -97,5 +99,18 @@ def requisites_visible_to(principal: Principal) -> ColumnElement[bool]:
             Permission.REQUISITES_EDIT_ALL,
         )
     ):
+        return true()
+    return false()
+
+
+def trader_balances_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause over `traders` limiting whose deposits `principal` may see."""
+    if principal.role == Role.TRADER:
+        return Trader.id == principal.profile_id
+    if principal.role == Role.TEAMLEAD:
+        if not check_permission(principal, Permission.BALANCES_VIEW_TEAM):
+            return false()
+        return Trader.team_lead_id == principal.profile_id
+    if check_permission(principal, Permission.BALANCES_VIEW_ALL):
         return true()
     return false()

@@ -153,6 +153,23 @@ class OrderHistory(Base):
                 "completed_at",
             ],
         ),
+        # Trader and team statistics (services/team_statistics.py): an index-only scan per trader
+        # over a period, carrying every column the grouped counts and sums read.
+        Index(
+            "ix_order_history_trader_created_stats",
+            "trader_id",
+            "created_at",
+            postgresql_include=[
+                "status",
+                "order_type",
+                "fiat_currency_id",
+                "crypto_currency_id",
+                "amount_fiat",
+                "amount_crypto",
+                "trader_commission",
+                "disputed_at",
+            ],
+        ),
         # Sweepers: expiry of pending orders and escalation of paid ones.
         Index(
             "ix_order_history_open_deadlines",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.staff import online_stats as staff_online_stats
 from jivapay.api_routers.staff import requisites as staff_requisites
 from jivapay.api_routers.staff import traders as staff_traders
 from jivapay.api_routers.staff.mount import under
@@ -16,6 +17,8 @@ from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 
 ROUTERS: list[APIRouter] = [
+    # First: its literal path must win over any `/requisites/{id}` route added later.
+    staff_online_stats.support_router,
     under("/support", staff_stores_router),
     staff_requisites.router_for(Role.SUPPORT),
     staff_traders.router_for(Role.SUPPORT),
