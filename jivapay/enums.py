@@ -102,3 +102,15 @@ class RateSource(StrEnum):
     MANUAL = "manual"
     HTTP = "http"
     SEED = "seed"
+
+
+class ReferenceKindName(StrEnum):
+    """The reference-data kinds of `/admin/reference/{kind}`."""
+
+    COUNTRIES = "countries"
+    FIAT_CURRENCIES = "fiat-currencies"
+    CRYPTO_CURRENCIES = "crypto-currencies"
+    BANKS = "banks"
+    PAYMENT_METHODS = "payment-methods"
+    BANK_METHODS = "bank-methods"
+    TIME_ZONES = "time-zones"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.common.password import password_router
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [password_router(Role.TEAMLEAD)]
 
 app = build_app(Role.TEAMLEAD, routers=ROUTERS)
