@@ -3,6 +3,7 @@ app, and row counts to prove a refused request wrote nothing."""
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterable
 
 from fastapi.testclient import TestClient
@@ -43,3 +44,15 @@ def row_counts(session: Session) -> dict[str, int]:
         t.name: session.scalar(select(func.count()).select_from(t)) or 0
         for t in Base.metadata.sorted_tables
     }
+
+
+def free_port() -> int:
+    """A free local port in 26000-26099 (the range this project's tests may use)."""
+    for port in range(26000, 26100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 26000-26099")

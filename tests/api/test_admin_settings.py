@@ -6,7 +6,6 @@ without a restart."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from jivapay.database.models import AuditLog, ConfigurationSetting, IncomingOrde
 from jivapay.enums import ConfigValueType, IncomingOrderStatus, Role
 from jivapay.utils import config_loader
 from jivapay.utils.config_loader import SETTINGS
-from tests.api.admin_helpers import admin_client, bearer, make_staff, row_counts
+from tests.api.admin_helpers import admin_client, bearer, free_port, make_staff, row_counts
 
 _VALID_BY_TYPE: dict[ConfigValueType, tuple[Any, Any]] = {
     # (value sent, value answered)
@@ -125,21 +124,10 @@ def test_listing_unknown_key_and_permissions(db) -> None:  # type: ignore[no-unt
 # --------------------------------------------------------------------------- live effect
 
 
-def _free_port() -> int:
-    for port in range(26000, 26100):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 26000-26099")
-
-
 @pytest.fixture
 def merchant_server(committed_db, services, tmp_path):  # type: ignore[no-untyped-def]
     """A real merchant API server process (uvicorn) on the test database."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": services["database_url"],
