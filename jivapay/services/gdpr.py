@@ -91,8 +91,8 @@ def _columns(row: Any, *, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
 
 
 def _codes(session: Session) -> tuple[dict[int, str], dict[int, str]]:
-    cryptos = dict(session.execute(select(CryptoCurrency.id, CryptoCurrency.code)).tuples())
-    fiats = dict(session.execute(select(FiatCurrency.id, FiatCurrency.code)).tuples())
+    cryptos = {i: c for i, c in session.execute(select(CryptoCurrency.id, CryptoCurrency.code))}
+    fiats = {i: c for i, c in session.execute(select(FiatCurrency.id, FiatCurrency.code))}
     return cryptos, fiats
 
 
