@@ -54,6 +54,7 @@ from jivapay.services.audit_logger import log_event
 from jivapay.services.user_admin import (
     ensure_not_last_superuser,
     load_user,
+    lock_superusers,
     profile_of,
     user_detail,
 )
@@ -363,6 +364,7 @@ def anonymize_user(
     ip_address: str | None = None,
 ) -> AnonymizeRead:
     """Replace a person's identifying data, keep the money history; 409 with money in flight."""
+    lock_superusers(session)  # before the row lock: one order for every superuser change
     user = load_user(session, user_id, for_update=True)
     role = Role(user.role)
     if role == Role.ADMIN:

@@ -100,7 +100,9 @@ def load_user(session: Session, user_id: int, *, for_update: bool = False) -> Us
         )
     )
     if for_update:
-        stmt = stmt.with_for_update(of=User)
+        # NO KEY UPDATE: rows that merely reference the user (an audit row naming it as actor)
+        # take KEY SHARE for their foreign key and must not wait for, or deadlock with, this lock.
+        stmt = stmt.with_for_update(of=User, key_share=True)  # FOR NO KEY UPDATE
     user = session.scalars(stmt).unique().one_or_none()
     if user is None:
         raise NotFound("User not found")
@@ -159,7 +161,8 @@ def user_detail(session: Session, user: User) -> UserDetailRead:
     return UserDetailRead(**user_read(user).model_dump(), profile=data, permissions=_grants(user))
 
 
-def _lock_superusers(session: Session) -> None:
+def lock_superusers(session: Session) -> None:
+    """Serialise every change that could remove a superuser (held until the transaction ends)."""
     session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SUPERUSER_LOCK_KEY})
 
 
@@ -184,7 +187,7 @@ def ensure_not_last_superuser(session: Session, user: User, *, remaining: Iterab
         return
     if any(is_superuser_grant(g) for g in remaining):
         return
-    _lock_superusers(session)
+    lock_superusers(session)
     if _other_active_superusers(session, user.id) == 0:
         raise Conflict(
             "This is the last active superuser; grant superuser to someone else first",
@@ -390,6 +393,8 @@ def set_active(
     ip_address: str | None = None,
 ) -> UserChanged:
     """Activate or deactivate a user; tokens stop at once (every request re-reads `is_active`)."""
+    if not active:
+        lock_superusers(session)  # before the row lock: one order for every superuser change
     user = load_user(session, user_id, for_update=True)
     if Role(user.role) == Role.ADMIN:
         _ensure_may_manage(actor, Role.ADMIN)
@@ -485,6 +490,7 @@ def set_grants(
     ip_address: str | None = None,
 ) -> GrantsRead:
     """Replace a staff user's grants: validated, de-duplicated, no escalation, audited."""
+    lock_superusers(session)  # before the row lock: one order for every superuser change
     user = load_user(session, user_id, for_update=True)
     new = validate_grants(permissions)
     if Role(user.role) in STAFF_ROLES:
