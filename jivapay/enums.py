@@ -136,3 +136,15 @@ class OnlineStatsSort(StrEnum):
     LAST_USED_DESC = "-last_used"
     LIMITS = "limits"
     LIMITS_DESC = "-limits"
+
+
+class ReferenceKindName(StrEnum):
+    """The reference-data kinds of `/admin/reference/{kind}`."""
+
+    COUNTRIES = "countries"
+    FIAT_CURRENCIES = "fiat-currencies"
+    CRYPTO_CURRENCIES = "crypto-currencies"
+    BANKS = "banks"
+    PAYMENT_METHODS = "payment-methods"
+    BANK_METHODS = "bank-methods"
+    TIME_ZONES = "time-zones"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.common.password import password_router
 from jivapay.api_routers.merchant.balances import router as merchant_balances_router
 from jivapay.api_routers.merchant.callbacks import router as merchant_callbacks_router
 from jivapay.api_routers.merchant.orders import router as merchant_orders_router
@@ -22,6 +23,7 @@ ROUTERS: list[APIRouter] = [
     merchant_balances_router,
     merchant_statistics_router,
     merchant_callbacks_router,
+    password_router(Role.MERCHANT),
 ]
 
 app = build_app(Role.MERCHANT, routers=ROUTERS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.common.password import password_router
 from jivapay.api_routers.staff import online_stats as staff_online_stats
 from jivapay.api_routers.staff import requisites as staff_requisites
 from jivapay.api_routers.staff import traders as staff_traders
@@ -22,6 +23,7 @@ ROUTERS: list[APIRouter] = [
     under("/support", staff_stores_router),
     staff_requisites.router_for(Role.SUPPORT),
     staff_traders.router_for(Role.SUPPORT),
+    password_router(Role.SUPPORT),
 ]
 
 app = build_app(Role.SUPPORT, routers=ROUTERS)
