@@ -102,3 +102,20 @@ class RateSource(StrEnum):
     MANUAL = "manual"
     HTTP = "http"
     SEED = "seed"
+
+
+class OrderSearchSort(StrEnum):
+    """Sort orders of the staff order search: by creation time or fiat amount, `-` descending."""
+
+    CREATED_DESC = "-created_at"
+    CREATED_ASC = "created_at"
+    AMOUNT_DESC = "-amount"
+    AMOUNT_ASC = "amount"
+
+
+class DisputeState(StrEnum):
+    """Which disputes the staff list shows: still open, already resolved, or both."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+    ALL = "all"

@@ -6,12 +6,16 @@ lookup of orders goes through `orders_visible_to`, which scopes the query to the
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import ColumnElement, false, true
 
 from jivapay.database.models import MerchantStore, OrderHistory, Trader
 from jivapay.enums import Role
-from jivapay.permissions import Permission, check_permission
+from jivapay.permissions import Permission, check_permission, match_permission, resolve_required
 from jivapay.security import Principal
+
+_ONE_STORE = str(Permission.ORDERS_VIEW_STORE)
 
 
 def orders_visible_to(principal: Principal) -> ColumnElement[bool]:
@@ -29,7 +33,26 @@ def orders_visible_to(principal: Principal) -> ColumnElement[bool]:
         return OrderHistory.trader_id.in_(team)
     if check_permission(principal, Permission.ORDERS_VIEW_ALL):
         return true()
-    return false()
+    return _granted_stores(principal, OrderHistory.store_id)
+
+
+def _granted_stores(principal: Principal, store_column: Any) -> ColumnElement[bool]:
+    # `orders:view:store:{id}` grants one store's orders. A grant naming a store id (`...:7`) adds
+    # that store; one whose last segment is `*` (`orders:view:store:*`) covers every store.
+    store_ids: set[int] = set()
+    for grant in principal.permissions:
+        last = grant.rsplit(":", 1)[-1]
+        if last == "*" and match_permission(grant, resolve_required(_ONE_STORE, 0)):
+            return true()
+        if (
+            last.isascii()
+            and last.isdigit()
+            and match_permission(grant, _ONE_STORE.replace("{id}", last))
+        ):
+            store_ids.add(int(last))
+    if not store_ids:
+        return false()
+    return store_column.in_(sorted(store_ids))
 
 
 def stores_visible_to(principal: Principal) -> ColumnElement[bool]:

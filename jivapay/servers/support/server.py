@@ -8,9 +8,24 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.staff import balances as staff_balances
+from jivapay.api_routers.staff import callbacks as staff_callbacks
+from jivapay.api_routers.staff import disputes as staff_disputes
+from jivapay.api_routers.staff import fraud_lists as staff_fraud_lists
+from jivapay.api_routers.staff import intake as staff_intake
+from jivapay.api_routers.staff import merchants as staff_merchants
+from jivapay.api_routers.staff import orders as staff_orders
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 
-ROUTERS: list[APIRouter] = []
+ROUTERS: list[APIRouter] = [
+    staff_orders.router,
+    staff_intake.router,
+    staff_disputes.router,
+    staff_balances.router,
+    staff_fraud_lists.router,
+    staff_callbacks.router,
+    staff_merchants.router,
+]
 
 app = build_app(Role.SUPPORT, routers=ROUTERS)
