@@ -32,6 +32,7 @@ from jivapay.database.models import (
     CallbackDeliveryAttempt,
     CryptoCurrency,
     FiatCurrency,
+    FraudList,
     IncomingOrder,
     Merchant,
     MerchantStore,
@@ -49,6 +50,8 @@ from jivapay.enums import (
     CallbackStatus,
     DisputeState,
     DocumentKind,
+    FraudListKind,
+    FraudListType,
     IncomingOrderStatus,
     OrderSearchSort,
     OrderStatus,
@@ -71,6 +74,7 @@ from jivapay.schemas.staff import (
     StoreCommissionRead,
 )
 from jivapay.security import Principal
+from jivapay.services import fraud_lists
 from jivapay.services.document_service import document_views
 from jivapay.services.order_timeline import ORDER_ENTITY, order_timeline
 from jivapay.utils.exceptions import NotFound, ValidationFailed
@@ -888,3 +892,33 @@ def delivery_view(session: Session, *, delivery_id: int) -> CallbackDeliveryRead
     if row is None:
         raise NotFound("Callback delivery not found", code="callback_delivery_not_found")
     return _deliveries(session, [(row[0], row[1])])[0]
+
+
+# --------------------------------------------------------------------------- fraud lists
+
+
+def fraud_list_page(
+    session: Session,
+    *,
+    kind: FraudListKind | None,
+    list_type: FraudListType | None,
+    value: str | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[fraud_lists.FraudListEntry], int]:
+    """Block/allow entries newest first and their count (`value` needs `kind`: it is normalized,
+    so a full card number finds its hash)."""
+    if value is not None and kind is None:
+        raise ValidationFailed("filtering by value needs the kind of the value")
+    c: list[ColumnElement[bool]] = []
+    if kind is not None:
+        c.append(FraudList.kind == kind.value)
+    if list_type is not None:
+        c.append(FraudList.list_type == list_type.value)
+    if value is not None and kind is not None:
+        c.append(FraudList.value == fraud_lists.normalize_value(kind, value))
+    total = session.scalar(select(func.count()).select_from(FraudList).where(*c)) or 0
+    entries = fraud_lists.list_entries(
+        session, kind=kind, list_type=list_type, value=value, limit=limit, offset=offset
+    )
+    return entries, total

@@ -36,20 +36,30 @@ def orders_visible_to(principal: Principal) -> ColumnElement[bool]:
     return _granted_stores(principal, OrderHistory.store_id)
 
 
-def _granted_stores(principal: Principal, store_column: Any) -> ColumnElement[bool]:
-    # `orders:view:store:{id}` grants one store's orders. A grant naming a store id (`...:7`) adds
-    # that store; one whose last segment is `*` (`orders:view:store:*`) covers every store.
+def granted_store_ids(principal: Principal) -> frozenset[int] | None:
+    """The stores whose orders `orders:view:store:{id}` grants (`None`: every store).
+
+    A grant naming a store id (`orders:view:store:7`) adds that store; one whose last segment is
+    `*` (`orders:view:store:*`) covers every store.
+    """
     store_ids: set[int] = set()
     for grant in principal.permissions:
         last = grant.rsplit(":", 1)[-1]
         if last == "*" and match_permission(grant, resolve_required(_ONE_STORE, 0)):
-            return true()
+            return None
         if (
             last.isascii()
             and last.isdigit()
-            and match_permission(grant, _ONE_STORE.replace("{id}", last))
+            and match_permission(grant, resolve_required(_ONE_STORE, last))
         ):
             store_ids.add(int(last))
+    return frozenset(store_ids)
+
+
+def _granted_stores(principal: Principal, store_column: Any) -> ColumnElement[bool]:
+    store_ids = granted_store_ids(principal)
+    if store_ids is None:
+        return true()
     if not store_ids:
         return false()
     return store_column.in_(sorted(store_ids))

@@ -15,6 +15,7 @@ from jivapay.permissions import Permission, check_permission
 from jivapay.security import Principal
 from jivapay.services.staff_operations import StaffContext
 from jivapay.utils.exceptions import PermissionDenied
+from jivapay.utils.query_filters import granted_store_ids
 
 
 def staff_context(principal: CurrentPrincipal, ip: ClientIp) -> StaffContext:
@@ -25,12 +26,7 @@ Staff = Annotated[StaffContext, Depends(staff_context)]
 
 
 def _has_store_grant(principal: Principal) -> bool:
-    prefix = Permission.ORDERS_VIEW_STORE.removesuffix("{id}")
-    return any(
-        check_permission(principal, Permission.ORDERS_VIEW_STORE, grant[len(prefix) :])
-        for grant in principal.permissions
-        if grant.startswith(prefix)
-    )
+    return granted_store_ids(principal) != frozenset()
 
 
 def require_order_reader() -> Callable[..., Principal]:

@@ -13,7 +13,7 @@ from jivapay.enums import FraudListKind, FraudListType
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
 from jivapay.schemas.staff import FraudListEntryCreate, FraudListEntryRead, OptionalReasonIn
-from jivapay.services import fraud_lists, staff_operations
+from jivapay.services import staff_operations, staff_queries
 from jivapay.services.fraud_lists import FraudListEntry
 
 router = APIRouter(tags=["staff: fraud lists"], dependencies=STRICT_QUERY)
@@ -44,12 +44,17 @@ def list_entries(
     value: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
 ) -> Page[FraudListEntryRead]:
     """Block and allow entries, newest first (`value` needs `kind`; a card number finds its hash)."""
-    entries = fraud_lists.list_entries(
-        session, kind=kind, list_type=list_type, value=value, limit=page.limit + page.offset + 1
+    entries, total = staff_queries.fraud_list_page(
+        session,
+        kind=kind,
+        list_type=list_type,
+        value=value,
+        limit=page.limit,
+        offset=page.offset,
     )
-    total = len(entries)
-    window = entries[page.offset : page.offset + page.limit]
-    return Page(items=[_read(e) for e in window], total=total, limit=page.limit, offset=page.offset)
+    return Page(
+        items=[_read(e) for e in entries], total=total, limit=page.limit, offset=page.offset
+    )
 
 
 @router.post(
