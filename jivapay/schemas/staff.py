@@ -133,10 +133,6 @@ class StaffTransitionRead(BaseModel):
     changed: bool
 
 
-class StaffReasonIn(RequestBody):
-    reason: Reason
-
-
 class OptionalReasonIn(RequestBody):
     reason: str | None = Field(default=None, min_length=1, max_length=2000)
 

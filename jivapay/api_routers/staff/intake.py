@@ -13,12 +13,11 @@ from jivapay.api_routers.deps import DbSession, PageParams
 from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
 from jivapay.enums import IncomingOrderStatus, OrderType
 from jivapay.permissions import Permission
-from jivapay.schemas.common import Page
+from jivapay.schemas.common import Page, ReasonIn
 from jivapay.schemas.staff import (
     IncomingOrderRead,
     IntakeActionRead,
     OptionalReasonIn,
-    StaffReasonIn,
 )
 from jivapay.services import staff_operations, staff_queries
 
@@ -79,7 +78,7 @@ def release(
     dependencies=[Depends(require_permission(Permission.INCOMING_ORDERS_REVIEW_ALL))],
     responses=_ERRORS,
 )
-def reject(order_id: str, body: StaffReasonIn, session: DbSession, ctx: Staff) -> IntakeActionRead:
+def reject(order_id: str, body: ReasonIn, session: DbSession, ctx: Staff) -> IntakeActionRead:
     """Fail an order held for review; a PayOut's store hold is released."""
     r = staff_operations.reject_incoming(session, ctx=ctx, public_id=order_id, reason=body.reason)
     return IntakeActionRead(order_id=r.public_id, status=r.status, changed=r.changed)

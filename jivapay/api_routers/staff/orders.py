@@ -14,12 +14,11 @@ from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.staff.common import STRICT_QUERY, Staff, require_order_reader
 from jivapay.enums import OrderSearchSort, OrderStatus, OrderType
 from jivapay.permissions import Permission
-from jivapay.schemas.common import FiatAmountIn
+from jivapay.schemas.common import FiatAmountIn, ReasonIn
 from jivapay.schemas.staff import (
     OrderSearchPage,
     StaffDisputeIn,
     StaffOrderDetail,
-    StaffReasonIn,
     StaffTransitionRead,
 )
 from jivapay.services import order_status_manager as osm
@@ -112,7 +111,7 @@ def get_order(order_id: str, session: DbSession, principal: CurrentPrincipal) ->
     responses=_ERRORS,
 )
 def complete_order(
-    order_id: str, body: StaffReasonIn, session: DbSession, ctx: Staff
+    order_id: str, body: ReasonIn, session: DbSession, ctx: Staff
 ) -> StaffTransitionRead:
     """Complete a pending or paid order: the money moves and the merchant is called back."""
     return _result(
@@ -127,7 +126,7 @@ def complete_order(
     responses=_ERRORS,
 )
 def cancel_order(
-    order_id: str, body: StaffReasonIn, session: DbSession, ctx: Staff
+    order_id: str, body: ReasonIn, session: DbSession, ctx: Staff
 ) -> StaffTransitionRead:
     """Cancel a pending order: its hold is released and the merchant is called back."""
     return _result(
