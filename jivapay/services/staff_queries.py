@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, case, func, literal, select
+from sqlalchemy import ColumnElement, Select, case, func, literal, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
@@ -483,7 +483,7 @@ def list_disputes(
 # --------------------------------------------------------------------------- balances
 
 
-def _crypto_condition(model: Any, code: str | None) -> list[ColumnElement[bool]]:
+def _crypto_condition(code: str | None) -> list[ColumnElement[bool]]:
     return [] if code is None else [CryptoCurrency.code == code.upper()]
 
 
@@ -498,7 +498,7 @@ def list_store_balances(
 ) -> tuple[list[AccountBalanceRead], int]:
     """Store balances (balance, frozen, available) per store and crypto currency."""
     b = BalanceStore
-    c = _crypto_condition(b, crypto_currency)
+    c = _crypto_condition(crypto_currency)
     if store_id is not None:
         c.append(b.store_id == store_id)
     if merchant_id is not None:
@@ -535,7 +535,7 @@ def list_trader_balances(
 ) -> tuple[list[AccountBalanceRead], int]:
     """Trader deposits (balance, frozen, available) per trader and crypto currency."""
     b = BalanceTrader
-    c = _crypto_condition(b, crypto_currency)
+    c = _crypto_condition(crypto_currency)
     if trader_id is not None:
         c.append(b.trader_id == trader_id)
     base = (
@@ -582,7 +582,7 @@ def _history(
 ) -> tuple[list[BalanceHistoryRead], int]:
     _check_range(search.created_from, search.created_to, "created")
     c: list[ColumnElement[bool]] = [] if owner is None else [owner]
-    c += _crypto_condition(balance, search.crypto_currency)
+    c += _crypto_condition(search.crypto_currency)
     if search.operation is not None:
         c.append(history.operation == search.operation.value)
     if search.created_from is not None:
@@ -873,7 +873,7 @@ def list_callbacks(
     base = (
         select(d, IncomingOrder.public_id)
         .join(IncomingOrder, IncomingOrder.id == d.incoming_order_id)
-        .where(and_(True, *c))
+        .where(*c)
     )
     total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
     rows = session.execute(
