@@ -1,6 +1,7 @@
 """Read side of the staff (support and admin) API: the order search with staff fields, one order
-with its timeline, documents and callback deliveries, the intake queue, disputes, balances and
-their history, the platform balance, merchants and callback deliveries of every store.
+with its timeline, documents and callback deliveries, the intake queue, disputes, callback
+deliveries of every store and the fraud lists (balances: `staff_balances`; merchants:
+`staff_merchants`).
 
 Orders are always scoped by `utils.query_filters.orders_visible_to` (a grant limited to one store
 sees that store's orders only). The search filters and pages on `order_history` alone (the indexes
@@ -16,17 +17,11 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, func, literal, select
+from sqlalchemy import ColumnElement, Select, func, literal, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
     AuditLog,
-    BalancePlatform,
-    BalancePlatformHistory,
-    BalanceStore,
-    BalanceStoreHistory,
-    BalanceTrader,
-    BalanceTraderCryptoHistory,
     Bank,
     CallbackDelivery,
     CallbackDeliveryAttempt,
@@ -34,19 +29,14 @@ from jivapay.database.models import (
     FiatCurrency,
     FraudList,
     IncomingOrder,
-    Merchant,
     MerchantStore,
     OrderHistory,
     PaymentMethod,
     ReqTrader,
-    StoreCommission,
-    Trader,
     UploadedDocument,
-    User,
 )
 from jivapay.database.types import mask_number
 from jivapay.enums import (
-    BalanceOperation,
     CallbackStatus,
     DisputeState,
     DocumentKind,
@@ -59,19 +49,12 @@ from jivapay.enums import (
 )
 from jivapay.schemas.documents import DocumentRead
 from jivapay.schemas.staff import (
-    AccountBalanceRead,
     AttemptRead,
-    BalanceHistoryRead,
     CallbackDeliveryRead,
     DisputeRead,
     IncomingOrderRead,
-    MerchantDetailRead,
-    MerchantStatsRead,
-    PlatformBalanceRead,
     StaffOrderDetail,
     StaffOrderRead,
-    StaffStoreRead,
-    StoreCommissionRead,
 )
 from jivapay.security import Principal
 from jivapay.services import fraud_lists
@@ -81,10 +64,10 @@ from jivapay.utils.exceptions import NotFound, ValidationFailed
 from jivapay.utils.query_filters import orders_visible_to
 
 COUNT_CAP = 10_000
-RECENT_ORDERS = 20
 
 
-def _check_range(low: Any, high: Any, what: str) -> None:
+def check_range(low: Any, high: Any, what: str) -> None:
+    """`ValidationFailed` when both bounds are given and the lower is above the upper."""
     if low is not None and high is not None and low > high:
         raise ValidationFailed(f"{what}: the lower bound is above the upper bound")
 
@@ -113,8 +96,8 @@ class OrderSearch:
 
 def search_conditions(principal: Principal, search: OrderSearch) -> list[ColumnElement[bool]]:
     """The WHERE clauses of an order search (visibility first); `ValidationFailed` on bad ranges."""
-    _check_range(search.amount_min, search.amount_max, "amount")
-    _check_range(search.created_from, search.created_to, "created")
+    check_range(search.amount_min, search.amount_max, "amount")
+    check_range(search.created_from, search.created_to, "created")
     h = OrderHistory
     c: list[ColumnElement[bool]] = [orders_visible_to(principal)]
     if search.order_id is not None:
@@ -376,7 +359,7 @@ def list_incoming(
     session: Session, *, search: IntakeSearch, limit: int, offset: int
 ) -> tuple[list[IncomingOrderRead], int]:
     """The intake queue: newest first, with retries, failure reasons and the fraud rule."""
-    _check_range(search.created_from, search.created_to, "created")
+    check_range(search.created_from, search.created_to, "created")
     i = IncomingOrder
     c: list[ColumnElement[bool]] = []
     if search.status is not None:
@@ -480,367 +463,6 @@ def list_disputes(
     return items, total
 
 
-# --------------------------------------------------------------------------- balances
-
-
-def _crypto_condition(code: str | None) -> list[ColumnElement[bool]]:
-    return [] if code is None else [CryptoCurrency.code == code.upper()]
-
-
-def list_store_balances(
-    session: Session,
-    *,
-    store_id: int | None,
-    merchant_id: int | None,
-    crypto_currency: str | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[AccountBalanceRead], int]:
-    """Store balances (balance, frozen, available) per store and crypto currency."""
-    b = BalanceStore
-    c = _crypto_condition(crypto_currency)
-    if store_id is not None:
-        c.append(b.store_id == store_id)
-    if merchant_id is not None:
-        c.append(MerchantStore.merchant_id == merchant_id)
-    base = (
-        select(b, MerchantStore.store_name, CryptoCurrency.code)
-        .join(MerchantStore, MerchantStore.id == b.store_id)
-        .join(CryptoCurrency, CryptoCurrency.id == b.crypto_currency_id)
-        .where(*c)
-    )
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = session.execute(base.order_by(b.store_id, b.id).limit(limit).offset(offset)).all()
-    return [
-        AccountBalanceRead(
-            account_id=row.store_id,
-            account_name=name,
-            crypto_currency=code,
-            balance=row.balance,
-            frozen=row.frozen,
-            available=row.balance - row.frozen,
-            updated_at=row.updated_at,
-        )
-        for row, name, code in rows
-    ], total
-
-
-def list_trader_balances(
-    session: Session,
-    *,
-    trader_id: int | None,
-    crypto_currency: str | None,
-    limit: int,
-    offset: int,
-) -> tuple[list[AccountBalanceRead], int]:
-    """Trader deposits (balance, frozen, available) per trader and crypto currency."""
-    b = BalanceTrader
-    c = _crypto_condition(crypto_currency)
-    if trader_id is not None:
-        c.append(b.trader_id == trader_id)
-    base = (
-        select(b, User.email, CryptoCurrency.code)
-        .join(Trader, Trader.id == b.trader_id)
-        .join(User, User.id == Trader.user_id)
-        .join(CryptoCurrency, CryptoCurrency.id == b.crypto_currency_id)
-        .where(*c)
-    )
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = session.execute(base.order_by(b.trader_id, b.id).limit(limit).offset(offset)).all()
-    return [
-        AccountBalanceRead(
-            account_id=row.trader_id,
-            account_name=email,
-            crypto_currency=code,
-            balance=row.balance,
-            frozen=row.frozen,
-            available=row.balance - row.frozen,
-            updated_at=row.updated_at,
-        )
-        for row, email, code in rows
-    ], total
-
-
-@dataclass(frozen=True)
-class HistorySearch:
-    operation: BalanceOperation | None = None
-    crypto_currency: str | None = None
-    created_from: datetime | None = None
-    created_to: datetime | None = None
-
-
-def _history(
-    session: Session,
-    *,
-    history: Any,
-    balance: Any,
-    link: ColumnElement[bool],
-    owner: ColumnElement[bool] | None,
-    search: HistorySearch,
-    limit: int,
-    offset: int,
-) -> tuple[list[BalanceHistoryRead], int]:
-    _check_range(search.created_from, search.created_to, "created")
-    c: list[ColumnElement[bool]] = [] if owner is None else [owner]
-    c += _crypto_condition(search.crypto_currency)
-    if search.operation is not None:
-        c.append(history.operation == search.operation.value)
-    if search.created_from is not None:
-        c.append(history.created_at >= search.created_from)
-    if search.created_to is not None:
-        c.append(history.created_at < search.created_to)
-    base = (
-        select(history, IncomingOrder.public_id)
-        .join(balance, link)
-        .join(CryptoCurrency, CryptoCurrency.id == balance.crypto_currency_id)
-        .outerjoin(IncomingOrder, IncomingOrder.id == history.incoming_order_id)
-        .where(*c)
-    )
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = session.execute(
-        base.order_by(history.created_at.desc(), history.id.desc()).limit(limit).offset(offset)
-    ).all()
-    return [
-        BalanceHistoryRead(
-            id=row.id,
-            operation=row.operation,
-            amount=row.amount,
-            frozen_delta=getattr(row, "frozen_delta", None),
-            balance_after=row.balance_after,
-            frozen_after=getattr(row, "frozen_after", None),
-            order_id=public_id,
-            actor_user_id=row.actor_user_id,
-            reason=row.reason,
-            created_at=row.created_at,
-        )
-        for row, public_id in rows
-    ], total
-
-
-def store_balance_history(
-    session: Session, *, store_id: int, search: HistorySearch, limit: int, offset: int
-) -> tuple[list[BalanceHistoryRead], int]:
-    """A store's balance history, newest first (404 for an unknown store)."""
-    if session.get(MerchantStore, store_id) is None:
-        raise NotFound("store not found", code="store_not_found")
-    return _history(
-        session,
-        history=BalanceStoreHistory,
-        balance=BalanceStore,
-        link=BalanceStore.id == BalanceStoreHistory.balance_store_id,
-        owner=BalanceStore.store_id == store_id,
-        search=search,
-        limit=limit,
-        offset=offset,
-    )
-
-
-def trader_balance_history(
-    session: Session, *, trader_id: int, search: HistorySearch, limit: int, offset: int
-) -> tuple[list[BalanceHistoryRead], int]:
-    """A trader's deposit history, newest first (404 for an unknown trader)."""
-    if session.get(Trader, trader_id) is None:
-        raise NotFound("trader not found", code="trader_not_found")
-    return _history(
-        session,
-        history=BalanceTraderCryptoHistory,
-        balance=BalanceTrader,
-        link=BalanceTrader.id == BalanceTraderCryptoHistory.balance_trader_id,
-        owner=BalanceTrader.trader_id == trader_id,
-        search=search,
-        limit=limit,
-        offset=offset,
-    )
-
-
-def platform_balance_history(
-    session: Session, *, search: HistorySearch, limit: int, offset: int
-) -> tuple[list[BalanceHistoryRead], int]:
-    """The platform's profit per order and its adjustments, newest first."""
-    return _history(
-        session,
-        history=BalancePlatformHistory,
-        balance=BalancePlatform,
-        link=BalancePlatform.id == BalancePlatformHistory.balance_platform_id,
-        owner=None,
-        search=search,
-        limit=limit,
-        offset=offset,
-    )
-
-
-def platform_balances(session: Session) -> list[PlatformBalanceRead]:
-    """The platform's balance per crypto currency with its profit and adjustment totals."""
-    h = BalancePlatformHistory
-    totals = (
-        select(
-            h.balance_platform_id.label("bid"),
-            func.coalesce(
-                func.sum(case((h.operation == BalanceOperation.COMMISSION.value, h.amount))), 0
-            ).label("profit"),
-            func.coalesce(
-                func.sum(case((h.operation != BalanceOperation.COMMISSION.value, h.amount))), 0
-            ).label("manual"),
-        )
-        .group_by(h.balance_platform_id)
-        .subquery()
-    )
-    rows = session.execute(
-        select(BalancePlatform, CryptoCurrency.code, totals.c.profit, totals.c.manual)
-        .join(CryptoCurrency, CryptoCurrency.id == BalancePlatform.crypto_currency_id)
-        .outerjoin(totals, totals.c.bid == BalancePlatform.id)
-        .order_by(CryptoCurrency.code)
-    ).all()
-    return [
-        PlatformBalanceRead(
-            crypto_currency=code,
-            balance=row.balance,
-            profit_total=profit or Decimal(0),
-            adjustments_total=manual or Decimal(0),
-            updated_at=row.updated_at,
-        )
-        for row, code, profit, manual in rows
-    ]
-
-
-# --------------------------------------------------------------------------- merchants
-
-
-def merchant_stats(
-    session: Session, *, limit: int, offset: int
-) -> tuple[list[MerchantStatsRead], int]:
-    """Every merchant with store and order counts, completed turnover and commission paid."""
-    o = OrderHistory
-    completed = o.status == OrderStatus.COMPLETED.value
-    orders = (
-        select(
-            o.merchant_id.label("mid"),
-            func.count().label("total"),
-            func.count().filter(completed).label("completed"),
-            func.coalesce(func.sum(o.amount_fiat).filter(completed), 0).label("turnover"),
-            func.coalesce(func.sum(o.store_commission).filter(completed), 0).label("commission"),
-        )
-        .group_by(o.merchant_id)
-        .subquery()
-    )
-    stores = (
-        select(MerchantStore.merchant_id.label("mid"), func.count().label("stores"))
-        .group_by(MerchantStore.merchant_id)
-        .subquery()
-    )
-    total = session.scalar(select(func.count()).select_from(Merchant)) or 0
-    rows = session.execute(
-        select(
-            Merchant,
-            User.email,
-            User.is_active,
-            stores.c.stores,
-            orders.c.total,
-            orders.c.completed,
-            orders.c.turnover,
-            orders.c.commission,
-        )
-        .join(User, User.id == Merchant.user_id)
-        .outerjoin(stores, stores.c.mid == Merchant.id)
-        .outerjoin(orders, orders.c.mid == Merchant.id)
-        .order_by(Merchant.id)
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return [
-        MerchantStatsRead(
-            merchant_id=m.id,
-            email=email,
-            company_name=m.company_name,
-            is_active=active,
-            stores=n_stores or 0,
-            orders_total=n_total or 0,
-            orders_completed=n_done or 0,
-            turnover_fiat_completed=turnover or Decimal(0),
-            store_commission_completed=commission or Decimal(0),
-        )
-        for m, email, active, n_stores, n_total, n_done, turnover, commission in rows
-    ], total
-
-
-def _store_view(session: Session, store: MerchantStore) -> StaffStoreRead:
-    commissions = [
-        StoreCommissionRead(
-            commission_payin=row.commission_payin,
-            commission_payout=row.commission_payout,
-            created_at=row.created_at,
-        )
-        for row in session.scalars(
-            select(StoreCommission)
-            .where(StoreCommission.store_id == store.id)
-            .order_by(StoreCommission.created_at.desc(), StoreCommission.id.desc())
-        )
-    ]
-    balances, _ = list_store_balances(
-        session, store_id=store.id, merchant_id=None, crypto_currency=None, limit=50, offset=0
-    )
-    fiat = session.get(FiatCurrency, store.fiat_currency_id)
-    crypto = session.get(CryptoCurrency, store.crypto_currency_id)
-    assert fiat is not None and crypto is not None
-    return StaffStoreRead(
-        store_id=store.id,
-        store_name=store.store_name,
-        crypto_currency=crypto.code,
-        fiat_currency=fiat.code,
-        lower_limit=store.lower_limit,
-        upper_limit=store.upper_limit,
-        public_api_key=store.public_api_key,
-        private_api_key_masked=mask_number(store.private_api_key_last4) or "",
-        callback_url=store.callback_url,
-        callbacks_disabled_at=store.callbacks_disabled_at,
-        pay_in_enabled=store.pay_in_enabled,
-        pay_out_enabled=store.pay_out_enabled,
-        access=store.access,
-        trafic_access=store.trafic_access,
-        order_ttl_minutes=store.order_ttl_minutes,
-        commission=commissions[0] if commissions else None,
-        commission_history=commissions,
-        balances=balances,
-        created_at=store.created_at,
-    )
-
-
-def merchant_detail(
-    session: Session, *, principal: Principal, merchant_id: int
-) -> MerchantDetailRead:
-    """A merchant with its stores (no secrets), commissions, balances and recent orders."""
-    merchant = session.get(Merchant, merchant_id)
-    if merchant is None:
-        raise NotFound("merchant not found", code="merchant_not_found")
-    user = session.get(User, merchant.user_id)
-    assert user is not None
-    stores = session.scalars(
-        select(MerchantStore)
-        .where(MerchantStore.merchant_id == merchant_id)
-        .order_by(MerchantStore.id)
-    ).all()
-    recent, _, _ = search_orders(
-        session,
-        principal=principal,
-        search=OrderSearch(merchant_id=merchant_id),
-        limit=RECENT_ORDERS,
-        offset=0,
-    )
-    return MerchantDetailRead(
-        merchant_id=merchant.id,
-        user_id=user.id,
-        email=user.email,
-        company_name=merchant.company_name,
-        first_name=merchant.first_name,
-        last_name=merchant.last_name,
-        is_verified=merchant.is_verified,
-        is_active=user.is_active,
-        created_at=merchant.created_at,
-        stores=[_store_view(session, s) for s in stores],
-        recent_orders=recent,
-    )
-
-
 # --------------------------------------------------------------------------- callbacks
 
 
@@ -857,7 +479,7 @@ def list_callbacks(
     session: Session, *, search: CallbackSearch, limit: int, offset: int
 ) -> tuple[list[CallbackDeliveryRead], int]:
     """Callback deliveries of every store with their attempts, newest first."""
-    _check_range(search.created_from, search.created_to, "created")
+    check_range(search.created_from, search.created_to, "created")
     d = CallbackDelivery
     c: list[ColumnElement[bool]] = []
     if search.store_id is not None:

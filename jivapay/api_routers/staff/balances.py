@@ -22,7 +22,7 @@ from jivapay.schemas.staff import (
     BalanceMoveIn,
     PlatformBalanceRead,
 )
-from jivapay.services import staff_operations, staff_queries
+from jivapay.services import staff_balances, staff_operations
 
 router = APIRouter(tags=["staff: balances"], dependencies=STRICT_QUERY)
 
@@ -52,7 +52,7 @@ def store_balances(
     crypto_currency: Crypto = None,
 ) -> Page[AccountBalanceRead]:
     """Store balances: balance, frozen (held for open PayOuts) and available."""
-    items, total = staff_queries.list_store_balances(
+    items, total = staff_balances.list_store_balances(
         session,
         store_id=store_id,
         merchant_id=merchant_id,
@@ -71,7 +71,7 @@ def trader_balances(
     crypto_currency: Crypto = None,
 ) -> Page[AccountBalanceRead]:
     """Trader deposits: balance, frozen (held for open PayIns) and available."""
-    items, total = staff_queries.list_trader_balances(
+    items, total = staff_balances.list_trader_balances(
         session,
         trader_id=trader_id,
         crypto_currency=crypto_currency,
@@ -97,8 +97,8 @@ def store_history(
     created_to: To = None,
 ) -> Page[BalanceHistoryRead]:
     """A store's balance history, newest first."""
-    search = staff_queries.HistorySearch(operation, crypto_currency, created_from, created_to)
-    items, total = staff_queries.store_balance_history(
+    search = staff_balances.HistorySearch(operation, crypto_currency, created_from, created_to)
+    items, total = staff_balances.store_balance_history(
         session, store_id=id, search=search, limit=page.limit, offset=page.offset
     )
     return _page(items, total, page)
@@ -120,8 +120,8 @@ def trader_history(
     created_to: To = None,
 ) -> Page[BalanceHistoryRead]:
     """A trader's deposit history, newest first."""
-    search = staff_queries.HistorySearch(operation, crypto_currency, created_from, created_to)
-    items, total = staff_queries.trader_balance_history(
+    search = staff_balances.HistorySearch(operation, crypto_currency, created_from, created_to)
+    items, total = staff_balances.trader_balance_history(
         session, trader_id=id, search=search, limit=page.limit, offset=page.offset
     )
     return _page(items, total, page)
@@ -130,7 +130,7 @@ def trader_history(
 @router.get("/platform/balance", response_model=list[PlatformBalanceRead], dependencies=_PLATFORM)
 def platform_balance(session: DbSession) -> list[PlatformBalanceRead]:
     """The platform's balance per crypto currency, with profit and adjustment totals."""
-    return staff_queries.platform_balances(session)
+    return staff_balances.platform_balances(session)
 
 
 @router.get(
@@ -147,8 +147,8 @@ def platform_history(
     created_to: To = None,
 ) -> Page[BalanceHistoryRead]:
     """The platform's profit per order (`commission`) and its adjustments, newest first."""
-    search = staff_queries.HistorySearch(operation, crypto_currency, created_from, created_to)
-    items, total = staff_queries.platform_balance_history(
+    search = staff_balances.HistorySearch(operation, crypto_currency, created_from, created_to)
+    items, total = staff_balances.platform_balance_history(
         session, search=search, limit=page.limit, offset=page.offset
     )
     return _page(items, total, page)

@@ -11,7 +11,7 @@ from jivapay.api_routers.staff.common import STRICT_QUERY
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
 from jivapay.schemas.staff import MerchantDetailRead, MerchantStatsRead
-from jivapay.services import staff_queries
+from jivapay.services import staff_merchants
 
 router = APIRouter(tags=["staff: merchants"], dependencies=STRICT_QUERY)
 
@@ -21,7 +21,7 @@ _VIEW = [Depends(require_permission(Permission.MERCHANTS_VIEW_ALL))]
 @router.get("/merchants/stats", response_model=Page[MerchantStatsRead], dependencies=_VIEW)
 def merchants_stats(session: DbSession, page: PageParams) -> Page[MerchantStatsRead]:
     """Every merchant with store count, order counts, completed turnover and commission paid."""
-    items, total = staff_queries.merchant_stats(session, limit=page.limit, offset=page.offset)
+    items, total = staff_merchants.merchant_stats(session, limit=page.limit, offset=page.offset)
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
@@ -33,4 +33,4 @@ def merchants_stats(session: DbSession, page: PageParams) -> Page[MerchantStatsR
 )
 def merchant(id: int, session: DbSession, principal: CurrentPrincipal) -> MerchantDetailRead:
     """A merchant with its stores, current and past commissions, balances and recent orders."""
-    return staff_queries.merchant_detail(session, principal=principal, merchant_id=id)
+    return staff_merchants.merchant_detail(session, principal=principal, merchant_id=id)
