@@ -368,7 +368,3 @@ class FraudListEntryCreate(RequestBody):
     value: str = Field(min_length=1, max_length=255, description="A card_hash is given in full")
     list_type: FraudListType
     reason: Reason
-
-
-class CallbackResendRead(CallbackDeliveryRead):
-    pass
