@@ -148,3 +148,20 @@ class ReferenceKindName(StrEnum):
     PAYMENT_METHODS = "payment-methods"
     BANK_METHODS = "bank-methods"
     TIME_ZONES = "time-zones"
+
+
+class OrderSearchSort(StrEnum):
+    """Sort orders of the staff order search: by creation time or fiat amount, `-` descending."""
+
+    CREATED_DESC = "-created_at"
+    CREATED_ASC = "created_at"
+    AMOUNT_DESC = "-amount"
+    AMOUNT_ASC = "amount"
+
+
+class DisputeState(StrEnum):
+    """Which disputes the staff list shows: still open, already resolved, or both."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+    ALL = "all"

@@ -69,6 +69,8 @@ def require_permission(required: str, *, id_param: str = "id") -> Callable[..., 
         ensure_permission(principal, required, target)
         return principal
 
+    # Read by tests and docs: which permission guards a route (see the staff authorization matrix).
+    _require_permission.required_permission = required  # type: ignore[attr-defined]
     return _require_permission
 
 

@@ -6,12 +6,16 @@ lookup of orders goes through `orders_visible_to`, which scopes the query to the
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import ColumnElement, false, select, true
 
 from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory, ReqTrader, Trader
 from jivapay.enums import Role
-from jivapay.permissions import Permission, check_permission
+from jivapay.permissions import Permission, check_permission, match_permission, resolve_required
 from jivapay.security import Principal
+
+_ONE_STORE = str(Permission.ORDERS_VIEW_STORE)
 
 
 def orders_visible_to(principal: Principal) -> ColumnElement[bool]:
@@ -31,7 +35,36 @@ def orders_visible_to(principal: Principal) -> ColumnElement[bool]:
         return OrderHistory.trader_id.in_(team)
     if check_permission(principal, Permission.ORDERS_VIEW_ALL):
         return true()
-    return false()
+    return _granted_stores(principal, OrderHistory.store_id)
+
+
+def granted_store_ids(principal: Principal) -> frozenset[int] | None:
+    """The stores whose orders `orders:view:store:{id}` grants (`None`: every store).
+
+    A grant naming a store id (`orders:view:store:7`) adds that store; one whose last segment is
+    `*` (`orders:view:store:*`) covers every store.
+    """
+    store_ids: set[int] = set()
+    for grant in principal.permissions:
+        last = grant.rsplit(":", 1)[-1]
+        if last == "*" and match_permission(grant, resolve_required(_ONE_STORE, 0)):
+            return None
+        if (
+            last.isascii()
+            and last.isdigit()
+            and match_permission(grant, resolve_required(_ONE_STORE, last))
+        ):
+            store_ids.add(int(last))
+    return frozenset(store_ids)
+
+
+def _granted_stores(principal: Principal, store_column: Any) -> ColumnElement[bool]:
+    store_ids = granted_store_ids(principal)
+    if store_ids is None:
+        return true()
+    if not store_ids:
+        return false()
+    return store_column.in_(sorted(store_ids))
 
 
 def stores_visible_to(principal: Principal) -> ColumnElement[bool]:

@@ -15,7 +15,3 @@ from jivapay.permissions import Permission
 def router_for(role: Role) -> APIRouter:
     """The staff online-stats router of `role`'s server (admin or support)."""
     return online_stats_router(role, Permission.REQUISITES_VIEW_ALL)
-
-
-admin_router = router_for(Role.ADMIN)
-support_router = router_for(Role.SUPPORT)

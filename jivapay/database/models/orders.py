@@ -59,6 +59,8 @@ class IncomingOrder(Base):
             postgresql_where=text("status IN ('new', 'retrying')"),
         ),
         Index("ix_incoming_orders_store_created", "store_id", "created_at"),
+        # The staff order search by the merchant's own order id, across stores.
+        Index("ix_incoming_orders_merchant_order_id", "merchant_order_id"),
         # Fraud velocity counted in the database when Redis is down (fraud_detector).
         Index(
             "ix_incoming_orders_customer_created",
@@ -170,6 +172,20 @@ class OrderHistory(Base):
                 "disputed_at",
             ],
         ),
+        # The staff order search (services/staff_queries.py): each filter walks its own index in
+        # the order of the page it serves, newest first or by amount.
+        Index("ix_order_history_created", "created_at", "id"),
+        Index("ix_order_history_status_created", "status", "created_at", "id"),
+        Index("ix_order_history_store_created", "store_id", "created_at", "id"),
+        Index("ix_order_history_merchant_created", "merchant_id", "created_at", "id"),
+        Index("ix_order_history_trader_created", "trader_id", "created_at", "id"),
+        Index(
+            "ix_order_history_customer_created",
+            "customer_id",
+            "created_at",
+            postgresql_where=text("customer_id IS NOT NULL"),
+        ),
+        Index("ix_order_history_amount", "amount_fiat", "id"),
         # Sweepers: expiry of pending orders and escalation of paid ones.
         Index(
             "ix_order_history_open_deadlines",

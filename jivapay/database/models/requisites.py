@@ -52,6 +52,8 @@ class ReqTrader(Base):
         enum_check("status", RequisiteStatus),
         CheckConstraint("char_length(req_last4) BETWEEN 1 AND 4", name="last4_length"),
         CheckConstraint("open_orders >= 0", name="open_orders_non_negative"),
+        # The staff order search by a requisite's last four digits.
+        Index("ix_req_traders_last4", "req_last4"),
         # The selector walks this index in its exact order (priority, then least recently used)
         # and stops at the first requisite that passes, instead of sorting every candidate.
         Index(
