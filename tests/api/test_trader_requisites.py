@@ -15,6 +15,7 @@ from jivapay.database.models import (
     AuditLog,
     AvailableBankMethod,
     FullRequisitesSettings,
+    OrderHistory,
     OwnerOfRequisites,
     PaymentMethod,
     ReqTrader,
@@ -332,6 +333,14 @@ def test_usage_shows_the_engine_counters(client, db, world) -> None:  # type: ig
     usage = client.get(f"/trader/requisites/{created['id']}", headers=auth(mine)).json()["usage"]
     assert usage["turnover_today"] == "750.00" and usage["turnover_window"] == "750.00"
     assert usage["open_orders"] == 1 and usage["last_used_at"] is not None
+
+    # Archiving takes it out of selection; the order already assigned to it still completes.
+    r = client.post(f"/trader/requisites/{created['id']}/archive", headers=auth(mine))
+    assert r.json()["status"] == "archived" and r.json()["usage"]["open_orders"] == 1
+    public_id = db.get(OrderHistory, res.order_id).public_id
+    r = client.post(f"/trader/orders/{public_id}/confirm", headers=auth(mine))
+    assert r.status_code == 200 and r.json()["status"] == "completed"
+    assert process_incoming_order(make_incoming(db, store, ref).id).order_id is None
 
 
 def test_parallel_registrations_of_one_number_leave_one(committed_db) -> None:  # type: ignore[no-untyped-def]
