@@ -5,6 +5,11 @@ name is started locally (see `jivapay.embedded`), then migrations and seeds run,
 servers, a Celery worker and beat run as supervised children (`jivapay.supervisor`) through the same
 commands production uses (`jivapay serve`, `jivapay worker`, `jivapay beat`). Every command that
 writes owns its transaction (`atomic_transaction`).
+
+While `up` runs it publishes its services in `JIVAPAY_HOME/run/stack.json`; every other command run
+without `DATABASE_URL`/`REDIS_URL` attaches to that stack (the checkout's `.jivapay/` by default), and
+says in one line what to do when there is none. Expected failures (nothing to connect to, a refused
+input) print one `error:` line and exit 1, never a traceback.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -28,8 +34,11 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: flags without `<bool>`-style type labels
 )
-db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database migrations (Alembic).", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db_app, name="db")
 
 # Soft wrap: URLs and paths stay on one line (copyable) whatever the terminal width.
@@ -47,6 +56,19 @@ _FALLBACK_PORTS = {
     "teamlead": 8006,
 }
 DEMO_CREDENTIALS_FILE = "demo-credentials.json"
+INBOX_PORT = 8007  # the demo webhook inbox of a local stack (plus --port-offset)
+STACK_FILE = "stack.json"  # under JIVAPAY_HOME/run while `jivapay up` runs
+# What `up` publishes for other commands of the same checkout.
+STACK_VARIABLES = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "S3_ENDPOINT_URL",
+    "S3_ACCESS_KEY",
+    "S3_SECRET_KEY",
+    "PUBLIC_BASE_URL",
+    "CALLBACK_ALLOW_PRIVATE_NETWORKS",
+    "JIVAPAY_HOME",
+)
 BEAT_SCHEDULE_FILE = "celerybeat-schedule"
 EMBEDDED_DATABASE = "jivapay"
 
@@ -61,16 +83,101 @@ def default_ports() -> dict[str, int]:
     return {name: ports.get(name, _FALLBACK_PORTS[name]) for name in SERVER_NAMES}
 
 
-def _home(home: Path | None) -> Path:
+def checkout_root() -> Path | None:
+    """The source checkout this package runs from (an editable install), else None."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() else None
+
+
+def default_home() -> Path:
+    """`JIVAPAY_HOME`; a relative one (default `.jivapay`) is taken in this checkout, else here."""
     from jivapay.config import get_settings
 
-    path = Path(home or get_settings().JIVAPAY_HOME).expanduser().resolve()
+    path = Path(get_settings().JIVAPAY_HOME).expanduser()
+    if not path.is_absolute():
+        path = (checkout_root() or Path.cwd()) / path
+    return path.resolve()
+
+
+def _home(home: Path | None) -> Path:
+    path = Path(home).expanduser().resolve() if home else default_home()
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
+def stack_file(home: Path) -> Path:
+    return home / "run" / STACK_FILE
+
+
+def _write_stack_file(home: Path, env: dict[str, str], servers: dict[str, str]) -> Path:
+    """Publish the running stack's services for the other commands (owner-only: it holds URLs)."""
+    path = stack_file(home)
+    payload = {
+        "pid": os.getpid(),
+        "env": {k: os.environ[k] for k in STACK_VARIABLES if os.environ.get(k)} | env,
+        "servers": servers,
+    }
+    _write_private_json(path, payload)
+    return path
+
+
+def _write_private_json(path: Path, payload: dict[str, Any]) -> None:
+    import json
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(payload, fh, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def running_stack(home: Path) -> dict[str, Any] | None:
+    """The stack file of `home` when the `jivapay up` that wrote it still runs, else None."""
+    import json
+
+    from jivapay import embedded
+
+    try:
+        stack = json.loads(stack_file(home).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(stack, dict) or not embedded.process_alive(stack.get("pid"), "jivapay"):
+        return None
+    return stack
+
+
+def _attach_stack(*needed: str) -> None:
+    """Fill the unset service variables from the running `jivapay up` of this checkout.
+
+    Fails in one line when a variable of `needed` is neither set nor published by a running stack.
+    """
+    missing = [name for name in needed if not os.environ.get(name)]
+    if not missing and os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"):
+        return  # configured explicitly: nothing to find
+    home = default_home()
+    stack = running_stack(home)
+    if stack is None:
+        if missing:
+            raise _fail(
+                f"{' and '.join(missing)} not set, and no `jivapay up` is running in {home}: "
+                "start it (scripts/up) or export the URL"
+            )
+        return
+    for name, value in dict(stack.get("env", {})).items():
+        if not os.environ.get(name) and isinstance(value, str):
+            os.environ[name] = value
+    _reload_settings()
+
+
 def _fail(message: str, code: int = 1) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     return typer.Exit(code)
 
 
@@ -102,6 +209,7 @@ def serve(
     """Run one role server with uvicorn."""
     import uvicorn
 
+    _attach_stack()
     uvicorn.run(
         f"jivapay.servers.{role}.server:app",
         host=host,
@@ -119,6 +227,7 @@ def worker(
     hostname: str | None = typer.Option(None, help="Node name (default celery@host)."),
 ) -> None:
     """Run a Celery worker."""
+    _attach_stack()
     from jivapay.config import get_settings
     from jivapay.worker.app import celery_app
 
@@ -136,6 +245,7 @@ def worker(
 @app.command()
 def beat(home: Path | None = typer.Option(None, help="Where the schedule file lives.")) -> None:
     """Run Celery beat (exactly one per deployment); its schedule file lives under JIVAPAY_HOME."""
+    _attach_stack()
     from jivapay.config import get_settings
     from jivapay.worker.app import celery_app
 
@@ -165,6 +275,7 @@ def worker_ping(
     queue: str | None = typer.Option(None, help="Queue to send to (default: celery)."),
 ) -> None:
     """Send `system.ping` to the workers and wait for the pong."""
+    _attach_stack(*(() if os.environ.get("CELERY_BROKER_URL") else ("REDIS_URL",)))
     from celery.exceptions import TimeoutError as CeleryTimeout
 
     try:
@@ -172,10 +283,26 @@ def worker_ping(
     except CeleryTimeout:
         raise _fail(f"no worker answered within {timeout:g}s") from None
     except Exception as exc:
-        raise _fail(f"ping failed: {exc}") from exc
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise _fail(f"ping failed: {reason}") from exc
     console.print(
         f"[green]pong[/] from {answer.get('hostname')} in {elapsed:.0f} ms (at {answer.get('at')})"
     )
+
+
+@app.command("webhook-inbox")
+def webhook_inbox(
+    port: int = typer.Option(INBOX_PORT, help="Port to listen on."),
+    host: str = typer.Option("127.0.0.1", help="Interface to bind."),
+    home: Path | None = typer.Option(None, help="Where received callbacks are kept."),
+) -> None:
+    """Run the demo webhook inbox: receives merchant callbacks, lists them with their signatures."""
+    import uvicorn
+
+    from jivapay.servers.webhook_inbox import build_inbox_app
+
+    _attach_stack("DATABASE_URL")
+    uvicorn.run(build_inbox_app(_home(home)), host=host, port=port, log_level="warning")
 
 
 # --------------------------------------------------------------------------- database and data
@@ -184,6 +311,7 @@ def worker_ping(
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head")) -> None:
     """Apply migrations up to REVISION (default: head)."""
+    _attach_stack("DATABASE_URL")
     from jivapay.database import migrate
 
     migrate.upgrade(revision)
@@ -193,6 +321,7 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 @db_app.command("downgrade")
 def db_downgrade(revision: str = typer.Argument(..., help="Target, e.g. -1 or base.")) -> None:
     """Revert migrations down to REVISION."""
+    _attach_stack("DATABASE_URL")
     from jivapay.database import migrate
 
     migrate.downgrade(revision)
@@ -202,6 +331,7 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target, e.g. -1 or ba
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's revision and whether it is at head."""
+    _attach_stack("DATABASE_URL")
     console.print(f"current revision: {_current_label()}")
 
 
@@ -264,6 +394,7 @@ def seed(
     ),
 ) -> None:
     """Insert settings defaults, roles, the super admin, reference data (and the demo world)."""
+    _attach_stack("DATABASE_URL")
     from jivapay.utils.exceptions import JivaPayException
 
     if demo and output is None:
@@ -282,6 +413,7 @@ def seed(
 @app.command()
 def reconcile() -> None:
     """Check every money invariant; print each discrepancy and exit 1 if there is any."""
+    _attach_stack("DATABASE_URL")
     from jivapay.database.utils import get_db_session
     from jivapay.services.reconciliation import reconcile as check
 
@@ -323,6 +455,47 @@ def verify_callback(
     console.print("[green]valid[/]")
 
 
+@app.command()
+def sign(
+    method: str = typer.Option(..., help="HTTP method, e.g. GET or POST."),
+    path: str = typer.Option(
+        ..., help="Path as sent, with its ?query if any: /gateway/payin/status/ord_123"
+    ),
+    public_key: str = typer.Option(
+        ..., envvar="JIVAPAY_PUBLIC_KEY", help="The store's public key."
+    ),
+    private_key: str = typer.Option(
+        ..., envvar="JIVAPAY_PRIVATE_KEY", help="The store's private key (better from the env)."
+    ),
+    body: str | None = typer.Option(None, help="The raw body (none for a GET)."),
+    body_file: Path | None = typer.Option(None, help="Read the raw body from a file; - is stdin."),
+    curl: bool = typer.Option(False, "--curl", help="Print as curl -H arguments."),
+) -> None:
+    """Print the X-API-Key, X-Timestamp and X-Signature headers of one gateway request."""
+    from jivapay.security import compute_signature
+
+    if body is not None and body_file is not None:
+        raise _fail("give --body or --body-file, not both", 2)
+    raw = b""
+    if body is not None:
+        raw = body.encode()
+    elif body_file is not None:
+        raw = sys.stdin.buffer.read() if str(body_file) == "-" else body_file.read_bytes()
+    if not path.startswith("/"):
+        raise _fail("--path is the URL path, starting with /", 2)
+    timestamp = str(int(time.time()))
+    headers = {
+        "X-API-Key": public_key,
+        "X-Timestamp": timestamp,
+        "X-Signature": compute_signature(private_key, timestamp, method, path, raw),
+    }
+    if curl:
+        print(" ".join(f"-H {name}:{value}" for name, value in headers.items()))
+    else:
+        for name, value in headers.items():
+            print(f"{name}: {value}")
+
+
 @app.command("create-user")
 def create_user(
     email: str = typer.Option(..., help="Login email."),
@@ -333,6 +506,7 @@ def create_user(
     last_name: str | None = typer.Option(None),
 ) -> None:
     """Create a user of any role (staff get the permissions of --template)."""
+    _attach_stack("DATABASE_URL")
     from jivapay.database.utils import atomic_transaction
     from jivapay.services.auth_service import create_user as create_user_service
     from jivapay.utils.exceptions import JivaPayException
@@ -356,6 +530,29 @@ def create_user(
     console.print(f"[green]created[/] {role.value} {email} (id {user_id})")
 
 
+@app.command("set-password")
+def set_password(
+    email: str = typer.Option(..., help="The user's login email."),
+) -> None:
+    """Set a user's password (prompted twice, hidden; or one line read from stdin when piped)."""
+    from jivapay.database.utils import atomic_transaction
+    from jivapay.services.account_recovery import reset_password
+    from jivapay.utils.exceptions import JivaPayException
+
+    _attach_stack("DATABASE_URL")
+    if sys.stdin.isatty():
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        with atomic_transaction() as session:
+            user = reset_password(session, email=email, new_password=password)
+            label = f"{user.role} {user.email} (id {user.id})"
+    except JivaPayException as exc:
+        raise _fail(exc.message) from exc
+    console.print(f"[green]password set[/] for {label}")
+
+
 # --------------------------------------------------------------------------- the embedded stack
 
 
@@ -369,22 +566,25 @@ def _prepare_services(home: Path, started: list[str]) -> dict[str, str]:
 
     env: dict[str, str] = {"JIVAPAY_HOME": str(home)}
     if not os.environ.get("DATABASE_URL"):
+        console.print("starting the embedded PostgreSQL (the first run creates its data) ...")
         server = embedded.postgres_server(home)
         started.append(embedded.POSTGRES)
         env["DATABASE_URL"] = embedded.ensure_database(server.url, EMBEDDED_DATABASE)
         console.print(f"embedded PostgreSQL: {env['DATABASE_URL']} (data {home / 'pg'})")
     if not os.environ.get("REDIS_URL"):
+        console.print("starting the embedded Redis ...")
         server = embedded.redis_server(home)
         started.append(embedded.REDIS)
         env["REDIS_URL"] = server.url
         console.print(f"embedded Redis: {server.url} (data {home / 'redis'})")
     if not os.environ.get("S3_ENDPOINT_URL"):
+        console.print("starting the embedded S3 (moto; replaying its stored objects) ...")
         server = embedded.s3_server(home)
         started.append(embedded.S3)
         env["S3_ENDPOINT_URL"] = server.url
         env["S3_ACCESS_KEY"] = embedded.S3_TEST_ACCESS_KEY
         env["S3_SECRET_KEY"] = embedded.S3_TEST_SECRET_KEY
-        console.print(f"embedded S3 (moto, in memory): {server.url}")
+        console.print(f"embedded S3 (moto): {server.url} (objects kept in {home / 's3'})")
     os.environ.update(env)
     _reload_settings()
     if "S3_ENDPOINT_URL" in env:
@@ -397,7 +597,9 @@ def _prepare_services(home: Path, started: list[str]) -> dict[str, str]:
     return env
 
 
-def _stack_specs(home: Path, host: str, ports: dict[str, int], with_worker: bool) -> list[Any]:
+def _stack_specs(
+    home: Path, host: str, ports: dict[str, int], with_worker: bool, inbox_port: int | None = None
+) -> list[Any]:
     from jivapay.supervisor import ChildSpec
 
     cli = [sys.executable, "-m", "jivapay.cli"]
@@ -409,6 +611,15 @@ def _stack_specs(home: Path, host: str, ports: dict[str, int], with_worker: bool
         )
         for name, port in ports.items()
     ]
+    if inbox_port is not None:
+        specs.append(
+            ChildSpec(
+                name="webhook-inbox",
+                argv=[*cli, "webhook-inbox", "--host", host, "--port", str(inbox_port)],
+                env={"JIVAPAY_HOME": str(home)},
+                health_url=f"http://{_client_host(host)}:{inbox_port}/health",
+            )
+        )
     if with_worker:
         specs.append(ChildSpec("worker", [*cli, "worker", "--concurrency", "2"]))
         specs.append(ChildSpec("beat", [*cli, "beat", "--home", str(home)]))
@@ -419,17 +630,74 @@ def _client_host(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104
 
 
-def _print_stack(home: Path, host: str, ports: dict[str, int], report: Any, creds: Path) -> None:
+def server_urls(host: str, ports: dict[str, int]) -> dict[str, str]:
+    return {name: f"http://{_client_host(host)}:{port}" for name, port in ports.items()}
+
+
+def record_stack_credentials(path: Path, *, report: Any, servers: dict[str, str]) -> None:
+    """Add the admin login and this run's server URLs to the credentials file (mode 0600).
+
+    The demo part is written by the seed; a generated admin password is kept from the run that
+    generated it (it cannot be read back from its hash).
+    """
+    import json
+
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        payload = {}
+    if not isinstance(payload, dict):
+        payload = {}
+    found = payload.get("admin")
+    admin: dict[str, Any] = dict(found) if isinstance(found, dict) else {}
+    if admin.get("email") != report.admin_email:
+        admin = {"email": report.admin_email}
+    if report.admin_password:
+        admin["password"] = report.admin_password
+        admin.pop("note", None)
+    elif not admin.get("password"):
+        admin["password"] = None
+        admin["note"] = (
+            "set by JIVAPAY_ADMIN_PASSWORD or shown when it was generated; "
+            f"reset it with `jivapay set-password --email {report.admin_email}`"
+        )
+    payload["admin"] = admin
+    payload["servers"] = servers
+    payload["gateway_url"] = servers["gateway"] + "/gateway"
+    _write_private_json(path, payload)
+
+
+def _point_demo_stores(callback_url: str) -> None:
+    from jivapay.database.utils import atomic_transaction
+    from jivapay.seeds.demo import point_demo_stores_at
+
+    with atomic_transaction() as session:
+        point_demo_stores_at(session, callback_url)
+    console.print(f"demo stores send their callbacks to {callback_url}")
+
+
+def _print_stack(
+    home: Path,
+    host: str,
+    ports: dict[str, int],
+    report: Any,
+    creds: Path,
+    inbox_port: int | None = None,
+) -> None:
     table = Table(title="JivaPay is up", title_justify="left")
     table.add_column("server")
     table.add_column("API docs")
     for name, port in ports.items():
         table.add_row(name, f"http://{_client_host(host)}:{port}/docs")
+    if inbox_port is not None:
+        table.add_row(
+            "webhook inbox", f"http://{_client_host(host)}:{inbox_port}/ (demo callbacks)"
+        )
     console.print(table)
     if report is not None:
         _print_admin(report)
         if creds.exists():
-            console.print(f"demo credentials: {creds}")
+            console.print(f"credentials (admin, demo logins and store keys): {creds}")
     console.print(f"logs: {home / 'logs'}   stop: Ctrl-C")
 
 
@@ -470,7 +738,13 @@ def up(
     if previous and previous != os.getpid() and embedded.process_alive(previous, "jivapay"):
         raise _fail(f"`jivapay up` already runs on {home_dir} (pid {previous})")
     ports = {name: port + port_offset for name, port in default_ports().items()}
-    busy = [f"{n}:{p}" for n, p in ports.items() if not embedded.port_is_free(p, host)]
+    if not os.environ.get("DATABASE_URL"):
+        # A local stack: merchant callbacks may go to local addresses (the demo inbox).
+        os.environ.setdefault("CALLBACK_ALLOW_PRIVATE_NETWORKS", "true")
+    allows_local = os.environ.get("CALLBACK_ALLOW_PRIVATE_NETWORKS", "").lower() in ("1", "true")
+    inbox_port = INBOX_PORT + port_offset if allows_local and not no_demo else None
+    wanted = {**ports, "webhook-inbox": inbox_port} if inbox_port else ports
+    busy = [f"{n}:{p}" for n, p in wanted.items() if not embedded.port_is_free(p, host)]
     if busy:
         raise _fail(f"ports in use ({', '.join(busy)}): another stack? try --port-offset")
 
@@ -484,23 +758,32 @@ def up(
             os.environ.setdefault(
                 "PUBLIC_BASE_URL", f"http://{_client_host(host)}:{ports['gateway']}"
             )
-            _prepare_services(home_dir, started)
+            console.print(f"starting JivaPay in {home_dir}")
+            env = _prepare_services(home_dir, started)
             from jivapay.database import migrate
 
+            console.print("applying migrations ...")
             migrate.upgrade("head")
             console.print(f"migrations: {_current_label()}")
             creds = home_dir / DEMO_CREDENTIALS_FILE
+            console.print("seeding ...")
             report = _run_seed(demo=not no_demo, output=None if no_demo else creds)
+            servers = server_urls(host, ports)
+            if inbox_port is not None:
+                _point_demo_stores(f"http://{_client_host(host)}:{inbox_port}/callbacks")
+            record_stack_credentials(creds, report=report, servers=servers)
+            _write_stack_file(home_dir, env, servers)
             _reload_settings()  # the children own their connections; drop this process's pool
             supervisor.base_env = dict(os.environ)
-            for spec in _stack_specs(home_dir, host, ports, with_worker=not no_worker):
+            specs = _stack_specs(home_dir, host, ports, not no_worker, inbox_port)
+            for spec in specs:
                 supervisor.start(spec)
             supervisor.wait_healthy(
                 startup_timeout, on_ready=lambda c: console.print(f"[green]ready[/] {c.spec.name}")
             )
             if not no_worker:
                 _check_worker(supervisor.logs_dir / "worker.log")
-            _print_stack(home_dir, host, ports, report, creds)
+            _print_stack(home_dir, host, ports, report, creds, inbox_port)
             supervisor.run()
     except ShutdownRequested as exc:
         err_console.print(f"{exc.args[0]}: stopping")
@@ -519,6 +802,7 @@ def up(
             supervisor.stop()
             for name in started:
                 embedded.stop_server(home_dir, name)
+            stack_file(home_dir).unlink(missing_ok=True)
             up_pid.unlink(missing_ok=True)
     err_console.print("stopped")
     raise typer.Exit(exit_code)
@@ -535,8 +819,42 @@ def down(home: Path | None = typer.Option(None, help="The home `jivapay up` used
         embedded.terminate_pid(up_pid, timeout=30.0)
         console.print(f"stopped `jivapay up` (pid {up_pid})")
     stopped = embedded.stop_all(home_dir)
+    stack_file(home_dir).unlink(missing_ok=True)
     console.print(f"embedded servers stopped: {', '.join(stopped) or 'none running'}")
 
 
+def main() -> None:
+    """The `jivapay` entry point: expected failures end in one `error:` line, exit 1."""
+    from jivapay.embedded import EmbeddedServerError
+    from jivapay.utils.exceptions import JivaPayException
+
+    try:
+        app()
+    except JivaPayException as exc:
+        raise SystemExit(_fail(exc.message).exit_code) from None
+    except EmbeddedServerError as exc:
+        raise SystemExit(_fail(str(exc)).exit_code) from None
+    except Exception as exc:
+        reason = _unreachable(exc)
+        if reason is None:
+            raise
+        raise SystemExit(_fail(reason).exit_code) from None
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """One line for a service that cannot be reached, or None for any other error."""
+    import redis
+    import sqlalchemy.exc
+    from kombu.exceptions import OperationalError as KombuOperationalError
+
+    if isinstance(exc, sqlalchemy.exc.OperationalError):
+        first = str(exc.orig or exc).strip().splitlines()[0]
+        return f"cannot reach the database: {first}"
+    if isinstance(exc, redis.exceptions.ConnectionError | KombuOperationalError):
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return f"cannot reach Redis: {first}"
+    return None
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -5,16 +5,20 @@ Each server runs as a detached process (its own session, so a Ctrl-C in the term
 with its data, log, port and pid files under `home/<name>/`. An `ensure_*` call reuses a server that is
 already running on that home and otherwise starts one on the same data (and the same port when it is
 still free), so a second run finds its data again. They never stop by themselves: `stop_server` and
-`stop_all` stop them explicitly from their pid files.
+`stop_all` stop them explicitly from their pid files. Starting is serialised per server by a file
+lock (`home/<name>/.lock`), so two processes asking at once (the test suite's xdist workers) get one
+server instead of racing on its data directory.
 
 PostgreSQL listens on 127.0.0.1 only (TCP, trust authentication, user `postgres`); as root it runs as
-the unprivileged `pgserver` user, the convention of the pgserver package. Moto keeps S3 in memory, so
-uploaded objects do not survive a restart of the S3 server.
+the unprivileged `pgserver` user, the convention of the pgserver package. Moto keeps S3 in memory;
+its request recorder, replayed on start, keeps the objects across restarts (see `s3_server`).
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import pwd
 import signal
@@ -26,8 +30,11 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import psutil
+from filelock import FileLock
 
 POSTGRES = "pg"
 REDIS = "redis"
@@ -40,6 +47,7 @@ S3_TEST_SECRET_KEY = "testing"  # noqa: S105 - moto accepts any credentials
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0
+LOCK_TIMEOUT = 180.0  # another process may be running initdb and starting the server meanwhile
 
 
 class EmbeddedServerError(RuntimeError):
@@ -79,6 +87,13 @@ def pid_file(home: Path, name: str) -> Path:
 
 def _port_file(home: Path, name: str) -> Path:
     return server_dir(home, name) / "port"
+
+
+def _start_lock(home: Path, name: str) -> FileLock:
+    """The lock held while server `name` of `home` is looked up or started (one starter at a time)."""
+    directory = server_dir(home, name)
+    directory.mkdir(parents=True, exist_ok=True)
+    return FileLock(directory / ".lock", timeout=LOCK_TIMEOUT)
 
 
 def read_int_file(path: Path) -> int | None:
@@ -168,11 +183,14 @@ def _wait_gone(pid: int, timeout: float) -> bool:
     return not process_alive(pid)
 
 
-def _spawn_detached(argv: Sequence[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def _spawn_detached(
+    argv: Sequence[str], log_path: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             list(argv),
             cwd=cwd,
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -285,6 +303,11 @@ def _pg_running_url(pgdata: Path) -> tuple[str, int] | None:
 
 def postgres_server(home: Path) -> EmbeddedServer:
     """Start (or reuse) the embedded PostgreSQL of `home`; data in `home/pg/data`."""
+    with _start_lock(home, POSTGRES):
+        return _postgres_server(home)
+
+
+def _postgres_server(home: Path) -> EmbeddedServer:
     base = server_dir(home, POSTGRES)
     base.mkdir(parents=True, exist_ok=True)
     pgdata = base / "data"
@@ -396,6 +419,11 @@ def _redis_ping(port: int) -> bool:
 
 def redis_server(home: Path) -> EmbeddedServer:
     """Start (or reuse) the embedded Redis of `home`; append-only data in `home/redis`."""
+    with _start_lock(home, REDIS):
+        return _redis_server(home)
+
+
+def _redis_server(home: Path) -> EmbeddedServer:
     directory = server_dir(home, REDIS)
     directory.mkdir(parents=True, exist_ok=True)
     pid = read_int_file(pid_file(home, REDIS))
@@ -446,8 +474,23 @@ def _s3_ready(port: int) -> bool:
         return False
 
 
+RECORDING_FILE = "recording.jsonl"
+_MUTATING_METHODS = frozenset({"PUT", "POST", "DELETE"})
+_REPLAY_SKIPPED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection"})
+
+
 def s3_server(home: Path) -> EmbeddedServer:
-    """Start (or reuse) moto's S3 server for `home` (state in memory; logs in `home/s3`)."""
+    """Start (or reuse) moto's S3 server for `home`, its objects kept across restarts.
+
+    Moto keeps state in memory; its recorder appends every request to `home/s3/recording.jsonl`.
+    On start the reads are dropped from that file, the writes (buckets, objects, deletes) replayed in
+    order into the new server, and recording resumes: objects survive a restart or a crash.
+    """
+    with _start_lock(home, S3):
+        return _s3_server(home)
+
+
+def _s3_server(home: Path) -> EmbeddedServer:
     directory = server_dir(home, S3)
     directory.mkdir(parents=True, exist_ok=True)
     pid = read_int_file(pid_file(home, S3))
@@ -455,14 +498,64 @@ def s3_server(home: Path) -> EmbeddedServer:
     if port and process_alive(pid, "moto") and _s3_ready(port):
         return EmbeddedServer(S3, f"http://127.0.0.1:{port}", pid or 0, started=False)
 
+    recording = directory / RECORDING_FILE
+    writes = _compact_recording(recording)
     port = free_port(port)
     log = directory / "server.log"
     argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = _spawn_detached(argv, log, directory)
+    env = {k: v for k, v in os.environ.items() if k != "MOTO_ENABLE_RECORDING"}
+    env["MOTO_RECORDER_FILEPATH"] = str(recording)  # recording starts after the replay
+    proc = _spawn_detached(argv, log, directory, env=env)
     pid_file(home, S3).write_text(f"{proc.pid}\n")
     _port_file(home, S3).write_text(f"{port}\n")
     _wait_ready("S3 (moto)", proc, lambda: _s3_ready(port), log)
-    return EmbeddedServer(S3, f"http://127.0.0.1:{port}", proc.pid, started=True)
+    url = f"http://127.0.0.1:{port}"
+    _replay(url, writes)
+    _moto_api(url, "start-recording")
+    return EmbeddedServer(S3, url, proc.pid, started=True)
+
+
+def _compact_recording(recording: Path) -> list[dict[str, Any]]:
+    """The recorded writes, in order; the file is rewritten with only them (reads are dropped)."""
+    if not recording.exists():
+        return []
+    writes: list[dict[str, Any]] = []
+    for line in recording.read_text(encoding="utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash
+        if isinstance(entry, dict) and str(entry.get("method", "")).upper() in _MUTATING_METHODS:
+            writes.append(entry)
+    tmp = recording.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(entry) + "\n" for entry in writes), encoding="utf-8")
+    os.replace(tmp, recording)
+    return writes
+
+
+def _replay(base_url: str, writes: Sequence[dict[str, Any]]) -> None:
+    """Send the recorded writes to the server at `base_url` (the port may have changed)."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, timeout=30.0) as client:
+        for entry in writes:
+            parts = urlsplit(str(entry.get("url", "")))
+            target = parts.path + (f"?{parts.query}" if parts.query else "")
+            body = entry.get("body") or b""
+            if entry.get("body_encoded"):
+                body = base64.b64decode(body)
+            headers = {
+                k: v
+                for k, v in (entry.get("headers") or {}).items()
+                if k.lower() not in _REPLAY_SKIPPED_HEADERS
+            }
+            client.request(str(entry["method"]), target, headers=headers, content=body)
+
+
+def _moto_api(base_url: str, action: str) -> None:
+    import httpx
+
+    httpx.post(f"{base_url}/moto-api/recorder/{action}", timeout=10.0).raise_for_status()
 
 
 def ensure_s3(home: Path) -> str:
@@ -515,3 +608,71 @@ def stop_server(home: Path, name: str, *, timeout: float = STOP_TIMEOUT) -> bool
 def stop_all(home: Path, *, timeout: float = STOP_TIMEOUT) -> list[str]:
     """Stop every embedded server of `home`; returns the names of those that were running."""
     return [name for name in ALL_SERVERS if stop_server(home, name, timeout=timeout)]
+
+
+# --------------------------------------------------------------------------- scripts/test
+
+
+def _say(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _start_test_services() -> int:
+    """Print shell `export` lines for the test suite's servers, starting the embedded ones needed.
+
+    `JIVAPAY_TEST_STARTED` names the servers this call started, for `stop-test` to stop afterwards.
+    """
+    import shlex
+
+    home = test_home()
+    exports: dict[str, str] = {}
+    started: list[str] = []
+    wanted = (
+        ("DATABASE_URL", POSTGRES, "PostgreSQL", postgres_server),
+        ("REDIS_URL", REDIS, "Redis", redis_server),
+    )
+    for variable, name, label, start in wanted:
+        if os.environ.get(variable):
+            continue
+        _say(f"starting embedded {label} under {server_dir(home, name)} ...")
+        server = start(home)
+        exports[variable] = server.url
+        if server.started:
+            started.append(name)
+        state = "started" if server.started else "already running, reused"
+        _say(f"embedded {label}: {server.url} ({state}, pid {server.pid})")
+    exports["JIVAPAY_TEST_STARTED"] = " ".join(started)
+    for variable, value in exports.items():
+        sys.stdout.write(f"export {variable}={shlex.quote(value)}\n")
+    return 0
+
+
+def _stop_test_services(names: Sequence[str]) -> int:
+    home = test_home()
+    labels = {POSTGRES: "PostgreSQL", REDIS: "Redis", S3: "S3"}
+    for name in names:
+        if name not in labels:
+            continue
+        stop_server(home, name)
+        left = server_pid(home, name)
+        state = f"STILL RUNNING (pid {left})" if left else "stopped"
+        _say(f"embedded {labels[name]} of this test run: {state}")
+        if left:
+            return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m jivapay.embedded start-test | stop-test NAME...` (used by scripts/test)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["start-test"]:
+        return _start_test_services()
+    if args[:1] == ["stop-test"]:
+        return _stop_test_services(args[1:])
+    _say("usage: python -m jivapay.embedded start-test | stop-test NAME...")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -35,6 +35,22 @@ class OrderStatus(StrEnum):
     DISPUTED = "disputed"
 
 
+class MerchantOrderStatus(StrEnum):
+    """An order's status as its merchant sees it: the intake statuses until a trader is assigned
+    (`new`, `retrying`, `manual_review`, `failed`), then the assigned order's status."""
+
+    NEW = "new"
+    RETRYING = "retrying"
+    MANUAL_REVIEW = "manual_review"
+    FAILED = "failed"
+    PENDING = "pending"
+    PAID = "paid"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    DISPUTED = "disputed"
+
+
 TERMINAL_ORDER_STATUSES = frozenset(
     {OrderStatus.COMPLETED, OrderStatus.CANCELED, OrderStatus.EXPIRED}
 )
@@ -56,6 +72,13 @@ class BalanceOperation(StrEnum):
     DEPOSIT = "deposit"
     WITHDRAWAL = "withdrawal"
     ADJUSTMENT = "adjustment"
+
+
+class BalanceKind(StrEnum):
+    """Which of a trader's balances: the crypto deposit or the fiat turnover."""
+
+    CRYPTO = "crypto"
+    FIAT = "fiat"
 
 
 class DocumentKind(StrEnum):
@@ -113,3 +136,15 @@ class OnlineStatsSort(StrEnum):
     LAST_USED_DESC = "-last_used"
     LIMITS = "limits"
     LIMITS_DESC = "-limits"
+
+
+class ReferenceKindName(StrEnum):
+    """The reference-data kinds of `/admin/reference/{kind}`."""
+
+    COUNTRIES = "countries"
+    FIAT_CURRENCIES = "fiat-currencies"
+    CRYPTO_CURRENCIES = "crypto-currencies"
+    BANKS = "banks"
+    PAYMENT_METHODS = "payment-methods"
+    BANK_METHODS = "bank-methods"
+    TIME_ZONES = "time-zones"

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -204,4 +206,190 @@ def test_reconcile_clean_then_reports_a_discrepancy(db) -> None:  # type: ignore
     assert broken.exit_code == 1
     assert (
         "store balance" not in broken.output and "trader deposit = sum of history" in broken.output
+    )
+
+
+def test_set_password_reads_stdin_and_the_new_password_logs_in(db: Session, unique: str) -> None:
+    from jivapay.database.models import AuditLog
+    from jivapay.security import verify_password
+
+    email = f"reset-{unique}@example.com"
+    assert (
+        runner.invoke(
+            app, ["create-user", "--email", email, "--role", "merchant", "--password", "old-pw-1"]
+        ).exit_code
+        == 0
+    )
+    result = runner.invoke(app, ["set-password", "--email", email.upper()], input="new-pw-2\n")
+    assert result.exit_code == 0, result.output
+    assert "password set" in result.output and "new-pw-2" not in result.output
+    user = db.scalars(select(User).where(User.email == email)).one()
+    db.refresh(user)
+    assert verify_password("new-pw-2", user.password_hash)
+    assert not verify_password("old-pw-1", user.password_hash)
+    audit = db.scalars(
+        select(AuditLog).where(
+            AuditLog.action == "user.password_reset_cli", AuditLog.target_id == str(user.id)
+        )
+    ).all()
+    assert len(audit) == 1
+
+
+def test_set_password_for_an_unknown_email_fails_in_one_line(db: Session, unique: str) -> None:
+    result = runner.invoke(
+        app, ["set-password", "--email", f"nobody-{unique}@example.com"], input="x-123456\n"
+    )
+    assert result.exit_code == 1
+    assert "no user with email" in result.output
+
+
+def _cli_env(home: Path, **extra: str) -> dict[str, str]:
+    import os
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL", "CELERY_RESULT_BACKEND")
+        and not k.startswith(("S3_", "JIVAPAY_TEST_"))
+    }
+    env.update({"JIVAPAY_HOME": str(home), **extra})
+    return env
+
+
+def _run_cli(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "jivapay.cli", *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "variable"),
+    [
+        (["reconcile"], "DATABASE_URL"),
+        (["db", "current"], "DATABASE_URL"),
+        (["worker-ping", "--timeout", "2"], "REDIS_URL"),
+        (["set-password", "--email", "a@example.com"], "DATABASE_URL"),
+    ],
+)
+def test_without_urls_or_a_running_stack_commands_fail_in_one_line(
+    tmp_path: Path, args: list[str], variable: str
+) -> None:
+    result = _run_cli(_cli_env(tmp_path / "home"), *args, stdin="pw-123456\n")
+    assert result.returncode == 1
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1, lines  # no traceback
+    assert lines[0].startswith("error: ") and variable in lines[0]
+    assert "no `jivapay up` is running in" in lines[0]
+
+
+def test_an_unreachable_database_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    env = _cli_env(tmp_path, DATABASE_URL="postgresql://postgres@127.0.0.1:9/none")
+    result = _run_cli(env, "db", "current")
+    assert result.returncode == 1
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach the database"), lines
+
+
+def test_commands_attach_to_the_running_stack_of_their_home(
+    services: dict[str, str], tmp_path: Path
+) -> None:
+    from jivapay.cli import stack_file
+
+    home = tmp_path / "home"
+    # Stands in for `jivapay up`: a live process whose command line names jivapay.
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(120)", "jivapay-up-stand-in"]
+    )
+    try:
+        path = stack_file(home)
+        path.parent.mkdir(parents=True)
+        path.write_text(
+            json.dumps(
+                {
+                    "pid": holder.pid,
+                    "env": {
+                        "DATABASE_URL": services["database_url"],
+                        "REDIS_URL": services["redis_url"],
+                    },
+                    "servers": {},
+                }
+            )
+        )
+        result = _run_cli(_cli_env(home), "db", "current")
+        assert result.returncode == 0, result.stderr
+        assert "(head)" in result.stdout
+
+        holder.kill()
+        holder.wait(5)
+        gone = _run_cli(_cli_env(home), "db", "current")
+        assert gone.returncode == 1
+        assert "no `jivapay up` is running" in gone.stderr  # a stale stack file is ignored
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+
+
+def test_stack_credentials_keep_the_admin_password_and_record_this_runs_ports(
+    tmp_path: Path,
+) -> None:
+    from jivapay.cli import record_stack_credentials, server_urls
+    from jivapay.seeds import SeedReport
+
+    path = tmp_path / "demo-credentials.json"
+    path.write_text(json.dumps({"logins": [{"email": "m@example.com"}]}))
+    first = server_urls("0.0.0.0", {"gateway": 9003, "admin": 9004})
+    record_stack_credentials(
+        path, report=SeedReport("admin@jivapay.local", "generated-pw"), servers=first
+    )
+    again = server_urls("127.0.0.1", {"gateway": 8103, "admin": 8104})
+    record_stack_credentials(path, report=SeedReport("admin@jivapay.local", None), servers=again)
+
+    data = json.loads(path.read_text())
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert data["admin"] == {"email": "admin@jivapay.local", "password": "generated-pw"}
+    assert data["servers"]["gateway"] == "http://127.0.0.1:8103"
+    assert data["gateway_url"] == "http://127.0.0.1:8103/gateway"
+    assert data["logins"] == [{"email": "m@example.com"}]  # the seed's part is kept
+
+
+def test_help_shows_plain_flags() -> None:
+    result = runner.invoke(app, ["up", "--help"])
+    assert result.exit_code == 0
+    assert "<bool>" not in result.output
+    for option in ("--no-worker", "--no-demo", "--host", "--startup-timeout", "--port-offset"):
+        assert option in result.output
+
+
+def test_sign_prints_the_headers_of_a_get_with_a_query() -> None:
+    from jivapay.security import compute_signature
+
+    path = "/gateway/payin/status/ord_123?verbose=1"
+    result = runner.invoke(
+        app,
+        ["sign", "--method", "get", "--path", path, "--public-key", "pk_1"],
+        env={"JIVAPAY_PRIVATE_KEY": "sk_secret"},
+    )
+    assert result.exit_code == 0, result.output
+    headers = dict(line.split(": ", 1) for line in result.output.splitlines())
+    assert headers["X-API-Key"] == "pk_1"
+    expected = compute_signature("sk_secret", headers["X-Timestamp"], "GET", path, b"")
+    assert headers["X-Signature"] == expected
+
+    body = '{"a": 1}'
+    curl = runner.invoke(
+        app,
+        ["sign", "--method", "POST", "--path", "/gateway/payin/init", "--body", body, "--curl"],
+        env={"JIVAPAY_PUBLIC_KEY": "pk_1", "JIVAPAY_PRIVATE_KEY": "sk_secret"},
+    )
+    assert curl.exit_code == 0, curl.output
+    parts = curl.output.split()
+    assert parts[0::2] == ["-H", "-H", "-H"]
+    signed = dict(part.split(":", 1) for part in parts[1::2])
+    assert signed["X-Signature"] == compute_signature(
+        "sk_secret", signed["X-Timestamp"], "POST", "/gateway/payin/init", body.encode()
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -123,3 +124,68 @@ def test_free_port_prefers_the_given_port_when_free() -> None:
         sock.listen()
         assert embedded.port_is_free(port) is False
         assert embedded.free_port(port) != port
+
+
+_START_PG = """
+import sys
+from pathlib import Path
+from jivapay import embedded
+server = embedded.postgres_server(Path(sys.argv[1]))
+print(server.url, server.pid, server.started)
+"""
+
+
+def test_two_processes_starting_postgres_at_once_get_one_server(home: Path) -> None:
+    # The xdist workers of one test run used to race on initdb and pg_ctl in the same directory.
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _START_PG, str(home)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    results = [proc.communicate(timeout=180) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0, 0], [err for _, err in results]
+    answers = [out.split() for out, _ in results]
+    assert len({(url, pid) for url, pid, _ in answers}) == 1  # one server, the same for all
+    assert sorted(started for _, _, started in answers) == ["False", "False", "True"]
+    assert embedded.server_pid(home, embedded.POSTGRES) == int(answers[0][1])
+
+
+def test_scripts_test_helpers_start_then_stop_what_they_started(tmp_path: Path) -> None:
+    test_home = tmp_path / "test-home"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["JIVAPAY_TEST_HOME"] = str(test_home)
+    try:
+        start = subprocess.run(
+            [sys.executable, "-m", "jivapay.embedded", "start-test"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=True,
+        )
+        exports = dict(
+            line.removeprefix("export ").split("=", 1) for line in start.stdout.splitlines()
+        )
+        assert exports["JIVAPAY_TEST_STARTED"].strip("'") == "pg redis"
+        assert exports["DATABASE_URL"].startswith("postgresql://")
+        assert exports["REDIS_URL"].startswith("redis://127.0.0.1:")
+        pids = [embedded.server_pid(test_home, n) for n in (embedded.POSTGRES, embedded.REDIS)]
+        assert all(pids)
+
+        stop = subprocess.run(
+            [sys.executable, "-m", "jivapay.embedded", "stop-test", "pg", "redis"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert stop.returncode == 0, stop.stderr
+        assert "embedded PostgreSQL of this test run: stopped" in stop.stderr
+        assert "embedded Redis of this test run: stopped" in stop.stderr
+        assert not any(embedded.process_alive(pid) for pid in pids)
+    finally:
+        embedded.stop_all(test_home, timeout=5)

@@ -407,3 +407,20 @@ def _create_trader(
         reason="demo seed: initial trader deposit",
     )
     return DemoLogin(email=user.email, password=password, role=Role.TRADER.value)
+
+
+def point_demo_stores_at(session: Session, callback_url: str | None) -> int:
+    """Set every demo store's callback URL (the local webhook inbox); returns how many changed."""
+    stores = session.scalars(
+        select(MerchantStore)
+        .join(Merchant, Merchant.id == MerchantStore.merchant_id)
+        .join(User, User.id == Merchant.user_id)
+        .where(User.email.in_(DEMO_EMAILS))
+    ).all()
+    changed = 0
+    for store in stores:
+        if store.callback_url != callback_url:
+            store.callback_url = callback_url
+            changed += 1
+    session.flush()
+    return changed

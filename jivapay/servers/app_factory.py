@@ -3,7 +3,8 @@
 `build_app` wires what every server shares, in this order (outermost first): request context
 (request id, access log, metrics; wraps even Starlette's error middleware so 500s carry the id),
 the default rate limit, the problem+json error handlers, `/health`, `/ready`, `/metrics`, docs at
-`/docs` and `/openapi.json`, then the role's routes. Role servers get their login route (with the
+`/docs` and `/openapi.json` (Swagger UI's assets served from the `swagger-ui-py` package under
+`/docs/assets`, so the page works with no network), then the role's routes. Role servers get their login route (with the
 login rate limit) and `/{role}/me`; every other router passed in is guarded by `require_role(role)`.
 The gateway authenticates stores inside its own routes, so its routers are included as given.
 Nothing here touches the database or Redis at import time.
@@ -14,10 +15,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Literal
 
 import structlog
+import swagger_ui
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from jivapay.api_routers.common.health import health_router
@@ -86,6 +92,33 @@ def _lifespan(server: ServerName) -> Callable[[FastAPI], Any]:
     return lifespan
 
 
+DOCS_URL = "/docs"
+DOCS_ASSETS_URL = "/docs/assets"
+_SWAGGER_UI_STATIC = Path(swagger_ui.__file__).parent / "static"
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """Swagger UI at `/docs` with its JavaScript, CSS and icon served by this server itself."""
+    openapi_url = app.openapi_url or "/openapi.json"
+    oauth2_redirect_url = f"{DOCS_URL}/oauth2-redirect"
+    app.mount(DOCS_ASSETS_URL, StaticFiles(directory=_SWAGGER_UI_STATIC), name="docs-assets")
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    def swagger_ui_html() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=openapi_url,
+            title=f"{app.title} - docs",
+            oauth2_redirect_url=oauth2_redirect_url,
+            swagger_js_url=f"{DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_URL}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS_URL}/favicon-32x32.png",
+        )
+
+    @app.get(oauth2_redirect_url, include_in_schema=False)
+    def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+
 def _role_routes(app: FastAPI, role: Role) -> None:
     from jivapay.api_routers.common.auth import login_router
     from jivapay.api_routers.common.me import me_router
@@ -109,7 +142,7 @@ def build_app(
         title=title or _TITLES[server],
         version="0.1.0",
         lifespan=_lifespan(server),
-        docs_url="/docs",
+        docs_url=None,  # served by `_offline_docs`, without a CDN
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -118,6 +151,7 @@ def build_app(
     register_exception_handlers(app)
     app.add_middleware(RateLimitMiddleware, server=server.value)
     app.include_router(health_router(server.value))
+    _offline_docs(app)
 
     if server is ServerName.GATEWAY:
         for router in routers:

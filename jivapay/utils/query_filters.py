@@ -6,9 +6,9 @@ lookup of orders goes through `orders_visible_to`, which scopes the query to the
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, false, true
+from sqlalchemy import ColumnElement, false, select, true
 
-from jivapay.database.models import MerchantStore, OrderHistory, ReqTrader, Trader
+from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory, ReqTrader, Trader
 from jivapay.enums import Role
 from jivapay.permissions import Permission, check_permission
 from jivapay.security import Principal
@@ -43,15 +43,37 @@ def stores_visible_to(principal: Principal) -> ColumnElement[bool]:
     return false()
 
 
+def incoming_orders_visible_to(principal: Principal) -> ColumnElement[bool]:
+    """A WHERE clause limiting `incoming_orders` (the intake record of every order, assigned or not)
+    to those `principal` may see: a merchant its own stores' orders, staff by grant."""
+    if principal.role == Role.MERCHANT:
+        own_stores = select(MerchantStore.id).where(
+            MerchantStore.merchant_id == principal.profile_id
+        )
+        return IncomingOrder.store_id.in_(own_stores)
+    if check_permission(principal, Permission.ORDERS_VIEW_ALL) or check_permission(
+        principal, Permission.INCOMING_ORDERS_VIEW_ALL
+    ):
+        return true()
+    return false()
+
+
 def traders_visible_to(principal: Principal) -> ColumnElement[bool]:
-    """A WHERE clause limiting `traders` to those `principal` may see (a teamlead: the own team)."""
+    """A WHERE clause limiting `traders` to those `principal` may see."""
     if principal.role == Role.TRADER:
         return Trader.id == principal.profile_id
     if principal.role == Role.TEAMLEAD:
-        if not check_permission(principal, Permission.TRADERS_VIEW_TEAM):
-            return false()
-        return Trader.team_lead_id == principal.profile_id
-    if check_permission(principal, Permission.TRADERS_VIEW_ALL):
+        if check_permission(principal, Permission.TRADERS_VIEW_TEAM):
+            return Trader.team_lead_id == principal.profile_id
+        return false()
+    if principal.role in (Role.ADMIN, Role.SUPPORT) and any(
+        check_permission(principal, p)
+        for p in (
+            Permission.TRADERS_VIEW_ALL,
+            Permission.TRADERS_EDIT_ALL,
+            Permission.TRADERS_TRAFFIC_ALL,
+        )
+    ):
         return true()
     return false()
 
@@ -61,15 +83,22 @@ def requisites_visible_to(principal: Principal) -> ColumnElement[bool]:
     if principal.role == Role.TRADER:
         return ReqTrader.trader_id == principal.profile_id
     if principal.role == Role.TEAMLEAD:
-        if not check_permission(principal, Permission.REQUISITES_VIEW_TEAM):
-            return false()
-        team = (
-            Trader.__table__.select()
-            .with_only_columns(Trader.id)
-            .where(Trader.team_lead_id == principal.profile_id)
+        if check_permission(principal, Permission.REQUISITES_VIEW_TEAM):
+            team = (
+                Trader.__table__.select()
+                .with_only_columns(Trader.id)
+                .where(Trader.team_lead_id == principal.profile_id)
+            )
+            return ReqTrader.trader_id.in_(team)
+        return false()
+    if principal.role in (Role.ADMIN, Role.SUPPORT) and any(
+        check_permission(principal, p)
+        for p in (
+            Permission.REQUISITES_VIEW_ALL,
+            Permission.REQUISITES_MODERATE_ALL,
+            Permission.REQUISITES_EDIT_ALL,
         )
-        return ReqTrader.trader_id.in_(team)
-    if check_permission(principal, Permission.REQUISITES_VIEW_ALL):
+    ):
         return true()
     return false()
 

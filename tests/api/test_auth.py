@@ -172,11 +172,23 @@ def test_login_succeeds_for_each_role_and_me_answers(
     assert len(ok) == 1
 
 
-def test_support_login_rejects_form_and_merchant_rejects_json(
+def test_support_takes_the_oauth2_form_too_and_merchant_rejects_json(
     client: TestClient, db: Session, unique: str
 ) -> None:
-    _user(db, unique, Role.SUPPORT)
-    resp = client.post("/support/auth/login", data={"username": "x", "password": "y"})
+    # domain §12: one client logs in everywhere; support keeps its JSON login as well.
+    support = _user(db, unique, Role.SUPPORT)
+    form = {"username": support.email, "password": PASSWORD}
+    for path in ("/support/auth/token", "/support/auth/login"):
+        resp = client.post(path, data=form)
+        assert resp.status_code == 200, (path, resp.text)
+        assert resp.json()["token_type"] == "bearer"
+    resp = client.post("/support/auth/login", json={"email": support.email, "password": PASSWORD})
+    assert resp.status_code == 200, resp.text
+    resp = client.post("/support/auth/token", data={"username": support.email, "password": "no"})
+    _assert_problem(resp, 401, resp.json()["code"])
+    resp = client.post("/support/auth/login", data={"username": "x"})  # no password
+    _assert_problem(resp, 422, "validation_failed")
+    resp = client.post("/support/auth/login", json={"email": "x@example.com", "pw": "y"})
     _assert_problem(resp, 422, "validation_failed")
     resp = client.post("/merchant/auth/token", json={"email": "x", "password": "y"})
     _assert_problem(resp, 422, "validation_failed")

@@ -1,13 +1,17 @@
 """Login routes, one per role server: `POST /{role}/auth/token` (OAuth2 password form: username is
-the email) for merchant, trader, teamlead and admin, and `POST /support/auth/login` (JSON) for
-support. Paths are absolute; the app factory adds the per-route login rate limit."""
+the email) on every role server, support included, so one client logs in everywhere; support also
+keeps the plan's `POST /support/auth/login`, which takes JSON `{email, password}` or the same form.
+Paths are absolute; the app factory adds the per-route login rate limit."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import ValidationError
 
 from jivapay.enums import Role
 from jivapay.schemas.auth import LoginRequest, Token
@@ -39,39 +43,80 @@ def login_path(role: Role) -> str:
     return "/support/auth/login" if role == Role.SUPPORT else f"/{Role(role).value}/auth/token"
 
 
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+_LOGIN_BODY_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": LoginRequest.model_json_schema()},
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "required": ["username", "password"],
+                    "properties": {
+                        "username": {"type": "string", "description": "The email"},
+                        "password": {"type": "string", "format": "password"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+async def _json_or_form_credentials(request: Request) -> LoginRequest:
+    """Support's plan login: JSON `{email, password}`, or the OAuth2 form every role takes."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if content_type in _FORM_TYPES:
+            form = await request.form()
+            username, password = form.get("username"), form.get("password")
+            return LoginRequest(
+                email=username if isinstance(username, str) else "",
+                password=password if isinstance(password, str) else "",
+            )
+        return LoginRequest.model_validate_json(await request.body())
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False, include_input=False)) from None
+
+
 def login_router(role: Role) -> APIRouter:
-    """The login route of `role`'s server."""
+    """The login routes of `role`'s server (support: the OAuth2 form and the JSON login)."""
     role = Role(role)
     router = APIRouter(tags=["auth"])
 
+    @router.post(f"/{role.value}/auth/token", response_model=Token, responses=_REFUSED)
+    def token_login(
+        request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
+    ) -> Token:
+        """OAuth2 password flow: `username` is the email."""
+        return _token(
+            login(
+                email=form.username,
+                password=form.password,
+                role=role,
+                ip_address=_client_ip(request),
+            )
+        )
+
     if role == Role.SUPPORT:
 
-        @router.post(login_path(role), response_model=Token, responses=_REFUSED)
-        def support_login(request: Request, body: LoginRequest) -> Token:
-            """Exchange a support user's email and password for a bearer token."""
-            return _token(
-                login(
-                    email=body.email,
-                    password=body.password,
-                    role=role,
-                    ip_address=_client_ip(request),
-                )
+        @router.post(
+            login_path(role),
+            response_model=Token,
+            responses=_REFUSED,
+            openapi_extra=_LOGIN_BODY_DOC,
+        )
+        async def support_login(request: Request) -> Token:
+            """Exchange a support user's email and password (JSON, or the OAuth2 form) for a token."""
+            body = await _json_or_form_credentials(request)
+            result = await run_in_threadpool(
+                login,
+                email=body.email,
+                password=body.password,
+                role=role,
+                ip_address=_client_ip(request),
             )
-
-    else:
-
-        @router.post(login_path(role), response_model=Token, responses=_REFUSED)
-        def token_login(
-            request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
-        ) -> Token:
-            """OAuth2 password flow: `username` is the email."""
-            return _token(
-                login(
-                    email=form.username,
-                    password=form.password,
-                    role=role,
-                    ip_address=_client_ip(request),
-                )
-            )
+            return _token(result)
 
     return router

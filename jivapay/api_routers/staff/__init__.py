@@ -1,2 +1,1 @@
-"""Routers shared by the staff servers (`/admin` and `/support`): the same routes on both, the
-granted permission decides."""
+"""Routers mounted on both staff servers (`/admin`, `/support`): the grant decides who may call them."""

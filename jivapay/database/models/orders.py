@@ -73,6 +73,14 @@ class IncomingOrder(Base):
             "created_at",
             postgresql_where=text("customer_ip IS NOT NULL"),
         ),
+        # Merchant statistics: the orders that never reached a trader, per store and period.
+        Index(
+            "ix_incoming_orders_store_unassigned",
+            "store_id",
+            "created_at",
+            postgresql_include=["order_type", "status"],
+            postgresql_where=text("status <> 'assigned'"),
+        ),
     )
 
     id: Mapped[IntPK]
@@ -130,6 +138,21 @@ class OrderHistory(Base):
         Index("ix_order_history_trader_status_created", "trader_id", "status", "created_at"),
         Index("ix_order_history_store_status_created", "store_id", "status", "created_at"),
         Index("ix_order_history_requisite_created", "requisite_id", "created_at"),
+        # Merchant statistics: an index-only scan of one merchant's period.
+        Index(
+            "ix_order_history_merchant_stats",
+            "merchant_id",
+            "created_at",
+            postgresql_include=[
+                "store_id",
+                "order_type",
+                "status",
+                "amount_fiat",
+                "amount_crypto",
+                "store_commission",
+                "completed_at",
+            ],
+        ),
         # Trader and team statistics (services/team_statistics.py): an index-only scan per trader
         # over a period, carrying every column the grouped counts and sums read.
         Index(

@@ -18,10 +18,10 @@ from sqlalchemy import (
     String,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from jivapay.database.base import FIAT, Base, CreatedAt, IntPK, UpdatedAt, enum_check
-from jivapay.database.types import EncryptedString
+from jivapay.database.types import EncryptedString, fingerprint
 from jivapay.enums import RequisiteStatus
 
 
@@ -62,6 +62,15 @@ class ReqTrader(Base):
             "id",
             postgresql_where=text("status = 'approved' AND NOT is_excluded_from_distribution"),
         ),
+        # One trader cannot register the same number twice while it is in use; an archived
+        # requisite (terminal) frees its number to be added again.
+        Index(
+            "uq_req_traders_trader_number",
+            "trader_id",
+            "req_number_hash",
+            unique=True,
+            postgresql_where=text("status <> 'archived'"),
+        ),
     )
 
     id: Mapped[IntPK]
@@ -76,6 +85,9 @@ class ReqTrader(Base):
     bank_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("banks.id"))
     req_number: Mapped[str] = mapped_column(EncryptedString())
     req_last4: Mapped[str] = mapped_column(String(4), index=True)
+    # Keyed hash of the digits (`types.fingerprint`), set whenever `req_number` is: equality
+    # without decrypting, for the duplicate check.
+    req_number_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(
         String(20),
         default=RequisiteStatus.PENDING_REVIEW.value,
@@ -95,6 +107,12 @@ class ReqTrader(Base):
     updated_at: Mapped[UpdatedAt]
 
     owner: Mapped[OwnerOfRequisites] = relationship()
+
+    @validates("req_number")
+    def _keep_number_hash(self, _key: str, value: str) -> str:
+        self.req_number_hash = fingerprint(value)
+        return value
+
     settings: Mapped[FullRequisitesSettings | None] = relationship(
         back_populates="requisite", uselist=False
     )

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0004_team_statistics_indexes"
-down_revision: str | None = "0003_selector_indexes"
+down_revision: str | None = "0004_requisite_number_hash"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
