@@ -1,7 +1,7 @@
 """Order statistics of a trader and of a teamlead's team, and the team summary.
 
 Every figure comes from one grouped scan of `order_history` by trader and creation time, served
-by the covering index `ix_order_history_trader_created_stats` (migration 0004) as an index-only
+by the covering index `ix_order_history_trader_created_stats` (migration 0006) as an index-only
 scan: counts by status and type, disputes, and the completed turnover per direction and currency
 pair (fiat, crypto, trader commission). `bench/teamlead_statistics.py` shows the plans at
 1,000,000 orders. Periods are half-open `[date_from, date_to)` over `created_at`, at most 366 days.

@@ -2,7 +2,7 @@
 and sums of the trader and teamlead statistics (index-only scans).
 
 Revision ID: 0004_team_statistics_indexes
-Revises: 0003_selector_indexes
+Revises: 0004_requisite_number_hash
 Create Date: 2026-12-04 17:15:00.000000
 """
 
