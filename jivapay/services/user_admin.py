@@ -366,19 +366,22 @@ def update_user(
     if profile is None:
         raise NotFound("User profile not found")
     changes = {k: v for k, v in requested.items() if getattr(profile, k) != v}
-    old = {k: getattr(profile, k) for k in changes}
+    details: dict[str, Any] = {"fields": sorted(changes)}
+    if "is_verified" in changes:
+        details["is_verified"] = {"old": profile.is_verified, "new": changes["is_verified"]}
     for key, value in changes.items():
         setattr(profile, key, value)
     session.flush()
     if changes:
-        # Field names only: names are personal data and must not outlive an erasure in the log.
+        # Field names only for text fields: names are personal data and must not outlive an
+        # erasure in the log.
         log_event(
             session,
             action="user.updated",
             user_id=actor.user_id,
             target_entity="user",
             target_id=user.id,
-            details={"fields": sorted(changes), "old_is_verified": old.get("is_verified")},
+            details=details,
             ip_address=ip_address,
         )
     return UserChanged(user=user_read(user), changed=bool(changes))

@@ -96,6 +96,10 @@ _critical_lock = threading.Lock()
 _critical_times: deque[float] = deque()
 _critical_suppressed = 0
 _in_report = threading.local()
+# After a failed write the database is not tried again for a while: a caller reporting errors while
+# the database hangs must not wait for a connection timeout each time.
+CRITICAL_AUDIT_BACKOFF_SECONDS = 30.0
+_critical_db_retry_at = 0.0
 
 
 def _critical_audit_slot() -> int | None:
@@ -115,10 +119,11 @@ def _critical_audit_slot() -> int | None:
 
 def reset_critical_audit_limit() -> None:
     """Forget the window (tests)."""
-    global _critical_suppressed
+    global _critical_suppressed, _critical_db_retry_at
     with _critical_lock:
         _critical_times.clear()
         _critical_suppressed = 0
+        _critical_db_retry_at = 0.0
 
 
 def _record_critical_audit(details: dict[str, Any]) -> None:
@@ -128,7 +133,8 @@ def _record_critical_audit(details: dict[str, Any]) -> None:
     about to roll back, and the record must survive it. Rate-limited per process, never raises,
     and never re-entered (a failure while recording is only logged).
     """
-    if getattr(_in_report, "active", False):
+    global _critical_db_retry_at
+    if getattr(_in_report, "active", False) or time.monotonic() < _critical_db_retry_at:
         return
     suppressed = _critical_audit_slot()
     if suppressed is None:
@@ -152,6 +158,7 @@ def _record_critical_audit(details: dict[str, Any]) -> None:
                 )
             )
     except Exception as exc:
+        _critical_db_retry_at = time.monotonic() + CRITICAL_AUDIT_BACKOFF_SECONDS
         log.warning("critical_audit_failed", error=mask_card_numbers(repr(exc)))
     finally:
         _in_report.active = False
