@@ -35,6 +35,22 @@ class OrderStatus(StrEnum):
     DISPUTED = "disputed"
 
 
+class MerchantOrderStatus(StrEnum):
+    """An order's status as its merchant sees it: the intake statuses until a trader is assigned
+    (`new`, `retrying`, `manual_review`, `failed`), then the assigned order's status."""
+
+    NEW = "new"
+    RETRYING = "retrying"
+    MANUAL_REVIEW = "manual_review"
+    FAILED = "failed"
+    PENDING = "pending"
+    PAID = "paid"
+    COMPLETED = "completed"
+    CANCELED = "canceled"
+    EXPIRED = "expired"
+    DISPUTED = "disputed"
+
+
 TERMINAL_ORDER_STATUSES = frozenset(
     {OrderStatus.COMPLETED, OrderStatus.CANCELED, OrderStatus.EXPIRED}
 )
@@ -56,6 +72,13 @@ class BalanceOperation(StrEnum):
     DEPOSIT = "deposit"
     WITHDRAWAL = "withdrawal"
     ADJUSTMENT = "adjustment"
+
+
+class BalanceKind(StrEnum):
+    """Which of a trader's balances: the crypto deposit or the fiat turnover."""
+
+    CRYPTO = "crypto"
+    FIAT = "fiat"
 
 
 class DocumentKind(StrEnum):
@@ -102,3 +125,43 @@ class RateSource(StrEnum):
     MANUAL = "manual"
     HTTP = "http"
     SEED = "seed"
+
+
+class OnlineStatsSort(StrEnum):
+    """Sort keys of `GET /requisites/online-stats`; a leading `-` sorts descending."""
+
+    PRIORITY = "priority"
+    PRIORITY_DESC = "-priority"
+    LAST_USED = "last_used"
+    LAST_USED_DESC = "-last_used"
+    LIMITS = "limits"
+    LIMITS_DESC = "-limits"
+
+
+class ReferenceKindName(StrEnum):
+    """The reference-data kinds of `/admin/reference/{kind}`."""
+
+    COUNTRIES = "countries"
+    FIAT_CURRENCIES = "fiat-currencies"
+    CRYPTO_CURRENCIES = "crypto-currencies"
+    BANKS = "banks"
+    PAYMENT_METHODS = "payment-methods"
+    BANK_METHODS = "bank-methods"
+    TIME_ZONES = "time-zones"
+
+
+class OrderSearchSort(StrEnum):
+    """Sort orders of the staff order search: by creation time or fiat amount, `-` descending."""
+
+    CREATED_DESC = "-created_at"
+    CREATED_ASC = "created_at"
+    AMOUNT_DESC = "-amount"
+    AMOUNT_ASC = "amount"
+
+
+class DisputeState(StrEnum):
+    """Which disputes the staff list shows: still open, already resolved, or both."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+    ALL = "all"

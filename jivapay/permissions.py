@@ -68,6 +68,8 @@ class Permission(StrEnum):
     USERS_MANAGE_TEAMLEAD = "users:manage:teamlead"
     USERS_MANAGE_MERCHANT = "users:manage:merchant"
     USERS_MANAGE_TRADER = "users:manage:trader"
+    USERS_EXPORT_ALL = "users:export:all"
+    USERS_ANONYMIZE_ALL = "users:anonymize:all"
     SETTINGS_VIEW_ALL = "settings:view:all"
     SETTINGS_EDIT_ALL = "settings:edit:all"
     AUDIT_LOGS_VIEW_ALL = "audit_logs:view:all"
@@ -123,6 +125,8 @@ PERMISSION_DESCRIPTIONS: dict[Permission, str] = {
     Permission.USERS_MANAGE_TEAMLEAD: "Create teamleads and edit their permissions",
     Permission.USERS_MANAGE_MERCHANT: "Create and edit merchant accounts",
     Permission.USERS_MANAGE_TRADER: "Create and edit trader accounts",
+    Permission.USERS_EXPORT_ALL: "Export everything stored about a person (GDPR access request)",
+    Permission.USERS_ANONYMIZE_ALL: "Anonymise a person or a store's customer (GDPR erasure)",
     Permission.SETTINGS_VIEW_ALL: "See run-time configuration settings",
     Permission.SETTINGS_EDIT_ALL: "Change run-time configuration settings",
     Permission.AUDIT_LOGS_VIEW_ALL: "Read the audit log",

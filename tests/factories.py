@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
+    Admin,
     AvailableBankMethod,
     Bank,
     CryptoCurrency,
@@ -28,6 +29,8 @@ from jivapay.database.models import (
     ReqTrader,
     RoleModel,
     StoreCommission,
+    Support,
+    TeamLead,
     Trader,
     TraderCommission,
     User,
@@ -404,6 +407,27 @@ def make_incoming_batch(
     session.add_all(rows)
     session.flush()
     return rows
+
+
+def make_staff(
+    session: Session, role: Role, *, permissions: list[str] | None = None
+) -> Admin | Support | TeamLead:
+    """An admin, support or teamlead profile with `permissions` (default: the role's usual
+    template: super_admin, support_orders, teamlead)."""
+    from jivapay.permissions import template_permissions
+
+    templates = {
+        Role.ADMIN: "super_admin",
+        Role.SUPPORT: "support_orders",
+        Role.TEAMLEAD: "teamlead",
+    }
+    models = {Role.ADMIN: Admin, Role.SUPPORT: Support, Role.TEAMLEAD: TeamLead}
+    grants = template_permissions(templates[role]) if permissions is None else permissions
+    user = make_user(session, role)
+    profile = models[role](user_id=user.id, granted_permissions=grants)
+    session.add(profile)
+    session.flush()
+    return profile
 
 
 __all__ = ["crypto_to_fiat"]

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jivapay.database.utils import db_session_dependency
 from jivapay.enums import Role
-from jivapay.permissions import ID_PLACEHOLDER, ensure_permission
+from jivapay.permissions import ID_PLACEHOLDER, check_permission, ensure_permission
 from jivapay.security import (
     Principal,
     StorePrincipal,
@@ -69,7 +69,27 @@ def require_permission(required: str, *, id_param: str = "id") -> Callable[..., 
         ensure_permission(principal, required, target)
         return principal
 
+    # Read by tests and docs: which permission guards a route (see the staff authorization matrix).
+    _require_permission.required_permission = required  # type: ignore[attr-defined]
     return _require_permission
+
+
+def require_any_permission(*required: str, id_param: str = "id") -> Callable[..., Principal]:
+    """A dependency admitting principals that hold at least one of `required` (else 403).
+
+    A `{id}` in a permission is filled from the path parameter `id_param` of the request.
+    """
+
+    def _require_any_permission(
+        request: Request,
+        principal: Annotated[Principal, Depends(get_current_principal)],
+    ) -> Principal:
+        target = request.path_params.get(id_param)
+        if any(check_permission(principal, p, target) for p in required):
+            return principal
+        raise PermissionDenied("Missing permission " + " or ".join(required))
+
+    return _require_any_permission
 
 
 def signed_path(request: Request) -> str:

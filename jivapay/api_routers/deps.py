@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.auth import get_current_principal, get_current_store
@@ -44,3 +44,7 @@ def client_ip(request: Request) -> str | None:
 
 
 ClientIp = Annotated[str | None, Depends(client_ip)]
+
+
+# A database id in a path: a positive BIGINT (anything else is 422, never a database error).
+PathId = Annotated[int, Path(ge=1, le=2**63 - 1)]

@@ -77,6 +77,8 @@ CryptoAmountIn = Annotated[Decimal, _STRICT, _places(8), Field(gt=0, le=MAX_CRYP
 """A positive crypto amount, at most 8 places."""
 PercentIn = Annotated[Decimal, _STRICT, _places(4), Field(ge=0, lt=100), _AS_TEXT, _DOC]
 """A percentage: 0 ≤ % < 100, at most 4 places."""
+FiatLimitIn = Annotated[Decimal, _STRICT, _places(2), Field(ge=0, le=MAX_FIAT), _AS_TEXT, _DOC]
+"""A non-negative fiat limit (a lower limit may be 0), at most 2 places."""
 
 
 class RequestBody(BaseModel):

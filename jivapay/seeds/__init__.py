@@ -110,7 +110,8 @@ def write_credentials(report: SeedReport, path: Path) -> None:
     if not report.demo.fresh:
         payload["note"] = (
             "The demo world existed before this run; its passwords were only shown when it was "
-            "created. Reset them through the admin API if they are lost."
+            "created. Reset them with POST /admin/users/{id}/password on the admin server (or "
+            "`jivapay create-user` for a new account) if they are lost."
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".credentials-", dir=path.parent)

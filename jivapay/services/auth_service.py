@@ -168,9 +168,12 @@ def create_user(
     last_name: str | None = None,
     permissions: list[str] | None = None,
     template: str | None = None,
+    actor_user_id: int | None = None,
+    ip_address: str | None = None,
     **profile_fields: Any,
 ) -> User:
-    """Create a user and its role profile; `DuplicateObject` when the email is taken."""
+    """Create a user and its role profile, audited as `user.created`; `DuplicateObject` when the
+    email is taken."""
     role = Role(role)
     address = normalize_email(email)
     if "@" not in address or len(address) > 320:
@@ -202,4 +205,14 @@ def create_user(
             fields["granted_permissions"] = grants
         session.add(_PROFILE_MODELS[role](user_id=user.id, **fields))
         session.flush()
+    # No email or names in the details: the audit row must not outlive a GDPR erasure.
+    log_event(
+        session,
+        action="user.created",
+        user_id=actor_user_id,
+        target_entity="user",
+        target_id=user.id,
+        details={"role": role.value, "template": template, "permissions": grants},
+        ip_address=ip_address,
+    )
     return user

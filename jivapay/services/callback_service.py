@@ -498,6 +498,50 @@ def list_deliveries(
     )
 
 
+def list_merchant_deliveries(
+    session: Session,
+    *,
+    merchant_id: int,
+    store_id: int | None = None,
+    order_public_id: str | None = None,
+    status: CallbackStatus | None = None,
+    limit: int = 50,
+    offset: int = 0,
+) -> tuple[tuple[DeliveryView, ...], int]:
+    """Deliveries across a merchant's stores (or one of them), newest first, with their attempts."""
+    own_stores = select(MerchantStore.id).where(MerchantStore.merchant_id == merchant_id)
+    stmt = (
+        select(CallbackDelivery, IncomingOrder.public_id)
+        .join(IncomingOrder, IncomingOrder.id == CallbackDelivery.incoming_order_id)
+        .where(CallbackDelivery.store_id.in_(own_stores))
+    )
+    if store_id is not None:
+        stmt = stmt.where(CallbackDelivery.store_id == store_id)
+    if order_public_id is not None:
+        stmt = stmt.where(IncomingOrder.public_id == order_public_id)
+    if status is not None:
+        stmt = stmt.where(CallbackDelivery.status == CallbackStatus(status).value)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    page = session.execute(
+        stmt.order_by(CallbackDelivery.created_at.desc(), CallbackDelivery.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return _views(session, [(d, p) for d, p in page]), total
+
+
+def merchant_delivery_store(session: Session, *, merchant_id: int, delivery_id: int) -> int:
+    """The store of a merchant's delivery; another merchant's delivery is not found."""
+    store_id = session.scalar(
+        select(CallbackDelivery.store_id)
+        .join(MerchantStore, MerchantStore.id == CallbackDelivery.store_id)
+        .where(CallbackDelivery.id == delivery_id, MerchantStore.merchant_id == merchant_id)
+    )
+    if store_id is None:
+        raise NotFound("Callback delivery not found", code="callback_delivery_not_found")
+    return int(store_id)
+
+
 def resend_delivery(session: Session, *, store_id: int, delivery_id: int) -> DeliveryView:
     """Queue a delivery of this store again now; re-enables the store's callbacks if disabled."""
     row = session.scalars(

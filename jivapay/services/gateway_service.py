@@ -508,6 +508,11 @@ def _ref(obj: Any) -> NamedRefView | None:
     return None if obj is None else NamedRefView(code=obj.code, name=obj.name)
 
 
+def public_failure_reason(reason: str | None) -> str | None:
+    """What a merchant is told of an intake failure: the reason's code, never its internal detail."""
+    return _public_failure(reason)
+
+
 def _public_failure(reason: str | None) -> str | None:
     # Failure texts can carry internal detail (trader ids, limits); the store gets the code only.
     if reason is None or reason.startswith(CANCELED_BY_STORE):
@@ -598,8 +603,9 @@ def get_order_status(
 # --------------------------------------------------------------------------- actions
 
 
-def _merchant(store_id: int) -> Actor:
-    return Actor(kind=ActorKind.MERCHANT, store_id=store_id)
+def _merchant(store_id: int, user_id: int | None = None) -> Actor:
+    # `user_id`: the merchant's login when it acts through the merchant API (for the audit row).
+    return Actor(kind=ActorKind.MERCHANT, store_id=store_id, user_id=user_id)
 
 
 def _lock_incoming(session: Session, incoming_id: int) -> IncomingOrder:
@@ -621,6 +627,7 @@ def cancel_by_store(
     public_id: str,
     reason: str | None = None,
     now: datetime | None = None,
+    user_id: int | None = None,
 ) -> OrderStatusView:
     """The store cancels its order: at intake it fails it (hold released), else state machine."""
     incoming = _find_incoming(session, store_id=store_id, public_id=public_id)
@@ -642,7 +649,10 @@ def cancel_by_store(
             )
         # Assigned while we waited for the lock: cancel the order itself.
     order_status_manager.cancel_order(
-        session, public_id=public_id, actor=_merchant(store_id), reason=reason or CANCELED_BY_STORE
+        session,
+        public_id=public_id,
+        actor=_merchant(store_id, user_id),
+        reason=reason or CANCELED_BY_STORE,
     )
     return _status_view(session, incoming)
 
@@ -654,6 +664,7 @@ def dispute_by_store(
     public_id: str,
     reason: str | None = None,
     evidence: Sequence[FileUpload] = (),
+    user_id: int | None = None,
 ) -> OrderStatusView:
     """The store opens a dispute on its pending or paid order, with optional evidence files."""
     incoming = _find_incoming(session, store_id=store_id, public_id=public_id)
@@ -663,7 +674,11 @@ def dispute_by_store(
             extra={"current_status": incoming.status},
         )
     document_service.dispute_with_evidence(
-        session, public_id=public_id, actor=_merchant(store_id), reason=reason, evidence=evidence
+        session,
+        public_id=public_id,
+        actor=_merchant(store_id, user_id),
+        reason=reason,
+        evidence=evidence,
     )
     return _status_view(session, incoming)
 

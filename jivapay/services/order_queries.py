@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
@@ -19,13 +20,20 @@ from jivapay.database.models import (
     ReqTrader,
 )
 from jivapay.database.types import mask_number
-from jivapay.enums import OrderStatus, OrderType, Role
+from jivapay.enums import MerchantOrderStatus, OrderStatus, OrderType, Role
 from jivapay.schemas.documents import DocumentRead
+from jivapay.schemas.merchant import (
+    MerchantBeneficiaryRead,
+    MerchantOrderRead,
+    MerchantRequisiteRead,
+)
 from jivapay.schemas.orders import BeneficiaryRead, OrderRead, RequisiteBrief
 from jivapay.security import Principal
+from jivapay.services import reference_data
 from jivapay.services.document_service import DocumentView, document_views, views_by_order
+from jivapay.services.gateway_service import public_failure_reason
 from jivapay.utils.exceptions import NotFound
-from jivapay.utils.query_filters import orders_visible_to
+from jivapay.utils.query_filters import incoming_orders_visible_to, orders_visible_to
 
 
 @dataclass(frozen=True)
@@ -131,3 +139,173 @@ def get_order(session: Session, *, principal: Principal, public_id: str) -> Orde
     if order is None:
         raise NotFound("order not found")
     return _view(session, principal, order)
+
+
+# --------------------------------------------------------------------------- merchants' orders
+# A merchant's order list starts at intake: an order still being assigned (`new`, `retrying`,
+# `manual_review`) or one that failed there has no `order_history` row, so the list reads
+# `incoming_orders` and joins the assigned order when there is one.
+
+_INTAKE_STATUSES = frozenset(
+    {
+        MerchantOrderStatus.NEW,
+        MerchantOrderStatus.RETRYING,
+        MerchantOrderStatus.MANUAL_REVIEW,
+        MerchantOrderStatus.FAILED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class MerchantOrderFilters:
+    store_id: int | None = None
+    status: MerchantOrderStatus | None = None
+    order_type: OrderType | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    merchant_order_id: str | None = None
+
+
+def _code(session: Session, model: type[Any], row_id: int | None) -> str | None:
+    row = session.get(model, row_id) if row_id is not None else None
+    return None if row is None else str(row.code)
+
+
+def merchant_order_view(
+    session: Session,
+    incoming: IncomingOrder,
+    order: OrderHistory | None,
+    documents: list[DocumentView] | None = None,
+) -> MerchantOrderRead:
+    """The merchant's view of one order: store commission, masked numbers, presigned receipts."""
+    requisite = None
+    if order is not None:
+        req = session.get(ReqTrader, order.requisite_id)
+        assert req is not None
+        requisite = MerchantRequisiteRead(
+            bank=_code(session, Bank, order.bank_id) or "",
+            payment_method=_code(session, PaymentMethod, order.payment_method_id) or "",
+            number_masked=mask_number(req.req_last4) or "",
+        )
+    beneficiary = None
+    if incoming.beneficiary_last4 is not None:
+        beneficiary = MerchantBeneficiaryRead(
+            name=incoming.beneficiary_name,
+            number_masked=mask_number(incoming.beneficiary_last4) or "",
+            bank=_code(session, Bank, incoming.target_bank_id),
+            payment_method=_code(session, PaymentMethod, incoming.target_payment_method_id),
+        )
+    if order is not None and documents is None:
+        documents = document_views(session, order_id=order.id)
+    return MerchantOrderRead(
+        order_id=incoming.public_id,
+        merchant_order_id=incoming.merchant_order_id,
+        store_id=incoming.store_id,
+        order_type=OrderType(incoming.order_type),
+        status=MerchantOrderStatus(order.status if order is not None else incoming.status),
+        amount_fiat=incoming.amount_fiat,
+        fiat_currency=reference_data.currency_code(session, FiatCurrency, incoming.fiat_currency_id)
+        or "",
+        amount_crypto=incoming.amount_crypto,
+        crypto_currency=reference_data.currency_code(
+            session, CryptoCurrency, incoming.crypto_currency_id
+        )
+        or "",
+        exchange_rate=incoming.exchange_rate,
+        store_commission_rate=incoming.store_commission_rate,
+        store_commission=incoming.store_commission,
+        customer_id=incoming.customer_id,
+        created_at=incoming.created_at,
+        updated_at=max(incoming.updated_at, order.updated_at) if order else incoming.updated_at,
+        assigned=order is not None,
+        expires_at=order.expires_at if order else None,
+        paid_at=order.paid_at if order else None,
+        completed_at=order.completed_at if order else None,
+        canceled_at=order.canceled_at if order else None,
+        disputed_at=order.disputed_at if order else None,
+        failure_reason=public_failure_reason(incoming.failure_reason) if order is None else None,
+        cancellation_reason=order.cancellation_reason if order else None,
+        dispute_reason=order.dispute_reason if order else None,
+        requisite=requisite,
+        beneficiary=beneficiary,
+        receipts=[DocumentRead.model_validate(d, from_attributes=True) for d in documents or []],
+    )
+
+
+def _preload(session: Session, model: type[Any], ids: set[int]) -> list[Any]:
+    return list(session.scalars(select(model).where(model.id.in_(ids)))) if ids else []
+
+
+def _merchant_order_query(principal: Principal) -> Select[IncomingOrder, OrderHistory]:
+    return (
+        select(IncomingOrder, OrderHistory)
+        .outerjoin(OrderHistory, OrderHistory.incoming_order_id == IncomingOrder.id)
+        .where(incoming_orders_visible_to(principal))
+    )
+
+
+def list_merchant_orders(
+    session: Session,
+    *,
+    principal: Principal,
+    filters: MerchantOrderFilters,
+    limit: int,
+    offset: int,
+) -> tuple[list[MerchantOrderRead], int]:
+    """The caller's stores' orders from intake on, newest first, with the total for paging."""
+    stmt = _merchant_order_query(principal)
+    if filters.store_id is not None:
+        stmt = stmt.where(IncomingOrder.store_id == filters.store_id)
+    if filters.status in _INTAKE_STATUSES:
+        stmt = stmt.where(IncomingOrder.status == filters.status.value)
+    elif filters.status is not None:
+        stmt = stmt.where(OrderHistory.status == filters.status.value)
+    if filters.order_type is not None:
+        stmt = stmt.where(IncomingOrder.order_type == filters.order_type.value)
+    if filters.created_from is not None:
+        stmt = stmt.where(IncomingOrder.created_at >= filters.created_from)
+    if filters.created_to is not None:
+        stmt = stmt.where(IncomingOrder.created_at < filters.created_to)
+    if filters.merchant_order_id is not None:
+        stmt = stmt.where(IncomingOrder.merchant_order_id == filters.merchant_order_id)
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    rows = session.execute(
+        stmt.order_by(IncomingOrder.created_at.desc(), IncomingOrder.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    orders = [o for _, o in rows if o is not None]
+    # One query per kind instead of one per row: the views' `session.get` calls then hit the
+    # identity map (which holds objects weakly: `loaded` keeps them alive meanwhile).
+    loaded = [
+        _preload(session, ReqTrader, {o.requisite_id for o in orders}),
+        _preload(session, Bank, {o.bank_id for o in orders}),
+        _preload(session, PaymentMethod, {o.payment_method_id for o in orders}),
+    ]
+    documents = views_by_order(session, order_ids=[o.id for o in orders])
+    items = [
+        merchant_order_view(session, incoming, order, documents.get(order.id, []) if order else [])
+        for incoming, order in rows
+    ]
+    del loaded
+    return items, total
+
+
+def find_merchant_order(
+    session: Session, *, principal: Principal, public_id: str
+) -> tuple[IncomingOrder, OrderHistory | None]:
+    """The intake record (and the assigned order) the caller may see; anything else is not found."""
+    row = session.execute(
+        _merchant_order_query(principal).where(IncomingOrder.public_id == public_id)
+    ).first()
+    if row is None:
+        raise NotFound("order not found")
+    return row[0], row[1]
+
+
+def get_merchant_order(
+    session: Session, *, principal: Principal, public_id: str
+) -> MerchantOrderRead:
+    """One order of the caller's stores, from intake on."""
+    incoming, order = find_merchant_order(session, principal=principal, public_id=public_id)
+    return merchant_order_view(session, incoming, order)

@@ -21,6 +21,16 @@ def _grant_covered(actor: Principal, grant: str) -> bool:
     return any(match_permission(own, grant) for own in actor.permissions)
 
 
+def ensure_grantable(actor: Principal, grants: Iterable[str]) -> None:
+    """`PermissionDenied` naming every grant the actor does not hold itself (no escalation)."""
+    beyond = [p for p in grants if not _grant_covered(actor, p)]
+    if beyond:
+        raise PermissionDenied(
+            "Cannot grant permissions you do not hold: " + ", ".join(beyond),
+            extra={"permissions": beyond},
+        )
+
+
 def update_user_permissions(
     session: Session,
     *,
@@ -46,12 +56,7 @@ def update_user_permissions(
         raise ValidationFailed(f"{role.value} accounts have no granted permissions")
     ensure_permission(actor, f"users:manage:{role.value}")
     new = validate_grants(permissions)
-    beyond = [p for p in new if not _grant_covered(actor, p)]
-    if beyond:
-        raise PermissionDenied(
-            "Cannot grant permissions you do not hold: " + ", ".join(beyond),
-            extra={"permissions": beyond},
-        )
+    ensure_grantable(actor, new)
     profile = getattr(user, role.value)
     if profile is None:
         raise NotFound("User profile not found")

@@ -473,7 +473,7 @@ def _fiats_offering(session: Session, column: Any, value: int) -> list[int]:
 
 def _apply_changes(
     session: Session,
-    row: Bank | PaymentMethod,
+    row: Any,
     requested: dict[str, Any],
     *,
     entity: str,
@@ -493,6 +493,22 @@ def _apply_changes(
             target_id=row.id,
             details={"changes": changes},
         )
+
+
+def apply_reference_changes(
+    session: Session,
+    row: Any,
+    requested: dict[str, Any],
+    *,
+    entity: str,
+    actor_user_id: int | None,
+) -> bool:
+    """Set the given (non-None) fields of any reference row that differ, audited; whether any did.
+
+    The caller invalidates whatever cache keys the row feeds."""
+    changed = any(v is not None and getattr(row, k) != v for k, v in requested.items())
+    _apply_changes(session, row, requested, entity=entity, actor_user_id=actor_user_id)
+    return changed
 
 
 def update_bank(

@@ -1,8 +1,9 @@
 """Choosing a trader's requisite for an order (domain.md §5.2).
 
 One statement finds the best eligible requisite and locks it (`FOR UPDATE OF req_traders SKIP
-LOCKED`, so parallel workers take different requisites): active user, trader in work and enabled by
-the teamlead, the direction allowed for trader and requisite, approved and not excluded, same fiat,
+LOCKED`, so parallel workers take different requisites): online (`online_filter`: active user,
+trader in work and enabled by the teamlead, the direction allowed for trader and requisite, approved
+and not excluded; the same filter the online statistics use), same fiat,
 the target method/bank when given, the amount within the requisite's and trader's static limits,
 fewer open orders than `max_concurrent_orders`, and for a PayIn a trader deposit that covers the hold.
 Candidates are ordered by the trader's priority (`trafic_priority`, mirrored on each requisite as
@@ -30,6 +31,7 @@ from sqlalchemy.orm import Session
 from jivapay.database.models import IncomingOrder
 from jivapay.enums import OrderType
 from jivapay.money import commission
+from jivapay.services.online_filter import online_sql
 from jivapay.utils.exceptions import ConfigurationError, RequisiteNotFound
 
 log = structlog.get_logger(__name__)
@@ -52,10 +54,8 @@ LEFT JOIN LATERAL (
     WHERE c.trader_id = t.id ORDER BY c.created_at DESC, c.id DESC LIMIT 1
 ) tc ON true
 {deposit_join}
-WHERE r.status = 'approved' AND NOT r.is_excluded_from_distribution
+WHERE {online}
   AND r.fiat_currency_id = :fiat_currency_id
-  AND u.is_active AND t.in_work AND t.is_traffic_enabled_by_teamlead
-  AND t.{direction} AND s.{direction}
   AND (CAST(:payment_method_id AS BIGINT) IS NULL OR r.payment_method_id = :payment_method_id)
   AND (CAST(:bank_id AS BIGINT) IS NULL OR r.bank_id = :bank_id)
   AND s.lower_limit <= :amount_fiat AND s.upper_limit >= :amount_fiat
@@ -83,12 +83,14 @@ _DEPOSIT_FILTER = (
 
 
 def _candidate_statement(order_type: OrderType) -> TextClause:
+    # "Online" (user, switches, status, directions) is the shared filter of `online_filter`.
+    online = online_sql(order_type)
     if order_type == OrderType.PAYIN:
         sql = _CANDIDATE_SQL.format(
-            deposit_join=_DEPOSIT_JOIN, deposit_filter=_DEPOSIT_FILTER, direction="pay_in"
+            deposit_join=_DEPOSIT_JOIN, deposit_filter=_DEPOSIT_FILTER, online=online
         )
     else:
-        sql = _CANDIDATE_SQL.format(deposit_join="", deposit_filter="", direction="pay_out")
+        sql = _CANDIDATE_SQL.format(deposit_join="", deposit_filter="", online=online)
     return text(sql).bindparams(bindparam("excluded", expanding=False))
 
 

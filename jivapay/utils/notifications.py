@@ -1,13 +1,16 @@
 """Error reporting: Sentry set up from `SENTRY_DSN` in every process, with secrets scrubbed.
 
-`report_critical_error` is safe to call anywhere: it logs, forwards to Sentry when configured, and
-never raises. The scrubber removes card numbers, keys, secrets and passwords from every event, so a
+`report_critical_error` is safe to call anywhere: it logs, forwards to Sentry when configured,
+records a `critical` audit row (`GET /admin/logs/critical-errors`), and never raises. The scrubber removes card numbers, keys, secrets and passwords from every event, so a
 report can carry whatever context helps without leaking what must stay secret.
 """
 
 from __future__ import annotations
 
 import re
+import threading
+import time
+from collections import deque
 from typing import Any
 
 import structlog
@@ -85,18 +88,104 @@ def init_sentry(process: str) -> bool:
     return True
 
 
+# At most this many critical audit rows per process per window: an error storm (the database
+# flapping, a bad deploy) must not flood `audit_logs`; the log line and Sentry still get every one.
+CRITICAL_AUDIT_MAX_PER_WINDOW = 20
+CRITICAL_AUDIT_WINDOW_SECONDS = 60.0
+_critical_lock = threading.Lock()
+_critical_times: deque[float] = deque()
+_critical_suppressed = 0
+_in_report = threading.local()
+# After a failed write the database is not tried again for a while: a caller reporting errors while
+# the database hangs must not wait for a connection timeout each time.
+CRITICAL_AUDIT_BACKOFF_SECONDS = 30.0
+_critical_db_retry_at = 0.0
+
+
+def _critical_audit_slot() -> int | None:
+    """Take a slot of the per-process window: None when full, else how many were suppressed."""
+    global _critical_suppressed
+    now = time.monotonic()
+    with _critical_lock:
+        while _critical_times and _critical_times[0] <= now - CRITICAL_AUDIT_WINDOW_SECONDS:
+            _critical_times.popleft()
+        if len(_critical_times) >= CRITICAL_AUDIT_MAX_PER_WINDOW:
+            _critical_suppressed += 1
+            return None
+        _critical_times.append(now)
+        suppressed, _critical_suppressed = _critical_suppressed, 0
+        return suppressed
+
+
+def reset_critical_audit_limit() -> None:
+    """Forget the window (tests)."""
+    global _critical_suppressed, _critical_db_retry_at
+    with _critical_lock:
+        _critical_times.clear()
+        _critical_suppressed = 0
+        _critical_db_retry_at = 0.0
+
+
+def _record_critical_audit(details: dict[str, Any]) -> None:
+    """Write one `critical` audit row in its OWN short transaction.
+
+    One of the few allowed separate transactions: the failing caller's transaction is usually
+    about to roll back, and the record must survive it. Rate-limited per process, never raises,
+    and never re-entered (a failure while recording is only logged).
+    """
+    global _critical_db_retry_at
+    if getattr(_in_report, "active", False) or time.monotonic() < _critical_db_retry_at:
+        return
+    suppressed = _critical_audit_slot()
+    if suppressed is None:
+        return
+    _in_report.active = True
+    try:
+        from jivapay.database.models import AuditLog
+        from jivapay.database.utils import atomic_transaction
+        from jivapay.enums import AuditLevel
+
+        if suppressed:
+            details = {**details, "suppressed_before": suppressed}
+        # `details` is already scrubbed and JSON-safe (see report_critical_error).
+        with atomic_transaction() as session:
+            session.add(
+                AuditLog(
+                    action="system.critical_error",
+                    target_entity="system",
+                    details=details,
+                    level=AuditLevel.CRITICAL.value,
+                )
+            )
+    except Exception as exc:
+        _critical_db_retry_at = time.monotonic() + CRITICAL_AUDIT_BACKOFF_SECONDS
+        log.warning("critical_audit_failed", error=mask_card_numbers(repr(exc)))
+    finally:
+        _in_report.active = False
+
+
 def report_critical_error(
     exc: BaseException | None, context_message: str = "", **context: Any
 ) -> None:
-    """Log and report an error with context; never raises."""
+    """Log and report an error with context, and record it as a critical audit row; never raises."""
     try:
         safe = scrub(context)
+        message = mask_card_numbers(context_message)
+        error = mask_card_numbers(str(exc))[:2000] if exc else None
         log.error(
             "critical_error",
-            message=mask_card_numbers(context_message),
+            message=message,
             error_type=type(exc).__name__ if exc else None,
-            error=mask_card_numbers(str(exc)) if exc else None,
+            error=error,
             **safe,
+        )
+        _record_critical_audit(
+            {
+                "message": message[:2000],
+                "error_type": type(exc).__name__ if exc else None,
+                "error": error,
+                "context": _json_safe(safe),
+            }
         )
         if not _initialised:
             return
@@ -110,6 +199,17 @@ def report_critical_error(
                 sentry_sdk.capture_message(context_message, level="error")
     except Exception:  # noqa: S110 - reporting must never break the caller
         pass
+
+
+def _json_safe(value: Any) -> Any:
+    # JSONB holds no Decimal, datetime or enum: their text form is exact and readable.
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_json_safe(v) for v in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    return str(value)
 
 
 def notify_alert(message: str, **context: Any) -> None:

@@ -59,6 +59,8 @@ class IncomingOrder(Base):
             postgresql_where=text("status IN ('new', 'retrying')"),
         ),
         Index("ix_incoming_orders_store_created", "store_id", "created_at"),
+        # The staff order search by the merchant's own order id, across stores.
+        Index("ix_incoming_orders_merchant_order_id", "merchant_order_id"),
         # Fraud velocity counted in the database when Redis is down (fraud_detector).
         Index(
             "ix_incoming_orders_customer_created",
@@ -72,6 +74,14 @@ class IncomingOrder(Base):
             "customer_ip",
             "created_at",
             postgresql_where=text("customer_ip IS NOT NULL"),
+        ),
+        # Merchant statistics: the orders that never reached a trader, per store and period.
+        Index(
+            "ix_incoming_orders_store_unassigned",
+            "store_id",
+            "created_at",
+            postgresql_include=["order_type", "status"],
+            postgresql_where=text("status <> 'assigned'"),
         ),
     )
 
@@ -130,6 +140,52 @@ class OrderHistory(Base):
         Index("ix_order_history_trader_status_created", "trader_id", "status", "created_at"),
         Index("ix_order_history_store_status_created", "store_id", "status", "created_at"),
         Index("ix_order_history_requisite_created", "requisite_id", "created_at"),
+        # Merchant statistics: an index-only scan of one merchant's period.
+        Index(
+            "ix_order_history_merchant_stats",
+            "merchant_id",
+            "created_at",
+            postgresql_include=[
+                "store_id",
+                "order_type",
+                "status",
+                "amount_fiat",
+                "amount_crypto",
+                "store_commission",
+                "completed_at",
+            ],
+        ),
+        # Trader and team statistics (services/team_statistics.py): an index-only scan per trader
+        # over a period, carrying every column the grouped counts and sums read.
+        Index(
+            "ix_order_history_trader_created_stats",
+            "trader_id",
+            "created_at",
+            postgresql_include=[
+                "status",
+                "order_type",
+                "fiat_currency_id",
+                "crypto_currency_id",
+                "amount_fiat",
+                "amount_crypto",
+                "trader_commission",
+                "disputed_at",
+            ],
+        ),
+        # The staff order search (services/staff_queries.py): each filter walks its own index in
+        # the order of the page it serves, newest first or by amount.
+        Index("ix_order_history_created", "created_at", "id"),
+        Index("ix_order_history_status_created", "status", "created_at", "id"),
+        Index("ix_order_history_store_created", "store_id", "created_at", "id"),
+        Index("ix_order_history_merchant_created", "merchant_id", "created_at", "id"),
+        Index("ix_order_history_trader_created", "trader_id", "created_at", "id"),
+        Index(
+            "ix_order_history_customer_created",
+            "customer_id",
+            "created_at",
+            postgresql_where=text("customer_id IS NOT NULL"),
+        ),
+        Index("ix_order_history_amount", "amount_fiat", "id"),
         # Sweepers: expiry of pending orders and escalation of paid ones.
         Index(
             "ix_order_history_open_deadlines",

@@ -18,10 +18,10 @@ from sqlalchemy import (
     String,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
 from jivapay.database.base import FIAT, Base, CreatedAt, IntPK, UpdatedAt, enum_check
-from jivapay.database.types import EncryptedString
+from jivapay.database.types import EncryptedString, fingerprint
 from jivapay.enums import RequisiteStatus
 
 
@@ -52,6 +52,8 @@ class ReqTrader(Base):
         enum_check("status", RequisiteStatus),
         CheckConstraint("char_length(req_last4) BETWEEN 1 AND 4", name="last4_length"),
         CheckConstraint("open_orders >= 0", name="open_orders_non_negative"),
+        # The staff order search by a requisite's last four digits.
+        Index("ix_req_traders_last4", "req_last4"),
         # The selector walks this index in its exact order (priority, then least recently used)
         # and stops at the first requisite that passes, instead of sorting every candidate.
         Index(
@@ -61,6 +63,15 @@ class ReqTrader(Base):
             text("last_used_at NULLS FIRST"),
             "id",
             postgresql_where=text("status = 'approved' AND NOT is_excluded_from_distribution"),
+        ),
+        # One trader cannot register the same number twice while it is in use; an archived
+        # requisite (terminal) frees its number to be added again.
+        Index(
+            "uq_req_traders_trader_number",
+            "trader_id",
+            "req_number_hash",
+            unique=True,
+            postgresql_where=text("status <> 'archived'"),
         ),
     )
 
@@ -76,6 +87,9 @@ class ReqTrader(Base):
     bank_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("banks.id"))
     req_number: Mapped[str] = mapped_column(EncryptedString())
     req_last4: Mapped[str] = mapped_column(String(4), index=True)
+    # Keyed hash of the digits (`types.fingerprint`), set whenever `req_number` is: equality
+    # without decrypting, for the duplicate check.
+    req_number_hash: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(
         String(20),
         default=RequisiteStatus.PENDING_REVIEW.value,
@@ -95,6 +109,12 @@ class ReqTrader(Base):
     updated_at: Mapped[UpdatedAt]
 
     owner: Mapped[OwnerOfRequisites] = relationship()
+
+    @validates("req_number")
+    def _keep_number_hash(self, _key: str, value: str) -> str:
+        self.req_number_hash = fingerprint(value)
+        return value
+
     settings: Mapped[FullRequisitesSettings | None] = relationship(
         back_populates="requisite", uselist=False
     )

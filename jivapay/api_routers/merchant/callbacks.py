@@ -1,0 +1,55 @@
+"""Merchant callback routes: deliveries across the merchant's stores (filters: store, order,
+status) with their attempts, and a re-send of one (another merchant's delivery is 404)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.merchant.stores import problems
+from jivapay.enums import CallbackStatus
+from jivapay.schemas.callbacks import CallbackDeliveryRead
+from jivapay.schemas.common import Page
+from jivapay.services import callback_service
+
+router = APIRouter(prefix="/merchant/callbacks", tags=["merchant callbacks"])
+
+
+@router.get("", response_model=Page[CallbackDeliveryRead], responses=problems(422))
+def list_callbacks(
+    session: DbSession,
+    principal: CurrentPrincipal,
+    page: PageParams,
+    store_id: Annotated[int | None, Query(ge=1)] = None,
+    order_id: Annotated[str | None, Query(max_length=40, description="public order id")] = None,
+    status: CallbackStatus | None = None,
+) -> Any:
+    views, total = callback_service.list_merchant_deliveries(
+        session,
+        merchant_id=principal.profile_id,
+        store_id=store_id,
+        order_public_id=order_id,
+        status=status,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    return Page(
+        items=[CallbackDeliveryRead.model_validate(v) for v in views],
+        total=total,
+        limit=page.limit,
+        offset=page.offset,
+    )
+
+
+@router.post(
+    "/{delivery_id}/resend", response_model=CallbackDeliveryRead, responses=problems(404, 422)
+)
+def resend_callback(delivery_id: int, session: DbSession, principal: CurrentPrincipal) -> Any:
+    """Send a callback again now (re-enables the store's callbacks if a 410 disabled them)."""
+    store_id = callback_service.merchant_delivery_store(
+        session, merchant_id=principal.profile_id, delivery_id=delivery_id
+    )
+    view = callback_service.resend_delivery(session, store_id=store_id, delivery_id=delivery_id)
+    return CallbackDeliveryRead.model_validate(view)

@@ -1,0 +1,1 @@
+"""The trader's own routers (requisites, balances, profile, statistics)."""

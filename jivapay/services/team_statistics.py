@@ -1,0 +1,282 @@
+"""Order statistics of a trader and of a teamlead's team, and the team summary.
+
+Every figure comes from one grouped scan of `order_history` by trader and creation time, served
+by the covering index `ix_order_history_trader_created_stats` (migration 0006) as an index-only
+scan: counts by status and type, disputes, and the completed turnover per direction and currency
+pair (fiat, crypto, trader commission). `bench/teamlead_statistics.py` shows the plans at
+1,000,000 orders. Periods are half-open `[date_from, date_to)` over `created_at`, at most 366 days.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Select, and_, distinct, func, select
+from sqlalchemy.orm import Session
+
+from jivapay.database.models import (
+    CryptoCurrency,
+    FiatCurrency,
+    FullRequisitesSettings,
+    OrderHistory,
+    ReqTrader,
+    Trader,
+    User,
+)
+from jivapay.enums import OrderStatus, OrderType
+from jivapay.schemas.team import (
+    OrderStatsBlock,
+    TeamOrderStatsRead,
+    TeamSummaryRead,
+    TraderOrderStats,
+    TraderStatsRead,
+    TurnoverRead,
+)
+from jivapay.security import Principal
+from jivapay.services.online_filter import online_conditions
+from jivapay.services.team_service import ensure_trader_visible
+from jivapay.utils.exceptions import ValidationFailed
+from jivapay.utils.query_filters import requisites_visible_to, traders_visible_to
+
+MAX_PERIOD = timedelta(days=366)
+DEFAULT_PERIOD = timedelta(days=30)
+_CONVERSION_PLACES = Decimal("0.0001")
+
+
+@dataclass(frozen=True)
+class Period:
+    date_from: datetime
+    date_to: datetime
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def resolve_period(
+    *, date_from: datetime | None, date_to: datetime | None, now: datetime
+) -> Period:
+    """The period asked for (default: the last 30 days up to now); 422 if reversed or too long."""
+    end = _aware(date_to) if date_to is not None else now
+    start = _aware(date_from) if date_from is not None else end - DEFAULT_PERIOD
+    if start > end:
+        raise ValidationFailed("date_from must not be after date_to")
+    if end - start > MAX_PERIOD:
+        raise ValidationFailed("the period must not be longer than 366 days")
+    return Period(start, end)
+
+
+@dataclass
+class _Acc:
+    """Running totals of one trader (or the team) while the grouped rows are folded."""
+
+    by_status: dict[str, int] = field(default_factory=lambda: {s.value: 0 for s in OrderStatus})
+    by_type: dict[str, int] = field(default_factory=lambda: {t.value: 0 for t in OrderType})
+    disputes: int = 0
+    completed: dict[tuple[str, int, int], list[Any]] = field(default_factory=dict)
+
+    def add(self, row: Any) -> None:
+        self.by_status[row.status] += row.n
+        self.by_type[row.order_type] += row.n
+        self.disputes += row.disputes
+        if row.status == OrderStatus.COMPLETED.value:
+            key = (row.order_type, row.fiat_currency_id, row.crypto_currency_id)
+            acc = self.completed.setdefault(key, [0, Decimal(0), Decimal(0), Decimal(0)])
+            acc[0] += row.n
+            acc[1] += row.amount_fiat
+            acc[2] += row.amount_crypto
+            acc[3] += row.trader_commission
+
+    def block(self, fiat: dict[int, str], crypto: dict[int, str]) -> OrderStatsBlock:
+        total = sum(self.by_status.values())
+        completed = self.by_status[OrderStatus.COMPLETED.value]
+        conversion = (
+            (Decimal(completed) / Decimal(total)).quantize(_CONVERSION_PLACES) if total else None
+        )
+        return OrderStatsBlock(
+            orders_total=total,
+            by_status=self.by_status,
+            by_type=self.by_type,
+            disputes=self.disputes,
+            conversion=conversion,
+            completed=[
+                TurnoverRead(
+                    order_type=order_type,
+                    fiat_currency=fiat[fiat_id],
+                    crypto_currency=crypto[crypto_id],
+                    count=n,
+                    amount_fiat=amount_fiat,
+                    amount_crypto=amount_crypto,
+                    trader_commission=commission,
+                )
+                for (order_type, fiat_id, crypto_id), (
+                    n,
+                    amount_fiat,
+                    amount_crypto,
+                    commission,
+                ) in sorted(self.completed.items())
+            ],
+        )
+
+
+def _grouped_statement(trader_ids: Sequence[int], period: Period) -> Select[*tuple[Any, ...]]:
+    """Per trader, status, type and currency pair: counts and sums of the orders in `period`."""
+    oh = OrderHistory
+    return (
+        select(
+            oh.trader_id,
+            oh.status,
+            oh.order_type,
+            oh.fiat_currency_id,
+            oh.crypto_currency_id,
+            func.count().label("n"),
+            func.count(oh.disputed_at).label("disputes"),
+            func.sum(oh.amount_fiat).label("amount_fiat"),
+            func.sum(oh.amount_crypto).label("amount_crypto"),
+            func.sum(oh.trader_commission).label("trader_commission"),
+        )
+        .where(
+            oh.trader_id.in_(list(trader_ids)),
+            oh.created_at >= period.date_from,
+            oh.created_at < period.date_to,
+        )
+        .group_by(
+            oh.trader_id, oh.status, oh.order_type, oh.fiat_currency_id, oh.crypto_currency_id
+        )
+    )
+
+
+def _grouped(session: Session, trader_ids: Sequence[int], period: Period) -> Sequence[Any]:
+    """One grouped scan of the traders' orders in `period` (none without traders)."""
+    if not trader_ids:
+        return []
+    return session.execute(_grouped_statement(trader_ids, period)).all()
+
+
+def _codes(session: Session, rows: Iterable[Any]) -> tuple[dict[int, str], dict[int, str]]:
+    rows = list(rows)
+    fiat_ids = {r.fiat_currency_id for r in rows}
+    crypto_ids = {r.crypto_currency_id for r in rows}
+    fiat_rows = select(FiatCurrency.id, FiatCurrency.code).where(FiatCurrency.id.in_(fiat_ids))
+    crypto_rows = select(CryptoCurrency.id, CryptoCurrency.code).where(
+        CryptoCurrency.id.in_(crypto_ids)
+    )
+    fiat = {row.id: row.code for row in session.execute(fiat_rows)}
+    crypto = {row.id: row.code for row in session.execute(crypto_rows)}
+    return fiat, crypto
+
+
+def _team(session: Session, principal: Principal) -> list[Any]:
+    return list(
+        session.execute(
+            select(Trader.id, User.email, Trader.first_name, Trader.last_name)
+            .join(User, User.id == Trader.user_id)
+            .where(traders_visible_to(principal))
+            .order_by(Trader.id)
+        ).all()
+    )
+
+
+def _block(session: Session, trader_ids: Sequence[int], period: Period) -> OrderStatsBlock:
+    rows = _grouped(session, trader_ids, period)
+    acc = _Acc()
+    for row in rows:
+        acc.add(row)
+    return acc.block(*_codes(session, rows))
+
+
+def trader_stats(
+    session: Session, *, principal: Principal, trader_id: int, period: Period
+) -> TraderStatsRead:
+    """Order statistics of one trader the caller may see (else not found) over `period`."""
+    ensure_trader_visible(session, principal=principal, trader_id=trader_id)
+    return TraderStatsRead(
+        date_from=period.date_from,
+        date_to=period.date_to,
+        trader_id=trader_id,
+        stats=_block(session, [trader_id], period),
+    )
+
+
+def team_order_stats(
+    session: Session, *, principal: Principal, period: Period
+) -> TeamOrderStatsRead:
+    """Team totals and a per-trader breakdown of the orders created in `period`."""
+    team = _team(session, principal)
+    rows = _grouped(session, [t.id for t in team], period)
+    fiat, crypto = _codes(session, rows)
+    totals = _Acc()
+    per_trader: dict[int, _Acc] = defaultdict(_Acc)
+    for row in rows:
+        totals.add(row)
+        per_trader[row.trader_id].add(row)
+    return TeamOrderStatsRead(
+        date_from=period.date_from,
+        date_to=period.date_to,
+        totals=totals.block(fiat, crypto),
+        traders=[
+            TraderOrderStats(
+                trader_id=t.id,
+                email=t.email,
+                first_name=t.first_name,
+                last_name=t.last_name,
+                stats=per_trader[t.id].block(fiat, crypto),
+            )
+            for t in team
+        ],
+    )
+
+
+def team_summary(
+    session: Session, *, principal: Principal, period: Period, now: datetime
+) -> TeamSummaryRead:
+    """Traders and requisites online now, and the team's orders today and over `period`."""
+    scope = traders_visible_to(principal)
+    traders = session.execute(
+        select(
+            func.count(),
+            func.count().filter(User.is_active),
+            func.count().filter(Trader.in_work),
+            func.count().filter(Trader.is_traffic_enabled_by_teamlead),
+        )
+        .select_from(Trader)
+        .join(User, User.id == Trader.user_id)
+        .where(scope)
+    ).one()
+    base = (
+        select()
+        .select_from(ReqTrader)
+        .join(FullRequisitesSettings, FullRequisitesSettings.requisite_id == ReqTrader.id)
+        .join(Trader, Trader.id == ReqTrader.trader_id)
+        .join(User, User.id == Trader.user_id)
+        .where(scope, requisites_visible_to(principal), *online_conditions(None))
+    )
+    online = session.execute(
+        base.add_columns(
+            func.count(),
+            func.count(distinct(ReqTrader.trader_id)),
+            func.count().filter(and_(*online_conditions(OrderType.PAYIN))),
+            func.count().filter(and_(*online_conditions(OrderType.PAYOUT))),
+        )
+    ).one()
+    ids = [t.id for t in _team(session, principal)]
+    day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return TeamSummaryRead(
+        date_from=period.date_from,
+        date_to=period.date_to,
+        traders_total=traders[0],
+        traders_active=traders[1],
+        traders_in_work=traders[2],
+        traders_traffic_enabled=traders[3],
+        traders_online=online[1],
+        requisites_online=online[0],
+        requisites_online_pay_in=online[2],
+        requisites_online_pay_out=online[3],
+        today=_block(session, ids, Period(day_start, now)),
+        period=_block(session, ids, period),
+    )

@@ -1,0 +1,125 @@
+"""Order statistics of traders for a period: counts by type and status, completed turnover in fiat
+and crypto, the trader commission earned and disputes. One grouped query over `order_history`
+(served by its trader/status/time index), for one trader or for every trader."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, true
+from sqlalchemy.orm import Session
+
+from jivapay.database.base import utcnow
+from jivapay.database.models import CryptoCurrency, FiatCurrency, OrderHistory
+from jivapay.enums import OrderStatus, OrderType
+from jivapay.schemas.traders import AmountRead, TraderStatisticsRead, TraderStatsGroup
+from jivapay.utils.exceptions import ValidationFailed
+
+MAX_PERIOD = timedelta(days=366)
+DEFAULT_PERIOD = timedelta(days=30)
+
+
+def period(
+    date_from: datetime | None, date_to: datetime | None, *, now: datetime | None = None
+) -> tuple[datetime, datetime]:
+    """The period asked for (default: the last 30 days); 422 if reversed or over 366 days."""
+    end = date_to or now or utcnow()
+    start = date_from or end - DEFAULT_PERIOD
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValidationFailed("dates need a time zone offset, e.g. 2026-01-01T00:00:00Z")
+    if start > end:
+        raise ValidationFailed("date_from must not be after date_to", code="bad_period")
+    if end - start > MAX_PERIOD:
+        raise ValidationFailed("the period is at most 366 days", code="bad_period")
+    return start, end
+
+
+def check_range(date_from: datetime | None, date_to: datetime | None) -> None:
+    """422 unless each date given has a time zone offset and `date_from` is not after `date_to`."""
+    for value in (date_from, date_to):
+        if value is not None and value.tzinfo is None:
+            raise ValidationFailed("dates need a time zone offset, e.g. 2026-01-01T00:00:00Z")
+    if date_from is not None and date_to is not None and date_from > date_to:
+        raise ValidationFailed("date_from must not be after date_to", code="bad_period")
+
+
+def _amounts(totals: dict[str, Decimal]) -> list[AmountRead]:
+    return [AmountRead(currency=c, amount=a) for c, a in sorted(totals.items())]
+
+
+def order_statistics(
+    session: Session,
+    *,
+    date_from: datetime,
+    date_to: datetime,
+    trader_id: int | None = None,
+) -> TraderStatisticsRead:
+    """Statistics of orders created in [date_from, date_to) of one trader (or all)."""
+    completed = OrderHistory.status == OrderStatus.COMPLETED.value
+    scope: ColumnElement[bool] = (
+        true() if trader_id is None else OrderHistory.trader_id == trader_id
+    )
+    rows = session.execute(
+        select(
+            OrderHistory.order_type,
+            OrderHistory.status,
+            FiatCurrency.code.label("fiat"),
+            CryptoCurrency.code.label("crypto"),
+            func.count().label("orders"),
+            func.count().filter(OrderHistory.disputed_at.is_not(None)).label("disputes"),
+            func.coalesce(func.sum(OrderHistory.amount_fiat).filter(completed), 0).label(
+                "fiat_sum"
+            ),
+            func.coalesce(func.sum(OrderHistory.amount_crypto).filter(completed), 0).label(
+                "crypto_sum"
+            ),
+            func.coalesce(func.sum(OrderHistory.trader_commission).filter(completed), 0).label(
+                "commission"
+            ),
+        )
+        .join(FiatCurrency, FiatCurrency.id == OrderHistory.fiat_currency_id)
+        .join(CryptoCurrency, CryptoCurrency.id == OrderHistory.crypto_currency_id)
+        .where(scope, OrderHistory.created_at >= date_from, OrderHistory.created_at < date_to)
+        .group_by(
+            OrderHistory.order_type, OrderHistory.status, FiatCurrency.code, CryptoCurrency.code
+        )
+    ).all()
+    groups: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        g = groups.setdefault(
+            row.order_type,
+            {
+                "orders": 0,
+                "disputes": 0,
+                "by_status": {s: 0 for s in OrderStatus},
+                "fiat": defaultdict(Decimal),
+                "crypto": defaultdict(Decimal),
+                "commission": defaultdict(Decimal),
+            },
+        )
+        g["orders"] += row.orders
+        g["disputes"] += row.disputes
+        g["by_status"][OrderStatus(row.status)] += row.orders
+        if row.status == OrderStatus.COMPLETED:
+            g["fiat"][row.fiat] += row.fiat_sum
+            g["crypto"][row.crypto] += row.crypto_sum
+            g["commission"][row.crypto] += row.commission
+    return TraderStatisticsRead(
+        date_from=date_from,
+        date_to=date_to,
+        groups=[
+            TraderStatsGroup(
+                order_type=OrderType(kind),
+                orders=g["orders"],
+                by_status=g["by_status"],
+                disputes=g["disputes"],
+                completed_turnover_fiat=_amounts(g["fiat"]),
+                completed_turnover_crypto=_amounts(g["crypto"]),
+                commission_earned=_amounts(g["commission"]),
+            )
+            for kind, g in sorted(groups.items())
+        ],
+    )
