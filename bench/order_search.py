@@ -187,7 +187,9 @@ def searches(world: dict[str, Any], n: int) -> dict[str, dict[str, Any]]:
 
 
 def explain(session: Any, stmt: Any) -> tuple[float, str]:
-    compiled = stmt.compile(dialect=session.get_bind().dialect)
+    compiled = stmt.compile(
+        dialect=session.get_bind().dialect, compile_kwargs={"render_postcompile": True}
+    )
     rows = session.connection().exec_driver_sql(
         "EXPLAIN (ANALYZE, BUFFERS) " + str(compiled), compiled.params
     )
