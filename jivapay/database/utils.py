@@ -9,7 +9,7 @@ database is the source of truth and the scheduler's sweepers pick up whatever a 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -20,6 +20,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from jivapay import task_queue
 from jivapay.database.engine import SessionLocal
 from jivapay.utils.exceptions import (
     DatabaseError,
@@ -38,13 +39,36 @@ _AFTER_COMMIT_KEY = "jivapay_after_commit"
 
 
 @contextmanager
-def get_db_session() -> Iterator[Session]:
-    """A session that is always closed; the caller decides when to commit."""
+def read_session() -> Iterator[Session]:
+    """A session that never commits: closed (its transaction rolled back) when the block ends.
+
+    For reads outside a request or task transaction (health checks, sweeps that list due ids).
+    Anything written in it is discarded; to write, own a transaction with `atomic_transaction`.
+    """
     session = SessionLocal()
     try:
         yield session
     finally:
         session.close()
+
+
+# The name this helper had before it said what it does; kept while branches still use it.
+get_db_session = read_session
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def transaction_flow(func: F) -> F:
+    """Mark `func` as a flow: an orchestration that owns (several) transactions itself.
+
+    Services only flush; the few functions that must commit on their own (a failure recorded after
+    the attempt rolled back, an HTTP call between two transactions) carry this marker, are listed
+    in docs/architecture.md, and are the only service code `tests/test_architecture.py` lets call
+    `commit()` or `atomic_transaction`.
+    """
+    func.__transaction_flow__ = True  # type: ignore[attr-defined]
+    return func
 
 
 @contextmanager
@@ -104,15 +128,19 @@ def _queue(session: Session) -> _Queue:
     return queue
 
 
-def enqueue_after_commit(session: Session, task: Any, *args: Any, **options: Any) -> None:
-    """Send Celery `task` with `args` once `session` commits; forget it if the session rolls back.
+def enqueue_after_commit(session: Session, task: str | Any, *args: Any, **options: Any) -> None:
+    """Send task `task` (a `task_names` constant) with `args` once `session` commits; drop it on rollback.
 
-    `options` go to `apply_async` (countdown, queue ...).
+    `options` go to Celery (countdown, queue ...). A task object with `apply_async` is accepted too,
+    for callers inside the worker and for tests.
     """
-    name = getattr(task, "name", repr(task))
-    _queue(session).items.append(
-        _Pending(send=lambda: task.apply_async(args=list(args), **options), label=name)
-    )
+    if isinstance(task, str):
+        name = task
+        send: Callable[[], Any] = lambda: task_queue.send_task(name, *args, **options)  # noqa: E731
+    else:
+        name = getattr(task, "name", repr(task))
+        send = lambda: task.apply_async(args=list(args), **options)  # noqa: E731
+    _queue(session).items.append(_Pending(send=send, label=name))
 
 
 def call_after_commit(session: Session, func: Callable[[], Any], label: str = "callback") -> None:
@@ -186,13 +214,6 @@ def lock_by_ids(
     return list(session.scalars(stmt))
 
 
-def lock_one(session: Session, model: type[T], obj_id: int, *, nowait: bool = False) -> T | None:
-    """Lock one row by primary key, or return None if it does not exist."""
-    id_col = model.id  # type: ignore[attr-defined]
-    stmt = select(model).where(id_col == obj_id).with_for_update(nowait=nowait)
-    return session.scalars(stmt).one_or_none()
-
-
 def lock_or_create(
     session: Session, model: type[T], key: dict[str, Any], defaults: dict[str, Any] | None = None
 ) -> T:
@@ -210,11 +231,6 @@ def lock_or_create(
         select(model).filter_by(**key).with_for_update().execution_options(populate_existing=True)
     )
     return session.scalars(stmt).one()
-
-
-def claim_next(session: Session, stmt: Any) -> Any:
-    """Claim the first row of `stmt` that no other transaction holds (`FOR UPDATE SKIP LOCKED`)."""
-    return session.scalars(stmt.with_for_update(skip_locked=True).limit(1)).first()
 
 
 # --------------------------------------------------------------------------- integrity errors
@@ -269,8 +285,3 @@ def database_errors_as_domain_errors() -> Iterator[None]:
         yield
     except OperationalError as exc:
         raise DatabaseError("database unavailable") from exc
-
-
-def chunked(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]

@@ -44,8 +44,8 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jivapay.config import Environment, get_settings
+from jivapay.servers.exception_handlers import problem_response
 from jivapay.utils.config_loader import get_spec, get_typed_config_value
-from jivapay.utils.exception_handlers import problem_response
 from jivapay.utils.exceptions import ConfigurationError, RateLimited
 from jivapay.utils.metrics import RATE_LIMIT_EXCEEDED_TOTAL, RATE_LIMIT_STORAGE_ERRORS_TOTAL
 

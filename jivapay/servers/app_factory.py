@@ -24,7 +24,7 @@ from jivapay.api_routers.common.health import health_router
 from jivapay.enums import Role
 from jivapay.middleware.rate_limiting import KeyKind, RateLimitMiddleware, rate_limit
 from jivapay.middleware.request_context import RequestContextMiddleware
-from jivapay.utils.exception_handlers import register_exception_handlers
+from jivapay.servers.exception_handlers import register_exception_handlers
 from jivapay.utils.logging import configure_logging
 from jivapay.utils.notifications import init_sentry
 

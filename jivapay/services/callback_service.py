@@ -36,7 +36,7 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from jivapay import __version__
+from jivapay import __version__, task_names
 from jivapay.config import get_settings
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
@@ -45,7 +45,7 @@ from jivapay.database.models import (
     IncomingOrder,
     MerchantStore,
 )
-from jivapay.database.utils import atomic_transaction, enqueue_after_commit
+from jivapay.database.utils import atomic_transaction, enqueue_after_commit, transaction_flow
 from jivapay.enums import AuditLevel, CallbackStatus
 from jivapay.security import generate_callback_secret
 from jivapay.services import callback_sender, webhook_signing
@@ -307,6 +307,7 @@ def record_attempt(
     )
 
 
+@transaction_flow
 def deliver_callback(delivery_id: int, *, now: datetime | None = None) -> DeliveryOutcome:
     """Make one attempt at a due pending delivery (owns its transactions; see the module doc).
 
@@ -373,10 +374,7 @@ def due_delivery_ids(session: Session, *, now: datetime, limit: int = 500) -> li
 
 def enqueue_delivery(session: Session, delivery_id: int) -> None:
     """Send `callbacks.deliver` for `delivery_id` once `session` commits."""
-    # Imported here: the worker package imports services, not the other way round at load time.
-    from jivapay.worker.callback_tasks import deliver_callback_task
-
-    enqueue_after_commit(session, deliver_callback_task, delivery_id)
+    enqueue_after_commit(session, task_names.CALLBACKS_DELIVER, delivery_id)
 
 
 # --------------------------------------------------------------------------- merchants' view

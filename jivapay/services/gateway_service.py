@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from jivapay import task_names
 from jivapay.config import get_settings
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
@@ -317,10 +318,7 @@ def enqueue_processing(session: Session, incoming_id: int) -> None:
     A lost message costs only latency: `order_processor.due_order_ids` returns `new` orders whose
     `next_attempt_at` is old, and the scheduler re-enqueues them.
     """
-    # Imported here: the worker package imports services, not the other way round at load time.
-    from jivapay.worker.tasks import process_order
-
-    enqueue_after_commit(session, process_order, incoming_id)
+    enqueue_after_commit(session, task_names.ORDERS_PROCESS, incoming_id)
 
 
 def _intake(

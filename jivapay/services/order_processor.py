@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory
-from jivapay.database.utils import atomic_transaction
+from jivapay.database.utils import atomic_transaction, transaction_flow
 from jivapay.enums import AuditLevel, IncomingOrderStatus, OrderStatus, OrderType
 from jivapay.money import calculate_commissions, payin_trader_hold
 from jivapay.services import balance_manager, fraud_detector
@@ -300,6 +300,7 @@ def fail_incoming(
 _EXPECTED = (RequisiteNotFound, LimitExceeded, FraudRejected, FraudReview)
 
 
+@transaction_flow
 def process_incoming_order(incoming_order_id: int, *, now: datetime | None = None) -> ProcessResult:
     """Try to assign one intake order; on failure record the attempt in its own transaction."""
     now = now or utcnow()

@@ -37,7 +37,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import CryptoCurrency, ExchangeRate, FiatCurrency
-from jivapay.database.utils import atomic_transaction
+from jivapay.database.utils import atomic_transaction, transaction_flow
 from jivapay.enums import RateSource
 from jivapay.money import HUNDRED
 from jivapay.services import reference_data
@@ -196,6 +196,7 @@ def apply_rates(
     return updated, rejected
 
 
+@transaction_flow
 def refresh_rates(*, url: str | None = None, now: datetime | None = None) -> RefreshResult:
     """Fetch the source and apply it (owns its transaction); alerts on any failure."""
     source = url if url is not None else str(get_typed_config_value("EXCHANGE_RATE_SOURCE_URL"))

@@ -21,6 +21,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jivapay.database.utils import atomic_transaction, transaction_flow
 from jivapay.enums import ConfigValueType
 from jivapay.utils.exceptions import ValidationFailed
 
@@ -190,6 +191,15 @@ def _load_all(session: Session) -> dict[str, Any]:
     return {key: _typed(spec, stored.get(key), key in stored) for key, spec in SETTINGS.items()}
 
 
+@transaction_flow
+def load_settings_standalone() -> dict[str, Any]:
+    """Every setting, typed, read in a short transaction of its own (for callers with no session)."""
+    # Committed, not closed mid-transaction: a read-only commit is free, while the ROLLBACK of a
+    # close would also drop the connection's prepared statements (psycopg).
+    with atomic_transaction() as own:
+        return _load_all(own)
+
+
 def get_typed_config_value(key: str, session: Session | None = None) -> Any:
     """The current value of setting `key`, typed as declared (cached for a few seconds)."""
     get_spec(key)
@@ -198,15 +208,7 @@ def get_typed_config_value(key: str, session: Session | None = None) -> Any:
         hit = _cache.get(key)
     if hit is not None and hit[0] > now:
         return hit[1]
-    if session is not None:
-        values = _load_all(session)
-    else:
-        from jivapay.database.utils import atomic_transaction
-
-        # Committed, not closed mid-transaction: a read-only commit is free, while the ROLLBACK
-        # of a close would also drop the connection's prepared statements (psycopg).
-        with atomic_transaction() as own:
-            values = _load_all(own)
+    values = _load_all(session) if session is not None else load_settings_standalone()
     expires = now + CACHE_SECONDS
     with _cache_lock:
         for name, value in values.items():

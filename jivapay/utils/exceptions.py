@@ -1,6 +1,6 @@
 """The JivaPay error family: every domain error carries an HTTP status and a stable machine code.
 
-Services raise these (never `HTTPException`); `utils.exception_handlers` renders them as RFC 9457
+Services raise these (never `HTTPException`); `servers.exception_handlers` renders them as RFC 9457
 problem+json. `code` is part of the public contract: clients switch on it, so never rename one.
 """
 

@@ -14,10 +14,10 @@ from jivapay.database.models import RoleModel
 from jivapay.database.utils import (
     atomic_transaction,
     enqueue_after_commit,
-    get_db_session,
     integrity_errors_as_domain_errors,
     lock_by_ids,
     pending_after_commit,
+    read_session,
 )
 from jivapay.utils.exceptions import DuplicateObject, ValidationFailed
 
@@ -71,12 +71,12 @@ def test_atomic_transaction_rolls_back_on_error(db, unique) -> None:  # type: ig
         session.add(RoleModel(name=f"a{unique}"))
         session.flush()
         raise RuntimeError("boom")
-    with get_db_session() as session:
+    with read_session() as session:
         assert session.scalar(select(RoleModel).where(RoleModel.name == f"a{unique}")) is None
 
     with atomic_transaction() as session:
         session.add(RoleModel(name=f"b{unique}"))
-    with get_db_session() as session:
+    with read_session() as session:
         assert session.scalar(select(RoleModel).where(RoleModel.name == f"b{unique}")) is not None
 
 
@@ -124,7 +124,7 @@ def test_lock_by_ids_blocks_a_second_transaction(committed_db, unique) -> None: 
     outcome: dict[str, Any] = {}
 
     def try_lock() -> None:
-        with get_db_session() as other:
+        with read_session() as other:
             try:
                 other.execute(
                     select(RoleModel).where(RoleModel.id == role_id).with_for_update(nowait=True)

@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from jivapay.utils.exception_handlers import PROBLEM_JSON, register_exception_handlers
+from jivapay.servers.exception_handlers import PROBLEM_JSON, register_exception_handlers
 from jivapay.utils.exceptions import InsufficientBalance, InvalidStatusTransition, RateLimited
 
 
