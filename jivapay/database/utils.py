@@ -18,7 +18,7 @@ import structlog
 from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from jivapay import task_queue
 from jivapay.database.engine import SessionLocal
@@ -118,7 +118,8 @@ class _Pending:
 
 @dataclass
 class _Queue:
-    items: list[_Pending] = field(default_factory=list)
+    items: list[_Pending] = field(default_factory=list)  # run after the commit
+    undo: list[_Pending] = field(default_factory=list)  # run when the transaction ends without one
 
 
 def _queue(session: Session) -> _Queue:
@@ -148,9 +149,36 @@ def call_after_commit(session: Session, func: Callable[[], Any], label: str = "c
     _queue(session).items.append(_Pending(send=func, label=label))
 
 
+def call_after_rollback(session: Session, func: Callable[[], Any], label: str) -> None:
+    """Run `func` if `session`'s transaction ends without a commit (rolled back or closed).
+
+    For side effects done before the commit that only the commit makes permanent (an object
+    uploaded to S3); dropped on commit. `label` names it for `forget_after_rollback`.
+    """
+    _queue(session).undo.append(_Pending(send=func, label=label))
+
+
+def forget_after_rollback(session: Session, label: str) -> None:
+    """Drop the `call_after_rollback` registrations named `label` (undone already)."""
+    queue = session.info.get(_AFTER_COMMIT_KEY)
+    if queue is not None:
+        queue.undo = [p for p in queue.undo if p.label != label]
+
+
 def pending_after_commit(session: Session) -> list[str]:
     """Labels of the side effects waiting for this session's commit (for tests and debugging)."""
     return [p.label for p in _queue(session).items]
+
+
+def _run(pendings: list[_Pending], event_name: str, what: str) -> None:
+    for pending in pendings:
+        try:
+            pending.send()
+        except Exception as exc:  # the sweepers recover; never break the committed request
+            log.warning(event_name, task=pending.label, error=str(exc))
+            from jivapay.utils.notifications import report_critical_error
+
+            report_critical_error(exc, what, task=pending.label)
 
 
 @event.listens_for(Session, "after_commit")
@@ -159,25 +187,21 @@ def _run_after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return
     queue = session.info.pop(_AFTER_COMMIT_KEY, None)
-    if not queue:
-        return
-    for pending in queue.items:
-        try:
-            pending.send()
-        except Exception as exc:  # the sweepers recover; never break the committed request
-            log.warning("after_commit_send_failed", task=pending.label, error=str(exc))
-            from jivapay.utils.notifications import report_critical_error
-
-            report_critical_error(exc, "after-commit side effect failed", task=pending.label)
+    if queue:
+        _run(queue.items, "after_commit_send_failed", "after-commit side effect failed")
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_after_rollback(session: Session) -> None:
+@event.listens_for(Session, "after_transaction_end")
+def _undo_without_commit(session: Session, transaction: SessionTransaction) -> None:
     # A rolled-back SAVEPOINT keeps the outer transaction alive: its queued side effects stay
     # (tasks are idempotent and re-read the database, so one queued inside it is harmless).
-    if session.in_nested_transaction():
+    # The outermost transaction ending with its queue still here did not commit (a commit pops
+    # it first): the queued tasks are dropped and the undo side effects run.
+    if transaction.parent is not None:
         return
-    session.info.pop(_AFTER_COMMIT_KEY, None)
+    queue = session.info.pop(_AFTER_COMMIT_KEY, None)
+    if queue:
+        _run(queue.undo, "after_rollback_undo_failed", "undo after rollback failed")
 
 
 def keep_in_session(session: Session, obj: object) -> None:

@@ -1,7 +1,7 @@
 """Render every error as RFC 9457 `application/problem+json`.
 
 `register_exception_handlers(app)` is called by the app factory, so endpoints never need try/except.
-Domain errors keep their message; request validation errors list the offending fields; anything
+Domain errors keep their message (a 5xx answers a generic one and logs the message); request validation errors list the offending fields; anything
 unexpected is logged, reported, and answered with a bare 500 that leaks nothing.
 """
 
@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from jivapay.utils.exceptions import JivaPayException, RateLimited
+from jivapay.utils.notifications import report_critical_error
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://docs.jivapay.dev/problems/"
@@ -65,6 +66,13 @@ def _request_id(request: Request) -> str | None:
     return getattr(request.state, "request_id", None)
 
 
+# What a client reads for a 5xx: the code says which failure it was, the message stays in the logs.
+_GENERIC_5XX = {
+    503: "The service is temporarily unavailable. Retry later.",
+}
+_GENERIC_5XX_DEFAULT = "An internal error occurred. It has been logged."
+
+
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, JivaPayException)
     headers: dict[str, str] = {}
@@ -72,17 +80,20 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
         headers["Retry-After"] = str(exc.retry_after)
     if exc.status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"
-    if exc.status_code >= 500:
-        from jivapay.utils.notifications import report_critical_error
-
-        log.error("domain_error", code=exc.code, error=exc.message)
-        report_critical_error(exc, "domain error answered with 5xx", path=request.url.path)
+    detail = exc.message
     public_extra = {k: v for k, v in exc.extra.items() if k != "internal"}
+    if exc.status_code >= 500:
+        # The message may name internal ids or state ("store 12 has no commission row"): it goes
+        # to the log and Sentry only; the client gets the code and a generic sentence.
+        log.error("domain_error", code=exc.code, error=exc.message, path=request.url.path)
+        report_critical_error(exc, "domain error answered with 5xx", path=request.url.path)
+        detail = _GENERIC_5XX.get(exc.status_code, _GENERIC_5XX_DEFAULT)
+        public_extra = {}
     return problem_response(
         status=exc.status_code,
         code=exc.code,
         title=exc.title,
-        detail=exc.message,
+        detail=detail,
         instance=request.url.path,
         headers=headers or None,
         request_id=_request_id(request),
@@ -128,8 +139,6 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    from jivapay.utils.notifications import report_critical_error
-
     log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
     report_critical_error(exc, "unhandled error in request", path=request.url.path)
     return problem_response(

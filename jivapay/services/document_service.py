@@ -35,10 +35,11 @@ from datetime import datetime
 from typing import IO
 
 import structlog
-from sqlalchemy import event, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from jivapay.database.models import OrderHistory, UploadedDocument
+from jivapay.database.utils import call_after_rollback, forget_after_rollback
 from jivapay.enums import DocumentKind, OrderType
 from jivapay.security import Principal, StorePrincipal
 from jivapay.services import order_status_manager as osm
@@ -59,7 +60,6 @@ log = structlog.get_logger(__name__)
 KEY_PREFIX = "receipts"
 URL_TTL_SECONDS = 300
 MAX_FILES_PER_REQUEST = 5
-_STAGED_KEYS = "jivapay_staged_s3_keys"
 
 # (leading bytes, content type, extension): the only formats accepted.
 _SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
@@ -146,22 +146,8 @@ def _read(upload: bytes | IO[bytes] | FileUpload) -> bytes:
     return upload if isinstance(upload, bytes) else upload.read()
 
 
-# --------------------------------------------------------------------------- cleanup of uncommitted uploads
-
-
-@event.listens_for(Session, "after_commit")
-def _keep_committed_uploads(session: Session) -> None:
-    # after_commit also fires when a savepoint is released: only the outermost commit keeps them.
-    if not session.in_nested_transaction():
-        session.info.pop(_STAGED_KEYS, None)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _delete_uncommitted_uploads(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is not None:
-        return
-    for key in session.info.pop(_STAGED_KEYS, None) or ():
-        _delete_quietly(key)
+def _discard_label(key: str) -> str:
+    return f"s3 delete {key}"
 
 
 def _delete_quietly(key: str) -> None:
@@ -188,7 +174,7 @@ def stage_upload(
     content_type, ext = validate_upload(data)
     key = object_key(order.public_id, ext)
     result = s3_client.upload_file(data, key, content_type=content_type)
-    session.info.setdefault(_STAGED_KEYS, []).append(key)
+    call_after_rollback(session, lambda: _delete_quietly(key), label=_discard_label(key))
     if filename is None and isinstance(upload, FileUpload):
         filename = upload.filename
     return StagedUpload(kind, key, content_type, result.size, result.sha256, filename)
@@ -229,9 +215,7 @@ def record_upload(
 
 def discard_upload(session: Session, *, staged: StagedUpload) -> None:
     """Delete a staged file that will not be recorded."""
-    keys: list[str] = session.info.get(_STAGED_KEYS, [])
-    if staged.key in keys:
-        keys.remove(staged.key)
+    forget_after_rollback(session, _discard_label(staged.key))
     _delete_quietly(staged.key)
 
 

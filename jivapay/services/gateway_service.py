@@ -83,7 +83,6 @@ from jivapay.utils.exceptions import (
 )
 
 CANCELED_BY_STORE = "canceled by store"
-PROCESS_TASK_NAME = "orders.process"
 _AT_INTAKE = frozenset(
     {IncomingOrderStatus.NEW, IncomingOrderStatus.RETRYING, IncomingOrderStatus.MANUAL_REVIEW}
 )

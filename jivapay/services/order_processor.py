@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import ClassVar
 
 import structlog
 from sqlalchemy import select, text
@@ -36,8 +37,7 @@ from jivapay.services.order_events import record_status_change
 from jivapay.services.requisite_selector import SelectedRequisite, find_suitable_requisite
 from jivapay.utils.config_loader import get_typed_config_value
 from jivapay.utils.exceptions import (
-    ConfigurationError,
-    JivaPayException,
+    InvariantViolation,
     LimitExceeded,
     RequisiteNotFound,
 )
@@ -70,19 +70,30 @@ SELECT (SELECT count(*) FROM req) + (SELECT count(*) FROM bucket) + (SELECT coun
 )
 
 
-class FraudRejected(JivaPayException):
-    status_code = 422
+class FraudStop(Exception):
+    """Internal: the fraud checks stopped this attempt. Never reaches a client.
+
+    Raised out of the attempt's transaction so that it rolls back; the decision travels to the
+    failure transaction, which audits it and parks or fails the order.
+    """
+
+    code: ClassVar[str] = "fraud_stop"
+
+    def __init__(self, message: str, decision: fraud_detector.FraudDecision) -> None:
+        super().__init__(message)
+        self.decision = decision
+
+
+class FraudRejected(FraudStop):
+    """The fraud checks denied the order: it fails."""
+
     code = "fraud_denied"
-    title = "Rejected by fraud checks"
-    # The decision travels to the failure transaction, which audits it (the main one rolls back).
-    decision: fraud_detector.FraudDecision | None = None
 
 
-class FraudReview(JivaPayException):
-    status_code = 202
+class FraudReview(FraudStop):
+    """The fraud checks held the order for a person to decide (manual review)."""
+
     code = "fraud_review"
-    title = "Held for manual review"
-    decision: fraud_detector.FraudDecision | None = None
 
 
 @dataclass(frozen=True)
@@ -130,7 +141,7 @@ def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> Order
         incoming.amount_crypto, incoming.store_commission_rate, chosen.trader_commission_percent
     )
     if commissions.store_commission != incoming.store_commission:
-        raise ConfigurationError("store commission fixed at intake does not match its rate")
+        raise InvariantViolation("store commission fixed at intake does not match its rate")
     if incoming.order_type == OrderType.PAYIN:
         hold = payin_trader_hold(incoming.amount_crypto, commissions)
     else:
@@ -189,7 +200,7 @@ def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> Order
         },
     ).scalar_one()
     if touched != 3:
-        raise ConfigurationError(f"requisite {chosen.requisite_id} counters were not updated")
+        raise InvariantViolation(f"requisite {chosen.requisite_id} counters were not updated")
     previous = incoming.status
     incoming.status = IncomingOrderStatus.ASSIGNED.value
     incoming.failure_reason = None
@@ -214,13 +225,9 @@ def _main_attempt(session: Session, incoming_order_id: int, now: datetime) -> Pr
         return ProcessResult(incoming_order_id, "skipped", reason="retry not due")
     decision = fraud_detector.check_incoming_order(session, order=incoming, now=now)
     if decision.outcome != FraudOutcome.ALLOW:
-        error: FraudRejected | FraudReview = (
-            FraudRejected(f"denied by fraud rule {decision.rule}")
-            if decision.outcome == FraudOutcome.DENY
-            else FraudReview(f"held by fraud rule {decision.rule}")
-        )
-        error.decision = decision
-        raise error
+        if decision.outcome == FraudOutcome.DENY:
+            raise FraudRejected(f"denied by fraud rule {decision.rule}", decision)
+        raise FraudReview(f"held by fraud rule {decision.rule}", decision)
     order = assign(session, incoming=incoming, now=now)
     return ProcessResult(incoming_order_id, IncomingOrderStatus.ASSIGNED.value, order_id=order.id)
 
@@ -236,7 +243,7 @@ def record_failure(
         return ProcessResult(incoming_order_id, "skipped", reason="closed meanwhile")
     reason = f"{getattr(error, 'code', type(error).__name__)}: {error}"[:1000]
     previous = incoming.status
-    if isinstance(error, FraudRejected | FraudReview) and error.decision is not None:
+    if isinstance(error, FraudStop):
         fraud_detector.record_decision(
             session, public_id=incoming.public_id, decision=error.decision
         )

@@ -140,16 +140,22 @@ class ConfigurationError(JivaPayException):
     title = "Configuration error"
 
 
+class InvariantViolation(JivaPayException):
+    """A balance, hold or counter invariant would break: refuse the write, alert, answer a bare 500.
+
+    Raised where the code checks what must hold by construction (order legs summing to zero, a
+    hold in place before it is released, counters updated), never for a caller's mistake.
+    """
+
+    status_code = 500
+    code = "invariant_violation"
+    title = "Internal error"
+
+
 class DatabaseError(JivaPayException):
     status_code = 503
     code = "database_error"
     title = "Database unavailable"
-
-
-class CacheError(JivaPayException):
-    status_code = 503
-    code = "cache_error"
-    title = "Cache unavailable"
 
 
 class StorageError(JivaPayException):
