@@ -205,3 +205,16 @@ def test_every_flow_is_listed_in_the_architecture_document() -> None:
     doc = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
     listed = set(re.findall(r"`(jivapay\.[a-z_.]+)`", doc))
     assert listed >= FLOWS, FLOWS - listed
+
+
+def test_the_documentation_points_only_inside_the_repository() -> None:
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) >= 5  # README and the four documents of docs/
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert "../shared" not in text and "domain.md" not in text, page
+        for target in re.findall(r"\]\(([^)#\s]+)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            resolved = (page.parent / target).resolve()
+            assert resolved.is_relative_to(ROOT) and resolved.exists(), (page.name, target)

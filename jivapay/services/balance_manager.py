@@ -1,4 +1,4 @@
-"""Balance changes and their history rows (domain.md §2).
+"""Balance changes and their history rows (docs/money.md).
 
 This module owns every write to `balance_stores`, `balance_traders` and `balance_platform`. So far it
 holds the admin-side moves (deposits, withdrawals and signed manual adjustments, each with the acting

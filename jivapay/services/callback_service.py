@@ -1,4 +1,4 @@
-"""Merchant callbacks (domain.md §7): delivering the rows `order_events` writes, the retry schedule,
+"""Merchant callbacks: delivering the rows `order_events` writes, the retry schedule,
 the store's callback switch, and what merchants do with deliveries (list, re-send, rotate secret).
 
 Delivery states (`callback_deliveries.status`):
@@ -56,7 +56,7 @@ from jivapay.utils.exceptions import NotFound, ValidationFailed
 
 log = structlog.get_logger(__name__)
 
-# domain.md §7: about 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h, 24 h. Entry n is the
+# The retry schedule: about 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h, 24 h. Entry n is the
 # wait after the n-th failed attempt; the last entry repeats if CALLBACK_MAX_ATTEMPTS is larger.
 DEFAULT_RETRY_SCHEDULE_SECONDS: tuple[float, ...] = (
     5,

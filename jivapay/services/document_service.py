@@ -1,4 +1,4 @@
-"""Receipts and dispute evidence (domain.md §3 `uploaded_documents`): checking an upload, storing it
+"""Receipts and dispute evidence (`uploaded_documents`): checking an upload, storing it
 in S3, recording it, attaching it to an order transition, and handing out short-lived read URLs.
 
 Checks, before anything is written: not empty, at most `RECEIPT_MAX_BYTES` (413 `file_too_large`),

@@ -1,4 +1,4 @@
-"""Fraud checks (domain.md §10): before assignment (`check_incoming_order`) and when the payer
+"""Fraud checks: before assignment (`check_incoming_order`) and when the payer
 confirms a PayIn (`check_order_confirmation`). Outcomes ALLOW, DENY, REVIEW.
 
 Rules before assignment, each switchable, thresholds from the settings (`FRAUD_*`); every rule is

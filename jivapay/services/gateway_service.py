@@ -1,4 +1,4 @@
-"""The public gateway's business logic (domain.md §5.1, §6): order intake, order status for the
+"""The public gateway's business logic (docs/lifecycle.md, intake): order intake, order status for the
 store, and the store's and payer's actions on an order.
 
 Intake validates everything before it writes anything, in this order: the store's switches (access,

@@ -1,4 +1,4 @@
-"""Gateway `Idempotency-Key` handling (domain.md §6): one key per store, 1-255 characters.
+"""Gateway `Idempotency-Key` handling: one key per store, 1-255 characters.
 
 Everything happens in the request's own transaction, so a crash or an error leaves nothing behind
 and the key can simply be retried:

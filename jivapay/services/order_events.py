@@ -1,5 +1,5 @@
 """What every order status change records besides the status itself: the merchant callback
-delivery row (domain.md §7, delivered after commit by the callback worker) and the audit row.
+delivery row (delivered after commit by the callback worker) and the audit row.
 
 Written in the transaction of the change, so a notification exists exactly when the change does.
 """

@@ -1,4 +1,4 @@
-"""The order state machine (domain.md §4): who may move an order from which status to which, and
+"""The order state machine (docs/lifecycle.md): who may move an order from which status to which, and
 what each move does to held money, the requisite's counters, the audit log and merchant callbacks.
 
 | event          | from            | to        | who                                                        |

@@ -1,4 +1,4 @@
-"""The scheduled exchange-rate refresh from a configurable HTTP source (domain.md §2).
+"""The scheduled exchange-rate refresh from a configurable HTTP source (docs/money.md).
 
 `refresh_if_due` (the `reference.refresh_rates` beat task, every 15 s) runs `refresh_rates` at most
 once per `RATE_REFRESH_INTERVAL_SECONDS` (a Redis `SET NX EX` gate, so the interval is a run-time

@@ -9,7 +9,7 @@ audited and deletes the affected keys once its transaction commits, so no reader
 old row between the delete and the commit. If Redis is down at that moment the old value lives at
 most one TTL.
 
-The freshness rule of intake (domain.md §2: a rate older than `EXCHANGE_RATE_MAX_AGE_SECONDS`
+The freshness rule of intake (docs/money.md: a rate older than `EXCHANGE_RATE_MAX_AGE_SECONDS`
 refuses the order) lives here only, in `get_fresh_exchange_rate`.
 """
 

@@ -1,4 +1,4 @@
-"""Choosing a trader's requisite for an order (domain.md §5.2).
+"""Choosing a trader's requisite for an order (docs/lifecycle.md, assign).
 
 One statement finds the best eligible requisite and locks it (`FOR UPDATE OF req_traders SKIP
 LOCKED`, so parallel workers take different requisites): active user, trader in work and enabled by

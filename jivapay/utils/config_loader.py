@@ -1,4 +1,4 @@
-"""Run-time business settings (domain.md §9): declared once here, stored in `configuration_settings`.
+"""Run-time business settings: declared once here, stored in `configuration_settings`.
 
 `get_typed_config_value(key)` returns the stored value converted to the declared type, or the default
 when the row is missing or its value is invalid (logged as a warning, never raised). Values are cached
