@@ -51,7 +51,7 @@ from jivapay.security import generate_callback_secret
 from jivapay.services import callback_sender, webhook_signing
 from jivapay.services.audit_logger import log_event
 from jivapay.services.callback_sender import SendResult
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings, standalone_runtime_settings
 from jivapay.utils.exceptions import NotFound, ValidationFailed
 
 log = structlog.get_logger(__name__)
@@ -98,7 +98,9 @@ def _lock(session: Session, model: type[T], obj_id: int) -> T | None:
 
 def retry_schedule(session: Session | None = None) -> tuple[float, ...]:
     """The waits between attempts: `CALLBACK_RETRY_SCHEDULE_SECONDS` when set and valid, else §7's."""
-    raw = get_typed_config_value("CALLBACK_RETRY_SCHEDULE_SECONDS", session)
+    raw = (
+        runtime_settings(session) if session is not None else standalone_runtime_settings()
+    ).CALLBACK_RETRY_SCHEDULE_SECONDS
     if raw is None:
         return DEFAULT_RETRY_SCHEDULE_SECONDS
     try:
@@ -291,7 +293,7 @@ def record_attempt(
         row.status = CallbackStatus.DISABLED.value
         row.last_error = _disable_store(session, store_id=row.store_id, delivery=row, now=now)
     elif result.permanent or row.attempt_count >= int(
-        get_typed_config_value("CALLBACK_MAX_ATTEMPTS", session)
+        runtime_settings(session).CALLBACK_MAX_ATTEMPTS
     ):
         row.status = CallbackStatus.FAILED.value
     else:
@@ -314,8 +316,8 @@ def deliver_callback(delivery_id: int, *, now: datetime | None = None) -> Delive
     `now` moves the clock of the due check and of the schedule (tests); the `webhook-timestamp`
     is always the real time of sending, since the merchant checks it against their clock.
     """
-    timeout = float(get_typed_config_value("CALLBACK_TIMEOUT_SECONDS"))
     with atomic_transaction() as session:
+        timeout = float(runtime_settings(session).CALLBACK_TIMEOUT_SECONDS)
         claimed = claim_delivery(
             session,
             delivery_id=delivery_id,

@@ -45,7 +45,7 @@ from jivapay.security import Principal, StorePrincipal
 from jivapay.services import order_status_manager as osm
 from jivapay.services.audit_logger import log_event
 from jivapay.utils import s3_client
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings, standalone_runtime_settings
 from jivapay.utils.exceptions import (
     FileTooLarge,
     JivaPayException,
@@ -113,9 +113,10 @@ Viewer = Principal | StorePrincipal | PayerCapability
 # --------------------------------------------------------------------------- checks
 
 
-def max_upload_bytes() -> int:
-    """The largest file accepted (`RECEIPT_MAX_BYTES`)."""
-    return int(get_typed_config_value("RECEIPT_MAX_BYTES"))
+def max_upload_bytes(session: Session | None = None) -> int:
+    """The largest file accepted (`RECEIPT_MAX_BYTES`), through `session` when the caller has one."""
+    settings = runtime_settings(session) if session is not None else standalone_runtime_settings()
+    return settings.RECEIPT_MAX_BYTES
 
 
 def detect_file_type(data: bytes) -> tuple[str, str]:
@@ -171,7 +172,7 @@ def stage_upload(
 ) -> StagedUpload:
     """Validate and upload one file; deleted again unless `session` commits. Hold no row lock."""
     data = _read(upload)
-    content_type, ext = validate_upload(data)
+    content_type, ext = validate_upload(data, max_bytes=max_upload_bytes(session))
     key = object_key(order.public_id, ext)
     result = s3_client.upload_file(data, key, content_type=content_type)
     call_after_rollback(session, lambda: _delete_quietly(key), label=_discard_label(key))
@@ -267,7 +268,7 @@ def transition_with_documents(
         raise ValidationFailed(
             f"at most {MAX_FILES_PER_REQUEST} files per request", code="too_many_files"
         )
-    limit = max_upload_bytes()
+    limit = max_upload_bytes(session)
     for upload in uploads:  # every file is checked before the first one is uploaded
         validate_upload(upload.data, max_bytes=limit)
     staged = [stage_upload(session, order=order, kind=kind, upload=u) for u in uploads]

@@ -63,7 +63,7 @@ from jivapay.database.types import fingerprint
 from jivapay.database.utils import call_after_commit
 from jivapay.enums import AuditLevel, FraudListKind, FraudListType, OrderStatus, OrderType
 from jivapay.services.audit_logger import log_event
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.notifications import notify_alert
 from jivapay.utils.redis_client import REDIS_ERRORS, get_redis, namespace
 
@@ -115,12 +115,12 @@ class _Fired:
     detail: dict[str, Any]
 
 
-def _setting(key: str) -> Any:
-    return get_typed_config_value(key)
+def _setting(session: Session, key: str) -> Any:
+    return getattr(runtime_settings(session), key)
 
 
-def _on(key: str) -> bool:
-    return bool(_setting(key))
+def _on(session: Session, key: str) -> bool:
+    return bool(_setting(session, key))
 
 
 def _decide(fired: list[_Fired], extra: dict[str, Any]) -> FraudDecision:
@@ -308,7 +308,7 @@ def count_in_database(
 def _velocity(
     session: Session, order: IncomingOrder, hits: _ListHits
 ) -> tuple[list[_Fired], dict[str, Any]]:
-    window = max(1, int(_setting("FRAUD_VELOCITY_WINDOW_SECONDS") or 3600))
+    window = max(1, int(_setting(session, "FRAUD_VELOCITY_WINDOW_SECONDS") or 3600))
     values = {
         "customer": f"{order.store_id}:{order.customer_id}"
         if order.customer_id and not hits.allowed_customer
@@ -316,7 +316,7 @@ def _velocity(
         "ip": order.customer_ip if order.customer_ip and not hits.allowed_ip else None,
         "store": str(order.store_id),
     }
-    limits = {dim: _setting(key) for dim, key in _VELOCITY_MAX.items()}
+    limits = {dim: _setting(session, key) for dim, key in _VELOCITY_MAX.items()}
     active = [dim for dim, v in values.items() if v is not None and limits[dim]]
     if not active:
         return [], {}
@@ -350,9 +350,12 @@ def _velocity(
 # --------------------------------------------------------------------------- other rules
 
 
-def _amount_rules(order: IncomingOrder) -> list[_Fired]:
+def _amount_rules(session: Session, order: IncomingOrder) -> list[_Fired]:
     fired: list[_Fired] = []
-    deny, review = _setting("FRAUD_DENY_THRESHOLD"), _setting("FRAUD_MANUAL_REVIEW_THRESHOLD")
+    deny, review = (
+        _setting(session, "FRAUD_DENY_THRESHOLD"),
+        _setting(session, "FRAUD_MANUAL_REVIEW_THRESHOLD"),
+    )
     amount = order.amount_fiat
     if deny is not None and amount > Decimal(deny):
         fired.append(
@@ -386,10 +389,10 @@ def _harvesting(
 ) -> list[_Fired]:
     if order.order_type != OrderType.PAYIN or not order.customer_id or hits.allowed_customer:
         return []
-    limit = _setting("FRAUD_UNPAID_EXPIRED_MAX")
+    limit = _setting(session, "FRAUD_UNPAID_EXPIRED_MAX")
     if not limit:
         return []
-    hours = int(_setting("FRAUD_UNPAID_EXPIRED_WINDOW_HOURS") or 24)
+    hours = int(_setting(session, "FRAUD_UNPAID_EXPIRED_WINDOW_HOURS") or 24)
     count = count_unpaid_expired(
         session,
         store_id=order.store_id,
@@ -424,7 +427,7 @@ def check_incoming_order(
     session: Session, *, order: IncomingOrder, now: datetime | None = None
 ) -> FraudDecision:
     """Decide whether `order` may be assigned (counts it for velocity once; writes nothing)."""
-    if not _on("FRAUD_CHECKS_ENABLED"):
+    if not _on(session, "FRAUD_CHECKS_ENABLED"):
         return ALLOW
     now = now or utcnow()
     is_payout = order.order_type == OrderType.PAYOUT
@@ -438,14 +441,14 @@ def check_incoming_order(
     )
     fired: list[_Fired] = []
     extra: dict[str, Any] = {}
-    if _on("FRAUD_RULE_BLOCKLIST_ENABLED"):
+    if _on(session, "FRAUD_RULE_BLOCKLIST_ENABLED"):
         fired += [_Fired(rule, FraudOutcome.DENY, detail) for rule, detail in hits.blocked]
-    if _on("FRAUD_RULE_AMOUNT_ENABLED"):
-        fired += _amount_rules(order)
-    if _on("FRAUD_RULE_VELOCITY_ENABLED"):
+    if _on(session, "FRAUD_RULE_AMOUNT_ENABLED"):
+        fired += _amount_rules(session, order)
+    if _on(session, "FRAUD_RULE_VELOCITY_ENABLED"):
         velocity_fired, extra = _velocity(session, order, hits)
         fired += velocity_fired
-    if _on("FRAUD_RULE_UNPAID_EXPIRED_ENABLED"):
+    if _on(session, "FRAUD_RULE_UNPAID_EXPIRED_ENABLED"):
         fired += _harvesting(session, order, hits, now)
     if any(f.outcome == FraudOutcome.REVIEW for f in fired) and review_released(
         session, public_id=order.public_id
@@ -457,7 +460,7 @@ def check_incoming_order(
 
 def check_order_confirmation(session: Session, *, order: OrderHistory) -> FraudDecision:
     """Decide whether the payer's confirmation of `order` may mark it paid (block lists again)."""
-    if not (_on("FRAUD_CHECKS_ENABLED") and _on("FRAUD_RULE_BLOCKLIST_ENABLED")):
+    if not (_on(session, "FRAUD_CHECKS_ENABLED") and _on(session, "FRAUD_RULE_BLOCKLIST_ENABLED")):
         return ALLOW
     hits = _list_hits(
         session,

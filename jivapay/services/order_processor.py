@@ -35,7 +35,11 @@ from jivapay.services import balance_manager, fraud_detector
 from jivapay.services.fraud_detector import FraudOutcome
 from jivapay.services.order_events import record_status_change
 from jivapay.services.requisite_selector import SelectedRequisite, find_suitable_requisite
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import (
+    RuntimeSettings,
+    runtime_settings,
+    standalone_runtime_settings,
+)
 from jivapay.utils.exceptions import (
     InvariantViolation,
     LimitExceeded,
@@ -107,10 +111,11 @@ class ProcessResult:
     next_attempt_at: datetime | None = None
 
 
-def retry_delay(attempt: int) -> timedelta:
+def retry_delay(attempt: int, settings: RuntimeSettings | None = None) -> timedelta:
     """Delay before the next attempt after `attempt` failed ones (1-based), from the settings."""
-    base = Decimal(int(get_typed_config_value("RETRY_DELAY_SECONDS")))
-    factor = Decimal(get_typed_config_value("RETRY_BACKOFF_FACTOR"))
+    settings = settings or standalone_runtime_settings()
+    base = Decimal(settings.RETRY_DELAY_SECONDS)
+    factor = Decimal(settings.RETRY_BACKOFF_FACTOR)
     seconds = min(base * factor ** max(attempt - 1, 0), Decimal(86400))
     return timedelta(milliseconds=int(seconds * 1000))
 
@@ -128,9 +133,9 @@ def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) ->
     if incoming.order_type == OrderType.PAYIN:
         store = session.get(MerchantStore, incoming.store_id)
         minutes = store.order_ttl_minutes if store else None
-        minutes = minutes or int(get_typed_config_value("PAYIN_PAYMENT_TIMEOUT_MINUTES"))
+        minutes = minutes or runtime_settings(session).PAYIN_PAYMENT_TIMEOUT_MINUTES
     else:
-        minutes = int(get_typed_config_value("PAYOUT_TIMEOUT_MINUTES"))
+        minutes = runtime_settings(session).PAYOUT_TIMEOUT_MINUTES
     return now + timedelta(minutes=minutes)
 
 
@@ -254,13 +259,15 @@ def record_failure(
         incoming.status = IncomingOrderStatus.MANUAL_REVIEW.value
         incoming.next_attempt_at = None
     elif isinstance(error, FraudRejected) or incoming.retry_count >= int(
-        get_typed_config_value("MAX_ORDER_RETRIES")
+        runtime_settings(session).MAX_ORDER_RETRIES
     ):
         fail_incoming(session, incoming=incoming, reason=reason, now=now, previous=previous)
         return ProcessResult(incoming_order_id, IncomingOrderStatus.FAILED.value, reason=reason)
     else:
         incoming.status = IncomingOrderStatus.RETRYING.value
-        incoming.next_attempt_at = now + retry_delay(incoming.retry_count)
+        incoming.next_attempt_at = now + retry_delay(
+            incoming.retry_count, runtime_settings(session)
+        )
     if incoming.status == IncomingOrderStatus.MANUAL_REVIEW:
         record_status_change(
             session,

@@ -34,7 +34,7 @@ from jivapay.enums import OrderStatus, OrderType
 from jivapay.permissions import Permission, check_permission
 from jivapay.services import balance_manager
 from jivapay.services.order_events import record_status_change
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, PermissionDenied
 
 
@@ -213,7 +213,7 @@ def _apply(
 ) -> None:
     if target == OrderStatus.PAID:
         order.paid_at = now
-        minutes = int(get_typed_config_value("TRADER_CONFIRM_TIMEOUT_MINUTES"))
+        minutes = runtime_settings(session).TRADER_CONFIRM_TIMEOUT_MINUTES
         order.confirm_deadline_at = now + timedelta(minutes=minutes)
     elif target == OrderStatus.COMPLETED:
         # The requisite slot closes first: requisite rows are always locked before balances.

@@ -25,7 +25,7 @@ from jivapay.enums import OrderStatus
 from jivapay.services import order_status_manager as osm
 from jivapay.services.order_processor import due_order_ids
 from jivapay.services.reconciliation import Discrepancy, reconcile
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import InvalidStatusTransition
 from jivapay.utils.notifications import report_critical_error
 
@@ -38,8 +38,8 @@ MAX_WINDOW = timedelta(days=2)
 
 def due_intake_orders(*, now: datetime, limit: int = BATCH) -> list[int]:
     """Ids of intake orders to (re)enqueue now."""
-    stuck = timedelta(seconds=int(get_typed_config_value("STUCK_ORDER_SECONDS")))
     with read_session() as session:
+        stuck = timedelta(seconds=runtime_settings(session).STUCK_ORDER_SECONDS)
         return due_order_ids(session, now=now, stuck_before=now - stuck, limit=limit)
 
 
