@@ -133,8 +133,17 @@ def completion_legs(order_type: OrderType, amount_crypto: Decimal, c: Commission
     return Legs(store=-(amount_crypto + s), trader=amount_crypto + t, platform=s - t)
 
 
+def payin_hold(amount_crypto: Decimal, trader_percent: Decimal) -> Decimal:
+    """What a PayIn freezes on the trader's deposit at assignment: C - C*t (C*t rounded half-up).
+
+    The one formula of the PayIn hold. The selector's SQL filter computes the same amount in
+    PostgreSQL (`requisite_selector.PAYIN_HOLD_SQL`); a property test keeps the two equal.
+    """
+    return amount_crypto - commission(amount_crypto, trader_percent)
+
+
 def payin_trader_hold(amount_crypto: Decimal, c: Commissions) -> Decimal:
-    """What a PayIn freezes on the trader's deposit at assignment: C - C*t."""
+    """`payin_hold` from commissions already computed for the order (C - C*t)."""
     return amount_crypto - c.trader_commission
 
 
