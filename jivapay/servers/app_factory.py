@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from enum import StrEnum
 from typing import Any, Literal
 
 import structlog
@@ -21,7 +20,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from starlette.types import ASGIApp
 
 from jivapay.api_routers.common.health import health_router
-from jivapay.enums import Role
+from jivapay.enums import Role, ServerName
 from jivapay.middleware.rate_limiting import KeyKind, RateLimitMiddleware, rate_limit
 from jivapay.middleware.request_context import RequestContextMiddleware
 from jivapay.servers.exception_handlers import register_exception_handlers
@@ -29,15 +28,6 @@ from jivapay.utils.logging import configure_logging
 from jivapay.utils.notifications import init_sentry
 
 log = structlog.get_logger(__name__)
-
-
-class ServerName(StrEnum):
-    GATEWAY = "gateway"
-    MERCHANT = "merchant"
-    TRADER = "trader"
-    TEAMLEAD = "teamlead"
-    SUPPORT = "support"
-    ADMIN = "admin"
 
 
 DEFAULT_PORTS: dict[ServerName, int] = {

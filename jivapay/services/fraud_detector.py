@@ -50,7 +50,6 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -61,7 +60,15 @@ from jivapay.database.base import utcnow
 from jivapay.database.models import AuditLog, FraudList, IncomingOrder, OrderHistory
 from jivapay.database.types import fingerprint
 from jivapay.database.utils import call_after_commit
-from jivapay.enums import AuditLevel, FraudListKind, FraudListType, OrderStatus, OrderType
+from jivapay.enums import (
+    AuditLevel,
+    FraudListKind,
+    FraudListType,
+    FraudOutcome,
+    FraudRule,
+    OrderStatus,
+    OrderType,
+)
 from jivapay.services.audit_logger import log_event
 from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.notifications import notify_alert
@@ -76,25 +83,6 @@ log = structlog.get_logger(__name__)
 REDIS_URL_OVERRIDE: str | None = None
 KEY_PREFIX_OVERRIDE: str | None = None
 RELEASED_ACTION = "fraud.review_released"
-
-
-class FraudOutcome(StrEnum):
-    ALLOW = "allow"
-    DENY = "deny"
-    REVIEW = "review"
-
-
-class FraudRule(StrEnum):
-    BLOCKLIST_CUSTOMER_ID = "blocklist_customer_id"
-    BLOCKLIST_IP = "blocklist_ip"
-    BLOCKLIST_CARD_LAST4 = "blocklist_card_last4"
-    BLOCKLIST_CARD_HASH = "blocklist_card_hash"
-    AMOUNT_DENY = "amount_deny"
-    VELOCITY_CUSTOMER = "velocity_customer"
-    VELOCITY_IP = "velocity_ip"
-    VELOCITY_STORE = "velocity_store"
-    AMOUNT_REVIEW = "amount_review"
-    UNPAID_EXPIRED = "unpaid_expired"
 
 
 @dataclass(frozen=True)

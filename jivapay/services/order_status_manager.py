@@ -23,28 +23,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import IncomingOrder, OrderHistory, ReqTrader
-from jivapay.enums import OrderStatus, OrderType
+from jivapay.enums import ActorKind, OrderEvent, OrderStatus, OrderType
 from jivapay.permissions import Permission, check_permission
 from jivapay.services import balance_manager
 from jivapay.services.order_events import record_status_change
 from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, PermissionDenied
-
-
-class ActorKind(StrEnum):
-    PAYER = "payer"
-    MERCHANT = "merchant"
-    TRADER = "trader"
-    SUPPORT = "support"
-    ADMIN = "admin"
-    SYSTEM = "system"
 
 
 @dataclass(frozen=True)
@@ -62,17 +52,6 @@ class Actor:
 PAYER = Actor(ActorKind.PAYER)
 SYSTEM = Actor(ActorKind.SYSTEM)
 _STAFF = frozenset({ActorKind.SUPPORT, ActorKind.ADMIN})
-
-
-class OrderEvent(StrEnum):
-    PAYER_CONFIRM = "payer_confirm"
-    CONFIRM = "confirm"
-    CANCEL = "cancel"
-    EXPIRE = "expire"
-    ESCALATE = "escalate"
-    DISPUTE = "dispute"
-    RESOLVE_COMPLETE = "resolve_complete"
-    RESOLVE_CANCEL = "resolve_cancel"
 
 
 @dataclass(frozen=True)
