@@ -19,8 +19,10 @@ PACKAGE = ROOT / "jivapay"
 
 HTTP = ("fastapi", "starlette")
 UPPER = ("jivapay.api_routers", "jivapay.servers", "jivapay.middleware", "jivapay.worker")
-# Bottom layers and what they may not import.
+# Bottom layers and what they may not import (the first matching prefix applies).
 RULES: dict[str, tuple[str, ...]] = {
+    # The fraud rule engine returns decisions; its callers move orders.
+    "jivapay.services.fraud_detector": HTTP + UPPER + ("jivapay.services.order_status_manager",),
     "jivapay.services": HTTP + UPPER,
     "jivapay.database": HTTP + UPPER + ("jivapay.services",),
     "jivapay.utils": HTTP + UPPER + ("jivapay.services",),

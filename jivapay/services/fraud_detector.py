@@ -36,7 +36,8 @@ and `ix_incoming_orders_ip_created` (and the store's `ix_incoming_orders_store_c
 counts; the harvesting count uses `ix_order_history_store_status_created`.
 
 At confirmation only the block lists are checked again (entries added since intake). A non-ALLOW
-decision there does not mark the order paid: `screen_payer_confirmation` opens a dispute instead,
+decision there does not mark the order paid: `screen_payer_confirmation` returns it and the caller
+(`gateway_service.payer_confirm`) opens a dispute instead,
 so support looks at the money before anyone completes it.
 
 Recording: `record_decision` writes the audit row (`fraud.deny` / `fraud.review`, rule, outcome,
@@ -50,7 +51,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy import exists, func, or_, select
@@ -73,9 +74,6 @@ from jivapay.services.audit_logger import log_event
 from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.notifications import notify_alert
 from jivapay.utils.redis_client import REDIS_ERRORS, get_redis, namespace
-
-if TYPE_CHECKING:
-    from jivapay.services.order_status_manager import TransitionResult
 
 log = structlog.get_logger(__name__)
 
@@ -492,11 +490,12 @@ def record_decision(
         call_after_commit(session, _alert, label="fraud_review_alert")
 
 
-def screen_payer_confirmation(session: Session, *, public_id: str) -> TransitionResult | None:
-    """Run the confirmation check on a pending PayIn; on DENY/REVIEW open a dispute instead of
-    marking it paid and return its `TransitionResult`. None when the confirmation may proceed."""
-    from jivapay.services import order_status_manager as osm
+def screen_payer_confirmation(session: Session, *, public_id: str) -> FraudDecision | None:
+    """Run the confirmation check on a pending PayIn and record a non-ALLOW decision.
 
+    Returns that decision (the caller opens the dispute instead of marking the order paid), or
+    None when the confirmation may proceed. The rule engine decides; it never moves an order.
+    """
     order = session.scalars(select(OrderHistory).where(OrderHistory.public_id == public_id)).first()
     if order is None or order.status != OrderStatus.PENDING.value:
         return None
@@ -504,6 +503,4 @@ def screen_payer_confirmation(session: Session, *, public_id: str) -> Transition
     if decision.outcome == FraudOutcome.ALLOW:
         return None
     record_decision(session, public_id=public_id, decision=decision, stage="confirmation")
-    return osm.open_dispute(
-        session, public_id=public_id, actor=osm.PAYER, reason=f"fraud check: {decision.rule}"
-    )
+    return decision

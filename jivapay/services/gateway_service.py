@@ -681,8 +681,14 @@ def confirm_by_payer(
         raise InvalidStatusTransition(
             "the order has no payment details yet", extra={"current_status": incoming.status}
         )
-    held = fraud_detector.screen_payer_confirmation(session, public_id=public_id)
-    if held is not None:  # a fraud rule fired: disputed instead of paid
+    decision = fraud_detector.screen_payer_confirmation(session, public_id=public_id)
+    if decision is not None:  # a fraud rule fired: disputed instead of paid
+        held = order_status_manager.open_dispute(
+            session,
+            public_id=public_id,
+            actor=order_status_manager.PAYER,
+            reason=f"fraud check: {decision.rule}",
+        )
         return PayerConfirmView(order_id=held.public_id, status=held.status.value)
     store = session.get(MerchantStore, store_id)
     result = document_service.payer_confirm_with_receipt(
