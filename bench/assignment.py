@@ -286,7 +286,7 @@ def run_queue(ids: list[int], workers: int, profile: bool) -> dict[str, Any]:
 
 
 def explain_selector(world: dict[str, int]) -> str:
-    from jivapay.database.utils import get_db_session
+    from jivapay.database.utils import read_session
     from jivapay.enums import OrderType
     from jivapay.services.requisite_selector import _STATEMENTS
 
@@ -300,7 +300,7 @@ def explain_selector(world: dict[str, int]) -> str:
         "amount_crypto": D("25.00000000"),
         "excluded": [],
     }
-    with get_db_session() as session:  # rolled back on close: the FOR UPDATE lock goes with it
+    with read_session() as session:  # rolled back on close: the FOR UPDATE lock goes with it
         rows = session.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + stmt.text), params)
         return "\n".join(r[0] for r in rows)
 

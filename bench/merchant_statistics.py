@@ -174,7 +174,7 @@ def explain(stmt: Any) -> str:
 
 def measure(merchant_id: int, label: str, days: int, runs: int) -> float:
     from jivapay.database.base import utcnow
-    from jivapay.database.utils import get_db_session
+    from jivapay.database.utils import read_session
     from jivapay.enums import Role
     from jivapay.security import Principal
     from jivapay.services import merchant_statistics as ms
@@ -190,7 +190,7 @@ def measure(merchant_id: int, label: str, days: int, runs: int) -> float:
     samples = []
     result = None
     for _ in range(runs):
-        with get_db_session() as session:
+        with read_session() as session:
             t0 = time.perf_counter()
             result = ms.merchant_statistics(
                 session, principal=principal, date_from=start, date_to=end

@@ -414,10 +414,10 @@ def seed(
 def reconcile() -> None:
     """Check every money invariant; print each discrepancy and exit 1 if there is any."""
     _attach_stack("DATABASE_URL")
-    from jivapay.database.utils import get_db_session
+    from jivapay.database.utils import read_session
     from jivapay.services.reconciliation import reconcile as check
 
-    with get_db_session() as session:
+    with read_session() as session:
         found = check(session)
     if not found:
         console.print("[green]reconciliation clean[/]: balances, history and open holds agree")

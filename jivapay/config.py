@@ -1,4 +1,4 @@
-"""Process settings read from the environment or `.env` (domain.md §9).
+"""Process settings read from the environment or `.env`.
 
 Only what a process needs before it can reach the database lives here; business settings that admins
 change at run time live in `configuration_settings` and are read through `utils.config_loader`.

@@ -165,3 +165,69 @@ class DisputeState(StrEnum):
     OPEN = "open"
     RESOLVED = "resolved"
     ALL = "all"
+
+
+class ActorKind(StrEnum):
+    """Who asks for an order transition (`order_status_manager.Actor.kind`)."""
+
+    PAYER = "payer"
+    MERCHANT = "merchant"
+    TRADER = "trader"
+    SUPPORT = "support"
+    ADMIN = "admin"
+    SYSTEM = "system"
+
+
+class OrderEvent(StrEnum):
+    """An order transition asked of the state machine (`order_status_manager`)."""
+
+    PAYER_CONFIRM = "payer_confirm"
+    CONFIRM = "confirm"
+    CANCEL = "cancel"
+    EXPIRE = "expire"
+    ESCALATE = "escalate"
+    DISPUTE = "dispute"
+    RESOLVE_COMPLETE = "resolve_complete"
+    RESOLVE_CANCEL = "resolve_cancel"
+
+
+class FraudOutcome(StrEnum):
+    """What the fraud checks decide for an order."""
+
+    ALLOW = "allow"
+    DENY = "deny"
+    REVIEW = "review"
+
+
+class FraudRule(StrEnum):
+    """The fraud rule that fired (recorded with the decision)."""
+
+    BLOCKLIST_CUSTOMER_ID = "blocklist_customer_id"
+    BLOCKLIST_IP = "blocklist_ip"
+    BLOCKLIST_CARD_LAST4 = "blocklist_card_last4"
+    BLOCKLIST_CARD_HASH = "blocklist_card_hash"
+    AMOUNT_DENY = "amount_deny"
+    VELOCITY_CUSTOMER = "velocity_customer"
+    VELOCITY_IP = "velocity_ip"
+    VELOCITY_STORE = "velocity_store"
+    AMOUNT_REVIEW = "amount_review"
+    UNPAID_EXPIRED = "unpaid_expired"
+
+
+class KeyKind(StrEnum):
+    """What a rate limit counts by: the client IP, the authenticated principal, or the store key."""
+
+    IP = "ip"
+    PRINCIPAL = "principal"
+    STORE = "store"
+
+
+class ServerName(StrEnum):
+    """The six API servers (`jivapay serve --role ...`)."""
+
+    GATEWAY = "gateway"
+    MERCHANT = "merchant"
+    TRADER = "trader"
+    TEAMLEAD = "teamlead"
+    SUPPORT = "support"
+    ADMIN = "admin"

@@ -1,4 +1,4 @@
-"""Decimal money rules of domain.md §2, as pure functions.
+"""Decimal money rules of docs/money.md, as pure functions.
 
 Fiat has 2 places and must arrive that way (more is an error, never a silent rounding); crypto
 amounts derived from fiat are rounded DOWN to 8 places; commissions are rounded HALF_UP to 8
@@ -126,15 +126,24 @@ class Legs:
 
 
 def completion_legs(order_type: OrderType, amount_crypto: Decimal, c: Commissions) -> Legs:
-    """Store, trader-deposit and platform legs of a completed order (domain.md §2 table)."""
+    """Store, trader-deposit and platform legs of a completed order (docs/money.md)."""
     s, t = c.store_commission, c.trader_commission
     if order_type == OrderType.PAYIN:
         return Legs(store=amount_crypto - s, trader=-(amount_crypto - t), platform=s - t)
     return Legs(store=-(amount_crypto + s), trader=amount_crypto + t, platform=s - t)
 
 
+def payin_hold(amount_crypto: Decimal, trader_percent: Decimal) -> Decimal:
+    """What a PayIn freezes on the trader's deposit at assignment: C - C*t (C*t rounded half-up).
+
+    The one formula of the PayIn hold. The selector's SQL filter computes the same amount in
+    PostgreSQL (`requisite_selector.PAYIN_HOLD_SQL`); a property test keeps the two equal.
+    """
+    return amount_crypto - commission(amount_crypto, trader_percent)
+
+
 def payin_trader_hold(amount_crypto: Decimal, c: Commissions) -> Decimal:
-    """What a PayIn freezes on the trader's deposit at assignment: C - C*t."""
+    """`payin_hold` from commissions already computed for the order (C - C*t)."""
     return amount_crypto - c.trader_commission
 
 

@@ -57,7 +57,7 @@ def verify_password(plain: str, hashed: str | None) -> bool:
 
 # --------------------------------------------------------------------------- JWT access tokens
 
-# Roles whose profile carries `granted_permissions` (domain.md §8).
+# Roles whose profile carries `granted_permissions`.
 STAFF_ROLES = frozenset({Role.ADMIN, Role.SUPPORT, Role.TEAMLEAD})
 
 

@@ -113,7 +113,7 @@ def connection(services: dict[str, str]) -> Iterator[Connection]:
 def db(connection: Connection) -> Iterator[Session]:
     """A session inside a transaction that is rolled back after the test.
 
-    Every session opened during the test (request dependency, `get_db_session`, services) is bound to
+    Every session opened during the test (request dependency, `read_session`, services) is bound to
     the same connection, so commits become savepoints and nothing outlives the test.
     """
     from jivapay.database.engine import bind_session_factory

@@ -9,7 +9,7 @@ database is the source of truth and the scheduler's sweepers pick up whatever a 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,8 +18,9 @@ import structlog
 from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
+from jivapay import task_queue
 from jivapay.database.engine import SessionLocal
 from jivapay.utils.exceptions import (
     DatabaseError,
@@ -38,13 +39,32 @@ _AFTER_COMMIT_KEY = "jivapay_after_commit"
 
 
 @contextmanager
-def get_db_session() -> Iterator[Session]:
-    """A session that is always closed; the caller decides when to commit."""
+def read_session() -> Iterator[Session]:
+    """A session that never commits: closed (its transaction rolled back) when the block ends.
+
+    For reads outside a request or task transaction (health checks, sweeps that list due ids).
+    Anything written in it is discarded; to write, own a transaction with `atomic_transaction`.
+    """
     session = SessionLocal()
     try:
         yield session
     finally:
         session.close()
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def transaction_flow(func: F) -> F:
+    """Mark `func` as a flow: an orchestration that owns (several) transactions itself.
+
+    Services only flush; the few functions that must commit on their own (a failure recorded after
+    the attempt rolled back, an HTTP call between two transactions) carry this marker, are listed
+    in docs/architecture.md, and are the only service code `tests/test_architecture.py` lets call
+    `commit()` or `atomic_transaction`.
+    """
+    func.__transaction_flow__ = True  # type: ignore[attr-defined]
+    return func
 
 
 @contextmanager
@@ -94,7 +114,8 @@ class _Pending:
 
 @dataclass
 class _Queue:
-    items: list[_Pending] = field(default_factory=list)
+    items: list[_Pending] = field(default_factory=list)  # run after the commit
+    undo: list[_Pending] = field(default_factory=list)  # run when the transaction ends without one
 
 
 def _queue(session: Session) -> _Queue:
@@ -104,15 +125,19 @@ def _queue(session: Session) -> _Queue:
     return queue
 
 
-def enqueue_after_commit(session: Session, task: Any, *args: Any, **options: Any) -> None:
-    """Send Celery `task` with `args` once `session` commits; forget it if the session rolls back.
+def enqueue_after_commit(session: Session, task: str | Any, *args: Any, **options: Any) -> None:
+    """Send task `task` (a `task_names` constant) with `args` once `session` commits; drop it on rollback.
 
-    `options` go to `apply_async` (countdown, queue ...).
+    `options` go to Celery (countdown, queue ...). A task object with `apply_async` is accepted too,
+    for callers inside the worker and for tests.
     """
-    name = getattr(task, "name", repr(task))
-    _queue(session).items.append(
-        _Pending(send=lambda: task.apply_async(args=list(args), **options), label=name)
-    )
+    if isinstance(task, str):
+        name = task
+        send: Callable[[], Any] = lambda: task_queue.send_task(name, *args, **options)  # noqa: E731
+    else:
+        name = getattr(task, "name", repr(task))
+        send = lambda: task.apply_async(args=list(args), **options)  # noqa: E731
+    _queue(session).items.append(_Pending(send=send, label=name))
 
 
 def call_after_commit(session: Session, func: Callable[[], Any], label: str = "callback") -> None:
@@ -120,9 +145,36 @@ def call_after_commit(session: Session, func: Callable[[], Any], label: str = "c
     _queue(session).items.append(_Pending(send=func, label=label))
 
 
+def call_after_rollback(session: Session, func: Callable[[], Any], label: str) -> None:
+    """Run `func` if `session`'s transaction ends without a commit (rolled back or closed).
+
+    For side effects done before the commit that only the commit makes permanent (an object
+    uploaded to S3); dropped on commit. `label` names it for `forget_after_rollback`.
+    """
+    _queue(session).undo.append(_Pending(send=func, label=label))
+
+
+def forget_after_rollback(session: Session, label: str) -> None:
+    """Drop the `call_after_rollback` registrations named `label` (undone already)."""
+    queue = session.info.get(_AFTER_COMMIT_KEY)
+    if queue is not None:
+        queue.undo = [p for p in queue.undo if p.label != label]
+
+
 def pending_after_commit(session: Session) -> list[str]:
     """Labels of the side effects waiting for this session's commit (for tests and debugging)."""
     return [p.label for p in _queue(session).items]
+
+
+def _run(pendings: list[_Pending], event_name: str, what: str) -> None:
+    for pending in pendings:
+        try:
+            pending.send()
+        except Exception as exc:  # the sweepers recover; never break the committed request
+            log.warning(event_name, task=pending.label, error=str(exc))
+            from jivapay.utils.notifications import report_critical_error
+
+            report_critical_error(exc, what, task=pending.label)
 
 
 @event.listens_for(Session, "after_commit")
@@ -131,25 +183,21 @@ def _run_after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return
     queue = session.info.pop(_AFTER_COMMIT_KEY, None)
-    if not queue:
-        return
-    for pending in queue.items:
-        try:
-            pending.send()
-        except Exception as exc:  # the sweepers recover; never break the committed request
-            log.warning("after_commit_send_failed", task=pending.label, error=str(exc))
-            from jivapay.utils.notifications import report_critical_error
-
-            report_critical_error(exc, "after-commit side effect failed", task=pending.label)
+    if queue:
+        _run(queue.items, "after_commit_send_failed", "after-commit side effect failed")
 
 
-@event.listens_for(Session, "after_rollback")
-def _drop_after_rollback(session: Session) -> None:
+@event.listens_for(Session, "after_transaction_end")
+def _undo_without_commit(session: Session, transaction: SessionTransaction) -> None:
     # A rolled-back SAVEPOINT keeps the outer transaction alive: its queued side effects stay
     # (tasks are idempotent and re-read the database, so one queued inside it is harmless).
-    if session.in_nested_transaction():
+    # The outermost transaction ending with its queue still here did not commit (a commit pops
+    # it first): the queued tasks are dropped and the undo side effects run.
+    if transaction.parent is not None:
         return
-    session.info.pop(_AFTER_COMMIT_KEY, None)
+    queue = session.info.pop(_AFTER_COMMIT_KEY, None)
+    if queue:
+        _run(queue.undo, "after_rollback_undo_failed", "undo after rollback failed")
 
 
 def keep_in_session(session: Session, obj: object) -> None:
@@ -186,13 +234,6 @@ def lock_by_ids(
     return list(session.scalars(stmt))
 
 
-def lock_one(session: Session, model: type[T], obj_id: int, *, nowait: bool = False) -> T | None:
-    """Lock one row by primary key, or return None if it does not exist."""
-    id_col = model.id  # type: ignore[attr-defined]
-    stmt = select(model).where(id_col == obj_id).with_for_update(nowait=nowait)
-    return session.scalars(stmt).one_or_none()
-
-
 def lock_or_create(
     session: Session, model: type[T], key: dict[str, Any], defaults: dict[str, Any] | None = None
 ) -> T:
@@ -210,11 +251,6 @@ def lock_or_create(
         select(model).filter_by(**key).with_for_update().execution_options(populate_existing=True)
     )
     return session.scalars(stmt).one()
-
-
-def claim_next(session: Session, stmt: Any) -> Any:
-    """Claim the first row of `stmt` that no other transaction holds (`FOR UPDATE SKIP LOCKED`)."""
-    return session.scalars(stmt.with_for_update(skip_locked=True).limit(1)).first()
 
 
 # --------------------------------------------------------------------------- integrity errors
@@ -269,8 +305,3 @@ def database_errors_as_domain_errors() -> Iterator[None]:
         yield
     except OperationalError as exc:
         raise DatabaseError("database unavailable") from exc
-
-
-def chunked(seq: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for i in range(0, len(seq), size):
-        yield seq[i : i + size]

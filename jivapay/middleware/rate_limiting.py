@@ -26,7 +26,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
 from functools import lru_cache
 from typing import Any, cast
 
@@ -44,8 +43,9 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from jivapay.config import Environment, get_settings
+from jivapay.enums import KeyKind
+from jivapay.servers.exception_handlers import problem_response
 from jivapay.utils.config_loader import get_spec, get_typed_config_value
-from jivapay.utils.exception_handlers import problem_response
 from jivapay.utils.exceptions import ConfigurationError, RateLimited
 from jivapay.utils.metrics import RATE_LIMIT_EXCEEDED_TOTAL, RATE_LIMIT_STORAGE_ERRORS_TOTAL
 
@@ -65,12 +65,6 @@ class ClientBlocked(RateLimited):
 
     code = "client_blocked"
     title = "Client temporarily blocked"
-
-
-class KeyKind(StrEnum):
-    IP = "ip"
-    PRINCIPAL = "principal"
-    STORE = "store"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Request and response shapes of the public gateway (domain.md §6).
+"""Request and response shapes of the public gateway.
 
 Requests forbid unknown fields. Money is accepted as a JSON string or a JSON number and never goes
 through a float: the gateway's routes parse JSON numbers straight into `Decimal`

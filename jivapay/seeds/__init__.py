@@ -1,4 +1,4 @@
-"""Seeds (domain.md §11): setting defaults, roles, the super admin, reference data and, on request,
+"""Seeds: setting defaults, roles, the super admin, reference data and, on request,
 the demo world.
 
 `run_seed` is idempotent: it inserts what is missing and never overwrites an existing row, so it runs

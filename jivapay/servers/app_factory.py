@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,23 +26,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from jivapay.api_routers.common.health import health_router
-from jivapay.enums import Role
+from jivapay.enums import Role, ServerName
 from jivapay.middleware.rate_limiting import KeyKind, RateLimitMiddleware, rate_limit
 from jivapay.middleware.request_context import RequestContextMiddleware
-from jivapay.utils.exception_handlers import register_exception_handlers
+from jivapay.servers.exception_handlers import register_exception_handlers
 from jivapay.utils.logging import configure_logging
 from jivapay.utils.notifications import init_sentry
 
 log = structlog.get_logger(__name__)
-
-
-class ServerName(StrEnum):
-    GATEWAY = "gateway"
-    MERCHANT = "merchant"
-    TRADER = "trader"
-    TEAMLEAD = "teamlead"
-    SUPPORT = "support"
-    ADMIN = "admin"
 
 
 DEFAULT_PORTS: dict[ServerName, int] = {

@@ -30,10 +30,10 @@ _BODY_PREVIEW = 4000
 
 def _demo_secrets() -> list[tuple[str, str]]:
     """(store name, callback secret) of every demo store, read now."""
-    from jivapay.database.utils import get_db_session
+    from jivapay.database.utils import read_session
     from jivapay.seeds.demo import existing_demo_credentials
 
-    with get_db_session() as session:
+    with read_session() as session:
         stores = existing_demo_credentials(session).stores
     return [(store.name, store.callback_secret) for store in stores]
 

@@ -19,7 +19,11 @@ from sqlalchemy.orm import Session
 from jivapay.config import get_settings
 from jivapay.database.base import utcnow
 from jivapay.database.models import Admin, Merchant, RoleModel, Support, TeamLead, Trader, User
-from jivapay.database.utils import atomic_transaction, integrity_errors_as_domain_errors
+from jivapay.database.utils import (
+    atomic_transaction,
+    integrity_errors_as_domain_errors,
+    transaction_flow,
+)
 from jivapay.enums import AuditLevel, Role
 from jivapay.permissions import template_permissions, validate_grants
 from jivapay.security import STAFF_ROLES, create_access_token, hash_password, verify_password
@@ -129,6 +133,7 @@ def record_login_failure(
     )
 
 
+@transaction_flow
 def login(*, email: str, password: str, role: Role, ip_address: str | None) -> AuthResult:
     """Authenticate in one transaction; on refusal, audit it in a second one and re-raise."""
     try:

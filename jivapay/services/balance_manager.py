@@ -1,4 +1,4 @@
-"""Balance changes and their history rows (domain.md §2).
+"""Balance changes and their history rows (docs/money.md).
 
 This module owns every write to `balance_stores`, `balance_traders` and `balance_platform`. So far it
 holds the admin-side moves (deposits, withdrawals and signed manual adjustments, each with the acting
@@ -40,8 +40,8 @@ from jivapay.enums import BalanceOperation, OrderType
 from jivapay.money import Commissions, completion_legs
 from jivapay.services.audit_logger import log_event
 from jivapay.utils.exceptions import (
-    ConfigurationError,
     InsufficientBalance,
+    InvariantViolation,
     NotFound,
     ValidationFailed,
 )
@@ -439,9 +439,7 @@ def _release(
     order_id: int | None,
 ) -> None:
     if amount <= 0 or row.frozen < amount:
-        raise ConfigurationError(
-            f"cannot release {amount}: only {row.frozen} is frozen", extra={"internal": True}
-        )
+        raise InvariantViolation(f"cannot release {amount}: only {row.frozen} is frozen")
     row.frozen -= amount
     session.add(
         _order_history_row(
@@ -542,7 +540,7 @@ def complete_order(session: Session, *, order: OrderHistory) -> CompletionMoves:
     commissions = Commissions(order.store_commission, order.trader_commission)
     legs = completion_legs(order_type, order.amount_crypto, commissions)
     if legs.total != 0:  # impossible by construction; refuse rather than create money
-        raise ConfigurationError("order legs do not sum to zero", extra={"internal": True})
+        raise InvariantViolation("order legs do not sum to zero")
     op = BalanceOperation.PAYIN if order_type == OrderType.PAYIN else BalanceOperation.PAYOUT
     ids = {"incoming_order_id": order.incoming_order_id, "order_id": order.id}
 
@@ -562,9 +560,7 @@ def complete_order(session: Session, *, order: OrderHistory) -> CompletionMoves:
         (legs.trader, legs.store) if order_type == OrderType.PAYIN else (legs.store, legs.trader)
     )
     if held.frozen < order.hold_amount or -held_leg != order.hold_amount:
-        raise ConfigurationError(
-            f"hold of order {order.public_id} is not in place", extra={"internal": True}
-        )
+        raise InvariantViolation(f"hold of order {order.public_id} is not in place")
     held.frozen -= order.hold_amount
     held.balance += held_leg
     free.balance += free_leg

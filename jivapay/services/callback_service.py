@@ -1,4 +1,4 @@
-"""Merchant callbacks (domain.md §7): delivering the rows `order_events` writes, the retry schedule,
+"""Merchant callbacks: delivering the rows `order_events` writes, the retry schedule,
 the store's callback switch, and what merchants do with deliveries (list, re-send, rotate secret).
 
 Delivery states (`callback_deliveries.status`):
@@ -36,7 +36,7 @@ import structlog
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from jivapay import __version__
+from jivapay import __version__, task_names
 from jivapay.config import get_settings
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
@@ -45,18 +45,18 @@ from jivapay.database.models import (
     IncomingOrder,
     MerchantStore,
 )
-from jivapay.database.utils import atomic_transaction, enqueue_after_commit
+from jivapay.database.utils import atomic_transaction, enqueue_after_commit, transaction_flow
 from jivapay.enums import AuditLevel, CallbackStatus
 from jivapay.security import generate_callback_secret
 from jivapay.services import callback_sender, webhook_signing
 from jivapay.services.audit_logger import log_event
 from jivapay.services.callback_sender import SendResult
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings, standalone_runtime_settings
 from jivapay.utils.exceptions import NotFound, ValidationFailed
 
 log = structlog.get_logger(__name__)
 
-# domain.md §7: about 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h, 24 h. Entry n is the
+# The retry schedule: about 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h, 24 h. Entry n is the
 # wait after the n-th failed attempt; the last entry repeats if CALLBACK_MAX_ATTEMPTS is larger.
 DEFAULT_RETRY_SCHEDULE_SECONDS: tuple[float, ...] = (
     5,
@@ -98,7 +98,9 @@ def _lock(session: Session, model: type[T], obj_id: int) -> T | None:
 
 def retry_schedule(session: Session | None = None) -> tuple[float, ...]:
     """The waits between attempts: `CALLBACK_RETRY_SCHEDULE_SECONDS` when set and valid, else §7's."""
-    raw = get_typed_config_value("CALLBACK_RETRY_SCHEDULE_SECONDS", session)
+    raw = (
+        runtime_settings(session) if session is not None else standalone_runtime_settings()
+    ).CALLBACK_RETRY_SCHEDULE_SECONDS
     if raw is None:
         return DEFAULT_RETRY_SCHEDULE_SECONDS
     try:
@@ -291,7 +293,7 @@ def record_attempt(
         row.status = CallbackStatus.DISABLED.value
         row.last_error = _disable_store(session, store_id=row.store_id, delivery=row, now=now)
     elif result.permanent or row.attempt_count >= int(
-        get_typed_config_value("CALLBACK_MAX_ATTEMPTS", session)
+        runtime_settings(session).CALLBACK_MAX_ATTEMPTS
     ):
         row.status = CallbackStatus.FAILED.value
     else:
@@ -307,14 +309,15 @@ def record_attempt(
     )
 
 
+@transaction_flow
 def deliver_callback(delivery_id: int, *, now: datetime | None = None) -> DeliveryOutcome:
     """Make one attempt at a due pending delivery (owns its transactions; see the module doc).
 
     `now` moves the clock of the due check and of the schedule (tests); the `webhook-timestamp`
     is always the real time of sending, since the merchant checks it against their clock.
     """
-    timeout = float(get_typed_config_value("CALLBACK_TIMEOUT_SECONDS"))
     with atomic_transaction() as session:
+        timeout = float(runtime_settings(session).CALLBACK_TIMEOUT_SECONDS)
         claimed = claim_delivery(
             session,
             delivery_id=delivery_id,
@@ -373,10 +376,7 @@ def due_delivery_ids(session: Session, *, now: datetime, limit: int = 500) -> li
 
 def enqueue_delivery(session: Session, delivery_id: int) -> None:
     """Send `callbacks.deliver` for `delivery_id` once `session` commits."""
-    # Imported here: the worker package imports services, not the other way round at load time.
-    from jivapay.worker.callback_tasks import deliver_callback_task
-
-    enqueue_after_commit(session, deliver_callback_task, delivery_id)
+    enqueue_after_commit(session, task_names.CALLBACKS_DELIVER, delivery_id)
 
 
 # --------------------------------------------------------------------------- merchants' view

@@ -1,4 +1,4 @@
-"""Receipts and dispute evidence (domain.md §3 `uploaded_documents`): checking an upload, storing it
+"""Receipts and dispute evidence (`uploaded_documents`): checking an upload, storing it
 in S3, recording it, attaching it to an order transition, and handing out short-lived read URLs.
 
 Checks, before anything is written: not empty, at most `RECEIPT_MAX_BYTES` (413 `file_too_large`),
@@ -35,16 +35,17 @@ from datetime import datetime
 from typing import IO
 
 import structlog
-from sqlalchemy import event, select
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from jivapay.database.models import OrderHistory, UploadedDocument
+from jivapay.database.utils import call_after_rollback, forget_after_rollback
 from jivapay.enums import DocumentKind, OrderType
 from jivapay.security import Principal, StorePrincipal
 from jivapay.services import order_status_manager as osm
 from jivapay.services.audit_logger import log_event
 from jivapay.utils import s3_client
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings, standalone_runtime_settings
 from jivapay.utils.exceptions import (
     FileTooLarge,
     JivaPayException,
@@ -59,7 +60,6 @@ log = structlog.get_logger(__name__)
 KEY_PREFIX = "receipts"
 URL_TTL_SECONDS = 300
 MAX_FILES_PER_REQUEST = 5
-_STAGED_KEYS = "jivapay_staged_s3_keys"
 
 # (leading bytes, content type, extension): the only formats accepted.
 _SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
@@ -113,9 +113,10 @@ Viewer = Principal | StorePrincipal | PayerCapability
 # --------------------------------------------------------------------------- checks
 
 
-def max_upload_bytes() -> int:
-    """The largest file accepted (`RECEIPT_MAX_BYTES`)."""
-    return int(get_typed_config_value("RECEIPT_MAX_BYTES"))
+def max_upload_bytes(session: Session | None = None) -> int:
+    """The largest file accepted (`RECEIPT_MAX_BYTES`), through `session` when the caller has one."""
+    settings = runtime_settings(session) if session is not None else standalone_runtime_settings()
+    return settings.RECEIPT_MAX_BYTES
 
 
 def detect_file_type(data: bytes) -> tuple[str, str]:
@@ -146,22 +147,8 @@ def _read(upload: bytes | IO[bytes] | FileUpload) -> bytes:
     return upload if isinstance(upload, bytes) else upload.read()
 
 
-# --------------------------------------------------------------------------- cleanup of uncommitted uploads
-
-
-@event.listens_for(Session, "after_commit")
-def _keep_committed_uploads(session: Session) -> None:
-    # after_commit also fires when a savepoint is released: only the outermost commit keeps them.
-    if not session.in_nested_transaction():
-        session.info.pop(_STAGED_KEYS, None)
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _delete_uncommitted_uploads(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is not None:
-        return
-    for key in session.info.pop(_STAGED_KEYS, None) or ():
-        _delete_quietly(key)
+def _discard_label(key: str) -> str:
+    return f"s3 delete {key}"
 
 
 def _delete_quietly(key: str) -> None:
@@ -185,10 +172,10 @@ def stage_upload(
 ) -> StagedUpload:
     """Validate and upload one file; deleted again unless `session` commits. Hold no row lock."""
     data = _read(upload)
-    content_type, ext = validate_upload(data)
+    content_type, ext = validate_upload(data, max_bytes=max_upload_bytes(session))
     key = object_key(order.public_id, ext)
     result = s3_client.upload_file(data, key, content_type=content_type)
-    session.info.setdefault(_STAGED_KEYS, []).append(key)
+    call_after_rollback(session, lambda: _delete_quietly(key), label=_discard_label(key))
     if filename is None and isinstance(upload, FileUpload):
         filename = upload.filename
     return StagedUpload(kind, key, content_type, result.size, result.sha256, filename)
@@ -229,9 +216,7 @@ def record_upload(
 
 def discard_upload(session: Session, *, staged: StagedUpload) -> None:
     """Delete a staged file that will not be recorded."""
-    keys: list[str] = session.info.get(_STAGED_KEYS, [])
-    if staged.key in keys:
-        keys.remove(staged.key)
+    forget_after_rollback(session, _discard_label(staged.key))
     _delete_quietly(staged.key)
 
 
@@ -283,7 +268,7 @@ def transition_with_documents(
         raise ValidationFailed(
             f"at most {MAX_FILES_PER_REQUEST} files per request", code="too_many_files"
         )
-    limit = max_upload_bytes()
+    limit = max_upload_bytes(session)
     for upload in uploads:  # every file is checked before the first one is uploaded
         validate_upload(upload.data, max_bytes=limit)
     staged = [stage_upload(session, order=order, kind=kind, upload=u) for u in uploads]

@@ -1,4 +1,4 @@
-"""Fraud checks (domain.md §10): before assignment (`check_incoming_order`) and when the payer
+"""Fraud checks: before assignment (`check_incoming_order`) and when the payer
 confirms a PayIn (`check_order_confirmation`). Outcomes ALLOW, DENY, REVIEW.
 
 Rules before assignment, each switchable, thresholds from the settings (`FRAUD_*`); every rule is
@@ -36,7 +36,8 @@ and `ix_incoming_orders_ip_created` (and the store's `ix_incoming_orders_store_c
 counts; the harvesting count uses `ix_order_history_store_status_created`.
 
 At confirmation only the block lists are checked again (entries added since intake). A non-ALLOW
-decision there does not mark the order paid: `screen_payer_confirmation` opens a dispute instead,
+decision there does not mark the order paid: `screen_payer_confirmation` returns it and the caller
+(`gateway_service.payer_confirm`) opens a dispute instead,
 so support looks at the money before anyone completes it.
 
 Recording: `record_decision` writes the audit row (`fraud.deny` / `fraud.review`, rule, outcome,
@@ -50,8 +51,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from sqlalchemy import exists, func, or_, select
@@ -61,14 +61,19 @@ from jivapay.database.base import utcnow
 from jivapay.database.models import AuditLog, FraudList, IncomingOrder, OrderHistory
 from jivapay.database.types import fingerprint
 from jivapay.database.utils import call_after_commit
-from jivapay.enums import AuditLevel, FraudListKind, FraudListType, OrderStatus, OrderType
+from jivapay.enums import (
+    AuditLevel,
+    FraudListKind,
+    FraudListType,
+    FraudOutcome,
+    FraudRule,
+    OrderStatus,
+    OrderType,
+)
 from jivapay.services.audit_logger import log_event
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.notifications import notify_alert
 from jivapay.utils.redis_client import REDIS_ERRORS, get_redis, namespace
-
-if TYPE_CHECKING:
-    from jivapay.services.order_status_manager import TransitionResult
 
 log = structlog.get_logger(__name__)
 
@@ -76,25 +81,6 @@ log = structlog.get_logger(__name__)
 REDIS_URL_OVERRIDE: str | None = None
 KEY_PREFIX_OVERRIDE: str | None = None
 RELEASED_ACTION = "fraud.review_released"
-
-
-class FraudOutcome(StrEnum):
-    ALLOW = "allow"
-    DENY = "deny"
-    REVIEW = "review"
-
-
-class FraudRule(StrEnum):
-    BLOCKLIST_CUSTOMER_ID = "blocklist_customer_id"
-    BLOCKLIST_IP = "blocklist_ip"
-    BLOCKLIST_CARD_LAST4 = "blocklist_card_last4"
-    BLOCKLIST_CARD_HASH = "blocklist_card_hash"
-    AMOUNT_DENY = "amount_deny"
-    VELOCITY_CUSTOMER = "velocity_customer"
-    VELOCITY_IP = "velocity_ip"
-    VELOCITY_STORE = "velocity_store"
-    AMOUNT_REVIEW = "amount_review"
-    UNPAID_EXPIRED = "unpaid_expired"
 
 
 @dataclass(frozen=True)
@@ -115,12 +101,12 @@ class _Fired:
     detail: dict[str, Any]
 
 
-def _setting(key: str) -> Any:
-    return get_typed_config_value(key)
+def _setting(session: Session, key: str) -> Any:
+    return getattr(runtime_settings(session), key)
 
 
-def _on(key: str) -> bool:
-    return bool(_setting(key))
+def _on(session: Session, key: str) -> bool:
+    return bool(_setting(session, key))
 
 
 def _decide(fired: list[_Fired], extra: dict[str, Any]) -> FraudDecision:
@@ -308,7 +294,7 @@ def count_in_database(
 def _velocity(
     session: Session, order: IncomingOrder, hits: _ListHits
 ) -> tuple[list[_Fired], dict[str, Any]]:
-    window = max(1, int(_setting("FRAUD_VELOCITY_WINDOW_SECONDS") or 3600))
+    window = max(1, int(_setting(session, "FRAUD_VELOCITY_WINDOW_SECONDS") or 3600))
     values = {
         "customer": f"{order.store_id}:{order.customer_id}"
         if order.customer_id and not hits.allowed_customer
@@ -316,7 +302,7 @@ def _velocity(
         "ip": order.customer_ip if order.customer_ip and not hits.allowed_ip else None,
         "store": str(order.store_id),
     }
-    limits = {dim: _setting(key) for dim, key in _VELOCITY_MAX.items()}
+    limits = {dim: _setting(session, key) for dim, key in _VELOCITY_MAX.items()}
     active = [dim for dim, v in values.items() if v is not None and limits[dim]]
     if not active:
         return [], {}
@@ -350,9 +336,12 @@ def _velocity(
 # --------------------------------------------------------------------------- other rules
 
 
-def _amount_rules(order: IncomingOrder) -> list[_Fired]:
+def _amount_rules(session: Session, order: IncomingOrder) -> list[_Fired]:
     fired: list[_Fired] = []
-    deny, review = _setting("FRAUD_DENY_THRESHOLD"), _setting("FRAUD_MANUAL_REVIEW_THRESHOLD")
+    deny, review = (
+        _setting(session, "FRAUD_DENY_THRESHOLD"),
+        _setting(session, "FRAUD_MANUAL_REVIEW_THRESHOLD"),
+    )
     amount = order.amount_fiat
     if deny is not None and amount > Decimal(deny):
         fired.append(
@@ -386,10 +375,10 @@ def _harvesting(
 ) -> list[_Fired]:
     if order.order_type != OrderType.PAYIN or not order.customer_id or hits.allowed_customer:
         return []
-    limit = _setting("FRAUD_UNPAID_EXPIRED_MAX")
+    limit = _setting(session, "FRAUD_UNPAID_EXPIRED_MAX")
     if not limit:
         return []
-    hours = int(_setting("FRAUD_UNPAID_EXPIRED_WINDOW_HOURS") or 24)
+    hours = int(_setting(session, "FRAUD_UNPAID_EXPIRED_WINDOW_HOURS") or 24)
     count = count_unpaid_expired(
         session,
         store_id=order.store_id,
@@ -424,7 +413,7 @@ def check_incoming_order(
     session: Session, *, order: IncomingOrder, now: datetime | None = None
 ) -> FraudDecision:
     """Decide whether `order` may be assigned (counts it for velocity once; writes nothing)."""
-    if not _on("FRAUD_CHECKS_ENABLED"):
+    if not _on(session, "FRAUD_CHECKS_ENABLED"):
         return ALLOW
     now = now or utcnow()
     is_payout = order.order_type == OrderType.PAYOUT
@@ -438,14 +427,14 @@ def check_incoming_order(
     )
     fired: list[_Fired] = []
     extra: dict[str, Any] = {}
-    if _on("FRAUD_RULE_BLOCKLIST_ENABLED"):
+    if _on(session, "FRAUD_RULE_BLOCKLIST_ENABLED"):
         fired += [_Fired(rule, FraudOutcome.DENY, detail) for rule, detail in hits.blocked]
-    if _on("FRAUD_RULE_AMOUNT_ENABLED"):
-        fired += _amount_rules(order)
-    if _on("FRAUD_RULE_VELOCITY_ENABLED"):
+    if _on(session, "FRAUD_RULE_AMOUNT_ENABLED"):
+        fired += _amount_rules(session, order)
+    if _on(session, "FRAUD_RULE_VELOCITY_ENABLED"):
         velocity_fired, extra = _velocity(session, order, hits)
         fired += velocity_fired
-    if _on("FRAUD_RULE_UNPAID_EXPIRED_ENABLED"):
+    if _on(session, "FRAUD_RULE_UNPAID_EXPIRED_ENABLED"):
         fired += _harvesting(session, order, hits, now)
     if any(f.outcome == FraudOutcome.REVIEW for f in fired) and review_released(
         session, public_id=order.public_id
@@ -457,7 +446,7 @@ def check_incoming_order(
 
 def check_order_confirmation(session: Session, *, order: OrderHistory) -> FraudDecision:
     """Decide whether the payer's confirmation of `order` may mark it paid (block lists again)."""
-    if not (_on("FRAUD_CHECKS_ENABLED") and _on("FRAUD_RULE_BLOCKLIST_ENABLED")):
+    if not (_on(session, "FRAUD_CHECKS_ENABLED") and _on(session, "FRAUD_RULE_BLOCKLIST_ENABLED")):
         return ALLOW
     hits = _list_hits(
         session,
@@ -501,11 +490,12 @@ def record_decision(
         call_after_commit(session, _alert, label="fraud_review_alert")
 
 
-def screen_payer_confirmation(session: Session, *, public_id: str) -> TransitionResult | None:
-    """Run the confirmation check on a pending PayIn; on DENY/REVIEW open a dispute instead of
-    marking it paid and return its `TransitionResult`. None when the confirmation may proceed."""
-    from jivapay.services import order_status_manager as osm
+def screen_payer_confirmation(session: Session, *, public_id: str) -> FraudDecision | None:
+    """Run the confirmation check on a pending PayIn and record a non-ALLOW decision.
 
+    Returns that decision (the caller opens the dispute instead of marking the order paid), or
+    None when the confirmation may proceed. The rule engine decides; it never moves an order.
+    """
     order = session.scalars(select(OrderHistory).where(OrderHistory.public_id == public_id)).first()
     if order is None or order.status != OrderStatus.PENDING.value:
         return None
@@ -513,6 +503,4 @@ def screen_payer_confirmation(session: Session, *, public_id: str) -> Transition
     if decision.outcome == FraudOutcome.ALLOW:
         return None
     record_decision(session, public_id=public_id, decision=decision, stage="confirmation")
-    return osm.open_dispute(
-        session, public_id=public_id, actor=osm.PAYER, reason=f"fraud check: {decision.rule}"
-    )
+    return decision

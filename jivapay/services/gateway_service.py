@@ -1,4 +1,4 @@
-"""The public gateway's business logic (domain.md §5.1, §6): order intake, order status for the
+"""The public gateway's business logic (docs/lifecycle.md, intake): order intake, order status for the
 store, and the store's and payer's actions on an order.
 
 Intake validates everything before it writes anything, in this order: the store's switches (access,
@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
+from jivapay import task_names
 from jivapay.config import get_settings
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
@@ -82,7 +83,6 @@ from jivapay.utils.exceptions import (
 )
 
 CANCELED_BY_STORE = "canceled by store"
-PROCESS_TASK_NAME = "orders.process"
 _AT_INTAKE = frozenset(
     {IncomingOrderStatus.NEW, IncomingOrderStatus.RETRYING, IncomingOrderStatus.MANUAL_REVIEW}
 )
@@ -317,10 +317,7 @@ def enqueue_processing(session: Session, incoming_id: int) -> None:
     A lost message costs only latency: `order_processor.due_order_ids` returns `new` orders whose
     `next_attempt_at` is old, and the scheduler re-enqueues them.
     """
-    # Imported here: the worker package imports services, not the other way round at load time.
-    from jivapay.worker.tasks import process_order
-
-    enqueue_after_commit(session, process_order, incoming_id)
+    enqueue_after_commit(session, task_names.ORDERS_PROCESS, incoming_id)
 
 
 def _intake(
@@ -699,8 +696,14 @@ def confirm_by_payer(
         raise InvalidStatusTransition(
             "the order has no payment details yet", extra={"current_status": incoming.status}
         )
-    held = fraud_detector.screen_payer_confirmation(session, public_id=public_id)
-    if held is not None:  # a fraud rule fired: disputed instead of paid
+    decision = fraud_detector.screen_payer_confirmation(session, public_id=public_id)
+    if decision is not None:  # a fraud rule fired: disputed instead of paid
+        held = order_status_manager.open_dispute(
+            session,
+            public_id=public_id,
+            actor=order_status_manager.PAYER,
+            reason=f"fraud check: {decision.rule}",
+        )
         return PayerConfirmView(order_id=held.public_id, status=held.status.value)
     store = session.get(MerchantStore, store_id)
     result = document_service.payer_confirm_with_receipt(

@@ -1,4 +1,4 @@
-"""Gateway `Idempotency-Key` handling (domain.md §6): one key per store, 1-255 characters.
+"""Gateway `Idempotency-Key` handling: one key per store, 1-255 characters.
 
 Everything happens in the request's own transaction, so a crash or an error leaves nothing behind
 and the key can simply be retried:
@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from jivapay.database.base import utcnow
 from jivapay.database.models import IdempotencyKey
 from jivapay.database.utils import integrity_errors_as_domain_errors
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import (
     BadRequest,
     IdempotencyKeyInProgress,
@@ -71,8 +71,8 @@ def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
     return digest.hexdigest()
 
 
-def _ttl() -> timedelta:
-    return timedelta(hours=int(get_typed_config_value("IDEMPOTENCY_KEY_TTL_HOURS")))
+def _ttl(session: Session) -> timedelta:
+    return timedelta(hours=runtime_settings(session).IDEMPOTENCY_KEY_TTL_HOURS)
 
 
 def run_idempotent(
@@ -91,7 +91,7 @@ def run_idempotent(
     row = session.scalars(
         select(IdempotencyKey).where(IdempotencyKey.store_id == store_id, IdempotencyKey.key == key)
     ).first()
-    if row is not None and row.created_at <= now - _ttl():
+    if row is not None and row.created_at <= now - _ttl(session):
         session.delete(row)
         session.flush()
         row = None
@@ -124,7 +124,7 @@ def run_idempotent(
 
 def delete_expired_keys(session: Session, *, now: datetime | None = None) -> int:
     """Delete keys older than `IDEMPOTENCY_KEY_TTL_HOURS`; returns how many (for the scheduler)."""
-    cutoff = (now or utcnow()) - _ttl()
+    cutoff = (now or utcnow()) - _ttl(session)
     result = session.execute(
         delete(IdempotencyKey)
         .where(IdempotencyKey.created_at <= cutoff)

@@ -1,5 +1,5 @@
 """What every order status change records besides the status itself: the merchant callback
-delivery row (domain.md §7, delivered after commit by the callback worker) and the audit row.
+delivery row (delivered after commit by the callback worker) and the audit row.
 
 Written in the transaction of the change, so a notification exists exactly when the change does.
 """
@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from jivapay import task_names
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
     CallbackDelivery,
@@ -115,8 +116,5 @@ def record_status_change(
     )
     if delivery.status == CallbackStatus.PENDING.value:
         session.flush()
-        # Imported here: the worker package imports services, not the other way round at load time.
-        from jivapay.worker.callback_tasks import deliver_callback_task
-
-        enqueue_after_commit(session, deliver_callback_task, delivery.id)
+        enqueue_after_commit(session, task_names.CALLBACKS_DELIVER, delivery.id)
     return delivery

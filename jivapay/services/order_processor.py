@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import ClassVar
 
 import structlog
 from sqlalchemy import select, text
@@ -27,17 +28,20 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory
-from jivapay.database.utils import atomic_transaction
+from jivapay.database.utils import atomic_transaction, transaction_flow
 from jivapay.enums import AuditLevel, IncomingOrderStatus, OrderStatus, OrderType
 from jivapay.money import calculate_commissions, payin_trader_hold
 from jivapay.services import balance_manager, fraud_detector
 from jivapay.services.fraud_detector import FraudOutcome
 from jivapay.services.order_events import record_status_change
 from jivapay.services.requisite_selector import SelectedRequisite, find_suitable_requisite
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import (
+    RuntimeSettings,
+    runtime_settings,
+    standalone_runtime_settings,
+)
 from jivapay.utils.exceptions import (
-    ConfigurationError,
-    JivaPayException,
+    InvariantViolation,
     LimitExceeded,
     RequisiteNotFound,
 )
@@ -70,19 +74,30 @@ SELECT (SELECT count(*) FROM req) + (SELECT count(*) FROM bucket) + (SELECT coun
 )
 
 
-class FraudRejected(JivaPayException):
-    status_code = 422
+class FraudStop(Exception):
+    """Internal: the fraud checks stopped this attempt. Never reaches a client.
+
+    Raised out of the attempt's transaction so that it rolls back; the decision travels to the
+    failure transaction, which audits it and parks or fails the order.
+    """
+
+    code: ClassVar[str] = "fraud_stop"
+
+    def __init__(self, message: str, decision: fraud_detector.FraudDecision) -> None:
+        super().__init__(message)
+        self.decision = decision
+
+
+class FraudRejected(FraudStop):
+    """The fraud checks denied the order: it fails."""
+
     code = "fraud_denied"
-    title = "Rejected by fraud checks"
-    # The decision travels to the failure transaction, which audits it (the main one rolls back).
-    decision: fraud_detector.FraudDecision | None = None
 
 
-class FraudReview(JivaPayException):
-    status_code = 202
+class FraudReview(FraudStop):
+    """The fraud checks held the order for a person to decide (manual review)."""
+
     code = "fraud_review"
-    title = "Held for manual review"
-    decision: fraud_detector.FraudDecision | None = None
 
 
 @dataclass(frozen=True)
@@ -96,10 +111,11 @@ class ProcessResult:
     next_attempt_at: datetime | None = None
 
 
-def retry_delay(attempt: int) -> timedelta:
+def retry_delay(attempt: int, settings: RuntimeSettings | None = None) -> timedelta:
     """Delay before the next attempt after `attempt` failed ones (1-based), from the settings."""
-    base = Decimal(int(get_typed_config_value("RETRY_DELAY_SECONDS")))
-    factor = Decimal(get_typed_config_value("RETRY_BACKOFF_FACTOR"))
+    settings = settings or standalone_runtime_settings()
+    base = Decimal(settings.RETRY_DELAY_SECONDS)
+    factor = Decimal(settings.RETRY_BACKOFF_FACTOR)
     seconds = min(base * factor ** max(attempt - 1, 0), Decimal(86400))
     return timedelta(milliseconds=int(seconds * 1000))
 
@@ -117,9 +133,9 @@ def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) ->
     if incoming.order_type == OrderType.PAYIN:
         store = session.get(MerchantStore, incoming.store_id)
         minutes = store.order_ttl_minutes if store else None
-        minutes = minutes or int(get_typed_config_value("PAYIN_PAYMENT_TIMEOUT_MINUTES"))
+        minutes = minutes or runtime_settings(session).PAYIN_PAYMENT_TIMEOUT_MINUTES
     else:
-        minutes = int(get_typed_config_value("PAYOUT_TIMEOUT_MINUTES"))
+        minutes = runtime_settings(session).PAYOUT_TIMEOUT_MINUTES
     return now + timedelta(minutes=minutes)
 
 
@@ -130,7 +146,7 @@ def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> Order
         incoming.amount_crypto, incoming.store_commission_rate, chosen.trader_commission_percent
     )
     if commissions.store_commission != incoming.store_commission:
-        raise ConfigurationError("store commission fixed at intake does not match its rate")
+        raise InvariantViolation("store commission fixed at intake does not match its rate")
     if incoming.order_type == OrderType.PAYIN:
         hold = payin_trader_hold(incoming.amount_crypto, commissions)
     else:
@@ -189,7 +205,7 @@ def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> Order
         },
     ).scalar_one()
     if touched != 3:
-        raise ConfigurationError(f"requisite {chosen.requisite_id} counters were not updated")
+        raise InvariantViolation(f"requisite {chosen.requisite_id} counters were not updated")
     previous = incoming.status
     incoming.status = IncomingOrderStatus.ASSIGNED.value
     incoming.failure_reason = None
@@ -214,13 +230,9 @@ def _main_attempt(session: Session, incoming_order_id: int, now: datetime) -> Pr
         return ProcessResult(incoming_order_id, "skipped", reason="retry not due")
     decision = fraud_detector.check_incoming_order(session, order=incoming, now=now)
     if decision.outcome != FraudOutcome.ALLOW:
-        error: FraudRejected | FraudReview = (
-            FraudRejected(f"denied by fraud rule {decision.rule}")
-            if decision.outcome == FraudOutcome.DENY
-            else FraudReview(f"held by fraud rule {decision.rule}")
-        )
-        error.decision = decision
-        raise error
+        if decision.outcome == FraudOutcome.DENY:
+            raise FraudRejected(f"denied by fraud rule {decision.rule}", decision)
+        raise FraudReview(f"held by fraud rule {decision.rule}", decision)
     order = assign(session, incoming=incoming, now=now)
     return ProcessResult(incoming_order_id, IncomingOrderStatus.ASSIGNED.value, order_id=order.id)
 
@@ -236,7 +248,7 @@ def record_failure(
         return ProcessResult(incoming_order_id, "skipped", reason="closed meanwhile")
     reason = f"{getattr(error, 'code', type(error).__name__)}: {error}"[:1000]
     previous = incoming.status
-    if isinstance(error, FraudRejected | FraudReview) and error.decision is not None:
+    if isinstance(error, FraudStop):
         fraud_detector.record_decision(
             session, public_id=incoming.public_id, decision=error.decision
         )
@@ -247,13 +259,15 @@ def record_failure(
         incoming.status = IncomingOrderStatus.MANUAL_REVIEW.value
         incoming.next_attempt_at = None
     elif isinstance(error, FraudRejected) or incoming.retry_count >= int(
-        get_typed_config_value("MAX_ORDER_RETRIES")
+        runtime_settings(session).MAX_ORDER_RETRIES
     ):
         fail_incoming(session, incoming=incoming, reason=reason, now=now, previous=previous)
         return ProcessResult(incoming_order_id, IncomingOrderStatus.FAILED.value, reason=reason)
     else:
         incoming.status = IncomingOrderStatus.RETRYING.value
-        incoming.next_attempt_at = now + retry_delay(incoming.retry_count)
+        incoming.next_attempt_at = now + retry_delay(
+            incoming.retry_count, runtime_settings(session)
+        )
     if incoming.status == IncomingOrderStatus.MANUAL_REVIEW:
         record_status_change(
             session,
@@ -300,6 +314,7 @@ def fail_incoming(
 _EXPECTED = (RequisiteNotFound, LimitExceeded, FraudRejected, FraudReview)
 
 
+@transaction_flow
 def process_incoming_order(incoming_order_id: int, *, now: datetime | None = None) -> ProcessResult:
     """Try to assign one intake order; on failure record the attempt in its own transaction."""
     now = now or utcnow()

@@ -3,6 +3,7 @@ always scoped by `utils.query_filters.orders_visible_to` (another owner's order 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -126,7 +127,31 @@ def list_orders(
         .offset(offset)
     ).all()
     documents = views_by_order(session, order_ids=[row.id for row in rows])
-    return [_view(session, principal, row, documents.get(row.id, [])) for row in rows], total
+    related = _load_related(session, rows)
+    views = [_view(session, principal, row, documents.get(row.id, [])) for row in rows]
+    del related  # held until the views were built: the identity map's references are weak
+    return views, total
+
+
+def _load_related(session: Session, orders: Sequence[OrderHistory]) -> list[object]:
+    """Load the rows each order's view reads, one query per table for the whole page.
+
+    `_view` then finds them with `session.get` in the identity map instead of querying per order.
+    The list returned holds them (the identity map alone keeps only weak references).
+    """
+    wanted: list[tuple[Any, set[int]]] = [
+        (ReqTrader, {o.requisite_id for o in orders}),
+        (IncomingOrder, {o.incoming_order_id for o in orders}),
+        (Bank, {o.bank_id for o in orders}),
+        (PaymentMethod, {o.payment_method_id for o in orders}),
+        (FiatCurrency, {o.fiat_currency_id for o in orders}),
+        (CryptoCurrency, {o.crypto_currency_id for o in orders}),
+    ]
+    loaded: list[object] = []
+    for model, ids in wanted:
+        if ids:
+            loaded += session.scalars(select(model).where(model.id.in_(ids))).all()
+    return loaded
 
 
 def get_order(session: Session, *, principal: Principal, public_id: str) -> OrderRead:

@@ -1,4 +1,4 @@
-"""The order state machine (domain.md §4): who may move an order from which status to which, and
+"""The order state machine (docs/lifecycle.md): who may move an order from which status to which, and
 what each move does to held money, the requisite's counters, the audit log and merchant callbacks.
 
 | event          | from            | to        | who                                                        |
@@ -23,28 +23,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import IncomingOrder, OrderHistory, ReqTrader
-from jivapay.enums import OrderStatus, OrderType
+from jivapay.enums import ActorKind, OrderEvent, OrderStatus, OrderType
 from jivapay.permissions import Permission, check_permission
 from jivapay.services import balance_manager
 from jivapay.services.order_events import record_status_change
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, PermissionDenied
-
-
-class ActorKind(StrEnum):
-    PAYER = "payer"
-    MERCHANT = "merchant"
-    TRADER = "trader"
-    SUPPORT = "support"
-    ADMIN = "admin"
-    SYSTEM = "system"
 
 
 @dataclass(frozen=True)
@@ -62,17 +52,6 @@ class Actor:
 PAYER = Actor(ActorKind.PAYER)
 SYSTEM = Actor(ActorKind.SYSTEM)
 _STAFF = frozenset({ActorKind.SUPPORT, ActorKind.ADMIN})
-
-
-class OrderEvent(StrEnum):
-    PAYER_CONFIRM = "payer_confirm"
-    CONFIRM = "confirm"
-    CANCEL = "cancel"
-    EXPIRE = "expire"
-    ESCALATE = "escalate"
-    DISPUTE = "dispute"
-    RESOLVE_COMPLETE = "resolve_complete"
-    RESOLVE_CANCEL = "resolve_cancel"
 
 
 @dataclass(frozen=True)
@@ -213,7 +192,7 @@ def _apply(
 ) -> None:
     if target == OrderStatus.PAID:
         order.paid_at = now
-        minutes = int(get_typed_config_value("TRADER_CONFIRM_TIMEOUT_MINUTES"))
+        minutes = runtime_settings(session).TRADER_CONFIRM_TIMEOUT_MINUTES
         order.confirm_deadline_at = now + timedelta(minutes=minutes)
     elif target == OrderStatus.COMPLETED:
         # The requisite slot closes first: requisite rows are always locked before balances.

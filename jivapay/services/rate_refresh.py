@@ -1,4 +1,4 @@
-"""The scheduled exchange-rate refresh from a configurable HTTP source (domain.md §2).
+"""The scheduled exchange-rate refresh from a configurable HTTP source (docs/money.md).
 
 `refresh_if_due` (the `reference.refresh_rates` beat task, every 15 s) runs `refresh_rates` at most
 once per `RATE_REFRESH_INTERVAL_SECONDS` (a Redis `SET NX EX` gate, so the interval is a run-time
@@ -37,12 +37,12 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import CryptoCurrency, ExchangeRate, FiatCurrency
-from jivapay.database.utils import atomic_transaction
+from jivapay.database.utils import atomic_transaction, transaction_flow
 from jivapay.enums import RateSource
 from jivapay.money import HUNDRED
 from jivapay.services import reference_data
 from jivapay.services.audit_logger import log_event
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings, standalone_runtime_settings
 from jivapay.utils.exceptions import JivaPayException
 from jivapay.utils.notifications import notify_alert
 from jivapay.utils.redis_client import REDIS_ERRORS, get_redis, namespace
@@ -144,8 +144,7 @@ def fetch_source(url: str, *, timeout: float) -> tuple[list[SourceRate], list[st
 # --------------------------------------------------------------------------- apply
 
 
-def _too_far(old: Decimal, new: Decimal) -> bool:
-    limit = get_typed_config_value("EXCHANGE_RATE_MAX_CHANGE_PERCENT")
+def _too_far(old: Decimal, new: Decimal, limit: Decimal | None) -> bool:
     if limit is None or old <= 0:
         return False
     return abs(new - old) * HUNDRED / old > Decimal(limit)
@@ -155,6 +154,7 @@ def apply_rates(
     session: Session, *, rates: list[SourceRate], now: datetime
 ) -> tuple[list[str], list[str]]:
     """Upsert the source's rates (`source = http`); returns (updated pairs, rejected reasons)."""
+    max_change = runtime_settings(session).EXCHANGE_RATE_MAX_CHANGE_PERCENT
     cryptos = {
         code: id_ for code, id_ in session.execute(select(CryptoCurrency.code, CryptoCurrency.id))
     }
@@ -172,7 +172,7 @@ def apply_rates(
                 ExchangeRate.fiat_currency_id == fiat_id,
             )
         )
-        if current is not None and _too_far(current, rate.median):
+        if current is not None and _too_far(current, rate.median, max_change):
             rejected.append(f"{rate.pair}: median {rate.median} too far from {current}")
             continue
         reference_data.upsert_rate(
@@ -196,13 +196,15 @@ def apply_rates(
     return updated, rejected
 
 
+@transaction_flow
 def refresh_rates(*, url: str | None = None, now: datetime | None = None) -> RefreshResult:
     """Fetch the source and apply it (owns its transaction); alerts on any failure."""
-    source = url if url is not None else str(get_typed_config_value("EXCHANGE_RATE_SOURCE_URL"))
+    settings = standalone_runtime_settings()  # no transaction is open yet
+    source = url if url is not None else settings.EXCHANGE_RATE_SOURCE_URL
     source = (source or "").strip()
     if not source:
         return RefreshResult("disabled")
-    timeout = float(get_typed_config_value("RATE_REFRESH_TIMEOUT_SECONDS") or 10)
+    timeout = float(settings.RATE_REFRESH_TIMEOUT_SECONDS or 10)
     try:
         rates, rejected = fetch_source(source, timeout=timeout)
     except RateSourceError as exc:
@@ -229,9 +231,10 @@ def _gate_key() -> str:
 
 def refresh_if_due(*, now: datetime | None = None) -> RefreshResult:
     """Run `refresh_rates` unless it ran less than `RATE_REFRESH_INTERVAL_SECONDS` ago."""
-    if not str(get_typed_config_value("EXCHANGE_RATE_SOURCE_URL") or "").strip():
+    settings = standalone_runtime_settings()
+    if not (settings.EXCHANGE_RATE_SOURCE_URL or "").strip():
         return RefreshResult("disabled")
-    interval = max(1, int(get_typed_config_value("RATE_REFRESH_INTERVAL_SECONDS") or 300))
+    interval = max(1, settings.RATE_REFRESH_INTERVAL_SECONDS or 300)
     try:
         due = get_redis(reference_data.REDIS_URL_OVERRIDE).set(
             _gate_key(), utcnow().isoformat(), nx=True, ex=interval

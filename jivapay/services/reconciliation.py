@@ -1,4 +1,4 @@
-"""Reconciliation: checks every money invariant of domain.md §2 and lists each discrepancy.
+"""Reconciliation: checks every money invariant of docs/money.md and lists each discrepancy.
 
 1. Every balance equals the sum of its history's `amount`, and every `frozen` the sum of its
    `frozen_delta` (store and trader deposits).

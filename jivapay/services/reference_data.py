@@ -9,7 +9,7 @@ audited and deletes the affected keys once its transaction commits, so no reader
 old row between the delete and the commit. If Redis is down at that moment the old value lives at
 most one TTL.
 
-The freshness rule of intake (domain.md §2: a rate older than `EXCHANGE_RATE_MAX_AGE_SECONDS`
+The freshness rule of intake (docs/money.md: a rate older than `EXCHANGE_RATE_MAX_AGE_SECONDS`
 refuses the order) lives here only, in `get_fresh_exchange_rate`.
 """
 
@@ -39,7 +39,7 @@ from jivapay.database.utils import call_after_commit, lock_or_create
 from jivapay.enums import RateSource
 from jivapay.money import CRYPTO_QUANTUM, MAX_CRYPTO, to_decimal
 from jivapay.services.audit_logger import log_event
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import NotFound, StaleExchangeRate, ValidationFailed
 from jivapay.utils.redis_client import REDIS_ERRORS, get_redis, namespace
 
@@ -279,7 +279,7 @@ def get_fresh_exchange_rate(
         )
     except NotFound as exc:
         raise StaleExchangeRate("no exchange rate for this store's currency pair") from exc
-    max_age = int(get_typed_config_value("EXCHANGE_RATE_MAX_AGE_SECONDS"))
+    max_age = runtime_settings(session).EXCHANGE_RATE_MAX_AGE_SECONDS
     if view.updated_at < (now or utcnow()) - timedelta(seconds=max_age):
         raise StaleExchangeRate(
             f"the exchange rate is older than {max_age} s",

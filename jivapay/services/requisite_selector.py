@@ -1,4 +1,4 @@
-"""Choosing a trader's requisite for an order (domain.md §5.2).
+"""Choosing a trader's requisite for an order (docs/lifecycle.md, assign).
 
 One statement finds the best eligible requisite and locks it (`FOR UPDATE OF req_traders SKIP
 LOCKED`, so parallel workers take different requisites): online (`online_filter`: active user,
@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.models import IncomingOrder
 from jivapay.enums import OrderType
-from jivapay.money import commission
+from jivapay.money import payin_hold
 from jivapay.services.online_filter import online_sql
 from jivapay.utils.exceptions import ConfigurationError, RequisiteNotFound
 
@@ -75,10 +75,9 @@ FOR UPDATE OF r SKIP LOCKED
 _DEPOSIT_JOIN = (
     "JOIN balance_traders bt ON bt.trader_id = t.id AND bt.crypto_currency_id = :crypto_currency_id"
 )
+PAYIN_HOLD_SQL = ":amount_crypto - ROUND(:amount_crypto * tc.commission_payin, 6) * 0.01"
 _DEPOSIT_FILTER = (
-    "AND tc.commission_payin IS NOT NULL "
-    "AND bt.balance - bt.frozen >= "
-    ":amount_crypto - ROUND(:amount_crypto * tc.commission_payin, 6) * 0.01"
+    f"AND tc.commission_payin IS NOT NULL AND bt.balance - bt.frozen >= {PAYIN_HOLD_SQL}"
 )
 
 
@@ -224,5 +223,5 @@ def find_suitable_requisite(
 
 
 def payin_hold_for(amount_crypto: Decimal, trader_percent: Decimal) -> Decimal:
-    """The trader-deposit hold of a PayIn at this trader rate (the SQL filter above mirrors it)."""
-    return amount_crypto - commission(amount_crypto, trader_percent)
+    """The trader-deposit hold of a PayIn at this trader rate (`money.payin_hold`)."""
+    return payin_hold(amount_crypto, trader_percent)

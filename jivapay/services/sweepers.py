@@ -20,12 +20,12 @@ import structlog
 from sqlalchemy import delete, select, text
 
 from jivapay.database.models import OrderHistory, RequisiteTurnoverBucket
-from jivapay.database.utils import atomic_transaction, get_db_session
+from jivapay.database.utils import atomic_transaction, read_session, transaction_flow
 from jivapay.enums import OrderStatus
 from jivapay.services import order_status_manager as osm
 from jivapay.services.order_processor import due_order_ids
 from jivapay.services.reconciliation import Discrepancy, reconcile
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import InvalidStatusTransition
 from jivapay.utils.notifications import report_critical_error
 
@@ -38,13 +38,13 @@ MAX_WINDOW = timedelta(days=2)
 
 def due_intake_orders(*, now: datetime, limit: int = BATCH) -> list[int]:
     """Ids of intake orders to (re)enqueue now."""
-    stuck = timedelta(seconds=int(get_typed_config_value("STUCK_ORDER_SECONDS")))
-    with get_db_session() as session:
+    with read_session() as session:
+        stuck = timedelta(seconds=runtime_settings(session).STUCK_ORDER_SECONDS)
         return due_order_ids(session, now=now, stuck_before=now - stuck, limit=limit)
 
 
 def _overdue(column: Any, status: OrderStatus, now: datetime, limit: int) -> list[str]:
-    with get_db_session() as session:
+    with read_session() as session:
         stmt = (
             select(OrderHistory.public_id)
             .where(OrderHistory.status == status.value, column <= now)
@@ -54,6 +54,7 @@ def _overdue(column: Any, status: OrderStatus, now: datetime, limit: int) -> lis
         return list(session.scalars(stmt))
 
 
+@transaction_flow
 def _each(public_ids: list[str], action: str, move: Callable[..., Any]) -> int:
     done = 0
     for public_id in public_ids:
@@ -88,6 +89,7 @@ def escalate_unconfirmed_orders(*, now: datetime, limit: int = BATCH) -> int:
     )
 
 
+@transaction_flow
 def prune_turnover_buckets(*, now: datetime) -> int:
     """Delete minute buckets no rolling window can reach any more; returns how many."""
     with atomic_transaction() as session:
@@ -102,7 +104,7 @@ def prune_turnover_buckets(*, now: datetime) -> int:
 
 def run_reconciliation() -> list[Discrepancy]:
     """Check every money invariant; report each discrepancy as a critical error."""
-    with get_db_session() as session:
+    with read_session() as session:
         found = reconcile(session)
     for item in found:
         report_critical_error(None, "reconciliation discrepancy", discrepancy=str(item))

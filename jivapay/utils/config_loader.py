@@ -1,8 +1,11 @@
-"""Run-time business settings (domain.md §9): declared once here, stored in `configuration_settings`.
+"""Run-time business settings: declared once here, stored in `configuration_settings`.
 
-`get_typed_config_value(key)` returns the stored value converted to the declared type, or the default
-when the row is missing or its value is invalid (logged as a warning, never raised). Values are cached
-per process for a few seconds so hot paths (rate limiting, intake) do not query on every request;
+`runtime_settings(session)` returns every setting as one typed, frozen `RuntimeSettings` object, read
+through the caller's session: the stored value converted to the declared type, or the default when
+the row is missing or its value is invalid (logged as a warning, never raised). The object is cached
+per process for a few seconds (one load at a time) so hot paths (intake, assignment) do not query on
+every call; `standalone_runtime_settings()` is the one reader for callers with no session (the
+rate-limit middleware, the rate refresh). `get_typed_config_value(key)` remains for old callers;
 `set_config_value` invalidates this process's cache as soon as its transaction commits, and other
 processes see the change within the cache lifetime.
 """
@@ -21,6 +24,7 @@ import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from jivapay.database.utils import atomic_transaction, transaction_flow
 from jivapay.enums import ConfigValueType
 from jivapay.utils.exceptions import ValidationFailed
 
@@ -148,19 +152,69 @@ def serialize_value(spec: SettingSpec, value: Any) -> str | None:
     return str(value)
 
 
+# --------------------------------------------------------------------------- the typed settings object
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Every run-time setting at one moment, typed; fields are the keys of `SETTINGS`.
+
+    A misspelt key is an attribute error that mypy reports; `tests/test_config.py` checks that the
+    fields and their types match the declared table, so the two cannot drift apart.
+    """
+
+    MAX_ORDER_RETRIES: int
+    RETRY_DELAY_SECONDS: int
+    RETRY_BACKOFF_FACTOR: Decimal
+    STUCK_ORDER_SECONDS: int
+    PAYIN_PAYMENT_TIMEOUT_MINUTES: int
+    TRADER_CONFIRM_TIMEOUT_MINUTES: int
+    PAYOUT_TIMEOUT_MINUTES: int
+    EXCHANGE_RATE_MAX_AGE_SECONDS: int
+    EXCHANGE_RATE_SOURCE_URL: str
+    RATE_REFRESH_INTERVAL_SECONDS: int
+    RATE_REFRESH_TIMEOUT_SECONDS: int
+    EXCHANGE_RATE_MAX_CHANGE_PERCENT: Decimal
+    IDEMPOTENCY_KEY_TTL_HOURS: int
+    RATE_LIMIT_DEFAULT: str
+    RATE_LIMIT_GATEWAY_INIT: str
+    RATE_LIMIT_LOGIN: str
+    RATE_LIMIT_BLOCK_AFTER_VIOLATIONS: int
+    RATE_LIMIT_BLOCK_WINDOW_SECONDS: int
+    RATE_LIMIT_BLOCK_SECONDS: int
+    CALLBACK_MAX_ATTEMPTS: int
+    CALLBACK_TIMEOUT_SECONDS: int
+    CALLBACK_RETRY_SCHEDULE_SECONDS: Any
+    RECEIPT_MAX_BYTES: int
+    FRAUD_CHECKS_ENABLED: bool
+    FRAUD_MANUAL_REVIEW_THRESHOLD: Decimal | None
+    FRAUD_DENY_THRESHOLD: Decimal | None
+    FRAUD_RULE_AMOUNT_ENABLED: bool
+    FRAUD_RULE_BLOCKLIST_ENABLED: bool
+    FRAUD_RULE_VELOCITY_ENABLED: bool
+    FRAUD_VELOCITY_WINDOW_SECONDS: int
+    FRAUD_VELOCITY_MAX_PER_CUSTOMER: int
+    FRAUD_VELOCITY_MAX_PER_IP: int
+    FRAUD_VELOCITY_MAX_PER_STORE: int
+    FRAUD_RULE_UNPAID_EXPIRED_ENABLED: bool
+    FRAUD_UNPAID_EXPIRED_MAX: int
+    FRAUD_UNPAID_EXPIRED_WINDOW_HOURS: int
+
+
 # --------------------------------------------------------------------------- cache
 
+# One object for the process, replaced whole when it expires; loads are serialised so that a
+# burst of requests after the expiry costs one query, not one per request.
 _cache_lock = threading.Lock()
-_cache: dict[str, tuple[float, Any]] = {}
+_load_lock = threading.Lock()
+_cached: tuple[float, RuntimeSettings] | None = None
 
 
 def invalidate_cache(key: str | None = None) -> None:
-    """Forget cached values (one key, or all)."""
+    """Forget the cached settings (`key` is accepted for callers that name one; all are dropped)."""
+    global _cached
     with _cache_lock:
-        if key is None:
-            _cache.clear()
-        else:
-            _cache.pop(key, None)
+        _cached = None
 
 
 def get_spec(key: str) -> SettingSpec:
@@ -190,28 +244,59 @@ def _load_all(session: Session) -> dict[str, Any]:
     return {key: _typed(spec, stored.get(key), key in stored) for key, spec in SETTINGS.items()}
 
 
-def get_typed_config_value(key: str, session: Session | None = None) -> Any:
-    """The current value of setting `key`, typed as declared (cached for a few seconds)."""
-    get_spec(key)
-    now = time.monotonic()
-    with _cache_lock:
-        hit = _cache.get(key)
-    if hit is not None and hit[0] > now:
-        return hit[1]
-    if session is not None:
-        values = _load_all(session)
-    else:
-        from jivapay.database.utils import atomic_transaction
+@transaction_flow
+def load_settings_standalone() -> dict[str, Any]:
+    """Every setting, typed, read in a short transaction of its own (for callers with no session)."""
+    # Committed, not closed mid-transaction: a read-only commit is free, while the ROLLBACK of a
+    # close would also drop the connection's prepared statements (psycopg).
+    with atomic_transaction() as own:
+        return _load_all(own)
 
-        # Committed, not closed mid-transaction: a read-only commit is free, while the ROLLBACK
-        # of a close would also drop the connection's prepared statements (psycopg).
-        with atomic_transaction() as own:
-            values = _load_all(own)
-    expires = now + CACHE_SECONDS
+
+def _fresh() -> RuntimeSettings | None:
     with _cache_lock:
-        for name, value in values.items():
-            _cache[name] = (expires, value)
-    return values[key]
+        cached = _cached
+    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+
+def _current(load: Callable[[], dict[str, Any]]) -> RuntimeSettings:
+    global _cached
+    settings = _fresh()
+    if settings is not None:
+        return settings
+    with _load_lock:
+        settings = _fresh()  # loaded by another thread while this one waited
+        if settings is None:
+            settings = RuntimeSettings(**load())
+            with _cache_lock:
+                _cached = (time.monotonic() + CACHE_SECONDS, settings)
+    return settings
+
+
+def runtime_settings(session: Session) -> RuntimeSettings:
+    """The run-time settings, read through the caller's session on a cache miss (cached briefly).
+
+    Through the caller's session, so a caller holding row locks never waits for a second
+    connection from the pool just to read a setting.
+    """
+    return _current(lambda: _load_all(session))
+
+
+def standalone_runtime_settings() -> RuntimeSettings:
+    """The run-time settings for a caller with no session (the rate-limit middleware, the rate
+    refresh before its transaction): a cache miss reads them in a short transaction of its own."""
+    return _current(load_settings_standalone)
+
+
+def get_typed_config_value(key: str, session: Session | None = None) -> Any:
+    """The current value of setting `key`, typed as declared (cached for a few seconds).
+
+    Prefer `runtime_settings(session).KEY`: the attribute is checked by mypy. Without a session a
+    cache miss opens its own connection; pass the caller's session when there is one.
+    """
+    get_spec(key)
+    settings = runtime_settings(session) if session is not None else standalone_runtime_settings()
+    return getattr(settings, key)
 
 
 def set_config_value(

@@ -1,6 +1,6 @@
 """The JivaPay error family: every domain error carries an HTTP status and a stable machine code.
 
-Services raise these (never `HTTPException`); `utils.exception_handlers` renders them as RFC 9457
+Services raise these (never `HTTPException`); `servers.exception_handlers` renders them as RFC 9457
 problem+json. `code` is part of the public contract: clients switch on it, so never rename one.
 """
 
@@ -140,16 +140,22 @@ class ConfigurationError(JivaPayException):
     title = "Configuration error"
 
 
+class InvariantViolation(JivaPayException):
+    """A balance, hold or counter invariant would break: refuse the write, alert, answer a bare 500.
+
+    Raised where the code checks what must hold by construction (order legs summing to zero, a
+    hold in place before it is released, counters updated), never for a caller's mistake.
+    """
+
+    status_code = 500
+    code = "invariant_violation"
+    title = "Internal error"
+
+
 class DatabaseError(JivaPayException):
     status_code = 503
     code = "database_error"
     title = "Database unavailable"
-
-
-class CacheError(JivaPayException):
-    status_code = 503
-    code = "cache_error"
-    title = "Cache unavailable"
 
 
 class StorageError(JivaPayException):

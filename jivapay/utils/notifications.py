@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from jivapay.config import get_settings
+from jivapay.database.utils import transaction_flow
 
 log = structlog.get_logger(__name__)
 
@@ -126,6 +127,7 @@ def reset_critical_audit_limit() -> None:
         _critical_db_retry_at = 0.0
 
 
+@transaction_flow
 def _record_critical_audit(details: dict[str, Any]) -> None:
     """Write one `critical` audit row in its OWN short transaction.
 

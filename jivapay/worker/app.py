@@ -1,4 +1,4 @@
-"""The Celery application: broker and result backend from settings, JSON only, one engine per process.
+"""The Celery worker: the shared application object of `task_queue` plus its tasks and beat schedule.
 
 Configuration is lazy (`add_defaults` with a callable): importing this module neither reads the
 environment nor connects anywhere, so tests and `jivapay up` can set `REDIS_URL` first. Tasks are
@@ -11,49 +11,27 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from celery import Celery
 from celery.signals import beat_init, setup_logging, worker_init, worker_process_init
+
+from jivapay.task_queue import FALLBACK_BROKER_URL, celery_app, celery_config
+
+__all__ = ["FALLBACK_BROKER_URL", "TASK_MODULES", "celery_app", "celery_config", "worker_config"]
 
 TASK_MODULES = [
     "jivapay.worker.tasks",
     "jivapay.worker.callback_tasks",
     "jivapay.worker.reference_tasks",
 ]
-# Without REDIS_URL Celery would fall back to AMQP and fail with a confusing error; point at the
-# conventional local Redis instead.
-FALLBACK_BROKER_URL = "redis://127.0.0.1:6379/0"
 
 
-def celery_config() -> dict[str, Any]:
-    """The Celery settings of this process, read from the environment when first needed."""
-    from jivapay.config import get_settings
+def worker_config() -> dict[str, Any]:
+    """What only the worker and beat need on top of `task_queue.celery_config`: tasks and schedule."""
     from jivapay.worker.scheduler import BEAT_SCHEDULE
 
-    settings = get_settings()
-    return {
-        "broker_url": settings.celery_broker_url or FALLBACK_BROKER_URL,
-        "result_backend": settings.celery_result_backend or FALLBACK_BROKER_URL,
-        "task_default_queue": settings.CELERY_TASK_QUEUE,
-        "task_serializer": "json",
-        "result_serializer": "json",
-        "accept_content": ["json"],
-        "result_accept_content": ["json"],
-        "task_acks_late": True,
-        "task_reject_on_worker_lost": True,
-        "worker_prefetch_multiplier": 1,
-        "broker_connection_retry_on_startup": True,
-        "result_expires": 24 * 3600,
-        "timezone": "UTC",
-        "enable_utc": True,
-        # `configure_logging` owns logging: no Celery handler on the root logger, no stdout capture.
-        "worker_hijack_root_logger": False,
-        "worker_redirect_stdouts": False,
-        "beat_schedule": BEAT_SCHEDULE,
-    }
+    return {"include": TASK_MODULES, "beat_schedule": BEAT_SCHEDULE}
 
 
-celery_app = Celery("jivapay", include=TASK_MODULES)
-celery_app.add_defaults(celery_config)
+celery_app.add_defaults(worker_config)
 
 
 def _init_observability(process: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from jivapay import task_names
 from jivapay.worker.app import celery_app
 
 log = structlog.get_logger(__name__)
@@ -24,7 +25,7 @@ SELF_SCHEDULE_MAX_SECONDS = 300.0
 SWEEP_GRACE_SECONDS = 10.0
 
 
-@celery_app.task(name="callbacks.deliver", bind=True, acks_late=True, max_retries=None)
+@celery_app.task(name=task_names.CALLBACKS_DELIVER, bind=True, acks_late=True, max_retries=None)
 def deliver_callback_task(self: Any, delivery_id: int) -> dict[str, Any]:
     """Make one attempt at delivery `delivery_id`; schedule the next one if it is due soon."""
     from jivapay.enums import CallbackStatus
@@ -44,13 +45,13 @@ def deliver_callback_task(self: Any, delivery_id: int) -> dict[str, Any]:
     }
 
 
-@celery_app.task(name="callbacks.sweep_due")
+@celery_app.task(name=task_names.CALLBACKS_SWEEP_DUE)
 def sweep_due_callbacks() -> int:
     """Enqueue pending deliveries that are due (lost messages, crashed attempts, long waits)."""
-    from jivapay.database.utils import get_db_session
+    from jivapay.database.utils import read_session
     from jivapay.services.callback_service import due_delivery_ids
 
-    with get_db_session() as session:
+    with read_session() as session:
         ids = due_delivery_ids(
             session, now=datetime.now(UTC) - timedelta(seconds=SWEEP_GRACE_SECONDS)
         )

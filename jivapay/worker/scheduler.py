@@ -25,6 +25,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from jivapay import task_names
+
 HEARTBEAT_INTERVAL_SECONDS = 60.0
 
 
@@ -34,13 +36,13 @@ def _every(task: str, seconds: float) -> dict[str, Any]:
 
 
 BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
-    "system-heartbeat": _every("system.heartbeat", HEARTBEAT_INTERVAL_SECONDS),
-    "orders-sweep-due": _every("orders.sweep_due", 10.0),
-    "orders-expire-overdue": _every("orders.expire_overdue", 30.0),
-    "orders-escalate-unconfirmed": _every("orders.escalate_unconfirmed", 60.0),
-    "maintenance-prune-turnover": _every("maintenance.prune_turnover", 3600.0),
-    "gateway-cleanup-idempotency-keys": _every("gateway.cleanup_idempotency_keys", 3600.0),
-    "maintenance-reconcile": _every("maintenance.reconcile", 86400.0),
-    "callbacks-sweep-due": _every("callbacks.sweep_due", 15.0),
-    "reference-refresh-rates": _every("reference.refresh_rates", 15.0),
+    "system-heartbeat": _every(task_names.SYSTEM_HEARTBEAT, HEARTBEAT_INTERVAL_SECONDS),
+    "orders-sweep-due": _every(task_names.ORDERS_SWEEP_DUE, 10.0),
+    "orders-expire-overdue": _every(task_names.ORDERS_EXPIRE_OVERDUE, 30.0),
+    "orders-escalate-unconfirmed": _every(task_names.ORDERS_ESCALATE_UNCONFIRMED, 60.0),
+    "maintenance-prune-turnover": _every(task_names.MAINTENANCE_PRUNE_TURNOVER, 3600.0),
+    "gateway-cleanup-idempotency-keys": _every(task_names.GATEWAY_CLEANUP_IDEMPOTENCY_KEYS, 3600.0),
+    "maintenance-reconcile": _every(task_names.MAINTENANCE_RECONCILE, 86400.0),
+    "callbacks-sweep-due": _every(task_names.CALLBACKS_SWEEP_DUE, 15.0),
+    "reference-refresh-rates": _every(task_names.REFERENCE_REFRESH_RATES, 15.0),
 }

@@ -13,6 +13,7 @@ from typing import Any
 import structlog
 from sqlalchemy import text
 
+from jivapay import task_names
 from jivapay.database.utils import atomic_transaction
 from jivapay.worker.app import celery_app
 
@@ -25,7 +26,7 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-@celery_app.task(name="system.ping")
+@celery_app.task(name=task_names.SYSTEM_PING)
 def ping() -> dict[str, Any]:
     """Answer a ping after a `SELECT 1` on the database."""
     with atomic_transaction() as session:
@@ -33,7 +34,7 @@ def ping() -> dict[str, Any]:
     return {"pong": True, "at": _now(), "hostname": socket.gethostname()}
 
 
-@celery_app.task(name="system.heartbeat")
+@celery_app.task(name=task_names.SYSTEM_HEARTBEAT)
 def heartbeat() -> str:
     """Record beat's last tick in Redis (`jivapay:beat:last`) and log it."""
     import redis
@@ -55,7 +56,7 @@ def heartbeat() -> str:
 # --------------------------------------------------------------------------- orders
 
 
-@celery_app.task(name="orders.process", bind=True, acks_late=True, max_retries=None)
+@celery_app.task(name=task_names.ORDERS_PROCESS, bind=True, acks_late=True, max_retries=None)
 def process_order(self: Any, incoming_order_id: int) -> dict[str, Any]:
     """Assign one intake order; a failed attempt is retried after the backoff from the settings.
 
@@ -75,7 +76,7 @@ def process_order(self: Any, incoming_order_id: int) -> dict[str, Any]:
     return {"outcome": result.outcome, "order_id": result.order_id, "reason": result.reason}
 
 
-@celery_app.task(name="orders.sweep_due")
+@celery_app.task(name=task_names.ORDERS_SWEEP_DUE)
 def sweep_due_orders() -> int:
     """Re-send due retries and `new` orders whose message was lost; returns how many."""
     from jivapay.services.sweepers import due_intake_orders
@@ -88,7 +89,7 @@ def sweep_due_orders() -> int:
     return len(ids)
 
 
-@celery_app.task(name="orders.expire_overdue")
+@celery_app.task(name=task_names.ORDERS_EXPIRE_OVERDUE)
 def expire_overdue_orders() -> int:
     """Expire pending orders past their payment deadline (holds released)."""
     from jivapay.services.sweepers import expire_overdue_orders as expire
@@ -96,7 +97,7 @@ def expire_overdue_orders() -> int:
     return expire(now=datetime.now(UTC))
 
 
-@celery_app.task(name="orders.escalate_unconfirmed")
+@celery_app.task(name=task_names.ORDERS_ESCALATE_UNCONFIRMED)
 def escalate_unconfirmed_orders() -> int:
     """Turn paid orders the trader did not confirm in time into disputes."""
     from jivapay.services.sweepers import escalate_unconfirmed_orders as escalate
@@ -104,7 +105,7 @@ def escalate_unconfirmed_orders() -> int:
     return escalate(now=datetime.now(UTC))
 
 
-@celery_app.task(name="maintenance.prune_turnover")
+@celery_app.task(name=task_names.MAINTENANCE_PRUNE_TURNOVER)
 def prune_turnover() -> int:
     """Delete turnover buckets no limit window can reach any more."""
     from jivapay.services.sweepers import prune_turnover_buckets
@@ -112,7 +113,7 @@ def prune_turnover() -> int:
     return prune_turnover_buckets(now=datetime.now(UTC))
 
 
-@celery_app.task(name="gateway.cleanup_idempotency_keys")
+@celery_app.task(name=task_names.GATEWAY_CLEANUP_IDEMPOTENCY_KEYS)
 def cleanup_idempotency_keys() -> int:
     """Delete gateway idempotency keys older than their time to live."""
     from jivapay.services.idempotency import delete_expired_keys
@@ -121,7 +122,7 @@ def cleanup_idempotency_keys() -> int:
         return delete_expired_keys(session, now=datetime.now(UTC))
 
 
-@celery_app.task(name="maintenance.reconcile")
+@celery_app.task(name=task_names.MAINTENANCE_RECONCILE)
 def reconcile_balances() -> int:
     """Check every money invariant; each discrepancy is reported as a critical error."""
     from jivapay.services.sweepers import run_reconciliation

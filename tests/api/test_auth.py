@@ -37,8 +37,8 @@ from jivapay.security import (
     generate_api_key_pair,
     generate_callback_secret,
 )
+from jivapay.servers.exception_handlers import PROBLEM_JSON, register_exception_handlers
 from jivapay.services.auth_service import create_user
-from jivapay.utils.exception_handlers import PROBLEM_JSON, register_exception_handlers
 
 PASSWORD = "s3cret-pass-word"
 

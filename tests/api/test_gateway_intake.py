@@ -26,8 +26,8 @@ from jivapay.database.models import (
     IncomingOrder,
 )
 from jivapay.servers.app_factory import ServerName, build_app
+from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.services.idempotency import LOCK_ID_SQL
-from jivapay.utils.exception_handlers import PROBLEM_JSON
 from tests.factories import (
     Ref,
     StoreWorld,

@@ -13,11 +13,13 @@ from sqlalchemy.exc import OperationalError
 from jivapay.database.models import RoleModel
 from jivapay.database.utils import (
     atomic_transaction,
+    call_after_rollback,
     enqueue_after_commit,
-    get_db_session,
+    forget_after_rollback,
     integrity_errors_as_domain_errors,
     lock_by_ids,
     pending_after_commit,
+    read_session,
 )
 from jivapay.utils.exceptions import DuplicateObject, ValidationFailed
 
@@ -59,6 +61,40 @@ def test_enqueue_after_commit_dropped_on_rollback(db, unique) -> None:  # type: 
     assert task.sent == []
 
 
+def test_enqueue_by_task_name_publishes_through_the_shared_celery_app(db, unique) -> None:  # type: ignore[no-untyped-def]
+    from jivapay import task_names
+    from jivapay.task_queue import celery_app
+
+    sent: list[tuple[str, list[Any], dict[str, Any]]] = []
+    original = celery_app.send_task
+    celery_app.send_task = lambda name, args, **opts: sent.append((name, args, opts))  # type: ignore[method-assign]
+    try:
+        enqueue_after_commit(db, task_names.ORDERS_PROCESS, 7, countdown=2)
+        assert pending_after_commit(db) == ["orders.process"] and sent == []
+        db.commit()
+    finally:
+        celery_app.send_task = original  # type: ignore[method-assign]
+    assert sent == [("orders.process", [7], {"countdown": 2})]
+
+
+def test_call_after_rollback_runs_only_when_the_transaction_does_not_commit(db, unique) -> None:  # type: ignore[no-untyped-def]
+    undone: list[str] = []
+    call_after_rollback(db, lambda: undone.append("a"), label="a")
+    db.commit()
+    assert undone == []  # committed: the side effect is permanent
+
+    call_after_rollback(db, lambda: undone.append("b"), label="b")
+    call_after_rollback(db, lambda: undone.append("c"), label="c")
+    forget_after_rollback(db, "c")
+    with db.begin_nested():  # a released savepoint is not the end of the transaction
+        pass
+    assert undone == []
+    db.rollback()
+    assert undone == ["b"]
+    db.commit()
+    assert undone == ["b"]  # ran once
+
+
 def test_failed_send_does_not_break_the_committed_transaction(db, unique) -> None:  # type: ignore[no-untyped-def]
     db.add(RoleModel(name=f"r{unique}"))
     enqueue_after_commit(db, BrokenTask(), 1)
@@ -71,12 +107,12 @@ def test_atomic_transaction_rolls_back_on_error(db, unique) -> None:  # type: ig
         session.add(RoleModel(name=f"a{unique}"))
         session.flush()
         raise RuntimeError("boom")
-    with get_db_session() as session:
+    with read_session() as session:
         assert session.scalar(select(RoleModel).where(RoleModel.name == f"a{unique}")) is None
 
     with atomic_transaction() as session:
         session.add(RoleModel(name=f"b{unique}"))
-    with get_db_session() as session:
+    with read_session() as session:
         assert session.scalar(select(RoleModel).where(RoleModel.name == f"b{unique}")) is not None
 
 
@@ -124,7 +160,7 @@ def test_lock_by_ids_blocks_a_second_transaction(committed_db, unique) -> None: 
     outcome: dict[str, Any] = {}
 
     def try_lock() -> None:
-        with get_db_session() as other:
+        with read_session() as other:
             try:
                 other.execute(
                     select(RoleModel).where(RoleModel.id == role_id).with_for_update(nowait=True)

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.api_routers.gateway.callbacks import router as callbacks_router
 from jivapay.database.models import CallbackDelivery, CallbackDeliveryAttempt, IncomingOrder
-from jivapay.database.utils import atomic_transaction, get_db_session
+from jivapay.database.utils import atomic_transaction, read_session
 from jivapay.enums import Role
 from jivapay.security import create_access_token, generate_callback_secret
 from jivapay.servers.app_factory import ServerName, build_app
@@ -176,7 +176,7 @@ def test_completed_payin_reaches_a_receiver_that_was_down_at_first(
     celery_worker(concurrency=1)
 
     def deliveries() -> list[tuple[CallbackDelivery, list[CallbackDeliveryAttempt]]]:
-        with get_db_session() as session:
+        with read_session() as session:
             rows = session.scalars(select(CallbackDelivery).order_by(CallbackDelivery.id)).all()
             return [
                 (
@@ -255,7 +255,7 @@ def test_completed_payin_reaches_a_receiver_that_was_down_at_first(
     assert payload["data"]["status"] == "completed"
     assert payload["data"]["amount_fiat"] == "800.00"
     assert payload["data"]["completed_at"] is not None
-    with get_db_session() as session:
+    with read_session() as session:
         incoming = session.scalars(select(IncomingOrder).filter_by(public_id=order_id)).one()
         assert incoming.store_id == world.store.id
     assert datetime.fromisoformat(payload["created_at"]) <= datetime.now(UTC)

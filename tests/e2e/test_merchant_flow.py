@@ -16,7 +16,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from jivapay.database.models import BalancePlatform, BalanceStore, BalanceTrader, MerchantStore
-from jivapay.database.utils import atomic_transaction, get_db_session
+from jivapay.database.utils import atomic_transaction, read_session
 from jivapay.enums import Role
 from jivapay.permissions import Permission
 from jivapay.utils.config_loader import set_config_value
@@ -121,7 +121,7 @@ def test_merchant_flow(stack) -> None:  # type: ignore[no-untyped-def]
     created = r.json()
     sid = created["id"]
     assert created["takes_orders"] is False
-    with get_db_session() as session:
+    with read_session() as session:
         store_row = session.get(MerchantStore, sid)
     keys = StoreWorld(store_row, None, created["public_api_key"], created["private_api_key"])  # type: ignore[arg-type]
     payin = {"merchant_order_id": "e2e-1", "amount_fiat": "4000.00", "fiat_currency": ids["fiat"]}
@@ -175,7 +175,7 @@ def test_merchant_flow(stack) -> None:  # type: ignore[no-untyped-def]
     assert row["conversion"] == "1.0000"
 
     # The database agrees, and so does `jivapay reconcile`.
-    with get_db_session() as session:
+    with read_session() as session:
         store_balance = session.scalars(select(BalanceStore).filter_by(store_id=sid)).one()
         trader_balance = session.scalars(
             select(BalanceTrader).filter_by(trader_id=ids["trader"])

@@ -20,7 +20,7 @@ from jivapay.database.models import (
     BalanceTraderCryptoHistory,
     BalanceTraderFiat,
 )
-from jivapay.database.utils import atomic_transaction, get_db_session
+from jivapay.database.utils import atomic_transaction, read_session
 from jivapay.enums import Role
 from jivapay.security import create_access_token
 from jivapay.services.reconciliation import reconcile
@@ -82,7 +82,7 @@ def _wait_status(client: TestClient, world, path: str, wanted: str, timeout: flo
 
 
 def _one(model, **key):  # type: ignore[no-untyped-def]
-    with get_db_session() as session:
+    with read_session() as session:
         return session.scalars(select(model).filter_by(**key)).one()
 
 
@@ -117,7 +117,7 @@ def test_payin_end_to_end(stack) -> None:  # type: ignore[no-untyped-def]
     assert _one(BalanceStore, store_id=ids["store"]).balance == D("1000") + D("48")
     assert _one(BalancePlatform, crypto_currency_id=ids["crypto"]).balance == D("0.75")
     assert _one(BalanceTraderFiat, trader_id=ids["trader"]).balance == D("4000.00")
-    with get_db_session() as session:
+    with read_session() as session:
         ops = session.execute(
             select(
                 BalanceTraderCryptoHistory.operation,
@@ -144,7 +144,7 @@ def test_payout_end_to_end(stack, s3_endpoint) -> None:  # type: ignore[no-untyp
         "fiat_currency": ids["fiat"],
         "beneficiary": {"number": "4111 1111 1111 1111", "name": "Ivan Payee"},
     }
-    with get_db_session() as session:
+    with read_session() as session:
         from jivapay.database.models import Bank, PaymentMethod, ReqTrader
 
         req = session.scalars(select(ReqTrader).filter_by(trader_id=ids["trader"])).one()
@@ -179,7 +179,7 @@ def test_payout_end_to_end(stack, s3_endpoint) -> None:  # type: ignore[no-untyp
     assert _one(BalanceTrader, trader_id=ids["trader"]).balance == D("2000") + D("10.15")
     assert _one(BalancePlatform, crypto_currency_id=ids["crypto"]).balance == D("0.10")
     assert _one(BalanceTraderFiat, trader_id=ids["trader"]).balance == D("-800.00")
-    with get_db_session() as session:
+    with read_session() as session:
         ops = session.scalars(
             select(BalanceStoreHistory.operation)
             .where(BalanceStoreHistory.incoming_order_id.is_not(None))
@@ -225,5 +225,5 @@ def test_retry_until_a_requisite_fits_then_expiry_releases_the_hold(stack) -> No
     assert expire_overdue_orders.apply().get() == 1
     assert _get(gateway, world, f"/gateway/payin/status/{order_id}").json()["status"] == "expired"
     assert _one(BalanceTrader, trader_id=ids["trader"]).frozen == 0
-    with get_db_session() as session:
+    with read_session() as session:
         assert reconcile(session) == []

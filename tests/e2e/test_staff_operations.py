@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from jivapay.database.models import BalanceTrader, MerchantStore, ReqTrader, StoreCommission
-from jivapay.database.utils import atomic_transaction, get_db_session
+from jivapay.database.utils import atomic_transaction, read_session
 from jivapay.enums import RequisiteStatus, Role
 from jivapay.security import create_access_token
 from jivapay.services.reconciliation import reconcile
@@ -181,7 +181,7 @@ def test_staff_run_the_platform(stack) -> None:  # type: ignore[no-untyped-def]
         f"/admin/orders?store_id={ids['store']}&sort=amount", headers=headers["admin"]
     ).json()
     assert [o["order_id"] for o in found["items"]] == [flowing, disputed, held]
-    with get_db_session() as session:
+    with read_session() as session:
         deposit = session.scalars(
             select(BalanceTrader).where(BalanceTrader.trader_id == ids["trader"])
         ).one()

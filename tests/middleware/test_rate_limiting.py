@@ -23,8 +23,8 @@ from jivapay.middleware.rate_limiting import (
 )
 from jivapay.security import create_access_token
 from jivapay.servers.app_factory import ServerName, build_app
+from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.utils.config_loader import invalidate_cache, set_config_value
-from jivapay.utils.exception_handlers import PROBLEM_JSON
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from jivapay.database.engine import dispose_engine
 from jivapay.enums import Role
 from jivapay.security import create_access_token
 from jivapay.servers.app_factory import DEFAULT_PORTS, ServerName, build_app
-from jivapay.utils.exception_handlers import PROBLEM_JSON
+from jivapay.servers.exception_handlers import PROBLEM_JSON
 
 SERVERS = [name.value for name in ServerName]
 

@@ -11,7 +11,7 @@ from decimal import Decimal
 from sqlalchemy import select
 
 from jivapay.database.models import AuditLog, MerchantStore
-from jivapay.database.utils import atomic_transaction, get_db_session
+from jivapay.database.utils import atomic_transaction, read_session
 from jivapay.services import store_service
 from tests.factories import make_reference, make_store
 
@@ -48,7 +48,7 @@ def test_parallel_rotations_serialise(committed_db) -> None:  # type: ignore[no-
     assert errors == []
     assert len({a.public_api_key for a in answers}) == 4
 
-    with get_db_session() as session:
+    with read_session() as session:
         store = session.get(MerchantStore, store_id)
         assert store is not None
         rows = session.scalars(

@@ -106,3 +106,93 @@ def test_set_refuses_invalid_and_unknown(db) -> None:  # type: ignore[no-untyped
     with pytest.raises(ValidationFailed):
         set_config_value(db, "NO_SUCH_SETTING", 1)
     assert db.get(ConfigurationSetting, "MAX_ORDER_RETRIES") is None
+
+
+_PYTHON_TYPES = {
+    "int": int,
+    "decimal": Decimal,
+    "bool": bool,
+    "str": str,
+    "float": float,
+}
+
+
+def test_the_typed_settings_object_matches_the_declared_table() -> None:
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(config_loader.RuntimeSettings)
+    assert [f.name for f in dataclasses.fields(config_loader.RuntimeSettings)] == list(SETTINGS)
+    for key, spec in SETTINGS.items():
+        expected = _PYTHON_TYPES.get(spec.value_type.value)
+        if expected is None:  # JSON: any shape
+            continue
+        allowed = typing.get_args(hints[key]) or (hints[key],)
+        assert expected in allowed, (key, hints[key], spec.value_type)
+        if spec.default is None:
+            assert type(None) in allowed, key
+        else:
+            assert isinstance(spec.default, expected), key
+
+
+def test_runtime_settings_are_one_frozen_object_read_through_the_session(db) -> None:  # type: ignore[no-untyped-def]
+    set_config_value(db, "MAX_ORDER_RETRIES", 7)
+    config_loader.invalidate_cache()
+    settings = config_loader.runtime_settings(db)  # sees the caller's uncommitted write
+    assert settings.MAX_ORDER_RETRIES == 7 and Decimal("2") == settings.RETRY_BACKOFF_FACTOR
+    with pytest.raises(dataclasses_frozen_error()):
+        settings.MAX_ORDER_RETRIES = 1  # type: ignore[misc]
+    assert config_loader.runtime_settings(db) is settings  # cached: no second load
+
+
+def dataclasses_frozen_error() -> type[Exception]:
+    import dataclasses
+
+    return dataclasses.FrozenInstanceError
+
+
+def test_an_assignment_checks_out_exactly_one_connection(committed_db) -> None:  # type: ignore[no-untyped-def]
+    """A cold settings cache during an assignment is read through the assignment's own session."""
+    from sqlalchemy import event
+
+    from jivapay.database.engine import get_engine
+    from jivapay.services.order_processor import process_incoming_order
+    from tests.factories import (
+        make_incoming,
+        make_reference,
+        make_requisite,
+        make_store,
+        make_trader,
+    )
+
+    with committed_db() as session, session.begin():
+        ref = make_reference(session, rate=Decimal("50"))
+        store = make_store(session, ref, balance=Decimal("1000"))
+        make_requisite(session, make_trader(session, ref), ref)
+        incoming_id = make_incoming(session, store, ref, amount_fiat=Decimal("500.00")).id
+
+    checkouts: list[int] = []
+    in_use = 0
+    most = 0
+
+    def checkout(*_: object) -> None:
+        nonlocal in_use, most
+        checkouts.append(1)
+        in_use += 1
+        most = max(most, in_use)
+
+    def checkin(*_: object) -> None:
+        nonlocal in_use
+        in_use -= 1
+
+    engine = get_engine()
+    event.listen(engine, "checkout", checkout)
+    event.listen(engine, "checkin", checkin)
+    config_loader.invalidate_cache()  # the settings must be loaded during the assignment
+    try:
+        result = process_incoming_order(incoming_id)
+    finally:
+        event.remove(engine, "checkout", checkout)
+        event.remove(engine, "checkin", checkin)
+    assert result.order_id is not None, result
+    assert (len(checkouts), most) == (1, 1)

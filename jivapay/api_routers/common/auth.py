@@ -15,8 +15,8 @@ from pydantic import ValidationError
 
 from jivapay.enums import Role
 from jivapay.schemas.auth import LoginRequest, Token
+from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.services.auth_service import AuthResult, login
-from jivapay.utils.exception_handlers import PROBLEM_JSON
 
 _REFUSED: dict[int | str, dict[str, Any]] = {
     401: {

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from jivapay.config import get_settings
-from jivapay.utils.exception_handlers import problem_response
+from jivapay.servers.exception_handlers import problem_response
 from jivapay.utils.metrics import render_latest
 
 log = structlog.get_logger(__name__)
@@ -32,9 +32,9 @@ _redis_clients: dict[str, Any] = {}
 
 
 def _check_database() -> None:
-    from jivapay.database.utils import get_db_session
+    from jivapay.database.utils import read_session
 
-    with get_db_session() as session:
+    with read_session() as session:
         session.execute(text("SELECT 1"))
 
 

@@ -1,4 +1,4 @@
-"""Gateway routes of merchant callback deliveries (store credentials, domain.md §7):
+"""Gateway routes of merchant callback deliveries (store credentials):
 `GET /gateway/callbacks` lists the store's deliveries with their attempts (filters `order_id`,
 `status`; `limit`/`offset`), `POST /gateway/callbacks/{delivery_id}/resend` queues one again now
 (and re-enables the store's callbacks if a 410 had disabled them). Another store's delivery is 404.

@@ -1,4 +1,4 @@
-"""The hosted payment page `GET /pay/{order_id}` (domain.md §5.3): amount, deadline and, while the
+"""The hosted payment page `GET /pay/{order_id}`: amount, deadline and, while the
 PayIn is open, the bank, method, full card number and holder to pay to, with a confirm button.
 
 The public id in the URL is the capability, so the page is never cached, indexed or leaked in a

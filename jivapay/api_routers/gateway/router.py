@@ -1,4 +1,4 @@
-"""The public gateway routes (prefix `/gateway`, domain.md §6).
+"""The public gateway routes (prefix `/gateway`).
 
 Every route authenticates the store by API key and request signature (`CurrentStore`), except the
 payer's confirm, whose capability is the unguessable public order id. Intake requires an

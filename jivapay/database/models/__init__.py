@@ -1,4 +1,4 @@
-"""The whole data model (domain.md §3), split by area; import models from here."""
+"""The whole data model, split by area; import models from here."""
 
 from jivapay.database.base import Base
 from jivapay.database.models.balances import (

@@ -6,8 +6,15 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-from jivapay.utils.exception_handlers import PROBLEM_JSON, register_exception_handlers
-from jivapay.utils.exceptions import InsufficientBalance, InvalidStatusTransition, RateLimited
+from jivapay.servers.exception_handlers import PROBLEM_JSON, register_exception_handlers
+from jivapay.utils.exceptions import (
+    ConfigurationError,
+    InsufficientBalance,
+    InvalidStatusTransition,
+    InvariantViolation,
+    RateLimited,
+    StaleExchangeRate,
+)
 
 
 class Body(BaseModel):
@@ -33,6 +40,18 @@ def _app() -> FastAPI:
     @app.post("/body")
     def body(b: Body) -> dict[str, int]:
         return {"amount": b.amount}
+
+    @app.get("/misconfigured")
+    def misconfigured() -> None:
+        raise ConfigurationError("store 12 has no commission row", extra={"store_id": 12})
+
+    @app.get("/broken-invariant")
+    def broken_invariant() -> None:
+        raise InvariantViolation("hold of order ord_secret is not in place")
+
+    @app.get("/stale")
+    def stale() -> None:
+        raise StaleExchangeRate("USDT/RUB rate 3600 s old from source 10.0.0.7")
 
     @app.get("/crash")
     def crash() -> None:
@@ -82,3 +101,21 @@ def test_unexpected_error_leaks_nothing() -> None:
     assert r.json()["code"] == "internal_error"
     text = r.text
     assert "hunter2" not in text and "4111" not in text and "RuntimeError" not in text
+
+
+def test_a_5xx_domain_error_answers_its_code_with_a_generic_detail(capsys) -> None:  # type: ignore[no-untyped-def]
+    client = TestClient(_app())
+    for path, status, code, secret in [
+        ("/misconfigured", 500, "configuration_error", "store 12"),
+        ("/broken-invariant", 500, "invariant_violation", "ord_secret"),
+        ("/stale", 503, "stale_exchange_rate", "10.0.0.7"),
+    ]:
+        r = client.get(path)
+        body = r.json()
+        assert (r.status_code, body["code"]) == (status, code)
+        assert secret not in r.text and "store_id" not in body
+        assert body["detail"] in {
+            "An internal error occurred. It has been logged.",
+            "The service is temporarily unavailable. Retry later.",
+        }
+    assert "store 12 has no commission row" in capsys.readouterr().out  # the message is logged

@@ -1,0 +1,158 @@
+"""Render every error as RFC 9457 `application/problem+json`.
+
+`register_exception_handlers(app)` is called by the app factory, so endpoints never need try/except.
+Domain errors keep their message (a 5xx answers a generic one and logs the message); request validation errors list the offending fields; anything
+unexpected is logged, reported, and answered with a bare 500 that leaks nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jivapay.utils.exceptions import JivaPayException, RateLimited
+from jivapay.utils.notifications import report_critical_error
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://docs.jivapay.dev/problems/"
+
+log = structlog.get_logger(__name__)
+
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("authentication_failed", "Authentication failed"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("payload_too_large", "Payload too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    422: ("validation_failed", "Validation failed"),
+    429: ("rate_limited", "Too many requests"),
+}
+
+
+def problem_response(
+    *,
+    status: int,
+    code: str,
+    title: str,
+    detail: str | None = None,
+    instance: str | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """Build one problem+json response; the single place its shape is defined."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + code,
+        "title": title,
+        "status": status,
+        "code": code,
+    }
+    if detail:
+        body["detail"] = detail
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+# What a client reads for a 5xx: the code says which failure it was, the message stays in the logs.
+_GENERIC_5XX = {
+    503: "The service is temporarily unavailable. Retry later.",
+}
+_GENERIC_5XX_DEFAULT = "An internal error occurred. It has been logged."
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, JivaPayException)
+    headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    detail = exc.message
+    public_extra = {k: v for k, v in exc.extra.items() if k != "internal"}
+    if exc.status_code >= 500:
+        # The message may name internal ids or state ("store 12 has no commission row"): it goes
+        # to the log and Sentry only; the client gets the code and a generic sentence.
+        log.error("domain_error", code=exc.code, error=exc.message, path=request.url.path)
+        report_critical_error(exc, "domain error answered with 5xx", path=request.url.path)
+        detail = _GENERIC_5XX.get(exc.status_code, _GENERIC_5XX_DEFAULT)
+        public_extra = {}
+    return problem_response(
+        status=exc.status_code,
+        code=exc.code,
+        title=exc.title,
+        detail=detail,
+        instance=request.url.path,
+        headers=headers or None,
+        request_id=_request_id(request),
+        **public_extra,
+    )
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {
+            "loc": [str(p) for p in err.get("loc", ())],
+            "msg": str(err.get("msg", "")),
+            "type": str(err.get("type", "")),
+        }
+        for err in exc.errors()
+    ]
+    fields = ", ".join(".".join(e["loc"]) for e in errors)
+    return problem_response(
+        status=422,
+        code="validation_failed",
+        title="Validation failed",
+        detail=f"Invalid request: {fields}" if fields else "Invalid request",
+        instance=request.url.path,
+        errors=errors,
+        request_id=_request_id(request),
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(
+        status=exc.status_code,
+        code=code,
+        title=title,
+        detail=detail,
+        instance=request.url.path,
+        headers=dict(exc.headers) if exc.headers else None,
+        request_id=_request_id(request),
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+    report_critical_error(exc, "unhandled error in request", path=request.url.path)
+    return problem_response(
+        status=500,
+        code="internal_error",
+        title="Internal error",
+        detail="An unexpected error occurred. It has been logged.",
+        request_id=_request_id(request),
+    )
+
+
+def register_exception_handlers(app: FastAPI) -> None:
+    """Install the problem+json handlers on `app`."""
+    app.add_exception_handler(JivaPayException, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)
