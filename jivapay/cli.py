@@ -102,13 +102,23 @@ def serve(
     """Run one role server with uvicorn."""
     import uvicorn
 
+    from jivapay.config import get_settings
+
     uvicorn.run(
         f"jivapay.servers.{role}.server:app",
         host=host,
         port=port or default_ports()[role],
         workers=workers,
-        proxy_headers=True,
+        **proxy_options(get_settings().TRUSTED_PROXIES),
     )
+
+
+def proxy_options(trusted_proxies: str) -> dict[str, Any]:
+    """uvicorn's forwarded-header options: believed only from the listed proxies, else never."""
+    proxies = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
+    if not proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": proxies}
 
 
 @app.command()
@@ -430,7 +440,30 @@ def _print_stack(home: Path, host: str, ports: dict[str, int], report: Any, cred
         _print_admin(report)
         if creds.exists():
             console.print(f"demo credentials: {creds}")
+    _print_rate_limiter()
     console.print(f"logs: {home / 'logs'}   stop: Ctrl-C")
+
+
+def _print_rate_limiter() -> None:
+    """The limiter fails open, so a failing storage would go unnoticed: say it loudly."""
+    from jivapay.middleware.rate_limiting import RequestRateLimiter
+
+    limiter = RequestRateLimiter()
+    try:
+        limiter.probe()
+    except Exception as exc:
+        err_console.print(
+            Panel(
+                f"rate limiter storage FAILING ({type(exc).__name__}: {exc}).\n"
+                "Requests are served WITHOUT rate limits until it works; /ready answers 503.",
+                title="WARNING",
+                style="bold red",
+            )
+        )
+    else:
+        console.print("[green]rate limiter[/]: working (Redis)")
+    finally:
+        limiter.close()
 
 
 def _check_worker(log_path: Path, timeout: float = 60.0) -> None:

@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     S3_REGION: str = "us-east-1"
 
     PUBLIC_BASE_URL: str = "http://127.0.0.1:8003"
+    # Reverse proxies whose X-Forwarded-For/-Proto the servers believe (comma-separated IPs or
+    # CIDRs, e.g. "10.0.0.5,10.1.0.0/16"). Empty: forwarded headers are ignored and the client is
+    # the TCP peer, so nobody can pick the IP they are rate limited by.
+    TRUSTED_PROXIES: str = ""
     CALLBACK_ALLOW_PRIVATE_NETWORKS: bool = False
 
     JIVAPAY_ADMIN_EMAIL: str = "admin@jivapay.local"

@@ -22,7 +22,12 @@ from starlette.types import ASGIApp
 
 from jivapay.api_routers.common.health import health_router
 from jivapay.enums import Role
-from jivapay.middleware.rate_limiting import KeyKind, RateLimitMiddleware, rate_limit
+from jivapay.middleware.rate_limiting import (
+    STORE_ROUTES_STATE,
+    RateLimitMiddleware,
+    login_rate_limit,
+    store_authenticated_routes,
+)
 from jivapay.middleware.request_context import RequestContextMiddleware
 from jivapay.utils.exception_handlers import register_exception_handlers
 from jivapay.utils.logging import configure_logging
@@ -92,7 +97,7 @@ def _role_routes(app: FastAPI, role: Role) -> None:
 
     app.include_router(
         login_router(role),
-        dependencies=[Depends(rate_limit("RATE_LIMIT_LOGIN", key=KeyKind.IP))],
+        dependencies=[Depends(login_rate_limit(), scope="function")],
     )
     app.include_router(me_router(role))
 
@@ -122,6 +127,8 @@ def build_app(
     if server is ServerName.GATEWAY:
         for router in routers:
             app.include_router(router)
+        # The limiter counts these only once the store's signature verifies.
+        setattr(app.state, STORE_ROUTES_STATE, store_authenticated_routes(routers))
         return app
 
     from jivapay.api_routers.auth import require_role

@@ -70,8 +70,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
-    if exc.status_code == 401:
-        headers["WWW-Authenticate"] = "Bearer"
+    if exc.status_code == 401 and not getattr(request.state, "authenticates_store", False):
+        headers["WWW-Authenticate"] = "Bearer"  # not for store HMAC signatures: no such scheme
     if exc.status_code >= 500:
         from jivapay.utils.notifications import report_critical_error
 
