@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     # CIDRs, e.g. "10.0.0.5,10.1.0.0/16"). Empty: forwarded headers are ignored and the client is
     # the TCP peer, so nobody can pick the IP they are rate limited by.
     TRUSTED_PROXIES: str = ""
+    # Request bodies larger than these are refused (413) before they are read.
+    MAX_JSON_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024)
+    MAX_MULTIPART_BODY_BYTES: int = Field(default=52 * 1024 * 1024, ge=1024)
     CALLBACK_ALLOW_PRIVATE_NETWORKS: bool = False
 
     JIVAPAY_ADMIN_EMAIL: str = "admin@jivapay.local"

@@ -18,10 +18,12 @@ from typing import Any, Literal
 
 import structlog
 from fastapi import APIRouter, Depends, FastAPI
+from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp
 
 from jivapay.api_routers.common.health import health_router
 from jivapay.enums import Role
+from jivapay.middleware.input_guard import InputGuardMiddleware, database_data_error
 from jivapay.middleware.rate_limiting import (
     STORE_ROUTES_STATE,
     RateLimitMiddleware,
@@ -121,7 +123,9 @@ def build_app(
     app.server_name = server.value
     app.state.server_name = server.value
     register_exception_handlers(app)
+    app.add_exception_handler(DataError, database_data_error)
     app.add_middleware(RateLimitMiddleware, server=server.value)
+    app.add_middleware(InputGuardMiddleware)
     app.include_router(health_router(server.value))
 
     if server is ServerName.GATEWAY:
