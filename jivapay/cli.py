@@ -104,13 +104,42 @@ def serve(
 
     from jivapay.config import get_settings
 
+    settings = get_settings()
+    if workers > 1:
+        _prepare_multiprocess_metrics(role)
+    if settings.METRICS_PORT is not None:
+        from prometheus_client import start_http_server
+
+        from jivapay.utils.metrics import metrics_registry
+
+        start_http_server(
+            settings.METRICS_PORT, addr=settings.METRICS_HOST, registry=metrics_registry()
+        )
     uvicorn.run(
         f"jivapay.servers.{role}.server:app",
         host=host,
         port=port or default_ports()[role],
         workers=workers,
-        **proxy_options(get_settings().TRUSTED_PROXIES),
+        server_header=False,
+        # Idle keep-alive connections close after this; slow headers and bodies are the reverse
+        # proxy's to cut (see README, Hardening).
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,
+        **proxy_options(settings.TRUSTED_PROXIES),
     )
+
+
+def _prepare_multiprocess_metrics(role: str) -> None:
+    """`--workers N`: every worker writes its metrics to one fresh directory, `/metrics` sums them."""
+    import shutil
+    import tempfile
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = os.path.join(tempfile.gettempdir(), f"jivapay-metrics-{role}-{os.getpid()}")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
 
 
 def proxy_options(trusted_proxies: str) -> dict[str, Any]:

@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     # Request bodies larger than these are refused (413) before they are read.
     MAX_JSON_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024)
     MAX_MULTIPART_BODY_BYTES: int = Field(default=52 * 1024 * 1024, ge=1024)
+    # /docs and /openapi.json: on by default except in production.
+    DOCS_ENABLED: bool | None = None
+    # Serve /metrics on this port of METRICS_HOST (internal) instead of on the public servers.
+    METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
+    METRICS_HOST: str = "127.0.0.1"
     CALLBACK_ALLOW_PRIVATE_NETWORKS: bool = False
 
     JIVAPAY_ADMIN_EMAIL: str = "admin@jivapay.local"

@@ -86,6 +86,9 @@ def db_session_dependency() -> Iterator[Session]:
 # --------------------------------------------------------------------------- after-commit side effects
 
 
+_COMMITTED_KEY = "jivapay_committed_side_effects"
+
+
 @dataclass(frozen=True)
 class _Pending:
     send: Callable[[], Any]
@@ -110,6 +113,9 @@ def enqueue_after_commit(session: Session, task: Any, *args: Any, **options: Any
     `options` go to `apply_async` (countdown, queue ...).
     """
     name = getattr(task, "name", repr(task))
+    # One attempt: with the broker down the sweepers re-send from the database, so a request
+    # never waits through Celery's publish retries.
+    options.setdefault("retry", False)
     _queue(session).items.append(
         _Pending(send=lambda: task.apply_async(args=list(args), **options), label=name)
     )
@@ -131,9 +137,19 @@ def _run_after_commit(session: Session) -> None:
     if session.in_nested_transaction():
         return
     queue = session.info.pop(_AFTER_COMMIT_KEY, None)
-    if not queue:
+    if queue:
+        # after_commit fires while the connection is still checked out: send once it is returned.
+        session.info.setdefault(_COMMITTED_KEY, []).extend(queue.items)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _send_committed(session: Session, transaction: Any) -> None:
+    if transaction.parent is not None:
         return
-    for pending in queue.items:
+    items = session.info.pop(_COMMITTED_KEY, None)
+    if not items:
+        return
+    for pending in items:
         try:
             pending.send()
         except Exception as exc:  # the sweepers recover; never break the committed request

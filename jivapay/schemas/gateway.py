@@ -14,6 +14,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
+import httpx
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -33,6 +34,14 @@ MAX_URL_LENGTH = 2000
 def _http_url(value: str) -> str:
     if not value.lower().startswith(("http://", "https://")):
         raise ValueError("must be an http(s) URL")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("must not contain whitespace or control characters")
+    try:
+        host = httpx.URL(value).host  # the callback client's own parser (IDNA hosts included)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"is not a valid URL: {exc}") from None
+    if not host:
+        raise ValueError("must have a host")
     return value
 
 

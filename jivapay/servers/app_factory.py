@@ -22,6 +22,7 @@ from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp
 
 from jivapay.api_routers.common.health import health_router
+from jivapay.config import get_settings
 from jivapay.enums import Role
 from jivapay.middleware.input_guard import InputGuardMiddleware, database_data_error
 from jivapay.middleware.rate_limiting import (
@@ -31,6 +32,7 @@ from jivapay.middleware.rate_limiting import (
     store_authenticated_routes,
 )
 from jivapay.middleware.request_context import RequestContextMiddleware
+from jivapay.middleware.security_headers import SecurityHeadersMiddleware
 from jivapay.utils.exception_handlers import register_exception_handlers
 from jivapay.utils.logging import configure_logging
 from jivapay.utils.notifications import init_sentry
@@ -112,13 +114,17 @@ def build_app(
 ) -> FastAPI:
     """The ASGI app of one server: shared plumbing, then `routers` (role-guarded on role servers)."""
     server = ServerName(str(role))
+    settings = get_settings()
+    docs = (
+        settings.DOCS_ENABLED if settings.DOCS_ENABLED is not None else not settings.is_production
+    )
     app = JivaPayAPI(
         title=title or _TITLES[server],
         version="0.1.0",
         lifespan=_lifespan(server),
-        docs_url="/docs",
+        docs_url="/docs" if docs else None,
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url="/openapi.json" if docs else None,
     )
     app.server_name = server.value
     app.state.server_name = server.value
@@ -126,7 +132,8 @@ def build_app(
     app.add_exception_handler(DataError, database_data_error)
     app.add_middleware(RateLimitMiddleware, server=server.value)
     app.add_middleware(InputGuardMiddleware)
-    app.include_router(health_router(server.value))
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.include_router(health_router(server.value, metrics=settings.METRICS_PORT is None))
 
     if server is ServerName.GATEWAY:
         for router in routers:

@@ -90,8 +90,8 @@ async def _run_check(name: str, check: Callable[[], None]) -> str:
     return "ok"
 
 
-def health_router(server: str) -> APIRouter:
-    """`/health`, `/ready` and `/metrics` for the server named `server`."""
+def health_router(server: str, *, metrics: bool = True) -> APIRouter:
+    """`/health`, `/ready` and (unless served on an internal port) `/metrics` for `server`."""
     router = APIRouter(tags=["health"])
 
     @router.get("/health", summary="Liveness: the process answers")
@@ -128,9 +128,11 @@ def health_router(server: str) -> APIRouter:
             request_id=getattr(request.state, "request_id", None),
         )
 
-    @router.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        body, content_type = render_latest()
-        return Response(body, media_type=content_type)
+    if metrics:
+
+        @router.get("/metrics", include_in_schema=False)
+        async def metrics_endpoint() -> Response:
+            body, content_type = render_latest()
+            return Response(body, media_type=content_type)
 
     return router
