@@ -22,6 +22,7 @@ from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp
 
 from jivapay.api_routers.common.health import health_router
+from jivapay.api_routers.responses import document_problems
 from jivapay.config import get_settings
 from jivapay.enums import Role
 from jivapay.middleware.input_guard import InputGuardMiddleware, database_data_error
@@ -128,6 +129,7 @@ def build_app(
     )
     app.server_name = server.value
     app.state.server_name = server.value
+    document_problems(app)
     register_exception_handlers(app)
     app.add_exception_handler(DataError, database_data_error)
     app.add_middleware(RateLimitMiddleware, server=server.value)
