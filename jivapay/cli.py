@@ -210,13 +210,52 @@ def serve(
     import uvicorn
 
     _attach_stack()
+    from jivapay.config import get_settings
+
+    settings = get_settings()
+    if workers > 1:
+        _prepare_multiprocess_metrics(role)
+    if settings.METRICS_PORT is not None:
+        from prometheus_client import start_http_server
+
+        from jivapay.utils.metrics import metrics_registry
+
+        start_http_server(
+            settings.METRICS_PORT, addr=settings.METRICS_HOST, registry=metrics_registry()
+        )
     uvicorn.run(
         f"jivapay.servers.{role}.server:app",
         host=host,
         port=port or default_ports()[role],
         workers=workers,
-        proxy_headers=True,
+        server_header=False,
+        # Idle keep-alive connections close after this; slow headers and bodies are the reverse
+        # proxy's to cut (see README, Hardening).
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=64 * 1024,
+        **proxy_options(settings.TRUSTED_PROXIES),
     )
+
+
+def _prepare_multiprocess_metrics(role: str) -> None:
+    """`--workers N`: every worker writes its metrics to one fresh directory, `/metrics` sums them."""
+    import shutil
+    import tempfile
+
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        directory = os.path.join(tempfile.gettempdir(), f"jivapay-metrics-{role}-{os.getpid()}")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, exist_ok=True)
+
+
+def proxy_options(trusted_proxies: str) -> dict[str, Any]:
+    """uvicorn's forwarded-header options: believed only from the listed proxies, else never."""
+    proxies = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
+    if not proxies:
+        return {"proxy_headers": False}
+    return {"proxy_headers": True, "forwarded_allow_ips": proxies}
 
 
 @app.command()
@@ -698,7 +737,30 @@ def _print_stack(
         _print_admin(report)
         if creds.exists():
             console.print(f"credentials (admin, demo logins and store keys): {creds}")
+    _print_rate_limiter()
     console.print(f"logs: {home / 'logs'}   stop: Ctrl-C")
+
+
+def _print_rate_limiter() -> None:
+    """The limiter fails open, so a failing storage would go unnoticed: say it loudly."""
+    from jivapay.middleware.rate_limiting import RequestRateLimiter
+
+    limiter = RequestRateLimiter()
+    try:
+        limiter.probe()
+    except Exception as exc:
+        err_console.print(
+            Panel(
+                f"rate limiter storage FAILING ({type(exc).__name__}: {exc}).\n"
+                "Requests are served WITHOUT rate limits until it works; /ready answers 503.",
+                title="WARNING",
+                style="bold red",
+            )
+        )
+    else:
+        console.print("[green]rate limiter[/]: working (Redis)")
+    finally:
+        limiter.close()
 
 
 def _check_worker(log_path: Path, timeout: float = 60.0) -> None:

@@ -55,6 +55,18 @@ class Settings(BaseSettings):
     S3_REGION: str = "us-east-1"
 
     PUBLIC_BASE_URL: str = "http://127.0.0.1:8003"
+    # Reverse proxies whose X-Forwarded-For/-Proto the servers believe (comma-separated IPs or
+    # CIDRs, e.g. "10.0.0.5,10.1.0.0/16"). Empty: forwarded headers are ignored and the client is
+    # the TCP peer, so nobody can pick the IP they are rate limited by.
+    TRUSTED_PROXIES: str = ""
+    # Request bodies larger than these are refused (413) before they are read.
+    MAX_JSON_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024)
+    MAX_MULTIPART_BODY_BYTES: int = Field(default=52 * 1024 * 1024, ge=1024)
+    # /docs and /openapi.json: on by default except in production.
+    DOCS_ENABLED: bool | None = None
+    # Serve /metrics on this port of METRICS_HOST (internal) instead of on the public servers.
+    METRICS_PORT: int | None = Field(default=None, ge=1, le=65535)
+    METRICS_HOST: str = "127.0.0.1"
     CALLBACK_ALLOW_PRIVATE_NETWORKS: bool = False
 
     JIVAPAY_ADMIN_EMAIL: str = "admin@jivapay.local"

@@ -36,7 +36,7 @@ RULES: dict[str, tuple[str, ...]] = {
 }
 # A re-export kept for branches written before the HTTP handlers moved to `servers`; remove both
 # this entry and the module once nothing imports the old path.
-TRANSITIONAL = {"jivapay.utils.exception_handlers"}
+TRANSITIONAL: set[str] = set()
 
 # Where a transaction may be committed: the edges (the request dependency in `database.utils`,
 # the Celery tasks, the CLI) and the flows marked `@transaction_flow`.

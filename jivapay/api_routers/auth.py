@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jivapay.database.utils import db_session_dependency
 from jivapay.enums import Role
+from jivapay.middleware import rate_limiting
 from jivapay.permissions import ID_PLACEHOLDER, check_permission, ensure_permission
 from jivapay.security import (
     Principal,
@@ -110,17 +111,24 @@ async def get_current_store(
 ) -> StorePrincipal:
     """FastAPI dependency: the store whose signature over this request is valid."""
     # Starlette caches the body on the request, so the endpoint can still read it afterwards.
+    request.state.authenticates_store = True
     body = await request.body()
-    store = await run_in_threadpool(
-        lambda: verify_store_request(
-            session,
-            api_key=api_key,
-            timestamp=x_timestamp,
-            signature=x_signature,
-            method=request.method,
-            path=signed_path(request),
-            body=body,
+    try:
+        store = await run_in_threadpool(
+            lambda: verify_store_request(
+                session,
+                api_key=api_key,
+                timestamp=x_timestamp,
+                signature=x_signature,
+                method=request.method,
+                path=signed_path(request),
+                body=body,
+            )
         )
-    )
+    except AuthenticationFailed:
+        # Counted by IP, never against the store the key names (a 429 replaces the 401 if due).
+        await run_in_threadpool(rate_limiting.store_authentication_failed, request)
+        raise
     request.state.store = store
+    await run_in_threadpool(rate_limiting.store_authenticated, request, store.store_id)
     return store

@@ -44,6 +44,8 @@ def make_engine(url: str | None = None, **kwargs: object) -> Engine:
         "max_overflow": settings.DB_MAX_OVERFLOW,
         # See _reset_on_return: roll back only connections that are inside a transaction.
         "pool_reset_on_return": None,
+        # Errors and logs never carry bound values (e-mails, names, encrypted card numbers).
+        "hide_parameters": True,
     }
     options.update(kwargs)
     engine = create_engine(normalize_database_url(url), **options)

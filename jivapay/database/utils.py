@@ -106,6 +106,9 @@ def db_session_dependency() -> Iterator[Session]:
 # --------------------------------------------------------------------------- after-commit side effects
 
 
+_COMMITTED_KEY = "jivapay_committed_side_effects"
+
+
 @dataclass(frozen=True)
 class _Pending:
     send: Callable[[], Any]
@@ -131,6 +134,9 @@ def enqueue_after_commit(session: Session, task: str | Any, *args: Any, **option
     `options` go to Celery (countdown, queue ...). A task object with `apply_async` is accepted too,
     for callers inside the worker and for tests.
     """
+    # One attempt: with the broker down the sweepers re-send from the database, so a request
+    # never waits through Celery's publish retries.
+    options.setdefault("retry", False)
     if isinstance(task, str):
         name = task
         send: Callable[[], Any] = lambda: task_queue.send_task(name, *args, **options)  # noqa: E731
@@ -184,7 +190,17 @@ def _run_after_commit(session: Session) -> None:
         return
     queue = session.info.pop(_AFTER_COMMIT_KEY, None)
     if queue:
-        _run(queue.items, "after_commit_send_failed", "after-commit side effect failed")
+        # after_commit fires while the connection is still checked out: send once it is returned.
+        session.info.setdefault(_COMMITTED_KEY, []).extend(queue.items)
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _send_committed(session: Session, transaction: Any) -> None:
+    if transaction.parent is not None:
+        return
+    items = session.info.pop(_COMMITTED_KEY, None)
+    if items:
+        _run(items, "after_commit_send_failed", "after-commit side effect failed")
 
 
 @event.listens_for(Session, "after_transaction_end")

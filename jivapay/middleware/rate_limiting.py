@@ -1,70 +1,111 @@
-"""Rate limiting on every server, on top of the `limits` library and Redis (moving windows).
+"""Rate limiting on every server, on top of the `limits` library and Redis (sliding window counters).
 
-- A default limit on every route (`RATE_LIMIT_DEFAULT`), applied by `RateLimitMiddleware` before
-  routing. It is keyed by the bearer token's subject when the token decodes, else by the
-  `X-API-Key` header, else by the client IP (`scope["client"]`; forwarded headers are trusted only
-  when uvicorn is told to, via `--proxy-headers`/`--forwarded-allow-ips`).
-- Per-route limits through the dependency `rate_limit(setting_key, key=...)`: login by IP, gateway
-  intake by the store's API key.
-- Limits are DB settings read live through `config_loader` (cached ~5 s), so a change applies
-  without a restart.
-- 429s are problem+json (`rate_limited`) with `Retry-After` = seconds until the window frees a slot.
-  A key refused `RATE_LIMIT_BLOCK_AFTER_VIOLATIONS` times within `RATE_LIMIT_BLOCK_WINDOW_SECONDS`
-  is blocked for `RATE_LIMIT_BLOCK_SECONDS` (`client_blocked`).
-- Redis down: requests are served (fail open), a warning is logged and
-  `rate_limit_storage_errors_total` counts it; the storage is not retried for a second, so a dead
-  Redis costs at most one short timeout per second.
-- `/health`, `/ready`, `/metrics` are exempt.
+Who is counted, and against which limit (domain.md §9):
+
+- A request whose bearer token verifies counts against `RATE_LIMIT_DEFAULT` per principal.
+- A gateway route that authenticates the store (`get_current_store`) is counted only once the
+  signature verifies: `RATE_LIMIT_GATEWAY` per store on every such route, and intake additionally
+  `RATE_LIMIT_GATEWAY_INIT` per store. A request that fails store authentication counts against
+  `RATE_LIMIT_DEFAULT` by client IP instead, so a stranger knowing a store's public key cannot use up
+  the store's quota. `X-API-Key` is never an identity before it verifies.
+- Everything else (no valid credentials) counts against `RATE_LIMIT_DEFAULT` by client IP.
+- Login: `RATE_LIMIT_LOGIN` per IP on every attempt, and per account on failed attempts: an account
+  whose failures reach the limit is refused (429) before its password is checked.
+- Only unauthenticated callers are ever blocked: an IP whose requests fail authentication (401) more
+  than `RATE_LIMIT_BLOCK_AFTER_VIOLATIONS` times within `RATE_LIMIT_BLOCK_WINDOW_SECONDS` is refused
+  (`client_blocked`) for `RATE_LIMIT_BLOCK_SECONDS` whenever it comes without valid credentials. A
+  store or user with valid credentials is limited (429) but never blocked.
+
+The client IP is `scope["client"]`: uvicorn rewrites it from `X-Forwarded-For` only for the proxies
+listed in the `TRUSTED_PROXIES` environment setting (`jivapay serve`).
+
+Every limited response carries the IETF `RateLimit-Policy` and `RateLimit` fields
+(draft-ietf-httpapi-ratelimit-headers: `"default";q=600;w=60` and `"default";r=598;t=42`); a 429 is
+problem+json (`rate_limited` or `client_blocked`) with `Retry-After`.
+
+Limits are DB settings read live through `config_loader` (cached ~5 s). The storage only uses
+commands Redis 6.2 has (the `limits` sliding-window scripts, `SET EX`, `TTL`), so the embedded Redis
+works too. Redis down: requests are served (fail open), a warning is logged,
+`rate_limit_storage_errors_total` counts it and `/ready` reports `rate_limiter` failing; the storage
+is not retried for a second, so a dead Redis costs at most one short timeout per second.
+`/health`, `/ready` and `/metrics` are exempt.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
+import json
 import math
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, cast
+from typing import Annotated, Any, TypeVar, cast
 
 import anyio.to_thread
 import structlog
-from fastapi import Request
-from limits import RateLimitItem, parse_many
+from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
+from limits import RateLimitItem, RateLimitItemPerSecond, parse_many
 from limits.errors import StorageError as LimitsStorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage, storage_from_string
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import SlidingWindowCounterRateLimiter
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
-from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jivapay.config import Environment, get_settings
 from jivapay.enums import KeyKind
 from jivapay.servers.exception_handlers import problem_response
 from jivapay.utils.config_loader import get_spec, get_typed_config_value
-from jivapay.utils.exceptions import ConfigurationError, RateLimited
+from jivapay.utils.exceptions import AuthenticationFailed, ConfigurationError, RateLimited
 from jivapay.utils.metrics import RATE_LIMIT_EXCEEDED_TOTAL, RATE_LIMIT_STORAGE_ERRORS_TOTAL
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_SETTING = "RATE_LIMIT_DEFAULT"
+GATEWAY_SETTING = "RATE_LIMIT_GATEWAY"
+LOGIN_SETTING = "RATE_LIMIT_LOGIN"
 EXEMPT_PATHS = frozenset({"/health", "/ready", "/metrics"})
 STORAGE_SOCKET_TIMEOUT = 0.2
 # After a storage failure, checks are skipped this long instead of paying a timeout per request.
 STORAGE_RETRY_INTERVAL = 1.0
+# `/ready` reports the limiter failing while its last storage error is this recent.
+STORAGE_ERROR_MEMORY_SECONDS = 30.0
 SETTING_FALLBACK_SECONDS = 5.0
+QUOTAS_STATE = "rate_limit_quotas"
+_T = TypeVar("_T")
 _STORAGE_ERRORS: tuple[type[Exception], ...] = (RedisError, LimitsStorageError, OSError)
 
 
 class ClientBlocked(RateLimited):
-    """A key that kept exceeding its limits is refused for a while."""
+    """An unauthenticated client that kept failing authentication is refused for a while."""
 
     code = "client_blocked"
     title = "Client temporarily blocked"
+
+
+@dataclass(frozen=True)
+class Quota:
+    """One limit as the client sees it: the IETF `RateLimit-Policy`/`RateLimit` items."""
+
+    policy: str
+    limit: int
+    window: int
+    remaining: int
+    reset: int
+
+    def policy_item(self) -> str:
+        return f'"{self.policy}";q={self.limit};w={self.window}'
+
+    def limit_item(self) -> str:
+        return f'"{self.policy}";r={self.remaining};t={self.reset}'
 
 
 @dataclass(frozen=True)
@@ -72,11 +113,12 @@ class Decision:
     allowed: bool
     retry_after: int = 0
     blocked: bool = False
+    quotas: tuple[Quota, ...] = field(default=())
 
     def error(self) -> RateLimited:
         if self.blocked:
             return ClientBlocked(
-                f"Too many rejected requests; blocked for {self.retry_after} s",
+                f"Too many failed authentications; blocked for {self.retry_after} s",
                 retry_after=self.retry_after,
             )
         return RateLimited(
@@ -125,7 +167,7 @@ def _default_key_prefix() -> str:
 
 
 class RequestRateLimiter:
-    """The process's limiter: a `limits` storage plus the repeated-violator block list."""
+    """The process's limiter: a `limits` storage, sliding window counters and the IP block list."""
 
     def __init__(self, storage_url: str | None = None, *, key_prefix: str | None = None) -> None:
         url = storage_url or get_settings().REDIS_URL
@@ -147,46 +189,123 @@ class RequestRateLimiter:
         else:
             log.warning("rate_limit_memory_storage", reason="REDIS_URL is not set")
             self.storage = MemoryStorage()
-        self.limiter = MovingWindowRateLimiter(self.storage)
+        self.limiter = SlidingWindowCounterRateLimiter(self.storage)
         self._down_until = 0.0
+        self.last_storage_error: tuple[float, str] | None = None
 
     # ------------------------------------------------------------------ public
 
-    def check(self, setting_key: str, identity: str, *, scope: str, server: str) -> Decision:
-        """Count one request of `identity` against `setting_key`'s limits; fail open on errors."""
-        if time.monotonic() < self._down_until:
-            return ALLOWED
-        items = _limits_for(setting_key)
-        try:
-            blocked_for = self._blocked_seconds(identity)
-            if blocked_for > 0:
-                RATE_LIMIT_EXCEEDED_TOTAL.labels(server, "blocked").inc()
-                return Decision(allowed=False, retry_after=blocked_for, blocked=True)
-            for item in items:
-                if self.limiter.hit(item, scope, identity):
-                    continue
-                stats = self.limiter.get_window_stats(item, scope, identity)
-                retry_after = max(1, math.ceil(stats.reset_time - time.time()))
-                RATE_LIMIT_EXCEEDED_TOTAL.labels(server, scope).inc()
-                blocked_for = self._note_violation(identity)
-                if blocked_for > 0:
-                    return Decision(allowed=False, retry_after=blocked_for, blocked=True)
-                return Decision(allowed=False, retry_after=retry_after)
-        except _STORAGE_ERRORS as exc:
-            self._down_until = time.monotonic() + STORAGE_RETRY_INTERVAL
-            RATE_LIMIT_STORAGE_ERRORS_TOTAL.labels(server).inc()
-            log.warning(
-                "rate_limit_storage_unavailable",
-                error=f"{type(exc).__name__}: {exc}",
-                server=server,
-            )
-        return ALLOWED
+    def check(
+        self,
+        setting_key: str,
+        identity: str,
+        *,
+        scope: str,
+        server: str,
+        blockable: bool = False,
+    ) -> Decision:
+        """Count one request of `identity` against `setting_key`'s limits; fail open on errors.
+
+        `blockable` identities (unauthenticated IPs) are refused first while on the block list.
+        """
+        return self._guarded(
+            server, lambda: self._check(setting_key, identity, scope, server, blockable)
+        )
+
+    def note_auth_failure(self, identity: str, *, server: str) -> int:
+        """Count a failed authentication of an unauthenticated `identity`; block seconds or 0."""
+        return self._guarded(server, lambda: self._note_auth_failure(identity), default=0)
+
+    def blocked_seconds(self, identity: str, *, server: str) -> int:
+        """Seconds `identity` stays blocked (0: not blocked, or the storage is down)."""
+        return self._guarded(server, lambda: self._blocked_seconds(identity), default=0)
+
+    def exhausted(self, setting_key: str, identity: str, *, scope: str, server: str) -> Decision:
+        """Refuse when `identity` has no quota left, without counting this request."""
+        return self._guarded(server, lambda: self._test(setting_key, identity, scope, server))
+
+    def count(self, setting_key: str, identity: str, *, scope: str, server: str) -> None:
+        """Count one event of `identity` (e.g. a failed login) without refusing anything."""
+        self._guarded(server, lambda: self._count(setting_key, identity, scope), default=None)
+
+    def probe(self) -> None:
+        """Exercise every storage operation the limiter uses; raises when one fails (`/ready`)."""
+        item = RateLimitItemPerSecond(1_000_000, 60)
+        self.limiter.hit(item, "probe", "ready")
+        self.limiter.get_window_stats(item, "probe", "ready")
+        redis = self._redis()
+        if redis is not None:
+            key = self._key("probe", "ready")
+            redis.set(key, "1", ex=60)
+            redis.ttl(key)
+
+    def storage_failing(self) -> str | None:
+        """The last storage error if it is recent, else None."""
+        if self.last_storage_error is None:
+            return None
+        at, error = self.last_storage_error
+        return error if time.monotonic() - at < STORAGE_ERROR_MEMORY_SECONDS else None
 
     def close(self) -> None:
         if isinstance(self.storage, RedisStorage):
             cast(Any, self.storage.get_connection()).close()
 
-    # ------------------------------------------------------------------ block list
+    # ------------------------------------------------------------------ internals
+
+    def _guarded(self, server: str, action: Callable[[], _T], default: Any = ALLOWED) -> _T:
+        if time.monotonic() < self._down_until:
+            return cast(_T, default)
+        try:
+            return action()
+        except _STORAGE_ERRORS as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._down_until = time.monotonic() + STORAGE_RETRY_INTERVAL
+            self.last_storage_error = (time.monotonic(), error)
+            RATE_LIMIT_STORAGE_ERRORS_TOTAL.labels(server).inc()
+            log.warning("rate_limit_storage_unavailable", error=error, server=server)
+            return cast(_T, default)
+
+    def _quota(self, item: RateLimitItem, scope: str, identity: str) -> Quota:
+        stats = self.limiter.get_window_stats(item, scope, identity)
+        return Quota(
+            policy=scope,
+            limit=item.amount,
+            window=item.get_expiry(),
+            remaining=stats.remaining,
+            reset=max(0, math.ceil(stats.reset_time - time.time())),
+        )
+
+    def _check(
+        self, setting_key: str, identity: str, scope: str, server: str, blockable: bool
+    ) -> Decision:
+        if blockable:
+            blocked_for = self._blocked_seconds(identity)
+            if blocked_for > 0:
+                RATE_LIMIT_EXCEEDED_TOTAL.labels(server, "blocked").inc()
+                return Decision(allowed=False, retry_after=blocked_for, blocked=True)
+        quotas = []
+        for item in _limits_for(setting_key):
+            allowed = self.limiter.hit(item, scope, identity)
+            quota = self._quota(item, scope, identity)
+            quotas.append(quota)
+            if not allowed:
+                RATE_LIMIT_EXCEEDED_TOTAL.labels(server, scope).inc()
+                return Decision(
+                    allowed=False, retry_after=max(1, quota.reset), quotas=tuple(quotas)
+                )
+        return Decision(allowed=True, quotas=tuple(quotas))
+
+    def _test(self, setting_key: str, identity: str, scope: str, server: str) -> Decision:
+        for item in _limits_for(setting_key):
+            if not self.limiter.test(item, scope, identity):
+                quota = self._quota(item, scope, identity)
+                RATE_LIMIT_EXCEEDED_TOTAL.labels(server, scope).inc()
+                return Decision(allowed=False, retry_after=max(1, quota.reset))
+        return ALLOWED
+
+    def _count(self, setting_key: str, identity: str, scope: str) -> None:
+        for item in _limits_for(setting_key):
+            self.limiter.hit(item, scope, identity)
 
     def _redis(self) -> Any | None:
         if isinstance(self.storage, RedisStorage):
@@ -200,28 +319,18 @@ class RequestRateLimiter:
         redis = self._redis()
         if redis is None:
             return 0
-        ttl = int(redis.ttl(self._key("blocked", identity)))
-        return max(ttl, 0)
+        return max(int(redis.ttl(self._key("blocked", identity))), 0)
 
-    def _note_violation(self, identity: str) -> int:
-        """Count a 429 for `identity`; block it when it reaches the threshold. Block seconds or 0."""
+    def _note_auth_failure(self, identity: str) -> int:
         redis = self._redis()
         threshold = int(_setting("RATE_LIMIT_BLOCK_AFTER_VIOLATIONS") or 0)
         if redis is None or threshold <= 0:
             return 0
         window = max(1, int(_setting("RATE_LIMIT_BLOCK_WINDOW_SECONDS") or 1))
-        counter = self._key("violations", identity)
-        pipe = redis.pipeline(transaction=True)
-        pipe.incr(counter)
-        pipe.expire(counter, window, nx=True)
-        count = int(pipe.execute()[0])
-        if count < threshold:
+        if self.limiter.hit(RateLimitItemPerSecond(threshold, window), "auth_failures", identity):
             return 0
         seconds = max(1, int(_setting("RATE_LIMIT_BLOCK_SECONDS") or 1))
-        pipe = redis.pipeline(transaction=True)
-        pipe.set(self._key("blocked", identity), "1", ex=seconds)
-        pipe.delete(counter)
-        pipe.execute()
+        redis.set(self._key("blocked", identity), "1", ex=seconds)
         log.warning("rate_limit_client_blocked", identity=identity, seconds=seconds)
         return seconds
 
@@ -261,6 +370,15 @@ def reset_rate_limiter(storage_url: str | None = None, *, key_prefix: str | None
             log.debug("rate_limit_close_failed", error=str(exc))
 
 
+def limiter_health() -> None:
+    """Raise when the limiter's storage fails now or failed recently (`/ready`, `jivapay up`)."""
+    limiter = get_rate_limiter()
+    recent = limiter.storage_failing()
+    limiter.probe()
+    if recent is not None:
+        raise RuntimeError(f"rate limiter storage failed recently: {recent}")
+
+
 # ---------------------------------------------------------------------- keys
 
 
@@ -277,87 +395,225 @@ def _principal_key(user_id: object, role: object) -> str:
     return f"principal:{role}:{user_id}" if role else f"principal:{user_id}"
 
 
+def store_identity(store_id: object) -> str:
+    """The limiter identity of an authenticated store."""
+    return f"store:{store_id}"
+
+
+def account_identity(login: str) -> str:
+    """The limiter identity of a login name (case-insensitive, never stored in clear)."""
+    return f"account:{_digest(login.strip().lower())}"
+
+
 def _token_principal(headers: Headers) -> str | None:
     """The bearer token's user if the token verifies (the middleware runs before auth)."""
     auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    from jivapay import security
+    from jivapay.security import decode_access_token
 
-    decode = getattr(security, "decode_access_token", None)
-    if decode is None:
-        return None
     try:
-        claims = decode(token.strip())
+        claims = decode_access_token(token.strip())
     except Exception:
         return None
-    if isinstance(claims, dict):
-        user_id, role = claims.get("sub"), claims.get("role")
-    else:
-        user_id = getattr(claims, "user_id", None) or getattr(claims, "sub", None)
-        role = getattr(claims, "role", None)
-    return _principal_key(user_id, role) if user_id not in (None, "") else None
-
-
-def _store_key(headers: Headers) -> str | None:
-    api_key = headers.get("x-api-key", "").strip()
-    return f"store:{_digest(api_key)}" if api_key else None
+    return _principal_key(claims.user_id, claims.role)
 
 
 def default_identity(scope: Scope) -> str:
-    """Who the default limit counts: token subject, else store API key, else client IP."""
-    headers = Headers(scope=scope)
-    return _token_principal(headers) or _store_key(headers) or _client_ip(scope)
-
-
-def _principal_identity(request: Request) -> str | None:
-    principal = getattr(request.state, "principal", None)
-    user_id = getattr(principal, "user_id", None)
-    if user_id is not None:
-        return _principal_key(user_id, getattr(principal, "role", None))
-    return _token_principal(request.headers)
-
-
-def identity_for(request: Request, kind: KeyKind) -> str:
-    if kind is KeyKind.PRINCIPAL:
-        return _principal_identity(request) or _client_ip(request.scope)
-    if kind is KeyKind.STORE:
-        return _store_key(request.headers) or _client_ip(request.scope)
-    return _client_ip(request.scope)
+    """Who the default limit counts: the verified token's subject, else the client IP."""
+    return _token_principal(Headers(scope=scope)) or _client_ip(scope)
 
 
 def _server_of(request: Request) -> str:
     return str(getattr(request.app.state, "server_name", "unknown"))
 
 
-# ---------------------------------------------------------------------- FastAPI dependency
+def _record(scope: Scope, decision: Decision) -> None:
+    if decision.quotas:
+        scope.setdefault("state", {}).setdefault(QUOTAS_STATE, []).extend(decision.quotas)
 
 
-def rate_limit(setting_key: str, key: KeyKind | str = KeyKind.IP) -> Callable[[Request], None]:
-    """A dependency enforcing the limit in setting `setting_key`, keyed by IP, principal or store."""
+def _enforce(
+    request: Request, setting_key: str, identity: str, *, scope: str, blockable: bool = False
+) -> None:
+    server = _server_of(request)
+    decision = get_rate_limiter().check(
+        setting_key, identity, scope=scope, server=server, blockable=blockable
+    )
+    _record(request.scope, decision)
+    if not decision.allowed:
+        raise decision.error()
+
+
+# ---------------------------------------------------------------------- store authentication hooks
+
+
+def store_authenticated(request: Request, store_id: object) -> None:
+    """After a store's signature verified: count the request against `RATE_LIMIT_GATEWAY`."""
+    _enforce(request, GATEWAY_SETTING, store_identity(store_id), scope="gateway")
+
+
+def store_authentication_failed(request: Request) -> None:
+    """After store authentication failed: count by IP, note the failure; raise when refused."""
+    identity = _client_ip(request.scope)
+    server = _server_of(request)
+    limiter = get_rate_limiter()
+    blocked = limiter.blocked_seconds(identity, server=server)
+    if blocked == 0:
+        blocked = limiter.note_auth_failure(identity, server=server)
+    if blocked > 0:
+        raise Decision(allowed=False, retry_after=blocked, blocked=True).error()
+    _enforce(request, DEFAULT_SETTING, identity, scope="default")
+
+
+# ---------------------------------------------------------------------- FastAPI dependencies
+
+
+def rate_limit(setting_key: str, key: KeyKind | str = KeyKind.IP) -> Callable[..., None]:
+    """A dependency enforcing the limit in setting `setting_key`, keyed by IP, principal or store.
+
+    `store` counts the authenticated store (it depends on `get_current_store`, so an unverified
+    `X-API-Key` never reaches a store's quota).
+    """
     get_spec(setting_key)  # an unknown setting fails at import time, not on the first request
     kind = KeyKind(key)
+    scope_name = setting_key.removeprefix("RATE_LIMIT_").lower()
+
+    if kind is KeyKind.STORE:
+        from jivapay.api_routers.auth import get_current_store
+
+        def enforce_store_limit(request: Request, store: Any) -> None:
+            _enforce(request, setting_key, store_identity(store.store_id), scope=scope_name)
+
+        enforce_store_limit.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [
+                inspect.Parameter(
+                    "request", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=Request
+                ),
+                inspect.Parameter(
+                    "store",
+                    inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                    annotation=Annotated[Any, Depends(get_current_store)],
+                ),
+            ]
+        )
+        enforce_store_limit.__name__ = f"rate_limit_{scope_name}"
+        return enforce_store_limit
 
     def enforce_rate_limit(request: Request) -> None:
-        decision = get_rate_limiter().check(
-            setting_key,
-            identity_for(request, kind),
-            scope=setting_key,
-            server=_server_of(request),
-        )
-        if not decision.allowed:
-            raise decision.error()
+        if kind is KeyKind.PRINCIPAL:
+            principal = getattr(request.state, "principal", None)
+            identity = (
+                _principal_key(principal.user_id, principal.role)
+                if principal is not None
+                else default_identity(request.scope)
+            )
+        else:
+            identity = _client_ip(request.scope)
+        _enforce(request, setting_key, identity, scope=scope_name, blockable=kind is KeyKind.IP)
 
-    enforce_rate_limit.__name__ = f"rate_limit_{setting_key.lower()}"
+    enforce_rate_limit.__name__ = f"rate_limit_{scope_name}"
     return enforce_rate_limit
+
+
+async def _login_name(request: Request) -> str | None:
+    """The account a login request names (form `username`, or JSON `email`), if readable."""
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            value = (await request.form()).get("username")
+        else:
+            body = json.loads(await request.body())
+            value = body.get("email") if isinstance(body, dict) else None
+    except Exception:
+        return None
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def login_rate_limit() -> Callable[[Request], AsyncIterator[None]]:
+    """Login routes: `RATE_LIMIT_LOGIN` per IP on every attempt and per account on failures."""
+    get_spec(LOGIN_SETTING)
+
+    async def enforce_login_limit(request: Request) -> AsyncIterator[None]:
+        server = _server_of(request)
+        await anyio.to_thread.run_sync(
+            lambda: _enforce(request, LOGIN_SETTING, _client_ip(request.scope), scope="login")
+        )
+        login = await _login_name(request)
+        account = account_identity(login) if login else None
+        if account is not None:
+            decision = await anyio.to_thread.run_sync(
+                lambda: get_rate_limiter().exhausted(
+                    LOGIN_SETTING, account, scope="login_failures", server=server
+                )
+            )
+            if not decision.allowed:
+                raise decision.error()
+        try:
+            yield
+        except AuthenticationFailed:
+            if account is not None:
+                await anyio.to_thread.run_sync(
+                    lambda: get_rate_limiter().count(
+                        LOGIN_SETTING, account, scope="login_failures", server=server
+                    )
+                )
+            raise
+
+    return enforce_login_limit
 
 
 # ---------------------------------------------------------------------- ASGI middleware
 
+STORE_ROUTES_STATE = "store_authenticated_routes"
+
+
+def store_authenticated_routes(routers: Sequence[APIRouter]) -> tuple[APIRoute, ...]:
+    """The routes of `routers` that authenticate a store by signature (`get_current_store`)."""
+    from jivapay.api_routers.auth import get_current_store
+
+    def uses_store_auth(route: APIRoute) -> bool:
+        stack = [route.dependant]
+        while stack:
+            dependant = stack.pop()
+            if dependant.call is get_current_store:
+                return True
+            stack.extend(dependant.dependencies)
+        return False
+
+    return tuple(
+        route
+        for router in routers
+        for route in router.routes
+        if isinstance(route, APIRoute) and uses_store_auth(route)
+    )
+
+
+def _authenticates_store(scope: Scope) -> bool:
+    """Whether this request goes to a route that authenticates a store by signature."""
+    state = getattr(scope.get("app"), "state", None)
+    routes: Sequence[APIRoute] = getattr(state, STORE_ROUTES_STATE, ())
+    return any(route.matches(scope)[0] is Match.FULL for route in routes)
+
+
+def rate_limit_headers(quotas: list[Quota]) -> dict[str, str]:
+    """The IETF `RateLimit-Policy` and `RateLimit` fields of the quotas a request used."""
+    latest: dict[str, Quota] = {}
+    for quota in quotas:
+        latest[f"{quota.policy}/{quota.window}"] = quota
+    if not latest:
+        return {}
+    return {
+        "RateLimit-Policy": ", ".join(q.policy_item() for q in latest.values()),
+        "RateLimit": ", ".join(q.limit_item() for q in latest.values()),
+    }
+
 
 class RateLimitMiddleware:
-    """Applies `RATE_LIMIT_DEFAULT` to every request except the exempt paths (pure ASGI)."""
+    """Counts each request before routing (principal or IP), except on store-signed gateway routes,
+    which count once the signature verifies. Adds the `RateLimit` fields and notes 401s of
+    unauthenticated callers for the block list (pure ASGI)."""
 
     def __init__(
         self,
@@ -377,12 +633,42 @@ class RateLimitMiddleware:
         if scope["type"] != "http" or self._exempt(scope):
             await self.app(scope, receive, send)
             return
-        identity = default_identity(scope)
-        # The check is blocking I/O (Redis, and the settings cache on a miss): keep it off the loop.
-        decision = await anyio.to_thread.run_sync(self._check, identity)
-        if decision.allowed:
-            await self.app(scope, receive, send)
+        state = scope.setdefault("state", {})
+        quotas: list[Quota] = state.setdefault(QUOTAS_STATE, [])
+        principal = _token_principal(Headers(scope=scope))
+        unauthenticated_ip = None
+        if principal is not None:
+            decision = await anyio.to_thread.run_sync(self._check, principal, False)
+        elif _authenticates_store(scope):
+            decision = ALLOWED  # counted by `store_authenticated` / `store_authentication_failed`
+        else:
+            unauthenticated_ip = _client_ip(scope)
+            decision = await anyio.to_thread.run_sync(self._check, unauthenticated_ip, True)
+        quotas.extend(decision.quotas)
+        if not decision.allowed:
+            await self._refuse(scope, receive, send, decision, quotas)
             return
+
+        failed_auth = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal failed_auth
+            if message["type"] == "http.response.start":
+                failed_auth = message["status"] == 401
+                headers = MutableHeaders(scope=message)
+                for name, value in rate_limit_headers(quotas).items():
+                    headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+        if failed_auth and unauthenticated_ip is not None:
+            await anyio.to_thread.run_sync(
+                lambda: get_rate_limiter().note_auth_failure(unauthenticated_ip, server=self.server)
+            )
+
+    async def _refuse(
+        self, scope: Scope, receive: Receive, send: Send, decision: Decision, quotas: list[Quota]
+    ) -> None:
         error = decision.error()
         state = scope.get("state") or {}
         response = problem_response(
@@ -391,15 +677,15 @@ class RateLimitMiddleware:
             title=error.title,
             detail=error.message,
             instance=scope.get("path"),
-            headers={"Retry-After": str(decision.retry_after)},
+            headers={"Retry-After": str(decision.retry_after), **rate_limit_headers(quotas)},
             request_id=state.get("request_id"),
             retry_after=decision.retry_after,
         )
         await response(scope, receive, send)
 
-    def _check(self, identity: str) -> Decision:
+    def _check(self, identity: str, blockable: bool) -> Decision:
         return get_rate_limiter().check(
-            self.setting_key, identity, scope="default", server=self.server
+            self.setting_key, identity, scope="default", server=self.server, blockable=blockable
         )
 
     def _exempt(self, scope: Scope) -> bool:

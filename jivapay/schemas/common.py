@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     PlainSerializer,
     WithJsonSchema,
+    model_validator,
 )
 
 from jivapay.money import MAX_CRYPTO, MAX_FIAT
@@ -81,10 +82,36 @@ FiatLimitIn = Annotated[Decimal, _STRICT, _places(2), Field(ge=0, le=MAX_FIAT), 
 """A non-negative fiat limit (a lower limit may be 0), at most 2 places."""
 
 
+def _contains_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_contains_nul(v) for v in value)
+    return False
+
+
+def refuse_nul(data: Any) -> Any:
+    """A body must be a JSON object without a NUL character anywhere (PostgreSQL text cannot hold
+    it). FastAPI validates bodies from attributes too, so `1.5` would otherwise pass as `{}`."""
+    if not isinstance(data, dict | BaseModel):
+        raise ValueError("must be a JSON object")
+    if _contains_nul(data):
+        raise ValueError("text must not contain NUL characters")
+    return data
+
+
 class RequestBody(BaseModel):
-    """Base of every request body: unknown fields are refused (422), strings are not coerced."""
+    """Base of every request body: unknown fields are refused (422), strings are not coerced,
+    NUL characters are refused."""
 
     model_config = ConfigDict(extra="forbid", strict=False, str_strip_whitespace=False)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return refuse_nul(data)
 
 
 class ReasonIn(RequestBody):

@@ -1,10 +1,10 @@
-"""Request and response shapes of the public gateway.
+r"""Request and response shapes of the public gateway.
 
-Requests forbid unknown fields. Money is accepted as a JSON string or a JSON number and never goes
-through a float: the gateway's routes parse JSON numbers straight into `Decimal`
-(`api_routers.gateway.router.LosslessJSONRoute`), and a float that reaches a model anyway is
-refused. Places and ranges are checked by the service with `jivapay.money`, so "1234.567" is an
-error, never a rounding. Responses write money as plain decimal strings ("0.00000001", never "1E-8").
+Requests forbid unknown fields and NUL characters. Money is accepted as an ASCII decimal string
+(`^[0-9]+(\.[0-9]{1,N})?$`) or an exact JSON number and never goes through a float: the gateway's
+routes parse JSON numbers straight into `Decimal` (`api_routers.gateway.router.LosslessJSONRoute`);
+"1_500", "+1500", "1e3", " 1500 " or non-ASCII digits are 422 (`schemas.common.FiatAmountIn`/
+`CryptoAmountIn`), and so is "1234.567": an error, never a rounding. Responses write money as plain decimal strings ("0.00000001", never "1E-8").
 """
 
 from __future__ import annotations
@@ -14,30 +14,34 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
+import httpx
 from pydantic import (
     AfterValidator,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     PlainSerializer,
+    model_validator,
 )
 
 from jivapay.enums import OrderType
+from jivapay.schemas.common import CryptoAmountIn, FiatAmountIn, refuse_nul
 from jivapay.schemas.documents import DocumentRead
 
 MAX_URL_LENGTH = 2000
 
 
-def _no_float(value: Any) -> Any:
-    if isinstance(value, bool | float):
-        raise ValueError("amounts must be decimal strings or exact JSON numbers")
-    return value
-
-
 def _http_url(value: str) -> str:
     if not value.lower().startswith(("http://", "https://")):
         raise ValueError("must be an http(s) URL")
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        raise ValueError("must not contain whitespace or control characters")
+    try:
+        host = httpx.URL(value).host  # the callback client's own parser (IDNA hosts included)
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"is not a valid URL: {exc}") from None
+    if not host:
+        raise ValueError("must have a host")
     return value
 
 
@@ -45,7 +49,6 @@ def _ip_address(value: str) -> str:
     return str(ipaddress.ip_address(value))
 
 
-MoneyIn = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan=False)]
 MoneyOut = Annotated[
     Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json")
 ]
@@ -56,6 +59,11 @@ Code = Annotated[str, Field(min_length=1, max_length=50)]
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        return refuse_nul(data)
 
 
 # --------------------------------------------------------------------------- requests
@@ -82,14 +90,14 @@ class _IntakeCreate(_Request):
 class PayInCreate(_IntakeCreate):
     """A PayIn: the payer will pay `amount_fiat` to a trader's requisite."""
 
-    amount_fiat: MoneyIn = Field(examples=["1500.00"])
+    amount_fiat: FiatAmountIn = Field(examples=["1500.00"])
 
 
 class PayOutCreate(_IntakeCreate):
     """A PayOut: exactly one of `amount_fiat` / `amount_crypto`; method, bank and beneficiary."""
 
-    amount_fiat: MoneyIn | None = Field(default=None, examples=["1500.00"])
-    amount_crypto: MoneyIn | None = Field(default=None, examples=["15.5"])
+    amount_fiat: FiatAmountIn | None = Field(default=None, examples=["1500.00"])
+    amount_crypto: CryptoAmountIn | None = Field(default=None, examples=["15.5"])
     beneficiary: Beneficiary | None = None
 
 

@@ -23,12 +23,22 @@ from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DataError
 from starlette.types import ASGIApp
 
 from jivapay.api_routers.common.health import health_router
+from jivapay.api_routers.responses import document_problems
+from jivapay.config import get_settings
 from jivapay.enums import Role, ServerName
-from jivapay.middleware.rate_limiting import KeyKind, RateLimitMiddleware, rate_limit
+from jivapay.middleware.input_guard import InputGuardMiddleware, database_data_error
+from jivapay.middleware.rate_limiting import (
+    STORE_ROUTES_STATE,
+    RateLimitMiddleware,
+    login_rate_limit,
+    store_authenticated_routes,
+)
 from jivapay.middleware.request_context import RequestContextMiddleware
+from jivapay.middleware.security_headers import SecurityHeadersMiddleware
 from jivapay.servers.exception_handlers import register_exception_handlers
 from jivapay.utils.logging import configure_logging
 from jivapay.utils.notifications import init_sentry
@@ -115,7 +125,7 @@ def _role_routes(app: FastAPI, role: Role) -> None:
 
     app.include_router(
         login_router(role),
-        dependencies=[Depends(rate_limit("RATE_LIMIT_LOGIN", key=KeyKind.IP))],
+        dependencies=[Depends(login_rate_limit(), scope="function")],
     )
     app.include_router(me_router(role))
 
@@ -128,24 +138,35 @@ def build_app(
 ) -> FastAPI:
     """The ASGI app of one server: shared plumbing, then `routers` (role-guarded on role servers)."""
     server = ServerName(str(role))
+    settings = get_settings()
+    docs = (
+        settings.DOCS_ENABLED if settings.DOCS_ENABLED is not None else not settings.is_production
+    )
     app = JivaPayAPI(
         title=title or _TITLES[server],
         version="0.1.0",
         lifespan=_lifespan(server),
         docs_url=None,  # served by `_offline_docs`, without a CDN
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url="/openapi.json" if docs else None,
     )
     app.server_name = server.value
     app.state.server_name = server.value
+    document_problems(app)
     register_exception_handlers(app)
+    app.add_exception_handler(DataError, database_data_error)
     app.add_middleware(RateLimitMiddleware, server=server.value)
-    app.include_router(health_router(server.value))
-    _offline_docs(app)
+    app.add_middleware(InputGuardMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware)
+    app.include_router(health_router(server.value, metrics=settings.METRICS_PORT is None))
+    if docs:
+        _offline_docs(app)
 
     if server is ServerName.GATEWAY:
         for router in routers:
             app.include_router(router)
+        # The limiter counts these only once the store's signature verifies.
+        setattr(app.state, STORE_ROUTES_STATE, store_authenticated_routes(routers))
         return app
 
     from jivapay.api_routers.auth import require_role

@@ -78,8 +78,8 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(exc.retry_after)
-    if exc.status_code == 401:
-        headers["WWW-Authenticate"] = "Bearer"
+    if exc.status_code == 401 and not getattr(request.state, "authenticates_store", False):
+        headers["WWW-Authenticate"] = "Bearer"  # not for store HMAC signatures: no such scheme
     detail = exc.message
     public_extra = {k: v for k, v in exc.extra.items() if k != "internal"}
     if exc.status_code >= 500:

@@ -110,10 +110,13 @@ class _GuardedTransport(httpx.HTTPTransport):
 
 def url_problem(url: str) -> str | None:
     """Why `url` can never be called (scheme, host), or None when it is well formed."""
+    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in url):
+        return "callback URL contains whitespace or control characters"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
+        httpx.URL(url)  # the client's own parser: an invalid international host fails here
+    except (ValueError, httpx.InvalidURL):
         return "callback URL is malformed"
     if parts.scheme.lower() not in ("http", "https"):
         return "callback URL must use http or https"
@@ -171,6 +174,8 @@ def send(
     except httpx.TimeoutException as exc:
         error = f"timed out after {timeout:g} s ({type(exc).__name__})"
     except httpx.HTTPError as exc:
+        error = _error_text(exc)
+    except Exception as exc:  # anything else is a failed attempt too, never a crashed worker
         error = _error_text(exc)
     duration_ms = int((time.monotonic() - started) * 1000)
     if error is None and status is not None and 300 <= status < 400:

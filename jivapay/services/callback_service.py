@@ -205,6 +205,13 @@ def claim_delivery(
         row.last_error = "no callback URL"
         session.flush()
         return DeliveryOutcome(delivery_id, row.status, error=row.last_error)
+    max_attempts = runtime_settings(session).CALLBACK_MAX_ATTEMPTS
+    if row.attempt_count >= max_attempts:  # whatever re-queued it, the limit holds
+        row.status = CallbackStatus.FAILED.value
+        row.next_attempt_at = None
+        row.last_error = f"gave up after {row.attempt_count} attempts"
+        session.flush()
+        return DeliveryOutcome(delivery_id, row.status, error=row.last_error)
     row.attempt_count += 1
     row.next_attempt_at = now + timedelta(seconds=lease_seconds)
     session.flush()

@@ -2,8 +2,11 @@
 in S3, recording it, attaching it to an order transition, and handing out short-lived read URLs.
 
 Checks, before anything is written: not empty, at most `RECEIPT_MAX_BYTES` (413 `file_too_large`),
-and a JPEG, PNG or PDF by the file's own first bytes (415 `unsupported_file_type`); the type and name
-a client declares are ignored. Keys are `receipts/{order_public_id}/{uuid4}.{ext}`, never derived
+and a JPEG, PNG or PDF by the file's own first bytes (415 `unsupported_file_type`) that decodes
+whole as that type: Pillow loads every pixel of an image (at most `MAX_IMAGE_PIXELS`), pypdf parses
+a PDF with limits (pages, objects, bytes per decompressed stream) and refuses scripts, actions and
+attachments (415 `invalid_file`/`active_content`). The type and name a client declares are ignored;
+downloads are always `Content-Disposition: attachment` with the verified type. Keys are `receipts/{order_public_id}/{uuid4}.{ext}`, never derived
 from the client's file name.
 
 Order of operations, so that a failure changes nothing:
@@ -28,6 +31,7 @@ store by API key, and the payer, through the order's public id, for the payer's 
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -59,6 +63,10 @@ log = structlog.get_logger(__name__)
 
 KEY_PREFIX = "receipts"
 URL_TTL_SECONDS = 300
+MAX_IMAGE_PIXELS = 40_000_000  # a 40-megapixel photo of a receipt is plenty
+MAX_PDF_PAGES = 50
+MAX_PDF_OBJECTS = 20_000
+MAX_PDF_STREAM_BYTES = 20 * 1024 * 1024
 MAX_FILES_PER_REQUEST = 5
 
 # (leading bytes, content type, extension): the only formats accepted.
@@ -128,13 +136,91 @@ def detect_file_type(data: bytes) -> tuple[str, str]:
 
 
 def validate_upload(data: bytes, *, max_bytes: int | None = None) -> tuple[str, str]:
-    """Refuse an empty, oversize or unsupported file; returns (content type, extension)."""
+    """Refuse an empty, oversize, unsupported or undecodable file; (content type, extension)."""
     limit = max_upload_bytes() if max_bytes is None else max_bytes
     if not data:
         raise ValidationFailed("the file is empty", code="empty_file")
     if len(data) > limit:
         raise FileTooLarge(f"the file is larger than {limit} bytes", extra={"max_bytes": limit})
-    return detect_file_type(data)
+    content_type, ext = detect_file_type(data)
+    if content_type == "application/pdf":
+        _verify_pdf(data)
+    else:
+        _verify_image(data, content_type)
+    return content_type, ext
+
+
+def _undecodable(kind: str) -> UnsupportedFileType:
+    return UnsupportedFileType(f"the file is not a valid {kind}", code="invalid_file")
+
+
+def _verify_image(data: bytes, content_type: str) -> None:
+    """The whole image decodes as the type its first bytes claim, within a pixel budget."""
+    from PIL import Image
+
+    expected = {"image/jpeg": "JPEG", "image/png": "PNG"}[content_type]
+    try:
+        with Image.open(io.BytesIO(data), formats=[expected]) as image:
+            if image.width * image.height > MAX_IMAGE_PIXELS:
+                raise _undecodable("image of a sensible size")
+            image.load()  # decodes every pixel: a truncated or forged body fails here
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise _undecodable(expected) from exc
+
+
+# PDF keys that run code or carry other files: a receipt needs none of them.
+_PDF_ACTIVE_KEYS = frozenset(
+    {"/JS", "/JavaScript", "/Launch", "/EmbeddedFile", "/EmbeddedFiles", "/RichMedia", "/XFA"}
+)
+
+
+def _verify_pdf(data: bytes) -> None:
+    """A PDF that parses within limits, every page's content decodes, and nothing active inside."""
+    import pypdf
+    from pypdf import filters
+    from pypdf.errors import PyPdfError
+    from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
+
+    # Decompression bombs stop at this many bytes per stream instead of filling memory.
+    filters.ZLIB_MAX_OUTPUT_LENGTH = MAX_PDF_STREAM_BYTES
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if len(reader.pages) > MAX_PDF_PAGES:
+            raise _undecodable(f"receipt (more than {MAX_PDF_PAGES} pages)")
+        seen: set[int] = set()
+        stack: list[object] = [reader.trailer]
+        visited = 0
+        while stack:
+            node = stack.pop()
+            visited += 1
+            if visited > MAX_PDF_OBJECTS:
+                raise _undecodable("receipt (too many objects)")
+            if isinstance(node, IndirectObject):
+                if node.idnum in seen:
+                    continue
+                seen.add(node.idnum)
+                stack.append(node.get_object())
+            elif isinstance(node, DictionaryObject):
+                if _PDF_ACTIVE_KEYS.intersection(node.keys()):
+                    raise UnsupportedFileType(
+                        "PDFs with scripts, actions or attachments are refused",
+                        code="active_content",
+                    )
+                if node.get("/S") in ("/JavaScript", "/Launch"):
+                    raise UnsupportedFileType(
+                        "PDFs with scripts or actions are refused", code="active_content"
+                    )
+                stack.extend(node.values())
+            elif isinstance(node, ArrayObject):
+                stack.extend(node)
+        for page in reader.pages:
+            contents = page.get_contents()  # decodes the page's streams (within the limit)
+            if contents is not None:
+                contents.get_data()
+    except UnsupportedFileType:
+        raise
+    except (PyPdfError, OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        raise _undecodable("PDF") from exc
 
 
 def object_key(order_public_id: str, ext: str) -> str:
@@ -336,9 +422,11 @@ def dispute_with_evidence(
 # --------------------------------------------------------------------------- reading
 
 
-def _signed(key: str) -> str | None:
+def _signed(key: str, content_type: str | None = None) -> str | None:
     try:
-        return s3_client.presigned_url(key, expires_seconds=URL_TTL_SECONDS)
+        return s3_client.presigned_url(
+            key, expires_seconds=URL_TTL_SECONDS, content_type=content_type
+        )
     except JivaPayException as exc:  # a view must still render when storage is misconfigured
         log.warning("document_url_unavailable", key=key, error=exc.message)
         return None
@@ -348,7 +436,7 @@ def _view(row: UploadedDocument) -> DocumentView:
     return DocumentView(
         id=row.id,
         kind=DocumentKind(row.kind),
-        url=_signed(row.s3_key),
+        url=_signed(row.s3_key, row.content_type),
         content_type=row.content_type,
         size=row.size_bytes,
         sha256=row.sha256,
@@ -397,4 +485,6 @@ def document_url(session: Session, *, document_id: int, viewer: Viewer) -> str:
     doc = session.get(UploadedDocument, document_id)
     if doc is None or not _may_read(session, viewer, doc):
         raise NotFound("document not found")
-    return s3_client.presigned_url(doc.s3_key, expires_seconds=URL_TTL_SECONDS)
+    return s3_client.presigned_url(
+        doc.s3_key, expires_seconds=URL_TTL_SECONDS, content_type=doc.content_type
+    )

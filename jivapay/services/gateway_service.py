@@ -684,12 +684,19 @@ def confirm_by_payer(
     session: Session, *, public_id: str, receipt: FileUpload | None = None
 ) -> PayerConfirmView:
     """The payer says the PayIn is paid, with the receipt the store may require."""
+    # Only a PayIn can be confirmed by its payer: any other id is 404 before anything runs.
     store_id = session.scalar(
-        select(OrderHistory.store_id).where(OrderHistory.public_id == public_id)
+        select(OrderHistory.store_id).where(
+            OrderHistory.public_id == public_id,
+            OrderHistory.order_type == OrderType.PAYIN.value,
+        )
     )
     if store_id is None:
         incoming = session.scalars(
-            select(IncomingOrder).where(IncomingOrder.public_id == public_id)
+            select(IncomingOrder).where(
+                IncomingOrder.public_id == public_id,
+                IncomingOrder.order_type == OrderType.PAYIN.value,
+            )
         ).first()
         if incoming is None:
             raise NotFound("order not found")

@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from jivapay import task_names
@@ -45,12 +46,15 @@ def callback_payload(
     order: OrderHistory | None,
     status: str,
     at: datetime,
+    sequence: int | None = None,
 ) -> dict[str, Any]:
     """The JSON body merchants receive for a status change."""
     return {
         "id": event_id,
         "type": f"order.{status}",
         "created_at": at.isoformat(),
+        # 1, 2, 3 ... per order: deliveries can arrive out of order, merchants keep the highest.
+        "sequence": sequence,
         "data": {
             "order_id": incoming.public_id,
             "merchant_order_id": incoming.merchant_order_id,
@@ -90,8 +94,23 @@ def record_status_change(
     url = incoming.callback_url or (store.callback_url if store else None)
     disabled = url is None or (store is not None and store.callbacks_disabled_at is not None)
     event_id = f"evt_{uuid.uuid4().hex}"
+    # Status changes of one order are serialised by its row lock, so the count is this change's.
+    sequence = 1 + int(
+        session.scalar(
+            select(func.count())
+            .select_from(CallbackDelivery)
+            .where(CallbackDelivery.incoming_order_id == incoming.id)
+        )
+        or 0
+    )
     payload = callback_payload(
-        session, event_id=event_id, incoming=incoming, order=order, status=status, at=at
+        session,
+        event_id=event_id,
+        incoming=incoming,
+        order=order,
+        status=status,
+        at=at,
+        sequence=sequence,
     )
     delivery = CallbackDelivery(
         event_id=event_id,

@@ -53,7 +53,7 @@ from jivapay.schemas.admin import (
 from jivapay.schemas.common import Page
 from jivapay.services import reference_data
 from jivapay.services.audit_logger import log_event
-from jivapay.utils.config_loader import get_typed_config_value
+from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import DuplicateObject, NotFound, ValidationFailed
 
 
@@ -246,7 +246,7 @@ def update_row(
 def list_rates(session: Session, *, now: datetime | None = None) -> list[ExchangeRateRead]:
     """Every pair's rate with its age and whether intake would refuse it as stale."""
     at = now or utcnow()
-    max_age = int(get_typed_config_value("EXCHANGE_RATE_MAX_AGE_SECONDS", session))
+    max_age = runtime_settings(session).EXCHANGE_RATE_MAX_AGE_SECONDS
     rows = session.execute(
         select(ExchangeRate, CryptoCurrency.code, FiatCurrency.code)
         .join(CryptoCurrency, CryptoCurrency.id == ExchangeRate.crypto_currency_id)

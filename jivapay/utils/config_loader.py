@@ -69,12 +69,28 @@ SETTINGS: dict[str, SettingSpec] = {
         _s("EXCHANGE_RATE_MAX_CHANGE_PERCENT", _T.DECIMAL, Decimal("50"), "Larger jumps refused."),
         _s("IDEMPOTENCY_KEY_TTL_HOURS", _T.INT, 24, "How long gateway idempotency keys live."),
         # Rate limiting
-        _s("RATE_LIMIT_DEFAULT", _T.STR, "100/minute", "Default limit per client on every route."),
+        _s("RATE_LIMIT_DEFAULT", _T.STR, "600/minute", "Limit per principal, else per IP."),
+        _s("RATE_LIMIT_GATEWAY", _T.STR, "6000/minute", "Limit per store on every gateway route."),
         _s("RATE_LIMIT_GATEWAY_INIT", _T.STR, "600/minute", "Limit per store on order intake."),
-        _s("RATE_LIMIT_LOGIN", _T.STR, "10/minute", "Limit per IP on login routes."),
-        _s("RATE_LIMIT_BLOCK_AFTER_VIOLATIONS", _T.INT, 50, "429s in the window before a block."),
-        _s("RATE_LIMIT_BLOCK_WINDOW_SECONDS", _T.INT, 600, "Window in which 429s are counted."),
-        _s("RATE_LIMIT_BLOCK_SECONDS", _T.INT, 900, "How long a repeated violator is blocked."),
+        _s(
+            "RATE_LIMIT_LOGIN",
+            _T.STR,
+            "10/minute",
+            "Login limit per IP, and per account on failures.",
+        ),
+        _s(
+            "RATE_LIMIT_BLOCK_AFTER_VIOLATIONS",
+            _T.INT,
+            50,
+            "Auth failures of an IP before a block.",
+        ),
+        _s("RATE_LIMIT_BLOCK_WINDOW_SECONDS", _T.INT, 600, "Window in which auth failures count."),
+        _s(
+            "RATE_LIMIT_BLOCK_SECONDS",
+            _T.INT,
+            900,
+            "How long a failing unauthenticated IP is blocked.",
+        ),
         # Callbacks and documents
         _s("CALLBACK_MAX_ATTEMPTS", _T.INT, 10, "Delivery attempts before a callback fails."),
         _s("CALLBACK_TIMEOUT_SECONDS", _T.INT, 10, "Timeout of one callback request."),
@@ -177,6 +193,7 @@ class RuntimeSettings:
     EXCHANGE_RATE_MAX_CHANGE_PERCENT: Decimal
     IDEMPOTENCY_KEY_TTL_HOURS: int
     RATE_LIMIT_DEFAULT: str
+    RATE_LIMIT_GATEWAY: str
     RATE_LIMIT_GATEWAY_INIT: str
     RATE_LIMIT_LOGIN: str
     RATE_LIMIT_BLOCK_AFTER_VIOLATIONS: int

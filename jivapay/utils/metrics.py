@@ -7,7 +7,16 @@ labelled by `server` instead of being created per app. Route labels are path tem
 
 from __future__ import annotations
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Histogram, generate_latest
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
 
 HTTP_REQUESTS_TOTAL = Counter(
     "http_requests_total",
@@ -35,6 +44,18 @@ RATE_LIMIT_EXCEEDED_TOTAL = Counter(
 )
 
 
+def metrics_registry() -> CollectorRegistry:
+    """What to expose: with `PROMETHEUS_MULTIPROC_DIR` set (`serve --workers N`), the sum of every
+    worker process's metrics; else this process's registry."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
+
+
 def render_latest() -> tuple[bytes, str]:
-    """The default registry in the Prometheus text format, with its content type."""
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    """The metrics in the Prometheus text format, with its content type."""
+    return generate_latest(metrics_registry()), CONTENT_TYPE_LATEST

@@ -134,6 +134,8 @@ def upload_file(
             Key=object_name,
             Body=data,
             ContentType=content_type,
+            # Browsers save receipts instead of rendering them in the bucket's origin.
+            ContentDisposition="attachment",
             Metadata={"sha256": digest},
         )
     return UploadResult(
@@ -146,15 +148,26 @@ def upload_file(
     )
 
 
-def presigned_url(object_name: str, *, expires_seconds: int = DEFAULT_URL_TTL_SECONDS) -> str:
-    """A URL that lets its holder GET the object for `expires_seconds` (signed locally, no call)."""
+def presigned_url(
+    object_name: str,
+    *,
+    expires_seconds: int = DEFAULT_URL_TTL_SECONDS,
+    content_type: str | None = None,
+) -> str:
+    """A URL that lets its holder GET the object for `expires_seconds` (signed locally, no call).
+
+    The answer is always a download (`Content-Disposition: attachment`), with `content_type` when
+    given, whatever the object's stored metadata says."""
     ttl = max(1, min(int(expires_seconds), MAX_URL_TTL_SECONDS))
+    params = {
+        "Bucket": bucket_name(),
+        "Key": object_name,
+        "ResponseContentDisposition": f'attachment; filename="{object_name.rsplit("/", 1)[-1]}"',
+    }
+    if content_type:
+        params["ResponseContentType"] = content_type
     with _storage_errors("sign a download URL", object_name):
-        url: str = get_client().generate_presigned_url(
-            "get_object",
-            Params={"Bucket": bucket_name(), "Key": object_name},
-            ExpiresIn=ttl,
-        )
+        url: str = get_client().generate_presigned_url("get_object", Params=params, ExpiresIn=ttl)
     return url
 
 

@@ -30,8 +30,8 @@ from sqlalchemy import select
 from jivapay.database.models import CallbackDelivery, OrderHistory, Trader
 from jivapay.enums import Role
 from jivapay.security import create_access_token
+from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.services.order_processor import process_incoming_order
-from jivapay.utils.exception_handlers import PROBLEM_JSON
 from tests.factories import (
     make_incoming,
     make_reference,

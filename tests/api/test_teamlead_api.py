@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 from jivapay.database.models import AuditLog, OrderHistory, ReqTrader, Trader
 from jivapay.enums import RequisiteStatus, Role
 from jivapay.security import create_access_token
+from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.services import order_status_manager as osm
 from jivapay.services.order_processor import process_incoming_order
-from jivapay.utils.exception_handlers import PROBLEM_JSON
 from tests.factories import (
     make_incoming,
     make_reference,

@@ -14,6 +14,7 @@ from jivapay.security import create_access_token
 from jivapay.servers.app_factory import build_app
 from jivapay.services.order_processor import process_incoming_order
 from tests.factories import make_incoming, make_reference, make_requisite, make_store, make_trader
+from tests.sample_files import pdf_bytes
 
 D = Decimal
 
@@ -115,7 +116,7 @@ def test_payout_beneficiary_number_shown_to_assigned_trader_while_open(
     view = client.get(f"/trader/orders/{public_id}", headers=_auth(mine)).json()
     assert view["beneficiary"]["number"] == "4111111111111111"
     # A PayOut is confirmed with the receipt of the transfer (tests/api/test_receipts.py).
-    receipt = {"receipt": ("sent.pdf", b"%PDF-1.4 transfer receipt", "application/pdf")}
+    receipt = {"receipt": ("sent.pdf", pdf_bytes(), "application/pdf")}
     r = client.post(f"/trader/orders/{public_id}/confirm", headers=_auth(mine), files=receipt)
     assert r.status_code == 200 and r.json()["status"] == "completed"
     view = client.get(f"/trader/orders/{public_id}", headers=_auth(mine)).json()

@@ -48,7 +48,7 @@ def test_enqueue_after_commit_sends_only_after_commit(db, unique) -> None:  # ty
     assert task.sent == []
     assert pending_after_commit(db) == ["test.task"]
     db.commit()
-    assert task.sent == [{"args": [42, "x"], "countdown": 3}]
+    assert task.sent == [{"args": [42, "x"], "countdown": 3, "retry": False}]
     assert pending_after_commit(db) == []
 
 
@@ -196,4 +196,4 @@ def test_released_savepoint_does_not_send_early(db, unique) -> None:  # type: ig
     except ValueError:
         pass
     db.commit()
-    assert task.sent == [{"args": [7]}]
+    assert task.sent == [{"args": [7], "retry": False}]

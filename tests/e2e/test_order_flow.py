@@ -26,6 +26,7 @@ from jivapay.security import create_access_token
 from jivapay.services.reconciliation import reconcile
 from jivapay.utils.config_loader import set_config_value
 from tests.factories import gateway_headers, make_reference, make_requisite, make_store, make_trader
+from tests.sample_files import pdf_bytes
 
 D = Decimal
 pytestmark = pytest.mark.slow
@@ -170,7 +171,7 @@ def test_payout_end_to_end(stack, s3_endpoint) -> None:  # type: ignore[no-untyp
 
     _wait_status(gateway, world, f"/gateway/payout/status/{order_id}", "pending")
     # A PayOut is confirmed with the receipt of the transfer sent (stored in S3).
-    receipt = {"receipt": ("sent.pdf", b"%PDF-1.4 transfer receipt", "application/pdf")}
+    receipt = {"receipt": ("sent.pdf", pdf_bytes(), "application/pdf")}
     r = trader_api.post(f"/trader/orders/{order_id}/confirm", headers=auth, files=receipt)
     assert r.status_code == 200 and r.json()["status"] == "completed"
 

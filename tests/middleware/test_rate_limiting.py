@@ -1,18 +1,27 @@
-"""Rate limiting on the real Redis: default limit, live settings, per-route limits, keys, fail open,
-and blocking of repeated violators. Each test uses its own limiter key prefix."""
+"""Rate limiting on real Redis servers (the machine's Redis 7 and a Redis 6.2): who is counted against
+which limit, live settings, the IETF RateLimit fields, the block list that only ever hits failing
+unauthenticated callers, the per-account login throttle, fail-open and `/ready`.
+
+Each test uses its own limiter key prefix and runs once per Redis version."""
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 from sqlalchemy.orm import Session
 
+from jivapay.api_routers.deps import CurrentStore
+from jivapay.api_routers.gateway.router import router as gateway_router
+from jivapay.cli import proxy_options
 from jivapay.enums import Role
 from jivapay.middleware.rate_limiting import (
     ClientBlocked,
@@ -25,16 +34,30 @@ from jivapay.security import create_access_token
 from jivapay.servers.app_factory import ServerName, build_app
 from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.utils.config_loader import invalidate_cache, set_config_value
+from tests.factories import (
+    StoreWorld,
+    gateway_headers,
+    make_bank_method,
+    make_reference,
+    make_store,
+    make_user,
+)
+
+D = Decimal
+PASSWORD = "factory-password-1"
 
 
 @pytest.fixture
-def limiter_prefix(redis_url: str, redis_client: Any, unique: str) -> Iterator[str]:
+def limiter_prefix(limiter_redis_url: str, unique: str) -> Iterator[str]:
     prefix = f"jivapay-rl-test-{unique}"
-    reset_rate_limiter(redis_url, key_prefix=prefix)
+    reset_rate_limiter(limiter_redis_url, key_prefix=prefix)
     yield prefix
-    keys = list(redis_client.scan_iter(f"{prefix}*"))
+    reset_rate_limiter()
+    client = redis.Redis.from_url(limiter_redis_url)
+    keys = list(client.scan_iter(f"{prefix}*"))
     if keys:
-        redis_client.delete(*keys)
+        client.delete(*keys)
+    client.close()
 
 
 def _configure(db: Session, **values: str | int) -> None:
@@ -51,6 +74,10 @@ def _gateway_app() -> FastAPI:
     def ping() -> dict[str, str]:
         return {"pong": "yes"}
 
+    @router.get("/gateway/store-ping")
+    def store_ping(store: CurrentStore) -> dict[str, int]:
+        return {"store": store.store_id}
+
     @router.post(
         "/gateway/intake",
         dependencies=[Depends(rate_limit("RATE_LIMIT_GATEWAY_INIT", key="store"))],
@@ -58,11 +85,11 @@ def _gateway_app() -> FastAPI:
     def intake() -> dict[str, str]:
         return {"accepted": "yes"}
 
-    return build_app(ServerName.GATEWAY, routers=[router])
+    return build_app(ServerName.GATEWAY, routers=[router, gateway_router])
 
 
 def _assert_problem(response: Any, code: str) -> dict[str, Any]:
-    assert response.status_code == 429
+    assert response.status_code == 429, response.text
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     body: dict[str, Any] = response.json()
     assert body["code"] == code
@@ -70,16 +97,45 @@ def _assert_problem(response: Any, code: str) -> dict[str, Any]:
     return body
 
 
-def test_default_limit_answers_429_problem_with_retry_after(db: Session, limiter_prefix: str):
+def _signed(world: StoreWorld, method: str, path: str) -> dict[str, str]:
+    return gateway_headers(world, method, path)
+
+
+@pytest.fixture
+def store(db: Session) -> StoreWorld:
+    ref = make_reference(db, rate=D("95.5"))
+    make_bank_method(db, ref)
+    world = make_store(db, ref)
+    db.commit()
+    return world
+
+
+@pytest.fixture
+def other_store(db: Session) -> StoreWorld:
+    world = make_store(db, make_reference(db))
+    db.commit()
+    return world
+
+
+# ---------------------------------------------------------------------- the default limit
+
+
+def test_default_limit_answers_429_problem_with_retry_after_and_ietf_fields(
+    db: Session, limiter_prefix: str
+):
     _configure(db, RATE_LIMIT_DEFAULT="3/minute")
     client = TestClient(_gateway_app())
 
-    assert [client.get("/gateway/ping").status_code for _ in range(3)] == [200, 200, 200]
+    first = client.get("/gateway/ping")
+    assert first.headers["RateLimit-Policy"] == '"default";q=3;w=60'
+    assert first.headers["RateLimit"].startswith('"default";r=2;t=')
+    assert [client.get("/gateway/ping").status_code for _ in range(2)] == [200, 200]
     refused = client.get("/gateway/ping")
 
     _assert_problem(refused, "rate_limited")
     retry_after = int(refused.headers["Retry-After"])
     assert 1 <= retry_after <= 60
+    assert refused.headers["RateLimit"].startswith('"default";r=0;t=')
     assert refused.headers["X-Request-ID"]
     # Liveness, readiness and metrics are never limited.
     assert client.get("/health").status_code == 200
@@ -98,119 +154,287 @@ def test_changed_limit_applies_without_restart(db: Session, limiter_prefix: str)
     assert statuses == [200, 200, 200, 200, 429]
 
 
-def test_default_limit_is_per_api_key_and_per_token_subject(db: Session, limiter_prefix: str):
+def test_default_limit_is_per_token_subject_and_ignores_api_key_headers(
+    db: Session, limiter_prefix: str
+):
     _configure(db, RATE_LIMIT_DEFAULT="1/minute")
-    client = TestClient(_gateway_app())
+    client = TestClient(build_app(Role.MERCHANT))
 
-    assert client.get("/gateway/ping", headers={"X-API-Key": "store-a"}).status_code == 200
-    assert client.get("/gateway/ping", headers={"X-API-Key": "store-a"}).status_code == 429
-    assert client.get("/gateway/ping", headers={"X-API-Key": "store-b"}).status_code == 200
+    # A fresh X-API-Key on every request is no new identity: the caller is still its IP.
+    assert client.get("/health", headers={"X-API-Key": "a"}).status_code == 200
+    assert client.get("/merchant/me", headers={"X-API-Key": "a"}).status_code == 401
+    refused = client.get("/merchant/me", headers={"X-API-Key": "b"})
+    _assert_problem(refused, "rate_limited")
 
-    token_1 = create_access_token(1, Role.MERCHANT)
-    token_2 = create_access_token(2, Role.MERCHANT)
-    auth_1 = {"Authorization": f"Bearer {token_1}"}
-    assert client.get("/gateway/ping", headers=auth_1).status_code == 200
-    assert client.get("/gateway/ping", headers=auth_1).status_code == 429
-    auth_2 = {"Authorization": f"Bearer {token_2}"}
-    assert client.get("/gateway/ping", headers=auth_2).status_code == 200
-    # A token that does not verify is no identity: it falls back to the client IP.
+    auth_1 = {"Authorization": f"Bearer {create_access_token(1, Role.MERCHANT)}"}
+    auth_2 = {"Authorization": f"Bearer {create_access_token(2, Role.MERCHANT)}"}
+    assert client.get("/merchant/me", headers=auth_1).status_code != 429
+    _assert_problem(client.get("/merchant/me", headers=auth_1), "rate_limited")
+    assert client.get("/merchant/me", headers=auth_2).status_code != 429
+    # A token that does not verify is no identity: the IP, already used up.
     forged = {"Authorization": "Bearer not-a-jwt"}
-    assert client.get("/gateway/ping", headers=forged).status_code == 200
-    assert client.get("/gateway/ping", headers=forged).status_code == 429
+    _assert_problem(client.get("/merchant/me", headers=forged), "rate_limited")
 
 
-def test_gateway_intake_limit_is_keyed_by_store_api_key(db: Session, limiter_prefix: str):
-    _configure(db, RATE_LIMIT_DEFAULT="100/minute", RATE_LIMIT_GATEWAY_INIT="2/minute")
+def test_random_api_keys_on_unauthenticated_gateway_routes_share_the_ip_limit(
+    db: Session, limiter_prefix: str
+):
+    _configure(db, RATE_LIMIT_DEFAULT="2/minute")
     client = TestClient(_gateway_app())
-    store_a = {"X-API-Key": "pk_store_a"}
 
-    statuses = [client.post("/gateway/intake", headers=store_a).status_code for _ in range(3)]
+    statuses = [
+        client.get("/gateway/ping", headers={"X-API-Key": uuid.uuid4().hex}).status_code
+        for _ in range(3)
+    ]
 
     assert statuses == [200, 200, 429]
-    assert client.post("/gateway/intake", headers={"X-API-Key": "pk_store_b"}).status_code == 200
-    # Other routes of the same store only count against the default limit.
-    assert client.get("/gateway/ping", headers=store_a).status_code == 200
 
 
-def test_login_route_has_its_own_limit_by_ip(db: Session, limiter_prefix: str, unique: str):
-    _configure(db, RATE_LIMIT_DEFAULT="100/minute", RATE_LIMIT_LOGIN="2/minute")
+# ---------------------------------------------------------------------- stores on the gateway
+
+
+def test_refused_signatures_never_count_against_the_store_they_name(
+    db: Session, limiter_prefix: str, store: StoreWorld
+):
+    """Finding: anyone knowing a store's public key could block it for 15 minutes."""
+    _configure(
+        db,
+        RATE_LIMIT_DEFAULT="5/minute",
+        RATE_LIMIT_GATEWAY="3/minute",
+        RATE_LIMIT_BLOCK_AFTER_VIOLATIONS=3,
+        RATE_LIMIT_BLOCK_SECONDS=900,
+    )
+    attacker = TestClient(_gateway_app(), client=("203.0.113.9", 5000))
+    merchant = TestClient(_gateway_app(), client=("198.51.100.7", 5000))
+    forged = {"X-API-Key": store.public_key, "X-Timestamp": str(int(time.time()))}
+    forged["X-Signature"] = "0" * 64
+
+    attempts = [attacker.get("/gateway/store-ping", headers=forged) for _ in range(6)]
+
+    assert [r.status_code for r in attempts[:3]] == [401, 401, 401]
+    # Past the failure threshold the attacker's IP is blocked, with the block's Retry-After.
+    _assert_problem(attempts[4], "client_blocked")
+    assert 800 < int(attempts[4].headers["Retry-After"]) <= 900
+    assert "WWW-Authenticate" not in attempts[0].headers
+    # The store's own quota is untouched: its signed requests pass, with all 3 of its quota.
+    ok = merchant.get("/gateway/store-ping", headers=_signed(store, "GET", "/gateway/store-ping"))
+    assert ok.status_code == 200
+    assert ok.headers["RateLimit"].startswith('"gateway";r=2;')
+    # Even from the blocked IP, valid credentials are served: only failing callers are blocked.
+    path = "/gateway/store-ping"
+    assert attacker.get(path, headers=_signed(store, "GET", path)).status_code == 200
+    _assert_problem(attacker.get("/gateway/ping"), "client_blocked")
+
+
+def test_a_store_over_its_gateway_limit_gets_429s_and_is_never_blocked(
+    db: Session, limiter_prefix: str, store: StoreWorld, other_store: StoreWorld
+):
+    """Finding: a merchant polling at 3 req/s got the whole store blocked for 15 minutes."""
+    _configure(
+        db,
+        RATE_LIMIT_DEFAULT="1/minute",
+        RATE_LIMIT_GATEWAY="3/minute",
+        RATE_LIMIT_BLOCK_AFTER_VIOLATIONS=2,
+    )
+    client = TestClient(_gateway_app())
+    path = "/gateway/store-ping"
+
+    statuses = [client.get(path, headers=_signed(store, "GET", path)) for _ in range(8)]
+
+    # The default (IP) limit of 1/minute does not apply to a verified store: 3 pass.
+    assert [r.status_code for r in statuses[:3]] == [200, 200, 200]
+    for refused in statuses[3:]:
+        _assert_problem(refused, "rate_limited")
+        assert refused.headers["RateLimit-Policy"] == '"gateway";q=3;w=60'
+    assert client.get(path, headers=_signed(other_store, "GET", path)).status_code == 200
+
+
+def test_default_gateway_limit_lets_a_merchant_poll_far_beyond_the_old_100_per_minute(
+    db: Session, limiter_prefix: str, store: StoreWorld
+):
+    client = TestClient(_gateway_app())
+    path = "/gateway/payin/status/does-not-exist"
+
+    statuses = {
+        client.get(path, headers=_signed(store, "GET", path)).status_code for _ in range(130)
+    }
+
+    assert statuses == {404}
+
+
+def test_gateway_intake_has_its_own_limit_per_authenticated_store(
+    db: Session, limiter_prefix: str, store: StoreWorld, other_store: StoreWorld
+):
+    _configure(db, RATE_LIMIT_GATEWAY="100/minute", RATE_LIMIT_GATEWAY_INIT="2/minute")
+    client = TestClient(_gateway_app())
+
+    statuses = [
+        client.post("/gateway/intake", headers=_signed(store, "POST", "/gateway/intake"))
+        for _ in range(3)
+    ]
+
+    assert [r.status_code for r in statuses] == [200, 200, 429]
+    assert '"gateway_init";q=2;w=60' in statuses[2].headers["RateLimit-Policy"]
+    other = _signed(other_store, "POST", "/gateway/intake")
+    assert client.post("/gateway/intake", headers=other).status_code == 200
+    # Other routes of the same store only count against RATE_LIMIT_GATEWAY.
+    path = "/gateway/store-ping"
+    assert client.get(path, headers=_signed(store, "GET", path)).status_code == 200
+    # An unsigned intake is a 401, and never reaches the store's intake quota.
+    bad = {"X-API-Key": other_store.public_key}
+    assert client.post("/gateway/intake", headers=bad).status_code == 401
+    assert client.post("/gateway/intake", headers=other).status_code == 200
+
+
+# ---------------------------------------------------------------------- login
+
+
+def test_login_is_limited_per_ip(db: Session, limiter_prefix: str, unique: str):
+    """Finding (embedded Redis 6.2): 15 wrong logins all got 401, never 429."""
     client = TestClient(build_app(Role.MERCHANT))
-    form = {"username": f"nobody-{unique}@example.com", "password": "wrong-password"}
 
-    first = client.post("/merchant/auth/token", data=form)
-    second = client.post("/merchant/auth/token", data=form)
-    third = client.post("/merchant/auth/token", data=form)
+    statuses = []
+    for attempt in range(15):
+        form = {"username": f"nobody-{attempt}-{unique}@example.com", "password": "wrong-password"}
+        statuses.append(client.post("/merchant/auth/token", data=form))
 
-    assert (first.status_code, second.status_code) == (401, 401)
-    body = _assert_problem(third, "rate_limited")
-    assert int(third.headers["Retry-After"]) >= 1
-    assert body["retry_after"] == int(third.headers["Retry-After"])
+    assert [r.status_code for r in statuses[:10]] == [401] * 10
+    body = _assert_problem(statuses[10], "rate_limited")
+    assert body["retry_after"] == int(statuses[10].headers["Retry-After"])
     # The login limit does not spill over to other routes.
     assert client.get("/merchant/me").status_code == 401
+
+
+def test_failed_logins_throttle_the_account_from_any_ip(db: Session, limiter_prefix: str):
+    _configure(db, RATE_LIMIT_LOGIN="3/minute")
+    user = make_user(db, Role.MERCHANT)
+    db.commit()
+    app = build_app(Role.MERCHANT)
+    wrong = {"username": user.email.upper(), "password": "wrong-password"}
+    right = {"username": user.email, "password": PASSWORD}
+
+    statuses = [
+        TestClient(app, client=(f"192.0.2.{n}", 1000)).post("/merchant/auth/token", data=wrong)
+        for n in range(3)
+    ]
+    assert [r.status_code for r in statuses] == [401, 401, 401]
+
+    # A fourth IP, even with the right password: the account is throttled before the check.
+    refused = TestClient(app, client=("192.0.2.200", 1000)).post("/merchant/auth/token", data=right)
+    _assert_problem(refused, "rate_limited")
+    # Another account is not affected.
+    other = make_user(db, Role.MERCHANT)
+    db.commit()
+    form = {"username": other.email, "password": PASSWORD}
+    ok = TestClient(app, client=("192.0.2.201", 1000)).post("/merchant/auth/token", data=form)
+    assert ok.status_code == 200
+
+
+def test_successful_logins_do_not_throttle_the_account(db: Session, limiter_prefix: str):
+    _configure(db, RATE_LIMIT_LOGIN="2/minute")
+    user = make_user(db, Role.MERCHANT)
+    db.commit()
+    app = build_app(Role.MERCHANT)
+    form = {"username": user.email, "password": PASSWORD}
+
+    statuses = [
+        TestClient(app, client=(f"192.0.2.{n}", 1000)).post("/merchant/auth/token", data=form)
+        for n in range(4)
+    ]
+
+    assert [r.status_code for r in statuses] == [200] * 4
+
+
+# ---------------------------------------------------------------------- the block list
+
+
+def test_unauthenticated_failures_block_the_ip_but_not_a_valid_token(
+    db: Session, limiter_prefix: str
+):
+    _configure(
+        db,
+        RATE_LIMIT_DEFAULT="100/minute",
+        RATE_LIMIT_BLOCK_AFTER_VIOLATIONS=2,
+        RATE_LIMIT_BLOCK_WINDOW_SECONDS=60,
+        RATE_LIMIT_BLOCK_SECONDS=300,
+    )
+    client = TestClient(build_app(Role.MERCHANT))
+
+    statuses = [client.get("/merchant/me").status_code for _ in range(3)]
+    assert statuses == [401, 401, 401]
+    blocked = client.get("/merchant/me")
+    _assert_problem(blocked, "client_blocked")
+    assert 290 <= int(blocked.headers["Retry-After"]) <= 300
+    # Other IPs are not affected.
+    other = TestClient(build_app(Role.MERCHANT), client=("192.0.2.50", 1))
+    assert other.get("/merchant/me").status_code == 401
+    # A caller with a valid token is never blocked, even from the blocked IP.
+    token = create_access_token(1, Role.MERCHANT)
+    answer = client.get("/merchant/me", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code != 429
+
+
+def test_successful_requests_never_lead_to_a_block(db: Session, limiter_prefix: str):
+    _configure(db, RATE_LIMIT_DEFAULT="1/minute", RATE_LIMIT_BLOCK_AFTER_VIOLATIONS=1)
+    client = TestClient(_gateway_app())
+
+    statuses = [client.get("/gateway/ping") for _ in range(6)]
+
+    assert statuses[0].status_code == 200
+    for refused in statuses[1:]:
+        _assert_problem(refused, "rate_limited")
+
+
+# ---------------------------------------------------------------------- storage faults and /ready
 
 
 def _sample(name: str, labels: dict[str, str]) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-def test_dead_redis_fails_open_and_counts_errors(db: Session, unique: str):
-    _configure(db, RATE_LIMIT_DEFAULT="1/minute")
-    reset_rate_limiter("redis://127.0.0.1:1/0", key_prefix=f"jivapay-rl-test-{unique}")
-    before = _sample("rate_limit_storage_errors_total", {"server": "gateway"})
+def test_ready_reports_the_rate_limiter_working(db: Session, limiter_prefix: str):
     client = TestClient(_gateway_app())
 
-    started = time.monotonic()
-    statuses = [client.get("/gateway/ping").status_code for _ in range(4)]
-    elapsed = time.monotonic() - started
+    answer = client.get("/ready")
+
+    assert answer.json()["checks"]["rate_limiter"] == "ok"
+
+
+def test_dead_redis_fails_open_counts_errors_and_fails_ready(db: Session, unique: str):
+    _configure(db, RATE_LIMIT_DEFAULT="1/minute")
+    reset_rate_limiter("redis://127.0.0.1:1/0", key_prefix=f"jivapay-rl-test-{unique}")
+    try:
+        before = _sample("rate_limit_storage_errors_total", {"server": "gateway"})
+        client = TestClient(_gateway_app())
+
+        started = time.monotonic()
+        statuses = [client.get("/gateway/ping").status_code for _ in range(4)]
+        elapsed = time.monotonic() - started
+        ready = client.get("/ready")
+    finally:
+        reset_rate_limiter()
 
     assert statuses == [200, 200, 200, 200]
     assert _sample("rate_limit_storage_errors_total", {"server": "gateway"}) >= before + 1
     assert elapsed < 3.0
-
-
-def test_repeated_violator_is_blocked(db: Session, limiter_prefix: str, redis_client: Any):
-    _configure(
-        db,
-        RATE_LIMIT_DEFAULT="1/minute",
-        RATE_LIMIT_BLOCK_AFTER_VIOLATIONS=2,
-        RATE_LIMIT_BLOCK_WINDOW_SECONDS=60,
-        RATE_LIMIT_BLOCK_SECONDS=300,
-    )
-    client = TestClient(_gateway_app())
-    headers = {"X-API-Key": "pk_noisy"}
-
-    assert client.get("/gateway/ping", headers=headers).status_code == 200
-    _assert_problem(client.get("/gateway/ping", headers=headers), "rate_limited")
-    blocking = client.get("/gateway/ping", headers=headers)
-    _assert_problem(blocking, "client_blocked")
-    assert 290 <= int(blocking.headers["Retry-After"]) <= 300
-
-    still = client.get("/gateway/ping", headers=headers)
-    _assert_problem(still, "client_blocked")
-    assert 60 < int(still.headers["Retry-After"]) <= 300
-    assert redis_client.ttl(f"{limiter_prefix}:blocked:" + _store_identity("pk_noisy")) > 60
-    # Another client is not affected.
-    assert client.get("/gateway/ping", headers={"X-API-Key": "pk_quiet"}).status_code == 200
-
-
-def _store_identity(api_key: str) -> str:
-    import hashlib
-
-    return "store:" + hashlib.sha256(api_key.encode()).hexdigest()[:32]
+    assert ready.status_code == 503
+    assert ready.json()["checks"]["rate_limiter"] != "ok"
+    assert "rate_limiter" in ready.json()["failed"]
 
 
 def test_blocked_client_is_refused_by_route_dependencies_too(db: Session, limiter_prefix: str):
-    _configure(db, RATE_LIMIT_DEFAULT="100/minute")
     limiter = get_rate_limiter()
-    identity = _store_identity("pk_blocked")
-    redis = limiter.storage.get_connection()  # type: ignore[attr-defined]
-    redis.set(f"{limiter_prefix}:blocked:{identity}", "1", ex=120)
-    client = TestClient(_gateway_app())
+    redis_client = limiter.storage.get_connection()  # type: ignore[attr-defined]
+    redis_client.set(f"{limiter_prefix}:blocked:ip:testclient", "1", ex=120)
+    client = TestClient(build_app(Role.MERCHANT))
 
-    refused = client.post("/gateway/intake", headers={"X-API-Key": "pk_blocked"})
+    refused = client.post("/merchant/auth/token", data={"username": "x@y.z", "password": "p"})
 
     _assert_problem(refused, "client_blocked")
     assert 100 < int(refused.headers["Retry-After"]) <= 120
+
+
+# ---------------------------------------------------------------------- configuration
 
 
 def test_rate_limit_dependency_rejects_unknown_setting_and_key_kind():
@@ -220,3 +444,11 @@ def test_rate_limit_dependency_rejects_unknown_setting_and_key_kind():
         rate_limit("RATE_LIMIT_LOGIN", key="cookie")
     assert KeyKind("store") is KeyKind.STORE
     assert ClientBlocked.code == "client_blocked"
+
+
+def test_forwarded_headers_are_trusted_only_from_listed_proxies():
+    assert proxy_options("") == {"proxy_headers": False}
+    assert proxy_options(" 10.0.0.5 , 10.1.0.0/16 ") == {
+        "proxy_headers": True,
+        "forwarded_allow_ips": ["10.0.0.5", "10.1.0.0/16"],
+    }

@@ -48,7 +48,7 @@ def test_health_ready_metrics_and_docs(db: Session, name: str):
     assert health.json() == {"status": "ok", "server": name}
     assert ready.status_code == 200, ready.text
     assert ready.json()["status"] == "ready"
-    assert ready.json()["checks"] == {"database": "ok", "redis": "ok"}
+    assert ready.json()["checks"] == {"database": "ok", "redis": "ok", "rate_limiter": "ok"}
     assert metrics.status_code == 200
     assert metrics.headers["content-type"].startswith("text/plain")
     assert "http_requests_total" in metrics.text
@@ -140,7 +140,7 @@ def test_ready_answers_503_problem_naming_failed_dependencies(dead_dependencies:
     body = response.json()
     assert body["code"] == "not_ready"
     assert body["status"] == 503
-    assert set(body["failed"]) == {"database", "redis"}
+    assert set(body["failed"]) == {"database", "redis", "rate_limiter"}
     assert body["checks"]["database"] in {"unavailable", "timeout"}
     assert "database" in body["detail"] and "redis" in body["detail"]
     assert "127.0.0.1:1" not in response.text  # no connection strings leak

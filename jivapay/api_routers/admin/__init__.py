@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jivapay.utils.exception_handlers import PROBLEM_JSON
+from jivapay.servers.exception_handlers import PROBLEM_JSON
 
 _DESCRIPTIONS = {
     403: "Missing permission, or granting what the caller does not hold",

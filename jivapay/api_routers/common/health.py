@@ -1,7 +1,8 @@
 """Liveness, readiness and metrics endpoints shared by every server (no auth, no rate limit).
 
 `GET /health` answers as long as the process serves HTTP. `GET /ready` checks the dependencies a
-request needs (PostgreSQL `SELECT 1`, Redis `PING`), each bounded by a short timeout so a probe never
+request needs (PostgreSQL `SELECT 1`, Redis `PING`, and the rate limiter's storage running the
+operations the limiter uses, or having failed in the last 30 s), each bounded by a short timeout so a probe never
 hangs, and answers 503 problem+json naming what failed. `GET /metrics` is the Prometheus text format.
 """
 
@@ -62,9 +63,17 @@ def _check_redis() -> None:
     _redis_client(url).ping()
 
 
+def _check_rate_limiter() -> None:
+    # The limiter fails open, so only this check says loudly that requests are not being limited.
+    from jivapay.middleware.rate_limiting import limiter_health
+
+    limiter_health()
+
+
 READINESS_CHECKS: dict[str, Callable[[], None]] = {
     "database": _check_database,
     "redis": _check_redis,
+    "rate_limiter": _check_rate_limiter,
 }
 
 
@@ -81,8 +90,8 @@ async def _run_check(name: str, check: Callable[[], None]) -> str:
     return "ok"
 
 
-def health_router(server: str) -> APIRouter:
-    """`/health`, `/ready` and `/metrics` for the server named `server`."""
+def health_router(server: str, *, metrics: bool = True) -> APIRouter:
+    """`/health`, `/ready` and (unless served on an internal port) `/metrics` for `server`."""
     router = APIRouter(tags=["health"])
 
     @router.get("/health", summary="Liveness: the process answers")
@@ -91,7 +100,7 @@ def health_router(server: str) -> APIRouter:
 
     @router.get(
         "/ready",
-        summary="Readiness: database and Redis reachable",
+        summary="Readiness: database, Redis and the rate limiter's storage working",
         responses={503: {"description": "A dependency is unavailable (problem+json)"}},
     )
     async def ready(request: Request) -> JSONResponse:
@@ -119,9 +128,11 @@ def health_router(server: str) -> APIRouter:
             request_id=getattr(request.state, "request_id", None),
         )
 
-    @router.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        body, content_type = render_latest()
-        return Response(body, media_type=content_type)
+    if metrics:
+
+        @router.get("/metrics", include_in_schema=False)
+        async def metrics_endpoint() -> Response:
+            body, content_type = render_latest()
+            return Response(body, media_type=content_type)
 
     return router

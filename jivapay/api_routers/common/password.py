@@ -14,8 +14,8 @@ from jivapay.enums import Role
 from jivapay.middleware.rate_limiting import KeyKind, rate_limit
 from jivapay.schemas.admin import OwnPasswordChange
 from jivapay.security import Principal
+from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.services import user_admin
-from jivapay.utils.exception_handlers import PROBLEM_JSON
 
 _RESPONSES: dict[int | str, dict[str, object]] = {
     422: {

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from jivapay.api_routers.deps import CurrentStore, DbSession, PageParams
 from jivapay.enums import CallbackStatus
 from jivapay.schemas.callbacks import CallbackDeliveryPage, CallbackDeliveryRead
 from jivapay.services import callback_service
 
+MAX_ID = 2**63 - 1  # PostgreSQL bigint
 router = APIRouter(prefix="/gateway/callbacks", tags=["gateway", "callbacks"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"description": "problem+json"} for code in (401, 403, 404, 422, 429, 503)
@@ -48,7 +49,11 @@ def list_callbacks(
     responses=_PROBLEMS,
     summary="Send a callback again now",
 )
-def resend_callback(store: CurrentStore, session: DbSession, delivery_id: int) -> Any:
+def resend_callback(
+    store: CurrentStore,
+    session: DbSession,
+    delivery_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+) -> Any:
     view = callback_service.resend_delivery(
         session, store_id=store.store_id, delivery_id=delivery_id
     )

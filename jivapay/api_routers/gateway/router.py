@@ -16,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
@@ -46,8 +46,13 @@ class LosslessJSONRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                # Malformed JSON is 422 in FastAPI; a body that is not UTF-8 is malformed JSON too.
+                raise json.JSONDecodeError("the body is not UTF-8", "", exc.start) from None
             # NaN/Infinity stay strings, which the Decimal fields then refuse.
-            self._json = json.loads(body, parse_float=Decimal, parse_constant=str)
+            self._json = json.loads(text, parse_float=Decimal, parse_constant=str)
         return self._json
 
 
@@ -75,6 +80,7 @@ def _idempotency_key(
 
 
 RawBody = Annotated[bytes, Depends(_raw_body)]
+OrderIdPath = Annotated[str, Path(min_length=1, max_length=64, description="The order's public id")]
 ReceiptUpload = Annotated[FileUpload | None, Depends(uploads.receipt_upload)]
 IdempotencyKeyHeader = Annotated[str, Depends(_idempotency_key)]
 _INIT_LIMIT = [Depends(rate_limit("RATE_LIMIT_GATEWAY_INIT", key=KeyKind.STORE))]
@@ -171,12 +177,12 @@ def _status(store: StorePrincipal, session: DbSession, order_id: str, kind: Orde
 
 
 @router.get("/payin/status/{order_id}", response_model=OrderStatusRead, responses=_PROBLEMS)
-def payin_status(store: CurrentStore, session: DbSession, order_id: str) -> Any:
+def payin_status(store: CurrentStore, session: DbSession, order_id: OrderIdPath) -> Any:
     return _status(store, session, order_id, OrderType.PAYIN)
 
 
 @router.get("/payout/status/{order_id}", response_model=OrderStatusRead, responses=_PROBLEMS)
-def payout_status(store: CurrentStore, session: DbSession, order_id: str) -> Any:
+def payout_status(store: CurrentStore, session: DbSession, order_id: OrderIdPath) -> Any:
     return _status(store, session, order_id, OrderType.PAYOUT)
 
 
@@ -187,7 +193,7 @@ def payout_status(store: CurrentStore, session: DbSession, order_id: str) -> Any
     summary="The payer confirms the payment (no store credentials: the order id is the capability)",
     openapi_extra=uploads.RECEIPT_OPENAPI,
 )
-def payer_confirm(session: DbSession, order_id: str, receipt: ReceiptUpload) -> Any:
+def payer_confirm(session: DbSession, order_id: OrderIdPath, receipt: ReceiptUpload) -> Any:
     """Multipart `receipt` (JPEG/PNG/PDF) attached; required when the store says so."""
     return PayerConfirmRead.model_validate(
         gateway_service.confirm_by_payer(session, public_id=order_id, receipt=receipt)
@@ -198,7 +204,7 @@ def payer_confirm(session: DbSession, order_id: str, receipt: ReceiptUpload) -> 
 def cancel_order(
     store: CurrentStore,
     session: DbSession,
-    order_id: str,
+    order_id: OrderIdPath,
     data: OrderActionRequest | None = None,
 ) -> Any:
     view = gateway_service.cancel_by_store(
@@ -216,7 +222,7 @@ def cancel_order(
 def dispute_order(
     store: CurrentStore,
     session: DbSession,
-    order_id: str,
+    order_id: OrderIdPath,
     data: Annotated[
         uploads.ReasonAndFiles, Depends(uploads.reason_and_evidence(OrderActionRequest))
     ],
