@@ -6,12 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Header, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.auth import get_current_principal, get_current_store
 from jivapay.database.utils import db_session_dependency
 from jivapay.security import Principal, StorePrincipal
+from jivapay.services import idempotency
 
 MAX_PAGE_SIZE = 200
 DEFAULT_PAGE_SIZE = 50
@@ -20,6 +21,16 @@ DEFAULT_PAGE_SIZE = 50
 DbSession = Annotated[Session, Depends(db_session_dependency, scope="function")]
 CurrentPrincipal = Annotated[Principal, Depends(get_current_principal)]
 CurrentStore = Annotated[StorePrincipal, Depends(get_current_store)]
+
+
+def idempotency_key(
+    key: Annotated[str | None, Header(alias=idempotency.HEADER)] = None,
+) -> str:
+    """The required `Idempotency-Key` header (400 when missing or malformed)."""
+    return idempotency.validate_key(key)
+
+
+IdempotencyKeyHeader = Annotated[str, Depends(idempotency_key)]
 
 
 @dataclass(frozen=True)

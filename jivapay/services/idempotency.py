@@ -1,9 +1,10 @@
-"""Gateway `Idempotency-Key` handling: one key per store, 1-255 characters.
+"""`Idempotency-Key` handling, 1-255 characters: the gateway's keys are scoped per store, the staff
+money moves' keys per acting user (`run_idempotent(store_id=...)` or `run_idempotent(user_id=...)`).
 
 Everything happens in the request's own transaction, so a crash or an error leaves nothing behind
 and the key can simply be retried:
 
-1. `pg_try_advisory_xact_lock` on (store, key): false means a request with this key is running now
+1. `pg_try_advisory_xact_lock` on (owner, key): false means a request with this key is running now
    → 409 `idempotency_key_in_progress`. The lock ends with the transaction.
 2. The key's row: older than `IDEMPOTENCY_KEY_TTL_HOURS` → deleted and treated as new; another
    request fingerprint → 422 `idempotency_key_reused`; completed → its stored response is replayed.
@@ -39,7 +40,10 @@ HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
 # The advisory lock id of a (store, key) pair; tests hold it from another connection.
 LOCK_ID_SQL = "hashtextextended(CAST(:store_id AS text) || ':' || :key, 0)"
+# A staff user's (user, key) pair: prefixed so it never shares a lock id with a store's key.
+USER_LOCK_ID_SQL = "hashtextextended('user:' || CAST(:user_id AS text) || ':' || :key, 0)"
 _TRY_LOCK = text(f"SELECT pg_try_advisory_xact_lock({LOCK_ID_SQL})")
+_TRY_USER_LOCK = text(f"SELECT pg_try_advisory_xact_lock({USER_LOCK_ID_SQL})")
 
 Action = Callable[[], tuple[int, dict[str, Any]]]
 
@@ -78,19 +82,26 @@ def _ttl(session: Session) -> timedelta:
 def run_idempotent(
     session: Session,
     *,
-    store_id: int,
     key: str,
     fingerprint: str,
     action: Action,
+    store_id: int | None = None,
+    user_id: int | None = None,
     now: datetime | None = None,
 ) -> StoredResponse:
-    """Replay the stored response of (store, key), or run `action` and store its response."""
+    """Replay the stored response of (store or user, key), or run `action` and store its response."""
+    if (store_id is None) == (user_id is None):
+        raise ValueError("exactly one of store_id and user_id owns an idempotency key")
     now = now or utcnow()
-    if not session.execute(_TRY_LOCK, {"store_id": store_id, "key": key}).scalar_one():
+    if store_id is not None:
+        locked = session.execute(_TRY_LOCK, {"store_id": store_id, "key": key}).scalar_one()
+        owner = IdempotencyKey.store_id == store_id
+    else:
+        locked = session.execute(_TRY_USER_LOCK, {"user_id": user_id, "key": key}).scalar_one()
+        owner = IdempotencyKey.user_id == user_id
+    if not locked:
         raise IdempotencyKeyInProgress()
-    row = session.scalars(
-        select(IdempotencyKey).where(IdempotencyKey.store_id == store_id, IdempotencyKey.key == key)
-    ).first()
+    row = session.scalars(select(IdempotencyKey).where(owner, IdempotencyKey.key == key)).first()
     if row is not None and row.created_at <= now - _ttl(session):
         session.delete(row)
         session.flush()
@@ -105,11 +116,16 @@ def run_idempotent(
     status_code, body = action()
     # The advisory lock already serialises a key; the unique key covers a hash collision race.
     with integrity_errors_as_domain_errors(
-        session, {"uq_idempotency_keys_store_id_key": IdempotencyKeyInProgress()}
+        session,
+        {
+            "uq_idempotency_keys_store_id_key": IdempotencyKeyInProgress(),
+            "uq_idempotency_keys_user_id_key": IdempotencyKeyInProgress(),
+        },
     ):
         session.add(
             IdempotencyKey(
                 store_id=store_id,
+                user_id=user_id,
                 key=key,
                 request_fingerprint=fingerprint,
                 response_status=status_code,

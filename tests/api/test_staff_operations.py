@@ -256,26 +256,28 @@ def test_money_moves_and_platform(admin_client, support_client, db, world) -> No
     code = ref.crypto.code
     url = f"/admin/balances/traders/{trader.id}/deposit"
     r = admin_client.post(
-        url, json={"crypto_currency": code, "amount": "250.5", "reason": "top-up"}, headers=admin
+        url,
+        json={"crypto_currency": code, "amount": "250.5", "reason": "top-up"},
+        headers={**admin, "Idempotency-Key": "move-1"},
     )
     assert r.status_code == 200, r.text
     assert r.json()["balance"] == "10250.50000000" and r.json()["amount"] == "250.5"
     r = admin_client.post(
         f"/admin/balances/stores/{store.store.id}/withdraw",
         json={"crypto_currency": code, "amount": "5000", "reason": "payout"},
-        headers=admin,
+        headers={**admin, "Idempotency-Key": "move-2"},
     )
     assert r.status_code == 422 and r.json()["code"] == "insufficient_balance"
     r = admin_client.post(
         "/admin/balances/adjust",
         json={"account": "platform", "crypto_currency": code, "amount": "-1.25", "reason": "fee"},
-        headers=admin,
+        headers={**admin, "Idempotency-Key": "move-3"},
     )
     assert r.status_code == 422 and r.json()["code"] == "insufficient_balance"
     r = admin_client.post(
         "/admin/balances/adjust",
         json={"account": "platform", "crypto_currency": code, "amount": "2", "reason": "fee"},
-        headers=admin,
+        headers={**admin, "Idempotency-Key": "move-4"},
     )
     assert r.status_code == 200 and r.json()["balance"] == "2.00000000"
     r = admin_client.post(
@@ -287,7 +289,7 @@ def test_money_moves_and_platform(admin_client, support_client, db, world) -> No
             "amount": "-1.25",
             "reason": "correction",
         },
-        headers=admin,
+        headers={**admin, "Idempotency-Key": "move-5"},
     )
     assert r.status_code == 200 and r.json()["balance"] == "998.75000000"
     hist = admin_client.get(f"/admin/balances/trader/{trader.id}/history", headers=admin).json()
@@ -304,7 +306,7 @@ def test_money_moves_and_platform(admin_client, support_client, db, world) -> No
     r = support_client.post(
         f"/support/balances/traders/{trader.id}/deposit",
         json={"crypto_currency": code, "amount": "1", "reason": "x"},
-        headers=support,
+        headers={**support, "Idempotency-Key": "move-9"},
     )
     assert r.status_code == 403
     assert reconcile(db) == []
@@ -414,8 +416,8 @@ def test_bad_input_on_every_write_is_problem_json_and_writes_nothing(
         "store": [b.balance for b in db.scalars(select(BalanceStore))],
     }
     before = row_counts(db)
-    for method, path, body in _bad_writes(world, order, held):
-        kwargs: dict[str, Any] = {"headers": admin}
+    for i, (method, path, body) in enumerate(_bad_writes(world, order, held)):
+        kwargs: dict[str, Any] = {"headers": {**admin, "Idempotency-Key": f"bad-{i}"}}
         if body is not None:
             kwargs["json"] = body
         r = admin_client.request(method.upper(), path, **kwargs)

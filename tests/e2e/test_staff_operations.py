@@ -131,7 +131,7 @@ def test_staff_run_the_platform(stack) -> None:  # type: ignore[no-untyped-def]
     r = admin.post(
         f"/admin/balances/traders/{ids['trader']}/deposit",
         json={"crypto_currency": ids["crypto"], "amount": "500", "reason": "initial deposit"},
-        headers=headers["admin"],
+        headers={**headers["admin"], "Idempotency-Key": "fund-trader"},
     )
     assert r.status_code == 200, r.text
     assert r.json()["available"] == "500.00000000"

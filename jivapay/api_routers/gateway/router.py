@@ -16,13 +16,13 @@ from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from jivapay.api_routers import uploads
 from jivapay.api_routers.auth import signed_path
-from jivapay.api_routers.deps import CurrentStore, DbSession
+from jivapay.api_routers.deps import CurrentStore, DbSession, IdempotencyKeyHeader
 from jivapay.enums import OrderType
 from jivapay.middleware.rate_limiting import KeyKind, rate_limit
 from jivapay.schemas.gateway import (
@@ -73,16 +73,9 @@ async def _raw_body(request: Request) -> bytes:
     return await request.body()
 
 
-def _idempotency_key(
-    idempotency_key: Annotated[str | None, Header(alias=idempotency.HEADER)] = None,
-) -> str:
-    return idempotency.validate_key(idempotency_key)
-
-
 RawBody = Annotated[bytes, Depends(_raw_body)]
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=64, description="The order's public id")]
 ReceiptUpload = Annotated[FileUpload | None, Depends(uploads.receipt_upload)]
-IdempotencyKeyHeader = Annotated[str, Depends(_idempotency_key)]
 _INIT_LIMIT = [Depends(rate_limit("RATE_LIMIT_GATEWAY_INIT", key=KeyKind.STORE))]
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"description": "problem+json"}

@@ -1,15 +1,21 @@
 """Staff balance routes: store and trader balances and their history, the platform's balance and
-profit (admin grant), deposits, withdrawals and signed adjustments (admin grant)."""
+profit (admin grant), deposits, withdrawals and signed adjustments (admin grant).
+
+Every money move requires an `Idempotency-Key` scoped to the acting user: the same key and body
+replay the first answer (`Idempotent-Replayed: true`), another body is 422
+`idempotency_key_reused`, a request still running with the key is 409."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import DbSession, PageParams
+from jivapay.api_routers.deps import DbSession, IdempotencyKeyHeader, PageParams
 from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
 from jivapay.enums import BalanceOperation
 from jivapay.permissions import Permission
@@ -22,7 +28,7 @@ from jivapay.schemas.staff import (
     BalanceMoveIn,
     PlatformBalanceRead,
 )
-from jivapay.services import staff_balances, staff_operations
+from jivapay.services import idempotency, staff_balances, staff_operations
 
 router = APIRouter(tags=["staff: balances"], dependencies=STRICT_QUERY)
 
@@ -30,8 +36,10 @@ _VIEW = [Depends(require_permission(Permission.BALANCES_VIEW_ALL))]
 _ADJUST = [Depends(require_permission(Permission.BALANCES_ADJUST_ALL))]
 _PLATFORM = [Depends(require_permission(Permission.BALANCES_VIEW_PLATFORM))]
 _MONEY_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "idempotency_key_required or idempotency_key_invalid"},
     404: {"description": "No such store, trader or currency"},
-    422: {"description": "Invalid amount or insufficient_balance"},
+    409: {"description": "idempotency_key_in_progress"},
+    422: {"description": "Invalid amount, insufficient_balance or idempotency_key_reused"},
 }
 Crypto = Annotated[str | None, Query(min_length=1, max_length=16)]
 From = Annotated[datetime | None, Query()]
@@ -167,14 +175,58 @@ def _changed(move: staff_operations.MoneyMove) -> BalanceChangeRead:
     )
 
 
+def _idempotent_move(
+    session: DbSession,
+    *,
+    ctx: staff_operations.StaffContext,
+    key: str,
+    request: Request,
+    body: BalanceMoveIn | BalanceAdjustIn,
+    run: Callable[[], staff_operations.MoneyMove],
+) -> JSONResponse:
+    """Run a money move once per (acting user, key); a repeat replays the stored answer."""
+
+    def action() -> tuple[int, dict[str, Any]]:
+        return 200, _changed(run()).model_dump(mode="json")
+
+    stored = idempotency.run_idempotent(
+        session,
+        user_id=ctx.principal.user_id,
+        key=key,
+        # The parsed body, canonically serialised: whitespace or key order do not make a new request.
+        fingerprint=idempotency.request_fingerprint(
+            method=request.method,
+            path=request.url.path,
+            body=body.model_dump_json().encode(),
+        ),
+        action=action,
+    )
+    # Re-shaped through the model: JSONB does not keep key order, the replay should.
+    content = BalanceChangeRead.model_validate(stored.body).model_dump(mode="json")
+    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
+    return JSONResponse(content, status_code=stored.status_code, headers=headers)
+
+
 def _move_route(
     account: Literal["trader", "store"], direction: Literal["deposit", "withdraw"]
 ) -> None:
     plural = f"{account}s"
 
-    def move(id: int, body: BalanceMoveIn, session: DbSession, ctx: Staff) -> BalanceChangeRead:
-        return _changed(
-            staff_operations.move_balance(
+    def move(
+        id: int,
+        body: BalanceMoveIn,
+        key: IdempotencyKeyHeader,
+        request: Request,
+        session: DbSession,
+        ctx: Staff,
+    ) -> JSONResponse:
+        return _idempotent_move(
+            session,
+            ctx=ctx,
+            key=key,
+            request=request,
+            body=body,
+            run=lambda: staff_operations.move_balance(
                 session,
                 ctx=ctx,
                 account=account,
@@ -183,7 +235,7 @@ def _move_route(
                 crypto_currency=body.crypto_currency,
                 amount=body.amount,
                 reason=body.reason,
-            )
+            ),
         )
 
     move.__name__ = f"{direction}_{account}"
@@ -191,7 +243,7 @@ def _move_route(
         f"{'Add to' if direction == 'deposit' else 'Take from'} a {account}'s "
         f"{'deposit' if account == 'trader' else 'balance'}"
         + ("" if direction == "deposit" else " (at most the available amount)")
-        + "; recorded with the reason."
+        + "; recorded with the reason. Requires `Idempotency-Key`."
     )
     router.add_api_route(
         f"/balances/{plural}/{{id}}/{direction}",
@@ -214,10 +266,22 @@ for _account in ("trader", "store"):
     dependencies=_ADJUST,
     responses=_MONEY_ERRORS,
 )
-def adjust(body: BalanceAdjustIn, session: DbSession, ctx: Staff) -> BalanceChangeRead:
-    """A signed, non-zero manual correction of a store, trader or platform balance."""
-    return _changed(
-        staff_operations.adjust_balance(
+def adjust(
+    body: BalanceAdjustIn,
+    key: IdempotencyKeyHeader,
+    request: Request,
+    session: DbSession,
+    ctx: Staff,
+) -> JSONResponse:
+    """A signed, non-zero manual correction of a store, trader or platform balance. Requires
+    `Idempotency-Key`."""
+    return _idempotent_move(
+        session,
+        ctx=ctx,
+        key=key,
+        request=request,
+        body=body,
+        run=lambda: staff_operations.adjust_balance(
             session,
             ctx=ctx,
             account=body.account,
@@ -225,5 +289,5 @@ def adjust(body: BalanceAdjustIn, session: DbSession, ctx: Staff) -> BalanceChan
             crypto_currency=body.crypto_currency,
             amount=body.amount,
             reason=body.reason,
-        )
+        ),
     )

@@ -309,18 +309,24 @@ class CallbackDeliveryAttempt(Base):
 
 
 class IdempotencyKey(Base):
-    """A gateway `Idempotency-Key`: the request's fingerprint and, once done, its response."""
+    """An `Idempotency-Key` of a store (gateway) or of a staff user (money moves): the request's
+    fingerprint and, once done, its response."""
 
     __tablename__ = "idempotency_keys"
     __table_args__ = (
         UniqueConstraint("store_id", "key"),
+        UniqueConstraint("user_id", "key"),
         CheckConstraint("char_length(key) BETWEEN 1 AND 255", name="key_length"),
+        CheckConstraint("num_nonnulls(store_id, user_id) = 1", name="one_owner"),
         Index("ix_idempotency_keys_created_at", "created_at"),
     )
 
     id: Mapped[IntPK]
-    store_id: Mapped[int] = mapped_column(
+    store_id: Mapped[int | None] = mapped_column(
         BigInteger, ForeignKey("merchant_stores.id", ondelete="CASCADE")
+    )
+    user_id: Mapped[int | None] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE")
     )
     key: Mapped[str] = mapped_column(String(255))
     request_fingerprint: Mapped[str] = mapped_column(String(64))
