@@ -1,8 +1,9 @@
 """End to end with a real Celery worker: staff make a world work and keep it right.
 
-A store created as a merchant creates it (no traffic, no commission) goes live and a trader's new
-requisite is approved (those two routes belong to other modules: done through the database here,
-linked to their routes after merge); an admin funds the trader's deposit through
+A store created as a merchant creates it (no traffic, no commission) goes live through
+`PUT /admin/stores/{id}/commission` and `PATCH /admin/stores/{id}` (`trafic_access`); the trader
+registers a requisite with `POST /trader/requisites` and an admin approves it with
+`POST /admin/requisites/{id}/status`; an admin funds the trader's deposit through
 `POST /admin/balances/traders/{id}/deposit`; orders flow through the gateway and the worker; one is
 completed by the trader, one is disputed and resolved by support, one is held for fraud review,
 released through `POST /support/incoming-orders/{id}/release` and then assigned; the staff search
@@ -20,14 +21,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from jivapay.database.models import BalanceTrader, MerchantStore, ReqTrader, StoreCommission
+from jivapay.database.models import AvailableBankMethod, BalanceTrader, StoreCommission
 from jivapay.database.utils import atomic_transaction, read_session
-from jivapay.enums import RequisiteStatus, Role
+from jivapay.enums import Role
 from jivapay.security import create_access_token
 from jivapay.services.reconciliation import reconcile
 from jivapay.utils.config_loader import set_config_value
 from tests.api.staff_support import make_template_staff
-from tests.factories import gateway_headers, make_reference, make_requisite, make_store, make_trader
+from tests.factories import gateway_headers, make_reference, make_store, make_trader
 
 D = Decimal
 pytestmark = pytest.mark.slow
@@ -46,13 +47,19 @@ def stack(committed_db, celery_worker):  # type: ignore[no-untyped-def]
         world = make_store(session, ref, balance=None, trafic_access=False)
         session.query(StoreCommission).filter_by(store_id=world.store.id).delete()
         trader = make_trader(session, ref, deposit=None)
-        requisite = make_requisite(session, trader, ref, status=RequisiteStatus.PENDING_REVIEW)
+        # Reference data: the bank offers the method in the fiat (a trader may register it).
+        session.add(
+            AvailableBankMethod(
+                fiat_currency_id=ref.fiat.id, bank_id=ref.bank.id, payment_method_id=ref.method.id
+            )
+        )
         ids = {
             "store": world.store.id,
             "trader": trader.id,
-            "requisite": requisite.id,
             "fiat": ref.fiat.code,
             "crypto": ref.crypto.code,
+            "method": ref.method.code,
+            "bank": ref.bank.code,
         }
         headers = {
             "admin": make_template_staff(session, "admin_full"),
@@ -118,14 +125,45 @@ def test_staff_run_the_platform(stack) -> None:  # type: ignore[no-untyped-def]
     )
     assert early.status_code >= 400
 
-    # Go live and approve the requisite (other modules' routes; see the module docstring).
-    with atomic_transaction() as session:
-        store = session.get(MerchantStore, ids["store"])
-        store.trafic_access = True
-        session.add(
-            StoreCommission(store_id=store.id, commission_payin=D("5"), commission_payout=D("3"))
-        )
-        session.get(ReqTrader, ids["requisite"]).status = RequisiteStatus.APPROVED.value
+    # Go live: a commission first (traffic without one is 409), then traffic on.
+    store_url = f"/admin/stores/{ids['store']}"
+    r = admin.patch(store_url, json={"trafic_access": True}, headers=headers["admin"])
+    assert r.status_code == 409 and r.json()["code"] == "commission_missing"
+    r = admin.put(
+        f"{store_url}/commission",
+        json={"commission_payin": "5", "commission_payout": "3"},
+        headers=headers["admin"],
+    )
+    assert r.status_code == 200, r.text
+    r = admin.patch(store_url, json={"trafic_access": True}, headers=headers["admin"])
+    assert r.status_code == 200 and r.json()["trafic_access"] is True, r.text
+
+    # The trader registers a requisite; it waits for review until an admin approves it.
+    r = trader_api.post(
+        "/trader/requisites",
+        json={
+            "fiat_currency": ids["fiat"],
+            "payment_method": ids["method"],
+            "bank": ids["bank"],
+            "number": "40817810099910004312",
+            "holder": {"first_name": "Anna", "last_name": "Ivanova"},
+            "lower_limit": "100.00",
+            "upper_limit": "50000.00",
+            "pay_in": True,
+            "pay_out": True,
+        },
+        headers=headers["trader"],
+    )
+    assert r.status_code == 201 and r.json()["status"] == "pending_review", r.text
+    requisite_id = r.json()["id"]
+    r = admin.post(
+        f"/admin/requisites/{requisite_id}/status",
+        json={"status": "approved", "reason": "documents checked"},
+        headers=headers["admin"],
+    )
+    assert r.status_code == 200, r.text
+    r = trader_api.get(f"/trader/requisites/{requisite_id}", headers=headers["trader"])
+    assert r.json()["status"] == "approved"
 
     # Fund the trader through the admin route.
     r = admin.post(
