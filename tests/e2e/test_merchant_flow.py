@@ -1,6 +1,8 @@
 """End to end over HTTP with a real Celery worker: a merchant logs in and creates a store through
 the merchant API, an admin sets its commission and enables its traffic through the staff routes,
-a PayIn through the gateway is assigned to a trader's requisite and completes; the merchant's
+a trader registers a requisite (`POST /trader/requisites`) that an admin approves
+(`POST /admin/requisites/{id}/status`) and an admin funds the trader's deposit
+(`POST /admin/balances/traders/{id}/deposit`); a PayIn through the gateway is assigned to a trader's requisite and completes; the merchant's
 order list, balances and statistics show exactly the money `jivapay reconcile` agrees with; a key
 rotation stops the old key at the gateway."""
 
@@ -15,7 +17,13 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from jivapay.database.models import BalancePlatform, BalanceStore, BalanceTrader, MerchantStore
+from jivapay.database.models import (
+    AvailableBankMethod,
+    BalancePlatform,
+    BalanceStore,
+    BalanceTrader,
+    MerchantStore,
+)
 from jivapay.database.utils import atomic_transaction, read_session
 from jivapay.enums import Role
 from jivapay.permissions import Permission
@@ -25,7 +33,6 @@ from tests.factories import (
     StoreWorld,
     gateway_headers,
     make_reference,
-    make_requisite,
     make_trader,
 )
 
@@ -51,13 +58,22 @@ def stack(committed_db, celery_worker):  # type: ignore[no-untyped-def]
                 Permission.STORES_EDIT_ALL,
                 Permission.STORES_TRAFFIC_ALL,
                 Permission.STORE_COMMISSIONS_EDIT_ALL,
+                Permission.REQUISITES_MODERATE_ALL,
+                Permission.BALANCES_ADJUST_ALL,
             ],
         )
         trader = make_trader(
-            session, ref, payin_percent=D("2.5"), payout_percent=D("1.5"), deposit=D("2000")
+            session, ref, payin_percent=D("2.5"), payout_percent=D("1.5"), deposit=None
         )
-        make_requisite(session, trader, ref, number="2200700011112222")
+        # Reference data: the bank offers the method in the fiat (a trader may register it).
+        session.add(
+            AvailableBankMethod(
+                fiat_currency_id=ref.fiat.id, bank_id=ref.bank.id, payment_method_id=ref.method.id
+            )
+        )
         ids = {
+            "method": ref.method.code,
+            "bank": ref.bank.code,
             "fiat": ref.fiat.code,
             "crypto": ref.crypto.code,
             "crypto_id": ref.crypto.id,
@@ -137,6 +153,36 @@ def test_merchant_flow(stack) -> None:  # type: ignore[no-untyped-def]
     assert r.status_code == 200, r.text
     r = admin_api.patch(f"/admin/stores/{sid}", json={"trafic_access": True}, headers=auth["admin"])
     assert r.status_code == 200 and r.json()["takes_orders"] is True
+
+    # The trader registers a requisite, an admin approves it and funds the trader's deposit.
+    r = trader_api.post(
+        "/trader/requisites",
+        json={
+            "fiat_currency": ids["fiat"],
+            "payment_method": ids["method"],
+            "bank": ids["bank"],
+            "number": "40817810070001112222",
+            "holder": {"first_name": "Anna", "last_name": "Ivanova"},
+            "lower_limit": "100.00",
+            "upper_limit": "100000.00",
+            "pay_in": True,
+            "pay_out": True,
+        },
+        headers=auth["trader"],
+    )
+    assert r.status_code == 201 and r.json()["status"] == "pending_review", r.text
+    r = admin_api.post(
+        f"/admin/requisites/{r.json()['id']}/status",
+        json={"status": "approved", "reason": "documents checked"},
+        headers=auth["admin"],
+    )
+    assert r.status_code == 200, r.text
+    r = admin_api.post(
+        f"/admin/balances/traders/{ids['trader']}/deposit",
+        json={"crypto_currency": ids["crypto"], "amount": "2000", "reason": "initial deposit"},
+        headers={**auth["admin"], "Idempotency-Key": "fund-trader"},
+    )
+    assert r.status_code == 200 and r.json()["available"] == "2000.00000000", r.text
 
     # A PayIn: C = 4000 / 80 = 50; store 4 % = 2; trader 2.5 % = 1.25; platform 0.75.
     r = _signed_post(gateway, keys, "/gateway/payin/init", payin, "k-1")
