@@ -225,8 +225,25 @@ def worker(
     pool: str = typer.Option("prefork", help="prefork | solo | threads"),
     queues: str | None = typer.Option(None, help="Comma-separated queues (default: celery)."),
     hostname: str | None = typer.Option(None, help="Node name (default celery@host)."),
+    metrics_port: int | None = typer.Option(
+        None, help="Serve Prometheus /metrics on this port (all pool processes summed)."
+    ),
+    metrics_addr: str = typer.Option("0.0.0.0", help="Interface for --metrics-port."),  # noqa: S104
+    metrics_dir: Path | None = typer.Option(
+        None, help="Multiprocess metric files (default: PROMETHEUS_MULTIPROC_DIR or a temp dir)."
+    ),
 ) -> None:
     """Run a Celery worker."""
+    if metrics_port is not None:
+        # Before the Celery app (and any metric) is imported: pool children inherit the directory.
+        import tempfile
+
+        from jivapay.utils.metrics_setup import enable_multiprocess
+
+        default_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+            prefix="jivapay-metrics-"
+        )
+        enable_multiprocess(metrics_dir or Path(default_dir))
     _attach_stack()
     from jivapay.config import get_settings
     from jivapay.worker.app import celery_app
@@ -239,6 +256,10 @@ def worker(
         argv += ["--queues", queues]
     if hostname:
         argv += ["--hostname", hostname]
+    if metrics_port is not None:
+        from jivapay.worker.metrics import start_metrics_server
+
+        start_metrics_server(metrics_port, metrics_addr)
     celery_app.worker_main(argv)
 
 
