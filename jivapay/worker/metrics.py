@@ -29,6 +29,18 @@ log = structlog.get_logger(__name__)
 _STATEMENT_TIMEOUT_MS = 2000
 _started: dict[str, float] = {}
 
+# Every family the state collector yields (dashboards and alerts are checked against these).
+STATE_METRIC_NAMES = (
+    "jivapay_state_up",
+    "celery_queue_length",
+    "celery_beat_heartbeat_age_seconds",
+    "jivapay_held_money",
+    "jivapay_platform_balance",
+    "jivapay_exchange_rate_oldest_age_seconds",
+    "jivapay_intake_orders_waiting",
+    "jivapay_intake_oldest_waiting_age_seconds",
+)
+
 
 def build_registry() -> CollectorRegistry:
     """The registry a worker scrape reads: every pool process's counters plus the state gauges."""

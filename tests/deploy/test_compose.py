@@ -82,6 +82,15 @@ def test_flower_requires_basic_auth(compose: dict[str, Any]) -> None:
     assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?[^}]*\}", env["FLOWER_BASIC_AUTH"])
 
 
+def test_monitoring_is_provisioned_from_this_directory(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    for service in ("prometheus", "grafana", "promtail"):
+        for volume in services[service]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), f"{service} mounts missing {source}"
+
+
 def _walk_env(compose: dict[str, Any]) -> list[tuple[str, str, str]]:
     """(service, variable, value) of every environment entry, plus command strings."""
     found = []

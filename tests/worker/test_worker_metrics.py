@@ -18,6 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from jivapay.worker.app import celery_app
+from jivapay.worker.metrics import STATE_METRIC_NAMES
 
 METRICS_PORT = 28015
 
@@ -111,3 +112,8 @@ def test_task_and_business_counters_move_on_the_worker_scrape(metrics_worker: An
     queue = celery_app.conf.task_default_queue
     assert ("celery_queue_length", (("queue", queue),)) in after
     assert _value(after, "jivapay_intake_orders_waiting", status="new") >= 0
+    # Every documented state gauge is there (the exchange rate one once a rate exists).
+    names = {name for name, _labels in after}
+    for name in STATE_METRIC_NAMES:
+        if name != "jivapay_exchange_rate_oldest_age_seconds":
+            assert name in names, name
