@@ -199,16 +199,41 @@ def _reload_settings() -> None:
 # --------------------------------------------------------------------------- servers and worker
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() else None
+
+
 @app.command()
 def serve(
     role: str = typer.Option(..., "--role", callback=_check_role, help="|".join(SERVER_NAMES)),
     port: int | None = typer.Option(None, help="Default: the role's port (8001-8006)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 in containers)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes."),
+    metrics_port: int | None = typer.Option(
+        None, help="Serve /metrics on this port instead of the API port (default: METRICS_PORT)."
+    ),
 ) -> None:
     """Run one role server with uvicorn."""
     import uvicorn
 
+    metrics_port = metrics_port or _env_int("METRICS_PORT")
+    if metrics_port is not None:
+        # Before any metric exists: uvicorn's worker processes inherit the directory.
+        import tempfile
+
+        from jivapay.utils.metrics_setup import enable_multiprocess
+
+        os.environ["METRICS_PORT"] = str(metrics_port)  # the app then answers 404 on its own port
+        default_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+            prefix="jivapay-metrics-"
+        )
+        enable_multiprocess(Path(default_dir))
+        from prometheus_client import start_http_server
+
+        from jivapay.utils.metrics import collecting_registry
+
+        start_http_server(metrics_port, addr=host, registry=collecting_registry())
     _attach_stack()
     uvicorn.run(
         f"jivapay.servers.{role}.server:app",

@@ -27,6 +27,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from jivapay.api_routers.common.health import health_router
+from jivapay.config import get_settings
 from jivapay.enums import Role
 from jivapay.middleware.rate_limiting import KeyKind, RateLimitMiddleware, rate_limit
 from jivapay.middleware.request_context import RequestContextMiddleware
@@ -138,20 +139,22 @@ def build_app(
 ) -> FastAPI:
     """The ASGI app of one server: shared plumbing, then `routers` (role-guarded on role servers)."""
     server = ServerName(str(role))
+    docs = get_settings().DOCS_ENABLED  # off in production: no /docs, no /openapi.json
     app = JivaPayAPI(
         title=title or _TITLES[server],
         version="0.1.0",
         lifespan=_lifespan(server),
         docs_url=None,  # served by `_offline_docs`, without a CDN
         redoc_url=None,
-        openapi_url="/openapi.json",
+        openapi_url="/openapi.json" if docs else None,
     )
     app.server_name = server.value
     app.state.server_name = server.value
     register_exception_handlers(app)
     app.add_middleware(RateLimitMiddleware, server=server.value)
     app.include_router(health_router(server.value))
-    _offline_docs(app)
+    if docs:
+        _offline_docs(app)
 
     if server is ServerName.GATEWAY:
         for router in routers:
