@@ -199,30 +199,48 @@ def _reload_settings() -> None:
 # --------------------------------------------------------------------------- servers and worker
 
 
+def _env_int(name: str) -> int | None:
+    value = os.environ.get(name, "").strip()
+    return int(value) if value.isdigit() else None
+
+
 @app.command()
 def serve(
     role: str = typer.Option(..., "--role", callback=_check_role, help="|".join(SERVER_NAMES)),
     port: int | None = typer.Option(None, help="Default: the role's port (8001-8006)."),
     host: str = typer.Option("127.0.0.1", help="Interface to bind (0.0.0.0 in containers)."),
     workers: int = typer.Option(1, min=1, help="uvicorn worker processes."),
+    metrics_port: int | None = typer.Option(
+        None, help="Serve /metrics on this port instead of the API port (default: METRICS_PORT)."
+    ),
 ) -> None:
     """Run one role server with uvicorn."""
     import uvicorn
 
+    metrics_port = metrics_port or _env_int("METRICS_PORT")
+    if metrics_port is not None:
+        os.environ["METRICS_PORT"] = str(metrics_port)  # the app then answers 404 on its own port
+    if metrics_port is not None or workers > 1:
+        # Several processes (uvicorn workers, or this one and the metrics port) share one set of
+        # metric files; set up before any metric exists, so the workers inherit the directory.
+        import tempfile
+
+        from jivapay.utils.metrics_setup import enable_multiprocess
+
+        default_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+            prefix=f"jivapay-metrics-{role}-"
+        )
+        enable_multiprocess(Path(default_dir))
     _attach_stack()
     from jivapay.config import get_settings
 
     settings = get_settings()
-    if workers > 1:
-        _prepare_multiprocess_metrics(role)
-    if settings.METRICS_PORT is not None:
+    if metrics_port is not None:
         from prometheus_client import start_http_server
 
-        from jivapay.utils.metrics import metrics_registry
+        from jivapay.utils.metrics import collecting_registry
 
-        start_http_server(
-            settings.METRICS_PORT, addr=settings.METRICS_HOST, registry=metrics_registry()
-        )
+        start_http_server(metrics_port, addr=settings.METRICS_HOST, registry=collecting_registry())
     uvicorn.run(
         f"jivapay.servers.{role}.server:app",
         host=host,
@@ -235,19 +253,6 @@ def serve(
         h11_max_incomplete_event_size=64 * 1024,
         **proxy_options(settings.TRUSTED_PROXIES),
     )
-
-
-def _prepare_multiprocess_metrics(role: str) -> None:
-    """`--workers N`: every worker writes its metrics to one fresh directory, `/metrics` sums them."""
-    import shutil
-    import tempfile
-
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
-        directory = os.path.join(tempfile.gettempdir(), f"jivapay-metrics-{role}-{os.getpid()}")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
-    shutil.rmtree(directory, ignore_errors=True)
-    os.makedirs(directory, exist_ok=True)
 
 
 def proxy_options(trusted_proxies: str) -> dict[str, Any]:
@@ -264,8 +269,25 @@ def worker(
     pool: str = typer.Option("prefork", help="prefork | solo | threads"),
     queues: str | None = typer.Option(None, help="Comma-separated queues (default: celery)."),
     hostname: str | None = typer.Option(None, help="Node name (default celery@host)."),
+    metrics_port: int | None = typer.Option(
+        None, help="Serve Prometheus /metrics on this port (all pool processes summed)."
+    ),
+    metrics_addr: str = typer.Option("0.0.0.0", help="Interface for --metrics-port."),  # noqa: S104
+    metrics_dir: Path | None = typer.Option(
+        None, help="Multiprocess metric files (default: PROMETHEUS_MULTIPROC_DIR or a temp dir)."
+    ),
 ) -> None:
     """Run a Celery worker."""
+    if metrics_port is not None:
+        # Before the Celery app (and any metric) is imported: pool children inherit the directory.
+        import tempfile
+
+        from jivapay.utils.metrics_setup import enable_multiprocess
+
+        default_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+            prefix="jivapay-metrics-"
+        )
+        enable_multiprocess(metrics_dir or Path(default_dir))
     _attach_stack()
     from jivapay.config import get_settings
     from jivapay.worker.app import celery_app
@@ -278,6 +300,10 @@ def worker(
         argv += ["--queues", queues]
     if hostname:
         argv += ["--hostname", hostname]
+    if metrics_port is not None:
+        from jivapay.worker.metrics import start_metrics_server
+
+        start_metrics_server(metrics_port, metrics_addr)
     celery_app.worker_main(argv)
 
 

@@ -7,6 +7,7 @@ In production the process refuses to start with a missing or default secret.
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 
@@ -78,6 +79,25 @@ class Settings(BaseSettings):
     LOG_JSON: bool = True
     DB_POOL_SIZE: int = Field(default=10, ge=1)
     DB_MAX_OVERFLOW: int = Field(default=20, ge=0)
+
+    # Comma-separated networks (CIDR) whose clients may read `/metrics` on the API port; empty: any.
+    METRICS_ALLOWED_NETWORKS: str = ""
+
+    @property
+    def metrics_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in self.METRICS_ALLOWED_NETWORKS.split(",")
+            if part.strip()
+        ]
+
+    @model_validator(mode="after")
+    def _check_metrics_networks(self) -> Settings:
+        try:
+            self.metrics_networks  # noqa: B018 - parsed for validation
+        except ValueError as exc:
+            raise ValueError(f"METRICS_ALLOWED_NETWORKS: {exc}") from exc
+        return self
 
     @property
     def is_production(self) -> bool:

@@ -72,6 +72,7 @@ from jivapay.enums import (
 )
 from jivapay.services.audit_logger import log_event
 from jivapay.utils.config_loader import runtime_settings
+from jivapay.utils.metrics import FRAUD_DECISIONS_TOTAL
 from jivapay.utils.notifications import notify_alert
 from jivapay.utils.redis_client import REDIS_ERRORS, get_redis, namespace
 
@@ -468,6 +469,8 @@ def record_decision(
     """Audit a non-ALLOW decision (flushes); a REVIEW also alerts once the caller commits."""
     if decision.outcome == FraudOutcome.ALLOW:
         return
+    fired = FRAUD_DECISIONS_TOTAL.labels(decision.rule or "unknown", decision.outcome.value, stage)
+    call_after_commit(session, fired.inc, label="fraud_decision_metric")
     log_event(
         session,
         action=f"fraud.{decision.outcome.value}",

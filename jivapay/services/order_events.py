@@ -24,10 +24,11 @@ from jivapay.database.models import (
     MerchantStore,
     OrderHistory,
 )
-from jivapay.database.utils import enqueue_after_commit
+from jivapay.database.utils import call_after_commit, enqueue_after_commit
 from jivapay.enums import AuditLevel, CallbackStatus
 from jivapay.services.audit_logger import log_event
 from jivapay.services.reference_data import currency_code
+from jivapay.utils.metrics import ORDER_TRANSITIONS_TOTAL
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -124,6 +125,8 @@ def record_status_change(
         next_attempt_at=None if disabled else at,
     )
     session.add(delivery)
+    transition = ORDER_TRANSITIONS_TOTAL.labels(previous or "none", status)
+    call_after_commit(session, transition.inc, label="order_transition_metric")
     log_event(
         session,
         action=f"order.{status}",

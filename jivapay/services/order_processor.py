@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory
-from jivapay.database.utils import atomic_transaction, transaction_flow
+from jivapay.database.utils import atomic_transaction, call_after_commit, transaction_flow
 from jivapay.enums import AuditLevel, IncomingOrderStatus, OrderStatus, OrderType
 from jivapay.money import calculate_commissions, payin_trader_hold
 from jivapay.services import balance_manager, fraud_detector
@@ -45,6 +45,7 @@ from jivapay.utils.exceptions import (
     LimitExceeded,
     RequisiteNotFound,
 )
+from jivapay.utils.metrics import ASSIGNMENT_LATENCY_SECONDS
 from jivapay.utils.notifications import report_critical_error
 
 log = structlog.get_logger(__name__)
@@ -215,6 +216,9 @@ def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> Order
         session, incoming=incoming, order=order, status=OrderStatus.PENDING.value, previous=previous
     )
     session.flush()
+    waited = max((now - incoming.created_at).total_seconds(), 0.0)
+    latency = ASSIGNMENT_LATENCY_SECONDS.labels(str(incoming.order_type))
+    call_after_commit(session, lambda: latency.observe(waited), label="assignment_latency_metric")
     return order
 
 

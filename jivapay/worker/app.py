@@ -58,6 +58,10 @@ def _on_worker_init(**_: Any) -> None:
     _init_observability("worker")
 
 
+# Task counters and durations: connects Celery's task signals (`jivapay.worker.metrics`).
+from jivapay.worker import metrics as _metrics  # noqa: E402, F401
+
+
 @beat_init.connect
 def _on_beat_init(**_: Any) -> None:
     _init_observability("beat")

@@ -15,6 +15,7 @@ from typing import Any
 import structlog
 
 from jivapay import task_names
+from jivapay.utils.metrics import CALLBACK_ATTEMPTS_TOTAL
 from jivapay.worker.app import celery_app
 
 log = structlog.get_logger(__name__)
@@ -32,6 +33,8 @@ def deliver_callback_task(self: Any, delivery_id: int) -> dict[str, Any]:
     from jivapay.services.callback_service import deliver_callback
 
     outcome = deliver_callback(delivery_id)
+    if outcome.attempt is not None:  # an HTTP attempt was made (not skipped)
+        CALLBACK_ATTEMPTS_TOTAL.labels(str(outcome.status)).inc()
     if outcome.status == CallbackStatus.PENDING and outcome.next_attempt_at is not None:
         delay = max((outcome.next_attempt_at - datetime.now(UTC)).total_seconds(), 0.0)
         if delay <= SELF_SCHEDULE_MAX_SECONDS:

@@ -15,6 +15,11 @@ from sqlalchemy import text
 
 from jivapay import task_names
 from jivapay.database.utils import atomic_transaction
+from jivapay.utils.metrics import (
+    INTAKE_ORDERS_TOTAL,
+    RECONCILIATION_DISCREPANCIES,
+    RECONCILIATION_RUNS_TOTAL,
+)
 from jivapay.worker.app import celery_app
 
 log = structlog.get_logger(__name__)
@@ -69,6 +74,7 @@ def process_order(self: Any, incoming_order_id: int) -> dict[str, Any]:
     from jivapay.services.order_processor import process_incoming_order
 
     result = process_incoming_order(incoming_order_id)
+    INTAKE_ORDERS_TOTAL.labels(result.outcome).inc()
     if result.outcome == IncomingOrderStatus.RETRYING and result.next_attempt_at is not None:
         delay = max((result.next_attempt_at - datetime.now(UTC)).total_seconds(), 0.0)
         # `retry` re-sends to the queue the message came from; the database counts the attempts.
@@ -127,4 +133,7 @@ def reconcile_balances() -> int:
     """Check every money invariant; each discrepancy is reported as a critical error."""
     from jivapay.services.sweepers import run_reconciliation
 
-    return len(run_reconciliation())
+    found = len(run_reconciliation())
+    RECONCILIATION_DISCREPANCIES.set(found)
+    RECONCILIATION_RUNS_TOTAL.inc()
+    return found

@@ -8,6 +8,7 @@ hangs, and answers 503 problem+json naming what failed. `GET /metrics` is the Pr
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -90,6 +91,21 @@ async def _run_check(name: str, check: Callable[[], None]) -> str:
     return "ok"
 
 
+def metrics_visible_to(client_host: str | None) -> bool:
+    """Whether `/metrics` on the API port answers this client (METRICS_PORT, METRICS_ALLOWED_NETWORKS)."""
+    settings = get_settings()
+    if settings.METRICS_PORT is not None:
+        return False
+    networks = settings.metrics_networks
+    if not networks:
+        return True
+    try:
+        address = ipaddress.ip_address(client_host or "")
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
 def health_router(server: str, *, metrics: bool = True) -> APIRouter:
     """`/health`, `/ready` and (unless served on an internal port) `/metrics` for `server`."""
     router = APIRouter(tags=["health"])
@@ -131,7 +147,11 @@ def health_router(server: str, *, metrics: bool = True) -> APIRouter:
     if metrics:
 
         @router.get("/metrics", include_in_schema=False)
-        async def metrics_endpoint() -> Response:
+        async def metrics_endpoint(request: Request) -> Response:
+            if not metrics_visible_to(request.client.host if request.client else None):
+                return problem_response(
+                    status=404, code="not_found", title="Not Found", instance=request.url.path
+                )
             body, content_type = render_latest()
             return Response(body, media_type=content_type)
 

@@ -1,0 +1,129 @@
+"""deploy/compose.yaml: the services an operator expects, their order, health checks and secrets.
+
+Read with PyYAML (no Docker engine here); anchors and merge keys are resolved by the loader.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jivapay.servers.app_factory import DEFAULT_PORTS, ServerName
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROLES = [s.value for s in ServerName]
+SECRET_WORDS = ("PASSWORD", "SECRET", "KEY", "TOKEN", "AUTH", "DSN")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+
+
+def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return compose["services"]
+
+
+def test_every_component_is_there(compose: dict[str, Any]) -> None:
+    expected = {"postgres", "redis", "minio", "migrate", "worker", "beat", "flower"}
+    expected |= {"prometheus", "grafana", "loki", "promtail", *ROLES}
+    assert expected <= set(_services(compose))
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_api_servers_wait_for_migrations_and_are_healthy_on_ready(
+    compose: dict[str, Any], role: str
+) -> None:
+    service = _services(compose)[role]
+    assert service["command"][:3] == ["serve", "--role", role]
+    port = DEFAULT_PORTS[ServerName(role)]
+    assert str(port) in service["command"]
+    probe = " ".join(service["healthcheck"]["test"])
+    assert f"127.0.0.1:{port}/ready" in probe
+    deps = service["depends_on"]
+    assert deps["migrate"]["condition"] == "service_completed_successfully"
+    for backing in ("postgres", "redis", "minio"):
+        assert deps[backing]["condition"] == "service_healthy"
+    assert service["stop_grace_period"], "graceful shutdown window for draining"
+
+
+def test_backing_services_have_health_checks(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    for name in ("postgres", "redis", "minio", "prometheus", "grafana", "loki", "flower"):
+        assert services[name]["healthcheck"]["test"], name
+
+
+def test_migrate_is_one_shot_upgrade_then_seed(compose: dict[str, Any]) -> None:
+    migrate = _services(compose)["migrate"]
+    assert migrate["restart"] == "no"
+    command = " ".join(migrate["command"])
+    assert command.index("jivapay db upgrade") < command.index("jivapay seed")
+    assert "migrate" not in migrate["depends_on"]
+
+
+def test_exactly_one_beat_and_workers_expose_metrics(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    beats = [name for name, s in services.items() if s.get("command", [None])[0] == "beat"]
+    assert beats == ["beat"]
+    assert services["beat"]["deploy"]["replicas"] == 1
+    worker = services["worker"]["command"]
+    assert worker[0] == "worker"
+    assert worker[worker.index("--metrics-port") + 1] == "9100"
+    # Warm shutdown needs time to finish the tasks in flight.
+    assert services["worker"]["stop_grace_period"] == "120s"
+
+
+def test_flower_requires_basic_auth(compose: dict[str, Any]) -> None:
+    env = _services(compose)["flower"]["environment"]
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?[^}]*\}", env["FLOWER_BASIC_AUTH"])
+
+
+def test_monitoring_is_provisioned_from_this_directory(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    for service in ("prometheus", "grafana", "promtail"):
+        for volume in services[service]["volumes"]:
+            source = volume.split(":")[0]
+            if source.startswith("./"):
+                assert (DEPLOY / source).exists(), f"{service} mounts missing {source}"
+
+
+def _walk_env(compose: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(service, variable, value) of every environment entry, plus command strings."""
+    found = []
+    for name, service in _services(compose).items():
+        env = service.get("environment") or {}
+        items = env.items() if isinstance(env, dict) else (e.split("=", 1) for e in env)
+        for key, value in items:
+            found.append((name, str(key), str(value)))
+        for part in service.get("command") or []:
+            found.append((name, "command", str(part)))
+    return found
+
+
+def test_no_secret_has_a_default_value(compose: dict[str, Any]) -> None:
+    raw = (DEPLOY / "compose.yaml").read_text(encoding="utf-8")
+    # Every ${VAR...} that names a secret must be required (`:?`), never defaulted (`:-` / `-`).
+    for match in re.finditer(r"\$\{([A-Z0-9_]+)([^}]*)\}", raw):
+        name, modifier = match.groups()
+        if any(word in name for word in SECRET_WORDS) and name != "SENTRY_DSN":
+            assert modifier.startswith(":?"), f"${{{name}}} must be required, not {modifier!r}"
+    # And no literal secret value is written anywhere in the environment.
+    for service, key, value in _walk_env(compose):
+        if value in ("true", "false") or key == "SENTRY_DSN":
+            continue
+        if any(word in key for word in SECRET_WORDS):
+            assert "${" in value, f"{service}.{key} is a literal value"
+
+
+def test_only_public_apis_are_published_on_every_interface(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    internal = ("admin", "support", "flower", "prometheus", "grafana")
+    for name in internal:
+        for port in services[name].get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
+    for name in ("postgres", "redis", "minio", "loki"):
+        assert "ports" not in services[name], f"{name} must not be published"
