@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import update
+from sqlalchemy import select, update
 
-from jivapay.database.models import OrderHistory
+from jivapay.database.models import FiatCurrency, OrderHistory
 from jivapay.database.utils import atomic_transaction
 from jivapay.enums import Role
 from jivapay.security import create_access_token
@@ -52,6 +52,8 @@ LIVE = 60_000
 def world(committed_db, gateway_url):  # type: ignore[no-untyped-def]
     with atomic_transaction() as session:
         ref = make_reference(session, rate=D("80"))
+        if session.scalar(select(FiatCurrency.id).where(FiatCurrency.code == "KZT")) is None:
+            ref.fiat.code = "KZT"  # a real currency, so the page shows its sign (₸)
         shop = make_store(session, ref, balance=D("1000"), require_payer_receipt=True)
         shop.store.store_name = "Demo Coffee"
         trader = make_trader(session, ref, deposit=D("100000"))
