@@ -220,7 +220,7 @@ def test_payer_page_shows_where_to_pay_and_is_never_cached(db: Session, client, 
     order_id = _create(client, store, ref)
     waiting = client.get(f"/pay/{order_id}")
     assert waiting.status_code == 200 and CARD not in waiting.text
-    assert "being prepared" in waiting.text
+    assert "state-looking" in waiting.text
 
     _process(db, order_id)
     page = client.get(f"/pay/{order_id}")

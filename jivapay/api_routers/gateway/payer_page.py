@@ -1,94 +1,108 @@
-"""The hosted payment page `GET /pay/{order_id}`: amount, deadline and, while the
-PayIn is open, the bank, method, full card number and holder to pay to, with a confirm button.
+"""The payer's page `GET /pay/{order_id}` , its live status `GET /pay/{order_id}/status`,
+its static assets, and the cross-site guard of the payer's confirm.
 
-The public id in the URL is the capability, so the page is never cached, indexed or leaked in a
-Referer header. The receipt is sent as multipart `receipt` with the confirmation.
+The public id in the URL is the capability, so nothing here is cached, indexed, framed or leaked in a
+Referer header; scripts and styles come only from this origin (no inline code). An unknown, malformed
+or PayOut id answers the same plain 404 page after the same single lookup.
 """
 
 from __future__ import annotations
 
-from html import escape
+from dataclasses import replace
+from importlib import resources
+from typing import Annotated, Any
 
-from fastapi import APIRouter
-from fastapi.responses import HTMLResponse
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from jivapay.api_routers.deps import DbSession
-from jivapay.services import gateway_service
-from jivapay.services.gateway_service import PayerPageView
+from jivapay.api_routers.gateway import payer_i18n
+from jivapay.services import payer_page_service
+from jivapay.services.payer_page_service import PayerPageState
+from jivapay.utils.exceptions import Forbidden, NotFound
 
 payer_router = APIRouter(tags=["payer"])
 
-_HEADERS = {
+SECURITY_HEADERS = {
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
     "X-Robots-Tag": "noindex, nofollow",
     "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
     "Content-Security-Policy": (
-        "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; "
-        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'"
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
 }
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Payment {order_id}</title>
-<style>body{{font-family:system-ui,sans-serif;max-width:32rem;margin:2rem auto;padding:0 1rem}}
-dt{{color:#666;margin-top:.6rem}}dd{{margin:0;font-size:1.2rem}}.num{{font-family:monospace}}</style>
-</head><body>
-<h1>Pay {amount} {currency}</h1>
-<p>Status: <strong id="status">{status}</strong></p>
-{details}
-</body></html>"""
-
-_DETAILS = """<dl>
-<dt>Bank</dt><dd>{bank}</dd>
-<dt>Method</dt><dd>{method}</dd>
-<dt>Card / account number</dt><dd class="num">{number}</dd>
-<dt>Holder</dt><dd>{holder}</dd>
-<dt>Pay before</dt><dd>{deadline}</dd>
-</dl>
-<p><label>Receipt (JPEG, PNG or PDF)
-<input type="file" id="receipt" accept="image/jpeg,image/png,application/pdf"></label></p>
-<button id="confirm">I have paid</button>
-<script>
-document.getElementById("confirm").onclick = async () => {{
-  const form = new FormData();
-  const file = document.getElementById("receipt").files[0];
-  if (file) form.append("receipt", file);
-  const r = await fetch("/gateway/payin/confirm/{order_id}", {{method: "POST", body: form}});
-  const body = await r.json();
-  document.getElementById("status").textContent = body.status || body.detail || r.status;
-}};
-</script>"""
+_ASSETS = {"pay.css": "text/css; charset=utf-8", "pay.js": "text/javascript; charset=utf-8"}
 
 
-def render(view: PayerPageView) -> str:
-    """The page's HTML; every value is escaped."""
-    details = ""
-    if view.requisite is not None and view.status == "pending":
-        details = _DETAILS.format(
-            bank=escape(view.requisite.bank.name),
-            method=escape(view.requisite.payment_method.name),
-            number=escape(view.requisite.number),
-            holder=escape(view.requisite.holder_name),
-            deadline=escape(view.expires_at.isoformat() if view.expires_at else ""),
-            order_id=escape(view.order_id),
-        )
-    elif view.status in ("new", "retrying", "manual_review"):
-        details = "<p>Payment details are being prepared. Refresh this page in a moment.</p>"
-    if view.return_url:
-        details += f'<p><a href="{escape(view.return_url)}">Back to the shop</a></p>'
-    return _PAGE.format(
-        order_id=escape(view.order_id),
-        amount=escape(format(view.amount_fiat, "f")),
-        currency=escape(view.fiat_currency),
-        status=escape(view.status),
-        details=details,
+def reject_cross_site(
+    request: Request,
+    sec_fetch_site: Annotated[str | None, Header()] = None,
+    origin: Annotated[str | None, Header()] = None,
+) -> None:
+    """A browser posting from another site is refused (`Sec-Fetch-Site`, else `Origin` vs Host)."""
+    if sec_fetch_site is not None and sec_fetch_site not in ("same-origin", "none"):
+        raise Forbidden("the payer confirms from the payment page only")
+    if sec_fetch_site is None and origin is not None and origin != "null":
+        host = request.headers.get("host", "")
+        if origin.split("://", 1)[-1] != host:
+            raise Forbidden("the payer confirms from the payment page only")
+
+
+def _safe_return_url(url: str | None) -> str | None:
+    return url if url and url.lower().startswith(("https://", "http://")) else None
+
+
+def render(state: PayerPageState | None, language: str) -> tuple[str, int]:
+    """The page for `state` in `language`, or the 404 page for None."""
+    env = payer_i18n.environment(language)
+    if state is None:
+        return env.get_template("pay/not_found.html").render(lang=language), 404
+    shown = replace(state, return_url=_safe_return_url(state.return_url))
+    html = env.get_template("pay/page.html").render(
+        lang=language,
+        s=shown,
+        amount_plain=format(state.amount_fiat, "f"),
+        expires_iso=payer_i18n.iso(state.expires_at),
+        confirm_iso=payer_i18n.iso(state.confirm_deadline_at),
+    )
+    return html, 200
+
+
+@payer_router.get("/pay/assets/{name}", include_in_schema=False)
+def payer_asset(name: str) -> Response:
+    """The page's stylesheet and script (a fixed list; anything else is 404)."""
+    if name not in _ASSETS:
+        raise NotFound("asset not found")
+    body = (resources.files("jivapay") / "static" / "pay" / name).read_bytes()
+    return Response(
+        body,
+        media_type=_ASSETS[name],
+        headers={"Cache-Control": "public, max-age=300", "X-Content-Type-Options": "nosniff"},
     )
 
 
-@payer_router.get("/pay/{order_id}", response_class=HTMLResponse, include_in_schema=True)
-def payer_page(session: DbSession, order_id: str) -> HTMLResponse:
-    view = gateway_service.get_payer_view(session, public_id=order_id)
-    return HTMLResponse(render(view), headers=_HEADERS)
+@payer_router.get("/pay/{order_id}", response_class=HTMLResponse, summary="The payer's page")
+def payer_page(
+    session: DbSession,
+    order_id: str,
+    lang: Annotated[str | None, Query(max_length=8)] = None,
+    accept_language: Annotated[str | None, Header()] = None,
+) -> HTMLResponse:
+    """Server-rendered in ru, en or kk; the number is shown only while the order is pending."""
+    language = payer_i18n.choose_language(lang, accept_language)
+    state = payer_page_service.get_state(session, public_id=order_id)
+    html, status_code = render(state, language)
+    headers = {**SECURITY_HEADERS, "Content-Language": language, "Vary": "Accept-Language"}
+    return HTMLResponse(html, status_code=status_code, headers=headers)
+
+
+@payer_router.get("/pay/{order_id}/status", summary="The payer page's live status")
+def payer_status(session: DbSession, order_id: str) -> Any:
+    """`{status, closed}`: what the page polls to know when to redraw and when to stop."""
+    state = payer_page_service.get_state(session, public_id=order_id)
+    if state is None:
+        raise NotFound("order not found")
+    return JSONResponse({"status": state.status, "closed": state.closed}, headers=SECURITY_HEADERS)

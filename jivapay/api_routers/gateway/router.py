@@ -23,6 +23,7 @@ from fastapi.routing import APIRoute
 from jivapay.api_routers import uploads
 from jivapay.api_routers.auth import signed_path
 from jivapay.api_routers.deps import CurrentStore, DbSession, IdempotencyKeyHeader
+from jivapay.api_routers.gateway.payer_page import reject_cross_site
 from jivapay.enums import OrderType
 from jivapay.middleware.rate_limiting import KeyKind, rate_limit
 from jivapay.schemas.gateway import (
@@ -185,6 +186,7 @@ def payout_status(store: CurrentStore, session: DbSession, order_id: OrderIdPath
     responses=_PROBLEMS,
     summary="The payer confirms the payment (no store credentials: the order id is the capability)",
     openapi_extra=uploads.RECEIPT_OPENAPI,
+    dependencies=[Depends(reject_cross_site)],
 )
 def payer_confirm(session: DbSession, order_id: OrderIdPath, receipt: ReceiptUpload) -> Any:
     """Multipart `receipt` (JPEG/PNG/PDF) attached; required when the store says so."""
