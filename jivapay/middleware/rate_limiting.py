@@ -1,6 +1,6 @@
 """Rate limiting on every server, on top of the `limits` library and Redis (sliding window counters).
 
-Who is counted, and against which limit (domain.md §9):
+Who is counted, and against which limit:
 
 - A request whose bearer token verifies counts against `RATE_LIMIT_DEFAULT` per principal.
 - A gateway route that authenticates the store (`get_current_store`) is counted only once the

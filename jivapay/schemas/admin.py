@@ -1,4 +1,4 @@
-"""API shapes of the admin identity, configuration, reference, log and GDPR routes (domain.md §12):
+"""API shapes of the admin identity, configuration, reference, log and GDPR routes:
 users and their grants, run-time settings, reference rows, exchange rates, audit rows, the GDPR
 export and anonymisation answers, and the own-password change every role server offers."""
 

@@ -1,4 +1,4 @@
-"""What "online" means for a requisite, in one place (domain.md §5.2, §12 teamlead).
+"""What "online" means for a requisite, in one place.
 
 A requisite is online for a direction when its trader's user is active, the trader is in work (their
 own switch) AND enabled by the teamlead (the teamlead's switch: neither overrides the other), the

@@ -1,4 +1,4 @@
-"""Administration of user accounts (domain.md §12, identity): creating users of every role with their
+"""Administration of user accounts: creating users of every role with their
 profile, listing and reading them, profile edits, activation, password resets and changes, grants
 and counts.
 

@@ -1,4 +1,4 @@
-"""The payer's page `GET /pay/{order_id}` , its live status `GET /pay/{order_id}/status`,
+"""The payer's page `GET /pay/{order_id}`, its live status `GET /pay/{order_id}/status`,
 its static assets, and the cross-site guard of the payer's confirm.
 
 The public id in the URL is the capability, so nothing here is cached, indexed, framed or leaked in a

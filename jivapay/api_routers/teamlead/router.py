@@ -1,4 +1,4 @@
-"""The teamlead's own team (domain.md §12): traders and their masked requisites, the traffic switch,
+"""The teamlead's own team: traders and their masked requisites, the traffic switch,
 the team's orders and statistics, and the team's deposits. Each route needs its grant
 (`traders:view:team`, `traders:traffic:team`, `orders:view:team`, `balances:view:team`), and the
 services scope every row to the caller's team: a trader outside it is 404.
