@@ -31,6 +31,7 @@ from jivapay.database.utils import db_session_dependency
 from jivapay.enums import Role
 from jivapay.permissions import template_permissions
 from jivapay.security import (
+    SIGNATURE_TOLERANCE_SECONDS,
     Principal,
     compute_signature,
     create_access_token,
@@ -427,7 +428,9 @@ def test_stale_or_malformed_timestamp(
     store, private = _store(db, unique)
     now = int(time.time())
     if timestamp in ("stale", "future"):
-        ts = now - 301 if timestamp == "stale" else now + 301
+        # Stale only grows staler while the test runs; a future stamp shrinks towards the window,
+        # so it sits a whole window beyond it and a slow machine cannot bring it back inside.
+        ts = now - 301 if timestamp == "stale" else now + 2 * SIGNATURE_TOLERANCE_SECONDS
         headers = _signed(store, private, "GET", "/gateway/ping", ts=ts)
     else:
         headers = _signed(store, private, "GET", "/gateway/ping")

@@ -28,6 +28,7 @@ from jivapay.database.models import (
 from jivapay.servers.app_factory import ServerName, build_app
 from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.services.idempotency import LOCK_ID_SQL
+from jivapay.utils.notifications import reset_critical_audit_limit
 from tests.factories import (
     Ref,
     StoreWorld,
@@ -321,14 +322,31 @@ def test_insufficient_store_balance(db: Session, client, world) -> None:
     assert _counts(db) == before
 
 
+def _critical_rows(db: Session) -> list[AuditLog]:
+    db.expire_all()
+    query = select(AuditLog).where(AuditLog.action == "system.critical_error").order_by(AuditLog.id)
+    return list(db.scalars(query))
+
+
 def test_stale_rate_is_503(db: Session, client, world) -> None:
     ref, store = world
     ref.rate.updated_at = utcnow() - timedelta(days=3)
     db.commit()
-    before = _counts(db)
-    response = _post(client, store, PAYIN, _payin_body(ref))
+    # A 5xx is recorded as a critical audit row in its own transaction, unless this process's
+    # per-minute window is full or a failed write put it in backoff: start from a clean window so
+    # the row is always written, and count it apart from the request's own writes.
+    reset_critical_audit_limit()
+    before, critical_before = _counts(db), len(_critical_rows(db))
+    try:
+        response = _post(client, store, PAYIN, _payin_body(ref))
+    finally:
+        reset_critical_audit_limit()
     assert response.status_code == 503 and response.json()["code"] == "stale_exchange_rate"
-    assert _counts(db) == before
+    critical = _critical_rows(db)
+    assert len(critical) == critical_before + 1
+    assert critical[-1].details["error_type"] == "StaleExchangeRate"
+    incoming, keys, history, audit = _counts(db)
+    assert (incoming, keys, history, audit - 1) == before  # the request itself wrote nothing
 
 
 def test_duplicate_merchant_order_id_with_a_new_key_is_409(db: Session, client, world) -> None:

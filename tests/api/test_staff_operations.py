@@ -28,6 +28,7 @@ from jivapay.services.order_processor import process_incoming_order
 from jivapay.services.reconciliation import reconcile
 from tests.api.staff_support import make_staff, make_template_staff, row_counts
 from tests.factories import make_incoming, make_reference, make_requisite, make_store, make_trader
+from tests.sample_files import pdf_bytes
 
 D = Decimal
 CARD = "2200123412345678"
@@ -176,7 +177,7 @@ def test_complete_cancel_repeat_and_conflict(support_client, db, world) -> None:
 def test_dispute_with_evidence_and_resolution(admin_client, db, world, s3_endpoint) -> None:  # type: ignore[no-untyped-def]
     ref, store, _, admin = world
     order = _order(db, store, ref, amount_fiat=D("500.00"))
-    pdf = b"%PDF-1.4\n%evidence\n"
+    pdf = pdf_bytes()
     r = admin_client.post(
         f"/admin/orders/{order.public_id}/dispute",
         data={"reason": "payer says paid"},
