@@ -90,6 +90,7 @@ def require_any_permission(*required: str, id_param: str = "id") -> Callable[...
             return principal
         raise PermissionDenied("Missing permission " + " or ".join(required))
 
+    _require_any_permission.required_permissions = required  # type: ignore[attr-defined]
     return _require_any_permission
 
 

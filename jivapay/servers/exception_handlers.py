@@ -20,6 +20,8 @@ from jivapay.utils.notifications import report_critical_error
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://docs.jivapay.dev/problems/"
+# A body with 100k unknown fields must not answer a 10 MB error: the first ones and the count.
+MAX_REPORTED_ERRORS = 20
 
 log = structlog.get_logger(__name__)
 
@@ -109,16 +111,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
             "msg": str(err.get("msg", "")),
             "type": str(err.get("type", "")),
         }
-        for err in exc.errors()
+        for err in exc.errors()[:MAX_REPORTED_ERRORS]
     ]
+    total = len(exc.errors())
     fields = ", ".join(".".join(e["loc"]) for e in errors)
+    more = f" (and {total - len(errors)} more)" if total > len(errors) else ""
     return problem_response(
         status=422,
         code="validation_failed",
         title="Validation failed",
-        detail=f"Invalid request: {fields}" if fields else "Invalid request",
+        detail=f"Invalid request: {fields}{more}" if fields else "Invalid request",
         instance=request.url.path,
         errors=errors,
+        error_count=total,
         request_id=_request_id(request),
     )
 
@@ -146,6 +151,7 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
         code="internal_error",
         title="Internal error",
         detail="An unexpected error occurred. It has been logged.",
+        instance=request.url.path,
         request_id=_request_id(request),
     )
 

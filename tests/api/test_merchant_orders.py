@@ -20,6 +20,7 @@ from jivapay.servers.app_factory import build_app
 from jivapay.services.order_processor import process_incoming_order
 from tests.api.merchant_support import audit_count, bearer, count
 from tests.factories import make_incoming, make_reference, make_requisite, make_store, make_trader
+from tests.sample_files import pdf_bytes
 
 D = Decimal
 
@@ -171,7 +172,7 @@ def test_cancel_completed_is_409(client, db, world) -> None:  # type: ignore[no-
 def test_dispute_with_evidence(client, db, world, s3_endpoint) -> None:  # type: ignore[no-untyped-def]
     ref, mine, _, auth, other = world
     incoming, _ = _assigned(db, mine, ref)
-    pdf = ("e.pdf", b"%PDF-1.4 evidence", "application/pdf")
+    pdf = ("e.pdf", pdf_bytes(), "application/pdf")
 
     docs = count(db, UploadedDocument)
     too_many = [("evidence", pdf) for _ in range(6)]

@@ -74,7 +74,7 @@ def test_enqueue_by_task_name_publishes_through_the_shared_celery_app(db, unique
         db.commit()
     finally:
         celery_app.send_task = original  # type: ignore[method-assign]
-    assert sent == [("orders.process", [7], {"countdown": 2})]
+    assert sent == [("orders.process", [7], {"countdown": 2, "retry": False})]
 
 
 def test_call_after_rollback_runs_only_when_the_transaction_does_not_commit(db, unique) -> None:  # type: ignore[no-untyped-def]

@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from jivapay.api_routers.admin import problems
-from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.auth import require_any_permission, require_permission
+from jivapay.api_routers.deps import ClientIp, DbSession, PageParams
 from jivapay.enums import Role
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import (
@@ -35,6 +35,20 @@ router = APIRouter(prefix="/admin/users", tags=["admin: identity"])
 
 CanView = Annotated[Principal, Depends(require_permission(Permission.USERS_VIEW_ALL))]
 CanDeactivate = Annotated[Principal, Depends(require_permission(Permission.USERS_DEACTIVATE_ALL))]
+# The route admits anyone who manages some role; the service then checks `users:manage:{role}` of
+# the user concerned (the role is known only once the body or the target row is read).
+CanManageSomeRole = Annotated[
+    Principal,
+    Depends(
+        require_any_permission(
+            Permission.USERS_MANAGE_ADMIN,
+            Permission.USERS_MANAGE_SUPPORT,
+            Permission.USERS_MANAGE_TEAMLEAD,
+            Permission.USERS_MANAGE_MERCHANT,
+            Permission.USERS_MANAGE_TRADER,
+        )
+    ),
+]
 
 
 @router.post(
@@ -44,7 +58,7 @@ CanDeactivate = Annotated[Principal, Depends(require_permission(Permission.USERS
     responses=problems(403, 409, 422),
 )
 def create_user(
-    body: UserCreate, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
+    body: UserCreate, session: DbSession, principal: CanManageSomeRole, ip: ClientIp
 ) -> UserDetailRead:
     """Create a user of any role with its profile (needs `users:manage:{role}`; no escalation)."""
     return user_admin.create_user(session, actor=principal, body=body, ip_address=ip)
@@ -79,7 +93,7 @@ def get_user(user_id: int, session: DbSession, _: CanView) -> UserDetailRead:
 
 @router.patch("/{user_id}", response_model=UserChanged, responses=problems(403, 404, 409, 422))
 def update_user(
-    user_id: int, body: UserUpdate, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
+    user_id: int, body: UserUpdate, session: DbSession, principal: CanManageSomeRole, ip: ClientIp
 ) -> UserChanged:
     """Edit profile fields (names, company, description); email and role never change here."""
     return user_admin.update_user(
@@ -114,7 +128,7 @@ def reset_password(
     user_id: int,
     body: PasswordReset,
     session: DbSession,
-    principal: CurrentPrincipal,
+    principal: CanManageSomeRole,
     ip: ClientIp,
 ) -> UserChanged:
     """Set a new password for the user (8 to 1024 characters)."""
@@ -136,7 +150,7 @@ def set_permissions(
     user_id: int,
     body: GrantsUpdate,
     session: DbSession,
-    principal: CurrentPrincipal,
+    principal: CanManageSomeRole,
     ip: ClientIp,
 ) -> GrantsRead:
     """Replace a staff user's grants: validated, de-duplicated, never beyond the caller's own."""
