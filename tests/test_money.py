@@ -187,9 +187,9 @@ def test_the_field_name_is_the_callers() -> None:
 
 @pytest.mark.parametrize("rate", [Decimal("0"), Decimal("-1"), Decimal("-0.00000001")])
 def test_a_rate_that_is_not_positive_is_a_validation_error(rate: Decimal) -> None:
-    with pytest.raises(ValidationFailed, match="exchange rate must be positive"):
+    with pytest.raises(ValidationFailed, match=r"^exchange rate must be positive$"):
         fiat_to_crypto(Decimal("100.00"), rate)
-    with pytest.raises(ValidationFailed, match="exchange rate must be positive"):
+    with pytest.raises(ValidationFailed, match=r"^exchange rate must be positive$"):
         crypto_to_fiat(Decimal("1.00000000"), rate)
 
 
@@ -206,7 +206,7 @@ def test_conversions_round_down_exactly() -> None:
 
 @pytest.mark.parametrize("percent", [Decimal("100"), Decimal("100.0001"), Decimal("-0.0001")])
 def test_commission_percent_outside_0_to_100_is_refused(percent: Decimal) -> None:
-    with pytest.raises(ValidationFailed, match=r"commission percent must be in \[0, 100\)"):
+    with pytest.raises(ValidationFailed, match=r"^commission percent must be in \[0, 100\)$"):
         commission(Decimal("10"), percent)
 
 
@@ -238,3 +238,11 @@ def test_legs_total_adds_all_three() -> None:
     from jivapay.money import Legs
 
     assert Legs(Decimal("1"), Decimal("2"), Decimal("4")).total == Decimal("7")
+
+
+def test_to_decimal_names_the_amount_by_default() -> None:
+    from jivapay.money import to_decimal
+
+    with pytest.raises(ValidationFailed, match=r"^amount is not a number$"):
+        to_decimal("x")
+    assert to_decimal(Decimal("1.50")) == Decimal("1.50")

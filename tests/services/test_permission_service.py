@@ -8,8 +8,6 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.models import AuditLog, Support
 from jivapay.enums import Role
-from jivapay.security import Principal
-from jivapay.services.auth_service import create_user
 from jivapay.permissions import (
     PERMISSION_DESCRIPTIONS,
     ROLE_TEMPLATES,
@@ -20,6 +18,8 @@ from jivapay.permissions import (
     template_permissions,
     validate_grants,
 )
+from jivapay.security import Principal
+from jivapay.services.auth_service import create_user
 from jivapay.services.permission_service import update_user_permissions
 from jivapay.utils.exceptions import NotFound, PermissionDenied, ValidationFailed
 
