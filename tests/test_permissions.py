@@ -57,3 +57,12 @@ def test_an_unknown_template_lists_the_known_ones() -> None:
     message = f"unknown permission template 'nope' (known: {known})"
     with pytest.raises(ValidationFailed, match=f"^{re.escape(message)}$"):
         template_permissions("nope")
+
+
+def test_malformed_grants_are_named_in_the_message() -> None:
+    from jivapay.permissions import validate_grants
+
+    message = "malformed permission(s): 'Orders:view', 42"
+    with pytest.raises(ValidationFailed, match=f"^{re.escape(message)}$") as err:
+        validate_grants(["orders:view:all", "Orders:view", 42])
+    assert err.value.extra == {"invalid_permissions": ["'Orders:view'", "42"]}
