@@ -64,10 +64,6 @@ def parse_crypto_amount(value: Any, *, field: str = "amount_crypto") -> Decimal:
     return _check_places(amount, CRYPTO_QUANTUM, CRYPTO_PLACES, field)
 
 
-def quantize_crypto_down(value: Decimal) -> Decimal:
-    return value.quantize(CRYPTO_QUANTUM, rounding=ROUND_DOWN)
-
-
 def fiat_to_crypto(amount_fiat: Decimal, rate: Decimal) -> Decimal:
     """C = F / R, rounded down to 8 places (the platform never promises more than it has)."""
     if rate <= 0:
@@ -79,6 +75,8 @@ def fiat_to_crypto(amount_fiat: Decimal, rate: Decimal) -> Decimal:
 
 def crypto_to_fiat(amount_crypto: Decimal, rate: Decimal) -> Decimal:
     """F = C * R, rounded down to 2 places (a PayOut given in crypto)."""
+    if rate <= 0:
+        raise ValidationFailed("exchange rate must be positive")
     with localcontext() as ctx:
         ctx.prec = _PRECISION
         return (amount_crypto * rate).quantize(FIAT_QUANTUM, rounding=ROUND_DOWN)
