@@ -27,11 +27,12 @@ import pytest
 from jivapay import embedded
 from jivapay.cli import INBOX_PORT, default_ports
 from jivapay.security import compute_signature
+from tests.sample_files import png_bytes
 
 pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT = 240.0
-PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(2048)
+PNG = png_bytes()
 # Variables a newcomer has not set (the test run's own are removed as well).
 _UNSET_PREFIXES = ("DATABASE_", "REDIS_", "S3_", "CELERY_", "JIVAPAY_", "PUBLIC_BASE_URL")
 

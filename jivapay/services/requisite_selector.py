@@ -97,6 +97,9 @@ _STATEMENTS = {kind: _candidate_statement(kind) for kind in OrderType}
 
 # One round trip for every dynamic check of the locked candidate: turnover in the rolling window,
 # turnover today, and (PayIn) the trader's available deposit, whose row it locks for the freeze.
+# SKIP LOCKED: a deposit another worker holds reads as NULL (the candidate is passed over for this
+# attempt) instead of being waited for; waiting here while holding the deposit row of a candidate
+# rejected a moment earlier let two workers lock two traders' deposits in opposite order (deadlock).
 _DYNAMIC_SQL = """
 SELECT
   (SELECT COALESCE(SUM(amount_fiat), 0) FROM requisite_turnover_buckets
@@ -107,7 +110,7 @@ SELECT
 """
 _LOCKED_DEPOSIT = (
     "(SELECT balance - frozen FROM balance_traders "
-    "WHERE trader_id = :tid AND crypto_currency_id = :cid FOR UPDATE)"
+    "WHERE trader_id = :tid AND crypto_currency_id = :cid FOR UPDATE SKIP LOCKED)"
 )
 _DYNAMIC = {
     OrderType.PAYIN: text(_DYNAMIC_SQL.format(deposit=_LOCKED_DEPOSIT)),
@@ -165,7 +168,7 @@ def _rejection(
     ):
         return "day_turnover"
     # Another requisite of the same trader may have taken deposit since the scan: checked under
-    # the balance row lock, which the freeze that follows keeps.
+    # the balance row lock, which the freeze that follows keeps (NULL: another worker holds it).
     if hold is not None and (used.available is None or used.available < hold):
         return "trader_deposit"
     return None

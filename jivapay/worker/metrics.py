@@ -138,9 +138,16 @@ def _redis_state() -> Iterator[GaugeMetricFamily]:
         )
         depth.add_metric([queue], float(client.llen(queue)))
         yield depth
-        raw = client.get(BEAT_LAST_KEY)
     finally:
         client.close()
+    # The heartbeat task writes to REDIS_URL, which may be another server or database than the broker.
+    beat = redis.Redis.from_url(
+        settings.REDIS_URL or url, socket_timeout=2, socket_connect_timeout=2
+    )
+    try:
+        raw = beat.get(BEAT_LAST_KEY)
+    finally:
+        beat.close()
     age = float("inf")
     if raw:
         last = datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else str(raw))

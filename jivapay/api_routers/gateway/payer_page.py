@@ -84,7 +84,8 @@ def payer_asset(name: str) -> Response:
     )
 
 
-@payer_router.get("/pay/{order_id}", response_class=HTMLResponse, summary="The payer's page")
+# A page for people, not an API operation: kept out of the OpenAPI document.
+@payer_router.get("/pay/{order_id}", response_class=HTMLResponse, include_in_schema=False)
 def payer_page(
     session: DbSession,
     order_id: str,
