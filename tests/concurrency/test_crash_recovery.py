@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KILLS = 8
 KILL_EVERY = 0.7  # seconds
 SWEEP_EVERY = 2.0
+POOL_SETTLE = 1.0  # seconds a pool process lives before the test may kill it
 DEADLINE = 180.0
 
 
@@ -47,6 +48,7 @@ class Workers:
         self.env, self.queue, self.logs = env, queue, logs
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
         self.started = 0
+        self.restarts = 0  # masters that died of a child's death and were started again
 
     def start(self, slot: int) -> None:
         self.started += 1
@@ -83,16 +85,33 @@ class Workers:
         )
         log.close()
 
-    def kill_child(self, slot: int) -> bool:
-        """SIGKILL one pool process of worker `slot` (its master forks a new one)."""
+    def pool(self, slot: int) -> list[psutil.Process]:
+        """Pool processes of worker `slot` that have been up long enough to finish their start-up
+        handshake (Celery's master gives up, "Could not start worker processes", if one dies
+        before it)."""
         try:
             children = psutil.Process(self.procs[slot].pid).children()
         except psutil.NoSuchProcess:
-            return False
-        if not children:
-            return False
-        random.choice(children).send_signal(signal.SIGKILL)
-        return True
+            return []
+        now = time.time()
+        return [c for c in children if now - c.create_time() > POOL_SETTLE]
+
+    def wait_for_pool(self, slot: int, timeout: float = 60.0) -> None:
+        """Block until worker `slot` has a settled pool, restarting it if its master has died: a
+        loaded machine takes seconds to start Celery, and killing a worker that never got to work
+        proves nothing."""
+        deadline = time.monotonic() + timeout
+        while not self.pool(slot):
+            if self.procs[slot].poll() is not None:
+                self.restarts += 1
+                self.start(slot)
+            assert time.monotonic() < deadline, f"worker {slot} started no pool\n{self.log_tail()}"
+            time.sleep(0.1)
+
+    def kill_child(self, slot: int) -> None:
+        """SIGKILL one pool process of worker `slot` (its master forks a new one)."""
+        self.wait_for_pool(slot)
+        random.choice(self.pool(slot)).send_signal(signal.SIGKILL)
 
     def kill_worker(self, slot: int) -> None:
         """SIGKILL the whole worker (master and pool) at once."""
@@ -164,11 +183,13 @@ def test_killed_workers_lose_no_order(
         last_sweep = started
         for n in range(KILLS):
             time.sleep(KILL_EVERY)
-            assert open_orders() > 0, "work finished before the kills: make the load larger"
             slot = n % 2
-            if n % 3 != 2 and (workers.kill_child(slot) or workers.kill_child(1 - slot)):
+            workers.wait_for_pool(slot)
+            assert open_orders() > 0, "work finished before the kills: make the load larger"
+            if n % 3 != 2:
+                workers.kill_child(slot)
                 kills["child"] += 1
-            else:  # every third kill, or no pool process up yet: the whole worker
+            else:  # every third kill: the whole worker, master and pool at once
                 workers.kill_worker(slot)
                 workers.start(slot)
                 kills["worker"] += 1
@@ -196,7 +217,7 @@ def test_killed_workers_lose_no_order(
 
     print(
         f"\ncrash test: task {task_name}, {elapsed:.1f} s, kills {kills}, "
-        f"{sweeps} sweeps re-enqueued {re_enqueued} ids"
+        f"{sweeps} sweeps re-enqueued {re_enqueued} ids, {workers.restarts} masters restarted"
     )
     assert kills["child"] + kills["worker"] == KILLS and min(kills.values()) >= 2
     with factory() as session:
