@@ -52,6 +52,13 @@ FLOWS = {
     "jivapay.utils.config_loader.load_settings_standalone",
     "jivapay.utils.notifications._record_critical_audit",
 }
+# The requisite's usage counters have one writer (docs/architecture.md, "The order lifecycle").
+COUNTER_WRITER = "jivapay.services.requisite_counters"
+_COUNTER_WRITE = re.compile(
+    r"(?is)(?:insert\s+into|update|delete\s+from)\s+requisite_(?:turnover_buckets|daily_turnover)\b"
+    r"|open_orders\s*=\s*(?:ReqTrader\.)?open_orders"
+    r"|(?:insert|update|delete)\((?:RequisiteTurnoverBucket|RequisiteDailyTurnover)\b"
+)
 
 
 @dataclass(frozen=True)
@@ -144,6 +151,14 @@ def stray_commits(source: str, module: str) -> tuple[list[Finding], set[str]]:
     return found, flows
 
 
+def counter_writes(source: str, module: str) -> list[Finding]:
+    """Writes of `open_orders` or the turnover tables, in SQL text or SQLAlchemy Core."""
+    return [
+        Finding(module, source.count("\n", 0, m.start()) + 1, f"writes counters: {m.group(0)!r}")
+        for m in _COUNTER_WRITE.finditer(source)
+    ]
+
+
 def _sources() -> Iterator[tuple[Path, str, str]]:
     for path in sorted(PACKAGE.rglob("*.py")):
         if "migrations" in path.parts:
@@ -181,6 +196,16 @@ def test_checker_finds_a_stray_commit_and_accepts_a_marked_flow() -> None:
     assert stray_commits("def task(s):\n    s.commit()\n", "jivapay.worker.tasks") == ([], set())
 
 
+def test_checker_finds_counter_writes_in_sql_and_in_core() -> None:
+    source = (
+        'A = text("UPDATE requisite_turnover_buckets SET amount_fiat = 0")\n'
+        "b = update(ReqTrader).values(open_orders=ReqTrader.open_orders - 1)\n"
+        "c = delete(RequisiteDailyTurnover)\n"
+        'd = text("SELECT amount_fiat FROM requisite_daily_turnover")\n'
+    )
+    assert [f.line for f in counter_writes(source, "jivapay.services.x")] == [1, 2, 3]
+
+
 # --------------------------------------------------------------------------- the package
 
 
@@ -202,6 +227,16 @@ def test_only_the_edges_and_the_listed_flows_commit() -> None:
         flows |= module_flows
     assert not found, "\n".join(f"{f.module}:{f.line} {f.what}" for f in found)
     assert flows == FLOWS, "a new flow is reviewed, listed here and in docs/architecture.md"
+
+
+def test_only_requisite_counters_writes_the_counters() -> None:
+    found: list[Finding] = []
+    for _path, module, source in _sources():
+        if module != COUNTER_WRITER:
+            found += counter_writes(source, module)
+    assert not found, "\n".join(f"{f.module}:{f.line} {f.what}" for f in found)
+    writer = (PACKAGE / "services" / "requisite_counters.py").read_text(encoding="utf-8")
+    assert len(counter_writes(writer, COUNTER_WRITER)) >= 5  # the checker sees the real writes
 
 
 def test_every_flow_is_listed_in_the_architecture_document() -> None:

@@ -23,7 +23,7 @@ from decimal import Decimal
 from typing import ClassVar
 
 import structlog
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -31,7 +31,7 @@ from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory
 from jivapay.database.utils import atomic_transaction, call_after_commit, transaction_flow
 from jivapay.enums import AuditLevel, IncomingOrderStatus, OrderStatus, OrderType
 from jivapay.money import calculate_commissions, payin_trader_hold
-from jivapay.services import balance_manager, fraud_detector
+from jivapay.services import balance_manager, fraud_detector, requisite_counters
 from jivapay.services.fraud_detector import FraudOutcome
 from jivapay.services.order_events import record_status_change
 from jivapay.services.requisite_selector import SelectedRequisite, find_suitable_requisite
@@ -51,28 +51,6 @@ from jivapay.utils.notifications import report_critical_error
 log = structlog.get_logger(__name__)
 
 _OPEN_INTAKE = (IncomingOrderStatus.NEW.value, IncomingOrderStatus.RETRYING.value)
-
-# The requisite's counters in one round trip: last use (round-robin), open orders, and the
-# turnover of the order's minute bucket and trader-local day.
-_OPEN_SLOT = text(
-    """
-WITH req AS (
-    UPDATE req_traders SET last_used_at = :now, open_orders = open_orders + 1
-    WHERE id = :rid RETURNING id
-), bucket AS (
-    INSERT INTO requisite_turnover_buckets (requisite_id, bucket_start, amount_fiat)
-    VALUES (:rid, :bucket, :amount) ON CONFLICT (requisite_id, bucket_start)
-    DO UPDATE SET amount_fiat = requisite_turnover_buckets.amount_fiat + EXCLUDED.amount_fiat
-    RETURNING 1
-), day AS (
-    INSERT INTO requisite_daily_turnover (requisite_id, day, amount_fiat)
-    VALUES (:rid, :day, :amount) ON CONFLICT (requisite_id, day)
-    DO UPDATE SET amount_fiat = requisite_daily_turnover.amount_fiat + EXCLUDED.amount_fiat
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM req) + (SELECT count(*) FROM bucket) + (SELECT count(*) FROM day)
-"""
-)
 
 
 class FraudStop(Exception):
@@ -195,18 +173,14 @@ def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> Order
             incoming_order_id=incoming.id,
             order_id=order.id,
         )
-    touched = session.execute(
-        _OPEN_SLOT,
-        {
-            "rid": chosen.requisite_id,
-            "now": now,
-            "amount": incoming.amount_fiat,
-            "bucket": chosen.turnover_bucket,
-            "day": chosen.turnover_day,
-        },
-    ).scalar_one()
-    if touched != 3:
-        raise InvariantViolation(f"requisite {chosen.requisite_id} counters were not updated")
+    requisite_counters.count_assigned_order(
+        session,
+        requisite_id=chosen.requisite_id,
+        amount_fiat=incoming.amount_fiat,
+        bucket=chosen.turnover_bucket,
+        day=chosen.turnover_day,
+        now=now,
+    )
     previous = incoming.status
     incoming.status = IncomingOrderStatus.ASSIGNED.value
     incoming.failure_reason = None

@@ -24,14 +24,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, text, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
-from jivapay.database.models import IncomingOrder, OrderHistory, ReqTrader
+from jivapay.database.models import IncomingOrder, OrderHistory
 from jivapay.enums import ActorKind, OrderEvent, OrderStatus, OrderType
 from jivapay.permissions import Permission, check_permission
-from jivapay.services import balance_manager
+from jivapay.services import balance_manager, requisite_counters
 from jivapay.services.order_events import record_status_change
 from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, PermissionDenied
@@ -103,16 +103,6 @@ class TransitionResult:
     changed: bool
 
 
-_UNBUMP_BUCKET = text(
-    "UPDATE requisite_turnover_buckets SET amount_fiat = GREATEST(amount_fiat - :amount, 0) "
-    "WHERE requisite_id = :rid AND bucket_start = :bucket"
-)
-_UNBUMP_DAY = text(
-    "UPDATE requisite_daily_turnover SET amount_fiat = GREATEST(amount_fiat - :amount, 0) "
-    "WHERE requisite_id = :rid AND day = :day"
-)
-
-
 # --------------------------------------------------------------------------- lookup and checks
 
 
@@ -154,18 +144,6 @@ def _authorize(actor: Actor, order: OrderHistory, event: OrderEvent, rule: Rule)
 # --------------------------------------------------------------------------- effects
 
 
-def _close_requisite_slot(session: Session, order: OrderHistory, *, keep_turnover: bool) -> None:
-    session.execute(
-        update(ReqTrader)
-        .where(ReqTrader.id == order.requisite_id)
-        .values(open_orders=ReqTrader.open_orders - 1)
-    )
-    if not keep_turnover:
-        params = {"rid": order.requisite_id, "amount": order.amount_fiat}
-        session.execute(_UNBUMP_BUCKET, {**params, "bucket": order.turnover_bucket})
-        session.execute(_UNBUMP_DAY, {**params, "day": order.turnover_day})
-
-
 def _release_hold(session: Session, order: OrderHistory) -> None:
     if order.order_type == OrderType.PAYIN:
         balance_manager.release_trader_hold(
@@ -196,11 +174,11 @@ def _apply(
         order.confirm_deadline_at = now + timedelta(minutes=minutes)
     elif target == OrderStatus.COMPLETED:
         # The requisite slot closes first: requisite rows are always locked before balances.
-        _close_requisite_slot(session, order, keep_turnover=True)
+        requisite_counters.count_completed_order(session, order=order)
         balance_manager.complete_order(session, order=order)
         order.completed_at = now
     elif target in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
-        _close_requisite_slot(session, order, keep_turnover=False)
+        requisite_counters.count_canceled_order(session, order=order)
         _release_hold(session, order)
         order.canceled_at = now
         order.cancellation_reason = reason or target.value

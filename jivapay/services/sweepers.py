@@ -17,12 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import delete, select, text
+from sqlalchemy import select
 
-from jivapay.database.models import OrderHistory, RequisiteTurnoverBucket
+from jivapay.database.models import OrderHistory
 from jivapay.database.utils import atomic_transaction, read_session, transaction_flow
 from jivapay.enums import OrderStatus
 from jivapay.services import order_status_manager as osm
+from jivapay.services import requisite_counters
 from jivapay.services.order_processor import due_order_ids
 from jivapay.services.reconciliation import Discrepancy, reconcile
 from jivapay.utils.config_loader import runtime_settings
@@ -32,8 +33,6 @@ from jivapay.utils.notifications import report_critical_error
 log = structlog.get_logger(__name__)
 
 BATCH = 500
-# The longest rolling window a requisite may use; older buckets can never count again.
-MAX_WINDOW = timedelta(days=2)
 
 
 def due_intake_orders(*, now: datetime, limit: int = BATCH) -> list[int]:
@@ -93,13 +92,7 @@ def escalate_unconfirmed_orders(*, now: datetime, limit: int = BATCH) -> int:
 def prune_turnover_buckets(*, now: datetime) -> int:
     """Delete minute buckets no rolling window can reach any more; returns how many."""
     with atomic_transaction() as session:
-        result = session.execute(
-            delete(RequisiteTurnoverBucket).where(
-                RequisiteTurnoverBucket.bucket_start < now - MAX_WINDOW
-            )
-        )
-        session.execute(text("DELETE FROM requisite_daily_turnover WHERE day < CURRENT_DATE - 7"))
-        return int(getattr(result, "rowcount", 0) or 0)
+        return requisite_counters.prune_old_turnover(session, now=now)
 
 
 def run_reconciliation() -> list[Discrepancy]:
