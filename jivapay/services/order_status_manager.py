@@ -244,17 +244,13 @@ def transition(
     return TransitionResult(order.id, order.public_id, rule.target, changed=True)
 
 
-# Named entry points, as the routers and the scheduler call them.
+# Named entry points, as the routers and the scheduler call them. The trader's (and staff's)
+# confirm has one path, `document_service.confirm_with_receipt`: a PayOut needs its receipt.
 
 
 def confirm_payment_by_payer(session: Session, *, public_id: str) -> TransitionResult:
     """The payer says the PayIn is paid."""
     return transition(session, public_id=public_id, event=OrderEvent.PAYER_CONFIRM, actor=PAYER)
-
-
-def confirm_by_trader(session: Session, *, public_id: str, actor: Actor) -> TransitionResult:
-    """The trader (or staff with permission) confirms the money arrived / was sent."""
-    return transition(session, public_id=public_id, event=OrderEvent.CONFIRM, actor=actor)
 
 
 def cancel_order(

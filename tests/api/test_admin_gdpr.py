@@ -108,8 +108,9 @@ def trader_world(db, unique):  # type: ignore[no-untyped-def]
     )
     completed = process_incoming_order(make_incoming(db, store, ref, amount_fiat=D("500.00")).id)
     db.expire_all()
-    osm.confirm_by_trader(
+    osm.transition(
         db,
+        event=osm.OrderEvent.CONFIRM,
         public_id=db.get(OrderHistory, completed.order_id).public_id,
         actor=_trader_actor(trader),
     )
@@ -258,8 +259,11 @@ def test_customer_anonymisation_on_closed_orders(client, db, dpo, unique) -> Non
     r = client.post("/admin/customers/anonymize", json=body, headers=bearer(dpo))
     assert r.status_code == 409 and r.json()["code"] == "open_orders"
     for order_id in ids:
-        osm.confirm_by_trader(
-            db, public_id=db.get(OrderHistory, order_id).public_id, actor=_trader_actor(trader)
+        osm.transition(
+            db,
+            event=osm.OrderEvent.CONFIRM,
+            public_id=db.get(OrderHistory, order_id).public_id,
+            actor=_trader_actor(trader),
         )
     r = client.post("/admin/customers/anonymize", json=body, headers=bearer(dpo))
     assert r.status_code == 200 and r.json() == {

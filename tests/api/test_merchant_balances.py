@@ -50,8 +50,9 @@ def _complete(db, world, ref, trader, **kw) -> OrderHistory:  # type: ignore[no-
     incoming = make_incoming(db, world, ref, **kw)
     result = process_incoming_order(incoming.id)
     order = db.get(OrderHistory, result.order_id)
-    osm.confirm_by_trader(
+    osm.transition(
         db,
+        event=osm.OrderEvent.CONFIRM,
         public_id=order.public_id,
         actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id),
     )

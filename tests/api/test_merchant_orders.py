@@ -159,8 +159,9 @@ def test_cancel_completed_is_409(client, db, world) -> None:  # type: ignore[no-
 
     ref, mine, _, auth, _ = world
     incoming, order = _assigned(db, mine, ref)
-    osm.confirm_by_trader(
+    osm.transition(
         db,
+        event=osm.OrderEvent.CONFIRM,
         public_id=order.public_id,
         actor=osm.Actor(osm.ActorKind.TRADER, trader_id=order.trader_id),
     )

@@ -224,8 +224,9 @@ def test_commission_is_admin_only_and_applies_to_new_orders(apps, db, world) -> 
     assert newer.trader_commission_rate == D("2.5")
     db.expire_all()
     assert db.get(OrderHistory, open_order.id).trader_commission_rate == D("3")
-    osm.confirm_by_trader(
+    osm.transition(
         db,
+        event=osm.OrderEvent.CONFIRM,
         public_id=open_order.public_id,
         actor=osm.Actor(osm.ActorKind.TRADER, user_id=trader.user_id, trader_id=trader.id),
     )

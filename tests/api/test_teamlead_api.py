@@ -214,8 +214,11 @@ def test_orders_statistics_and_balances_show_exact_team_money(teamlead_client, d
     done = process_incoming_order(make_incoming(db, store, ref, amount_fiat=D("1000.00")).id)
     open_ = process_incoming_order(make_incoming(db, store, ref, amount_fiat=D("250.00")).id)
     order = db.get(OrderHistory, done.order_id)
-    osm.confirm_by_trader(
-        db, public_id=order.public_id, actor=osm.Actor(osm.ActorKind.TRADER, trader_id=mine.id)
+    osm.transition(
+        db,
+        event=osm.OrderEvent.CONFIRM,
+        public_id=order.public_id,
+        actor=osm.Actor(osm.ActorKind.TRADER, trader_id=mine.id),
     )
     # A foreign team's order never shows.
     db.get(Trader, mine.id).in_work = False

@@ -66,7 +66,7 @@ def test_balances_and_history_follow_an_order(client, db, world) -> None:  # typ
     order = _order(db, store, ref)  # 500 fiat at 50 = 10 crypto; trader 3 %: hold 9.7
     deposit = client.get("/trader/balances", headers=auth(mine)).json()["deposits"][0]
     assert deposit["frozen"] == "9.70000000" and deposit["available"] == "9990.30000000"
-    osm.confirm_by_trader(db, public_id=order.public_id, actor=_actor(mine))
+    osm.transition(db, event=osm.OrderEvent.CONFIRM, public_id=order.public_id, actor=_actor(mine))
     body = client.get("/trader/balances", headers=auth(mine)).json()
     assert body["deposits"][0] == {
         "crypto_currency": code,
@@ -186,7 +186,7 @@ def test_statistics_for_a_period(client, db, world) -> None:  # type: ignore[no-
     done = _order(db, store, ref, "500.00")
     canceled = _order(db, store, ref, "300.00")
     disputed = _order(db, store, ref, "200.00")
-    osm.confirm_by_trader(db, public_id=done.public_id, actor=_actor(mine))
+    osm.transition(db, event=osm.OrderEvent.CONFIRM, public_id=done.public_id, actor=_actor(mine))
     osm.cancel_order(db, public_id=canceled.public_id, actor=_actor(mine), reason="no money")
     osm.open_dispute(db, public_id=disputed.public_id, actor=_actor(mine), reason="odd")
 

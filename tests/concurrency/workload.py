@@ -242,7 +242,9 @@ def transition_worker(ops: list[Op], barrier: Any, results: Any) -> None:
         try:
             with atomic_transaction() as session:
                 if op == "confirm":
-                    res = osm.confirm_by_trader(session, public_id=public_id, actor=actor)
+                    res = osm.transition(
+                        session, event=osm.OrderEvent.CONFIRM, public_id=public_id, actor=actor
+                    )
                 else:
                     res = osm.cancel_order(session, public_id=public_id, actor=actor, reason="t")
             done.append((public_id, op, "changed" if res.changed else "unchanged"))

@@ -61,8 +61,11 @@ def test_assignment_and_transitions_are_counted_after_commit(db, world) -> None:
         == paid + 1
     )
 
-    osm.confirm_by_trader(
-        db, public_id=order_id, actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id)
+    osm.transition(
+        db,
+        event=osm.OrderEvent.CONFIRM,
+        public_id=order_id,
+        actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id),
     )
     db.rollback()  # a rolled-back transition is never counted
     assert (

@@ -1,0 +1,129 @@
+"""The order processor on one connection: assignment and its holds, retries with backoff, final
+failure (a PayOut's store hold released), and the money of the completion that follows."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from jivapay.database.base import utcnow
+from jivapay.database.models import (
+    BalancePlatform,
+    BalanceStore,
+    BalanceTrader,
+    CallbackDelivery,
+    IncomingOrder,
+    OrderHistory,
+    ReqTrader,
+)
+from jivapay.enums import IncomingOrderStatus, OrderStatus, OrderType
+from jivapay.services import order_status_manager as osm
+from jivapay.services.order_processor import process_incoming_order
+from jivapay.services.reconciliation import reconcile
+from jivapay.utils.config_loader import set_config_value
+from tests.factories import make_incoming
+from tests.services.order_world import D, balance_row
+
+
+def test_payin_assignment_freezes_then_completion_moves_exact_amounts(db, world) -> None:  # type: ignore[no-untyped-def]
+    ref, store, trader, req = world
+    incoming = make_incoming(db, store, ref, amount_fiat=D("1000.00"))
+    result = process_incoming_order(incoming.id)
+    assert result.outcome == "assigned"
+
+    order = db.get(OrderHistory, result.order_id)
+    assert order.requisite_id == req.id and order.status == "pending"
+    # C = 1000 / 100 = 10; store 5% = 0.5; trader 3% = 0.3; hold = C - C*t = 9.7
+    assert (order.amount_crypto, order.store_commission, order.trader_commission) == (
+        D("10.00000000"),
+        D("0.50000000"),
+        D("0.30000000"),
+    )
+    assert order.platform_profit == D("0.20000000") and order.hold_amount == D("9.70000000")
+    deposit = balance_row(db, BalanceTrader, trader_id=trader.id)
+    assert (deposit.balance, deposit.frozen) == (D("1000"), D("9.7"))
+    assert db.get(ReqTrader, req.id).open_orders == 1
+
+    osm.confirm_payment_by_payer(db, public_id=order.public_id)
+    actor = osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id)
+    done = osm.transition(db, public_id=order.public_id, event=osm.OrderEvent.CONFIRM, actor=actor)
+    assert done.status == OrderStatus.COMPLETED and done.changed
+
+    deposit = balance_row(db, BalanceTrader, trader_id=trader.id)
+    assert (deposit.balance, deposit.frozen) == (D("990.3"), D("0"))
+    store_balance = balance_row(db, BalanceStore, store_id=store.store.id)
+    assert store_balance.balance == D("500") + D("9.5")
+    platform = balance_row(db, BalancePlatform, crypto_currency_id=ref.crypto.id)
+    assert platform.balance == D("0.2")
+    assert db.get(ReqTrader, req.id).open_orders == 0
+
+    # Repeating the confirmation changes nothing and answers the current state.
+    again = osm.transition(db, public_id=order.public_id, event=osm.OrderEvent.CONFIRM, actor=actor)
+    assert again.status == OrderStatus.COMPLETED and not again.changed
+    assert reconcile(db) == []
+    events = db.scalars(
+        select(CallbackDelivery.event_type).where(CallbackDelivery.incoming_order_id == incoming.id)
+    ).all()
+    assert events == ["order.pending", "order.paid", "order.completed"]
+
+
+def test_payout_holds_store_at_intake_and_pays_trader_on_completion(db, world) -> None:  # type: ignore[no-untyped-def]
+    ref, store, trader, _ = world
+    incoming = make_incoming(db, store, ref, amount_fiat=D("2000.00"), order_type=OrderType.PAYOUT)
+    # C = 20; store 3% = 0.6 -> hold 20.6 frozen at intake
+    assert balance_row(db, BalanceStore, store_id=store.store.id).frozen == D("20.6")
+    result = process_incoming_order(incoming.id)
+    order = db.get(OrderHistory, result.order_id)
+    assert order.hold_amount == D("20.6") and order.trader_commission == D("0.2")
+    osm.transition(
+        db,
+        event=osm.OrderEvent.CONFIRM,
+        public_id=order.public_id,
+        actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id),
+    )
+    sb = balance_row(db, BalanceStore, store_id=store.store.id)
+    assert (sb.balance, sb.frozen) == (D("479.4"), D("0"))
+    assert balance_row(db, BalanceTrader, trader_id=trader.id).balance == D("1020.2")
+    assert balance_row(db, BalancePlatform, crypto_currency_id=ref.crypto.id).balance == D("0.4")
+    assert reconcile(db) == []
+
+
+def test_no_requisite_retries_with_backoff_then_fails_and_releases_payout_hold(db, world) -> None:  # type: ignore[no-untyped-def]
+    ref, store, _trader, _req = world
+    set_config_value(db, "MAX_ORDER_RETRIES", 2)
+    set_config_value(db, "RETRY_DELAY_SECONDS", 10)
+    incoming = make_incoming(
+        db, store, ref, amount_fiat=D("5000000.00"), order_type=OrderType.PAYIN
+    )
+    incoming.amount_fiat = D("5000000.00")
+    first = process_incoming_order(incoming.id)
+    assert first.outcome == IncomingOrderStatus.RETRYING
+    assert first.next_attempt_at is not None
+    skipped = process_incoming_order(incoming.id)  # not due yet
+    assert skipped.outcome == "skipped"
+    second = process_incoming_order(incoming.id, now=first.next_attempt_at + timedelta(seconds=1))
+    assert second.outcome == IncomingOrderStatus.FAILED
+    db.expire_all()
+    row = db.get(IncomingOrder, incoming.id)
+    assert row.retry_count == 2 and "requisite_not_found" in row.failure_reason
+
+    payout = make_incoming(db, store, ref, amount_fiat=D("3000.00"), order_type=OrderType.PAYOUT)
+    db.execute(ReqTrader.__table__.update().values(status="blocked"))
+    process_incoming_order(payout.id)
+    process_incoming_order(payout.id, now=utcnow() + timedelta(hours=1))
+    assert balance_row(db, BalanceStore, store_id=store.store.id).frozen == 0
+    assert reconcile(db) == []
+
+
+def test_retry_succeeds_once_a_requisite_fits(db, world) -> None:  # type: ignore[no-untyped-def]
+    ref, store, _trader, req = world
+    db.execute(
+        ReqTrader.__table__.update().where(ReqTrader.id == req.id).values(status="pending_review")
+    )
+    incoming = make_incoming(db, store, ref)
+    first = process_incoming_order(incoming.id)
+    assert first.outcome == IncomingOrderStatus.RETRYING
+    db.execute(ReqTrader.__table__.update().where(ReqTrader.id == req.id).values(status="approved"))
+    second = process_incoming_order(incoming.id, now=first.next_attempt_at + timedelta(seconds=1))
+    assert second.outcome == IncomingOrderStatus.ASSIGNED

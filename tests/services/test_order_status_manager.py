@@ -1,0 +1,115 @@
+"""The state machine on one connection: cancel and expiry (holds and turnover released), who may
+move whose order, dispute and resolution."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from jivapay.database.models import (
+    BalanceTrader,
+    OrderHistory,
+    ReqTrader,
+    RequisiteDailyTurnover,
+    RequisiteTurnoverBucket,
+)
+from jivapay.enums import OrderStatus
+from jivapay.services import order_status_manager as osm
+from jivapay.services.order_processor import process_incoming_order
+from jivapay.services.reconciliation import reconcile
+from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, PermissionDenied
+from tests.factories import make_incoming
+from tests.services.order_world import D, balance_row
+
+
+def test_cancel_and_expiry_release_holds_and_turnover(db, world) -> None:  # type: ignore[no-untyped-def]
+    ref, store, trader, req = world
+    a = process_incoming_order(make_incoming(db, store, ref, amount_fiat=D("100.00")).id)
+    b = process_incoming_order(make_incoming(db, store, ref, amount_fiat=D("200.00")).id)
+    oa, ob = db.get(OrderHistory, a.order_id), db.get(OrderHistory, b.order_id)
+    assert balance_row(db, BalanceTrader, trader_id=trader.id).frozen == D("0.97") + D("1.94")
+
+    osm.cancel_order(
+        db, public_id=oa.public_id, actor=osm.Actor(osm.ActorKind.MERCHANT, store_id=store.store.id)
+    )
+    with pytest.raises(InvalidStatusTransition):
+        osm.expire_order(db, public_id=ob.public_id)  # deadline not reached
+    expired = osm.expire_order(db, public_id=ob.public_id, now=ob.expires_at + timedelta(seconds=1))
+    assert expired.status == OrderStatus.EXPIRED
+    deposit = balance_row(db, BalanceTrader, trader_id=trader.id)
+    assert (deposit.balance, deposit.frozen) == (D("1000"), D("0"))
+    assert db.get(ReqTrader, req.id).open_orders == 0
+    turnover = db.scalar(
+        select(func.sum(RequisiteTurnoverBucket.amount_fiat)).where(
+            RequisiteTurnoverBucket.requisite_id == req.id
+        )
+    )
+    day = db.scalar(
+        select(func.sum(RequisiteDailyTurnover.amount_fiat)).where(
+            RequisiteDailyTurnover.requisite_id == req.id
+        )
+    )
+    assert turnover == 0 and day == 0  # canceled and expired orders leave the turnover
+    with pytest.raises(InvalidStatusTransition):
+        osm.transition(
+            db,
+            event=osm.OrderEvent.CONFIRM,
+            public_id=oa.public_id,
+            actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id),
+        )
+    assert reconcile(db) == []
+
+
+def test_another_owner_gets_404_and_staff_needs_permission(db, world) -> None:  # type: ignore[no-untyped-def]
+    ref, store, trader, _ = world
+    res = process_incoming_order(make_incoming(db, store, ref).id)
+    public_id = db.get(OrderHistory, res.order_id).public_id
+    with pytest.raises(NotFound):
+        osm.transition(
+            db,
+            event=osm.OrderEvent.CONFIRM,
+            public_id=public_id,
+            actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id + 999),
+        )
+    with pytest.raises(NotFound):
+        osm.cancel_order(
+            db,
+            public_id=public_id,
+            actor=osm.Actor(osm.ActorKind.MERCHANT, store_id=-1, merchant_id=-1),
+        )
+    with pytest.raises(PermissionDenied):
+        osm.transition(
+            db,
+            event=osm.OrderEvent.CONFIRM,
+            public_id=public_id,
+            actor=osm.Actor(osm.ActorKind.SUPPORT, permissions=("orders:view:all",)),
+        )
+    ok = osm.transition(
+        db,
+        event=osm.OrderEvent.CONFIRM,
+        public_id=public_id,
+        actor=osm.Actor(osm.ActorKind.ADMIN, permissions=("superuser",)),
+    )
+    assert ok.status == OrderStatus.COMPLETED
+
+
+def test_dispute_then_resolution(db, world) -> None:  # type: ignore[no-untyped-def]
+    ref, store, trader, _ = world
+    res = process_incoming_order(make_incoming(db, store, ref).id)
+    public_id = db.get(OrderHistory, res.order_id).public_id
+    osm.confirm_payment_by_payer(db, public_id=public_id)
+    osm.open_dispute(
+        db,
+        public_id=public_id,
+        actor=osm.Actor(osm.ActorKind.MERCHANT, store_id=store.store.id),
+        reason="not credited",
+    )
+    staff = osm.Actor(osm.ActorKind.SUPPORT, permissions=("disputes:resolve:all",))
+    result = osm.resolve_dispute(
+        db, public_id=public_id, actor=staff, complete=False, reason="payer never paid"
+    )
+    assert result.status == OrderStatus.CANCELED
+    assert balance_row(db, BalanceTrader, trader_id=trader.id).frozen == 0
+    assert reconcile(db) == []
