@@ -1,6 +1,6 @@
 """Response shapes of merchant callback deliveries (`GET /gateway/callbacks`, re-send).
 
-Built from `callback_service`'s views. The page also says whether the store's callbacks are
+Built by `callback_service` itself (one shape per resource). The page also says whether the store's callbacks are
 disabled and why (a 410 from the endpoint disables them; a re-send enables them again).
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from jivapay.enums import CallbackStatus
 
 
 class _Read(BaseModel):
@@ -28,7 +30,7 @@ class CallbackDeliveryRead(_Read):
     event_id: str = Field(description="Sent as `webhook-id` and as `id` in the payload")
     event_type: str = Field(examples=["order.completed"])
     order_id: str = Field(description="The order's public id")
-    status: str = Field(description="pending | delivered | failed | disabled")
+    status: CallbackStatus
     url: str | None
     attempt_count: int
     next_attempt_at: datetime | None

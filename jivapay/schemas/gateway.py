@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from jivapay.enums import OrderType
+from jivapay.enums import IncomingOrderStatus, MerchantOrderStatus, OrderStatus, OrderType
 from jivapay.schemas.common import CryptoAmountIn, FiatAmountIn, refuse_nul
 from jivapay.schemas.documents import DocumentRead
 
@@ -120,7 +120,7 @@ class IntakeRead(_Read):
     order_id: str
     merchant_order_id: str
     order_type: OrderType
-    status: str
+    status: IncomingOrderStatus
     amount_fiat: MoneyOut
     fiat_currency: str
     amount_crypto: MoneyOut
@@ -157,7 +157,7 @@ class OrderStatusRead(_Read):
     order_id: str
     merchant_order_id: str
     order_type: OrderType
-    status: str
+    status: MerchantOrderStatus
     amount_fiat: MoneyOut
     fiat_currency: str
     amount_crypto: MoneyOut
@@ -179,7 +179,7 @@ class OrderStatusRead(_Read):
 
 class PayerConfirmRead(_Read):
     order_id: str
-    status: str
+    status: OrderStatus
 
 
 class MethodBanksRead(_Read):

@@ -47,6 +47,11 @@ from jivapay.database.models import (
 )
 from jivapay.database.utils import atomic_transaction, enqueue_after_commit, transaction_flow
 from jivapay.enums import AuditLevel, CallbackStatus
+from jivapay.schemas.callbacks import (
+    CallbackAttemptRead,
+    CallbackDeliveryPage,
+    CallbackDeliveryRead,
+)
 from jivapay.security import generate_callback_secret
 from jivapay.services import callback_sender, webhook_signing
 from jivapay.services.audit_logger import log_event
@@ -389,46 +394,11 @@ def enqueue_delivery(session: Session, delivery_id: int) -> None:
 # --------------------------------------------------------------------------- merchants' view
 
 
-@dataclass(frozen=True)
-class AttemptView:
-    attempted_at: datetime
-    status_code: int | None
-    duration_ms: int | None
-    error: str | None
-    response_excerpt: str | None
-
-
-@dataclass(frozen=True)
-class DeliveryView:
-    id: int
-    event_id: str
-    event_type: str
-    order_id: str
-    status: str
-    url: str | None
-    attempt_count: int
-    next_attempt_at: datetime | None
-    last_status_code: int | None
-    last_error: str | None
-    delivered_at: datetime | None
-    created_at: datetime
-    updated_at: datetime
-    attempts: tuple[AttemptView, ...]
-
-
-@dataclass(frozen=True)
-class DeliveryPage:
-    items: tuple[DeliveryView, ...]
-    total: int
-    limit: int
-    offset: int
-    callbacks_disabled_at: datetime | None
-    callbacks_disabled_reason: str | None
-
-
-def _views(session: Session, rows: list[tuple[CallbackDelivery, str]]) -> tuple[DeliveryView, ...]:
+def _views(
+    session: Session, rows: list[tuple[CallbackDelivery, str]]
+) -> list[CallbackDeliveryRead]:
     ids = [d.id for d, _ in rows]
-    attempts: dict[int, list[AttemptView]] = {i: [] for i in ids}
+    attempts: dict[int, list[CallbackAttemptRead]] = {i: [] for i in ids}
     if ids:
         stmt = (
             select(CallbackDeliveryAttempt)
@@ -436,18 +406,14 @@ def _views(session: Session, rows: list[tuple[CallbackDelivery, str]]) -> tuple[
             .order_by(CallbackDeliveryAttempt.id)
         )
         for a in session.scalars(stmt):
-            attempts[a.delivery_id].append(
-                AttemptView(
-                    a.attempted_at, a.status_code, a.duration_ms, a.error, a.response_excerpt
-                )
-            )
-    return tuple(
-        DeliveryView(
+            attempts[a.delivery_id].append(CallbackAttemptRead.model_validate(a))
+    return [
+        CallbackDeliveryRead(
             id=d.id,
             event_id=d.event_id,
             event_type=d.event_type,
             order_id=public_id,
-            status=d.status,
+            status=CallbackStatus(d.status),
             url=d.url,
             attempt_count=d.attempt_count,
             next_attempt_at=d.next_attempt_at,
@@ -456,10 +422,10 @@ def _views(session: Session, rows: list[tuple[CallbackDelivery, str]]) -> tuple[
             delivered_at=d.delivered_at,
             created_at=d.created_at,
             updated_at=d.updated_at,
-            attempts=tuple(attempts[d.id]),
+            attempts=attempts[d.id],
         )
         for d, public_id in rows
-    )
+    ]
 
 
 def _store(session: Session, store_id: int) -> MerchantStore:
@@ -477,7 +443,7 @@ def list_deliveries(
     status: CallbackStatus | None = None,
     limit: int = 50,
     offset: int = 0,
-) -> DeliveryPage:
+) -> CallbackDeliveryPage:
     """A store's deliveries, newest first, with their attempts (filters: order, status)."""
     store = _store(session, store_id)
     stmt = (
@@ -495,7 +461,7 @@ def list_deliveries(
         .limit(limit)
         .offset(offset)
     ).all()
-    return DeliveryPage(
+    return CallbackDeliveryPage(
         items=_views(session, [(d, p) for d, p in page]),
         total=total,
         limit=limit,
@@ -514,7 +480,7 @@ def list_merchant_deliveries(
     status: CallbackStatus | None = None,
     limit: int = 50,
     offset: int = 0,
-) -> tuple[tuple[DeliveryView, ...], int]:
+) -> tuple[list[CallbackDeliveryRead], int]:
     """Deliveries across a merchant's stores (or one of them), newest first, with their attempts."""
     own_stores = select(MerchantStore.id).where(MerchantStore.merchant_id == merchant_id)
     stmt = (
@@ -549,7 +515,7 @@ def merchant_delivery_store(session: Session, *, merchant_id: int, delivery_id: 
     return int(store_id)
 
 
-def resend_delivery(session: Session, *, store_id: int, delivery_id: int) -> DeliveryView:
+def resend_delivery(session: Session, *, store_id: int, delivery_id: int) -> CallbackDeliveryRead:
     """Queue a delivery of this store again now; re-enables the store's callbacks if disabled."""
     row = session.scalars(
         select(CallbackDelivery)

@@ -35,7 +35,6 @@ import io
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import IO
 
 import structlog
@@ -45,6 +44,7 @@ from sqlalchemy.orm import Session
 from jivapay.database.models import OrderHistory, UploadedDocument
 from jivapay.database.utils import call_after_rollback, forget_after_rollback
 from jivapay.enums import DocumentKind, OrderType
+from jivapay.schemas.documents import DocumentRead
 from jivapay.security import Principal, StorePrincipal
 from jivapay.services import order_status_manager as osm
 from jivapay.services.audit_logger import log_event
@@ -95,17 +95,6 @@ class StagedUpload:
     size: int
     sha256: str
     filename: str | None
-
-
-@dataclass(frozen=True)
-class DocumentView:
-    id: int
-    kind: DocumentKind
-    url: str | None
-    content_type: str
-    size: int
-    sha256: str
-    created_at: datetime
 
 
 @dataclass(frozen=True)
@@ -432,8 +421,8 @@ def _signed(key: str, content_type: str | None = None) -> str | None:
         return None
 
 
-def _view(row: UploadedDocument) -> DocumentView:
-    return DocumentView(
+def _view(row: UploadedDocument) -> DocumentRead:
+    return DocumentRead(
         id=row.id,
         kind=DocumentKind(row.kind),
         url=_signed(row.s3_key, row.content_type),
@@ -444,7 +433,7 @@ def _view(row: UploadedDocument) -> DocumentView:
     )
 
 
-def views_by_order(session: Session, *, order_ids: Sequence[int]) -> dict[int, list[DocumentView]]:
+def views_by_order(session: Session, *, order_ids: Sequence[int]) -> dict[int, list[DocumentRead]]:
     """The documents of each order, oldest first, with fresh presigned URLs (one query)."""
     if not order_ids:
         return {}
@@ -453,14 +442,14 @@ def views_by_order(session: Session, *, order_ids: Sequence[int]) -> dict[int, l
         .where(UploadedDocument.order_id.in_(set(order_ids)))
         .order_by(UploadedDocument.created_at, UploadedDocument.id)
     ).all()
-    views: dict[int, list[DocumentView]] = {}
+    views: dict[int, list[DocumentRead]] = {}
     for row in rows:
         assert row.order_id is not None
         views.setdefault(row.order_id, []).append(_view(row))
     return views
 
 
-def document_views(session: Session, *, order_id: int) -> list[DocumentView]:
+def document_views(session: Session, *, order_id: int) -> list[DocumentRead]:
     """The documents of one order with fresh presigned URLs."""
     return views_by_order(session, order_ids=[order_id]).get(order_id, [])
 

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from pydantic import Field
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
@@ -51,7 +52,7 @@ from jivapay.database.models import (
 )
 from jivapay.database.types import last4, mask_number
 from jivapay.database.utils import enqueue_after_commit, integrity_errors_as_domain_errors
-from jivapay.enums import IncomingOrderStatus, OrderStatus, OrderType
+from jivapay.enums import IncomingOrderStatus, MerchantOrderStatus, OrderStatus, OrderType
 from jivapay.money import (
     commission,
     crypto_to_fiat,
@@ -60,7 +61,18 @@ from jivapay.money import (
     parse_fiat_amount,
     payout_store_hold,
 )
-from jivapay.schemas.gateway import PayInCreate, PayOutCreate
+from jivapay.schemas.gateway import (
+    BeneficiaryRead,
+    IntakeRead,
+    MethodBanksRead,
+    NamedRef,
+    OrderStatusRead,
+    PayerConfirmRead,
+    PayInCreate,
+    PayOutCreate,
+    ReferenceMethodsRead,
+    RequisiteRead,
+)
 from jivapay.security import StorePrincipal
 from jivapay.services import (
     balance_manager,
@@ -70,7 +82,7 @@ from jivapay.services import (
     reference_data,
 )
 from jivapay.services.audit_logger import log_event
-from jivapay.services.document_service import DocumentView, FileUpload
+from jivapay.services.document_service import FileUpload
 from jivapay.services.order_processor import fail_incoming
 from jivapay.services.order_status_manager import Actor, ActorKind
 from jivapay.utils.exceptions import (
@@ -93,100 +105,10 @@ _BENEFICIARY_DIGITS = (12, 19)
 # --------------------------------------------------------------------------- results
 
 
-@dataclass(frozen=True)
-class IntakeResult:
-    """What intake created; the router turns it into the 201 body."""
+class IntakeResult(IntakeRead):
+    """The 201 body of intake, plus the intake row's id for the caller (never serialised)."""
 
-    incoming_id: int
-    order_id: str
-    merchant_order_id: str
-    order_type: OrderType
-    status: str
-    amount_fiat: Decimal
-    fiat_currency: str
-    amount_crypto: Decimal
-    crypto_currency: str
-    exchange_rate: Decimal
-    store_commission: Decimal
-    payment_url: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class NamedRefView:
-    code: str
-    name: str
-
-
-@dataclass(frozen=True)
-class RequisiteView:
-    bank: NamedRefView
-    payment_method: NamedRefView
-    number: str
-    holder_name: str
-
-
-@dataclass(frozen=True)
-class BeneficiaryView:
-    number_masked: str
-    last4: str
-    name: str | None
-    bank: NamedRefView | None
-    payment_method: NamedRefView | None
-
-
-@dataclass(frozen=True)
-class OrderStatusView:
-    order_id: str
-    merchant_order_id: str
-    order_type: OrderType
-    status: str
-    amount_fiat: Decimal
-    fiat_currency: str
-    amount_crypto: Decimal
-    crypto_currency: str
-    exchange_rate: Decimal
-    store_commission: Decimal
-    created_at: datetime
-    updated_at: datetime
-    expires_at: datetime | None
-    completed_at: datetime | None
-    failure_reason: str | None
-    cancellation_reason: str | None
-    requisite: RequisiteView | None
-    beneficiary: BeneficiaryView | None
-    receipts: list[DocumentView] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class PayerConfirmView:
-    order_id: str
-    status: str
-
-
-@dataclass(frozen=True)
-class PayerPageView:
-    """What the payer page shows: amount, deadline and, while open, where to pay."""
-
-    order_id: str
-    status: str
-    amount_fiat: Decimal
-    fiat_currency: str
-    expires_at: datetime | None
-    requisite: RequisiteView | None
-    return_url: str | None
-
-
-@dataclass(frozen=True)
-class MethodBanksView:
-    payment_method: NamedRefView
-    banks: list[NamedRefView]
-
-
-@dataclass(frozen=True)
-class ReferenceMethodsView:
-    fiat_currency: str
-    methods: list[MethodBanksView]
+    incoming_id: int = Field(exclude=True)
 
 
 # --------------------------------------------------------------------------- intake checks
@@ -320,19 +242,22 @@ def enqueue_processing(session: Session, incoming_id: int) -> None:
     enqueue_after_commit(session, task_names.ORDERS_PROCESS, incoming_id)
 
 
-def _intake(
-    session: Session,
-    *,
-    store_id: int,
-    order_type: OrderType,
-    data: PayInCreate | PayOutCreate,
-    now: datetime | None,
-) -> IntakeResult:
-    now = now or utcnow()
-    store = _usable_store(session, store_id, order_type)
-    _check_currency(session, store, data.fiat_currency)
-    _check_required_params(store, data)
+@dataclass(frozen=True)
+class _Priced:
+    """The amounts intake fixes on the order: the rate, both amounts, the store commission."""
 
+    rate: Decimal
+    amount_fiat: Decimal
+    amount_crypto: Decimal
+    commission_percent: Decimal
+    store_commission: Decimal
+    store_hold: Decimal
+
+
+def _requested_amounts(
+    store: MerchantStore, data: PayInCreate | PayOutCreate
+) -> tuple[Decimal | None, Decimal | None]:
+    """(fiat, crypto) as the store gave them: a PayIn gives fiat, a PayOut exactly one of them."""
     amount_fiat: Decimal | None = None
     amount_crypto: Decimal | None = None
     if isinstance(data, PayOutCreate):
@@ -346,16 +271,31 @@ def _intake(
         amount_fiat = parse_fiat_amount(data.amount_fiat)
     if amount_fiat is not None:
         _check_limits(store, amount_fiat)
+    return amount_fiat, amount_crypto
 
-    method, bank = _lookup_codes(session, store.fiat_currency_id, data.payment_method, data.bank)
-    beneficiary: str | None = None
-    if isinstance(data, PayOutCreate):
-        if method is None or bank is None:
-            raise ValidationFailed("a PayOut requires payment_method and bank")
-        if data.beneficiary is None:
-            raise ValidationFailed("a PayOut requires a beneficiary {number, name}")
-        beneficiary = _beneficiary_number(data.beneficiary.number)
 
+def _payout_beneficiary(
+    data: PayInCreate | PayOutCreate, method: PaymentMethod | None, bank: Bank | None
+) -> str | None:
+    """A PayOut's normalised beneficiary number (method and bank required); None for a PayIn."""
+    if not isinstance(data, PayOutCreate):
+        return None
+    if method is None or bank is None:
+        raise ValidationFailed("a PayOut requires payment_method and bank")
+    if data.beneficiary is None:
+        raise ValidationFailed("a PayOut requires a beneficiary {number, name}")
+    return _beneficiary_number(data.beneficiary.number)
+
+
+def _price(
+    session: Session,
+    store: MerchantStore,
+    order_type: OrderType,
+    amounts: tuple[Decimal | None, Decimal | None],
+    now: datetime,
+) -> _Priced:
+    """Convert at a fresh rate, check the limits in fiat, compute the commission and the hold."""
+    amount_fiat, amount_crypto = amounts
     rate = _fresh_rate(session, store, now)
     if amount_crypto is None:
         assert amount_fiat is not None
@@ -372,19 +312,34 @@ def _intake(
         if order_type == OrderType.PAYOUT
         else Decimal(0)
     )
+    return _Priced(rate, amount_fiat, amount_crypto, percent, store_commission, hold)
 
+
+def _insert_incoming(
+    session: Session,
+    *,
+    store: MerchantStore,
+    order_type: OrderType,
+    data: PayInCreate | PayOutCreate,
+    priced: _Priced,
+    method: PaymentMethod | None,
+    bank: Bank | None,
+    beneficiary: str | None,
+    now: datetime,
+) -> IncomingOrder:
+    """The `new` intake row; a merchant order id the store already used is a 409."""
     incoming = IncomingOrder(
         public_id="ord_" + secrets.token_urlsafe(18),
         store_id=store.id,
         order_type=order_type.value,
         fiat_currency_id=store.fiat_currency_id,
         crypto_currency_id=store.crypto_currency_id,
-        amount_fiat=amount_fiat,
-        amount_crypto=amount_crypto,
-        exchange_rate=rate,
-        store_commission_rate=percent,
-        store_commission=store_commission,
-        store_hold=hold,
+        amount_fiat=priced.amount_fiat,
+        amount_crypto=priced.amount_crypto,
+        exchange_rate=priced.rate,
+        store_commission_rate=priced.commission_percent,
+        store_commission=priced.store_commission,
+        store_hold=priced.store_hold,
         merchant_order_id=data.merchant_order_id,
         customer_id=data.customer_id,
         customer_ip=data.customer_ip,
@@ -411,29 +366,29 @@ def _intake(
     ):
         session.add(incoming)
         session.flush()
-    if hold > 0:
-        balance_manager.freeze_store_hold(
-            session,
-            store_id=store.id,
-            crypto_currency_id=store.crypto_currency_id,
-            amount=hold,
-            incoming_order_id=incoming.id,
-        )
+    return incoming
+
+
+def _audit_intake(session: Session, incoming: IncomingOrder, priced: _Priced) -> None:
     log_event(
         session,
         action="order.intake",
         target_entity="order",
         target_id=incoming.public_id,
         details={
-            "store_id": store.id,
-            "order_type": order_type.value,
-            "merchant_order_id": data.merchant_order_id,
-            "amount_fiat": amount_fiat,
-            "amount_crypto": amount_crypto,
-            "exchange_rate": rate,
+            "store_id": incoming.store_id,
+            "order_type": incoming.order_type,
+            "merchant_order_id": incoming.merchant_order_id,
+            "amount_fiat": priced.amount_fiat,
+            "amount_crypto": priced.amount_crypto,
+            "exchange_rate": priced.rate,
         },
     )
-    enqueue_processing(session, incoming.id)
+
+
+def _intake_result(
+    session: Session, incoming: IncomingOrder, order_type: OrderType, priced: _Priced
+) -> IntakeResult:
     payment_url = None
     if order_type == OrderType.PAYIN:
         payment_url = f"{get_settings().PUBLIC_BASE_URL.rstrip('/')}/pay/{incoming.public_id}"
@@ -442,20 +397,59 @@ def _intake(
         order_id=incoming.public_id,
         merchant_order_id=incoming.merchant_order_id,
         order_type=order_type,
-        status=incoming.status,
-        amount_fiat=amount_fiat,
-        fiat_currency=reference_data.currency_code(session, FiatCurrency, store.fiat_currency_id)
-        or "",
-        amount_crypto=amount_crypto,
-        crypto_currency=reference_data.currency_code(
-            session, CryptoCurrency, store.crypto_currency_id
-        )
-        or "",
-        exchange_rate=rate,
-        store_commission=store_commission,
+        status=IncomingOrderStatus(incoming.status),
+        amount_fiat=priced.amount_fiat,
+        fiat_currency=_currency(session, FiatCurrency, incoming.fiat_currency_id),
+        amount_crypto=priced.amount_crypto,
+        crypto_currency=_currency(session, CryptoCurrency, incoming.crypto_currency_id),
+        exchange_rate=priced.rate,
+        store_commission=priced.store_commission,
         payment_url=payment_url,
-        created_at=now,
+        created_at=incoming.created_at,
     )
+
+
+def _intake(
+    session: Session,
+    *,
+    store_id: int,
+    order_type: OrderType,
+    data: PayInCreate | PayOutCreate,
+    now: datetime | None,
+) -> IntakeResult:
+    # Every check runs before the first write, so a refusal leaves nothing behind.
+    now = now or utcnow()
+    store = _usable_store(session, store_id, order_type)
+    _check_currency(session, store, data.fiat_currency)
+    _check_required_params(store, data)
+    amounts = _requested_amounts(store, data)
+    method, bank = _lookup_codes(session, store.fiat_currency_id, data.payment_method, data.bank)
+    beneficiary = _payout_beneficiary(data, method, bank)
+    priced = _price(session, store, order_type, amounts, now)
+
+    incoming = _insert_incoming(
+        session,
+        store=store,
+        order_type=order_type,
+        data=data,
+        priced=priced,
+        method=method,
+        bank=bank,
+        beneficiary=beneficiary,
+        now=now,
+    )
+    if priced.store_hold > 0:
+        # After the insert: the balance history row references the order.
+        balance_manager.freeze_store_hold(
+            session,
+            store_id=store.id,
+            crypto_currency_id=store.crypto_currency_id,
+            amount=priced.store_hold,
+            incoming_order_id=incoming.id,
+        )
+    _audit_intake(session, incoming, priced)
+    enqueue_processing(session, incoming.id)
+    return _intake_result(session, incoming, order_type, priced)
 
 
 def create_payin(
@@ -501,8 +495,12 @@ def _find_incoming(
     return incoming
 
 
-def _ref(obj: Any) -> NamedRefView | None:
-    return None if obj is None else NamedRefView(code=obj.code, name=obj.name)
+def _ref(obj: Any) -> NamedRef | None:
+    return None if obj is None else NamedRef(code=obj.code, name=obj.name)
+
+
+def _currency(session: Session, model: type[FiatCurrency] | type[CryptoCurrency], id_: int) -> str:
+    return reference_data.currency_code(session, model, id_) or ""
 
 
 def public_failure_reason(reason: str | None) -> str | None:
@@ -517,14 +515,14 @@ def _public_failure(reason: str | None) -> str | None:
     return reason.split(":", 1)[0].strip() or None
 
 
-def _requisite_view(session: Session, order: OrderHistory) -> RequisiteView:
+def _requisite_view(session: Session, order: OrderHistory) -> RequisiteRead:
     requisite = session.get(ReqTrader, order.requisite_id)
     assert requisite is not None
     owner = session.get(OwnerOfRequisites, requisite.owner_id)
     bank = _ref(session.get(Bank, order.bank_id))
     method = _ref(session.get(PaymentMethod, order.payment_method_id))
     assert bank is not None and method is not None
-    return RequisiteView(
+    return RequisiteRead(
         bank=bank,
         payment_method=method,
         number=requisite.req_number,
@@ -532,7 +530,7 @@ def _requisite_view(session: Session, order: OrderHistory) -> RequisiteView:
     )
 
 
-def _beneficiary_view(session: Session, incoming: IncomingOrder) -> BeneficiaryView | None:
+def _beneficiary_view(session: Session, incoming: IncomingOrder) -> BeneficiaryRead | None:
     if incoming.beneficiary_last4 is None:
         return None
     bank = session.get(Bank, incoming.target_bank_id) if incoming.target_bank_id else None
@@ -541,7 +539,7 @@ def _beneficiary_view(session: Session, incoming: IncomingOrder) -> BeneficiaryV
         if incoming.target_payment_method_id
         else None
     )
-    return BeneficiaryView(
+    return BeneficiaryRead(
         number_masked=mask_number(incoming.beneficiary_last4) or "",
         last4=incoming.beneficiary_last4,
         name=incoming.beneficiary_name,
@@ -550,7 +548,7 @@ def _beneficiary_view(session: Session, incoming: IncomingOrder) -> BeneficiaryV
     )
 
 
-def _status_view(session: Session, incoming: IncomingOrder) -> OrderStatusView:
+def _status_view(session: Session, incoming: IncomingOrder) -> OrderStatusRead:
     order = session.scalars(
         select(OrderHistory).where(OrderHistory.incoming_order_id == incoming.id)
     ).first()
@@ -558,19 +556,15 @@ def _status_view(session: Session, incoming: IncomingOrder) -> OrderStatusView:
     requisite = None
     if order is not None and order_type == OrderType.PAYIN and order.status in _SHOW_REQUISITE:
         requisite = _requisite_view(session, order)
-    return OrderStatusView(
+    return OrderStatusRead(
         order_id=incoming.public_id,
         merchant_order_id=incoming.merchant_order_id,
         order_type=order_type,
-        status=order.status if order is not None else incoming.status,
+        status=MerchantOrderStatus(order.status if order is not None else incoming.status),
         amount_fiat=incoming.amount_fiat,
-        fiat_currency=reference_data.currency_code(session, FiatCurrency, incoming.fiat_currency_id)
-        or "",
+        fiat_currency=_currency(session, FiatCurrency, incoming.fiat_currency_id),
         amount_crypto=incoming.amount_crypto,
-        crypto_currency=reference_data.currency_code(
-            session, CryptoCurrency, incoming.crypto_currency_id
-        )
-        or "",
+        crypto_currency=_currency(session, CryptoCurrency, incoming.crypto_currency_id),
         exchange_rate=incoming.exchange_rate,
         store_commission=incoming.store_commission,
         created_at=incoming.created_at,
@@ -589,7 +583,7 @@ def _status_view(session: Session, incoming: IncomingOrder) -> OrderStatusView:
 
 def get_order_status(
     session: Session, *, store_id: int, public_id: str, order_type: OrderType | None
-) -> OrderStatusView:
+) -> OrderStatusRead:
     """The store's view of its order; another store's order or another type is 404."""
     incoming = _find_incoming(
         session, store_id=store_id, public_id=public_id, order_type=order_type
@@ -625,7 +619,7 @@ def cancel_by_store(
     reason: str | None = None,
     now: datetime | None = None,
     user_id: int | None = None,
-) -> OrderStatusView:
+) -> OrderStatusRead:
     """The store cancels its order: at intake it fails it (hold released), else state machine."""
     incoming = _find_incoming(session, store_id=store_id, public_id=public_id)
     if incoming.status != IncomingOrderStatus.ASSIGNED:
@@ -662,7 +656,7 @@ def dispute_by_store(
     reason: str | None = None,
     evidence: Sequence[FileUpload] = (),
     user_id: int | None = None,
-) -> OrderStatusView:
+) -> OrderStatusRead:
     """The store opens a dispute on its pending or paid order, with optional evidence files."""
     incoming = _find_incoming(session, store_id=store_id, public_id=public_id)
     if incoming.status != IncomingOrderStatus.ASSIGNED:
@@ -682,7 +676,7 @@ def dispute_by_store(
 
 def confirm_by_payer(
     session: Session, *, public_id: str, receipt: FileUpload | None = None
-) -> PayerConfirmView:
+) -> PayerConfirmRead:
     """The payer says the PayIn is paid, with the receipt the store may require."""
     # Only a PayIn can be confirmed by its payer: any other id is 404 before anything runs.
     store_id = session.scalar(
@@ -711,7 +705,7 @@ def confirm_by_payer(
             actor=order_status_manager.PAYER,
             reason=f"fraud check: {decision.rule}",
         )
-        return PayerConfirmView(order_id=held.public_id, status=held.status.value)
+        return PayerConfirmRead(order_id=held.public_id, status=held.status)
     store = session.get(MerchantStore, store_id)
     result = document_service.payer_confirm_with_receipt(
         session,
@@ -719,35 +713,13 @@ def confirm_by_payer(
         receipt=receipt,
         required=bool(store and store.require_payer_receipt),
     )
-    return PayerConfirmView(order_id=result.public_id, status=result.status.value)
-
-
-def get_payer_view(session: Session, *, public_id: str) -> PayerPageView:
-    """The payer page of a PayIn (the public id is the capability); a PayOut id is 404."""
-    incoming = session.scalars(
-        select(IncomingOrder).where(
-            IncomingOrder.public_id == public_id,
-            IncomingOrder.order_type == OrderType.PAYIN.value,
-        )
-    ).first()
-    if incoming is None:
-        raise NotFound("order not found")
-    view = _status_view(session, incoming)
-    return PayerPageView(
-        order_id=view.order_id,
-        status=view.status,
-        amount_fiat=view.amount_fiat,
-        fiat_currency=view.fiat_currency,
-        expires_at=view.expires_at,
-        requisite=view.requisite,
-        return_url=incoming.return_url,
-    )
+    return PayerConfirmRead(order_id=result.public_id, status=result.status)
 
 
 # --------------------------------------------------------------------------- reference
 
 
-def list_methods(session: Session, *, store_id: int) -> ReferenceMethodsView:
+def list_methods(session: Session, *, store_id: int) -> ReferenceMethodsRead:
     """Payment methods, each with its banks, available in the store's fiat currency."""
     store = session.get(MerchantStore, store_id)
     if store is None:
@@ -765,12 +737,13 @@ def list_methods(session: Session, *, store_id: int) -> ReferenceMethodsView:
         )
         .order_by(PaymentMethod.code, Bank.code)
     ).all()
-    grouped: dict[str, MethodBanksView] = {}
+    grouped: dict[str, MethodBanksRead] = {}
     for method_code, method_name, bank_code, bank_name in rows:
-        entry = grouped.setdefault(
-            method_code, MethodBanksView(NamedRefView(method_code, method_name), [])
-        )
-        entry.banks.append(NamedRefView(bank_code, bank_name))
-    return ReferenceMethodsView(
+        entry = grouped.get(method_code)
+        if entry is None:
+            method = NamedRef(code=method_code, name=method_name)
+            entry = grouped[method_code] = MethodBanksRead(payment_method=method, banks=[])
+        entry.banks.append(NamedRef(code=bank_code, name=bank_name))
+    return ReferenceMethodsRead(
         fiat_currency=fiat.code if fiat else "", methods=list(grouped.values())
     )

@@ -31,7 +31,7 @@ from jivapay.schemas.merchant import (
 from jivapay.schemas.orders import BeneficiaryRead, OrderRead, RequisiteBrief
 from jivapay.security import Principal
 from jivapay.services import reference_data
-from jivapay.services.document_service import DocumentView, document_views, views_by_order
+from jivapay.services.document_service import document_views, views_by_order
 from jivapay.services.gateway_service import public_failure_reason
 from jivapay.utils.exceptions import NotFound
 from jivapay.utils.query_filters import incoming_orders_visible_to, orders_visible_to
@@ -49,7 +49,7 @@ def _view(
     session: Session,
     principal: Principal,
     order: OrderHistory,
-    documents: list[DocumentView] | None = None,
+    documents: list[DocumentRead] | None = None,
 ) -> OrderRead:
     requisite = session.get(ReqTrader, order.requisite_id)
     incoming = session.get(IncomingOrder, order.incoming_order_id)
@@ -200,7 +200,7 @@ def merchant_order_view(
     session: Session,
     incoming: IncomingOrder,
     order: OrderHistory | None,
-    documents: list[DocumentView] | None = None,
+    documents: list[DocumentRead] | None = None,
 ) -> MerchantOrderRead:
     """The merchant's view of one order: store commission, masked numbers, presigned receipts."""
     requisite = None

@@ -31,8 +31,8 @@ def list_callbacks(
         str | None, Query(max_length=40, description="The order's public id")
     ] = None,
     status: CallbackStatus | None = None,
-) -> Any:
-    result = callback_service.list_deliveries(
+) -> CallbackDeliveryPage:
+    return callback_service.list_deliveries(
         session,
         store_id=store.store_id,
         order_public_id=order_id,
@@ -40,7 +40,6 @@ def list_callbacks(
         limit=page.limit,
         offset=page.offset,
     )
-    return CallbackDeliveryPage.model_validate(result)
 
 
 @router.post(
@@ -53,8 +52,7 @@ def resend_callback(
     store: CurrentStore,
     session: DbSession,
     delivery_id: Annotated[int, Path(ge=1, le=MAX_ID)],
-) -> Any:
-    view = callback_service.resend_delivery(
+) -> CallbackDeliveryRead:
+    return callback_service.resend_delivery(
         session, store_id=store.store_id, delivery_id=delivery_id
     )
-    return CallbackDeliveryRead.model_validate(view)

@@ -163,20 +163,23 @@ def payout_init(
     )
 
 
-def _status(store: StorePrincipal, session: DbSession, order_id: str, kind: OrderType) -> Any:
-    view = gateway_service.get_order_status(
+def _status(
+    store: StorePrincipal, session: DbSession, order_id: str, kind: OrderType
+) -> OrderStatusRead:
+    return gateway_service.get_order_status(
         session, store_id=store.store_id, public_id=order_id, order_type=kind
     )
-    return OrderStatusRead.model_validate(view)
 
 
 @router.get("/payin/status/{order_id}", response_model=OrderStatusRead, responses=_PROBLEMS)
-def payin_status(store: CurrentStore, session: DbSession, order_id: OrderIdPath) -> Any:
+def payin_status(store: CurrentStore, session: DbSession, order_id: OrderIdPath) -> OrderStatusRead:
     return _status(store, session, order_id, OrderType.PAYIN)
 
 
 @router.get("/payout/status/{order_id}", response_model=OrderStatusRead, responses=_PROBLEMS)
-def payout_status(store: CurrentStore, session: DbSession, order_id: OrderIdPath) -> Any:
+def payout_status(
+    store: CurrentStore, session: DbSession, order_id: OrderIdPath
+) -> OrderStatusRead:
     return _status(store, session, order_id, OrderType.PAYOUT)
 
 
@@ -188,11 +191,11 @@ def payout_status(store: CurrentStore, session: DbSession, order_id: OrderIdPath
     openapi_extra=uploads.RECEIPT_OPENAPI,
     dependencies=[Depends(reject_cross_site)],
 )
-def payer_confirm(session: DbSession, order_id: OrderIdPath, receipt: ReceiptUpload) -> Any:
+def payer_confirm(
+    session: DbSession, order_id: OrderIdPath, receipt: ReceiptUpload
+) -> PayerConfirmRead:
     """Multipart `receipt` (JPEG/PNG/PDF) attached; required when the store says so."""
-    return PayerConfirmRead.model_validate(
-        gateway_service.confirm_by_payer(session, public_id=order_id, receipt=receipt)
-    )
+    return gateway_service.confirm_by_payer(session, public_id=order_id, receipt=receipt)
 
 
 @router.post("/orders/{order_id}/cancel", response_model=OrderStatusRead, responses=_PROBLEMS)
@@ -201,11 +204,10 @@ def cancel_order(
     session: DbSession,
     order_id: OrderIdPath,
     data: OrderActionRequest | None = None,
-) -> Any:
-    view = gateway_service.cancel_by_store(
+) -> OrderStatusRead:
+    return gateway_service.cancel_by_store(
         session, store_id=store.store_id, public_id=order_id, reason=data.reason if data else None
     )
-    return OrderStatusRead.model_validate(view)
 
 
 @router.post(
@@ -221,20 +223,17 @@ def dispute_order(
     data: Annotated[
         uploads.ReasonAndFiles, Depends(uploads.reason_and_evidence(OrderActionRequest))
     ],
-) -> Any:
+) -> OrderStatusRead:
     """JSON `{reason}`, or multipart with a `reason` field and up to 5 `evidence` files."""
-    view = gateway_service.dispute_by_store(
+    return gateway_service.dispute_by_store(
         session,
         store_id=store.store_id,
         public_id=order_id,
         reason=data.reason,
         evidence=data.files,
     )
-    return OrderStatusRead.model_validate(view)
 
 
 @router.get("/reference/methods", response_model=ReferenceMethodsRead, responses=_PROBLEMS)
-def reference_methods(store: CurrentStore, session: DbSession) -> Any:
-    return ReferenceMethodsRead.model_validate(
-        gateway_service.list_methods(session, store_id=store.store_id)
-    )
+def reference_methods(store: CurrentStore, session: DbSession) -> ReferenceMethodsRead:
+    return gateway_service.list_methods(session, store_id=store.store_id)

@@ -3,7 +3,7 @@ status) with their attempts, and a re-send of one (another merchant's delivery i
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -25,7 +25,7 @@ def list_callbacks(
     store_id: Annotated[int | None, Query(ge=1)] = None,
     order_id: Annotated[str | None, Query(max_length=40, description="public order id")] = None,
     status: CallbackStatus | None = None,
-) -> Any:
+) -> Page[CallbackDeliveryRead]:
     views, total = callback_service.list_merchant_deliveries(
         session,
         merchant_id=principal.profile_id,
@@ -35,8 +35,8 @@ def list_callbacks(
         limit=page.limit,
         offset=page.offset,
     )
-    return Page(
-        items=[CallbackDeliveryRead.model_validate(v) for v in views],
+    return Page[CallbackDeliveryRead](
+        items=views,
         total=total,
         limit=page.limit,
         offset=page.offset,
@@ -46,10 +46,11 @@ def list_callbacks(
 @router.post(
     "/{delivery_id}/resend", response_model=CallbackDeliveryRead, responses=problems(404, 422)
 )
-def resend_callback(delivery_id: int, session: DbSession, principal: CurrentPrincipal) -> Any:
+def resend_callback(
+    delivery_id: int, session: DbSession, principal: CurrentPrincipal
+) -> CallbackDeliveryRead:
     """Send a callback again now (re-enables the store's callbacks if a 410 disabled them)."""
     store_id = callback_service.merchant_delivery_store(
         session, merchant_id=principal.profile_id, delivery_id=delivery_id
     )
-    view = callback_service.resend_delivery(session, store_id=store_id, delivery_id=delivery_id)
-    return CallbackDeliveryRead.model_validate(view)
+    return callback_service.resend_delivery(session, store_id=store_id, delivery_id=delivery_id)
