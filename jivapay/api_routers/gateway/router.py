@@ -24,6 +24,7 @@ from jivapay.api_routers import uploads
 from jivapay.api_routers.auth import signed_path
 from jivapay.api_routers.deps import CurrentStore, DbSession, IdempotencyKeyHeader
 from jivapay.api_routers.gateway.payer_page import reject_cross_site
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import OrderType
 from jivapay.middleware.rate_limiting import KeyKind, rate_limit
 from jivapay.schemas.gateway import (
@@ -78,10 +79,13 @@ RawBody = Annotated[bytes, Depends(_raw_body)]
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=64, description="The order's public id")]
 ReceiptUpload = Annotated[FileUpload | None, Depends(uploads.receipt_upload)]
 _INIT_LIMIT = [Depends(rate_limit("RATE_LIMIT_GATEWAY_INIT", key=KeyKind.STORE))]
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"description": "problem+json"}
-    for code in (400, 401, 403, 404, 409, 413, 415, 422, 429, 502, 503)
-}
+# Each route lists the errors it can answer beyond those `responses.document_problems` adds
+# everywhere (401 for the store's credentials, 404 on a path naming an order, 413, 422, 429).
+# Every store-authenticated route can answer 403: the store's access may be disabled.
+_INTAKE_PROBLEMS = problem_responses(400, 403, 409, 503)  # idempotency key, switches, rate
+_STATUS_PROBLEMS = problem_responses(403)
+_CANCEL_PROBLEMS = problem_responses(403, 409)
+_FILE_PROBLEMS = problem_responses(400, 403, 409, 415, 502, 503)  # multipart, S3
 
 
 def _run_intake(
@@ -116,7 +120,7 @@ def _run_intake(
     status_code=201,
     response_model=IntakeRead,
     dependencies=_INIT_LIMIT,
-    responses=_PROBLEMS,
+    responses=_INTAKE_PROBLEMS,
     summary="Create a PayIn",
 )
 def payin_init(
@@ -142,7 +146,7 @@ def payin_init(
     status_code=201,
     response_model=IntakeRead,
     dependencies=_INIT_LIMIT,
-    responses=_PROBLEMS,
+    responses=_INTAKE_PROBLEMS,
     summary="Create a PayOut",
 )
 def payout_init(
@@ -171,12 +175,12 @@ def _status(
     )
 
 
-@router.get("/payin/status/{order_id}", response_model=OrderStatusRead, responses=_PROBLEMS)
+@router.get("/payin/status/{order_id}", response_model=OrderStatusRead, responses=_STATUS_PROBLEMS)
 def payin_status(store: CurrentStore, session: DbSession, order_id: OrderIdPath) -> OrderStatusRead:
     return _status(store, session, order_id, OrderType.PAYIN)
 
 
-@router.get("/payout/status/{order_id}", response_model=OrderStatusRead, responses=_PROBLEMS)
+@router.get("/payout/status/{order_id}", response_model=OrderStatusRead, responses=_STATUS_PROBLEMS)
 def payout_status(
     store: CurrentStore, session: DbSession, order_id: OrderIdPath
 ) -> OrderStatusRead:
@@ -186,7 +190,7 @@ def payout_status(
 @router.post(
     "/payin/confirm/{order_id}",
     response_model=PayerConfirmRead,
-    responses=_PROBLEMS,
+    responses=_FILE_PROBLEMS,
     summary="The payer confirms the payment (no store credentials: the order id is the capability)",
     openapi_extra=uploads.RECEIPT_OPENAPI,
     dependencies=[Depends(reject_cross_site)],
@@ -198,7 +202,9 @@ def payer_confirm(
     return gateway_service.confirm_by_payer(session, public_id=order_id, receipt=receipt)
 
 
-@router.post("/orders/{order_id}/cancel", response_model=OrderStatusRead, responses=_PROBLEMS)
+@router.post(
+    "/orders/{order_id}/cancel", response_model=OrderStatusRead, responses=_CANCEL_PROBLEMS
+)
 def cancel_order(
     store: CurrentStore,
     session: DbSession,
@@ -213,7 +219,7 @@ def cancel_order(
 @router.post(
     "/orders/{order_id}/dispute",
     response_model=OrderStatusRead,
-    responses=_PROBLEMS,
+    responses=_FILE_PROBLEMS,
     openapi_extra=uploads.reason_and_evidence_openapi("#/components/schemas/OrderActionRequest"),
 )
 def dispute_order(
@@ -234,6 +240,6 @@ def dispute_order(
     )
 
 
-@router.get("/reference/methods", response_model=ReferenceMethodsRead, responses=_PROBLEMS)
+@router.get("/reference/methods", response_model=ReferenceMethodsRead, responses=_STATUS_PROBLEMS)
 def reference_methods(store: CurrentStore, session: DbSession) -> ReferenceMethodsRead:
     return gateway_service.list_methods(session, store_id=store.store_id)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -19,7 +19,9 @@ router = APIRouter(prefix="/merchant/balances", tags=["merchant balances"])
 
 
 @router.get("", response_model=Page[StoreBalanceRead], responses=problems(422))
-def list_balances(session: DbSession, principal: CurrentPrincipal, page: PageParams) -> Any:
+def list_balances(
+    session: DbSession, principal: CurrentPrincipal, page: PageParams
+) -> Page[StoreBalanceRead]:
     """Each of my stores' balance per crypto: balance, frozen (open PayOuts), available."""
     items, total = merchant_balances.list_balances(
         session, principal=principal, limit=page.limit, offset=page.offset
@@ -36,7 +38,7 @@ def balance_history(
     operation: BalanceOperation | None = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,
-) -> Any:
+) -> Page[StoreBalanceHistoryRead]:
     """Every change of my stores' balances, newest first (`created_to` is exclusive)."""
     if created_from and created_to and created_from > created_to:
         raise ValidationFailed("created_from must not be after created_to", code="bad_period")

@@ -6,7 +6,7 @@ order is 404."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
@@ -35,7 +35,7 @@ def list_orders(
     created_from: datetime | None = None,
     created_to: datetime | None = None,
     merchant_order_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
-) -> Any:
+) -> Page[MerchantOrderRead]:
     """My stores' orders, newest first (`created_to` is exclusive)."""
     if created_from and created_to and created_from > created_to:
         raise ValidationFailed("created_from must not be after created_to", code="bad_period")
@@ -49,7 +49,7 @@ def list_orders(
 
 
 @router.get("/{order_id}", response_model=MerchantOrderRead, responses=problems(404))
-def get_order(order_id: str, session: DbSession, principal: CurrentPrincipal) -> Any:
+def get_order(order_id: str, session: DbSession, principal: CurrentPrincipal) -> MerchantOrderRead:
     return order_queries.get_merchant_order(session, principal=principal, public_id=order_id)
 
 
@@ -68,7 +68,7 @@ def cancel_order(
     session: DbSession,
     principal: CurrentPrincipal,
     data: ReasonBody | None = None,
-) -> Any:
+) -> MerchantOrderChangeRead:
     """Cancel an order still at intake or pending; a PayOut's hold is released."""
     incoming, order = order_queries.find_merchant_order(
         session, principal=principal, public_id=order_id
@@ -95,7 +95,7 @@ def dispute_order(
     session: DbSession,
     principal: CurrentPrincipal,
     data: Annotated[uploads.ReasonAndFiles, Depends(uploads.reason_and_evidence(ReasonBody))],
-) -> Any:
+) -> MerchantOrderChangeRead:
     """Open a dispute: JSON `{reason}`, or multipart `reason` plus up to 5 `evidence` files."""
     incoming, order = order_queries.find_merchant_order(
         session, principal=principal, public_id=order_id

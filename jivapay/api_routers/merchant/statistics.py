@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
@@ -22,7 +22,7 @@ def statistics(
     date_from: datetime | None = None,
     date_to: datetime | None = None,
     store_id: Annotated[int | None, Query(ge=1)] = None,
-) -> Any:
+) -> MerchantStatisticsRead:
     """Counts by status, completed turnover, commission paid, conversion and average time to
     complete, per store and type, for [date_from, date_to) (default: the last 30 days)."""
     return merchant_statistics.merchant_statistics(

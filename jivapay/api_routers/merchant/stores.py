@@ -34,7 +34,9 @@ def _actor(principal: Principal, ip: str | None) -> store_service.Actor:
 
 
 @router.get("", response_model=Page[StoreRead], responses=problems(422))
-def list_stores(session: DbSession, principal: CurrentPrincipal, page: PageParams) -> Any:
+def list_stores(
+    session: DbSession, principal: CurrentPrincipal, page: PageParams
+) -> Page[StoreRead]:
     """My stores, oldest first."""
     items, total = store_service.list_stores(
         session, principal=principal, limit=page.limit, offset=page.offset
@@ -45,7 +47,7 @@ def list_stores(session: DbSession, principal: CurrentPrincipal, page: PageParam
 @router.post("", status_code=201, response_model=StoreCreatedRead, responses=problems(422))
 def create_store(
     data: StoreCreate, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
-) -> Any:
+) -> StoreCreatedRead:
     """A new store: the private key and callback secret are in this answer only.
 
     It takes orders once an admin has set its commission and enabled its traffic.
@@ -61,7 +63,7 @@ def create_store(
 
 
 @router.get("/{store_id}", response_model=StoreRead, responses=problems(404, 422))
-def get_store(store_id: int, session: DbSession, principal: CurrentPrincipal) -> Any:
+def get_store(store_id: int, session: DbSession, principal: CurrentPrincipal) -> StoreRead:
     return store_service.get_store(session, principal=principal, store_id=store_id)
 
 
@@ -72,7 +74,7 @@ def update_store(
     session: DbSession,
     principal: CurrentPrincipal,
     ip: ClientIp,
-) -> Any:
+) -> StoreChangeRead:
     """Change settings; traffic, access, currencies, commissions and keys are refused (422)."""
     view, changed = store_service.update_store(
         session, principal=principal, store_id=store_id, data=data, actor=_actor(principal, ip)
@@ -83,7 +85,7 @@ def update_store(
 @router.post("/{store_id}/deactivate", response_model=StoreChangeRead, responses=problems(404, 422))
 def deactivate_store(
     store_id: int, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
-) -> Any:
+) -> StoreChangeRead:
     """Switch the store off (no delete: orders and money history refer to it)."""
     view, changed = store_service.deactivate_store(
         session, principal=principal, store_id=store_id, actor=_actor(principal, ip)
@@ -94,7 +96,7 @@ def deactivate_store(
 @router.post("/{store_id}/keys/rotate", response_model=StoreKeysRead, responses=problems(404, 422))
 def rotate_keys(
     store_id: int, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
-) -> Any:
+) -> StoreKeysRead:
     """A new key pair, shown once; the old pair is refused (401) from this moment."""
     store = store_service.visible_store(session, principal=principal, store_id=store_id)
     rotated = store_service.rotate_keys(session, store=store, actor=_actor(principal, ip))
@@ -108,7 +110,7 @@ def rotate_keys(
 )
 def rotate_callback_secret(
     store_id: int, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
-) -> Any:
+) -> CallbackSecretRead:
     """A new callback signing secret, shown once; it signs every attempt from now on."""
     store = store_service.visible_store(session, principal=principal, store_id=store_id)
     secret = store_service.rotate_callback_secret(session, store=store, actor=_actor(principal, ip))

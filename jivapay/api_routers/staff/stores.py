@@ -46,7 +46,7 @@ def update_store(
     principal: Principal = Depends(
         require_permission(Permission.STORES_EDIT_ALL, id_param="store_id")
     ),
-) -> Any:
+) -> StoreChangeRead:
     """Change a store (`stores:edit:all`; `trafic_access` also needs `stores:traffic:all`).
 
     Traffic is enabled only once the store has a commission (else 409 `commission_missing`).
@@ -68,7 +68,7 @@ def set_commission(
     principal: Principal = Depends(
         require_permission(Permission.STORE_COMMISSIONS_EDIT_ALL, id_param="store_id")
     ),
-) -> Any:
+) -> StoreCommissionChangeRead:
     """A new commission row (`store_commissions:edit:all`): new orders get it, open ones keep theirs."""
     row, changed = store_service.set_commission(
         session, store_id=store_id, data=data, actor=_actor(principal, ip)
@@ -84,7 +84,7 @@ def rotate_keys(
     principal: Principal = Depends(
         require_permission(Permission.STORES_KEYS_ALL, id_param="store_id")
     ),
-) -> Any:
+) -> StoreKeysRead:
     """A new key pair (`stores:keys:all`), shown once; the old pair is refused (401) at once."""
     store = store_service.staff_store(session, store_id=store_id)
     rotated = store_service.rotate_keys(session, store=store, actor=_actor(principal, ip))
