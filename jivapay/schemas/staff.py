@@ -27,6 +27,7 @@ from jivapay.enums import (
     OrderType,
 )
 from jivapay.money import MAX_CRYPTO
+from jivapay.schemas.callbacks import CallbackAttemptRead
 from jivapay.schemas.common import CryptoAmountIn, Money, Page, RequestBody
 from jivapay.schemas.documents import DocumentRead
 
@@ -95,14 +96,6 @@ class TimelineEntry(BaseModel):
     details: dict[str, Any]
 
 
-class AttemptRead(BaseModel):
-    attempted_at: datetime
-    status_code: int | None
-    duration_ms: int | None
-    error: str | None
-    response_excerpt: str | None
-
-
 class CallbackDeliveryRead(BaseModel):
     id: int
     store_id: int
@@ -118,7 +111,7 @@ class CallbackDeliveryRead(BaseModel):
     delivered_at: datetime | None
     created_at: datetime
     updated_at: datetime
-    attempts: list[AttemptRead]
+    attempts: list[CallbackAttemptRead]
 
 
 class StaffOrderDetail(StaffOrderRead):

@@ -28,11 +28,13 @@ import email.utils
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import structlog
+from pydantic import BaseModel
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -394,9 +396,16 @@ def enqueue_delivery(session: Session, delivery_id: int) -> None:
 # --------------------------------------------------------------------------- merchants' view
 
 
-def _views(
-    session: Session, rows: list[tuple[CallbackDelivery, str]]
-) -> list[CallbackDeliveryRead]:
+_DeliveryRead = TypeVar("_DeliveryRead", bound=BaseModel)
+
+
+def delivery_reads(
+    session: Session,
+    rows: Sequence[tuple[CallbackDelivery, str]],
+    read: type[_DeliveryRead],
+) -> list[_DeliveryRead]:
+    """Deliveries (each with its order's public id) with their attempts, as `read` shapes them:
+    the store's `CallbackDeliveryRead` or staff's, which adds the store id (two queries)."""
     ids = [d.id for d, _ in rows]
     attempts: dict[int, list[CallbackAttemptRead]] = {i: [] for i in ids}
     if ids:
@@ -408,24 +417,33 @@ def _views(
         for a in session.scalars(stmt):
             attempts[a.delivery_id].append(CallbackAttemptRead.model_validate(a))
     return [
-        CallbackDeliveryRead(
-            id=d.id,
-            event_id=d.event_id,
-            event_type=d.event_type,
-            order_id=public_id,
-            status=CallbackStatus(d.status),
-            url=d.url,
-            attempt_count=d.attempt_count,
-            next_attempt_at=d.next_attempt_at,
-            last_status_code=d.last_status_code,
-            last_error=d.last_error,
-            delivered_at=d.delivered_at,
-            created_at=d.created_at,
-            updated_at=d.updated_at,
-            attempts=attempts[d.id],
+        read.model_validate(
+            {
+                "id": d.id,
+                "store_id": d.store_id,
+                "event_id": d.event_id,
+                "event_type": d.event_type,
+                "order_id": public_id,
+                "status": CallbackStatus(d.status),
+                "url": d.url,
+                "attempt_count": d.attempt_count,
+                "next_attempt_at": d.next_attempt_at,
+                "last_status_code": d.last_status_code,
+                "last_error": d.last_error,
+                "delivered_at": d.delivered_at,
+                "created_at": d.created_at,
+                "updated_at": d.updated_at,
+                "attempts": attempts[d.id],
+            }
         )
         for d, public_id in rows
     ]
+
+
+def _views(
+    session: Session, rows: Sequence[tuple[CallbackDelivery, str]]
+) -> list[CallbackDeliveryRead]:
+    return delivery_reads(session, rows, CallbackDeliveryRead)
 
 
 def _store(session: Session, store_id: int) -> MerchantStore:

@@ -24,7 +24,6 @@ from jivapay.database.models import (
     AuditLog,
     Bank,
     CallbackDelivery,
-    CallbackDeliveryAttempt,
     CryptoCurrency,
     FiatCurrency,
     FraudList,
@@ -49,7 +48,6 @@ from jivapay.enums import (
 )
 from jivapay.schemas.documents import DocumentRead
 from jivapay.schemas.staff import (
-    AttemptRead,
     CallbackDeliveryRead,
     DisputeRead,
     IncomingOrderRead,
@@ -57,7 +55,7 @@ from jivapay.schemas.staff import (
     StaffOrderRead,
 )
 from jivapay.security import Principal
-from jivapay.services import fraud_lists
+from jivapay.services import callback_service, fraud_lists
 from jivapay.services.document_service import document_views
 from jivapay.services.order_timeline import ORDER_ENTITY, order_timeline
 from jivapay.utils.exceptions import NotFound, ValidationFailed
@@ -278,43 +276,7 @@ def visible_order(session: Session, *, principal: Principal, public_id: str) -> 
 def _deliveries(
     session: Session, rows: Sequence[tuple[CallbackDelivery, str]]
 ) -> list[CallbackDeliveryRead]:
-    ids = [d.id for d, _ in rows]
-    attempts: dict[int, list[AttemptRead]] = {i: [] for i in ids}
-    if ids:
-        for a in session.scalars(
-            select(CallbackDeliveryAttempt)
-            .where(CallbackDeliveryAttempt.delivery_id.in_(ids))
-            .order_by(CallbackDeliveryAttempt.id)
-        ):
-            attempts[a.delivery_id].append(
-                AttemptRead(
-                    attempted_at=a.attempted_at,
-                    status_code=a.status_code,
-                    duration_ms=a.duration_ms,
-                    error=a.error,
-                    response_excerpt=a.response_excerpt,
-                )
-            )
-    return [
-        CallbackDeliveryRead(
-            id=d.id,
-            store_id=d.store_id,
-            event_id=d.event_id,
-            event_type=d.event_type,
-            order_id=public_id,
-            status=CallbackStatus(d.status),
-            url=d.url,
-            attempt_count=d.attempt_count,
-            next_attempt_at=d.next_attempt_at,
-            last_status_code=d.last_status_code,
-            last_error=d.last_error,
-            delivered_at=d.delivered_at,
-            created_at=d.created_at,
-            updated_at=d.updated_at,
-            attempts=attempts[d.id],
-        )
-        for d, public_id in rows
-    ]
+    return callback_service.delivery_reads(session, rows, CallbackDeliveryRead)
 
 
 def order_detail(session: Session, *, principal: Principal, public_id: str) -> StaffOrderDetail:
