@@ -8,7 +8,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, func, select
+from sqlalchemy import ColumnElement, Select, case, func, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
@@ -42,6 +42,32 @@ def _crypto_condition(code: str | None) -> list[ColumnElement[bool]]:
     return [] if code is None else [CryptoCurrency.code == code.upper()]
 
 
+def _balance_page(
+    session: Session,
+    base: Select[Any, str, str],
+    model: type[BalanceStore] | type[BalanceTrader],
+    owner: str,
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[AccountBalanceRead], int]:
+    # `base` selects (balance row, account name, crypto code); `owner` names the row's account id.
+    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
+    page = base.order_by(getattr(model, owner), model.id).limit(limit).offset(offset)
+    return [
+        AccountBalanceRead(
+            account_id=getattr(row, owner),
+            account_name=name,
+            crypto_currency=code,
+            balance=row.balance,
+            frozen=row.frozen,
+            available=row.balance - row.frozen,
+            updated_at=row.updated_at,
+        )
+        for row, name, code in session.execute(page).all()
+    ], total
+
+
 def list_store_balances(
     session: Session,
     *,
@@ -64,20 +90,7 @@ def list_store_balances(
         .join(CryptoCurrency, CryptoCurrency.id == b.crypto_currency_id)
         .where(*c)
     )
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = session.execute(base.order_by(b.store_id, b.id).limit(limit).offset(offset)).all()
-    return [
-        AccountBalanceRead(
-            account_id=row.store_id,
-            account_name=name,
-            crypto_currency=code,
-            balance=row.balance,
-            frozen=row.frozen,
-            available=row.balance - row.frozen,
-            updated_at=row.updated_at,
-        )
-        for row, name, code in rows
-    ], total
+    return _balance_page(session, base, b, "store_id", limit=limit, offset=offset)
 
 
 def list_trader_balances(
@@ -100,20 +113,7 @@ def list_trader_balances(
         .join(CryptoCurrency, CryptoCurrency.id == b.crypto_currency_id)
         .where(*c)
     )
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = session.execute(base.order_by(b.trader_id, b.id).limit(limit).offset(offset)).all()
-    return [
-        AccountBalanceRead(
-            account_id=row.trader_id,
-            account_name=email,
-            crypto_currency=code,
-            balance=row.balance,
-            frozen=row.frozen,
-            available=row.balance - row.frozen,
-            updated_at=row.updated_at,
-        )
-        for row, email, code in rows
-    ], total
+    return _balance_page(session, base, b, "trader_id", limit=limit, offset=offset)
 
 
 @dataclass(frozen=True)
