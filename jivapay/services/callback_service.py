@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.orm import Session
 
 from jivapay import __version__, task_names
@@ -453,6 +453,41 @@ def _store(session: Session, store_id: int) -> MerchantStore:
     return store
 
 
+def delivery_page(
+    session: Session,
+    conditions: Sequence[ColumnElement[bool]],
+    read: type[_DeliveryRead],
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[_DeliveryRead], int]:
+    """Deliveries matching `conditions` (on deliveries and their intake order), newest first,
+    shaped by `read`, and how many match."""
+    stmt = (
+        select(CallbackDelivery, IncomingOrder.public_id)
+        .join(IncomingOrder, IncomingOrder.id == CallbackDelivery.incoming_order_id)
+        .where(*conditions)
+    )
+    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
+    page = session.execute(
+        stmt.order_by(CallbackDelivery.created_at.desc(), CallbackDelivery.id.desc())
+        .limit(limit)
+        .offset(offset)
+    ).all()
+    return delivery_reads(session, [(d, p) for d, p in page], read), total
+
+
+def _filters(
+    order_public_id: str | None, status: CallbackStatus | None
+) -> list[ColumnElement[bool]]:
+    conditions: list[ColumnElement[bool]] = []
+    if order_public_id is not None:
+        conditions.append(IncomingOrder.public_id == order_public_id)
+    if status is not None:
+        conditions.append(CallbackDelivery.status == CallbackStatus(status).value)
+    return conditions
+
+
 def list_deliveries(
     session: Session,
     *,
@@ -464,23 +499,12 @@ def list_deliveries(
 ) -> CallbackDeliveryPage:
     """A store's deliveries, newest first, with their attempts (filters: order, status)."""
     store = _store(session, store_id)
-    stmt = (
-        select(CallbackDelivery, IncomingOrder.public_id)
-        .join(IncomingOrder, IncomingOrder.id == CallbackDelivery.incoming_order_id)
-        .where(CallbackDelivery.store_id == store_id)
+    conditions = [CallbackDelivery.store_id == store_id, *_filters(order_public_id, status)]
+    items, total = delivery_page(
+        session, conditions, CallbackDeliveryRead, limit=limit, offset=offset
     )
-    if order_public_id is not None:
-        stmt = stmt.where(IncomingOrder.public_id == order_public_id)
-    if status is not None:
-        stmt = stmt.where(CallbackDelivery.status == CallbackStatus(status).value)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    page = session.execute(
-        stmt.order_by(CallbackDelivery.created_at.desc(), CallbackDelivery.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
     return CallbackDeliveryPage(
-        items=_views(session, [(d, p) for d, p in page]),
+        items=items,
         total=total,
         limit=limit,
         offset=offset,
@@ -501,24 +525,10 @@ def list_merchant_deliveries(
 ) -> tuple[list[CallbackDeliveryRead], int]:
     """Deliveries across a merchant's stores (or one of them), newest first, with their attempts."""
     own_stores = select(MerchantStore.id).where(MerchantStore.merchant_id == merchant_id)
-    stmt = (
-        select(CallbackDelivery, IncomingOrder.public_id)
-        .join(IncomingOrder, IncomingOrder.id == CallbackDelivery.incoming_order_id)
-        .where(CallbackDelivery.store_id.in_(own_stores))
-    )
+    conditions = [CallbackDelivery.store_id.in_(own_stores), *_filters(order_public_id, status)]
     if store_id is not None:
-        stmt = stmt.where(CallbackDelivery.store_id == store_id)
-    if order_public_id is not None:
-        stmt = stmt.where(IncomingOrder.public_id == order_public_id)
-    if status is not None:
-        stmt = stmt.where(CallbackDelivery.status == CallbackStatus(status).value)
-    total = session.scalar(select(func.count()).select_from(stmt.subquery())) or 0
-    page = session.execute(
-        stmt.order_by(CallbackDelivery.created_at.desc(), CallbackDelivery.id.desc())
-        .limit(limit)
-        .offset(offset)
-    ).all()
-    return _views(session, [(d, p) for d, p in page]), total
+        conditions.append(CallbackDelivery.store_id == store_id)
+    return delivery_page(session, conditions, CallbackDeliveryRead, limit=limit, offset=offset)
 
 
 def merchant_delivery_store(session: Session, *, merchant_id: int, delivery_id: int) -> int:

@@ -154,8 +154,8 @@ def _load_related(session: Session, orders: Sequence[OrderHistory]) -> list[obje
     return loaded
 
 
-def get_order(session: Session, *, principal: Principal, public_id: str) -> OrderRead:
-    """One order the caller may see; anything else is not found."""
+def visible_order(session: Session, *, principal: Principal, public_id: str) -> OrderHistory:
+    """The order with this public id if `principal` may see it, else `NotFound`."""
     order = session.scalars(
         select(OrderHistory).where(
             OrderHistory.public_id == public_id, orders_visible_to(principal)
@@ -163,7 +163,14 @@ def get_order(session: Session, *, principal: Principal, public_id: str) -> Orde
     ).first()
     if order is None:
         raise NotFound("order not found")
-    return _view(session, principal, order)
+    return order
+
+
+def get_order(session: Session, *, principal: Principal, public_id: str) -> OrderRead:
+    """One order the caller may see; anything else is not found."""
+    return _view(
+        session, principal, visible_order(session, principal=principal, public_id=public_id)
+    )
 
 
 # --------------------------------------------------------------------------- merchants' orders

@@ -48,7 +48,7 @@ from jivapay.services.audit_logger import log_event
 from jivapay.services.document_service import FileUpload
 from jivapay.services.fraud_detector import RELEASED_ACTION
 from jivapay.services.fraud_lists import FraudListEntry
-from jivapay.services.staff_queries import visible_order
+from jivapay.services.order_queries import visible_order
 from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, ValidationFailed
 
 

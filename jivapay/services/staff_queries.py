@@ -57,6 +57,7 @@ from jivapay.schemas.staff import (
 from jivapay.security import Principal
 from jivapay.services import callback_service, fraud_lists
 from jivapay.services.document_service import document_views
+from jivapay.services.order_queries import visible_order
 from jivapay.services.order_timeline import ORDER_ENTITY, order_timeline
 from jivapay.utils.exceptions import NotFound, ValidationFailed
 from jivapay.utils.query_filters import orders_visible_to
@@ -261,18 +262,6 @@ def search_orders(
     return _order_rows(session, ids), min(counted, COUNT_CAP), capped
 
 
-def visible_order(session: Session, *, principal: Principal, public_id: str) -> OrderHistory:
-    """The order with this public id if `principal` may see it, else `NotFound`."""
-    order = session.scalars(
-        select(OrderHistory).where(
-            OrderHistory.public_id == public_id, orders_visible_to(principal)
-        )
-    ).first()
-    if order is None:
-        raise NotFound("order not found")
-    return order
-
-
 def _deliveries(
     session: Session, rows: Sequence[tuple[CallbackDelivery, str]]
 ) -> list[CallbackDeliveryRead]:
@@ -464,16 +453,9 @@ def list_callbacks(
         c.append(d.created_at >= search.created_from)
     if search.created_to is not None:
         c.append(d.created_at < search.created_to)
-    base = (
-        select(d, IncomingOrder.public_id)
-        .join(IncomingOrder, IncomingOrder.id == d.incoming_order_id)
-        .where(*c)
+    return callback_service.delivery_page(
+        session, c, CallbackDeliveryRead, limit=limit, offset=offset
     )
-    total = session.scalar(select(func.count()).select_from(base.subquery())) or 0
-    rows = session.execute(
-        base.order_by(d.created_at.desc(), d.id.desc()).limit(limit).offset(offset)
-    ).all()
-    return _deliveries(session, [(row, public_id) for row, public_id in rows]), total
 
 
 def delivery_view(session: Session, *, delivery_id: int) -> CallbackDeliveryRead:
