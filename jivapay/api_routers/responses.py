@@ -4,7 +4,8 @@
 Two pieces, for every router of every server:
 
 - `problem_responses(404, 409, ...)`: a route's own error statuses, for `responses=` of a route
-  decorator (`@router.get(..., responses=problem_responses(404))`).
+  decorator (`@router.get(..., responses=problem_responses(409))`), the one helper every router
+  uses; a route lists what it can really answer beyond what `document_problems` adds.
 - `document_problems(app)`: installed by the app factory on every server. It rewrites the app's
   OpenAPI document once: every 4xx/5xx response (FastAPI's 422 included) becomes a `Problem`, and the
   statuses every route can answer are declared where they apply: 422 (validation, NUL characters)
@@ -14,7 +15,7 @@ Two pieces, for every router of every server:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastapi import FastAPI
@@ -60,9 +61,13 @@ def _problem_response(status: int, description: str | None = None) -> dict[str, 
     }
 
 
-def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` of a route: each status answered as a `Problem`."""
-    return {status: _problem_response(status) for status in statuses}
+def problem_responses(
+    *statuses: int, described: Mapping[int, str] | None = None
+) -> dict[int | str, dict[str, Any]]:
+    """`responses=` of a route: each status answered as a `Problem`; `described` gives a status
+    a description of its own (what it means on this route)."""
+    said = described or {}
+    return {status: _problem_response(status, said.get(status)) for status in statuses}
 
 
 def _security_kinds(operation: dict[str, Any], schemes: dict[str, Any]) -> set[str]:

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path
 
-from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession
+from jivapay.api_routers.responses import problem_responses
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import ExchangeRateRead, ExchangeRateUpdate, RateRefreshRead
 from jivapay.security import Principal
@@ -23,13 +23,15 @@ CanEdit = Annotated[Principal, Depends(require_permission(Permission.EXCHANGE_RA
 Code = Annotated[str, Path(pattern=r"^[A-Za-z][A-Za-z0-9]{1,9}$")]
 
 
-@router.get("", response_model=list[ExchangeRateRead], responses=problems(403))
+@router.get("", response_model=list[ExchangeRateRead], responses=problem_responses(403))
 def list_rates(session: DbSession, _: CanView) -> list[ExchangeRateRead]:
     """Every pair: buy, sell, median, source, age and whether intake would refuse it as stale."""
     return reference_admin.list_rates(session)
 
 
-@router.put("/{crypto}/{fiat}", response_model=ExchangeRateRead, responses=problems(403, 404, 422))
+@router.put(
+    "/{crypto}/{fiat}", response_model=ExchangeRateRead, responses=problem_responses(403, 404, 422)
+)
 def set_rate(
     crypto: Code, fiat: Code, body: ExchangeRateUpdate, session: DbSession, principal: CanEdit
 ) -> ExchangeRateRead:
@@ -45,7 +47,7 @@ def set_rate(
     )
 
 
-@router.post("/refresh", response_model=RateRefreshRead, responses=problems(403))
+@router.post("/refresh", response_model=RateRefreshRead, responses=problem_responses(403))
 def refresh_rates(session: DbSession, principal: CanEdit, ip: ClientIp) -> RateRefreshRead:
     """Run the rate refresh now; reports the pairs updated and the entries refused.
 

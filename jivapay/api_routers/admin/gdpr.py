@@ -7,9 +7,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession
+from jivapay.api_routers.responses import problem_responses
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import AnonymizeRead, CustomerAnonymize, CustomerAnonymizeRead
 from jivapay.schemas.common import ReasonIn
@@ -22,7 +22,7 @@ CanExport = Annotated[Principal, Depends(require_permission(Permission.USERS_EXP
 CanAnonymize = Annotated[Principal, Depends(require_permission(Permission.USERS_ANONYMIZE_ALL))]
 
 
-@router.get("/users/{user_id}/export", responses=problems(403, 404))
+@router.get("/users/{user_id}/export", responses=problem_responses(403, 404))
 def export_user(
     user_id: int, session: DbSession, principal: CanExport, ip: ClientIp
 ) -> dict[str, Any]:
@@ -31,7 +31,9 @@ def export_user(
 
 
 @router.post(
-    "/users/{user_id}/anonymize", response_model=AnonymizeRead, responses=problems(403, 404, 409)
+    "/users/{user_id}/anonymize",
+    response_model=AnonymizeRead,
+    responses=problem_responses(403, 404, 409),
 )
 def anonymize_user(
     user_id: int, body: ReasonIn, session: DbSession, principal: CanAnonymize, ip: ClientIp
@@ -45,7 +47,7 @@ def anonymize_user(
 @router.post(
     "/customers/anonymize",
     response_model=CustomerAnonymizeRead,
-    responses=problems(403, 404, 409, 422),
+    responses=problem_responses(403, 404, 409, 422),
 )
 def anonymize_customer(
     body: CustomerAnonymize, session: DbSession, principal: CanAnonymize, ip: ClientIp

@@ -8,9 +8,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
 
-from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import DbSession, PageParams
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import AuditLevel
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import AuditLogRead
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/admin", tags=["admin: logs"])
 CanRead = Annotated[Principal, Depends(require_permission(Permission.AUDIT_LOGS_VIEW_ALL))]
 
 
-@router.get("/audit-logs", response_model=Page[AuditLogRead], responses=problems(403, 422))
+@router.get("/audit-logs", response_model=Page[AuditLogRead], responses=problem_responses(403, 422))
 def audit_logs(
     session: DbSession,
     _: CanRead,
@@ -52,7 +52,9 @@ def audit_logs(
 
 
 @router.get(
-    "/logs/critical-errors", response_model=Page[AuditLogRead], responses=problems(403, 422)
+    "/logs/critical-errors",
+    response_model=Page[AuditLogRead],
+    responses=problem_responses(403, 422),
 )
 def critical_errors(
     session: DbSession,

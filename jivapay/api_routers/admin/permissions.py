@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_permission
+from jivapay.api_routers.responses import problem_responses
 from jivapay.permissions import PERMISSION_DESCRIPTIONS, ROLE_TEMPLATES, Permission
 from jivapay.schemas.admin import PermissionCatalogRead, PermissionRead
 from jivapay.security import Principal
@@ -16,7 +16,7 @@ from jivapay.security import Principal
 router = APIRouter(prefix="/admin", tags=["admin: identity"])
 
 
-@router.get("/permissions", response_model=PermissionCatalogRead, responses=problems(403))
+@router.get("/permissions", response_model=PermissionCatalogRead, responses=problem_responses(403))
 def list_permissions(
     _: Annotated[Principal, Depends(require_permission(Permission.USERS_VIEW_ALL))],
 ) -> PermissionCatalogRead:

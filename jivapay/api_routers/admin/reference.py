@@ -10,9 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query, status
 from pydantic import ValidationError
 
-from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession, PageParams
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import ReferenceKindName
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import ReferenceChanged
@@ -36,7 +36,9 @@ def _parse(schema: type[Any], body: Any) -> Any:
         raise ValidationFailed("invalid request body", extra={"errors": errors}) from None
 
 
-@router.get("/{kind}", response_model=Page[dict[str, Any]], responses=problems(403, 404, 422))
+@router.get(
+    "/{kind}", response_model=Page[dict[str, Any]], responses=problem_responses(403, 404, 422)
+)
 def list_reference(
     kind: KindPath,
     session: DbSession,
@@ -60,7 +62,7 @@ def list_reference(
     "/{kind}",
     response_model=ReferenceChanged,
     status_code=status.HTTP_201_CREATED,
-    responses=problems(403, 404, 409, 422),
+    responses=problem_responses(403, 404, 409, 422),
 )
 def create_reference(
     kind: KindPath,
@@ -81,7 +83,7 @@ def create_reference(
 
 
 @router.patch(
-    "/{kind}/{row_id}", response_model=ReferenceChanged, responses=problems(403, 404, 422)
+    "/{kind}/{row_id}", response_model=ReferenceChanged, responses=problem_responses(403, 404, 422)
 )
 def update_reference(
     kind: KindPath,

@@ -7,9 +7,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
-from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession
+from jivapay.api_routers.responses import problem_responses
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import SettingChanged, SettingRead, SettingUpdate
 from jivapay.security import Principal
@@ -21,13 +21,13 @@ CanView = Annotated[Principal, Depends(require_permission(Permission.SETTINGS_VI
 CanEdit = Annotated[Principal, Depends(require_permission(Permission.SETTINGS_EDIT_ALL))]
 
 
-@router.get("", response_model=list[SettingRead], responses=problems(403))
+@router.get("", response_model=list[SettingRead], responses=problem_responses(403))
 def list_settings(session: DbSession, _: CanView) -> list[SettingRead]:
     """Every declared key: type, default, current value, description, who changed it and when."""
     return settings_admin.list_settings(session)
 
 
-@router.put("/{key}", response_model=SettingChanged, responses=problems(403, 404, 422))
+@router.put("/{key}", response_model=SettingChanged, responses=problem_responses(403, 404, 422))
 def update_setting(
     key: str, body: SettingUpdate, session: DbSession, principal: CanEdit, ip: ClientIp
 ) -> SettingChanged:
@@ -37,7 +37,7 @@ def update_setting(
     )
 
 
-@router.delete("/{key}", response_model=SettingChanged, responses=problems(403, 404))
+@router.delete("/{key}", response_model=SettingChanged, responses=problem_responses(403, 404))
 def reset_setting(key: str, session: DbSession, principal: CanEdit, ip: ClientIp) -> SettingChanged:
     """Return a key to its declared default; audited."""
     return settings_admin.reset_setting(

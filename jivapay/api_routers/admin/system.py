@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_permission
+from jivapay.api_routers.responses import problem_responses
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import WorkerPingRead
 from jivapay.security import Principal
@@ -20,7 +20,7 @@ router = APIRouter(prefix="/admin/system", tags=["admin: system"])
 PING_TASK = "system.ping"
 
 
-@router.post("/worker-ping", response_model=WorkerPingRead, responses=problems(403, 503))
+@router.post("/worker-ping", response_model=WorkerPingRead, responses=problem_responses(403, 503))
 def worker_ping(
     _: Annotated[Principal, Depends(require_permission(Permission.SETTINGS_VIEW_ALL))],
     timeout: Annotated[float, Query(gt=0, le=30, description="Seconds to wait")] = 5.0,

@@ -11,9 +11,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 
-from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_any_permission, require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession, PageParams
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import Role
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import (
@@ -55,7 +55,7 @@ CanManageSomeRole = Annotated[
     "",
     response_model=UserDetailRead,
     status_code=status.HTTP_201_CREATED,
-    responses=problems(403, 409, 422),
+    responses=problem_responses(403, 409, 422),
 )
 def create_user(
     body: UserCreate, session: DbSession, principal: CanManageSomeRole, ip: ClientIp
@@ -64,7 +64,7 @@ def create_user(
     return user_admin.create_user(session, actor=principal, body=body, ip_address=ip)
 
 
-@router.get("", response_model=Page[UserRead], responses=problems(403, 422))
+@router.get("", response_model=Page[UserRead], responses=problem_responses(403, 422))
 def list_users(
     session: DbSession,
     _: CanView,
@@ -79,19 +79,21 @@ def list_users(
     )
 
 
-@router.get("/stats", response_model=UserStatsRead, responses=problems(403))
+@router.get("/stats", response_model=UserStatsRead, responses=problem_responses(403))
 def user_stats(session: DbSession, _: CanView) -> UserStatsRead:
     """How many users each role has: active, inactive, anonymised."""
     return user_admin.user_stats(session)
 
 
-@router.get("/{user_id}", response_model=UserDetailRead, responses=problems(403, 404))
+@router.get("/{user_id}", response_model=UserDetailRead, responses=problem_responses(403, 404))
 def get_user(user_id: int, session: DbSession, _: CanView) -> UserDetailRead:
     """One user with its profile and grants."""
     return user_admin.get_user(session, user_id=user_id)
 
 
-@router.patch("/{user_id}", response_model=UserChanged, responses=problems(403, 404, 409, 422))
+@router.patch(
+    "/{user_id}", response_model=UserChanged, responses=problem_responses(403, 404, 409, 422)
+)
 def update_user(
     user_id: int, body: UserUpdate, session: DbSession, principal: CanManageSomeRole, ip: ClientIp
 ) -> UserChanged:
@@ -101,7 +103,9 @@ def update_user(
     )
 
 
-@router.post("/{user_id}/activate", response_model=UserChanged, responses=problems(403, 404, 409))
+@router.post(
+    "/{user_id}/activate", response_model=UserChanged, responses=problem_responses(403, 404, 409)
+)
 def activate_user(
     user_id: int, session: DbSession, principal: CanDeactivate, ip: ClientIp
 ) -> UserChanged:
@@ -111,7 +115,9 @@ def activate_user(
     )
 
 
-@router.post("/{user_id}/deactivate", response_model=UserChanged, responses=problems(403, 404, 409))
+@router.post(
+    "/{user_id}/deactivate", response_model=UserChanged, responses=problem_responses(403, 404, 409)
+)
 def deactivate_user(
     user_id: int, session: DbSession, principal: CanDeactivate, ip: ClientIp
 ) -> UserChanged:
@@ -122,7 +128,9 @@ def deactivate_user(
 
 
 @router.post(
-    "/{user_id}/password", response_model=UserChanged, responses=problems(403, 404, 409, 422)
+    "/{user_id}/password",
+    response_model=UserChanged,
+    responses=problem_responses(403, 404, 409, 422),
 )
 def reset_password(
     user_id: int,
@@ -137,14 +145,18 @@ def reset_password(
     )
 
 
-@router.get("/{user_id}/permissions", response_model=GrantsRead, responses=problems(403, 404, 422))
+@router.get(
+    "/{user_id}/permissions", response_model=GrantsRead, responses=problem_responses(403, 404, 422)
+)
 def get_permissions(user_id: int, session: DbSession, _: CanView) -> GrantsRead:
     """A staff user's granted permissions."""
     return user_admin.get_grants(session, user_id=user_id)
 
 
 @router.put(
-    "/{user_id}/permissions", response_model=GrantsRead, responses=problems(403, 404, 409, 422)
+    "/{user_id}/permissions",
+    response_model=GrantsRead,
+    responses=problem_responses(403, 404, 409, 422),
 )
 def set_permissions(
     user_id: int,

@@ -13,17 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import ValidationError
 
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import Role
 from jivapay.schemas.auth import LoginRequest, Token
-from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.services.auth_service import AuthResult, login
 
-_REFUSED: dict[int | str, dict[str, Any]] = {
-    401: {
-        "description": "Incorrect email or password (every refusal looks the same)",
-        "content": {PROBLEM_JSON: {}},
-    }
-}
+_REFUSED = problem_responses(
+    401, described={401: "Incorrect email or password (every refusal looks the same)"}
+)
 
 
 def _client_ip(request: Request) -> str | None:

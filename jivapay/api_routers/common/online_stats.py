@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
-from jivapay.api_routers.problems import problems
+from jivapay.api_routers.responses import problem_responses
 from jivapay.database.base import utcnow
 from jivapay.enums import OnlineStatsSort, OrderType, Role
 from jivapay.permissions import Permission
@@ -27,7 +27,7 @@ def online_stats_router(role: Role, permission: Permission) -> APIRouter:
         "/requisites/online-stats",
         response_model=OnlineStatsRead,
         dependencies=[Depends(require_permission(permission))],
-        responses=problems(401, 403, 422),
+        responses=problem_responses(401, 403, 422),
     )
     def read_online_stats(
         session: DbSession,

@@ -9,21 +9,22 @@ from fastapi import APIRouter, Depends, Request, status
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.auth import require_role
+from jivapay.api_routers.responses import problem_responses
 from jivapay.database.utils import db_session_dependency
 from jivapay.enums import Role
 from jivapay.middleware.rate_limiting import KeyKind, rate_limit
 from jivapay.schemas.admin import OwnPasswordChange
 from jivapay.security import Principal
-from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.services import user_admin
 
-_RESPONSES: dict[int | str, dict[str, object]] = {
-    422: {
-        "description": "Wrong current password, or a new one outside 8-1024 characters",
-        "content": {PROBLEM_JSON: {}},
+_RESPONSES = problem_responses(
+    422,
+    429,
+    described={
+        422: "Wrong current password, or a new one outside 8-1024 characters",
+        429: "Too many attempts",
     },
-    429: {"description": "Too many attempts", "content": {PROBLEM_JSON: {}}},
-}
+)
 
 
 def password_router(role: Role) -> APIRouter:

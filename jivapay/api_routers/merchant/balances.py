@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
-from jivapay.api_routers.merchant.stores import problems
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import BalanceOperation
 from jivapay.schemas.common import Page
 from jivapay.schemas.merchant import StoreBalanceHistoryRead, StoreBalanceRead
@@ -18,7 +18,7 @@ from jivapay.utils.exceptions import ValidationFailed
 router = APIRouter(prefix="/merchant/balances", tags=["merchant balances"])
 
 
-@router.get("", response_model=Page[StoreBalanceRead], responses=problems(422))
+@router.get("", response_model=Page[StoreBalanceRead], responses=problem_responses(422))
 def list_balances(
     session: DbSession, principal: CurrentPrincipal, page: PageParams
 ) -> Page[StoreBalanceRead]:
@@ -29,7 +29,9 @@ def list_balances(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/history", response_model=Page[StoreBalanceHistoryRead], responses=problems(422))
+@router.get(
+    "/history", response_model=Page[StoreBalanceHistoryRead], responses=problem_responses(422)
+)
 def balance_history(
     session: DbSession,
     principal: CurrentPrincipal,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
-from jivapay.api_routers.merchant.stores import problems
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import CallbackStatus
 from jivapay.schemas.callbacks import CallbackDeliveryRead
 from jivapay.schemas.common import Page
@@ -17,7 +17,7 @@ from jivapay.services import callback_service
 router = APIRouter(prefix="/merchant/callbacks", tags=["merchant callbacks"])
 
 
-@router.get("", response_model=Page[CallbackDeliveryRead], responses=problems(422))
+@router.get("", response_model=Page[CallbackDeliveryRead], responses=problem_responses(422))
 def list_callbacks(
     session: DbSession,
     principal: CurrentPrincipal,
@@ -44,7 +44,9 @@ def list_callbacks(
 
 
 @router.post(
-    "/{delivery_id}/resend", response_model=CallbackDeliveryRead, responses=problems(404, 422)
+    "/{delivery_id}/resend",
+    response_model=CallbackDeliveryRead,
+    responses=problem_responses(404, 422),
 )
 def resend_callback(
     delivery_id: int, session: DbSession, principal: CurrentPrincipal

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers import uploads
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
-from jivapay.api_routers.merchant.stores import problems
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import MerchantOrderStatus, OrderType
 from jivapay.schemas.common import Page
 from jivapay.schemas.merchant import MerchantOrderChangeRead, MerchantOrderRead
@@ -24,7 +24,7 @@ from jivapay.utils.exceptions import ValidationFailed
 router = APIRouter(prefix="/merchant/orders", tags=["merchant orders"])
 
 
-@router.get("", response_model=Page[MerchantOrderRead], responses=problems(422))
+@router.get("", response_model=Page[MerchantOrderRead], responses=problem_responses(422))
 def list_orders(
     session: DbSession,
     principal: CurrentPrincipal,
@@ -48,7 +48,7 @@ def list_orders(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/{order_id}", response_model=MerchantOrderRead, responses=problems(404))
+@router.get("/{order_id}", response_model=MerchantOrderRead, responses=problem_responses(404))
 def get_order(order_id: str, session: DbSession, principal: CurrentPrincipal) -> MerchantOrderRead:
     return order_queries.get_merchant_order(session, principal=principal, public_id=order_id)
 
@@ -61,7 +61,9 @@ def _changed(
 
 
 @router.post(
-    "/{order_id}/cancel", response_model=MerchantOrderChangeRead, responses=problems(404, 409, 422)
+    "/{order_id}/cancel",
+    response_model=MerchantOrderChangeRead,
+    responses=problem_responses(404, 409, 422),
 )
 def cancel_order(
     order_id: str,
@@ -87,7 +89,7 @@ def cancel_order(
 @router.post(
     "/{order_id}/dispute",
     response_model=MerchantOrderChangeRead,
-    responses=problems(404, 409, 413, 415, 422),
+    responses=problem_responses(404, 409, 413, 415, 422),
     openapi_extra=uploads.reason_and_evidence_openapi("#/components/schemas/ReasonBody"),
 )
 def dispute_order(

@@ -8,14 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession
-from jivapay.api_routers.merchant.stores import problems
+from jivapay.api_routers.responses import problem_responses
 from jivapay.schemas.merchant import MerchantStatisticsRead
 from jivapay.services import merchant_statistics
 
 router = APIRouter(prefix="/merchant/statistics", tags=["merchant statistics"])
 
 
-@router.get("", response_model=MerchantStatisticsRead, responses=problems(422))
+@router.get("", response_model=MerchantStatisticsRead, responses=problem_responses(422))
 def statistics(
     session: DbSession,
     principal: CurrentPrincipal,

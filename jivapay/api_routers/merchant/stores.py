@@ -3,11 +3,10 @@ callback secret of the merchant's own stores (another merchant's store is 404)."
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.responses import problem_responses
 from jivapay.schemas.common import Page
 from jivapay.schemas.stores import (
     CallbackSecretRead,
@@ -24,16 +23,11 @@ from jivapay.services import store_service
 router = APIRouter(prefix="/merchant/stores", tags=["merchant stores"])
 
 
-def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The problem+json answers a route can give, for its OpenAPI entry."""
-    return {code: {"description": "problem+json"} for code in (401, 403, 429, *codes)}
-
-
 def _actor(principal: Principal, ip: str | None) -> store_service.Actor:
     return store_service.Actor(user_id=principal.user_id, ip_address=ip)
 
 
-@router.get("", response_model=Page[StoreRead], responses=problems(422))
+@router.get("", response_model=Page[StoreRead], responses=problem_responses(422))
 def list_stores(
     session: DbSession, principal: CurrentPrincipal, page: PageParams
 ) -> Page[StoreRead]:
@@ -44,7 +38,7 @@ def list_stores(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.post("", status_code=201, response_model=StoreCreatedRead, responses=problems(422))
+@router.post("", status_code=201, response_model=StoreCreatedRead, responses=problem_responses(422))
 def create_store(
     data: StoreCreate, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
 ) -> StoreCreatedRead:
@@ -62,12 +56,12 @@ def create_store(
     )
 
 
-@router.get("/{store_id}", response_model=StoreRead, responses=problems(404, 422))
+@router.get("/{store_id}", response_model=StoreRead, responses=problem_responses(404, 422))
 def get_store(store_id: int, session: DbSession, principal: CurrentPrincipal) -> StoreRead:
     return store_service.get_store(session, principal=principal, store_id=store_id)
 
 
-@router.patch("/{store_id}", response_model=StoreChangeRead, responses=problems(404, 422))
+@router.patch("/{store_id}", response_model=StoreChangeRead, responses=problem_responses(404, 422))
 def update_store(
     store_id: int,
     data: StoreUpdate,
@@ -82,7 +76,9 @@ def update_store(
     return StoreChangeRead(**view.model_dump(), changed=changed)
 
 
-@router.post("/{store_id}/deactivate", response_model=StoreChangeRead, responses=problems(404, 422))
+@router.post(
+    "/{store_id}/deactivate", response_model=StoreChangeRead, responses=problem_responses(404, 422)
+)
 def deactivate_store(
     store_id: int, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
 ) -> StoreChangeRead:
@@ -93,7 +89,9 @@ def deactivate_store(
     return StoreChangeRead(**view.model_dump(), changed=changed)
 
 
-@router.post("/{store_id}/keys/rotate", response_model=StoreKeysRead, responses=problems(404, 422))
+@router.post(
+    "/{store_id}/keys/rotate", response_model=StoreKeysRead, responses=problem_responses(404, 422)
+)
 def rotate_keys(
     store_id: int, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
 ) -> StoreKeysRead:
@@ -106,7 +104,7 @@ def rotate_keys(
 @router.post(
     "/{store_id}/callback-secret/rotate",
     response_model=CallbackSecretRead,
-    responses=problems(404, 422),
+    responses=problem_responses(404, 422),
 )
 def rotate_callback_secret(
     store_id: int, session: DbSession, principal: CurrentPrincipal, ip: ClientIp

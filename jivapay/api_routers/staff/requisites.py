@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession, PageParams, PathId
-from jivapay.api_routers.openapi_errors import problems
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import OrderType, RequisiteStatus, Role
 from jivapay.permissions import Permission, ensure_permission
 from jivapay.schemas.common import Page
@@ -52,7 +52,7 @@ def router_for(role: Role) -> APIRouter:
     """The staff requisite routes under `/{role}`."""
     router = APIRouter(prefix=f"/{role.value}/requisites", tags=["requisite moderation"])
 
-    @router.get("", response_model=Page[RequisiteStaffRead], responses=problems(422))
+    @router.get("", response_model=Page[RequisiteStaffRead], responses=problem_responses(422))
     def list_requisites(
         session: DbSession,
         principal: Viewer,
@@ -90,7 +90,9 @@ def router_for(role: Role) -> APIRouter:
         )
         return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
-    @router.get("/{requisite_id}", response_model=RequisiteStaffRead, responses=problems(404, 422))
+    @router.get(
+        "/{requisite_id}", response_model=RequisiteStaffRead, responses=problem_responses(404, 422)
+    )
     def get_requisite(
         requisite_id: PathId,
         session: DbSession,
@@ -123,7 +125,7 @@ def router_for(role: Role) -> APIRouter:
     @router.post(
         "/{requisite_id}/status",
         response_model=RequisiteStaffChanged,
-        responses=problems(404, 409, 422),
+        responses=problem_responses(404, 409, 422),
     )
     def change_status(
         requisite_id: PathId,
@@ -146,7 +148,7 @@ def router_for(role: Role) -> APIRouter:
     @router.patch(
         "/{requisite_id}/settings",
         response_model=RequisiteStaffChanged,
-        responses=problems(404, 409, 422),
+        responses=problem_responses(404, 409, 422),
     )
     def update_settings(
         requisite_id: PathId,

@@ -5,12 +5,11 @@ store goes live), `PUT /stores/{id}/commission` (a new rate row for new orders) 
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Depends
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession
+from jivapay.api_routers.responses import problem_responses
 from jivapay.permissions import Permission, ensure_permission
 from jivapay.schemas.stores import (
     StoreAdminUpdate,
@@ -24,9 +23,8 @@ from jivapay.services import store_service
 
 router = APIRouter(prefix="/stores", tags=["stores"])
 
-_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    code: {"description": "problem+json"} for code in (401, 403, 404, 422, 429)
-}
+# 401, 403, 404 (the store in the path), 422 and 429 are declared on every route by
+# `responses.document_problems`; only the update has an error of its own.
 
 
 def _actor(principal: Principal, ip: str | None) -> store_service.Actor:
@@ -36,7 +34,9 @@ def _actor(principal: Principal, ip: str | None) -> store_service.Actor:
 @router.patch(
     "/{store_id}",
     response_model=StoreChangeRead,
-    responses={**_PROBLEMS, 409: {"description": "problem+json: `commission_missing`"}},
+    responses=problem_responses(
+        409, described={409: "`commission_missing`: traffic needs a commission first"}
+    ),
 )
 def update_store(
     store_id: int,
@@ -59,7 +59,7 @@ def update_store(
     return StoreChangeRead(**view.model_dump(), changed=changed)
 
 
-@router.put("/{store_id}/commission", response_model=StoreCommissionChangeRead, responses=_PROBLEMS)
+@router.put("/{store_id}/commission", response_model=StoreCommissionChangeRead)
 def set_commission(
     store_id: int,
     data: StoreCommissionIn,
@@ -76,7 +76,7 @@ def set_commission(
     return StoreCommissionChangeRead(**row.model_dump(), store_id=store_id, changed=changed)
 
 
-@router.post("/{store_id}/keys/rotate", response_model=StoreKeysRead, responses=_PROBLEMS)
+@router.post("/{store_id}/keys/rotate", response_model=StoreKeysRead)
 def rotate_keys(
     store_id: int,
     session: DbSession,

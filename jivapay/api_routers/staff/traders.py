@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_any_permission, require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession, PathId
-from jivapay.api_routers.openapi_errors import problems
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import Role
 from jivapay.permissions import Permission
 from jivapay.schemas.traders import (
@@ -52,7 +52,7 @@ def router_for(role: Role) -> APIRouter:
     """The staff trader routes under `/{role}`."""
     router = APIRouter(prefix=f"/{role.value}/traders", tags=["trader controls"])
 
-    @router.get("/stats", response_model=TradersStatsRead, responses=problems(422))
+    @router.get("/stats", response_model=TradersStatsRead, responses=problem_responses(422))
     def traders_stats(
         session: DbSession,
         principal: Viewer,
@@ -65,12 +65,16 @@ def router_for(role: Role) -> APIRouter:
         start, end = trader_statistics.period(date_from, date_to)
         return trader_admin.overview(session, date_from=start, date_to=end)
 
-    @router.get("/{trader_id}", response_model=TraderDetailRead, responses=problems(404, 422))
+    @router.get(
+        "/{trader_id}", response_model=TraderDetailRead, responses=problem_responses(404, 422)
+    )
     def get_trader(trader_id: PathId, session: DbSession, principal: Viewer) -> TraderDetailRead:
         """Profile, team, commission history, limits, requisites (masked), balances, recent orders."""
         return trader_admin.detail(session, principal=principal, trader_id=trader_id)
 
-    @router.patch("/{trader_id}", response_model=TraderProfileChanged, responses=problems(404, 422))
+    @router.patch(
+        "/{trader_id}", response_model=TraderProfileChanged, responses=problem_responses(404, 422)
+    )
     def update_trader(
         trader_id: PathId,
         body: TraderUpdate,
@@ -85,7 +89,9 @@ def router_for(role: Role) -> APIRouter:
         view = trader_account.profile(session, trader_id=trader_id)
         return TraderProfileChanged(**view.model_dump(), changed=changed)
 
-    @router.post("/{trader_id}/traffic", response_model=TrafficRead, responses=problems(404, 422))
+    @router.post(
+        "/{trader_id}/traffic", response_model=TrafficRead, responses=problem_responses(404, 422)
+    )
     def switch_traffic(
         trader_id: PathId,
         body: TrafficSwitch,
@@ -112,7 +118,9 @@ commission_router = APIRouter(prefix="/admin/traders", tags=["trader controls"])
 
 
 @commission_router.put(
-    "/{trader_id}/commission", response_model=CommissionChanged, responses=problems(404, 422)
+    "/{trader_id}/commission",
+    response_model=CommissionChanged,
+    responses=problem_responses(404, 422),
 )
 def set_trader_commission(
     trader_id: PathId,

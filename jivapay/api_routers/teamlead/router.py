@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams
-from jivapay.api_routers.problems import problems
+from jivapay.api_routers.responses import problem_responses
 from jivapay.database.base import utcnow
 from jivapay.enums import OrderStatus, OrderType
 from jivapay.permissions import Permission
@@ -52,7 +52,7 @@ def _period(date_from: datetime | None, date_to: datetime | None) -> team_statis
     "/traders",
     response_model=Page[TeamTraderRead],
     dependencies=_VIEW_TRADERS,
-    responses=problems(401, 403, 422),
+    responses=problem_responses(401, 403, 422),
 )
 def list_traders(
     session: DbSession,
@@ -79,7 +79,7 @@ def list_traders(
     "/traders/{id}",
     response_model=TeamTraderDetail,
     dependencies=_VIEW_TRADERS,
-    responses=problems(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
 def get_trader(id: int, session: DbSession, principal: CurrentPrincipal) -> TeamTraderDetail:
     """One trader of my team with its requisites (numbers masked); outside my team: 404."""
@@ -90,7 +90,7 @@ def get_trader(id: int, session: DbSession, principal: CurrentPrincipal) -> Team
     "/traders/{id}/traffic",
     response_model=TrafficState,
     dependencies=[Depends(require_permission(Permission.TRADERS_TRAFFIC_TEAM))],
-    responses=problems(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
 def set_traffic(
     id: int,
@@ -110,7 +110,7 @@ def set_traffic(
     "/traders/{id}/stats",
     response_model=TraderStatsRead,
     dependencies=_VIEW_TRADERS,
-    responses=problems(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 422),
 )
 def trader_stats(
     id: int,
@@ -130,7 +130,7 @@ def trader_stats(
     "/orders",
     response_model=Page[OrderRead],
     dependencies=_VIEW_ORDERS,
-    responses=problems(401, 403, 422),
+    responses=problem_responses(401, 403, 422),
 )
 def list_orders(
     session: DbSession,
@@ -155,7 +155,7 @@ def list_orders(
     "/orders/statistics",
     response_model=TeamOrderStatsRead,
     dependencies=_VIEW_ORDERS,
-    responses=problems(401, 403, 422),
+    responses=problem_responses(401, 403, 422),
 )
 def order_statistics(
     session: DbSession,
@@ -173,7 +173,7 @@ def order_statistics(
     "/statistics",
     response_model=TeamSummaryRead,
     dependencies=_VIEW_TRADERS,
-    responses=problems(401, 403, 422),
+    responses=problem_responses(401, 403, 422),
 )
 def team_summary(
     session: DbSession,
@@ -192,7 +192,7 @@ def team_summary(
     "/balances",
     response_model=TeamBalancesRead,
     dependencies=[Depends(require_permission(Permission.BALANCES_VIEW_TEAM))],
-    responses=problems(401, 403, 422),
+    responses=problem_responses(401, 403, 422),
 )
 def team_balances(
     session: DbSession, principal: CurrentPrincipal, page: PageParams

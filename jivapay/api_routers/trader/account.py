@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams
-from jivapay.api_routers.openapi_errors import problems
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import BalanceKind, BalanceOperation
 from jivapay.schemas.common import Changed, Page
 from jivapay.schemas.traders import (
@@ -26,13 +26,15 @@ from jivapay.services import trader_account, trader_statistics
 router = APIRouter(prefix="/trader", tags=["trader account"])
 
 
-@router.get("/balances", response_model=TraderBalancesRead, responses=problems())
+@router.get("/balances", response_model=TraderBalancesRead, responses=problem_responses())
 def my_balances(session: DbSession, principal: CurrentPrincipal) -> TraderBalancesRead:
     """My deposit per crypto (balance, frozen, available) and my fiat turnover."""
     return trader_account.balances(session, trader_id=principal.profile_id)
 
 
-@router.get("/balances/history", response_model=Page[BalanceHistoryRead], responses=problems(422))
+@router.get(
+    "/balances/history", response_model=Page[BalanceHistoryRead], responses=problem_responses(422)
+)
 def my_balance_history(
     session: DbSession,
     principal: CurrentPrincipal,
@@ -58,13 +60,13 @@ def my_balance_history(
     return Page(items=items, total=total, limit=page.limit, offset=page.offset)
 
 
-@router.get("/profile", response_model=TraderProfileRead, responses=problems())
+@router.get("/profile", response_model=TraderProfileRead, responses=problem_responses())
 def my_profile(session: DbSession, principal: CurrentPrincipal) -> TraderProfileRead:
     """My profile: names and time zone (mine to edit); directions, limits, team, commission."""
     return trader_account.profile(session, trader_id=principal.profile_id)
 
 
-@router.patch("/profile", response_model=TraderProfileChanged, responses=problems(422))
+@router.patch("/profile", response_model=TraderProfileChanged, responses=problem_responses(422))
 def update_my_profile(
     body: TraderProfileUpdate, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
 ) -> TraderProfileChanged:
@@ -80,7 +82,7 @@ def update_my_profile(
     return TraderProfileChanged(**view.model_dump(), changed=changed)
 
 
-@router.post("/password", response_model=Changed, responses=problems(422))
+@router.post("/password", response_model=Changed, responses=problem_responses(422))
 def change_my_password(
     body: PasswordChange, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
 ) -> Changed:
@@ -89,7 +91,7 @@ def change_my_password(
     return Changed(changed=True)
 
 
-@router.get("/statistics", response_model=TraderStatisticsRead, responses=problems(422))
+@router.get("/statistics", response_model=TraderStatisticsRead, responses=problem_responses(422))
 def my_statistics(
     session: DbSession,
     principal: CurrentPrincipal,

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams, PathId
-from jivapay.api_routers.openapi_errors import problems
+from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import OrderType, RequisiteStatus
 from jivapay.schemas.common import Page
 from jivapay.schemas.requisites import (
@@ -40,7 +40,7 @@ def _changed(
     return result
 
 
-@router.get("", response_model=Page[RequisiteRead], responses=problems(422))
+@router.get("", response_model=Page[RequisiteRead], responses=problem_responses(422))
 def list_my_requisites(
     session: DbSession,
     principal: CurrentPrincipal,
@@ -61,7 +61,7 @@ def list_my_requisites(
     "",
     response_model=RequisiteRead,
     status_code=status.HTTP_201_CREATED,
-    responses=problems(404, 409, 422),
+    responses=problem_responses(404, 409, 422),
 )
 def create_requisite(
     body: RequisiteCreate, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
@@ -70,7 +70,7 @@ def create_requisite(
     return rs.create_requisite(session, principal=principal, data=body, actor=_actor(principal, ip))
 
 
-@router.get("/{requisite_id}", response_model=RequisiteRead, responses=problems(404, 422))
+@router.get("/{requisite_id}", response_model=RequisiteRead, responses=problem_responses(404, 422))
 def get_my_requisite(
     requisite_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> RequisiteRead:
@@ -84,7 +84,7 @@ def get_my_requisite(
 @router.patch(
     "/{requisite_id}/settings",
     response_model=RequisiteChanged,
-    responses=problems(404, 409, 422),
+    responses=problem_responses(404, 409, 422),
 )
 def update_my_requisite_settings(
     requisite_id: PathId,
@@ -105,7 +105,9 @@ def update_my_requisite_settings(
 
 
 @router.post(
-    "/{requisite_id}/archive", response_model=RequisiteChanged, responses=problems(404, 422)
+    "/{requisite_id}/archive",
+    response_model=RequisiteChanged,
+    responses=problem_responses(404, 422),
 )
 def archive_my_requisite(
     requisite_id: PathId, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
