@@ -127,6 +127,15 @@ class RateSource(StrEnum):
     SEED = "seed"
 
 
+class RateRefreshStatus(StrEnum):
+    """The outcome of one exchange-rate refresh."""
+
+    DISABLED = "disabled"
+    SKIPPED = "skipped"  # not due yet
+    OK = "ok"  # the source was read; see what was updated and rejected
+    FAILED = "failed"
+
+
 class OnlineStatsSort(StrEnum):
     """Sort keys of `GET /requisites/online-stats`; a leading `-` sorts descending."""
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from jivapay.enums import Role
+from jivapay.enums import RateRefreshStatus, Role
 from jivapay.schemas.common import CryptoAmountIn, Money, PercentIn, RequestBody
 
 # A pragmatic address check (one @, no spaces, a dot in the domain); the real proof is a login.
@@ -283,7 +283,7 @@ class ExchangeRateUpdate(RequestBody):
 
 
 class RateRefreshRead(BaseModel):
-    status: str = Field(description="disabled, ok or failed")
+    status: RateRefreshStatus
     updated: list[str]
     rejected: list[str]
     error: str | None = None

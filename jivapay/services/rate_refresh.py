@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from jivapay.database.base import utcnow
 from jivapay.database.models import CryptoCurrency, ExchangeRate, FiatCurrency
 from jivapay.database.utils import atomic_transaction, transaction_flow
-from jivapay.enums import RateSource
+from jivapay.enums import RateRefreshStatus, RateSource
 from jivapay.money import HUNDRED
 from jivapay.services import reference_data
 from jivapay.services.audit_logger import log_event
@@ -73,7 +73,7 @@ class SourceRate:
 class RefreshResult:
     """`status`: disabled, skipped (not due), ok (source read; see updated/rejected) or failed."""
 
-    status: str
+    status: RateRefreshStatus
     updated: tuple[str, ...] = ()
     rejected: tuple[str, ...] = ()
     error: str | None = None
@@ -203,7 +203,7 @@ def refresh_rates(*, url: str | None = None, now: datetime | None = None) -> Ref
     source = url if url is not None else settings.EXCHANGE_RATE_SOURCE_URL
     source = (source or "").strip()
     if not source:
-        return RefreshResult("disabled")
+        return RefreshResult(RateRefreshStatus.DISABLED)
     timeout = float(settings.RATE_REFRESH_TIMEOUT_SECONDS or 10)
     try:
         rates, rejected = fetch_source(source, timeout=timeout)
@@ -211,7 +211,7 @@ def refresh_rates(*, url: str | None = None, now: datetime | None = None) -> Ref
         notify_alert(
             "exchange rate source failed; rates kept", source=_safe_url(source), error=str(exc)
         )
-        return RefreshResult("failed", error=str(exc))
+        return RefreshResult(RateRefreshStatus.FAILED, error=str(exc))
     with atomic_transaction() as session:
         updated, refused = apply_rates(session, rates=rates, now=now or utcnow())
     rejected = rejected + refused
@@ -222,7 +222,7 @@ def refresh_rates(*, url: str | None = None, now: datetime | None = None) -> Ref
             rejected=rejected,
         )
     log.info("exchange_rates_refreshed", updated=updated, rejected=len(rejected))
-    return RefreshResult("ok", updated=tuple(updated), rejected=tuple(rejected))
+    return RefreshResult(RateRefreshStatus.OK, updated=tuple(updated), rejected=tuple(rejected))
 
 
 def _gate_key() -> str:
@@ -233,7 +233,7 @@ def refresh_if_due(*, now: datetime | None = None) -> RefreshResult:
     """Run `refresh_rates` unless it ran less than `RATE_REFRESH_INTERVAL_SECONDS` ago."""
     settings = standalone_runtime_settings()
     if not (settings.EXCHANGE_RATE_SOURCE_URL or "").strip():
-        return RefreshResult("disabled")
+        return RefreshResult(RateRefreshStatus.DISABLED)
     interval = max(1, settings.RATE_REFRESH_INTERVAL_SECONDS or 300)
     try:
         due = get_redis(reference_data.REDIS_URL_OVERRIDE).set(
@@ -243,5 +243,5 @@ def refresh_if_due(*, now: datetime | None = None) -> RefreshResult:
         log.warning("rate_refresh_gate_unavailable", error=repr(exc))
         due = True
     if not due:
-        return RefreshResult("skipped")
+        return RefreshResult(RateRefreshStatus.SKIPPED)
     return refresh_rates(now=now)

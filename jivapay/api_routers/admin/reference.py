@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, status
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession, PageParams
@@ -28,7 +28,7 @@ CanEdit = Annotated[Principal, Depends(require_permission(Permission.REFERENCE_E
 KindPath = ReferenceKindName
 
 
-def _parse(schema: type[Any], body: Any) -> Any:
+def _parse(schema: type[BaseModel], body: Any) -> BaseModel:
     try:
         return schema.model_validate(body)
     except ValidationError as exc:

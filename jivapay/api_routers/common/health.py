@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
@@ -23,6 +23,9 @@ from sqlalchemy import text
 from jivapay.config import get_settings
 from jivapay.servers.exception_handlers import problem_response
 from jivapay.utils.metrics import render_latest
+
+if TYPE_CHECKING:
+    import redis
 
 log = structlog.get_logger(__name__)
 
@@ -40,7 +43,7 @@ def _check_database() -> None:
         session.execute(text("SELECT 1"))
 
 
-def _redis_client(url: str) -> Any:
+def _redis_client(url: str) -> redis.Redis:
     import redis
     from redis.backoff import NoBackoff
     from redis.retry import Retry

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from importlib import resources
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -101,7 +101,7 @@ def payer_page(
 
 
 @payer_router.get("/pay/{order_id}/status", summary="The payer page's live status")
-def payer_status(session: DbSession, order_id: str) -> Any:
+def payer_status(session: DbSession, order_id: str) -> JSONResponse:
     """`{status, closed}`: what the page polls to know when to redraw and when to stop."""
     state = payer_page_service.get_state(session, public_id=order_id)
     if state is None:
