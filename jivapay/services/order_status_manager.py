@@ -244,13 +244,9 @@ def transition(
     return TransitionResult(order.id, order.public_id, rule.target, changed=True)
 
 
-# Named entry points, as the routers and the scheduler call them. The trader's (and staff's)
-# confirm has one path, `document_service.confirm_with_receipt`: a PayOut needs its receipt.
-
-
-def confirm_payment_by_payer(session: Session, *, public_id: str) -> TransitionResult:
-    """The payer says the PayIn is paid."""
-    return transition(session, public_id=public_id, event=OrderEvent.PAYER_CONFIRM, actor=PAYER)
+# Named entry points, as the routers and the scheduler call them. The confirmations carry files,
+# so each has one path through `document_service`: the trader's (and staff's) confirm is
+# `confirm_with_receipt` (a PayOut needs its receipt), the payer's `payer_confirm_with_receipt`.
 
 
 def cancel_order(

@@ -50,7 +50,7 @@ def test_assignment_and_transitions_are_counted_after_commit(db, world) -> None:
     assert _sample("jivapay_assignment_latency_seconds_count", order_type="payin") == latency + 1
 
     order_id = db.get(OrderHistory, result.order_id).public_id
-    osm.confirm_payment_by_payer(db, public_id=order_id)
+    osm.transition(db, public_id=order_id, event=osm.OrderEvent.PAYER_CONFIRM, actor=osm.PAYER)
     # Flushed but not committed yet: nothing counted.
     assert (
         _sample("jivapay_order_transitions_total", from_status="pending", to_status="paid") == paid

@@ -45,7 +45,9 @@ def test_payin_assignment_freezes_then_completion_moves_exact_amounts(db, world)
     assert (deposit.balance, deposit.frozen) == (D("1000"), D("9.7"))
     assert db.get(ReqTrader, req.id).open_orders == 1
 
-    osm.confirm_payment_by_payer(db, public_id=order.public_id)
+    osm.transition(
+        db, public_id=order.public_id, event=osm.OrderEvent.PAYER_CONFIRM, actor=osm.PAYER
+    )
     actor = osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id)
     done = osm.transition(db, public_id=order.public_id, event=osm.OrderEvent.CONFIRM, actor=actor)
     assert done.status == OrderStatus.COMPLETED and done.changed

@@ -99,7 +99,7 @@ def test_dispute_then_resolution(db, world) -> None:  # type: ignore[no-untyped-
     ref, store, trader, _ = world
     res = process_incoming_order(make_incoming(db, store, ref).id)
     public_id = db.get(OrderHistory, res.order_id).public_id
-    osm.confirm_payment_by_payer(db, public_id=public_id)
+    osm.transition(db, public_id=public_id, event=osm.OrderEvent.PAYER_CONFIRM, actor=osm.PAYER)
     osm.open_dispute(
         db,
         public_id=public_id,
