@@ -24,6 +24,7 @@ from jivapay.api_routers import uploads
 from jivapay.api_routers.auth import signed_path
 from jivapay.api_routers.deps import CurrentStore, DbSession, IdempotencyKeyHeader
 from jivapay.api_routers.gateway.payer_page import reject_cross_site
+from jivapay.api_routers.idempotent import idempotent_response
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import OrderType
 from jivapay.middleware.rate_limiting import KeyKind, rate_limit
@@ -97,22 +98,17 @@ def _run_intake(
     body: bytes,
     create: Callable[[], IntakeResult],
 ) -> JSONResponse:
-    def action() -> tuple[int, dict[str, Any]]:
-        return 201, IntakeRead.model_validate(create()).model_dump(mode="json")
-
-    stored = idempotency.run_idempotent(
+    return idempotent_response(
         session,
         store_id=store.store_id,
         key=key,
         fingerprint=idempotency.request_fingerprint(
             method=request.method, path=signed_path(request), body=body
         ),
-        action=action,
+        read=IntakeRead,
+        status_code=201,
+        produce=create,
     )
-    # Re-shaped through the model: JSONB does not keep key order, the replay should.
-    content = IntakeRead.model_validate(stored.body).model_dump(mode="json")
-    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
-    return JSONResponse(content, status_code=stored.status_code, headers=headers)
 
 
 @router.post(

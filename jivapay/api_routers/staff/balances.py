@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import DbSession, IdempotencyKeyHeader, PageParams
+from jivapay.api_routers.idempotent import idempotent_response
 from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
 from jivapay.enums import BalanceOperation
 from jivapay.permissions import Permission
@@ -185,11 +186,7 @@ def _idempotent_move(
     run: Callable[[], staff_operations.MoneyMove],
 ) -> JSONResponse:
     """Run a money move once per (acting user, key); a repeat replays the stored answer."""
-
-    def action() -> tuple[int, dict[str, Any]]:
-        return 200, _changed(run()).model_dump(mode="json")
-
-    stored = idempotency.run_idempotent(
+    return idempotent_response(
         session,
         user_id=ctx.principal.user_id,
         key=key,
@@ -199,12 +196,10 @@ def _idempotent_move(
             path=request.url.path,
             body=body.model_dump_json().encode(),
         ),
-        action=action,
+        read=BalanceChangeRead,
+        status_code=200,
+        produce=lambda: _changed(run()),
     )
-    # Re-shaped through the model: JSONB does not keep key order, the replay should.
-    content = BalanceChangeRead.model_validate(stored.body).model_dump(mode="json")
-    headers = {"Idempotent-Replayed": "true"} if stored.replayed else None
-    return JSONResponse(content, status_code=stored.status_code, headers=headers)
 
 
 def _move_route(
