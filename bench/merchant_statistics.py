@@ -62,7 +62,9 @@ def build_world(merchants: int) -> dict[str, Any]:
 
 
 # Store k of the stores table: a fifth of the orders go to stores 0 and 1 (the large merchant),
-# the rest round-robin over the others.
+# the rest round-robin over the others. Type and status do not follow the store (g / 10, g / 5),
+# so every store has both types and every status each day, as a live one does: the number of
+# rollup rows a period reads depends on it.
 _FILL = """
 WITH stores AS (
     SELECT row_number() OVER (ORDER BY id) - 1 AS k, id, merchant_id FROM merchant_stores
@@ -73,12 +75,12 @@ WITH stores AS (
     SELECT g AS i, 'st_' || g AS pid,
            CASE WHEN g % 5 = 0 THEN g % 2
                 ELSE 2 + g % ((SELECT count(*) FROM stores) - 2) END AS sk,
-           CASE WHEN g % 2 = 0 THEN 'payin' ELSE 'payout' END AS kind,
+           CASE WHEN (g / 10) % 2 = 0 THEN 'payin' ELSE 'payout' END AS kind,
            (100 + (g * 37) % 4900)::numeric(20, 2) AS fiat,
            date_trunc('second', now())
                - make_interval(secs => ((g::bigint * 7919) % (365 * 86400))) AS at,
-           CASE WHEN g % 20 < 14 THEN 'completed' WHEN g % 20 < 17 THEN 'canceled'
-                WHEN g % 20 < 19 THEN 'expired' ELSE 'pending' END AS st
+           CASE WHEN (g / 5) % 20 < 14 THEN 'completed' WHEN (g / 5) % 20 < 17 THEN 'canceled'
+                WHEN (g / 5) % 20 < 19 THEN 'expired' ELSE 'pending' END AS st
     FROM generate_series(CAST(:start AS bigint), CAST(:stop AS bigint) - 1) g
 ), ins AS (
     INSERT INTO incoming_orders (public_id, store_id, order_type, fiat_currency_id,

@@ -73,8 +73,11 @@ SELECT ins.public_id, ins.id, :store, :merchant, t.trader_id, t.requisite_id,
        CASE WHEN s.st = 'disputed' THEN s.at + interval '20 minutes' END,
        s.at, s.at
 FROM ins JOIN src s ON s.pid = ins.public_id
-JOIN traders t ON t.k = s.i % (SELECT count(*) FROM traders)
+JOIN traders t ON t.k = (s.i / 10) % (SELECT count(*) FROM traders)
 """
+# Runs of ten consecutive orders per trader: each trader gets every status and both types (with
+# `i % traders` a trader would get one of each), as a live trader does; the number of rollup rows
+# a period reads depends on it.
 
 
 def build_world(teams: int, team_size: int) -> dict[str, int]:
