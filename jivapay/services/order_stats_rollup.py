@@ -139,7 +139,9 @@ def split_period(start: datetime, end: datetime) -> Split:
     return Split(direct=direct, days=days, months=(first_month, last_month))
 
 
-def rollup_condition(table: type[OrderStatsStore] | type[OrderStatsTrader], split: Split) -> Any:
+def rollup_condition(
+    table: type[OrderStatsStore] | type[OrderStatsTrader], split: Split
+) -> ColumnElement[bool]:
     """The rollup rows that together cover the whole days and months of `split`."""
     arms: list[ColumnElement[bool]] = [
         and_(table.grain == StatsGrain.DAY.value, table.period_start >= a, table.period_start < b)
@@ -159,6 +161,8 @@ def rollup_condition(table: type[OrderStatsStore] | type[OrderStatsTrader], spli
 
 @dataclass(frozen=True)
 class Drift:
+    """One rollup row that differs from the aggregation: its key and both sets of measures."""
+
     table: str
     key: dict[str, Any]
     expected: dict[str, Decimal]
