@@ -485,7 +485,9 @@ def reconcile() -> None:
     with read_session() as session:
         found = check(session)
     if not found:
-        console.print("[green]reconciliation clean[/]: balances, history and open holds agree")
+        console.print(
+            "[green]reconciliation clean[/]: balances, history, holds and the statistics rollup agree"
+        )
         return
     for item in found:
         console.print(f"[red]discrepancy[/] {item}")

@@ -56,6 +56,13 @@ TERMINAL_ORDER_STATUSES = frozenset(
 )
 
 
+class StatsGrain(StrEnum):
+    """The period one order statistics rollup row covers (UTC)."""
+
+    DAY = "day"
+    MONTH = "month"
+
+
 class RequisiteStatus(StrEnum):
     PENDING_REVIEW = "pending_review"
     APPROVED = "approved"

@@ -3,10 +3,13 @@ status (the intake statuses of orders never assigned, then the assigned orders' 
 completed turnover in fiat and crypto, store commission paid, conversion (completed / assigned)
 and the average time from assignment to completion.
 
-Two grouped queries, each served by an index made for it (migration 0004): `order_history` by
-(merchant_id, created_at) with the summed columns included, so the scan is index-only, and
-`incoming_orders` by (store_id, created_at) over the orders never assigned. `bench/merchant_statistics.py`
-prints their plans and timings at 1,000,000 orders. A period is [date_from, date_to).
+The assigned orders come from the rollup `order_stats_store` for the whole UTC days and months of
+the period and from `order_history` for the partial days at its ends (`order_stats_rollup`), whose
+index by (merchant_id, created_at) includes the summed columns (migration 0004), so those scans are
+index-only. The orders never assigned come from `incoming_orders` through its partial index of
+never-assigned rows (store_id, created_at): only the orders that failed or wait for a trader.
+`bench/merchant_statistics.py` prints the plans and timings at 1,000,000 orders. A period is
+[date_from, date_to).
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
-from sqlalchemy import Select, extract, func, select
+from sqlalchemy import BigInteger, Select, extract, func, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -26,12 +30,13 @@ from jivapay.database.models import (
     IncomingOrder,
     MerchantStore,
     OrderHistory,
+    OrderStatsStore,
 )
 from jivapay.enums import IncomingOrderStatus, MerchantOrderStatus, OrderStatus, OrderType
 from jivapay.money import CRYPTO_QUANTUM, FIAT_QUANTUM
 from jivapay.schemas.merchant import MerchantStatisticsRead, StatusCount, StoreTypeStatisticsRead
 from jivapay.security import Principal
-from jivapay.services import reference_data
+from jivapay.services import order_stats_rollup, reference_data
 from jivapay.utils.exceptions import ValidationFailed
 from jivapay.utils.query_filters import (
     incoming_orders_visible_to,
@@ -70,7 +75,7 @@ def resolve_period(
 def order_stats_query(
     principal: Principal, start: datetime, end: datetime, store_id: int | None
 ) -> Select[int, str, str, int, Decimal, Decimal, Decimal, int]:
-    """Assigned orders grouped by store, type and status (the bench explains this statement)."""
+    """Assigned orders created in [start, end) grouped by store, type and status."""
     stmt = (
         select(
             OrderHistory.store_id,
@@ -92,6 +97,47 @@ def order_stats_query(
     if store_id is not None:
         stmt = stmt.where(OrderHistory.store_id == store_id)
     return stmt
+
+
+def rollup_stats_query(
+    principal: Principal, split: order_stats_rollup.Split, store_id: int | None
+) -> Select[*tuple[Any, ...]]:
+    """The same groups as `order_stats_query`, from the rollup rows of the whole days and months
+    of `split`."""
+    r = OrderStatsStore
+    stmt = (
+        select(
+            r.store_id,
+            r.order_type,
+            r.status,
+            func.sum(r.orders).cast(BigInteger),
+            func.sum(r.amount_fiat),
+            func.sum(r.amount_crypto),
+            func.sum(r.store_commission),
+            func.sum(r.completion_seconds),
+        )
+        .where(orders_visible_to(principal, r), order_stats_rollup.rollup_condition(r, split))
+        .group_by(r.store_id, r.order_type, r.status)
+        .having(func.sum(r.orders) != 0)
+    )
+    if store_id is not None:
+        stmt = stmt.where(r.store_id == store_id)
+    return stmt
+
+
+def order_stats_statements(
+    session: Session, principal: Principal, start: datetime, end: datetime, store_id: int | None
+) -> list[Select[*tuple[Any, ...]]]:
+    """The statements that together group the assigned orders of [start, end): one per partial
+    day at the ends, one over the rollup (settled first) for the whole days and months."""
+    split = order_stats_rollup.split_period(start, end)
+    stmts: list[Select[*tuple[Any, ...]]] = [
+        order_stats_query(principal, a, b, store_id) for a, b in split.direct
+    ]
+    if split.uses_rollup:
+        order_stats_rollup.settle(session)
+        stmts.append(rollup_stats_query(principal, split, store_id))
+    return stmts
 
 
 def intake_stats_query(
@@ -133,15 +179,15 @@ def merchant_statistics(
         stores_stmt = stores_stmt.where(MerchantStore.id == store_id)
     stores = session.scalars(stores_stmt.order_by(MerchantStore.id)).all()
     acc: dict[tuple[int, str], _Acc] = defaultdict(_Acc)
-    for sid, kind, status, n, fiat, crypto, fee, seconds in session.execute(
-        order_stats_query(principal, start, end, store_id)
-    ):
-        a = acc[(sid, kind)]
-        a.counts[status] = n
-        if status == OrderStatus.COMPLETED:
-            a.turnover_fiat, a.turnover_crypto = fiat or _ZERO, crypto or _ZERO
-            a.commission = fee or _ZERO
-            a.completion_seconds = Decimal(seconds or 0)
+    for stmt in order_stats_statements(session, principal, start, end, store_id):
+        for sid, kind, status, n, fiat, crypto, fee, seconds in session.execute(stmt):
+            a = acc[(sid, kind)]
+            a.counts[status] = a.counts.get(status, 0) + n
+            if status == OrderStatus.COMPLETED:
+                a.turnover_fiat += fiat or _ZERO
+                a.turnover_crypto += crypto or _ZERO
+                a.commission += fee or _ZERO
+                a.completion_seconds += Decimal(seconds or 0)
     assigned = {key: sum(a.counts.values()) for key, a in acc.items()}
     for sid, kind, status, n in session.execute(
         intake_stats_query(principal, start, end, store_id)

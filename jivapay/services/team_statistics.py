@@ -1,10 +1,12 @@
 """Order statistics of a trader and of a teamlead's team, and the team summary.
 
-Every figure comes from one grouped scan of `order_history` by trader and creation time, served
-by the covering index `ix_order_history_trader_created_stats` (migration 0006) as an index-only
-scan: counts by status and type, disputes, and the completed turnover per direction and currency
-pair (fiat, crypto, trader commission). `bench/teamlead_statistics.py` shows the plans at
-1,000,000 orders. Periods are half-open `[date_from, date_to)` over `created_at`, at most 366 days.
+Every figure comes from the same grouped rows per trader, status, type and currency pair: counts
+by status and type, disputes, and the completed turnover per direction and currency pair (fiat,
+crypto, trader commission). The whole UTC days and months of a period are read from the rollup
+`order_stats_trader` (`order_stats_rollup`), the partial days at its ends from `order_history` by
+the covering index `ix_order_history_trader_created_stats` (migration 0006, index-only).
+`bench/teamlead_statistics.py` shows the plans at 1,000,000 orders. Periods are half-open
+`[date_from, date_to)` over `created_at`, at most 366 days.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, and_, distinct, func, select
+from sqlalchemy import BigInteger, Select, and_, distinct, func, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
@@ -24,6 +26,7 @@ from jivapay.database.models import (
     FiatCurrency,
     FullRequisitesSettings,
     OrderHistory,
+    OrderStatsTrader,
     ReqTrader,
     Trader,
     User,
@@ -38,6 +41,7 @@ from jivapay.schemas.team import (
     TurnoverRead,
 )
 from jivapay.security import Principal
+from jivapay.services import order_stats_rollup
 from jivapay.services.online_filter import online_conditions
 from jivapay.services.team_service import ensure_trader_visible
 from jivapay.utils.exceptions import ValidationFailed
@@ -151,11 +155,53 @@ def _grouped_statement(trader_ids: Sequence[int], period: Period) -> Select[*tup
     )
 
 
+def _rollup_statement(
+    trader_ids: Sequence[int], split: order_stats_rollup.Split
+) -> Select[*tuple[Any, ...]]:
+    """The groups of `_grouped_statement` from the rollup rows of the whole days and months."""
+    r = OrderStatsTrader
+    return (
+        select(
+            r.trader_id,
+            r.status,
+            r.order_type,
+            r.fiat_currency_id,
+            r.crypto_currency_id,
+            func.sum(r.orders).cast(BigInteger).label("n"),
+            func.sum(r.disputes).cast(BigInteger).label("disputes"),
+            func.sum(r.amount_fiat).label("amount_fiat"),
+            func.sum(r.amount_crypto).label("amount_crypto"),
+            func.sum(r.trader_commission).label("trader_commission"),
+        )
+        .where(r.trader_id.in_(list(trader_ids)), order_stats_rollup.rollup_condition(r, split))
+        .group_by(r.trader_id, r.status, r.order_type, r.fiat_currency_id, r.crypto_currency_id)
+        .having(func.sum(r.orders) != 0)
+    )
+
+
+def grouped_statements(
+    session: Session, trader_ids: Sequence[int], period: Period
+) -> list[Select[*tuple[Any, ...]]]:
+    """The statements whose rows together are the traders' groups in `period`: one scan of the
+    orders per partial day at its ends, one over the rollup (settled first) for the rest."""
+    split = order_stats_rollup.split_period(period.date_from, period.date_to)
+    stmts = [_grouped_statement(trader_ids, Period(a, b)) for a, b in split.direct]
+    if split.uses_rollup:
+        order_stats_rollup.settle(session)
+        stmts.append(_rollup_statement(trader_ids, split))
+    return stmts
+
+
 def _grouped(session: Session, trader_ids: Sequence[int], period: Period) -> Sequence[Any]:
-    """One grouped scan of the traders' orders in `period` (none without traders)."""
+    """The grouped rows of the traders' orders in `period` (none without traders); a group may
+    come in several rows (partial days and rollup), which `_Acc.add` sums."""
     if not trader_ids:
         return []
-    return session.execute(_grouped_statement(trader_ids, period)).all()
+    return [
+        row
+        for stmt in grouped_statements(session, trader_ids, period)
+        for row in session.execute(stmt)
+    ]
 
 
 def _codes(session: Session, rows: Iterable[Any]) -> tuple[dict[int, str], dict[int, str]]:

@@ -1,6 +1,7 @@
 """Order statistics of traders for a period: counts by type and status, completed turnover in fiat
-and crypto, the trader commission earned and disputes. One grouped query over `order_history`
-(served by its trader/status/time index), for one trader or for every trader."""
+and crypto, the trader commission earned and disputes, for one trader or for every trader. The
+same grouped rows come from `order_history` for the partial UTC days at the period's ends and from
+the rollup `order_stats_trader` for its whole days and months (`order_stats_rollup`)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, select, true
+from sqlalchemy import BigInteger, ColumnElement, Select, func, select, true
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
-from jivapay.database.models import CryptoCurrency, FiatCurrency, OrderHistory
+from jivapay.database.models import CryptoCurrency, FiatCurrency, OrderHistory, OrderStatsTrader
 from jivapay.enums import OrderStatus, OrderType
 from jivapay.schemas.traders import AmountRead, TraderStatisticsRead, TraderStatsGroup
+from jivapay.services import order_stats_rollup
 from jivapay.utils.exceptions import ValidationFailed
 
 MAX_PERIOD = timedelta(days=366)
@@ -50,6 +52,72 @@ def _amounts(totals: dict[str, Decimal]) -> list[AmountRead]:
     return [AmountRead(currency=c, amount=a) for c, a in sorted(totals.items())]
 
 
+def _grouped(
+    source: type[OrderHistory] | type[OrderStatsTrader],
+    where: list[ColumnElement[bool]],
+    count: Any,
+    disputes: Any,
+) -> Select[*tuple[Any, ...]]:
+    """Per type, status and currency pair: orders, disputes and the completed sums of `source`."""
+    completed = source.status == OrderStatus.COMPLETED.value
+    return (
+        select(
+            source.order_type,
+            source.status,
+            FiatCurrency.code.label("fiat"),
+            CryptoCurrency.code.label("crypto"),
+            count.label("orders"),
+            disputes.label("disputes"),
+            func.coalesce(func.sum(source.amount_fiat).filter(completed), 0).label("fiat_sum"),
+            func.coalesce(func.sum(source.amount_crypto).filter(completed), 0).label("crypto_sum"),
+            func.coalesce(func.sum(source.trader_commission).filter(completed), 0).label(
+                "commission"
+            ),
+        )
+        .join(FiatCurrency, FiatCurrency.id == source.fiat_currency_id)
+        .join(CryptoCurrency, CryptoCurrency.id == source.crypto_currency_id)
+        .where(*where)
+        .group_by(source.order_type, source.status, FiatCurrency.code, CryptoCurrency.code)
+    )
+
+
+def _statements(
+    session: Session, date_from: datetime, date_to: datetime, trader_id: int | None
+) -> list[Select[*tuple[Any, ...]]]:
+    """One scan of the orders per partial UTC day at the ends, one over the rollup (settled
+    first) for the whole days and months in between."""
+    split = order_stats_rollup.split_period(date_from, date_to)
+    oh, r = OrderHistory, OrderStatsTrader
+    stmts = [
+        _grouped(
+            oh,
+            [
+                true() if trader_id is None else oh.trader_id == trader_id,
+                oh.created_at >= a,
+                oh.created_at < b,
+            ],
+            func.count(),
+            func.count().filter(oh.disputed_at.is_not(None)),
+        )
+        for a, b in split.direct
+    ]
+    if split.uses_rollup:
+        order_stats_rollup.settle(session)
+        total = func.sum(r.orders)
+        stmts.append(
+            _grouped(
+                r,
+                [
+                    true() if trader_id is None else r.trader_id == trader_id,
+                    order_stats_rollup.rollup_condition(r, split),
+                ],
+                total.cast(BigInteger),
+                func.sum(r.disputes).cast(BigInteger),
+            ).having(total != 0)
+        )
+    return stmts
+
+
 def order_statistics(
     session: Session,
     *,
@@ -58,35 +126,11 @@ def order_statistics(
     trader_id: int | None = None,
 ) -> TraderStatisticsRead:
     """Statistics of orders created in [date_from, date_to) of one trader (or all)."""
-    completed = OrderHistory.status == OrderStatus.COMPLETED.value
-    scope: ColumnElement[bool] = (
-        true() if trader_id is None else OrderHistory.trader_id == trader_id
-    )
-    rows = session.execute(
-        select(
-            OrderHistory.order_type,
-            OrderHistory.status,
-            FiatCurrency.code.label("fiat"),
-            CryptoCurrency.code.label("crypto"),
-            func.count().label("orders"),
-            func.count().filter(OrderHistory.disputed_at.is_not(None)).label("disputes"),
-            func.coalesce(func.sum(OrderHistory.amount_fiat).filter(completed), 0).label(
-                "fiat_sum"
-            ),
-            func.coalesce(func.sum(OrderHistory.amount_crypto).filter(completed), 0).label(
-                "crypto_sum"
-            ),
-            func.coalesce(func.sum(OrderHistory.trader_commission).filter(completed), 0).label(
-                "commission"
-            ),
-        )
-        .join(FiatCurrency, FiatCurrency.id == OrderHistory.fiat_currency_id)
-        .join(CryptoCurrency, CryptoCurrency.id == OrderHistory.crypto_currency_id)
-        .where(scope, OrderHistory.created_at >= date_from, OrderHistory.created_at < date_to)
-        .group_by(
-            OrderHistory.order_type, OrderHistory.status, FiatCurrency.code, CryptoCurrency.code
-        )
-    ).all()
+    rows = [
+        row
+        for stmt in _statements(session, date_from, date_to, trader_id)
+        for row in session.execute(stmt)
+    ]
     groups: dict[str, dict[str, Any]] = {}
     for row in rows:
         g = groups.setdefault(

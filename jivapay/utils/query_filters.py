@@ -10,7 +10,14 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, false, select, true
 
-from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory, ReqTrader, Trader
+from jivapay.database.models import (
+    IncomingOrder,
+    MerchantStore,
+    OrderHistory,
+    OrderStatsStore,
+    ReqTrader,
+    Trader,
+)
 from jivapay.enums import Role
 from jivapay.permissions import Permission, check_permission, match_permission, resolve_required
 from jivapay.security import Principal
@@ -18,12 +25,15 @@ from jivapay.security import Principal
 _ONE_STORE = str(Permission.ORDERS_VIEW_STORE)
 
 
-def orders_visible_to(principal: Principal) -> ColumnElement[bool]:
-    """A WHERE clause limiting `order_history` to the orders `principal` may see."""
+def orders_visible_to(
+    principal: Principal, of: type[OrderHistory] | type[OrderStatsStore] = OrderHistory
+) -> ColumnElement[bool]:
+    """A WHERE clause limiting `order_history` (or the merchant view of its statistics rollup,
+    `of=OrderStatsStore`, which has the same owner columns) to the orders `principal` may see."""
     if principal.role == Role.TRADER:
-        return OrderHistory.trader_id == principal.profile_id
+        return of.trader_id == principal.profile_id if of is OrderHistory else false()
     if principal.role == Role.MERCHANT:
-        return OrderHistory.merchant_id == principal.profile_id
+        return of.merchant_id == principal.profile_id
     if principal.role == Role.TEAMLEAD:
         if not check_permission(principal, Permission.ORDERS_VIEW_TEAM):
             return false()
@@ -32,10 +42,10 @@ def orders_visible_to(principal: Principal) -> ColumnElement[bool]:
             .with_only_columns(Trader.id)
             .where(Trader.team_lead_id == principal.profile_id)
         )
-        return OrderHistory.trader_id.in_(team)
+        return of.trader_id.in_(team) if of is OrderHistory else false()
     if check_permission(principal, Permission.ORDERS_VIEW_ALL):
         return true()
-    return _granted_stores(principal, OrderHistory.store_id)
+    return _granted_stores(principal, of.store_id)
 
 
 def granted_store_ids(principal: Principal) -> frozenset[int] | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from decimal import Decimal
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -68,3 +69,70 @@ def test_constraint_names_follow_the_convention(db) -> None:  # type: ignore[no-
         and name != "alembic_version_pkc"
     ]
     assert rows and wrong == []
+
+
+_ORDER = """
+INSERT INTO order_history (public_id, incoming_order_id, store_id, merchant_id, trader_id,
+    requisite_id, payment_method_id, bank_id, fiat_currency_id, crypto_currency_id, order_type,
+    amount_fiat, amount_crypto, exchange_rate, store_commission_rate, trader_commission_rate,
+    store_commission, trader_commission, platform_profit, hold_amount, turnover_bucket,
+    turnover_day, status, expires_at, completed_at, disputed_at, created_at, updated_at)
+SELECT :pid, :n, 7, 3, 5, 1, 1, 1, 1, 1, 'payin', fiat, fiat / 100, 100, 5, 3,
+    fiat / 100 * 0.05, fiat / 100 * 0.03, fiat / 100 * 0.02, fiat / 100, at, at::date, :status,
+    at, done, disputed, at, at
+FROM (SELECT CAST(:at AS timestamptz) AS at, CAST(:fiat AS numeric) AS fiat,
+             CAST(:done AS timestamptz) AS done, CAST(:disputed AS timestamptz) AS disputed) v
+"""
+
+
+def test_the_rollup_migration_backfills_existing_orders(empty_database_url: str) -> None:
+    from sqlalchemy.orm import Session
+
+    from jivapay.services import order_stats_rollup
+
+    upgrade("0008_staff_idempotency_keys", url=empty_database_url)
+    engine = create_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            # Orders without their store, trader and reference rows: foreign keys are triggers.
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            for n, (at, status, done, disputed) in enumerate(
+                [
+                    ("2026-01-31T23:59:59.5+00", "completed", "2026-02-01T00:10:00.25+00", None),
+                    ("2026-01-05T10:00:00+00", "completed", "2026-01-05T10:01:40+00", None),
+                    ("2026-02-01T00:00:00+00", "canceled", None, "2026-02-01T00:05:00+00"),
+                ],
+                start=1,
+            ):
+                conn.execute(
+                    text(_ORDER),
+                    {
+                        "pid": f"o{n}",
+                        "n": n,
+                        "fiat": 100 * n,
+                        "at": at,
+                        "status": status,
+                        "done": done,
+                        "disputed": disputed,
+                    },
+                )
+        upgrade("head", url=empty_database_url)
+        with Session(engine) as session:
+            assert order_stats_rollup.drift(session) == []
+            january = session.execute(
+                text(
+                    "SELECT orders, amount_fiat, completion_seconds FROM order_stats_store "
+                    "WHERE grain = 'month' AND period_start = '2026-01-01' AND status = 'completed'"
+                )
+            ).one()
+            # 600.75 s and 100 s; the order created a half second before February counts in January.
+            assert tuple(january) == (2, Decimal("300.00"), Decimal("700.750000"))
+            february = session.execute(
+                text(
+                    "SELECT status, orders, disputes FROM order_stats_trader "
+                    "WHERE grain = 'day' AND period_start = '2026-02-01'"
+                )
+            ).all()
+            assert [tuple(r) for r in february] == [("canceled", 1, 1)]
+    finally:
+        engine.dispose()

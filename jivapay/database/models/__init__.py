@@ -28,6 +28,8 @@ from jivapay.database.models.orders import (
     IdempotencyKey,
     IncomingOrder,
     OrderHistory,
+    OrderStatsStore,
+    OrderStatsTrader,
     UploadedDocument,
 )
 from jivapay.database.models.reference import (
@@ -77,6 +79,8 @@ __all__ = [
     "Merchant",
     "MerchantStore",
     "OrderHistory",
+    "OrderStatsStore",
+    "OrderStatsTrader",
     "OwnerOfRequisites",
     "PaymentMethod",
     "ReqTrader",

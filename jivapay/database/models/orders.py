@@ -15,6 +15,8 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Numeric,
+    PrimaryKeyConstraint,
     String,
     Text,
     UniqueConstraint,
@@ -35,7 +37,14 @@ from jivapay.database.base import (
     enum_check,
 )
 from jivapay.database.types import EncryptedString
-from jivapay.enums import CallbackStatus, DocumentKind, IncomingOrderStatus, OrderStatus, OrderType
+from jivapay.enums import (
+    CallbackStatus,
+    DocumentKind,
+    IncomingOrderStatus,
+    OrderStatus,
+    OrderType,
+    StatsGrain,
+)
 
 
 class IncomingOrder(Base):
@@ -334,3 +343,77 @@ class IdempotencyKey(Base):
     response_body: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     created_at: Mapped[CreatedAt]
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# Sums wide enough for a year of any store's or trader's orders, at the scale of their column.
+_FIAT_SUM = Numeric(38, 2, asdecimal=True)
+_CRYPTO_SUM = Numeric(38, 8, asdecimal=True)
+
+
+class _OrderStatsMeasures:
+    """What one rollup row adds up over the orders of its key (an order counts in the row of its
+    current status; its `disputes` share is 1 once it was ever disputed)."""
+
+    grain: Mapped[str] = mapped_column(String(5))
+    period_start: Mapped[date] = mapped_column(Date)
+    order_type: Mapped[str] = mapped_column(String(10))
+    status: Mapped[str] = mapped_column(String(20))
+    fiat_currency_id: Mapped[int] = mapped_column(BigInteger)
+    crypto_currency_id: Mapped[int] = mapped_column(BigInteger)
+    orders: Mapped[int] = mapped_column(BigInteger, default=0)
+    disputes: Mapped[int] = mapped_column(BigInteger, default=0)
+    amount_fiat: Mapped[Decimal] = mapped_column(_FIAT_SUM, default=Decimal("0"))
+    amount_crypto: Mapped[Decimal] = mapped_column(_CRYPTO_SUM, default=Decimal("0"))
+    store_commission: Mapped[Decimal] = mapped_column(_CRYPTO_SUM, default=Decimal("0"))
+    trader_commission: Mapped[Decimal] = mapped_column(_CRYPTO_SUM, default=Decimal("0"))
+    platform_profit: Mapped[Decimal] = mapped_column(_CRYPTO_SUM, default=Decimal("0"))
+    # Sum of `completed_at - created_at` in seconds (microseconds kept) of the completed orders.
+    completion_seconds: Mapped[Decimal] = mapped_column(
+        Numeric(38, 6, asdecimal=True), default=Decimal("0")
+    )
+
+
+class OrderStatsStore(_OrderStatsMeasures, Base):
+    """The merchant's view of `order_history` per UTC day and per UTC month (`grain`): per
+    merchant, store, type, status and currency pair. Written only by the database trigger of
+    migration 0009 (see services/order_stats_rollup.py); read by the merchant statistics."""
+
+    __tablename__ = "order_stats_store"
+    __table_args__ = (
+        enum_check("grain", StatsGrain),
+        PrimaryKeyConstraint(
+            "merchant_id",
+            "grain",
+            "period_start",
+            "store_id",
+            "order_type",
+            "status",
+            "fiat_currency_id",
+            "crypto_currency_id",
+        ),
+    )
+
+    merchant_id: Mapped[int] = mapped_column(BigInteger)
+    store_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class OrderStatsTrader(_OrderStatsMeasures, Base):
+    """The trader's view of `order_history` per UTC day and per UTC month (`grain`): per trader,
+    type, status and currency pair. Written only by the trigger of migration 0009; read by the
+    trader and teamlead statistics."""
+
+    __tablename__ = "order_stats_trader"
+    __table_args__ = (
+        enum_check("grain", StatsGrain),
+        PrimaryKeyConstraint(
+            "trader_id",
+            "grain",
+            "period_start",
+            "order_type",
+            "status",
+            "fiat_currency_id",
+            "crypto_currency_id",
+        ),
+    )
+
+    trader_id: Mapped[int] = mapped_column(BigInteger)
