@@ -3,12 +3,14 @@ fraud decisions. Read from this process's default registry (the API servers' `/m
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from prometheus_client import REGISTRY
 
 from jivapay.database.models import OrderHistory
+from jivapay.enums import OrderType
 from jivapay.services import fraud_detector
 from jivapay.services import order_status_manager as osm
 from jivapay.services.fraud_detector import FraudDecision, FraudOutcome
@@ -82,3 +84,90 @@ def test_fraud_decisions_are_counted_by_rule_after_commit(db) -> None:  # type: 
     assert _sample("jivapay_fraud_decisions_total", **labels) == before
     db.commit()
     assert _sample("jivapay_fraud_decisions_total", **labels) == before + 1
+
+
+def test_held_money_gauge_follows_holds_and_their_release(db, world) -> None:  # type: ignore[no-untyped-def]
+    from jivapay.worker.metrics import build_registry
+
+    ref, store, trader = world
+    code = ref.crypto.code
+
+    def held(account: str) -> float | None:
+        # A fresh scrape each time: the gauge is read from PostgreSQL when Prometheus asks.
+        labels = {"currency": code, "account": account}
+        return build_registry().get_sample_value("jivapay_held_money", labels)
+
+    assert (held("store"), held("trader")) == (0.0, 0.0)
+
+    # A PayOut's intake freezes C + C*s on the store (1000 / 100 = 10, plus 3 %).
+    payout = make_incoming(db, store, ref, amount_fiat=D("1000.00"), order_type=OrderType.PAYOUT)
+    assert payout.store_hold == D("10.30")
+    assert (held("store"), held("trader")) == (10.3, 0.0)
+
+    # A PayIn's assignment freezes C - C*t on the trader (10 minus 3 %).
+    payin = make_incoming(db, store, ref, amount_fiat=D("1000.00"))
+    result = process_incoming_order(payin.id)
+    assert result.outcome == "assigned"
+    assert (held("store"), held("trader")) == (10.3, 9.7)
+
+    # Completing the PayIn turns the hold into moves: nothing stays frozen for it.
+    order_id = db.get(OrderHistory, result.order_id).public_id
+    osm.confirm_payment_by_payer(db, public_id=order_id)
+    osm.confirm_by_trader(
+        db, public_id=order_id, actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id)
+    )
+    db.flush()
+    assert (held("store"), held("trader")) == (10.3, 0.0)
+
+
+@pytest.fixture
+def receiver():  # type: ignore[no-untyped-def]
+    from tests.callback_receiver import Receiver
+
+    r = Receiver().start()
+    yield r
+    r.stop()
+
+
+def test_callback_attempts_are_counted_by_result_by_the_delivery_task(db, receiver) -> None:  # type: ignore[no-untyped-def]
+    from sqlalchemy import update
+
+    from jivapay.database.models import CallbackDelivery
+    from jivapay.utils.config_loader import set_config_value
+    from jivapay.worker.callback_tasks import deliver_callback_task
+    from tests.callback_receiver import make_world, new_delivery
+
+    results = ("delivered", "pending", "failed", "disabled")
+    before = {r: _sample("jivapay_callback_attempts_total", result=r) for r in results}
+
+    def moved() -> dict[str, float]:
+        return {
+            r: _sample("jivapay_callback_attempts_total", result=r) - before[r] for r in results
+        }
+
+    world = make_world(db, receiver.url)
+    ok = new_delivery(db, world)
+    deliver_callback_task.apply(args=[ok.id])
+    assert moved() == {"delivered": 1, "pending": 0, "failed": 0, "disabled": 0}
+    deliver_callback_task.apply(args=[ok.id])  # a duplicate message: no attempt, not counted
+    assert moved()["delivered"] == 1 and len(receiver.requests) == 1
+
+    receiver.default = (500, {}, b"down")
+    set_config_value(db, "CALLBACK_MAX_ATTEMPTS", 2)
+    flaky = new_delivery(db, world, "canceled")
+    deliver_callback_task.apply(args=[flaky.id])
+    assert moved() == {"delivered": 1, "pending": 1, "failed": 0, "disabled": 0}
+    # The retry is due in seconds; make it due now instead of waiting.
+    db.execute(
+        update(CallbackDelivery)
+        .where(CallbackDelivery.id == flaky.id)
+        .values(next_attempt_at=datetime.now(UTC) - timedelta(seconds=1))
+    )
+    deliver_callback_task.apply(args=[flaky.id])
+    assert moved() == {"delivered": 1, "pending": 1, "failed": 1, "disabled": 0}
+
+    receiver.script = [(410, {}, b"gone")]
+    gone = new_delivery(db, world, "expired")
+    deliver_callback_task.apply(args=[gone.id])
+    assert moved() == {"delivered": 1, "pending": 1, "failed": 1, "disabled": 1}
+    assert len(receiver.requests) == 4
