@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from prometheus_client import REGISTRY
 
-from jivapay.database.models import OrderHistory
+from jivapay.database.models import BalancePlatform, BalanceTrader, OrderHistory
 from jivapay.enums import OrderType
 from jivapay.services import fraud_detector
 from jivapay.services import order_status_manager as osm
@@ -118,6 +118,48 @@ def test_held_money_gauge_follows_holds_and_their_release(db, world) -> None:  #
     )
     db.flush()
     assert (held("store"), held("trader")) == (10.3, 0.0)
+    # ... and the platform's profit gauge shows its share of the completed order.
+    platform = db.query(BalancePlatform).filter_by(crypto_currency_id=ref.crypto.id).one()
+    assert platform.balance > 0
+    profit = build_registry().get_sample_value("jivapay_platform_balance", {"currency": code})
+    assert profit == float(platform.balance)
+
+
+def test_state_gauges_show_stale_rates_and_orders_waiting_in_new(db) -> None:  # type: ignore[no-untyped-def]
+    from jivapay.worker.metrics import build_registry
+
+    def gauge(name: str, **labels: str) -> float:
+        value = build_registry().get_sample_value(name, labels)
+        assert value is not None, name
+        return value
+
+    waiting = gauge("jivapay_intake_orders_waiting", status="new")
+    ref = make_reference(db, rate=D("100"), rate_at=datetime.now(UTC) - timedelta(hours=7))
+    # Past the 6 h of JivaPayExchangeRatesStale (the database clock is the transaction start).
+    assert gauge("jivapay_exchange_rate_oldest_age_seconds") > 6 * 3600
+    store = make_store(db, ref)
+    make_incoming(db, store, ref, created_at=datetime.now(UTC) - timedelta(minutes=10))
+    assert gauge("jivapay_intake_orders_waiting", status="new") == waiting + 1
+    # Older than the 5 min of JivaPayOrdersStuckInNew.
+    assert gauge("jivapay_intake_oldest_waiting_age_seconds", status="new") > 300
+    assert gauge("jivapay_state_up", source="database") == 1
+
+
+def test_reconciliation_gauge_counts_the_discrepancies_of_the_last_run(db) -> None:  # type: ignore[no-untyped-def]
+    from jivapay.worker.tasks import reconcile_balances
+
+    runs = _sample("jivapay_reconciliation_runs_total")
+    ref = make_reference(db)
+    trader = make_trader(db, ref, deposit=D("100"))
+    assert reconcile_balances() == 0
+    assert _sample("jivapay_reconciliation_discrepancies") == 0
+    balance = db.query(BalanceTrader).filter_by(trader_id=trader.id).one()
+    balance.balance = D("150")  # money appearing without history
+    db.flush()
+    found = reconcile_balances()
+    assert found >= 1
+    assert _sample("jivapay_reconciliation_discrepancies") == found
+    assert _sample("jivapay_reconciliation_runs_total") == runs + 2
 
 
 @pytest.fixture
