@@ -167,6 +167,16 @@ def test_store_and_platform_accounts(db: Session, unique: str) -> None:
         )
     )
     assert total == Decimal("29.5")
+    rows = db.scalars(
+        select(BalanceStoreHistory)
+        .where(BalanceStoreHistory.balance_store_id == change.balance_id)
+        .order_by(BalanceStoreHistory.id)
+    ).all()
+    # Both store moves name the acting admin, their operation and their reason.
+    assert [(r.operation, r.amount, r.actor_user_id, r.reason) for r in rows] == [
+        ("deposit", Decimal("50"), admin_id, "top-up"),
+        ("withdrawal", Decimal("-20.5"), admin_id, "settlement"),
+    ]
 
     platform = adjust_balance(
         db,
