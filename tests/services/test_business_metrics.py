@@ -213,3 +213,35 @@ def test_callback_attempts_are_counted_by_result_by_the_delivery_task(db, receiv
     deliver_callback_task.apply(args=[gone.id])
     assert moved() == {"delivered": 1, "pending": 1, "failed": 1, "disabled": 1}
     assert len(receiver.requests) == 4
+
+
+def test_queue_depth_counts_waiting_messages_and_state_up_drops_without_redis(
+    services, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    import redis
+
+    from jivapay.config import get_settings
+    from jivapay.worker.metrics import build_registry
+    from jivapay.worker.tasks import ping
+
+    queue = f"jivapay-test-{unique}"
+    monkeypatch.setattr(get_settings(), "CELERY_TASK_QUEUE", queue)
+
+    def depth() -> float | None:
+        return build_registry().get_sample_value("celery_queue_length", {"queue": queue})
+
+    client = redis.Redis.from_url(get_settings().celery_broker_url or "")
+    try:
+        assert depth() == 0
+        for _ in range(3):
+            ping.apply_async(queue=queue)  # no worker consumes this queue
+        assert depth() == 3
+    finally:
+        client.delete(queue, f"_kombu.binding.{queue}")
+        client.close()
+
+    # A scrape that cannot reach Redis says so instead of failing.
+    monkeypatch.setattr(get_settings(), "CELERY_BROKER_URL", "redis://127.0.0.1:1/0")
+    registry = build_registry()
+    assert registry.get_sample_value("jivapay_state_up", {"source": "redis"}) == 0
+    assert registry.get_sample_value("celery_queue_length", {"queue": queue}) is None
