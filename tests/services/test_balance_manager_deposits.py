@@ -320,7 +320,17 @@ def test_adjustment_validation(db: Session, unique: str) -> None:
                 actor_user_id=admin_id,
                 reason="bad",
             )
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed, match=r"^an adjustment must not be zero$"):
+        adjust_balance(
+            db,
+            account="trader",
+            account_id=trader_id,
+            crypto_currency_id=usdt,
+            amount=Decimal("0"),
+            actor_user_id=admin_id,
+            reason="bad",
+        )
+    with pytest.raises(ValidationFailed, match=r"^unknown balance account kind: 'nope'$"):
         adjust_balance(
             db,
             account="nope",  # type: ignore[arg-type]
@@ -330,7 +340,9 @@ def test_adjustment_validation(db: Session, unique: str) -> None:
             actor_user_id=admin_id,
             reason="bad kind",
         )
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(
+        ValidationFailed, match=r"^account_id is required for store and trader balances$"
+    ):
         adjust_balance(
             db,
             account="store",
@@ -340,6 +352,44 @@ def test_adjustment_validation(db: Session, unique: str) -> None:
             actor_user_id=admin_id,
             reason="no id",
         )
+    assert db.scalar(select(func.count()).select_from(BalanceStoreHistory)) == 0
+
+
+def test_a_store_adjustment_moves_the_store_balance_both_ways(db: Session, unique: str) -> None:
+    admin_id, _, store_id, usdt = _world(db, unique)
+    up = adjust_balance(
+        db,
+        account="store",
+        account_id=store_id,
+        crypto_currency_id=usdt,
+        amount=Decimal("7.25"),
+        actor_user_id=admin_id,
+        reason="missed top-up",
+    )
+    down = adjust_balance(
+        db,
+        account="store",
+        account_id=store_id,
+        crypto_currency_id=usdt,
+        amount=Decimal("-2"),
+        actor_user_id=admin_id,
+        reason="double credit",
+    )
+    assert (up.balance_after, down.balance_after) == (Decimal("7.25"), Decimal("5.25"))
+    assert up.balance_id == down.balance_id
+    balance = db.get(BalanceStore, up.balance_id)
+    assert (
+        balance is not None and balance.store_id == store_id and balance.balance == Decimal("5.25")
+    )
+    rows = db.scalars(
+        select(BalanceStoreHistory)
+        .where(BalanceStoreHistory.balance_store_id == up.balance_id)
+        .order_by(BalanceStoreHistory.id)
+    ).all()
+    assert [(r.operation, r.amount, r.actor_user_id) for r in rows] == [
+        ("adjustment", Decimal("7.25"), admin_id),
+        ("adjustment", Decimal("-2"), admin_id),
+    ]
 
 
 @pytest.mark.parametrize("reason", ["", "   ", None])

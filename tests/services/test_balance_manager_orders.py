@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
@@ -238,6 +239,30 @@ def test_a_balance_row_already_in_the_session_sees_the_new_frozen(db: Session, w
         order_id=None,  # type: ignore[arg-type]
     )
     assert deposit.frozen == D("12.5")  # the same object, not a re-query
+
+
+def test_a_hold_expires_only_its_balance_row_in_the_session(db: Session, world) -> None:  # type: ignore[no-untyped-def]
+    from jivapay.database.models import ConfigurationSetting
+    from jivapay.utils.config_loader import set_config_value
+
+    ref, store, trader = world
+    # Objects of other models stay as they are; one keyed by something else than `id` must not
+    # even be asked for an id.
+    set_config_value(db, "CALLBACK_MAX_ATTEMPTS", 4)
+    setting = db.get(ConfigurationSetting, "CALLBACK_MAX_ATTEMPTS")
+    assert setting is not None
+    store_balance = db.scalars(
+        select(BalanceStore).where(BalanceStore.store_id == store.store.id)
+    ).one()
+    bm.freeze_trader_hold(
+        db,
+        trader_id=trader.id,
+        crypto_currency_id=ref.crypto.id,
+        amount=D("1"),
+        incoming_order_id=make_incoming(db, store, ref).id,
+        order_id=None,  # type: ignore[arg-type]
+    )
+    assert not sa_inspect(setting).expired and not sa_inspect(store_balance).expired
 
 
 @pytest.mark.parametrize("amount", [D("0"), D("-1"), D("0.00000001")])
