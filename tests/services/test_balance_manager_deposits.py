@@ -419,7 +419,7 @@ def test_reason_is_required(db: Session, unique: str, reason: object) -> None:
 
 def test_unknown_accounts_are_not_found(db: Session, unique: str) -> None:
     admin_id, trader_id, _, usdt = _world(db, unique)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=rf"^trader {trader_id + 10_000} not found$"):
         deposit_trader_balance(
             db,
             trader_id=trader_id + 10_000,
@@ -428,7 +428,7 @@ def test_unknown_accounts_are_not_found(db: Session, unique: str) -> None:
             actor_user_id=admin_id,
             reason="ghost",
         )
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^store 987654 not found$"):
         deposit_store_balance(
             db,
             store_id=987654,
@@ -437,7 +437,7 @@ def test_unknown_accounts_are_not_found(db: Session, unique: str) -> None:
             actor_user_id=admin_id,
             reason="ghost",
         )
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^crypto currency 987654 not found$"):
         deposit_trader_balance(
             db,
             trader_id=trader_id,
