@@ -395,7 +395,9 @@ def test_a_store_adjustment_moves_the_store_balance_both_ways(db: Session, uniqu
 @pytest.mark.parametrize("reason", ["", "   ", None])
 def test_reason_is_required(db: Session, unique: str, reason: object) -> None:
     admin_id, trader_id, store_id, usdt = _world(db, unique)
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(
+        ValidationFailed, match=r"^a reason is required for a manual balance change$"
+    ):
         deposit_trader_balance(
             db,
             trader_id=trader_id,
@@ -404,7 +406,9 @@ def test_reason_is_required(db: Session, unique: str, reason: object) -> None:
             actor_user_id=admin_id,
             reason=reason,  # type: ignore[arg-type]
         )
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(
+        ValidationFailed, match=r"^a reason is required for a manual balance change$"
+    ):
         adjust_balance(
             db,
             account="store",
@@ -415,6 +419,44 @@ def test_reason_is_required(db: Session, unique: str, reason: object) -> None:
             reason=reason,  # type: ignore[arg-type]
         )
     assert db.scalar(select(func.count()).select_from(BalanceTrader)) == 0
+
+
+def test_a_reason_of_2000_characters_passes_and_one_more_does_not(db: Session, unique: str) -> None:
+    admin_id, trader_id, _, usdt = _world(db, unique)
+    with pytest.raises(ValidationFailed, match=r"^reason must be at most 2000 characters$"):
+        deposit_trader_balance(
+            db,
+            trader_id=trader_id,
+            crypto_currency_id=usdt,
+            amount=Decimal("1"),
+            actor_user_id=admin_id,
+            reason="r" * 2001,
+        )
+    # Surrounding blanks do not count: the stored reason is stripped.
+    change = deposit_trader_balance(
+        db,
+        trader_id=trader_id,
+        crypto_currency_id=usdt,
+        amount=Decimal("1"),
+        actor_user_id=admin_id,
+        reason=f"  {'r' * 2000}  ",
+    )
+    row = db.get(BalanceTraderCryptoHistory, change.history_id)
+    assert row is not None and row.reason == "r" * 2000
+
+
+def test_an_unknown_actor_is_not_found_and_nothing_moves(db: Session, unique: str) -> None:
+    _, trader_id, _, usdt = _world(db, unique)
+    with pytest.raises(NotFound, match=r"^user 987654 not found$"):
+        deposit_trader_balance(
+            db,
+            trader_id=trader_id,
+            crypto_currency_id=usdt,
+            amount=Decimal("1"),
+            actor_user_id=987654,
+            reason="ghost admin",
+        )
+    assert db.scalar(select(func.count()).select_from(BalanceTraderCryptoHistory)) == 0
 
 
 def test_unknown_accounts_are_not_found(db: Session, unique: str) -> None:
