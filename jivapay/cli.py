@@ -494,6 +494,46 @@ def reconcile() -> None:
     raise _fail(f"{len(found)} discrepancies found")
 
 
+@app.command("rotate-encryption-key")
+def rotate_encryption_key(
+    batch_size: int = typer.Option(500, min=1, max=10_000, help="Rows per transaction."),
+) -> None:
+    """Re-encrypt every stored secret with the newest DATA_ENCRYPTION_KEY (the first of the list).
+
+    Idempotent: values already on the newest key are left alone, so it can be re-run after an
+    interruption. Exits 1 if a row was busy (run it again) or no configured key reads a value.
+    """
+    _attach_stack("DATABASE_URL")
+    from jivapay.database.utils import atomic_transaction
+    from jivapay.services.key_rotation import ColumnRotation, encrypted_columns, rotate_batch
+    from jivapay.utils.exceptions import JivaPayException
+
+    reports = []
+    try:
+        for column in encrypted_columns():
+            report = ColumnRotation(name=f"{column.table.name}.{column.name}")
+            after: int | None = 0
+            while after is not None:
+                # One transaction per batch: row locks last one batch, progress survives a crash.
+                with atomic_transaction() as session:
+                    after = rotate_batch(session, column, report, after=after, limit=batch_size)
+            reports.append(report)
+            console.print(
+                f"{report.name}: {report.rotated} re-encrypted, {report.already_current} already "
+                f"on the newest key, {report.busy} busy, {report.unreadable} unreadable"
+            )
+    except JivaPayException as exc:
+        raise _fail(exc.message) from exc
+    rotated = sum(r.rotated for r in reports)
+    busy = sum(r.busy for r in reports)
+    unreadable = sum(r.unreadable for r in reports)
+    console.print(f"total: {rotated} re-encrypted")
+    if unreadable:
+        raise _fail(f"{unreadable} values no configured key decrypts: keep the key that wrote them")
+    if busy:
+        raise _fail(f"{busy} rows were locked by a request: run the command again")
+
+
 @app.command("verify-callback")
 def verify_callback(
     secret: str = typer.Option(..., help="The store's callback secret (whsec_...)."),

@@ -19,6 +19,11 @@ DEV_SECRET_KEY = "dev-insecure-secret-key-change-me-0123456789abcdef"  # noqa: S
 DEV_DATA_ENCRYPTION_KEY = "ZGV2LWluc2VjdXJlLWRhdGEta2V5LWNoYW5nZS1tZSE="
 
 
+def split_keys(value: str) -> list[str]:
+    """The keys of a comma-separated key list (`DATA_ENCRYPTION_KEY`), in order, blanks dropped."""
+    return [key.strip() for key in value.split(",") if key.strip()]
+
+
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
@@ -47,7 +52,12 @@ class Settings(BaseSettings):
     SECRET_KEY: str = DEV_SECRET_KEY
     ALGORITHM: str = "HS256"
     ACCESS_TOKEN_EXPIRE_MINUTES: int = Field(default=60, ge=1)
+    # One Fernet key, or several comma-separated newest first while rotating (docs/deploy.md).
     DATA_ENCRYPTION_KEY: str = DEV_DATA_ENCRYPTION_KEY
+    # The HMAC key of card and account number hashes (duplicate check, fraud lists). Unset: the
+    # single DATA_ENCRYPTION_KEY, as before rotation existed. It must not change when the encryption
+    # key rotates (blocklisted card hashes cannot be recomputed), so several encryption keys require it.
+    DATA_FINGERPRINT_KEY: str | None = None
 
     S3_ACCESS_KEY: str | None = None
     S3_SECRET_KEY: str | None = None
@@ -100,6 +110,22 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def fingerprint_key(self) -> str:
+        if self.DATA_FINGERPRINT_KEY:
+            return self.DATA_FINGERPRINT_KEY
+        # Byte for byte what hashed numbers before DATA_FINGERPRINT_KEY existed.
+        return self.DATA_ENCRYPTION_KEY
+
+    @model_validator(mode="after")
+    def _pin_fingerprint_key_while_rotating(self) -> Settings:
+        if len(split_keys(self.DATA_ENCRYPTION_KEY)) > 1 and not self.DATA_FINGERPRINT_KEY:
+            raise ValueError(
+                "DATA_ENCRYPTION_KEY holds several keys: set DATA_FINGERPRINT_KEY to the key stored "
+                "number hashes were made with (the previous single DATA_ENCRYPTION_KEY)"
+            )
+        return self
+
+    @property
     def is_production(self) -> bool:
         return self.ENVIRONMENT == Environment.PRODUCTION
 
@@ -118,8 +144,11 @@ class Settings(BaseSettings):
         problems = []
         if not self.SECRET_KEY or self.SECRET_KEY == DEV_SECRET_KEY or len(self.SECRET_KEY) < 32:
             problems.append("SECRET_KEY (missing, default or shorter than 32 characters)")
-        if not self.DATA_ENCRYPTION_KEY or self.DATA_ENCRYPTION_KEY == DEV_DATA_ENCRYPTION_KEY:
+        keys = split_keys(self.DATA_ENCRYPTION_KEY)
+        if not keys or DEV_DATA_ENCRYPTION_KEY in keys:
             problems.append("DATA_ENCRYPTION_KEY (missing or default)")
+        if self.DATA_FINGERPRINT_KEY == DEV_DATA_ENCRYPTION_KEY:
+            problems.append("DATA_FINGERPRINT_KEY (default)")
         if problems:
             raise InsecureSettingsError(
                 "refusing to start in production with insecure settings: " + "; ".join(problems)

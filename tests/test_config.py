@@ -49,3 +49,40 @@ def test_celery_urls_fall_back_to_redis() -> None:
     s = Settings(REDIS_URL="redis://h:1/2", _env_file=None)  # type: ignore[call-arg]
     assert s.celery_broker_url == "redis://h:1/2"
     assert s.celery_result_backend == "redis://h:1/2"
+
+
+def test_several_encryption_keys_require_a_pinned_fingerprint_key() -> None:
+    new, old = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    with pytest.raises(ValueError, match="DATA_FINGERPRINT_KEY"):
+        Settings(DATA_ENCRYPTION_KEY=f"{new},{old}", _env_file=None)  # type: ignore[call-arg]
+    s = Settings(  # type: ignore[call-arg]
+        DATA_ENCRYPTION_KEY=f" {new} , {old} ", DATA_FINGERPRINT_KEY=old, _env_file=None
+    )
+    assert s.fingerprint_key == old
+    # One key and no pin: number hashes keep the key they were always made with.
+    assert Settings(DATA_ENCRYPTION_KEY=old, _env_file=None).fingerprint_key == old  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize(
+    ("data_key", "fingerprint_key", "named"),
+    [
+        (
+            f"{Fernet.generate_key().decode()},{DEV_DATA_ENCRYPTION_KEY}",
+            "f" * 44,
+            "DATA_ENCRYPTION_KEY",
+        ),
+        (Fernet.generate_key().decode(), DEV_DATA_ENCRYPTION_KEY, "DATA_FINGERPRINT_KEY"),
+    ],
+    ids=["dev-key-among-several", "dev-fingerprint-key"],
+)
+def test_production_refuses_the_development_key_anywhere(
+    data_key: str, fingerprint_key: str, named: str
+) -> None:
+    with pytest.raises(InsecureSettingsError, match=named):
+        Settings(  # type: ignore[call-arg]
+            ENVIRONMENT="production",
+            SECRET_KEY="k" * 48,
+            DATA_ENCRYPTION_KEY=data_key,
+            DATA_FINGERPRINT_KEY=fingerprint_key,
+            _env_file=None,
+        )

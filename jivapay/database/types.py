@@ -1,8 +1,11 @@
 """Column types: Fernet-encrypted text for secrets at rest, and a helper for clear last-4 digits.
 
-The key comes from `DATA_ENCRYPTION_KEY`. Values are encrypted on the way in and decrypted on the
-way out; the database only ever sees ciphertext. Searching and display use the clear `*_last4`
-column beside each encrypted one.
+The keys come from `DATA_ENCRYPTION_KEY`: one Fernet key, or several comma-separated, newest first
+(`MultiFernet`: the first encrypts, any decrypts), so a key can be rotated without downtime
+(`rotate_token`, run over every stored value by `jivapay rotate-encryption-key`). Values are
+encrypted on the way in and decrypted on the way out; the database only ever sees ciphertext.
+Searching and display use the clear `*_last4` column beside each encrypted one, equality search a
+keyed hash (`fingerprint`) whose key does not change when the encryption key rotates.
 """
 
 from __future__ import annotations
@@ -17,17 +20,44 @@ from sqlalchemy import Text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.types import TypeDecorator
 
-from jivapay.config import get_settings
+from jivapay.config import get_settings, split_keys
 from jivapay.utils.exceptions import ConfigurationError
 
 
 @lru_cache(maxsize=4)
-def _fernet(keys: str) -> MultiFernet:
-    # Several comma-separated keys allow rotation: the first encrypts, all decrypt.
+def _fernets(keys: str) -> tuple[Fernet, ...]:
     try:
-        return MultiFernet([Fernet(k.strip().encode()) for k in keys.split(",") if k.strip()])
+        return tuple(Fernet(k.encode()) for k in split_keys(keys))
     except (ValueError, TypeError) as exc:
         raise ConfigurationError("DATA_ENCRYPTION_KEY is not a valid Fernet key") from exc
+
+
+@lru_cache(maxsize=4)
+def _fernet(keys: str) -> MultiFernet:
+    try:
+        return MultiFernet(list(_fernets(keys)))
+    except ValueError as exc:  # an empty list
+        raise ConfigurationError("DATA_ENCRYPTION_KEY is empty") from exc
+
+
+def rotate_token(token: str) -> str | None:
+    """`token` re-encrypted with the newest key, or None when the newest key already reads it.
+
+    None makes a second rotation pass write nothing. A token no configured key reads raises
+    `ConfigurationError` (its key was dropped too early, or the value is not ours).
+    """
+    keys = get_settings().DATA_ENCRYPTION_KEY
+    try:
+        _fernets(keys)[0].decrypt(token.encode())
+        return None
+    except (InvalidToken, IndexError):
+        pass
+    try:
+        return _fernet(keys).rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise ConfigurationError(
+            "stored secret cannot be decrypted with any DATA_ENCRYPTION_KEY"
+        ) from exc
 
 
 def encrypt_value(plain: str) -> str:
@@ -56,7 +86,7 @@ def mask_number(value_last4: str | None) -> str | None:
 
 def fingerprint(value: str) -> str:
     """A keyed hash of a number, for equality search (fraud lists) without decrypting."""
-    key = get_settings().DATA_ENCRYPTION_KEY.encode()
+    key = get_settings().fingerprint_key.encode()
     digits = "".join(ch for ch in value if ch.isdigit()) or value
     return hmac.new(key, digits.encode(), hashlib.sha256).hexdigest()
 

@@ -8,7 +8,7 @@ Kinds and what a value means:
 - `card_last4`: the last four digits of a PayOut beneficiary card (coarse: blocks every card ending
   so);
 - `card_hash`: a keyed hash of the full card number (`card_hash_of(number)`, HMAC with
-  `DATA_ENCRYPTION_KEY`), so a card is blocked without storing its number. `add_entry` accepts the
+  `DATA_FINGERPRINT_KEY`), so a card is blocked without storing its number. `add_entry` accepts the
   full number for this kind and stores only the hash.
 Block entries deny; allow entries exempt a customer id or IP from the velocity and card-harvesting
 rules (never from block lists or amount thresholds; a value on both lists is blocked).

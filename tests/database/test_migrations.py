@@ -136,3 +136,100 @@ def test_the_rollup_migration_backfills_existing_orders(empty_database_url: str)
             assert [tuple(r) for r in february] == [("canceled", 1, 1)]
     finally:
         engine.dispose()
+
+
+# --------------------------------------------------------------------------- expand/contract check
+#
+# A rolling deploy runs the previous release against the new schema. At every release the models
+# equal the schema at head (the test above), so the previous release's models are the schema before
+# the new migrations: upgrading one revision at a time and diffing the reflected schema finds, for
+# each migration, what the code of the release before it could no longer use. Dropped or renamed
+# tables and columns, a new NOT NULL column without a server default on an existing table (old
+# inserts omit it), and an existing column tightened to NOT NULL (old code may write NULL) must each
+# be declared in that migration's module-level `contract = {"<change>": "<why it is safe now>"}`:
+# the contract step of expand/contract, written down with its justification.
+
+
+def _reflect(url: str) -> dict[str, dict[str, dict[str, object]]]:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            insp = inspect(conn)
+            return {
+                table: {col["name"]: col for col in insp.get_columns(table)}
+                for table in insp.get_table_names()
+                if table != "alembic_version"
+            }
+    finally:
+        engine.dispose()
+
+
+def breaking_changes(
+    before: dict[str, dict[str, dict[str, object]]], after: dict[str, dict[str, dict[str, object]]]
+) -> set[str]:
+    """What in `after` breaks code written for `before` (see the comment above)."""
+    found = set()
+    for table, columns in before.items():
+        if table not in after:
+            found.add(f"drop table {table}")
+            continue
+        for name, column in after[table].items():
+            old = columns.get(name)
+            required = not column["nullable"] and column.get("default") is None
+            if old is None and required and column.get("autoincrement") is not True:
+                found.add(f"new required column {table}.{name}")
+            elif old is not None and old["nullable"] and not column["nullable"]:
+                found.add(f"not null {table}.{name}")
+        found |= {f"drop column {table}.{name}" for name in columns.keys() - after[table].keys()}
+    return found
+
+
+def test_breaking_changes_are_found_in_a_small_schema() -> None:
+    def col(nullable: bool, default: str | None = None) -> dict[str, object]:
+        return {"nullable": nullable, "default": default}
+
+    before = {"a": {"id": col(False), "x": col(True), "y": col(True)}, "gone": {"id": col(False)}}
+    after = {
+        "a": {
+            "id": col(False),
+            "x": col(False),  # tightened
+            "z": col(False),  # new, required
+            "w": col(False, "0"),  # new with a default: fine
+            "v": col(True),  # new nullable: fine
+        },
+        "new": {"id": col(False), "q": col(False)},  # a new table: no old code uses it
+    }
+    assert breaking_changes(before, after) == {
+        "drop table gone",
+        "drop column a.y",
+        "not null a.x",
+        "new required column a.z",
+    }
+
+
+def test_no_migration_breaks_the_previous_release_unless_its_contract_says_why(
+    empty_database_url: str,
+) -> None:
+    from alembic.script import ScriptDirectory
+
+    from jivapay.database.migrate import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config())
+    chain = list(reversed(list(scripts.walk_revisions("base", "heads"))))
+    assert len(chain) >= 8 and chain[-1].revision in scripts.get_heads()
+    before = _reflect(empty_database_url)
+    problems = []
+    for script in chain:
+        upgrade(script.revision, url=empty_database_url)
+        after = _reflect(empty_database_url)
+        found = breaking_changes(before, after)
+        declared: dict[str, str] = getattr(script.module, "contract", {})
+        for change in sorted(found - declared.keys()):
+            problems.append(f"{script.revision}: {change} is not in its `contract`")
+        for change in sorted(declared.keys() - found):
+            problems.append(f"{script.revision}: contract entry {change!r} matches no change")
+        for change, why in declared.items():
+            if len(why.strip()) < 20:
+                problems.append(f"{script.revision}: contract entry {change!r} needs a reason")
+        before = after
+    assert problems == []

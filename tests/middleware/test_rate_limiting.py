@@ -120,11 +120,23 @@ def other_store(db: Session) -> StoreWorld:
 # ---------------------------------------------------------------------- the default limit
 
 
+def _exceeded(scope: str) -> float:
+    """`rate_limit_exceeded_total` of one scope, summed over servers."""
+    return sum(
+        sample.value
+        for metric in REGISTRY.collect()
+        if metric.name == "rate_limit_exceeded"
+        for sample in metric.samples
+        if sample.name == "rate_limit_exceeded_total" and sample.labels.get("scope") == scope
+    )
+
+
 def test_default_limit_answers_429_problem_with_retry_after_and_ietf_fields(
     db: Session, limiter_prefix: str
 ):
     _configure(db, RATE_LIMIT_DEFAULT="3/minute")
     client = TestClient(_gateway_app())
+    exceeded = _exceeded("default")
 
     first = client.get("/gateway/ping")
     assert first.headers["RateLimit-Policy"] == '"default";q=3;w=60'
@@ -137,6 +149,7 @@ def test_default_limit_answers_429_problem_with_retry_after_and_ietf_fields(
     assert 1 <= retry_after <= 60
     assert refused.headers["RateLimit"].startswith('"default";r=0;t=')
     assert refused.headers["X-Request-ID"]
+    assert _exceeded("default") == exceeded + 1  # rate_limit_exceeded_total moved by the refusal
     # Liveness, readiness and metrics are never limited.
     assert client.get("/health").status_code == 200
     assert client.get("/metrics").status_code == 200

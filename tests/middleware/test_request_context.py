@@ -137,6 +137,8 @@ def test_metrics_count_requests_by_route_template(services: Any):
     client = TestClient(_app())
     before_ok = _requests_total("/things/{thing_id}", "200")
     before_404 = _requests_total(UNMATCHED_ROUTE, "404")
+    timed = {"server": "gateway", "method": "GET", "route": "/things/{thing_id}"}
+    before_timed = REGISTRY.get_sample_value("http_request_duration_seconds_count", timed) or 0.0
 
     client.get("/things/1")
     client.get("/things/2")
@@ -144,6 +146,9 @@ def test_metrics_count_requests_by_route_template(services: Any):
 
     assert _requests_total("/things/{thing_id}", "200") == before_ok + 2
     assert _requests_total(UNMATCHED_ROUTE, "404") == before_404 + 1
+    assert REGISTRY.get_sample_value("http_request_duration_seconds_count", timed) == (
+        before_timed + 2
+    )
     text = client.get("/metrics").text
     assert any(
         line.startswith("http_requests_total{")

@@ -167,6 +167,16 @@ def test_store_and_platform_accounts(db: Session, unique: str) -> None:
         )
     )
     assert total == Decimal("29.5")
+    rows = db.scalars(
+        select(BalanceStoreHistory)
+        .where(BalanceStoreHistory.balance_store_id == change.balance_id)
+        .order_by(BalanceStoreHistory.id)
+    ).all()
+    # Both store moves name the acting admin, their operation and their reason.
+    assert [(r.operation, r.amount, r.actor_user_id, r.reason) for r in rows] == [
+        ("deposit", Decimal("50"), admin_id, "top-up"),
+        ("withdrawal", Decimal("-20.5"), admin_id, "settlement"),
+    ]
 
     platform = adjust_balance(
         db,
@@ -310,7 +320,17 @@ def test_adjustment_validation(db: Session, unique: str) -> None:
                 actor_user_id=admin_id,
                 reason="bad",
             )
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed, match=r"^an adjustment must not be zero$"):
+        adjust_balance(
+            db,
+            account="trader",
+            account_id=trader_id,
+            crypto_currency_id=usdt,
+            amount=Decimal("0"),
+            actor_user_id=admin_id,
+            reason="bad",
+        )
+    with pytest.raises(ValidationFailed, match=r"^unknown balance account kind: 'nope'$"):
         adjust_balance(
             db,
             account="nope",  # type: ignore[arg-type]
@@ -320,7 +340,9 @@ def test_adjustment_validation(db: Session, unique: str) -> None:
             actor_user_id=admin_id,
             reason="bad kind",
         )
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(
+        ValidationFailed, match=r"^account_id is required for store and trader balances$"
+    ):
         adjust_balance(
             db,
             account="store",
@@ -330,12 +352,52 @@ def test_adjustment_validation(db: Session, unique: str) -> None:
             actor_user_id=admin_id,
             reason="no id",
         )
+    assert db.scalar(select(func.count()).select_from(BalanceStoreHistory)) == 0
+
+
+def test_a_store_adjustment_moves_the_store_balance_both_ways(db: Session, unique: str) -> None:
+    admin_id, _, store_id, usdt = _world(db, unique)
+    up = adjust_balance(
+        db,
+        account="store",
+        account_id=store_id,
+        crypto_currency_id=usdt,
+        amount=Decimal("7.25"),
+        actor_user_id=admin_id,
+        reason="missed top-up",
+    )
+    down = adjust_balance(
+        db,
+        account="store",
+        account_id=store_id,
+        crypto_currency_id=usdt,
+        amount=Decimal("-2"),
+        actor_user_id=admin_id,
+        reason="double credit",
+    )
+    assert (up.balance_after, down.balance_after) == (Decimal("7.25"), Decimal("5.25"))
+    assert up.balance_id == down.balance_id
+    balance = db.get(BalanceStore, up.balance_id)
+    assert (
+        balance is not None and balance.store_id == store_id and balance.balance == Decimal("5.25")
+    )
+    rows = db.scalars(
+        select(BalanceStoreHistory)
+        .where(BalanceStoreHistory.balance_store_id == up.balance_id)
+        .order_by(BalanceStoreHistory.id)
+    ).all()
+    assert [(r.operation, r.amount, r.actor_user_id) for r in rows] == [
+        ("adjustment", Decimal("7.25"), admin_id),
+        ("adjustment", Decimal("-2"), admin_id),
+    ]
 
 
 @pytest.mark.parametrize("reason", ["", "   ", None])
 def test_reason_is_required(db: Session, unique: str, reason: object) -> None:
     admin_id, trader_id, store_id, usdt = _world(db, unique)
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(
+        ValidationFailed, match=r"^a reason is required for a manual balance change$"
+    ):
         deposit_trader_balance(
             db,
             trader_id=trader_id,
@@ -344,7 +406,9 @@ def test_reason_is_required(db: Session, unique: str, reason: object) -> None:
             actor_user_id=admin_id,
             reason=reason,  # type: ignore[arg-type]
         )
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(
+        ValidationFailed, match=r"^a reason is required for a manual balance change$"
+    ):
         adjust_balance(
             db,
             account="store",
@@ -357,9 +421,47 @@ def test_reason_is_required(db: Session, unique: str, reason: object) -> None:
     assert db.scalar(select(func.count()).select_from(BalanceTrader)) == 0
 
 
+def test_a_reason_of_2000_characters_passes_and_one_more_does_not(db: Session, unique: str) -> None:
+    admin_id, trader_id, _, usdt = _world(db, unique)
+    with pytest.raises(ValidationFailed, match=r"^reason must be at most 2000 characters$"):
+        deposit_trader_balance(
+            db,
+            trader_id=trader_id,
+            crypto_currency_id=usdt,
+            amount=Decimal("1"),
+            actor_user_id=admin_id,
+            reason="r" * 2001,
+        )
+    # Surrounding blanks do not count: the stored reason is stripped.
+    change = deposit_trader_balance(
+        db,
+        trader_id=trader_id,
+        crypto_currency_id=usdt,
+        amount=Decimal("1"),
+        actor_user_id=admin_id,
+        reason=f"  {'r' * 2000}  ",
+    )
+    row = db.get(BalanceTraderCryptoHistory, change.history_id)
+    assert row is not None and row.reason == "r" * 2000
+
+
+def test_an_unknown_actor_is_not_found_and_nothing_moves(db: Session, unique: str) -> None:
+    _, trader_id, _, usdt = _world(db, unique)
+    with pytest.raises(NotFound, match=r"^user 987654 not found$"):
+        deposit_trader_balance(
+            db,
+            trader_id=trader_id,
+            crypto_currency_id=usdt,
+            amount=Decimal("1"),
+            actor_user_id=987654,
+            reason="ghost admin",
+        )
+    assert db.scalar(select(func.count()).select_from(BalanceTraderCryptoHistory)) == 0
+
+
 def test_unknown_accounts_are_not_found(db: Session, unique: str) -> None:
     admin_id, trader_id, _, usdt = _world(db, unique)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=rf"^trader {trader_id + 10_000} not found$"):
         deposit_trader_balance(
             db,
             trader_id=trader_id + 10_000,
@@ -368,7 +470,7 @@ def test_unknown_accounts_are_not_found(db: Session, unique: str) -> None:
             actor_user_id=admin_id,
             reason="ghost",
         )
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^store 987654 not found$"):
         deposit_store_balance(
             db,
             store_id=987654,
@@ -377,7 +479,7 @@ def test_unknown_accounts_are_not_found(db: Session, unique: str) -> None:
             actor_user_id=admin_id,
             reason="ghost",
         )
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^crypto currency 987654 not found$"):
         deposit_trader_balance(
             db,
             trader_id=trader_id,

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
@@ -120,7 +121,7 @@ def test_a_hold_on_an_account_that_does_not_exist_reports_zero_available(
 @pytest.mark.parametrize("amount", [D("0"), D("-1")])
 def test_a_hold_must_be_positive(db: Session, world, amount: Decimal) -> None:  # type: ignore[no-untyped-def]
     ref, store, _ = world
-    with pytest.raises(ValidationFailed, match="a hold must be positive"):
+    with pytest.raises(ValidationFailed, match=r"^a hold must be positive$"):
         bm.freeze_store_hold(
             db,
             store_id=store.store.id,
@@ -161,6 +162,53 @@ def test_hold_and_release_history_rows_carry_their_order(db: Session, world) -> 
     assert release.balance_after == D("500")
 
 
+def test_trader_holds_and_releases_carry_the_intake_and_the_assigned_order(
+    db: Session, world
+) -> None:  # type: ignore[no-untyped-def]
+    ref, store, trader = world
+    payin = _assign(db, world, "1000.00")
+    bm.release_trader_hold(
+        db,
+        trader_id=trader.id,
+        crypto_currency_id=ref.crypto.id,
+        amount=payin.hold_amount,
+        incoming_order_id=payin.incoming_order_id,
+        order_id=payin.id,
+    )
+    rows = db.scalars(
+        select(BalanceTraderCryptoHistory)
+        .where(BalanceTraderCryptoHistory.operation.in_(["freeze", "release"]))
+        .where(
+            BalanceTraderCryptoHistory.balance_trader_id
+            == _fresh(db, BalanceTrader, trader_id=trader.id).id
+        )
+        .order_by(BalanceTraderCryptoHistory.id)
+    ).all()
+    assert [(r.operation, r.incoming_order_id, r.order_id, r.frozen_delta) for r in rows] == [
+        ("freeze", payin.incoming_order_id, payin.id, payin.hold_amount),
+        ("release", payin.incoming_order_id, payin.id, -payin.hold_amount),
+    ]
+    # A PayOut's store hold is frozen at intake (no order yet) and released with its order.
+    payout = _assign(db, world, "300.00", OrderType.PAYOUT)
+    bm.release_store_hold(
+        db,
+        store_id=store.store.id,
+        crypto_currency_id=ref.crypto.id,
+        amount=payout.hold_amount,
+        incoming_order_id=payout.incoming_order_id,
+        order_id=payout.id,
+    )
+    store_rows = db.scalars(
+        select(BalanceStoreHistory)
+        .where(BalanceStoreHistory.incoming_order_id == payout.incoming_order_id)
+        .order_by(BalanceStoreHistory.id)
+    ).all()
+    assert [(r.operation, r.order_id) for r in store_rows] == [
+        ("freeze", None),
+        ("release", payout.id),
+    ]
+
+
 def test_a_second_hold_for_the_same_order_is_refused_by_the_unique_key(db: Session, world) -> None:  # type: ignore[no-untyped-def]
     from jivapay.utils.exceptions import DuplicateObject
 
@@ -191,6 +239,30 @@ def test_a_balance_row_already_in_the_session_sees_the_new_frozen(db: Session, w
         order_id=None,  # type: ignore[arg-type]
     )
     assert deposit.frozen == D("12.5")  # the same object, not a re-query
+
+
+def test_a_hold_expires_only_its_balance_row_in_the_session(db: Session, world) -> None:  # type: ignore[no-untyped-def]
+    from jivapay.database.models import ConfigurationSetting
+    from jivapay.utils.config_loader import set_config_value
+
+    ref, store, trader = world
+    # Objects of other models stay as they are; one keyed by something else than `id` must not
+    # even be asked for an id.
+    set_config_value(db, "CALLBACK_MAX_ATTEMPTS", 4)
+    setting = db.get(ConfigurationSetting, "CALLBACK_MAX_ATTEMPTS")
+    assert setting is not None
+    store_balance = db.scalars(
+        select(BalanceStore).where(BalanceStore.store_id == store.store.id)
+    ).one()
+    bm.freeze_trader_hold(
+        db,
+        trader_id=trader.id,
+        crypto_currency_id=ref.crypto.id,
+        amount=D("1"),
+        incoming_order_id=make_incoming(db, store, ref).id,
+        order_id=None,  # type: ignore[arg-type]
+    )
+    assert not sa_inspect(setting).expired and not sa_inspect(store_balance).expired
 
 
 @pytest.mark.parametrize("amount", [D("0"), D("-1"), D("0.00000001")])
@@ -322,6 +394,29 @@ def test_completion_history_rows_name_their_operation_and_order(db: Session, wor
             select(held_model).filter_by(**keys).where(held_model.operation == op.value)
         ).one()
         assert held.frozen_delta == -order.hold_amount
+        free_model = (
+            BalanceStoreHistory if op == BalanceOperation.PAYIN else BalanceTraderCryptoHistory
+        )
+        free = db.scalars(
+            select(free_model).filter_by(**keys).where(free_model.operation == op.value)
+        ).one()
+        assert free.frozen_delta == 0  # the side that held nothing moves no frozen money
+
+
+def test_legs_that_do_not_sum_to_zero_are_refused_before_any_move(
+    db: Session, world, monkeypatch: pytest.MonkeyPatch
+) -> None:  # type: ignore[no-untyped-def]
+    from jivapay.money import Legs
+
+    _, store, trader = world
+    order = _assign(db, world, "1000.00")
+    # Impossible with money.completion_legs; the guard refuses rather than create money.
+    monkeypatch.setattr(bm, "completion_legs", lambda *_: Legs(D("9.5"), D("-9.7"), D("0.3")))
+    with pytest.raises(InvariantViolation, match=r"^order legs do not sum to zero$"):
+        bm.complete_order(db, order=order)
+    deposit = _fresh(db, BalanceTrader, trader_id=trader.id)
+    assert (deposit.balance, deposit.frozen) == (D("1000"), order.hold_amount)
+    assert _fresh(db, BalanceStore, store_id=store.store.id).balance == D("500")
 
 
 def test_completion_without_the_hold_in_place_is_refused(db: Session, world) -> None:  # type: ignore[no-untyped-def]

@@ -121,3 +121,28 @@ def test_task_and_business_counters_move_on_the_worker_scrape(metrics_worker: An
     }
     for name in set(STATE_METRIC_NAMES) - need_rows:
         assert name in names, name
+
+
+def test_a_retried_task_moves_the_retry_counter(committed_db, metrics_worker: Any) -> None:  # type: ignore[no-untyped-def]
+    from jivapay.worker.tasks import process_order
+    from tests.factories import make_incoming, make_reference, make_store
+
+    with committed_db() as session:
+        ref = make_reference(session)
+        # No trader has a requisite for this currency: the attempt ends `retrying`, and the task
+        # schedules its next try with `self.retry`.
+        store = make_store(session, ref)
+        incoming_id = make_incoming(session, store, ref).id
+        session.commit()
+
+    process_order.apply_async(args=[incoming_id])
+    deadline = time.monotonic() + 60
+    while True:
+        after = _scrape()
+        if _value(after, "celery_task_retries_total", task="orders.process") >= 1:
+            break
+        assert time.monotonic() < deadline, "the worker never retried the task"
+        time.sleep(0.5)
+    assert _value(after, "celery_task_retries_total", task="orders.process") == 1
+    assert _value(after, "celery_tasks_total", task="orders.process", state="RETRY") == 1
+    assert _value(after, "jivapay_intake_orders_total", outcome="retrying") == 1
