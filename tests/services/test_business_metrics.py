@@ -115,9 +115,12 @@ def test_held_money_gauge_follows_holds_and_their_release(db, world) -> None:  #
 
     # Completing the PayIn turns the hold into moves: nothing stays frozen for it.
     order_id = db.get(OrderHistory, result.order_id).public_id
-    osm.confirm_payment_by_payer(db, public_id=order_id)
-    osm.confirm_by_trader(
-        db, public_id=order_id, actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id)
+    osm.transition(db, public_id=order_id, event=osm.OrderEvent.PAYER_CONFIRM, actor=osm.PAYER)
+    osm.transition(
+        db,
+        public_id=order_id,
+        event=osm.OrderEvent.CONFIRM,
+        actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id),
     )
     db.flush()
     assert (held("store"), held("trader")) == (10.3, 0.0)
@@ -225,10 +228,13 @@ def test_queue_depth_counts_waiting_messages_and_state_up_drops_without_redis(
 
     from jivapay.config import get_settings
     from jivapay.worker.metrics import build_registry
+    from jivapay.worker.app import celery_app
     from jivapay.worker.tasks import ping
 
     queue = f"jivapay-test-{unique}"
     monkeypatch.setattr(get_settings(), "CELERY_TASK_QUEUE", queue)
+    # The app may have been configured (imported) before this test's services: scrape its broker.
+    monkeypatch.setattr(get_settings(), "CELERY_BROKER_URL", celery_app.conf.broker_url)
 
     def depth() -> float | None:
         return build_registry().get_sample_value("celery_queue_length", {"queue": queue})
