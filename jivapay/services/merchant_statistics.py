@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, extract, func, select
+from sqlalchemy import BigInteger, Select, extract, func, select, union_all
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -179,15 +179,18 @@ def merchant_statistics(
         stores_stmt = stores_stmt.where(MerchantStore.id == store_id)
     stores = session.scalars(stores_stmt.order_by(MerchantStore.id)).all()
     acc: dict[tuple[int, str], _Acc] = defaultdict(_Acc)
-    for stmt in order_stats_statements(session, principal, start, end, store_id):
-        for sid, kind, status, n, fiat, crypto, fee, seconds in session.execute(stmt):
-            a = acc[(sid, kind)]
-            a.counts[status] = a.counts.get(status, 0) + n
-            if status == OrderStatus.COMPLETED:
-                a.turnover_fiat += fiat or _ZERO
-                a.turnover_crypto += crypto or _ZERO
-                a.commission += fee or _ZERO
-                a.completion_seconds += Decimal(seconds or 0)
+    stmts = order_stats_statements(session, principal, start, end, store_id)
+    # One round trip: the partial days and the rollup, UNION ALL; a group may come in several rows.
+    for sid, kind, status, n, fiat, crypto, fee, seconds in session.execute(
+        stmts[0] if len(stmts) == 1 else union_all(*stmts)
+    ):
+        a = acc[(sid, kind)]
+        a.counts[status] = a.counts.get(status, 0) + n
+        if status == OrderStatus.COMPLETED:
+            a.turnover_fiat += fiat or _ZERO
+            a.turnover_crypto += crypto or _ZERO
+            a.commission += fee or _ZERO
+            a.completion_seconds += Decimal(seconds or 0)
     assigned = {key: sum(a.counts.values()) for key, a in acc.items()}
     for sid, kind, status, n in session.execute(
         intake_stats_query(principal, start, end, store_id)

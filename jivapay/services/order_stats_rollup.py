@@ -89,7 +89,8 @@ def _columns(table: str) -> dict[str, str]:
 
 def settle(session: Session) -> None:
     """Apply the rollup changes of the caller's own order writes not committed yet (the trigger
-    is deferred to commit), so a statistics read in the same transaction sees them."""
+    is deferred to commit), so a statistics read in the same transaction sees them. The trigger
+    stays immediate until the transaction (or the savepoint this runs in) ends."""
     session.execute(text(f"SET CONSTRAINTS {TRIGGER} IMMEDIATE"))
 
 

@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, and_, distinct, func, select
+from sqlalchemy import BigInteger, Select, and_, distinct, func, select, union_all
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
@@ -41,7 +41,7 @@ from jivapay.schemas.team import (
     TurnoverRead,
 )
 from jivapay.security import Principal
-from jivapay.services import order_stats_rollup
+from jivapay.services import order_stats_rollup, reference_data
 from jivapay.services.online_filter import online_conditions
 from jivapay.services.team_service import ensure_trader_visible
 from jivapay.utils.exceptions import ValidationFailed
@@ -179,17 +179,16 @@ def _rollup_statement(
     )
 
 
-def grouped_statements(
-    session: Session, trader_ids: Sequence[int], period: Period
-) -> list[Select[*tuple[Any, ...]]]:
-    """The statements whose rows together are the traders' groups in `period`: one scan of the
-    orders per partial day at its ends, one over the rollup (settled first) for the rest."""
+def grouped_statement(session: Session, trader_ids: Sequence[int], period: Period) -> Any:
+    """One statement whose rows together are the traders' groups in `period`: a scan of the
+    orders per partial day at its ends and a read of the rollup (settled first) for the rest,
+    `UNION ALL`ed into one round trip."""
     split = order_stats_rollup.split_period(period.date_from, period.date_to)
     stmts = [_grouped_statement(trader_ids, Period(a, b)) for a, b in split.direct]
     if split.uses_rollup:
         order_stats_rollup.settle(session)
         stmts.append(_rollup_statement(trader_ids, split))
-    return stmts
+    return stmts[0] if len(stmts) == 1 else union_all(*stmts)
 
 
 def _grouped(session: Session, trader_ids: Sequence[int], period: Period) -> Sequence[Any]:
@@ -197,23 +196,24 @@ def _grouped(session: Session, trader_ids: Sequence[int], period: Period) -> Seq
     come in several rows (partial days and rollup), which `_Acc.add` sums."""
     if not trader_ids:
         return []
-    return [
-        row
-        for stmt in grouped_statements(session, trader_ids, period)
-        for row in session.execute(stmt)
-    ]
+    return session.execute(grouped_statement(session, trader_ids, period)).all()
 
 
 def _codes(session: Session, rows: Iterable[Any]) -> tuple[dict[int, str], dict[int, str]]:
     rows = list(rows)
-    fiat_ids = {r.fiat_currency_id for r in rows}
-    crypto_ids = {r.crypto_currency_id for r in rows}
-    fiat_rows = select(FiatCurrency.id, FiatCurrency.code).where(FiatCurrency.id.in_(fiat_ids))
-    crypto_rows = select(CryptoCurrency.id, CryptoCurrency.code).where(
-        CryptoCurrency.id.in_(crypto_ids)
-    )
-    fiat = {row.id: row.code for row in session.execute(fiat_rows)}
-    crypto = {row.id: row.code for row in session.execute(crypto_rows)}
+    # Codes never change: the per-process cache of reference_data saves two round trips a block.
+    fiat = {
+        r.fiat_currency_id: reference_data.currency_code(session, FiatCurrency, r.fiat_currency_id)
+        or ""
+        for r in rows
+    }
+    crypto = {
+        r.crypto_currency_id: reference_data.currency_code(
+            session, CryptoCurrency, r.crypto_currency_id
+        )
+        or ""
+        for r in rows
+    }
     return fiat, crypto
 
 

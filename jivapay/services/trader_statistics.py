@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import BigInteger, ColumnElement, Select, func, select, true
+from sqlalchemy import BigInteger, ColumnElement, Select, func, select, true, union_all
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -126,11 +126,8 @@ def order_statistics(
     trader_id: int | None = None,
 ) -> TraderStatisticsRead:
     """Statistics of orders created in [date_from, date_to) of one trader (or all)."""
-    rows = [
-        row
-        for stmt in _statements(session, date_from, date_to, trader_id)
-        for row in session.execute(stmt)
-    ]
+    stmts = _statements(session, date_from, date_to, trader_id)
+    rows = session.execute(stmts[0] if len(stmts) == 1 else union_all(*stmts)).all()
     groups: dict[str, dict[str, Any]] = {}
     for row in rows:
         g = groups.setdefault(
