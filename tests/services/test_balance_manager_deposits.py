@@ -249,7 +249,9 @@ def test_frozen_money_cannot_be_withdrawn(db: Session, unique: str) -> None:
     db.execute(
         text("UPDATE balance_traders SET frozen = 7 WHERE id = :id"), {"id": change.balance_id}
     )
-    with pytest.raises(InsufficientBalance):
+    with pytest.raises(
+        InsufficientBalance, match=r"^available balance 3\.0+ does not cover 3\.5$"
+    ) as err:
         withdraw_trader_balance(
             db,
             trader_id=trader_id,
@@ -258,6 +260,8 @@ def test_frozen_money_cannot_be_withdrawn(db: Session, unique: str) -> None:
             actor_user_id=admin_id,
             reason="more than available",
         )
+    # What a 409 answer carries: what is available (balance minus frozen) and what was asked.
+    assert err.value.extra == {"available": "3.00000000", "requested": "3.5"}
     ok = withdraw_trader_balance(
         db,
         trader_id=trader_id,
