@@ -278,6 +278,9 @@ def _change(
 
     frozen = getattr(row, "frozen", Decimal("0"))
     new_balance = row.balance + delta
+    if abs(new_balance) >= _MAX_AMOUNT:
+        # Otherwise the NUMERIC(20, 8) column overflows: a database error (a 500), not an answer.
+        raise ValidationFailed("the balance would exceed the largest amount it can hold")
     # Credits always pass (a negative platform balance may be corrected upwards); debits must be
     # covered by what is not held for open orders.
     if delta < 0 and new_balance - frozen < 0:

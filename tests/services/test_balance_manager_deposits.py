@@ -138,6 +138,18 @@ def test_trader_deposit_withdraw_adjust_keep_history_consistent(db: Session, uni
         "balance.adjustment",
     ]
     assert audits[0].user_id == admin_id and audits[0].details["reason"] == "initial deposit"
+    assert (audits[0].target_entity, audits[0].target_id) == ("balance_trader", str(balance.id))
+    assert audits[0].details == {
+        "account": "trader",
+        "account_id": trader_id,
+        "crypto_currency_id": usdt,
+        "amount": "100.12345678",
+        "balance_after": "100.12345678",
+        "frozen_after": "0E-8",
+        "history_id": rows[0].id,
+        "reason": "initial deposit",
+    }
+    assert audits[1].details["amount"] == "-30"
 
 
 def test_store_and_platform_accounts(db: Session, unique: str) -> None:
@@ -249,7 +261,9 @@ def test_frozen_money_cannot_be_withdrawn(db: Session, unique: str) -> None:
     db.execute(
         text("UPDATE balance_traders SET frozen = 7 WHERE id = :id"), {"id": change.balance_id}
     )
-    with pytest.raises(InsufficientBalance):
+    with pytest.raises(
+        InsufficientBalance, match=r"^available balance 3\.0+ does not cover 3\.5$"
+    ) as err:
         withdraw_trader_balance(
             db,
             trader_id=trader_id,
@@ -258,6 +272,8 @@ def test_frozen_money_cannot_be_withdrawn(db: Session, unique: str) -> None:
             actor_user_id=admin_id,
             reason="more than available",
         )
+    # What a 409 answer carries: what is available (balance minus frozen) and what was asked.
+    assert err.value.extra == {"available": "3.00000000", "requested": "3.5"}
     ok = withdraw_trader_balance(
         db,
         trader_id=trader_id,
@@ -269,24 +285,32 @@ def test_frozen_money_cannot_be_withdrawn(db: Session, unique: str) -> None:
     assert ok.balance_after == Decimal("7") and ok.frozen_after == Decimal("7")
 
 
+POSITIVE = "amount must be greater than zero"
+PLACES = "amount must have at most 8 decimal places"
+FINITE = "amount must be a finite number"
+DECIMAL = "amount must be a Decimal"
+
+
 @pytest.mark.parametrize(
-    "amount",
+    ("amount", "message"),
     [
-        Decimal("0"),
-        Decimal("-1"),
-        Decimal("0.000000001"),
-        Decimal("1.123456789"),
-        Decimal("NaN"),
-        Decimal("Infinity"),
-        Decimal("1e12"),
-        1.5,
-        5,
-        "5",
+        (Decimal("0"), POSITIVE),
+        (Decimal("-1"), POSITIVE),
+        (Decimal("0.000000001"), PLACES),
+        (Decimal("1.123456789"), PLACES),
+        (Decimal("NaN"), FINITE),
+        (Decimal("Infinity"), FINITE),
+        (Decimal("1e12"), "amount is too large"),  # NUMERIC(20, 8) holds at most 12 digits
+        (Decimal("-1e12"), "amount is too large"),
+        (1.5, DECIMAL),
+        (5, DECIMAL),
+        ("5", DECIMAL),
+        (True, DECIMAL),
     ],
 )
-def test_bad_amounts_are_refused(db: Session, unique: str, amount: object) -> None:
+def test_bad_amounts_are_refused(db: Session, unique: str, amount: object, message: str) -> None:
     admin_id, trader_id, _, usdt = _world(db, unique)
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed, match=f"^{message}$"):
         deposit_trader_balance(
             db,
             trader_id=trader_id,
@@ -295,7 +319,7 @@ def test_bad_amounts_are_refused(db: Session, unique: str, amount: object) -> No
             actor_user_id=admin_id,
             reason="bad",
         )
-    with pytest.raises(ValidationFailed):
+    with pytest.raises(ValidationFailed, match=f"^{message}$"):
         withdraw_trader_balance(
             db,
             trader_id=trader_id,
@@ -305,6 +329,36 @@ def test_bad_amounts_are_refused(db: Session, unique: str, amount: object) -> No
             reason="bad",
         )
     assert db.scalar(select(func.count()).select_from(BalanceTraderCryptoHistory)) == 0
+
+
+def test_the_largest_amount_passes_and_a_balance_past_it_is_refused(
+    db: Session, unique: str
+) -> None:
+    admin_id, trader_id, _, usdt = _world(db, unique)
+    largest = Decimal("999999999999.99999999")
+    change = deposit_trader_balance(
+        db,
+        trader_id=trader_id,
+        crypto_currency_id=usdt,
+        amount=largest,
+        actor_user_id=admin_id,
+        reason="edge",
+    )
+    assert change.balance_after == largest
+    # One unit more no longer fits the column: a validation error, not a database overflow.
+    with pytest.raises(
+        ValidationFailed, match=r"^the balance would exceed the largest amount it can hold$"
+    ):
+        deposit_trader_balance(
+            db,
+            trader_id=trader_id,
+            crypto_currency_id=usdt,
+            amount=Decimal("0.00000001"),
+            actor_user_id=admin_id,
+            reason="one unit too many",
+        )
+    balance, amounts = _trader_state(db, trader_id)
+    assert balance.balance == largest and amounts == [largest]
 
 
 def test_adjustment_validation(db: Session, unique: str) -> None:

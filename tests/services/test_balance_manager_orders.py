@@ -419,6 +419,28 @@ def test_legs_that_do_not_sum_to_zero_are_refused_before_any_move(
     assert _fresh(db, BalanceStore, store_id=store.store.id).balance == D("500")
 
 
+def test_a_credit_to_a_negative_platform_balance_passes_even_if_it_stays_negative(
+    db: Session,
+) -> None:
+    # A trader commission above the store's makes the platform's leg negative (docs/money.md).
+    ref = make_reference(db, rate=D("100"))
+    store = make_store(db, ref, payin_percent=D("1"), balance=D("500"))
+    trader = make_trader(db, ref, payin_percent=D("3"), deposit=D("1000"))
+    make_requisite(db, trader, ref)
+    order = _assign(db, (ref, store, trader), "1000.00")  # C = 10, s = 0.1, t = 0.3
+    assert bm.complete_order(db, order=order).platform == D("-0.2")
+    change = bm.adjust_balance(
+        db,
+        account="platform",
+        account_id=None,
+        crypto_currency_id=ref.crypto.id,
+        amount=D("0.05"),
+        actor_user_id=None,
+        reason="partial correction",
+    )
+    assert change.balance_after == D("-0.15")
+
+
 def test_completion_without_the_hold_in_place_is_refused(db: Session, world) -> None:  # type: ignore[no-untyped-def]
     ref, _, trader = world
     order = _assign(db, world, "1000.00")
