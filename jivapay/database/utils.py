@@ -136,8 +136,9 @@ def enqueue_after_commit(session: Session, task: str | Any, *args: Any, **option
     for callers inside the worker and for tests.
     """
     # One attempt: with the broker down the sweepers re-send from the database, so a request
-    # never waits through Celery's publish retries.
-    options.setdefault("retry", False)
+    # never waits through Celery's publish retries (nor for a result backend nobody reads).
+    for key, value in task_queue.PUBLISH_ONCE.items():
+        options.setdefault(key, value)
     if isinstance(task, str):
         name = task
         send: Callable[[], Any] = lambda: task_queue.send_task(name, *args, **options)  # noqa: E731

@@ -56,6 +56,7 @@ def sweep_due_callbacks() -> int:
     """Enqueue pending deliveries that are due (lost messages, crashed attempts, long waits)."""
     from jivapay.database.utils import read_session
     from jivapay.services.callback_service import due_delivery_ids
+    from jivapay.task_queue import PUBLISH_ONCE
     from jivapay.worker.requeue import requeue
 
     with read_session() as session:
@@ -65,7 +66,7 @@ def sweep_due_callbacks() -> int:
     sent = requeue(
         "callbacks",
         ids,
-        lambda delivery_id: deliver_callback_task.apply_async(args=[delivery_id], retry=False),
+        lambda delivery_id: deliver_callback_task.apply_async(args=[delivery_id], **PUBLISH_ONCE),
         interval_seconds=REQUEUE_INTERVAL_SECONDS,
     )
     if sent:

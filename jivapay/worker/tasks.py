@@ -87,6 +87,7 @@ def sweep_due_orders() -> int:
     """Re-send due retries and `new` orders whose message was lost; returns how many."""
     from jivapay.database.utils import read_session
     from jivapay.services.sweepers import due_intake_orders
+    from jivapay.task_queue import PUBLISH_ONCE
     from jivapay.utils.config_loader import runtime_settings
     from jivapay.worker.requeue import requeue
 
@@ -99,7 +100,9 @@ def sweep_due_orders() -> int:
     sent = requeue(
         "orders",
         ids,
-        lambda incoming_order_id: process_order.apply_async(args=[incoming_order_id], retry=False),
+        lambda incoming_order_id: process_order.apply_async(
+            args=[incoming_order_id], **PUBLISH_ONCE
+        ),
         interval_seconds=interval,
     )
     if sent:
