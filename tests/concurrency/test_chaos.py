@@ -1,5 +1,5 @@
-"""Chaos run (issue 12, R1): N PayIn orders (10,000 by default) through the whole stack while it is
-being broken on a schedule.
+"""Chaos run (issue 12, R1): N PayIn orders (`JIVAPAY_CHAOS_ORDERS`, 2,000 by default) through the
+whole stack while it is being broken on a schedule.
 
 The stack is the test's own: a throwaway PostgreSQL cluster, a Redis and a moto S3 endpoint (see
 `chaos_stack`), the gateway and trader API servers (`jivapay serve`), two Celery prefork workers
@@ -67,7 +67,10 @@ from tests.concurrency.workload import (
 from tests.factories import make_reference, make_requisite, make_store, make_trader
 from tests.sample_files import png_bytes
 
-ORDERS = int(os.environ.get("JIVAPAY_CHAOS_ORDERS", "10000"))
+# 2,000 by default: the run takes 5 minutes on the 2-core development machine under the load of
+# other work (assignment, not intake, is the limit: about 10 orders/s there), so CI's whole suite
+# stays well within its time; JIVAPAY_CHAOS_ORDERS=10000 is the issue's full run.
+ORDERS = int(os.environ.get("JIVAPAY_CHAOS_ORDERS", "2000"))
 KILL_EVERY = 2.0  # seconds between two kill -9 of a worker process
 REDIS_DOWN = 10.0
 S3_DOWN = 10.0
@@ -75,7 +78,7 @@ PG_DOWN = 3.0  # seconds between PostgreSQL's crash and its start
 INTAKE_THREADS = 6
 STEP_THREADS = 4
 CALL_DEADLINE = 120.0  # one HTTP step retried this long at most
-DRAIN_DEADLINE = 600.0  # after the last intake, until everything is final
+DRAIN_DEADLINE = 600.0 + 0.1 * ORDERS  # after the last intake, until everything is final
 PASSWORD = "factory-password-1"  # tests.factories' password of every user
 
 pytestmark = [
