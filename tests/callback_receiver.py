@@ -95,11 +95,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def verify_standard_webhook(secret: str, headers: dict[str, str], body: bytes) -> bool:
-    """An independent Standard Webhooks check (what a merchant writes), not the module under test."""
+def verify_standard_webhook(
+    secret: str, headers: dict[str, str], body: bytes, *, now: float | None = None
+) -> bool:
+    """An independent Standard Webhooks check (what a merchant writes), not the module under test.
+
+    `now` is when the request arrived (default: now), for checking recorded requests later."""
     msg_id = headers["webhook-id"]
     ts = headers["webhook-timestamp"]
-    if abs(time.time() - int(ts)) > 300:
+    if abs((time.time() if now is None else now) - int(ts)) > 300:
         return False
     key = base64.b64decode(secret.split("_", 1)[1])
     signed = msg_id.encode() + b"." + ts.encode() + b"." + body

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from sqlalchemy.orm import Session, SessionTransaction
 
 from jivapay import task_queue
@@ -135,8 +136,9 @@ def enqueue_after_commit(session: Session, task: str | Any, *args: Any, **option
     for callers inside the worker and for tests.
     """
     # One attempt: with the broker down the sweepers re-send from the database, so a request
-    # never waits through Celery's publish retries.
-    options.setdefault("retry", False)
+    # never waits through Celery's publish retries (nor for a result backend nobody reads).
+    for key, value in task_queue.PUBLISH_ONCE.items():
+        options.setdefault(key, value)
     if isinstance(task, str):
         name = task
         send: Callable[[], Any] = lambda: task_queue.send_task(name, *args, **options)  # noqa: E731
@@ -314,10 +316,32 @@ def integrity_errors_as_domain_errors(
         raise translate_integrity_error(exc, messages) from exc
 
 
+# SQLSTATEs of a server that is gone or not there yet: connection exceptions (class 08), and
+# `admin_shutdown`, `crash_shutdown`, `cannot_connect_now` (a restart, a crash, recovery running).
+_UNAVAILABLE_SQLSTATES = ("57P01", "57P02", "57P03")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database could not be reached (down, restarting, failing over, or no
+    pooled connection free in time): transient, answered 503 rather than a bug's 500. Deadlocks,
+    serialization failures and other errors of a working server are not."""
+    if isinstance(exc, SQLAlchemyTimeoutError):  # the pool stayed exhausted for pool_timeout
+        return True
+    if not isinstance(exc, OperationalError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    # No SQLSTATE: the client library failed to connect or lost the socket.
+    return sqlstate is None or sqlstate.startswith("08") or sqlstate in _UNAVAILABLE_SQLSTATES
+
+
 @contextmanager
 def database_errors_as_domain_errors() -> Iterator[None]:
     """Connection loss and similar operational failures surface as `DatabaseError` (503)."""
     try:
         yield
-    except OperationalError as exc:
+    except (OperationalError, SQLAlchemyTimeoutError) as exc:
+        if not database_unavailable(exc):
+            raise
         raise DatabaseError("database unavailable") from exc

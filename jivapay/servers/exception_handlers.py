@@ -1,8 +1,10 @@
 """Render every error as RFC 9457 `application/problem+json`.
 
 `register_exception_handlers(app)` is called by the app factory, so endpoints never need try/except.
-Domain errors keep their message (a 5xx answers a generic one and logs the message); request validation errors list the offending fields; anything
-unexpected is logged, reported, and answered with a bare 500 that leaks nothing.
+Domain errors keep their message (a 5xx answers a generic one and logs the message); request validation errors list the offending fields; a
+database that is down, restarting or out of pooled connections is a 503 `database_error` with
+`Retry-After`; anything unexpected is logged, reported, and answered with a bare 500 that leaks
+nothing.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from jivapay.utils.exceptions import JivaPayException, RateLimited
+from jivapay.database.utils import database_unavailable
+from jivapay.utils.exceptions import DatabaseError, JivaPayException, RateLimited
 from jivapay.utils.notifications import report_critical_error
 
 PROBLEM_JSON = "application/problem+json"
@@ -73,6 +78,8 @@ _GENERIC_5XX = {
     503: "The service is temporarily unavailable. Retry later.",
 }
 _GENERIC_5XX_DEFAULT = "An internal error occurred. It has been logged."
+# A restart or failover of PostgreSQL takes seconds: when a client should try again.
+DATABASE_RETRY_AFTER_SECONDS = 1
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
@@ -156,9 +163,29 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database is down, restarting or out of pooled connections: a 503 the client may retry
+    (nothing was committed), logged as a warning; any other database error is a bug's 500."""
+    if not database_unavailable(exc):
+        return await _unexpected_error(request, exc)
+    log.warning("database_unavailable", path=request.url.path, error_type=type(exc).__name__)
+    error = DatabaseError("database unavailable")
+    return problem_response(
+        status=error.status_code,
+        code=error.code,
+        title=error.title,
+        detail=_GENERIC_5XX[503],
+        instance=request.url.path,
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        request_id=_request_id(request),
+    )
+
+
 def register_exception_handlers(app: FastAPI) -> None:
     """Install the problem+json handlers on `app`."""
     app.add_exception_handler(JivaPayException, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_error)
+    app.add_exception_handler(SQLAlchemyTimeoutError, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

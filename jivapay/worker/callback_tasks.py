@@ -24,6 +24,9 @@ log = structlog.get_logger(__name__)
 SELF_SCHEDULE_MAX_SECONDS = 300.0
 # The sweeper leaves alone deliveries that became due only just now: their message is on its way.
 SWEEP_GRACE_SECONDS = 10.0
+# A delivery the sweeper re-sent is not re-sent again for this long (its message may still be
+# waiting in a backed-up queue; see `jivapay.worker.requeue`).
+REQUEUE_INTERVAL_SECONDS = 60
 
 
 @celery_app.task(name=task_names.CALLBACKS_DELIVER, bind=True, acks_late=True, max_retries=None)
@@ -53,13 +56,19 @@ def sweep_due_callbacks() -> int:
     """Enqueue pending deliveries that are due (lost messages, crashed attempts, long waits)."""
     from jivapay.database.utils import read_session
     from jivapay.services.callback_service import due_delivery_ids
+    from jivapay.task_queue import PUBLISH_ONCE
+    from jivapay.worker.requeue import requeue
 
     with read_session() as session:
         ids = due_delivery_ids(
             session, now=datetime.now(UTC) - timedelta(seconds=SWEEP_GRACE_SECONDS)
         )
-    for delivery_id in ids:
-        deliver_callback_task.apply_async(args=[delivery_id])
-    if ids:
-        log.info("callbacks_requeued", count=len(ids))
-    return len(ids)
+    sent = requeue(
+        "callbacks",
+        ids,
+        lambda delivery_id: deliver_callback_task.apply_async(args=[delivery_id], **PUBLISH_ONCE),
+        interval_seconds=REQUEUE_INTERVAL_SECONDS,
+    )
+    if sent:
+        log.info("callbacks_requeued", count=sent, due=len(ids))
+    return sent

@@ -19,6 +19,9 @@ process per deployment (`jivapay beat`); workers scale out freely.
 - `reference.refresh_rates` (15 s tick): refreshes exchange rates from `EXCHANGE_RATE_SOURCE_URL`
   when `RATE_REFRESH_INTERVAL_SECONDS` passed since the last run (the interval is a run-time
   setting, so the task decides, not the schedule).
+
+The order and callback sweeps re-send each id at most once per interval (`jivapay.worker.requeue`),
+so a queue that is merely backed up does not get copies of what it already holds.
 """
 
 from __future__ import annotations

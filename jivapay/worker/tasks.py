@@ -85,14 +85,29 @@ def process_order(self: Any, incoming_order_id: int) -> dict[str, Any]:
 @celery_app.task(name=task_names.ORDERS_SWEEP_DUE)
 def sweep_due_orders() -> int:
     """Re-send due retries and `new` orders whose message was lost; returns how many."""
+    from jivapay.database.utils import read_session
     from jivapay.services.sweepers import due_intake_orders
+    from jivapay.task_queue import PUBLISH_ONCE
+    from jivapay.utils.config_loader import runtime_settings
+    from jivapay.worker.requeue import requeue
 
     ids = due_intake_orders(now=datetime.now(UTC))
-    for incoming_order_id in ids:
-        process_order.apply_async(args=[incoming_order_id])
-    if ids:
-        log.info("orders_requeued", count=len(ids))
-    return len(ids)
+    if not ids:
+        return 0
+    with read_session() as session:
+        # A `new` order counts as lost after STUCK_ORDER_SECONDS: re-send each at most that often.
+        interval = runtime_settings(session).STUCK_ORDER_SECONDS
+    sent = requeue(
+        "orders",
+        ids,
+        lambda incoming_order_id: process_order.apply_async(
+            args=[incoming_order_id], **PUBLISH_ONCE
+        ),
+        interval_seconds=interval,
+    )
+    if sent:
+        log.info("orders_requeued", count=sent, due=len(ids))
+    return sent
 
 
 @celery_app.task(name=task_names.ORDERS_EXPIRE_OVERDUE)

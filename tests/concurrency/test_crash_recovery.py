@@ -5,17 +5,11 @@ order is lost or assigned twice, every limit holds and reconciliation is clean."
 
 from __future__ import annotations
 
-import contextlib
 import os
-import random
-import signal
-import subprocess
-import sys
 import time
 from decimal import Decimal as D
 from pathlib import Path
 
-import psutil
 import pytest
 import redis
 from celery import Celery
@@ -27,6 +21,7 @@ from jivapay.services.sweepers import due_intake_orders
 from tests.concurrency.workload import (
     BROKER_PREFIX_ENV,
     PROCESS_TASK,
+    Workers,
     build_world,
     intake_status_counts,
     invariant_violations,
@@ -37,95 +32,7 @@ ROOT = Path(__file__).resolve().parents[2]
 KILLS = 8
 KILL_EVERY = 0.7  # seconds
 SWEEP_EVERY = 2.0
-POOL_SETTLE = 1.0  # seconds a pool process lives before the test may kill it
 DEADLINE = 180.0
-
-
-class Workers:
-    """Celery worker processes of this test, each in its own process group (kill -9 = killpg)."""
-
-    def __init__(self, env: dict[str, str], queue: str, logs: Path) -> None:
-        self.env, self.queue, self.logs = env, queue, logs
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-        self.started = 0
-        self.restarts = 0  # masters that died of a child's death and were started again
-
-    def start(self, slot: int) -> None:
-        self.started += 1
-        log = open(self.logs / f"worker-{slot}-{self.started}.log", "wb")  # noqa: SIM115
-        self.procs[slot] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "tests.concurrency.workload:celery_app",
-                "worker",
-                "--pool",
-                "prefork",
-                "-c",
-                "2",
-                "-Q",
-                # `celery` too: orders.process schedules its own retries on the default queue
-                # (namespaced by the key prefix like everything else of this test).
-                f"{self.queue},celery",
-                "--hostname",
-                f"{self.queue}-{slot}-{self.started}@%h",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "--loglevel",
-                "WARNING",
-            ],
-            cwd=ROOT,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        log.close()
-
-    def pool(self, slot: int) -> list[psutil.Process]:
-        """Pool processes of worker `slot` that have been up long enough to finish their start-up
-        handshake (Celery's master gives up, "Could not start worker processes", if one dies
-        before it)."""
-        try:
-            children = psutil.Process(self.procs[slot].pid).children()
-        except psutil.NoSuchProcess:
-            return []
-        now = time.time()
-        return [c for c in children if now - c.create_time() > POOL_SETTLE]
-
-    def wait_for_pool(self, slot: int, timeout: float = 60.0) -> None:
-        """Block until worker `slot` has a settled pool, restarting it if its master has died: a
-        loaded machine takes seconds to start Celery, and killing a worker that never got to work
-        proves nothing."""
-        deadline = time.monotonic() + timeout
-        while not self.pool(slot):
-            if self.procs[slot].poll() is not None:
-                self.restarts += 1
-                self.start(slot)
-            assert time.monotonic() < deadline, f"worker {slot} started no pool\n{self.log_tail()}"
-            time.sleep(0.1)
-
-    def kill_child(self, slot: int) -> None:
-        """SIGKILL one pool process of worker `slot` (its master forks a new one)."""
-        self.wait_for_pool(slot)
-        random.choice(self.pool(slot)).send_signal(signal.SIGKILL)
-
-    def kill_worker(self, slot: int) -> None:
-        """SIGKILL the whole worker (master and pool) at once."""
-        proc = self.procs.pop(slot)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-    def stop_all(self) -> None:
-        for slot in list(self.procs):
-            self.kill_worker(slot)
-
-    def log_tail(self) -> str:
-        return "\n".join(p.read_text()[-2000:] for p in sorted(self.logs.glob("*.log")))
 
 
 @pytest.mark.slow
@@ -172,7 +79,9 @@ def test_killed_workers_lose_no_order(
             counts = intake_status_counts(session)
         return counts.get("new", 0) + counts.get("retrying", 0)
 
-    workers = Workers(env, queue, tmp_path)
+    # `celery` too: orders.process schedules its own retries on the default queue (namespaced by
+    # the key prefix like everything else of this test).
+    workers = Workers(env, f"{queue},celery", tmp_path, hostname=queue)
     kills = {"child": 0, "worker": 0}
     sweeps = re_enqueued = 0
     try:

@@ -8,6 +8,8 @@
   engine from the inherited `DATABASE_URL`.
 - `invariant_violations`: every limit and counter recomputed from `order_history` with plain SQL,
   independently of the counters the engine keeps.
+- `Workers`: real Celery prefork worker processes that the crash and chaos tests `kill -9` (one
+  pool child, or the whole worker) and start again.
 - A Celery app for the crash test (`celery -A tests.concurrency.workload:celery_app`): the project's
   app and tasks, with every broker key namespaced by `JIVAPAY_TEST_BROKER_PREFIX`, so a test that
   kills workers leaves nothing behind in a shared Redis (unacked messages included).
@@ -15,15 +17,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
+import subprocess
+import sys
 import time
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import psutil
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -368,6 +376,112 @@ def set_settings(factory: sessionmaker[Session], **values: object) -> None:
         for key, value in values.items():
             set_config_value(session, key, value)
     invalidate_cache()
+
+
+# --------------------------------------------------------------------------- killable Celery workers
+
+ROOT = Path(__file__).resolve().parents[2]
+POOL_SETTLE = 1.0  # seconds a pool process lives before a test may kill it
+
+
+class Workers:
+    """Celery worker processes of a test, each in its own process group (kill -9 = killpg).
+
+    `app` is the Celery application to run (`-A`), `queues` the comma-separated queues it consumes.
+    """
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        queues: str,
+        logs: Path,
+        *,
+        hostname: str,
+        app: str = "tests.concurrency.workload:celery_app",
+        concurrency: int = 2,
+    ) -> None:
+        self.env, self.queues, self.logs = env, queues, logs
+        self.hostname, self.app, self.concurrency = hostname, app, concurrency
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+        self.started = 0
+        self.restarts = 0  # masters that died of a child's death and were started again
+
+    def start(self, slot: int) -> None:
+        self.started += 1
+        log = open(self.logs / f"worker-{slot}-{self.started}.log", "wb")  # noqa: SIM115
+        self.procs[slot] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                self.app,
+                "worker",
+                "--pool",
+                "prefork",
+                "-c",
+                str(self.concurrency),
+                "-Q",
+                self.queues,
+                "--hostname",
+                f"{self.hostname}-{slot}-{self.started}@%h",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "--loglevel",
+                "WARNING",
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        log.close()
+
+    def pool(self, slot: int) -> list[psutil.Process]:
+        """Pool processes of worker `slot` that have been up long enough to finish their start-up
+        handshake (Celery's master gives up, "Could not start worker processes", if one dies
+        before it)."""
+        try:
+            children = psutil.Process(self.procs[slot].pid).children()
+        except psutil.NoSuchProcess:
+            return []
+        now = time.time()
+        return [c for c in children if now - c.create_time() > POOL_SETTLE]
+
+    def wait_for_pool(self, slot: int, timeout: float = 60.0) -> None:
+        """Block until worker `slot` has a settled pool, restarting it if its master has died: a
+        loaded machine takes seconds to start Celery, and killing a worker that never got to work
+        proves nothing."""
+        deadline = time.monotonic() + timeout
+        while not self.pool(slot):
+            if self.procs[slot].poll() is not None:
+                self.restarts += 1
+                self.start(slot)
+            assert time.monotonic() < deadline, f"worker {slot} started no pool\n{self.log_tail()}"
+            time.sleep(0.1)
+
+    def kill_child(self, slot: int) -> None:
+        """SIGKILL one pool process of worker `slot` (its master forks a new one)."""
+        self.wait_for_pool(slot)
+        random.choice(self.pool(slot)).send_signal(signal.SIGKILL)
+
+    def kill_worker(self, slot: int) -> None:
+        """SIGKILL the whole worker (master and pool) at once."""
+        proc = self.procs.pop(slot)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def stop_all(self) -> None:
+        for slot in list(self.procs):
+            self.kill_worker(slot)
+
+    close = stop_all
+
+    def log_tail(self) -> str:
+        return "\n".join(p.read_text()[-2000:] for p in sorted(self.logs.glob("worker-*.log")))
 
 
 # --------------------------------------------------------------------------- crash-test Celery app
