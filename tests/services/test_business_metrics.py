@@ -227,8 +227,8 @@ def test_queue_depth_counts_waiting_messages_and_state_up_drops_without_redis(
     import redis
 
     from jivapay.config import get_settings
-    from jivapay.worker.metrics import build_registry
     from jivapay.worker.app import celery_app
+    from jivapay.worker.metrics import build_registry
     from jivapay.worker.tasks import ping
 
     queue = f"jivapay-test-{unique}"
