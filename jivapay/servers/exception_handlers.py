@@ -134,14 +134,20 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 _UNREADABLE_BODY = "There was an error parsing the body"
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method some route serves at this path (a route answers 405 naming only its own)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is not Match.NONE:
-            methods |= set(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
