@@ -68,5 +68,6 @@ def client_ip(request: Request) -> str | None:
 ClientIp = Annotated[str | None, Depends(client_ip)]
 
 
-# A database id in a path: a positive BIGINT (anything else is 422, never a database error).
-PathId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# A database id in a path or query: a positive BIGINT (anything else is 422, never a database error).
+MAX_ID = 2**63 - 1
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]

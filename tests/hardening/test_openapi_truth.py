@@ -233,3 +233,34 @@ def test_login_form_documents_and_enforces_its_lengths(db: Session) -> None:
     )
     assert _problem(empty, 422)["code"] == "validation_failed"
     assert _problem(wrong_grant, 422)["code"] == "validation_failed"
+
+
+def test_every_integer_parameter_is_bounded(db: Session) -> None:
+    # Unbounded ids (`user_id: int`, `Query(ge=1)`) let a valid-looking 2**64 reach PostgreSQL.
+    unbounded = []
+    for server in ServerName:
+        app = importlib.import_module(f"jivapay.servers.{server.value}.server").app
+        for path, item in app.openapi()["paths"].items():
+            for method, operation in item.items():
+                for parameter in operation.get("parameters", []):
+                    schema = parameter["schema"]
+                    for option in schema.get("anyOf", [schema]):
+                        if option.get("type") == "integer" and not (
+                            "minimum" in option and "maximum" in option
+                        ):
+                            unbounded.append(f"{server.value} {method} {path} {parameter['name']}")
+    assert unbounded == []
+
+
+def test_a_literal_segment_is_not_served_by_an_id_route(db: Session) -> None:
+    # PATCH /admin/users/stats reached PATCH /admin/users/{user_id} (a 422); OPTIONS said so.
+    user = make_user(db, Role.ADMIN)
+    db.commit()
+    app = importlib.import_module("jivapay.servers.admin.server").app
+    client = TestClient(app, raise_server_exceptions=False)
+    token = {"Authorization": f"Bearer {create_access_token(user.id, Role.ADMIN)}"}
+
+    response = client.request("OPTIONS", "/admin/users/stats", headers=token)
+
+    assert _problem(response, 405)["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET"

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, DbSession, PageParams
 from jivapay.enums import AuditLevel
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import AuditLogRead
@@ -29,7 +29,7 @@ def audit_logs(
     _: CanRead,
     page: PageParams,
     action: Annotated[str | None, Query(max_length=100, description="Exact, or `prefix.*`")] = None,
-    user_id: Annotated[int | None, Query(ge=1)] = None,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     target_entity: Annotated[str | None, Query(max_length=64)] = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
     level: AuditLevel | None = None,

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import ClientIp, DbSession, PageParams
+from jivapay.api_routers.deps import ClientIp, DbSession, PageParams, PathId
 from jivapay.enums import ReferenceKindName
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import ReferenceChanged
@@ -85,7 +85,7 @@ def create_reference(
 )
 def update_reference(
     kind: KindPath,
-    row_id: int,
+    row_id: PathId,
     session: DbSession,
     principal: CanEdit,
     body: Annotated[dict[str, Any], Body()],

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Depends, Query, status
 
 from jivapay.api_routers.admin import problems
 from jivapay.api_routers.auth import require_any_permission, require_permission
-from jivapay.api_routers.deps import ClientIp, DbSession, PageParams
+from jivapay.api_routers.deps import ClientIp, DbSession, PageParams, PathId
 from jivapay.enums import Role
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import (
@@ -85,15 +85,19 @@ def user_stats(session: DbSession, _: CanView) -> UserStatsRead:
     return user_admin.user_stats(session)
 
 
-@router.get("/{user_id}", response_model=UserDetailRead, responses=problems(403, 404))
-def get_user(user_id: int, session: DbSession, _: CanView) -> UserDetailRead:
+@router.get("/{user_id:int}", response_model=UserDetailRead, responses=problems(403, 404))
+def get_user(user_id: PathId, session: DbSession, _: CanView) -> UserDetailRead:
     """One user with its profile and grants."""
     return user_admin.get_user(session, user_id=user_id)
 
 
-@router.patch("/{user_id}", response_model=UserChanged, responses=problems(403, 404, 409, 422))
+@router.patch("/{user_id:int}", response_model=UserChanged, responses=problems(403, 404, 409, 422))
 def update_user(
-    user_id: int, body: UserUpdate, session: DbSession, principal: CanManageSomeRole, ip: ClientIp
+    user_id: PathId,
+    body: UserUpdate,
+    session: DbSession,
+    principal: CanManageSomeRole,
+    ip: ClientIp,
 ) -> UserChanged:
     """Edit profile fields (names, company, description); email and role never change here."""
     return user_admin.update_user(
@@ -103,7 +107,7 @@ def update_user(
 
 @router.post("/{user_id}/activate", response_model=UserChanged, responses=problems(403, 404, 409))
 def activate_user(
-    user_id: int, session: DbSession, principal: CanDeactivate, ip: ClientIp
+    user_id: PathId, session: DbSession, principal: CanDeactivate, ip: ClientIp
 ) -> UserChanged:
     """Let the user sign in again."""
     return user_admin.set_active(
@@ -113,7 +117,7 @@ def activate_user(
 
 @router.post("/{user_id}/deactivate", response_model=UserChanged, responses=problems(403, 404, 409))
 def deactivate_user(
-    user_id: int, session: DbSession, principal: CanDeactivate, ip: ClientIp
+    user_id: PathId, session: DbSession, principal: CanDeactivate, ip: ClientIp
 ) -> UserChanged:
     """Stop the user at once (tokens too); never oneself or the last superuser (409)."""
     return user_admin.set_active(
@@ -125,7 +129,7 @@ def deactivate_user(
     "/{user_id}/password", response_model=UserChanged, responses=problems(403, 404, 409, 422)
 )
 def reset_password(
-    user_id: int,
+    user_id: PathId,
     body: PasswordReset,
     session: DbSession,
     principal: CanManageSomeRole,
@@ -138,7 +142,7 @@ def reset_password(
 
 
 @router.get("/{user_id}/permissions", response_model=GrantsRead, responses=problems(403, 404, 422))
-def get_permissions(user_id: int, session: DbSession, _: CanView) -> GrantsRead:
+def get_permissions(user_id: PathId, session: DbSession, _: CanView) -> GrantsRead:
     """A staff user's granted permissions."""
     return user_admin.get_grants(session, user_id=user_id)
 
@@ -147,7 +151,7 @@ def get_permissions(user_id: int, session: DbSession, _: CanView) -> GrantsRead:
     "/{user_id}/permissions", response_model=GrantsRead, responses=problems(403, 404, 409, 422)
 )
 def set_permissions(
-    user_id: int,
+    user_id: PathId,
     body: GrantsUpdate,
     session: DbSession,
     principal: CanManageSomeRole,

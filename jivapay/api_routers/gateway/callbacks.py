@@ -10,12 +10,11 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from jivapay.api_routers.deps import CurrentStore, DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, CurrentStore, DbSession, PageParams
 from jivapay.enums import CallbackStatus
 from jivapay.schemas.callbacks import CallbackDeliveryPage, CallbackDeliveryRead
 from jivapay.services import callback_service
 
-MAX_ID = 2**63 - 1  # PostgreSQL bigint
 router = APIRouter(prefix="/gateway/callbacks", tags=["gateway", "callbacks"])
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     code: {"description": "problem+json"} for code in (401, 403, 404, 422, 429, 503)

@@ -65,12 +65,14 @@ def router_for(role: Role) -> APIRouter:
         start, end = trader_statistics.period(date_from, date_to)
         return trader_admin.overview(session, date_from=start, date_to=end)
 
-    @router.get("/{trader_id}", response_model=TraderDetailRead, responses=problems(404, 422))
+    @router.get("/{trader_id:int}", response_model=TraderDetailRead, responses=problems(404, 422))
     def get_trader(trader_id: PathId, session: DbSession, principal: Viewer) -> TraderDetailRead:
         """Profile, team, commission history, limits, requisites (masked), balances, recent orders."""
         return trader_admin.detail(session, principal=principal, trader_id=trader_id)
 
-    @router.patch("/{trader_id}", response_model=TraderProfileChanged, responses=problems(404, 422))
+    @router.patch(
+        "/{trader_id:int}", response_model=TraderProfileChanged, responses=problems(404, 422)
+    )
     def update_trader(
         trader_id: PathId,
         body: TraderUpdate,
