@@ -120,7 +120,20 @@ HTTP_URL_PATTERN = (
 )
 MAX_URL_LENGTH = 2000
 
-HttpUrlIn = Annotated[str, Field(max_length=MAX_URL_LENGTH, pattern=HTTP_URL_PATTERN)]
+
+def _unstripped(value: Any) -> Any:
+    # Checked before a model's `str_strip_whitespace` could turn " https://a" into a match.
+    if isinstance(value, str) and value != value.strip():
+        raise ValueError("must not start or end with whitespace")
+    return value
+
+
+# The before-validator goes last: it still runs first, and pydantic keeps the pattern in the schema.
+HttpUrlIn = Annotated[
+    str,
+    Field(max_length=MAX_URL_LENGTH, pattern=HTTP_URL_PATTERN),
+    BeforeValidator(_unstripped),
+]
 """An absolute http(s) URL (`HTTP_URL_PATTERN`), at most 2000 characters."""
 
 

@@ -22,6 +22,7 @@ from jivapay.api_routers.gateway.payer_page import payer_router
 from jivapay.api_routers.gateway.router import router as gateway_router
 from jivapay.enums import Role
 from jivapay.schemas import common
+from jivapay.schemas.gateway import PayInCreate
 from jivapay.schemas.stores import StoreUpdate
 from jivapay.security import create_access_token
 from jivapay.servers.app_factory import ServerName, build_app
@@ -118,6 +119,16 @@ def test_store_callback_url_refuses_what_the_pattern_refuses(url: str) -> None:
     assert not re.fullmatch(common.HTTP_URL_PATTERN[1:-1], url)
     with pytest.raises(ValidationError):
         StoreUpdate.model_validate({"callback_url": url})
+    # The gateway's bodies strip whitespace: a URL is checked as sent.
+    with pytest.raises(ValidationError):
+        PayInCreate.model_validate(
+            {
+                "merchant_order_id": "m-1",
+                "fiat_currency": "RUB",
+                "amount_fiat": "10",
+                "return_url": url,
+            }
+        )
 
 
 def test_idempotency_key_is_printable_ascii() -> None:
@@ -155,6 +166,10 @@ def test_payout_document_says_exactly_one_amount(db: Session) -> None:
     assert required == ["amount_crypto", "amount_fiat"]
     fiat = payout["properties"]["amount_fiat"]["anyOf"][0]
     assert fiat["type"] == "string" and fiat["pattern"] == _pattern(common.FiatAmountIn)
+    for field in ("return_url", "callback_url"):
+        assert payout["properties"][field]["anyOf"][0]["pattern"] == common.HTTP_URL_PATTERN
+    ip = payout["properties"]["customer_ip"]["anyOf"][0]
+    assert ip["anyOf"] == [{"format": "ipv4"}, {"format": "ipv6"}]
 
 
 def test_every_error_response_is_a_problem(db: Session) -> None:
