@@ -158,7 +158,7 @@ def _wrapped_app(server: str, db: Session) -> ASGIApp:
 
 
 # 422s that depend on stored data, which no document can state: the currencies, methods and banks
-# in the reference tables, a store's own amount limits and balance. `positive_data_acceptance`
+# in the reference tables and the store's own currency and amount limits. `positive_data_acceptance`
 # counts them as "valid data rejected"; any other 422 (`validation_failed` above all) still fails.
 DATA_DEPENDENT_422 = frozenset(
     {
