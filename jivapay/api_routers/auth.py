@@ -12,6 +12,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from jivapay.api_routers.responses import required_header
 from jivapay.database.utils import db_session_dependency
 from jivapay.enums import Role
 from jivapay.middleware import rate_limiting
@@ -101,6 +102,16 @@ def signed_path(request: Request) -> str:
 
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="StoreApiKey")
+# Missing or wrong, either is 401 `invalid_signature` (not FastAPI's 422), so they are optional
+# parameters here and declared required in the document.
+required_header(
+    "X-Timestamp", {"type": "string", "pattern": "^[0-9]{1,12}$"}, "Unix seconds, within ±300 s"
+)
+required_header(
+    "X-Signature",
+    {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"},
+    'Hex HMAC-SHA256 of "{timestamp}.{METHOD}.{path}.{raw body}" keyed by the private key',
+)
 
 
 async def get_current_store(

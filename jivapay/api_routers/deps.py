@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Path, Query, Request
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.auth import get_current_principal, get_current_store
+from jivapay.api_routers.responses import required_header
 from jivapay.database.utils import db_session_dependency
 from jivapay.security import Principal, StorePrincipal
 from jivapay.services import idempotency
@@ -31,6 +32,16 @@ def idempotency_key(
 
 
 IdempotencyKeyHeader = Annotated[str, Depends(idempotency_key)]
+required_header(
+    idempotency.HEADER,
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": idempotency.MAX_KEY_LENGTH,
+        "pattern": idempotency.KEY_PATTERN,
+    },
+    "Unique per intended operation; a repeat with the same body replays the first answer",
+)
 
 
 @dataclass(frozen=True)
@@ -57,5 +68,6 @@ def client_ip(request: Request) -> str | None:
 ClientIp = Annotated[str | None, Depends(client_ip)]
 
 
-# A database id in a path: a positive BIGINT (anything else is 422, never a database error).
-PathId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# A database id in a path or query: a positive BIGINT (anything else is 422, never a database error).
+MAX_ID = 2**63 - 1
+PathId = Annotated[int, Path(ge=1, le=MAX_ID)]

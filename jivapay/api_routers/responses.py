@@ -11,6 +11,10 @@ Two pieces, for every router of every server:
   statuses every route can answer are declared where they apply: 422 (validation, NUL characters)
   and 429 (rate limits) everywhere, 413 where there is a body, 401 where credentials are required
   (401/403 on bearer routes), 404 where the path names an object.
+
+A header the route refuses with its own problem when it is missing (the store signature headers are
+401, `Idempotency-Key` is 400) is optional to FastAPI; `required_header(name, schema)` makes every
+operation that reads it declare it required, with the schema the route checks it against.
 """
 
 from __future__ import annotations
@@ -70,6 +74,21 @@ def problem_responses(
     return {status: _problem_response(status, said.get(status)) for status in statuses}
 
 
+_REQUIRED_HEADERS: dict[str, dict[str, Any]] = {}
+
+
+def required_header(name: str, schema: dict[str, Any], description: str) -> None:
+    """Declare header `name` required (with `schema`) wherever a route reads it."""
+    _REQUIRED_HEADERS[name.lower()] = {"schema": schema, "description": description}
+
+
+def _declare_required_headers(operation: dict[str, Any]) -> None:
+    for parameter in operation.get("parameters", []):
+        declared = _REQUIRED_HEADERS.get(str(parameter.get("name", "")).lower())
+        if parameter.get("in") == "header" and declared is not None:
+            parameter.update(required=True, **declared)
+
+
 def _security_kinds(operation: dict[str, Any], schemes: dict[str, Any]) -> set[str]:
     kinds: set[str] = set()
     for requirement in operation.get("security", []):
@@ -89,6 +108,7 @@ def _rewrite(schema: dict[str, Any]) -> dict[str, Any]:
         for method, operation in item.items():
             if method not in {"get", "post", "put", "patch", "delete"}:
                 continue
+            _declare_required_headers(operation)
             responses: dict[str, Any] = operation.setdefault("responses", {})
             wanted: set[int] = set()
             if path not in _EXEMPT_PATHS:

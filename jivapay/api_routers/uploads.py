@@ -19,6 +19,8 @@ from fastapi import Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 
 from jivapay.services import document_service
 from jivapay.services.document_service import MAX_FILES_PER_REQUEST, FileUpload
@@ -66,6 +68,23 @@ async def read_upload(file: UploadFile, *, max_bytes: int) -> FileUpload:
     return FileUpload(data=data, filename=file.filename)
 
 
+async def _read_form(request: Request, *, max_files: int, allowed: frozenset[str]) -> FormData:
+    """The multipart form, refusing (422) a malformed one or one with fields other than `allowed`.
+
+    Starlette answers a malformed form 400; it is a body that does not match the operation's
+    schema, refused like malformed JSON."""
+    try:
+        form = await request.form(max_files=max_files, max_fields=len(allowed) + 3)
+    except HTTPException as exc:
+        if exc.status_code != 400:
+            raise
+        raise ValidationFailed(f"malformed multipart body: {exc.detail}") from None
+    unknown = set(form.keys()) - allowed
+    if unknown:
+        raise ValidationFailed(f"unexpected form fields: {', '.join(sorted(unknown))}")
+    return form
+
+
 def _as_file(value: Any, field: str) -> UploadFile:
     # Starlette's form gives its own UploadFile class, which FastAPI's subclasses.
     if not hasattr(value, "read") or not hasattr(value, "filename"):
@@ -79,7 +98,7 @@ async def receipt_upload(request: Request) -> FileUpload | None:
         return None
     max_bytes = await _max_bytes()
     _guard_length(request, max_bytes=max_bytes, files=1)
-    form = await request.form(max_files=1, max_fields=5)
+    form = await _read_form(request, max_files=1, allowed=frozenset({RECEIPT_FIELD}))
     value = form.get(RECEIPT_FIELD)
     if value is None or value == "":
         return None
@@ -105,10 +124,11 @@ def reason_and_evidence(
             return ReasonAndFiles(reason=getattr(data, REASON_FIELD, None), files=[])
         max_bytes = await _max_bytes()
         _guard_length(request, max_bytes=max_bytes, files=MAX_FILES_PER_REQUEST)
-        form = await request.form(max_files=MAX_FILES_PER_REQUEST, max_fields=5)
-        unknown = set(form.keys()) - {REASON_FIELD, EVIDENCE_FIELD}
-        if unknown:
-            raise ValidationFailed(f"unexpected form fields: {', '.join(sorted(unknown))}")
+        form = await _read_form(
+            request,
+            max_files=MAX_FILES_PER_REQUEST,
+            allowed=frozenset({REASON_FIELD, EVIDENCE_FIELD}),
+        )
         raw_reason = form.get(REASON_FIELD)
         if raw_reason is not None and not isinstance(raw_reason, str):
             raise ValidationFailed(f"{REASON_FIELD!r} must be a text field")
@@ -138,6 +158,7 @@ RECEIPT_OPENAPI: dict[str, Any] = {
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
+                    "additionalProperties": False,
                     "properties": {
                         RECEIPT_FIELD: _binary("JPEG, PNG or PDF; type detected from the bytes")
                     },
@@ -158,6 +179,7 @@ def reason_and_evidence_openapi(json_schema_ref: str) -> dict[str, Any]:
                 "multipart/form-data": {
                     "schema": {
                         "type": "object",
+                        "additionalProperties": False,
                         "properties": {
                             REASON_FIELD: {"type": "string", "maxLength": 1000},
                             EVIDENCE_FIELD: {

@@ -7,12 +7,17 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from jivapay.enums import Role
 
+MIN_EMAIL_LENGTH, MAX_EMAIL_LENGTH = 3, 320
+MAX_PASSWORD_LENGTH = 1024
+
 
 class LoginRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    email: str = Field(min_length=3, max_length=320, examples=["support@example.com"])
-    password: str = Field(min_length=1, max_length=1024)
+    email: str = Field(
+        min_length=MIN_EMAIL_LENGTH, max_length=MAX_EMAIL_LENGTH, examples=["support@example.com"]
+    )
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_LENGTH)
 
 
 class Token(BaseModel):

@@ -9,14 +9,11 @@ routes parse JSON numbers straight into `Decimal` (`api_routers.gateway.router.L
 
 from __future__ import annotations
 
-import ipaddress
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-import httpx
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,35 +22,12 @@ from pydantic import (
 )
 
 from jivapay.enums import IncomingOrderStatus, MerchantOrderStatus, OrderStatus, OrderType
-from jivapay.schemas.common import CryptoAmountIn, FiatAmountIn, refuse_nul
+from jivapay.schemas.common import CryptoAmountIn, FiatAmountIn, HttpUrlIn, IpAddressIn, refuse_nul
 from jivapay.schemas.documents import DocumentRead
-
-MAX_URL_LENGTH = 2000
-
-
-def _http_url(value: str) -> str:
-    if not value.lower().startswith(("http://", "https://")):
-        raise ValueError("must be an http(s) URL")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise ValueError("must not contain whitespace or control characters")
-    try:
-        host = httpx.URL(value).host  # the callback client's own parser (IDNA hosts included)
-    except httpx.InvalidURL as exc:
-        raise ValueError(f"is not a valid URL: {exc}") from None
-    if not host:
-        raise ValueError("must have a host")
-    return value
-
-
-def _ip_address(value: str) -> str:
-    return str(ipaddress.ip_address(value))
-
 
 MoneyOut = Annotated[
     Decimal, PlainSerializer(lambda v: format(v, "f"), return_type=str, when_used="json")
 ]
-HttpUrlStr = Annotated[str, Field(max_length=MAX_URL_LENGTH), AfterValidator(_http_url)]
-IpStr = Annotated[str, Field(max_length=64), AfterValidator(_ip_address)]
 Code = Annotated[str, Field(min_length=1, max_length=50)]
 
 
@@ -80,9 +54,9 @@ class _IntakeCreate(_Request):
     merchant_order_id: str = Field(min_length=1, max_length=255)
     fiat_currency: str = Field(min_length=1, max_length=10, examples=["RUB"])
     customer_id: str | None = Field(default=None, min_length=1, max_length=255)
-    customer_ip: IpStr | None = None
-    return_url: HttpUrlStr | None = None
-    callback_url: HttpUrlStr | None = None
+    customer_ip: IpAddressIn | None = None
+    return_url: HttpUrlIn | None = None
+    callback_url: HttpUrlIn | None = None
     payment_method: Code | None = Field(default=None, description="payment method code")
     bank: Code | None = Field(default=None, description="bank code")
 
@@ -93,8 +67,24 @@ class PayInCreate(_IntakeCreate):
     amount_fiat: FiatAmountIn = Field(examples=["1500.00"])
 
 
+def _one_amount(amount: str, other: str) -> dict[str, Any]:
+    return {
+        "required": [amount],
+        "properties": {amount: {"type": "string"}, other: {"type": "null"}},
+    }
+
+
 class PayOutCreate(_IntakeCreate):
     """A PayOut: exactly one of `amount_fiat` / `amount_crypto`; method, bank and beneficiary."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                _one_amount("amount_fiat", "amount_crypto"),
+                _one_amount("amount_crypto", "amount_fiat"),
+            ]
+        }
+    )
 
     amount_fiat: FiatAmountIn | None = Field(default=None, examples=["1500.00"])
     amount_crypto: CryptoAmountIn | None = Field(default=None, examples=["15.5"])

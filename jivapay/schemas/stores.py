@@ -10,11 +10,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
 
-from jivapay.schemas.common import FiatAmountIn, Money, PercentIn, RequestBody
+from jivapay.schemas.common import FiatAmountIn, HttpUrlIn, Money, PercentIn, RequestBody
 
-MAX_URL_LENGTH = 2000
 MAX_TTL_MINUTES = 24 * 60
 
 # Fields a merchant may never set: the admin's switches, what orders were priced in, and secrets.
@@ -34,15 +33,7 @@ MERCHANT_READ_ONLY_FIELDS = frozenset(
 )
 
 
-def _http_url(value: str) -> str:
-    if not value.lower().startswith(("http://", "https://")):
-        raise ValueError("must be an http(s) URL")
-    return value
-
-
-CallbackUrl = Annotated[
-    str, Field(min_length=8, max_length=MAX_URL_LENGTH), AfterValidator(_http_url)
-]
+CallbackUrl = HttpUrlIn
 CurrencyCode = Annotated[str, Field(min_length=1, max_length=10, pattern=r"^[A-Za-z0-9]+$")]
 StoreName = Annotated[str, Field(min_length=1, max_length=200)]
 TtlMinutes = Annotated[int, Field(ge=1, le=MAX_TTL_MINUTES, strict=True)]

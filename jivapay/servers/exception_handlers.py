@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from jivapay.database.utils import database_unavailable
 from jivapay.utils.exceptions import DatabaseError, JivaPayException, RateLimited
@@ -135,17 +136,57 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+# FastAPI's answer to a body it cannot read as JSON or a form (not UTF-8, say): 400. Malformed JSON
+# is 422 `validation_failed`, and so is this one, so every unreadable body answers the same.
+_UNREADABLE_BODY = "There was an error parsing the body"
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (a route answers 405 naming only its own)."""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+        error = {
+            "loc": ["body"],
+            "msg": "the body is not valid UTF-8 JSON or form data",
+            "type": "body_invalid",
+        }
+        return problem_response(
+            status=422,
+            code="validation_failed",
+            title="Validation failed",
+            detail="Invalid request: body",
+            instance=request.url.path,
+            errors=[error],
+            error_count=1,
+            request_id=_request_id(request),
+        )
     code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
     detail = exc.detail if isinstance(exc.detail, str) else None
+    headers = dict(exc.headers) if exc.headers else {}
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     return problem_response(
         status=exc.status_code,
         code=code,
         title=title,
         detail=detail,
         instance=request.url.path,
-        headers=dict(exc.headers) if exc.headers else None,
+        headers=headers or None,
         request_id=_request_id(request),
     )
 

@@ -1,4 +1,4 @@
-"""`Idempotency-Key` handling, 1-255 characters: the gateway's keys are scoped per store, the staff
+"""`Idempotency-Key` handling, 1-255 printable ASCII characters (`KEY_PATTERN`): the gateway's keys are scoped per store, the staff
 money moves' keys per acting user (`run_idempotent(store_id=...)` or `run_idempotent(user_id=...)`).
 
 Everything happens in the request's own transaction, so a crash or an error leaves nothing behind
@@ -18,6 +18,7 @@ a differently serialised body counts as a different request.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,6 +39,8 @@ from jivapay.utils.exceptions import (
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255
+# Printable ASCII, no space at either end (HTTP servers strip those anyway).
+KEY_PATTERN = r"^[!-~](?:[ -~]*[!-~])?$"
 # The advisory lock id of a (store, key) pair; tests hold it from another connection.
 LOCK_ID_SQL = "hashtextextended(CAST(:store_id AS text) || ':' || :key, 0)"
 # A staff user's (user, key) pair: prefixed so it never shares a lock id with a store's key.
@@ -60,9 +63,9 @@ def validate_key(key: str | None) -> str:
     if key is None or not key.strip():
         raise BadRequest(f"the {HEADER} header is required", code="idempotency_key_required")
     key = key.strip()
-    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+    if len(key) > MAX_KEY_LENGTH or not re.fullmatch(KEY_PATTERN, key):
         raise BadRequest(
-            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable characters",
+            f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
             code="idempotency_key_invalid",
         )
     return key

@@ -183,8 +183,8 @@ def test_dispute_with_evidence(client, db, world, s3_endpoint) -> None:  # type:
         data={"reason": "not paid"},
         files=too_many,
     )
-    # The multipart parser refuses a sixth file before the route runs.
-    assert r.status_code == 400
+    # The multipart parser refuses a sixth file before the route runs: the document's maxItems, 422.
+    assert r.status_code == 422
     assert r.headers["content-type"].startswith("application/problem+json")
     r = client.post(
         f"/merchant/orders/{incoming.public_id}/dispute",

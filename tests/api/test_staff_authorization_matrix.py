@@ -60,7 +60,8 @@ def _fill(route: Any) -> tuple[str, str | None]:
     for param in route.dependant.path_params:
         annotation = getattr(param.field_info, "annotation", None) or param.type_
         value = _FAKE_INT if annotation is int else _FAKE_TEXT
-        url = url.replace("{" + param.name + "}", value)
+        # `{user_id:int}`: a typed segment, so that `/users/stats` is not an id.
+        url = re.sub(r"\{" + param.name + r"(:\w+)?\}", value, url)
         target = value if param.name == "id" else target
     return url, target
 

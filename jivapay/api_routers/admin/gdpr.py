@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import ClientIp, DbSession
+from jivapay.api_routers.deps import ClientIp, DbSession, PathId
 from jivapay.api_routers.responses import problem_responses
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import AnonymizeRead, CustomerAnonymize, CustomerAnonymizeRead
@@ -24,7 +24,7 @@ CanAnonymize = Annotated[Principal, Depends(require_permission(Permission.USERS_
 
 @router.get("/users/{user_id}/export", responses=problem_responses(403, 404))
 def export_user(
-    user_id: int, session: DbSession, principal: CanExport, ip: ClientIp
+    user_id: PathId, session: DbSession, principal: CanExport, ip: ClientIp
 ) -> dict[str, Any]:
     """A JSON bundle of everything stored about the person (numbers masked). Audited."""
     return gdpr.export_user(session, actor=principal, user_id=user_id, ip_address=ip)
@@ -36,7 +36,7 @@ def export_user(
     responses=problem_responses(403, 404, 409),
 )
 def anonymize_user(
-    user_id: int, body: ReasonIn, session: DbSession, principal: CanAnonymize, ip: ClientIp
+    user_id: PathId, body: ReasonIn, session: DbSession, principal: CanAnonymize, ip: ClientIp
 ) -> AnonymizeRead:
     """Replace the person's data, keep the money history; 409 with open orders or frozen money."""
     return gdpr.anonymize_user(

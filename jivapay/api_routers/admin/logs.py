@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import AuditLevel
 from jivapay.permissions import Permission
@@ -29,7 +29,7 @@ def audit_logs(
     _: CanRead,
     page: PageParams,
     action: Annotated[str | None, Query(max_length=100, description="Exact, or `prefix.*`")] = None,
-    user_id: Annotated[int | None, Query(ge=1)] = None,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     target_entity: Annotated[str | None, Query(max_length=64)] = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
     level: AuditLevel | None = None,

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Body, Depends, Query, status
 from pydantic import BaseModel, ValidationError
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import ClientIp, DbSession, PageParams
+from jivapay.api_routers.deps import ClientIp, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import ReferenceKindName
 from jivapay.permissions import Permission
@@ -87,7 +87,7 @@ def create_reference(
 )
 def update_reference(
     kind: KindPath,
-    row_id: int,
+    row_id: PathId,
     session: DbSession,
     principal: CanEdit,
     body: Annotated[dict[str, Any], Body()],

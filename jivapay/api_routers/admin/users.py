@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, status
 
 from jivapay.api_routers.auth import require_any_permission, require_permission
-from jivapay.api_routers.deps import ClientIp, DbSession, PageParams
+from jivapay.api_routers.deps import ClientIp, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import Role
 from jivapay.permissions import Permission
@@ -85,17 +85,21 @@ def user_stats(session: DbSession, _: CanView) -> UserStatsRead:
     return user_admin.user_stats(session)
 
 
-@router.get("/{user_id}", response_model=UserDetailRead, responses=problem_responses(403, 404))
-def get_user(user_id: int, session: DbSession, _: CanView) -> UserDetailRead:
+@router.get("/{user_id:int}", response_model=UserDetailRead, responses=problem_responses(403, 404))
+def get_user(user_id: PathId, session: DbSession, _: CanView) -> UserDetailRead:
     """One user with its profile and grants."""
     return user_admin.get_user(session, user_id=user_id)
 
 
 @router.patch(
-    "/{user_id}", response_model=UserChanged, responses=problem_responses(403, 404, 409, 422)
+    "/{user_id:int}", response_model=UserChanged, responses=problem_responses(403, 404, 409, 422)
 )
 def update_user(
-    user_id: int, body: UserUpdate, session: DbSession, principal: CanManageSomeRole, ip: ClientIp
+    user_id: PathId,
+    body: UserUpdate,
+    session: DbSession,
+    principal: CanManageSomeRole,
+    ip: ClientIp,
 ) -> UserChanged:
     """Edit profile fields (names, company, description); email and role never change here."""
     return user_admin.update_user(
@@ -107,7 +111,7 @@ def update_user(
     "/{user_id}/activate", response_model=UserChanged, responses=problem_responses(403, 404, 409)
 )
 def activate_user(
-    user_id: int, session: DbSession, principal: CanDeactivate, ip: ClientIp
+    user_id: PathId, session: DbSession, principal: CanDeactivate, ip: ClientIp
 ) -> UserChanged:
     """Let the user sign in again."""
     return user_admin.set_active(
@@ -119,7 +123,7 @@ def activate_user(
     "/{user_id}/deactivate", response_model=UserChanged, responses=problem_responses(403, 404, 409)
 )
 def deactivate_user(
-    user_id: int, session: DbSession, principal: CanDeactivate, ip: ClientIp
+    user_id: PathId, session: DbSession, principal: CanDeactivate, ip: ClientIp
 ) -> UserChanged:
     """Stop the user at once (tokens too); never oneself or the last superuser (409)."""
     return user_admin.set_active(
@@ -133,7 +137,7 @@ def deactivate_user(
     responses=problem_responses(403, 404, 409, 422),
 )
 def reset_password(
-    user_id: int,
+    user_id: PathId,
     body: PasswordReset,
     session: DbSession,
     principal: CanManageSomeRole,
@@ -148,7 +152,7 @@ def reset_password(
 @router.get(
     "/{user_id}/permissions", response_model=GrantsRead, responses=problem_responses(403, 404, 422)
 )
-def get_permissions(user_id: int, session: DbSession, _: CanView) -> GrantsRead:
+def get_permissions(user_id: PathId, session: DbSession, _: CanView) -> GrantsRead:
     """A staff user's granted permissions."""
     return user_admin.get_grants(session, user_id=user_id)
 
@@ -159,7 +163,7 @@ def get_permissions(user_id: int, session: DbSession, _: CanView) -> GrantsRead:
     responses=problem_responses(403, 404, 409, 422),
 )
 def set_permissions(
-    user_id: int,
+    user_id: PathId,
     body: GrantsUpdate,
     session: DbSession,
     principal: CanManageSomeRole,

@@ -7,15 +7,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import ValidationError
 
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import Role
-from jivapay.schemas.auth import LoginRequest, Token
+from jivapay.schemas.auth import (
+    MAX_EMAIL_LENGTH,
+    MAX_PASSWORD_LENGTH,
+    MIN_EMAIL_LENGTH,
+    LoginRequest,
+    Token,
+)
 from jivapay.services.auth_service import AuthResult, login
 
 _REFUSED = problem_responses(
@@ -51,14 +56,46 @@ _LOGIN_BODY_DOC: dict[str, Any] = {
                     "type": "object",
                     "required": ["username", "password"],
                     "properties": {
-                        "username": {"type": "string", "description": "The email"},
-                        "password": {"type": "string", "format": "password"},
+                        "username": {
+                            "type": "string",
+                            "description": "The email",
+                            "minLength": MIN_EMAIL_LENGTH,
+                            "maxLength": MAX_EMAIL_LENGTH,
+                        },
+                        "password": {
+                            "type": "string",
+                            "format": "password",
+                            "minLength": 1,
+                            "maxLength": MAX_PASSWORD_LENGTH,
+                        },
                     },
                 }
             },
         },
     }
 }
+
+
+class PasswordForm:
+    """The OAuth2 password form (`username` is the email), with the lengths the login accepts."""
+
+    def __init__(
+        self,
+        username: Annotated[
+            str,
+            Form(min_length=MIN_EMAIL_LENGTH, max_length=MAX_EMAIL_LENGTH, description="The email"),
+        ],
+        password: Annotated[
+            str,
+            Form(
+                min_length=1,
+                max_length=MAX_PASSWORD_LENGTH,
+                json_schema_extra={"format": "password"},
+            ),
+        ],
+        grant_type: Annotated[str, Form(pattern="^password$")] = "password",
+    ) -> None:
+        self.username, self.password, self.grant_type = username, password, grant_type
 
 
 async def _json_or_form_credentials(request: Request) -> LoginRequest:
@@ -83,9 +120,7 @@ def login_router(role: Role) -> APIRouter:
     router = APIRouter(tags=["auth"])
 
     @router.post(f"/{role.value}/auth/token", response_model=Token, responses=_REFUSED)
-    def token_login(
-        request: Request, form: Annotated[OAuth2PasswordRequestForm, Depends()]
-    ) -> Token:
+    def token_login(request: Request, form: Annotated[PasswordForm, Depends()]) -> Token:
         """OAuth2 password flow: `username` is the email."""
         return _token(
             login(

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
 from jivapay.database.base import utcnow
 from jivapay.enums import OnlineStatsSort, OrderType, Role
@@ -39,7 +39,7 @@ def online_stats_router(role: Role, permission: Permission) -> APIRouter:
         bank: Annotated[str | None, Query(max_length=50, description="Bank code")] = None,
         fiat: Annotated[str | None, Query(max_length=10, description="Fiat currency code")] = None,
         direction: Annotated[OrderType | None, Query()] = None,
-        trader_id: Annotated[int | None, Query(ge=1)] = None,
+        trader_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         sort: Annotated[OnlineStatsSort, Query()] = OnlineStatsSort.PRIORITY,
     ) -> OnlineStatsRead:
         """Requisites online now (active user, in work, traffic on, approved, not excluded,

@@ -10,13 +10,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from jivapay.api_routers.deps import CurrentStore, DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, CurrentStore, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import CallbackStatus
 from jivapay.schemas.callbacks import CallbackDeliveryPage, CallbackDeliveryRead
 from jivapay.services import callback_service
 
-MAX_ID = 2**63 - 1  # PostgreSQL bigint
 router = APIRouter(prefix="/gateway/callbacks", tags=["gateway", "callbacks"])
 # Beyond what `responses.document_problems` adds (401, 404 on a delivery's path, 422, 429): the
 # store's access may be disabled.

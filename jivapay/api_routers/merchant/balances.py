@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import BalanceOperation
 from jivapay.schemas.common import Page
@@ -36,7 +36,7 @@ def balance_history(
     session: DbSession,
     principal: CurrentPrincipal,
     page: PageParams,
-    store_id: Annotated[int | None, Query(ge=1)] = None,
+    store_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     operation: BalanceOperation | None = None,
     created_from: datetime | None = None,
     created_to: datetime | None = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import CallbackStatus
 from jivapay.schemas.callbacks import CallbackDeliveryRead
@@ -22,7 +22,7 @@ def list_callbacks(
     session: DbSession,
     principal: CurrentPrincipal,
     page: PageParams,
-    store_id: Annotated[int | None, Query(ge=1)] = None,
+    store_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     order_id: Annotated[str | None, Query(max_length=40, description="public order id")] = None,
     status: CallbackStatus | None = None,
 ) -> Page[CallbackDeliveryRead]:
@@ -49,7 +49,7 @@ def list_callbacks(
     responses=problem_responses(404, 422),
 )
 def resend_callback(
-    delivery_id: int, session: DbSession, principal: CurrentPrincipal
+    delivery_id: PathId, session: DbSession, principal: CurrentPrincipal
 ) -> CallbackDeliveryRead:
     """Send a callback again now (re-enables the store's callbacks if a 410 disabled them)."""
     store_id = callback_service.merchant_delivery_store(

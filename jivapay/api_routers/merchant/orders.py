@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers import uploads
-from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import MerchantOrderStatus, OrderType
 from jivapay.schemas.common import Page
@@ -29,7 +29,7 @@ def list_orders(
     session: DbSession,
     principal: CurrentPrincipal,
     page: PageParams,
-    store_id: Annotated[int | None, Query(ge=1)] = None,
+    store_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     status: MerchantOrderStatus | None = None,
     order_type: OrderType | None = None,
     created_from: datetime | None = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from jivapay.api_routers.deps import CurrentPrincipal, DbSession
+from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession
 from jivapay.api_routers.responses import problem_responses
 from jivapay.schemas.merchant import MerchantStatisticsRead
 from jivapay.services import merchant_statistics
@@ -21,7 +21,7 @@ def statistics(
     principal: CurrentPrincipal,
     date_from: datetime | None = None,
     date_to: datetime | None = None,
-    store_id: Annotated[int | None, Query(ge=1)] = None,
+    store_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> MerchantStatisticsRead:
     """Counts by status, completed turnover, commission paid, conversion and average time to
     complete, per store and type, for [date_from, date_to) (default: the last 30 days)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
 from jivapay.schemas.common import Page
 from jivapay.schemas.stores import (
@@ -57,13 +57,13 @@ def create_store(
 
 
 @router.get("/{store_id}", response_model=StoreRead, responses=problem_responses(404, 422))
-def get_store(store_id: int, session: DbSession, principal: CurrentPrincipal) -> StoreRead:
+def get_store(store_id: PathId, session: DbSession, principal: CurrentPrincipal) -> StoreRead:
     return store_service.get_store(session, principal=principal, store_id=store_id)
 
 
 @router.patch("/{store_id}", response_model=StoreChangeRead, responses=problem_responses(404, 422))
 def update_store(
-    store_id: int,
+    store_id: PathId,
     data: StoreUpdate,
     session: DbSession,
     principal: CurrentPrincipal,
@@ -80,7 +80,7 @@ def update_store(
     "/{store_id}/deactivate", response_model=StoreChangeRead, responses=problem_responses(404, 422)
 )
 def deactivate_store(
-    store_id: int, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
+    store_id: PathId, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
 ) -> StoreChangeRead:
     """Switch the store off (no delete: orders and money history refer to it)."""
     view, changed = store_service.deactivate_store(
@@ -93,7 +93,7 @@ def deactivate_store(
     "/{store_id}/keys/rotate", response_model=StoreKeysRead, responses=problem_responses(404, 422)
 )
 def rotate_keys(
-    store_id: int, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
+    store_id: PathId, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
 ) -> StoreKeysRead:
     """A new key pair, shown once; the old pair is refused (401) from this moment."""
     store = store_service.visible_store(session, principal=principal, store_id=store_id)
@@ -107,7 +107,7 @@ def rotate_keys(
     responses=problem_responses(404, 422),
 )
 def rotate_callback_secret(
-    store_id: int, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
+    store_id: PathId, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
 ) -> CallbackSecretRead:
     """A new callback signing secret, shown once; it signs every attempt from now on."""
     store = store_service.visible_store(session, principal=principal, store_id=store_id)

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import DbSession, IdempotencyKeyHeader, PageParams
+from jivapay.api_routers.deps import MAX_ID, DbSession, IdempotencyKeyHeader, PageParams, PathId
 from jivapay.api_routers.idempotent import idempotent_response
 from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
 from jivapay.enums import BalanceOperation
@@ -56,8 +56,8 @@ def _page(items: list[Any], total: int, page: PageParams) -> Page[Any]:
 def store_balances(
     session: DbSession,
     page: PageParams,
-    store_id: Annotated[int | None, Query(ge=1)] = None,
-    merchant_id: Annotated[int | None, Query(ge=1)] = None,
+    store_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    merchant_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     crypto_currency: Crypto = None,
 ) -> Page[AccountBalanceRead]:
     """Store balances: balance, frozen (held for open PayOuts) and available."""
@@ -76,7 +76,7 @@ def store_balances(
 def trader_balances(
     session: DbSession,
     page: PageParams,
-    trader_id: Annotated[int | None, Query(ge=1)] = None,
+    trader_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     crypto_currency: Crypto = None,
 ) -> Page[AccountBalanceRead]:
     """Trader deposits: balance, frozen (held for open PayIns) and available."""
@@ -97,7 +97,7 @@ def trader_balances(
     responses={404: {"description": "No such store"}},
 )
 def store_history(
-    id: int,
+    id: PathId,
     session: DbSession,
     page: PageParams,
     operation: Operation = None,
@@ -120,7 +120,7 @@ def store_history(
     responses={404: {"description": "No such trader"}},
 )
 def trader_history(
-    id: int,
+    id: PathId,
     session: DbSession,
     page: PageParams,
     operation: Operation = None,
@@ -208,7 +208,7 @@ def _move_route(
     plural = f"{account}s"
 
     def move(
-        id: int,
+        id: PathId,
         body: BalanceMoveIn,
         key: IdempotencyKeyHeader,
         request: Request,

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, DbSession, PageParams, PathId
 from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
 from jivapay.enums import CallbackStatus
 from jivapay.permissions import Permission
@@ -28,7 +28,7 @@ router = APIRouter(tags=["staff: callbacks"], dependencies=STRICT_QUERY)
 def list_callbacks(
     session: DbSession,
     page: PageParams,
-    store_id: Annotated[int | None, Query(ge=1)] = None,
+    store_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     order_id: Annotated[str | None, Query(max_length=40)] = None,
     status: Annotated[CallbackStatus | None, Query()] = None,
     created_from: Annotated[datetime | None, Query()] = None,
@@ -48,7 +48,7 @@ def list_callbacks(
     dependencies=[Depends(require_permission(Permission.CALLBACKS_RESEND_ALL))],
     responses={404: {"description": "No such delivery"}, 422: {"description": "No URL"}},
 )
-def resend(id: int, session: DbSession, ctx: Staff) -> CallbackDeliveryRead:
+def resend(id: PathId, session: DbSession, ctx: Staff) -> CallbackDeliveryRead:
     """Queue the delivery again now (re-enables the store's callbacks if they were disabled)."""
     staff_operations.resend_callback(session, ctx=ctx, delivery_id=id)
     return staff_queries.delivery_view(session, delivery_id=id)

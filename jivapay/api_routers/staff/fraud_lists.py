@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import DbSession, PageParams
+from jivapay.api_routers.deps import DbSession, PageParams, PathId
 from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
 from jivapay.enums import FraudListKind, FraudListType
 from jivapay.permissions import Permission
@@ -85,7 +85,7 @@ def add_entry(body: FraudListEntryCreate, session: DbSession, ctx: Staff) -> Fra
     responses={404: {"description": "No such entry"}},
 )
 def remove_entry(
-    id: int,
+    id: PathId,
     session: DbSession,
     ctx: Staff,
     body: Annotated[OptionalReasonIn | None, Body()] = None,

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, DbSession, PageParams
 from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
 from jivapay.enums import IncomingOrderStatus, OrderType
 from jivapay.permissions import Permission
@@ -39,7 +39,7 @@ def list_incoming_orders(
     page: PageParams,
     status: Annotated[IncomingOrderStatus | None, Query()] = None,
     order_id: Annotated[str | None, Query(max_length=40)] = None,
-    store_id: Annotated[int | None, Query(ge=1)] = None,
+    store_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     order_type: Annotated[OrderType | None, Query()] = None,
     created_from: Annotated[datetime | None, Query()] = None,
     created_to: Annotated[datetime | None, Query()] = None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams, PathId
 from jivapay.api_routers.staff.common import STRICT_QUERY
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
@@ -31,6 +31,6 @@ def merchants_stats(session: DbSession, page: PageParams) -> Page[MerchantStatsR
     dependencies=_VIEW,
     responses={404: {"description": "No such merchant"}},
 )
-def merchant(id: int, session: DbSession, principal: CurrentPrincipal) -> MerchantDetailRead:
+def merchant(id: PathId, session: DbSession, principal: CurrentPrincipal) -> MerchantDetailRead:
     """A merchant with its stores, current and past commissions, balances and recent orders."""
     return staff_merchants.merchant_detail(session, principal=principal, merchant_id=id)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers import uploads
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.staff.common import STRICT_QUERY, Staff, require_order_reader
 from jivapay.enums import OrderSearchSort, OrderStatus, OrderType
 from jivapay.permissions import Permission
@@ -50,9 +50,9 @@ def search_orders(
     order_id: Annotated[str | None, Query(max_length=40, description="Public order id")] = None,
     merchant_order_id: Annotated[str | None, Query(max_length=255)] = None,
     customer_id: Annotated[str | None, Query(max_length=255)] = None,
-    store_id: Annotated[int | None, Query(ge=1)] = None,
-    merchant_id: Annotated[int | None, Query(ge=1)] = None,
-    trader_id: Annotated[int | None, Query(ge=1)] = None,
+    store_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    merchant_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    trader_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     requisite_last4: Annotated[str | None, Query(pattern=r"^[0-9]{4}$")] = None,
     amount: Annotated[FiatAmountIn | None, Query(description="Exact fiat amount")] = None,
     amount_min: Annotated[FiatAmountIn | None, Query()] = None,

@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import ClientIp, DbSession, PageParams, PathId
+from jivapay.api_routers.deps import MAX_ID, ClientIp, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import OrderType, RequisiteStatus, Role
 from jivapay.permissions import Permission, ensure_permission
@@ -61,7 +61,7 @@ def router_for(role: Role) -> APIRouter:
             RequisiteStatus | None,
             Query(alias="status", description="`pending_review` is the moderation queue"),
         ] = None,
-        trader_id: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
+        trader_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         fiat_currency: Annotated[str | None, Query(min_length=1, max_length=10)] = None,
         bank: Annotated[str | None, Query(min_length=1, max_length=50)] = None,
         payment_method: Annotated[str | None, Query(min_length=1, max_length=50)] = None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import ClientIp, DbSession
+from jivapay.api_routers.deps import ClientIp, DbSession, PathId
 from jivapay.api_routers.responses import problem_responses
 from jivapay.permissions import Permission, ensure_permission
 from jivapay.schemas.stores import (
@@ -39,7 +39,7 @@ def _actor(principal: Principal, ip: str | None) -> store_service.Actor:
     ),
 )
 def update_store(
-    store_id: int,
+    store_id: PathId,
     data: StoreAdminUpdate,
     session: DbSession,
     ip: ClientIp,
@@ -61,7 +61,7 @@ def update_store(
 
 @router.put("/{store_id}/commission", response_model=StoreCommissionChangeRead)
 def set_commission(
-    store_id: int,
+    store_id: PathId,
     data: StoreCommissionIn,
     session: DbSession,
     ip: ClientIp,
@@ -78,7 +78,7 @@ def set_commission(
 
 @router.post("/{store_id}/keys/rotate", response_model=StoreKeysRead)
 def rotate_keys(
-    store_id: int,
+    store_id: PathId,
     session: DbSession,
     ip: ClientIp,
     principal: Principal = Depends(

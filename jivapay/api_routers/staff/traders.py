@@ -66,14 +66,16 @@ def router_for(role: Role) -> APIRouter:
         return trader_admin.overview(session, date_from=start, date_to=end)
 
     @router.get(
-        "/{trader_id}", response_model=TraderDetailRead, responses=problem_responses(404, 422)
+        "/{trader_id:int}", response_model=TraderDetailRead, responses=problem_responses(404, 422)
     )
     def get_trader(trader_id: PathId, session: DbSession, principal: Viewer) -> TraderDetailRead:
         """Profile, team, commission history, limits, requisites (masked), balances, recent orders."""
         return trader_admin.detail(session, principal=principal, trader_id=trader_id)
 
     @router.patch(
-        "/{trader_id}", response_model=TraderProfileChanged, responses=problem_responses(404, 422)
+        "/{trader_id:int}",
+        response_model=TraderProfileChanged,
+        responses=problem_responses(404, 422),
     )
     def update_trader(
         trader_id: PathId,

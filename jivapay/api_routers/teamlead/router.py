@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
-from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
 from jivapay.database.base import utcnow
 from jivapay.enums import OrderStatus, OrderType
@@ -81,7 +81,7 @@ def list_traders(
     dependencies=_VIEW_TRADERS,
     responses=problem_responses(401, 403, 404, 422),
 )
-def get_trader(id: int, session: DbSession, principal: CurrentPrincipal) -> TeamTraderDetail:
+def get_trader(id: PathId, session: DbSession, principal: CurrentPrincipal) -> TeamTraderDetail:
     """One trader of my team with its requisites (numbers masked); outside my team: 404."""
     return team_service.get_trader(session, principal=principal, trader_id=id)
 
@@ -93,7 +93,7 @@ def get_trader(id: int, session: DbSession, principal: CurrentPrincipal) -> Team
     responses=problem_responses(401, 403, 404, 422),
 )
 def set_traffic(
-    id: int,
+    id: PathId,
     body: TrafficSwitchIn,
     session: DbSession,
     principal: CurrentPrincipal,
@@ -113,7 +113,7 @@ def set_traffic(
     responses=problem_responses(401, 403, 404, 422),
 )
 def trader_stats(
-    id: int,
+    id: PathId,
     session: DbSession,
     principal: CurrentPrincipal,
     date_from: DateFrom = None,
