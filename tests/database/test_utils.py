@@ -21,6 +21,7 @@ from jivapay.database.utils import (
     pending_after_commit,
     read_session,
 )
+from jivapay.task_queue import PUBLISH_ONCE
 from jivapay.utils.exceptions import DuplicateObject, ValidationFailed
 
 
@@ -48,7 +49,7 @@ def test_enqueue_after_commit_sends_only_after_commit(db, unique) -> None:  # ty
     assert task.sent == []
     assert pending_after_commit(db) == ["test.task"]
     db.commit()
-    assert task.sent == [{"args": [42, "x"], "countdown": 3, "retry": False}]
+    assert task.sent == [{"args": [42, "x"], "countdown": 3, **PUBLISH_ONCE}]
     assert pending_after_commit(db) == []
 
 
@@ -74,7 +75,7 @@ def test_enqueue_by_task_name_publishes_through_the_shared_celery_app(db, unique
         db.commit()
     finally:
         celery_app.send_task = original  # type: ignore[method-assign]
-    assert sent == [("orders.process", [7], {"countdown": 2, "retry": False})]
+    assert sent == [("orders.process", [7], {"countdown": 2, **PUBLISH_ONCE})]
 
 
 def test_call_after_rollback_runs_only_when_the_transaction_does_not_commit(db, unique) -> None:  # type: ignore[no-untyped-def]
@@ -196,4 +197,4 @@ def test_released_savepoint_does_not_send_early(db, unique) -> None:  # type: ig
     except ValueError:
         pass
     db.commit()
-    assert task.sent == [{"args": [7], "retry": False}]
+    assert task.sent == [{"args": [7], **PUBLISH_ONCE}]
