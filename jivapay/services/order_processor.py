@@ -312,8 +312,8 @@ def fail_incoming(
 _EXPECTED = (RequisiteNotFound, LimitExceeded, FraudRejected, FraudReview)
 
 
-def _failed_attempt(incoming_order_id: int, exc: Exception, now: datetime) -> ProcessResult:
-    """Log (and report, if unexpected) a failed attempt and record it in its own transaction."""
+def _log_failed_attempt(incoming_order_id: int, exc: Exception) -> None:
+    """Log a failed attempt; an unexpected one is reported as a critical error too."""
     if not isinstance(exc, _EXPECTED):
         log.error(
             "order_processing_error",
@@ -325,8 +325,6 @@ def _failed_attempt(incoming_order_id: int, exc: Exception, now: datetime) -> Pr
         )
     else:
         log.info("order_not_assigned", incoming_order_id=incoming_order_id, reason=str(exc))
-    with atomic_transaction() as session:
-        return record_failure(session, incoming_order_id=incoming_order_id, error=exc, now=now)
 
 
 @transaction_flow
@@ -337,7 +335,9 @@ def process_incoming_order(incoming_order_id: int, *, now: datetime | None = Non
         with atomic_transaction() as session:
             return _main_attempt(session, incoming_order_id, now)
     except Exception as exc:
-        return _failed_attempt(incoming_order_id, exc, now)
+        _log_failed_attempt(incoming_order_id, exc)
+        with atomic_transaction() as session:
+            return record_failure(session, incoming_order_id=incoming_order_id, error=exc, now=now)
 
 
 def _claim_batch(session: Session, incoming_order_ids: Sequence[int]) -> list[IncomingOrder]:
@@ -383,7 +383,11 @@ def process_incoming_batch(
         log.warning("order_batch_failed", size=len(ids), error=repr(batch_error))
         return [process_incoming_order(i, now=now) for i in ids]
     for incoming_order_id, failure in failures:
-        results[incoming_order_id] = _failed_attempt(incoming_order_id, failure, now)
+        _log_failed_attempt(incoming_order_id, failure)
+        with atomic_transaction() as session:
+            results[incoming_order_id] = record_failure(
+                session, incoming_order_id=incoming_order_id, error=failure, now=now
+            )
     return [results.get(i) or _not_claimed(i) for i in ids]
 
 
