@@ -205,6 +205,22 @@ def _backend_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def peak_rss() -> int:
+    """Peak resident memory of this process, in bytes: the kernel's high-water mark (VmHWM), or the
+    current RSS (psutil) where /proc is not there. Not `ru_maxrss`: Linux carries that over from
+    the parent across fork and exec, so every spawned worker would report the parent's peak."""
+    import psutil
+
+    current = int(psutil.Process().memory_info().rss)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return max(current, int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return current
+
+
 def worker(
     ids: list[int], cursor: Any, barrier: Any, results: Any, profile: bool, batch: int
 ) -> None:
@@ -214,8 +230,6 @@ def worker(
     Reports, besides the latencies: wall time spent in SQL statements (client side: round trip,
     server execution and lock waits), this process's CPU time, its peak resident memory, and the
     CPU time of the PostgreSQL backends it used (when the server is local)."""
-    import resource
-
     import psutil
     from sqlalchemy import event
 
@@ -299,8 +313,7 @@ def worker(
         "cpu": cpu,
         "pg_cpu": pg_cpu,
         "rss": psutil.Process().memory_info().rss,
-        # ru_maxrss is the peak resident set of this process, in KiB on Linux.
-        "rss_peak": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "rss_peak": peak_rss(),
     }
     if profiler:
         out = io.StringIO()
