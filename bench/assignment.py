@@ -2,7 +2,8 @@
 
     python bench/assignment.py [--orders 5000] [--workers 4] [--history 10000,1000000]
                                [--requisites 1000] [--traders 100] [--pgbench-seconds 20]
-                               [--profile]
+                               [--profile] [--scale 1,2,4] [--rollup-off]
+                               [--batch 1] [--compare-batch K]
 
 On the server of `DATABASE_URL` it creates (and finally drops) `jivapay_bench_<random>`, migrates
 it, builds 1,000 requisites over 100 traders with deposits far above what the run needs, and for
@@ -193,32 +194,77 @@ def queue_orders(world: dict[str, int], n: int, seed: int) -> list[int]:
 # --------------------------------------------------------------------------- workers
 
 
-def worker(ids: list[int], cursor: Any, barrier: Any, results: Any, profile: bool) -> None:
-    """Spawn target: take the next id from the shared cursor until none is left."""
+def _backend_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a local PostgreSQL backend has used; None if not readable
+    (the server is on another machine, or /proc is not there)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # Fields 14 and 15 of proc(5), counted after the command name.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_rss() -> int:
+    """Peak resident memory of this process, in bytes: the kernel's high-water mark (VmHWM), or the
+    current RSS (psutil) where /proc is not there. Not `ru_maxrss`: Linux carries that over from
+    the parent across fork and exec, so every spawned worker would report the parent's peak."""
+    import psutil
+
+    current = int(psutil.Process().memory_info().rss)
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return max(current, int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return current
+
+
+def worker(
+    ids: list[int], cursor: Any, barrier: Any, results: Any, profile: bool, batch: int
+) -> None:
+    """Spawn target: take the next id (or `batch` ids, for `process_incoming_batch`) from the
+    shared cursor until none is left.
+
+    Reports, besides the latencies: wall time spent in SQL statements (client side: round trip,
+    server execution and lock waits), this process's CPU time, its peak resident memory, and the
+    CPU time of the PostgreSQL backends it used (when the server is local)."""
+    import psutil
+    from sqlalchemy import event
+
     from jivapay.config import reset_settings_cache
     from jivapay.database.engine import dispose_engine, get_engine
-    from jivapay.services.order_processor import process_incoming_order
+    from jivapay.services.order_processor import process_incoming_batch, process_incoming_order
     from jivapay.utils.logging import configure_logging
 
     reset_settings_cache()
     dispose_engine()
     configure_logging("bench")
     engine = get_engine()
+    backends: dict[int, float | None] = {}
+
+    @event.listens_for(engine, "connect")
+    def _connected(dbapi_conn: Any, _record: Any) -> None:
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid()")
+            pid = int(cur.fetchone()[0])
+        backends[pid] = _backend_cpu(pid)
+
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     sql: dict[str, Any] = {"n": 0, "seconds": 0.0, "by_statement": {}}
-    if profile:
-        from sqlalchemy import event
 
-        @event.listens_for(engine, "before_cursor_execute")
-        def _before(conn: Any, *_: Any) -> None:
-            conn.info["t0"] = time.perf_counter()
+    @event.listens_for(engine, "before_cursor_execute")
+    def _before(conn: Any, *_: Any) -> None:
+        conn.info["t0"] = time.perf_counter()
 
-        @event.listens_for(engine, "after_cursor_execute")
-        def _after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
-            spent = time.perf_counter() - conn.info.pop("t0")
-            sql["n"] += 1
-            sql["seconds"] += spent
+    @event.listens_for(engine, "after_cursor_execute")
+    def _after(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        spent = time.perf_counter() - conn.info.pop("t0")
+        sql["n"] += 1
+        sql["seconds"] += spent
+        if profile:
             key = " ".join(statement.split())[:90]
             count, total = sql["by_statement"].get(key, (0, 0.0))
             sql["by_statement"][key] = (count + 1, total + spent)
@@ -227,22 +273,49 @@ def worker(ids: list[int], cursor: Any, barrier: Any, results: Any, profile: boo
     outcomes: dict[str, int] = {}
     profiler = cProfile.Profile() if profile else None
     barrier.wait()
+    sql["n"], sql["seconds"] = 0, 0.0
+    backend_start = {pid: _backend_cpu(pid) for pid in backends}
+    cpu_start = time.process_time()
     if profiler:
         profiler.enable()
     while True:
         with cursor.get_lock():
             i = cursor.value
-            cursor.value += 1
+            cursor.value += batch
         if i >= len(ids):
             break
         t0 = time.perf_counter()
-        outcome = process_incoming_order(ids[i]).outcome
-        latencies.append(time.perf_counter() - t0)
-        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        if batch == 1:
+            done = [process_incoming_order(ids[i]).outcome]
+        else:
+            done = [r.outcome for r in process_incoming_batch(ids[i : i + batch])]
+        # Every order of a batch is assigned when the batch commits: each waited the whole call.
+        latencies.extend([time.perf_counter() - t0] * len(done))
+        for outcome in done:
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
     finished = time.monotonic()
-    report: dict[str, Any] = {"latencies": latencies, "outcomes": outcomes, "finished": finished}
+    cpu = time.process_time() - cpu_start
     if profiler:
         profiler.disable()
+    pg_cpu: float | None = 0.0
+    for pid, first in backends.items():
+        start, end = backend_start.get(pid, first), _backend_cpu(pid)
+        if start is None or end is None or pg_cpu is None:
+            pg_cpu = None
+        else:
+            pg_cpu += end - start
+    report: dict[str, Any] = {
+        "latencies": latencies,
+        "outcomes": outcomes,
+        "finished": finished,
+        "sql_n": sql["n"],
+        "sql_seconds": sql["seconds"],
+        "cpu": cpu,
+        "pg_cpu": pg_cpu,
+        "rss": psutil.Process().memory_info().rss,
+        "rss_peak": peak_rss(),
+    }
+    if profiler:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
         report["profile"] = out.getvalue()
@@ -250,13 +323,13 @@ def worker(ids: list[int], cursor: Any, barrier: Any, results: Any, profile: boo
     results.put(report)
 
 
-def run_queue(ids: list[int], workers: int, profile: bool) -> dict[str, Any]:
+def run_queue(ids: list[int], workers: int, profile: bool, batch: int = 1) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     cursor = ctx.Value("l", 0)
     barrier = ctx.Barrier(workers + 1)
     results = ctx.Queue()
     procs = [
-        ctx.Process(target=worker, args=(ids, cursor, barrier, results, profile and n == 0))
+        ctx.Process(target=worker, args=(ids, cursor, barrier, results, profile and n == 0, batch))
         for n in range(workers)
     ]
     for p in procs:
@@ -273,13 +346,44 @@ def run_queue(ids: list[int], workers: int, profile: bool) -> dict[str, Any]:
         for k, v in r["outcomes"].items():
             outcomes[k] = outcomes.get(k, 0) + v
     profiled = next((r for r in reports if "profile" in r), None)
+    calls = max(len(latencies), 1)
+    pg_cpu = [r["pg_cpu"] for r in reports]
     return {
+        "workers": workers,
         "wall": wall,
         "outcomes": outcomes,
         "latency": percentiles(latencies),
         "per_second": outcomes.get("assigned", 0) / wall,
         "profiled": profiled,
+        # Per process_incoming_order call, in milliseconds, summed over the workers.
+        "sql_ms": 1000 * sum(r["sql_seconds"] for r in reports) / calls,
+        "statements": sum(r["sql_n"] for r in reports) / calls,
+        "cpu_ms": 1000 * sum(r["cpu"] for r in reports) / calls,
+        "pg_cpu_ms": None if None in pg_cpu else 1000 * sum(pg_cpu) / calls,
+        "rss_peak": [r["rss_peak"] for r in reports],
     }
+
+
+def print_run(result: dict[str, Any]) -> None:
+    """One run's figures: throughput and latency, the model's inputs, memory (P4)."""
+    lat = result["latency"]
+    print(
+        f"  {result['workers']} workers: {result['outcomes']} in {result['wall']:.1f} s: "
+        f"{result['per_second']:.1f} assignments/s; per assignment "
+        f"p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms, "
+        f"max {lat['max']:.1f} ms"
+    )
+    pg = "n/a" if result["pg_cpu_ms"] is None else f"{result['pg_cpu_ms']:.2f} ms"
+    print(
+        f"    per assignment: {result['statements']:.1f} statements, "
+        f"d = {result['sql_ms']:.2f} ms waiting on SQL, c = {result['cpu_ms']:.2f} ms worker CPU, "
+        f"PostgreSQL backend CPU {pg}"
+    )
+    peak = max(result["rss_peak"]) / 2**20
+    print(
+        f"    P4 worker peak RSS: {', '.join(f'{r / 2**20:.0f}' for r in result['rss_peak'])} MB "
+        f"(max {peak:.0f} MB, target < 150 MB): {'PASS' if peak < 150 else 'FAIL'}"
+    )
 
 
 # --------------------------------------------------------------------------- explain, pgbench
@@ -361,6 +465,14 @@ def pgbench_tps(seconds: int, clients: int = 4, threads: int = 2) -> tuple[float
     return float(match.group(1)), run.stdout.strip().splitlines()[-1]
 
 
+def set_rollup_trigger(url: str, state: str) -> None:
+    """ENABLE or DISABLE the statistics rollup trigger of `order_history` (migration 0009)."""
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text(f"ALTER TABLE order_history {state} TRIGGER order_stats_rollup"))
+    engine.dispose()
+
+
 def drop_redis_keys(url: str) -> None:
     """Delete this run's keys (fraud counters) from Redis: `jivapay:<database name>:*`."""
     import redis
@@ -387,8 +499,34 @@ def main() -> None:
     parser.add_argument("--traders", type=int, default=100)
     parser.add_argument("--pgbench-seconds", type=int, default=20)
     parser.add_argument("--profile", action="store_true", help="cProfile worker 0, count its SQL")
+    parser.add_argument(
+        "--scale",
+        default="",
+        help="comma-separated worker counts (e.g. 1,2,4): the same queue again at the largest "
+        "history with each count (P5)",
+    )
+    parser.add_argument(
+        "--rollup-off",
+        action="store_true",
+        help="at the largest history, also run the queue with the order_stats_rollup trigger "
+        "disabled, right after one with it on, to show what the trigger costs",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="orders per transaction: 1 calls process_incoming_order, more process_incoming_batch",
+    )
+    parser.add_argument(
+        "--compare-batch",
+        type=int,
+        default=0,
+        help="at the largest history, also run the queue one order per transaction and then K "
+        "per transaction, side by side",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.history.split(",") if s]
+    scale = [int(s) for s in args.scale.split(",") if s]
     # The fraud checks count velocity in Redis (keys namespaced by the scratch database's name).
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
@@ -415,15 +553,9 @@ def main() -> None:
             have = size
             print(f"\nhistory: {size:,} orders (inserted in {seconds:.1f} s)")
             ids = queue_orders(world, args.orders, seed=size)
-            result = run_queue(ids, args.workers, args.profile)
+            result = run_queue(ids, args.workers, args.profile, args.batch)
             figures[size] = result
-            lat = result["latency"]
-            print(
-                f"  {result['outcomes']} in {result['wall']:.1f} s: "
-                f"{result['per_second']:.1f} assignments/s; per assignment "
-                f"p50 {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms, p99 {lat['p99']:.1f} ms, "
-                f"max {lat['max']:.1f} ms"
-            )
+            print_run(result)
             profiled = result["profiled"]
             if profiled:
                 n = sum(profiled["outcomes"].values())
@@ -439,6 +571,31 @@ def main() -> None:
                         f"    {total * 1000 / max(n, 1):6.2f} ms/call  x{count / max(n, 1):4.1f}  {statement}"
                     )
                 print(profiled["profile"])
+        scaled: list[dict[str, Any]] = []
+        if scale:
+            print(f"\nscale-out at {have:,} orders of history, {args.orders} orders per run (P5):")
+        for n, workers in enumerate(scale):
+            ids = queue_orders(world, args.orders, seed=have + 1 + n)
+            scaled.append(run_queue(ids, workers, False, args.batch))
+            print_run(scaled[-1])
+        rollup: dict[str, dict[str, Any]] = {}
+        if args.rollup_off:
+            print(f"\norder_stats_rollup trigger at {have:,} orders of history, on then off:")
+            for state in ("ENABLE", "DISABLE"):
+                set_rollup_trigger(url, state)
+                ids = queue_orders(world, args.orders, seed=have + 100 + len(rollup))
+                rollup[state] = run_queue(ids, args.workers, False, args.batch)
+                print(f"  trigger {state.lower()}d:")
+                print_run(rollup[state])
+            set_rollup_trigger(url, "ENABLE")
+        batches: dict[int, dict[str, Any]] = {}
+        if args.compare_batch:
+            print(f"\nbatches at {have:,} orders of history, {args.workers} workers:")
+            for k in (1, args.compare_batch):
+                ids = queue_orders(world, args.orders, seed=have + 200 + k)
+                batches[k] = run_queue(ids, args.workers, False, k)
+                print(f"  {k} order(s) per transaction:")
+                print_run(batches[k])
         print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the selector at {have:,} orders of history:")
         print(explain_selector(world))
         drop_redis_keys(url)
@@ -454,6 +611,36 @@ def main() -> None:
         print(
             f"  assignments/s at {sizes[-1]:,} / pgbench TPS = {best:.1f} / {reference[0]:.1f} "
             f"= {best / reference[0]:.2f} (target >= 0.5)"
+        )
+    runs = [*figures.values(), *scaled, *rollup.values(), *batches.values()]
+    if runs:
+        peak = max(max(r["rss_peak"]) for r in runs) / 2**20
+        print(
+            f"  P4 worker peak RSS over every run = {peak:.0f} MB (target < 150 MB): "
+            f"{'PASS' if peak < 150 else 'FAIL'}"
+        )
+    if scaled:
+        base = scaled[0]
+        print("  P5 scale-out (same queue size, largest history):")
+        for r in scaled:
+            print(
+                f"    {r['workers']} workers: {r['per_second']:7.1f} assignments/s "
+                f"(x{r['per_second'] / base['per_second']:.2f} of {base['workers']}), "
+                f"d {r['sql_ms']:.2f} ms, c {r['cpu_ms']:.2f} ms, p99 {r['latency']['p99']:.1f} ms"
+            )
+    if rollup:
+        on, off = rollup["ENABLE"], rollup["DISABLE"]
+        print(
+            f"  rollup trigger: on {on['per_second']:.1f} / off {off['per_second']:.1f} "
+            f"assignments/s; d on {on['sql_ms']:.2f} / off {off['sql_ms']:.2f} ms per assignment"
+        )
+    if batches:
+        one, many = batches[1], batches[args.compare_batch]
+        print(
+            f"  batch of {args.compare_batch} / one per transaction: "
+            f"{many['per_second']:.1f} / {one['per_second']:.1f} assignments/s "
+            f"= x{many['per_second'] / one['per_second']:.2f}; d {many['sql_ms']:.2f} / "
+            f"{one['sql_ms']:.2f} ms, c {many['cpu_ms']:.2f} / {one['cpu_ms']:.2f} ms per assignment"
         )
     if len(sizes) >= 2:
         small, large = figures[sizes[0]], figures[sizes[-1]]

@@ -5,20 +5,24 @@ and loaded from a separate process.
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 \\
         .venv/bin/python bench/intake.py --requests 3000 --concurrency 16
 
-Target: gateway intake requests/s at least 0.6x the bare endpoint's.
+Targets: gateway intake requests/s at least 0.6x the bare endpoint's (P3); peak resident memory
+of the gateway's API process under 200 MB during the run (P4, sampled with psutil).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 from common import ROOT, free_port, percentiles, scratch_database, stop, use_database, wait_http
 
@@ -125,6 +129,52 @@ def _summarise_profile(path: str, top: int = 25) -> None:
         print(f"  {100 * n / max(total, 1):5.1f}%  {name}")
 
 
+class RssWatch:
+    """Peak resident memory of a server process (and its children, e.g. under py-spy), sampled with
+    psutil in a thread while the load runs; on Linux the kernel's own high-water mark (VmHWM) of
+    each process is taken too, so a short peak between two samples is not missed."""
+
+    def __init__(self, pid: int, every: float = 0.1) -> None:
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _processes(self) -> list[Any]:
+        import psutil
+
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return []
+
+    def sample(self) -> None:
+        import psutil
+
+        for proc in self._processes():
+            with contextlib.suppress(psutil.Error, OSError, ValueError):
+                self.peak = max(self.peak, proc.memory_info().rss)
+                for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peak = max(self.peak, int(line.split()[1]) * 1024)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.sample()
+
+    def __enter__(self) -> RssWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+
 def _load(url: str, requests: list[dict[str, object]], concurrency: int) -> dict[str, object]:
     spec = json.dumps({"url": url, "requests": requests, "concurrency": concurrency})
     out = subprocess.run(
@@ -186,20 +236,26 @@ def main() -> None:
                     f"http://127.0.0.1:{bare_port}", _bare_requests(args.requests), args.concurrency
                 ),
             )
-            _load(
-                f"http://127.0.0.1:{gw_port}",
-                _payin_requests(public, private, fiat, args.warmup),
-                args.concurrency,
-            )
-            gateway = _report(
-                "payin/init",
+            with RssWatch(servers[0].pid) as rss:
                 _load(
                     f"http://127.0.0.1:{gw_port}",
-                    _payin_requests(public, private, fiat, args.requests),
+                    _payin_requests(public, private, fiat, args.warmup),
                     args.concurrency,
-                ),
-            )
+                )
+                gateway = _report(
+                    "payin/init",
+                    _load(
+                        f"http://127.0.0.1:{gw_port}",
+                        _payin_requests(public, private, fiat, args.requests),
+                        args.concurrency,
+                    ),
+                )
             print(f"ratio payin/init / bare = {gateway / bare:.2f} (target >= 0.60)")
+            peak = rss.peak / 2**20
+            print(
+                f"P4 gateway API process peak RSS = {peak:.0f} MB (target < 200 MB): "
+                f"{'PASS' if peak < 200 else 'FAIL'}"
+            )
         finally:
             for proc in servers:
                 stop(proc)

@@ -44,6 +44,7 @@ COMMITTING_EDGES = ("jivapay.database.utils", "jivapay.worker", "jivapay.cli")
 FLOW_MARKER = "transaction_flow"
 FLOWS = {
     "jivapay.services.order_processor.process_incoming_order",
+    "jivapay.services.order_processor.process_incoming_batch",
     "jivapay.services.callback_service.deliver_callback",
     "jivapay.services.auth_service.login",
     "jivapay.services.rate_refresh.refresh_rates",

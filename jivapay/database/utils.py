@@ -169,6 +169,21 @@ def forget_after_rollback(session: Session, label: str) -> None:
         queue.undo = [p for p in queue.undo if p.label != label]
 
 
+@contextmanager
+def savepoint_with_side_effects(session: Session) -> Iterator[None]:
+    """A SAVEPOINT that takes the after-commit side effects queued inside it along when it rolls
+    back, so one item of a batch that fails leaves neither rows nor tasks nor metrics behind.
+    (`call_after_rollback` registrations are left to the outer transaction.)"""
+    queue = _queue(session)
+    mark = len(queue.items)
+    try:
+        with session.begin_nested():
+            yield
+    except BaseException:
+        del queue.items[mark:]
+        raise
+
+
 def pending_after_commit(session: Session) -> list[str]:
     """Labels of the side effects waiting for this session's commit (for tests and debugging)."""
     return [p.label for p in _queue(session).items]

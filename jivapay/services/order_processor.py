@@ -11,12 +11,17 @@
    `MAX_ORDER_RETRIES` attempts are spent (a PayOut's store hold is then released). Fraud DENY fails
    at once; REVIEW parks the order in `manual_review`. Unexpected errors are reported.
 
+`process_incoming_batch(ids)` does the same for several orders in one main transaction (claimed
+together, one SAVEPOINT per order), so the commit and the session are paid once per batch; each
+failed order is recorded in its own failure transaction as above.
+
 Everything here is idempotent: an order that is no longer `new`/`retrying`, or whose retry is not
 due yet, is left alone, so a duplicated or late task message changes nothing.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -28,7 +33,12 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory
-from jivapay.database.utils import atomic_transaction, call_after_commit, transaction_flow
+from jivapay.database.utils import (
+    atomic_transaction,
+    call_after_commit,
+    savepoint_with_side_effects,
+    transaction_flow,
+)
 from jivapay.enums import AuditLevel, IncomingOrderStatus, OrderStatus, OrderType
 from jivapay.money import calculate_commissions, payin_trader_hold
 from jivapay.services import balance_manager, fraud_detector, requisite_counters
@@ -199,7 +209,17 @@ def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> Order
 def _main_attempt(session: Session, incoming_order_id: int, now: datetime) -> ProcessResult:
     incoming = _claim(session, incoming_order_id)
     if incoming is None:
-        return ProcessResult(incoming_order_id, "skipped", reason="not open or held elsewhere")
+        return _not_claimed(incoming_order_id)
+    return _attempt(session, incoming, now)
+
+
+def _not_claimed(incoming_order_id: int) -> ProcessResult:
+    return ProcessResult(incoming_order_id, "skipped", reason="not open or held elsewhere")
+
+
+def _attempt(session: Session, incoming: IncomingOrder, now: datetime) -> ProcessResult:
+    """Fraud check and assignment of one claimed intake order (flushes; raises on failure)."""
+    incoming_order_id = incoming.id
     if (
         incoming.status == IncomingOrderStatus.RETRYING
         and incoming.next_attempt_at is not None
@@ -292,6 +312,21 @@ def fail_incoming(
 _EXPECTED = (RequisiteNotFound, LimitExceeded, FraudRejected, FraudReview)
 
 
+def _log_failed_attempt(incoming_order_id: int, exc: Exception) -> None:
+    """Log a failed attempt; an unexpected one is reported as a critical error too."""
+    if not isinstance(exc, _EXPECTED):
+        log.error(
+            "order_processing_error",
+            incoming_order_id=incoming_order_id,
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        report_critical_error(
+            exc, "order assignment failed unexpectedly", incoming_order_id=incoming_order_id
+        )
+    else:
+        log.info("order_not_assigned", incoming_order_id=incoming_order_id, reason=str(exc))
+
+
 @transaction_flow
 def process_incoming_order(incoming_order_id: int, *, now: datetime | None = None) -> ProcessResult:
     """Try to assign one intake order; on failure record the attempt in its own transaction."""
@@ -300,15 +335,60 @@ def process_incoming_order(incoming_order_id: int, *, now: datetime | None = Non
         with atomic_transaction() as session:
             return _main_attempt(session, incoming_order_id, now)
     except Exception as exc:
-        if not isinstance(exc, _EXPECTED):
-            log.exception("order_processing_error", incoming_order_id=incoming_order_id)
-            report_critical_error(
-                exc, "order assignment failed unexpectedly", incoming_order_id=incoming_order_id
-            )
-        else:
-            log.info("order_not_assigned", incoming_order_id=incoming_order_id, reason=str(exc))
+        _log_failed_attempt(incoming_order_id, exc)
         with atomic_transaction() as session:
             return record_failure(session, incoming_order_id=incoming_order_id, error=exc, now=now)
+
+
+def _claim_batch(session: Session, incoming_order_ids: Sequence[int]) -> list[IncomingOrder]:
+    stmt = (
+        select(IncomingOrder)
+        .where(IncomingOrder.id.in_(incoming_order_ids), IncomingOrder.status.in_(_OPEN_INTAKE))
+        .order_by(IncomingOrder.id)
+        .with_for_update(skip_locked=True)
+    )
+    return list(session.scalars(stmt))
+
+
+@transaction_flow
+def process_incoming_batch(
+    incoming_order_ids: Sequence[int], *, now: datetime | None = None
+) -> list[ProcessResult]:
+    """Assign several intake orders in one transaction, one SAVEPOINT per order.
+
+    The rows are claimed together (`FOR UPDATE SKIP LOCKED`, in id order, so in intake order) and
+    assigned one after the other exactly as `process_incoming_order` does; the selector sees the
+    counters and `last_used_at` this transaction already moved, so the round-robin goes on from
+    order to order. An order whose attempt fails (no requisite, fraud stop, missing commission,
+    anything unexpected) is rolled back to its savepoint with its queued side effects, the others
+    stay, and after the commit each failure is recorded in its own failure transaction, as for a
+    single order. If the batch transaction itself fails (its commit, a deadlock between two
+    batches' locks, a lost connection) nothing of it was written, and each order is processed
+    again on its own. Results come back in the order of `incoming_order_ids`.
+    """
+    now = now or utcnow()
+    ids = list(dict.fromkeys(incoming_order_ids))
+    results: dict[int, ProcessResult] = {}
+    failures: list[tuple[int, Exception]] = []
+    try:
+        with atomic_transaction() as session:
+            for incoming in _claim_batch(session, ids):
+                incoming_order_id = incoming.id
+                try:
+                    with savepoint_with_side_effects(session):
+                        results[incoming_order_id] = _attempt(session, incoming, now)
+                except Exception as error:
+                    failures.append((incoming_order_id, error))
+    except Exception as batch_error:
+        log.warning("order_batch_failed", size=len(ids), error=repr(batch_error))
+        return [process_incoming_order(i, now=now) for i in ids]
+    for incoming_order_id, failure in failures:
+        _log_failed_attempt(incoming_order_id, failure)
+        with atomic_transaction() as session:
+            results[incoming_order_id] = record_failure(
+                session, incoming_order_id=incoming_order_id, error=failure, now=now
+            )
+    return [results.get(i) or _not_claimed(i) for i in ids]
 
 
 def due_order_ids(

@@ -17,6 +17,7 @@ from jivapay.services.reconciliation import reconcile
 from tests.concurrency.workload import (
     TRADERS,
     World,
+    assign_batch_worker,
     assign_worker,
     build_world,
     intake_status_counts,
@@ -113,6 +114,54 @@ def test_four_processes_assign_2000_orders_within_every_limit(
         assert max(spread) - min(spread) <= RR_SPREAD, spread
 
     _confirm_and_cancel_concurrently(factory, world)
+
+
+@pytest.mark.slow
+def test_four_processes_assigning_in_batches_keep_every_limit(
+    committed_db: sessionmaker[Session],
+) -> None:
+    """`process_incoming_batch` under the same contention: each process claims 5 orders per
+    transaction; every order is assigned at most once, no cap, window, day total or deposit is
+    passed, every failed order is recorded, and the books reconcile."""
+    factory = committed_db
+    set_settings(factory, MAX_ORDER_RETRIES=2, RETRY_DELAY_SECONDS=0, RETRY_BACKOFF_FACTOR=1)
+    world = build_world(factory, small_orders=200, tight_orders=800, seed=20240602)
+    reports = run_processes(
+        assign_batch_worker,
+        [(world.incoming_ids, seed, 5) for seed in range(WORKERS)],
+        timeout=300,
+    )
+    assert [r["errors"] for r in reports] == [[]] * WORKERS
+    outcomes: Counter[str] = Counter()
+    for r in reports:
+        outcomes.update(r["outcomes"])
+    with factory() as session:
+        counts = intake_status_counts(session)
+        assert sum(counts.values()) == 1000
+        assert set(counts) <= {"assigned", "retrying", "failed"}
+        # Each assignment was reported by exactly one process, and the limits bind.
+        assert outcomes["assigned"] == counts["assigned"]
+        assert 0 < counts["assigned"] < 1000
+        assert counts.get("failed", 0) + counts.get("retrying", 0) > 0
+        per_intake = session.execute(
+            text("SELECT incoming_order_id FROM order_history GROUP BY 1 HAVING COUNT(*) > 1")
+        ).all()
+        assert per_intake == []
+        not_recorded = session.execute(
+            text(
+                "SELECT id FROM incoming_orders WHERE status <> 'assigned' "
+                "AND (retry_count = 0 OR failure_reason IS NULL)"
+            )
+        ).all()
+        assert not_recorded == []
+        over_cap = session.execute(
+            text(
+                "SELECT r.id FROM req_traders r JOIN full_requisites_settings s "
+                "ON s.requisite_id = r.id WHERE r.open_orders > s.max_concurrent_orders"
+            )
+        ).all()
+        assert over_cap == []
+        _assert_engine_invariants(session)
 
 
 def _confirm_and_cancel_concurrently(factory: sessionmaker[Session], world: World) -> None:

@@ -4,7 +4,7 @@
   rolling-window totals, day totals, deposits that run out) plus a round-robin group, and N intake
   orders, all committed so other processes see them.
 - Worker bodies for `multiprocessing` "spawn" children: `assign_worker` (process every id in its own
-  shuffled order) and `transition_worker` (confirm/cancel lists of orders). Each child builds its own
+  shuffled order), `assign_batch_worker` (the same, several ids per transaction) and `transition_worker` (confirm/cancel lists of orders). Each child builds its own
   engine from the inherited `DATABASE_URL`.
 - `invariant_violations`: every limit and counter recomputed from `order_history` with plain SQL,
   independently of the counters the engine keeps.
@@ -228,6 +228,26 @@ def assign_worker(ids: list[int], seed: int, barrier: Any, results: Any) -> None
             "seconds": time.perf_counter() - started,
         }
     )
+
+
+def assign_batch_worker(ids: list[int], seed: int, size: int, barrier: Any, results: Any) -> None:
+    """Spawn target: like `assign_worker`, `size` ids at a time through `process_incoming_batch`."""
+    _child_setup()
+    from jivapay.services.order_processor import process_incoming_batch
+
+    order = list(ids)
+    random.Random(seed).shuffle(order)
+    outcomes: Counter[str] = Counter()
+    errors: list[str] = []
+    _warm_up()
+    barrier.wait()
+    for start in range(0, len(order), size):
+        try:
+            for result in process_incoming_batch(order[start : start + size]):
+                outcomes[result.outcome] += 1
+        except Exception:
+            errors.append(traceback.format_exc(limit=5))
+    results.put({"seed": seed, "outcomes": dict(outcomes), "errors": errors})
 
 
 # (public_id, "confirm" | "cancel", trader_id)

@@ -13,16 +13,19 @@ from jivapay.database.models import (
     BalanceStore,
     BalanceTrader,
     CallbackDelivery,
+    FullRequisitesSettings,
     IncomingOrder,
     OrderHistory,
     ReqTrader,
+    TraderCommission,
 )
 from jivapay.enums import IncomingOrderStatus, OrderStatus, OrderType
+from jivapay.services import fraud_lists
 from jivapay.services import order_status_manager as osm
-from jivapay.services.order_processor import process_incoming_order
+from jivapay.services.order_processor import process_incoming_batch, process_incoming_order
 from jivapay.services.reconciliation import reconcile
 from jivapay.utils.config_loader import set_config_value
-from tests.factories import make_incoming
+from tests.factories import make_incoming, make_requisite, make_trader
 from tests.services.order_world import D, balance_row
 
 
@@ -129,3 +132,80 @@ def test_retry_succeeds_once_a_requisite_fits(db, world) -> None:  # type: ignor
     db.execute(ReqTrader.__table__.update().where(ReqTrader.id == req.id).values(status="approved"))
     second = process_incoming_order(incoming.id, now=first.next_attempt_at + timedelta(seconds=1))
     assert second.outcome == IncomingOrderStatus.ASSIGNED
+
+
+def test_batch_assigns_the_others_when_orders_fail_and_records_each_failure(  # type: ignore[no-untyped-def]
+    db, world, unique
+) -> None:
+    """One transaction, one savepoint per order: a fraud deny, no requisite and a missing trader
+    commission each roll back only their own order, which gets its failure recorded; the rest
+    are assigned with their rows, holds and callbacks, and the books reconcile."""
+    ref, store, trader, req = world
+    # The world's requisite takes PayIns only; the one PayOut requisite belongs to a trader
+    # without any commission row.
+    db.execute(
+        FullRequisitesSettings.__table__.update()
+        .where(FullRequisitesSettings.requisite_id == req.id)
+        .values(pay_out=False)
+    )
+    other = make_trader(db, ref, deposit=D("1000"))
+    make_requisite(db, other, ref, pay_in=False)
+    db.execute(TraderCommission.__table__.delete().where(TraderCommission.trader_id == other.id))
+    fraud_lists.add_entry(
+        db,
+        kind="customer_id",
+        value=f"bad-{unique}",
+        list_type="block",
+        reason="t",
+        actor_user_id=None,
+    )
+    first = make_incoming(db, store, ref, amount_fiat=D("1000.00"))
+    denied = make_incoming(db, store, ref, amount_fiat=D("1000.00"))
+    denied.customer_id = f"bad-{unique}"
+    too_big = make_incoming(db, store, ref, amount_fiat=D("5000000.00"))
+    payout = make_incoming(db, store, ref, amount_fiat=D("3000.00"), order_type=OrderType.PAYOUT)
+    last = make_incoming(db, store, ref, amount_fiat=D("2000.00"))
+    db.flush()
+    ids = [first.id, denied.id, too_big.id, payout.id, last.id]
+
+    results = process_incoming_batch([*ids, first.id])  # a repeated id is processed once
+
+    assert [r.incoming_order_id for r in results] == ids
+    outcomes = {r.incoming_order_id: r for r in results}
+    assert outcomes[first.id].outcome == IncomingOrderStatus.ASSIGNED
+    assert outcomes[last.id].outcome == IncomingOrderStatus.ASSIGNED
+    assert outcomes[denied.id].outcome == IncomingOrderStatus.FAILED
+    assert outcomes[too_big.id].outcome == IncomingOrderStatus.RETRYING
+    assert outcomes[payout.id].outcome == IncomingOrderStatus.RETRYING
+    db.expire_all()
+    rows = {i: db.get(IncomingOrder, i) for i in ids}
+    assert {i: r.status for i, r in rows.items()} == {
+        first.id: "assigned",
+        denied.id: "failed",
+        too_big.id: "retrying",
+        payout.id: "retrying",
+        last.id: "assigned",
+    }
+    assert "fraud_denied" in rows[denied.id].failure_reason
+    assert "requisite_not_found" in rows[too_big.id].failure_reason
+    assert "no commission row" in rows[payout.id].failure_reason
+    assert rows[first.id].retry_count == 0 and rows[too_big.id].retry_count == 1
+    assert rows[payout.id].retry_count == 1
+
+    orders = db.scalars(select(OrderHistory).where(OrderHistory.incoming_order_id.in_(ids))).all()
+    assert sorted(o.incoming_order_id for o in orders) == [first.id, last.id]
+    assert {o.requisite_id for o in orders} == {req.id}
+    # Holds of both assigned PayIns (9.7 + 19.4), nothing of the failed ones.
+    assert balance_row(db, BalanceTrader, trader_id=trader.id).frozen == D("29.1")
+    assert balance_row(db, BalanceTrader, trader_id=other.id).frozen == 0
+    assert db.get(ReqTrader, req.id).open_orders == 2
+    callbacks = db.execute(
+        select(CallbackDelivery.incoming_order_id, CallbackDelivery.event_type).where(
+            CallbackDelivery.incoming_order_id.in_(ids)
+        )
+    ).all()
+    # A retry is not a status change merchants hear of; the final failure is.
+    assert sorted(tuple(c) for c in callbacks) == sorted(
+        [(first.id, "order.pending"), (denied.id, "order.failed"), (last.id, "order.pending")]
+    )
+    assert reconcile(db) == []
