@@ -7,9 +7,14 @@
 #
 #   bench/mutation.sh                     all four modules (balance_manager's tests need PostgreSQL)
 #   bench/mutation.sh 'jivapay.money*'    one module (a mutmut name pattern)
+#   bench/mutation.sh NAME...             only these mutants (e.g. the survivors `mutmut results`
+#                                         lists, after adding tests)
 #
-# Uses DATABASE_URL / REDIS_URL like the tests. Results stay in mutants/ (git-ignored), so a second
-# run only re-tests what changed.
+# Uses DATABASE_URL / REDIS_URL like the tests. Results stay in mutants/ (git-ignored). A pattern
+# re-tests every mutant it matches, even those with a result; exact names re-test only those; a
+# changed function's mutants are regenerated and start untested. balance_manager's 707 mutants each
+# create a database and run PostgreSQL-backed tests: about 90 minutes on the 2-core machine shared
+# with other work, so after a first full run re-test by name.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap
