@@ -76,7 +76,7 @@ def test_a_failed_savepoint_takes_its_rows_and_queued_tasks_along(db, unique) ->
     enqueue_after_commit(db, kept, 3)
     assert pending_after_commit(db) == ["kept", "kept"]
     db.commit()
-    assert kept.sent == [{"args": [1], "retry": False}, {"args": [3], "retry": False}]
+    assert kept.sent == [{"args": [1], **PUBLISH_ONCE}, {"args": [3], **PUBLISH_ONCE}]
     assert dropped.sent == []
     names = set(db.scalars(select(RoleModel.name).where(RoleModel.name.like(f"%{unique}"))))
     assert names == {f"a{unique}"}
