@@ -94,7 +94,18 @@ def test_task_and_business_counters_move_on_the_worker_scrape(metrics_worker: An
     # An id that does not exist: the processor leaves it alone (`skipped`), idempotently.
     process_order.apply_async(args=[987_654_321]).get(timeout=30)
 
-    after = _scrape()
+    # A result is stored before the task's post-run signal counts it: wait for the last count.
+    deadline = time.monotonic() + 30
+    while True:
+        after = _scrape()
+        counted = (
+            _value(after, "celery_tasks_total", task="system.ping", state="SUCCESS"),
+            _value(after, "celery_tasks_total", task="maintenance.reconcile", state="SUCCESS"),
+            _value(after, "jivapay_intake_orders_total", outcome="skipped"),
+        )
+        if counted == (4, 1, 1) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
     assert _value(after, "celery_tasks_total", task="system.ping", state="SUCCESS") == 4
     assert (
         _value(after, "celery_task_duration_seconds_count", task="system.ping", state="SUCCESS")
