@@ -233,6 +233,7 @@ def serve(
         enable_multiprocess(Path(default_dir))
     _attach_stack()
     from jivapay.config import get_settings
+    from jivapay.servers.http_protocol import DeadlineH11Protocol
 
     settings = get_settings()
     if metrics_port is not None:
@@ -247,9 +248,10 @@ def serve(
         port=port or default_ports()[role],
         workers=workers,
         server_header=False,
-        # Idle keep-alive connections close after this; slow headers and bodies are the reverse
-        # proxy's to cut (see README, Hardening).
+        # Idle keep-alive connections close after this; headers and bodies that trickle in are
+        # cut by the protocol's own deadlines (HTTP_HEADER/BODY_TIMEOUT_SECONDS).
         timeout_keep_alive=5,
+        http=DeadlineH11Protocol,
         h11_max_incomplete_event_size=64 * 1024,
         **proxy_options(settings.TRUSTED_PROXIES),
     )

@@ -73,6 +73,10 @@ class Settings(BaseSettings):
     # Request bodies larger than these are refused (413) before they are read.
     MAX_JSON_BODY_BYTES: int = Field(default=1024 * 1024, ge=1024)
     MAX_MULTIPART_BODY_BYTES: int = Field(default=52 * 1024 * 1024, ge=1024)
+    # Slow clients (servers/http_protocol.py): a request's headers must arrive within this many
+    # seconds of the connection (or of the previous response), its body within the second figure.
+    HTTP_HEADER_TIMEOUT_SECONDS: float = Field(default=10.0, gt=0)
+    HTTP_BODY_TIMEOUT_SECONDS: float = Field(default=60.0, gt=0)
     # /docs and /openapi.json: on by default except in production.
     DOCS_ENABLED: bool | None = None
     # Serve /metrics on this port of METRICS_HOST (internal) instead of on the public servers.

@@ -1,0 +1,125 @@
+"""Slow clients are cut: a real uvicorn server with the servers' protocol (`DeadlineH11Protocol`)
+closes a connection whose headers or body trickle in past their deadlines, and serves normal
+requests, kept-alive ones included, as before."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+import uvicorn
+from starlette.types import Receive, Scope, Send
+
+from jivapay.config import get_settings
+from jivapay.servers.http_protocol import DeadlineH11Protocol
+
+DEADLINE = 0.6
+
+
+async def echo_length(scope: Scope, receive: Receive, send: Send) -> None:
+    """Reads the whole body and answers its length."""
+    assert scope["type"] == "http"
+    size, more = 0, True
+    while more:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+        size += len(message.get("body", b""))
+        more = message.get("more_body", False)
+    body = str(size).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
+    monkeypatch.setattr(get_settings(), "HTTP_HEADER_TIMEOUT_SECONDS", DEADLINE)
+    monkeypatch.setattr(get_settings(), "HTTP_BODY_TIMEOUT_SECONDS", DEADLINE)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        echo_length,
+        http=DeadlineH11Protocol,
+        timeout_keep_alive=5,
+        log_level="warning",
+        lifespan="off",
+    )
+    instance = uvicorn.Server(config)
+    thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not instance.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield port
+    finally:
+        instance.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def connect(port: int) -> socket.socket:
+    client = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return client
+
+
+def closed_by_server(client: socket.socket, within: float) -> bool:
+    """True when the server closes the connection (recv returns b"") within `within` seconds."""
+    client.settimeout(within)
+    try:
+        return client.recv(1024) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def request(client: socket.socket, body: bytes) -> bytes:
+    client.sendall(
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    client.settimeout(5)
+    return client.recv(4096)
+
+
+def test_normal_requests_are_served_on_a_kept_alive_connection(server: int) -> None:
+    with connect(server) as client:
+        assert request(client, b"hello").endswith(b"\r\n\r\n5")
+        time.sleep(DEADLINE * 1.5)  # idle, within keep-alive: still open
+        assert request(client, b"hello again").endswith(b"\r\n\r\n11")
+
+
+def test_headers_that_trickle_in_are_cut(server: int) -> None:
+    with connect(server) as client:
+        client.sendall(b"GET / HTTP/1.1\r\n")
+        started = time.monotonic()
+        # One byte at a time keeps uvicorn's own keep-alive timer from ever firing.
+        while time.monotonic() - started < DEADLINE * 3:
+            try:
+                client.sendall(b"X")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.1)
+        assert closed_by_server(client, within=DEADLINE * 3)
+        assert time.monotonic() - started < DEADLINE * 6
+
+
+def test_a_body_that_trickles_in_is_cut(server: int) -> None:
+    with connect(server) as client:
+        client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab")
+        assert not closed_by_server(client, within=DEADLINE / 3)  # still within its deadline
+        assert closed_by_server(client, within=DEADLINE * 4)
