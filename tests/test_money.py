@@ -21,6 +21,7 @@ from jivapay.money import (
     fiat_to_crypto,
     parse_crypto_amount,
     parse_fiat_amount,
+    payin_hold,
     payin_trader_hold,
     payout_store_hold,
 )
@@ -74,7 +75,14 @@ def test_holds_cover_the_completion_moves(c: Decimal, s: Decimal, t: Decimal) ->
     payin = completion_legs(OrderType.PAYIN, c, comm)
     payout = completion_legs(OrderType.PAYOUT, c, comm)
     assert payin_trader_hold(c, comm) == -payin.trader
+    # The selector's formula (from the trader's percent alone) holds the same amount.
+    assert payin_hold(c, t) == payin_trader_hold(c, comm)
     assert payout_store_hold(c, comm.store_commission) == -payout.store
+
+
+def test_payin_hold_is_the_amount_less_the_traders_commission() -> None:
+    assert payin_hold(Decimal("10.00000000"), Decimal("3")) == Decimal("9.70000000")
+    assert payin_hold(Decimal("1"), Decimal("0")) == Decimal("1")
 
 
 def test_commission_examples() -> None:
