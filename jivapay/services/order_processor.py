@@ -9,7 +9,9 @@
 2. If anything in it fails, it rolls back and a separate failure transaction records the attempt:
    `retrying` with `next_attempt_at = now + delay * factor^(attempt - 1)`, or `failed` once
    `MAX_ORDER_RETRIES` attempts are spent (a PayOut's store hold is then released). Fraud DENY fails
-   at once; REVIEW parks the order in `manual_review`. Unexpected errors are reported.
+   at once; REVIEW parks the order in `manual_review`. Unexpected errors are reported. A main
+   transaction that found every suitable requisite only busy (`RequisiteBusy`) is first run again,
+   up to `BUSY_ATTEMPTS` times, before the attempt counts.
 
 `process_incoming_batch(ids)` does the same for several orders in one main transaction (claimed
 together, one SAVEPOINT per order), so the commit and the session are paid once per batch; each
@@ -21,6 +23,8 @@ due yet, is left alone, so a duplicated or late task message changes nothing.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -53,6 +57,7 @@ from jivapay.utils.config_loader import (
 from jivapay.utils.exceptions import (
     InvariantViolation,
     LimitExceeded,
+    RequisiteBusy,
     RequisiteNotFound,
 )
 from jivapay.utils.metrics import ASSIGNMENT_LATENCY_SECONDS
@@ -327,17 +332,33 @@ def _log_failed_attempt(incoming_order_id: int, exc: Exception) -> None:
         log.info("order_not_assigned", incoming_order_id=incoming_order_id, reason=str(exc))
 
 
+# Main transactions tried when every suitable requisite is only busy (`RequisiteBusy`: another worker
+# holds its trader's deposit row for the few milliseconds of its own assignment) before the attempt
+# counts: the retry budget is for lack of capacity, not for lock timing.
+BUSY_ATTEMPTS = 3
+BUSY_PAUSE_SECONDS = 0.005
+
+
 @transaction_flow
 def process_incoming_order(incoming_order_id: int, *, now: datetime | None = None) -> ProcessResult:
     """Try to assign one intake order; on failure record the attempt in its own transaction."""
     now = now or utcnow()
-    try:
-        with atomic_transaction() as session:
-            return _main_attempt(session, incoming_order_id, now)
-    except Exception as exc:
-        _log_failed_attempt(incoming_order_id, exc)
-        with atomic_transaction() as session:
-            return record_failure(session, incoming_order_id=incoming_order_id, error=exc, now=now)
+    error: Exception
+    for attempt in range(1, BUSY_ATTEMPTS + 1):
+        try:
+            with atomic_transaction() as session:
+                return _main_attempt(session, incoming_order_id, now)
+        except RequisiteBusy as exc:
+            error = exc
+            if attempt < BUSY_ATTEMPTS:
+                # Jittered, so that the workers that collided do not collide again.
+                time.sleep(random.uniform(0, BUSY_PAUSE_SECONDS * attempt))  # noqa: S311
+        except Exception as exc:
+            error = exc
+            break
+    _log_failed_attempt(incoming_order_id, error)
+    with atomic_transaction() as session:
+        return record_failure(session, incoming_order_id=incoming_order_id, error=error, now=now)
 
 
 def _claim_batch(session: Session, incoming_order_ids: Sequence[int]) -> list[IncomingOrder]:

@@ -32,9 +32,13 @@ from jivapay.database.models import IncomingOrder
 from jivapay.enums import OrderType
 from jivapay.money import payin_hold
 from jivapay.services.online_filter import online_sql
-from jivapay.utils.exceptions import ConfigurationError, RequisiteNotFound
+from jivapay.utils.exceptions import ConfigurationError, RequisiteBusy, RequisiteNotFound
 
 log = structlog.get_logger(__name__)
+
+# The rejection of a candidate whose trader's deposit row another worker holds: not a lack of
+# money, only of timing (`RequisiteBusy`).
+DEPOSIT_BUSY = "deposit_busy"
 
 # Enough to step past a few candidates whose dynamic limits are exhausted without looping forever.
 MAX_CANDIDATES = 25
@@ -169,7 +173,9 @@ def _rejection(
         return "day_turnover"
     # Another requisite of the same trader may have taken deposit since the scan: checked under
     # the balance row lock, which the freeze that follows keeps (NULL: another worker holds it).
-    if hold is not None and (used.available is None or used.available < hold):
+    if hold is not None and used.available is None:
+        return DEPOSIT_BUSY
+    if hold is not None and used.available < hold:
         return "trader_deposit"
     return None
 
@@ -222,6 +228,8 @@ def find_suitable_requisite(
             extra={"internal": True},
         )
     detail = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items())) or "no eligible requisite"
+    if DEPOSIT_BUSY in rejected:
+        raise RequisiteBusy(f"every requisite that could take this order is busy ({detail})")
     raise RequisiteNotFound(f"no requisite can take this order ({detail})")
 
 

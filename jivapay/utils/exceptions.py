@@ -106,6 +106,14 @@ class RequisiteNotFound(JivaPayException):
     title = "No suitable requisite"
 
 
+class RequisiteBusy(RequisiteNotFound):
+    """No requisite was free, but one passed over only because another worker held its trader's
+    deposit row at that moment: a fresh attempt a few milliseconds later may well succeed."""
+
+    code = "requisite_busy"
+    title = "Every suitable requisite is busy"
+
+
 class LimitExceeded(JivaPayException):
     status_code = 422
     code = "limit_exceeded"
