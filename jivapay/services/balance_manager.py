@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import BigInteger, DateTime, String, insert, literal, select, update
 from sqlalchemy.orm import Session
 
+from jivapay.database.base import CRYPTO, utcnow
 from jivapay.database.models import (
     BalancePlatform,
     BalancePlatformHistory,
@@ -390,43 +391,59 @@ def _freeze(
 ) -> None:
     """Raise `frozen` by `amount` if the available balance covers it, and write the history row.
 
-    One guarded UPDATE does the check and the change under the row lock it takes, so a hold costs
-    two statements on the hot paths (intake, assignment) instead of lock-then-read-then-write.
+    One statement does the check, the change (a guarded UPDATE, under the row lock it takes) and
+    the history row (an INSERT fed by the UPDATE's RETURNING, so it is written exactly when the
+    balance changed, with the numbers after it): a hold is one round trip on the hot paths
+    (intake, assignment).
     """
     if amount <= 0:
         raise ValidationFailed("a hold must be positive")
     conditions = [getattr(model, column) == value for column, value in owner.items()]
-    changed = session.execute(
+    changed = (
         update(model)
         .where(*conditions, model.balance - model.frozen >= amount)
         .values(frozen=model.frozen + amount)
         .returning(model.id, model.balance, model.frozen)
-        .execution_options(synchronize_session=False)
+        .cte("changed")
+    )
+    history = BalanceStoreHistory if model is BalanceStore else BalanceTraderCryptoHistory
+    account_column = "balance_store_id" if model is BalanceStore else "balance_trader_id"
+    written = session.execute(
+        insert(history)
+        .from_select(
+            [
+                account_column,
+                "operation",
+                "amount",
+                "frozen_delta",
+                "balance_after",
+                "frozen_after",
+                "incoming_order_id",
+                "order_id",
+                "created_at",
+            ],
+            select(
+                changed.c.id,
+                literal(BalanceOperation.FREEZE.value, String),
+                literal(Decimal(0), CRYPTO),
+                literal(amount, CRYPTO),
+                changed.c.balance,
+                changed.c.frozen,
+                literal(incoming_order_id, BigInteger),
+                literal(order_id, BigInteger),
+                literal(utcnow(), DateTime(timezone=True)),
+            ),
+        )
+        .returning(getattr(history, account_column))
     ).first()
-    if changed is None:
+    if written is None:
         current = session.execute(select(model.balance - model.frozen).where(*conditions)).scalar()
         available = current if current is not None else Decimal(0)
         raise InsufficientBalance(
             f"available balance {available} does not cover {amount}",
             extra={"available": str(available), "requested": str(amount)},
         )
-    balance_id, balance, frozen = changed
-    history = BalanceStoreHistory if model is BalanceStore else BalanceTraderCryptoHistory
-    account_column = "balance_store_id" if model is BalanceStore else "balance_trader_id"
-    session.execute(
-        insert(history).values(
-            {
-                account_column: balance_id,
-                "operation": BalanceOperation.FREEZE.value,
-                "amount": Decimal(0),
-                "frozen_delta": amount,
-                "balance_after": balance,
-                "frozen_after": frozen,
-                "incoming_order_id": incoming_order_id,
-                "order_id": order_id,
-            }
-        )
-    )
+    balance_id = written[0]
     # Objects of this row already in the session now hold stale numbers: reload on next access.
     for obj in list(session.identity_map.values()):
         if isinstance(obj, model) and obj.id == balance_id:
