@@ -88,22 +88,28 @@ def record_status_change(
     actor_kind: str = "system",
     reason: str | None = None,
     level: AuditLevel = AuditLevel.INFO,
+    sequence: int | None = None,
 ) -> CallbackDelivery:
-    """Write the callback delivery row and the audit row of one status change (flushes)."""
+    """Write the callback delivery row and the audit row of one status change (flushes).
+
+    `sequence`: this change's number when the caller already counted the order's callback rows
+    under its row lock (the assignment's claim does, in the same round trip); counted here if not.
+    """
     at = utcnow()
     store = session.get(MerchantStore, incoming.store_id)
     url = incoming.callback_url or (store.callback_url if store else None)
     disabled = url is None or (store is not None and store.callbacks_disabled_at is not None)
     event_id = f"evt_{uuid.uuid4().hex}"
     # Status changes of one order are serialised by its row lock, so the count is this change's.
-    sequence = 1 + int(
-        session.scalar(
-            select(func.count())
-            .select_from(CallbackDelivery)
-            .where(CallbackDelivery.incoming_order_id == incoming.id)
+    if sequence is None:
+        sequence = 1 + int(
+            session.scalar(
+                select(func.count())
+                .select_from(CallbackDelivery)
+                .where(CallbackDelivery.incoming_order_id == incoming.id)
+            )
+            or 0
         )
-        or 0
-    )
     payload = callback_payload(
         session,
         event_id=event_id,

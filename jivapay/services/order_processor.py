@@ -32,11 +32,11 @@ from decimal import Decimal
 from typing import ClassVar
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
-from jivapay.database.models import IncomingOrder, MerchantStore, OrderHistory
+from jivapay.database.models import CallbackDelivery, IncomingOrder, MerchantStore, OrderHistory
 from jivapay.database.utils import (
     atomic_transaction,
     call_after_commit,
@@ -114,13 +114,35 @@ def retry_delay(attempt: int, settings: RuntimeSettings | None = None) -> timede
     return timedelta(milliseconds=int(seconds * 1000))
 
 
-def _claim(session: Session, incoming_order_id: int) -> IncomingOrder | None:
+# The order's callback rows so far, read with the claim: its status changes are serialised by the
+# intake row lock the claim takes, so the count still holds when the assignment writes the next one.
+_CALLBACKS_SO_FAR = (
+    select(func.count())
+    .select_from(CallbackDelivery)
+    .where(CallbackDelivery.incoming_order_id == IncomingOrder.id)
+    .scalar_subquery()
+)
+
+
+@dataclass(frozen=True)
+class _Claimed:
+    incoming: IncomingOrder
+    # Held here because the session's identity map keeps unchanged objects only weakly: while this
+    # reference lives, every `session.get` of the store in the attempt is answered without SQL.
+    store: MerchantStore | None
+    callbacks: int
+
+
+def _claim(session: Session, incoming_order_id: int) -> _Claimed | None:
+    """Lock the open intake row; its store and its callback count come in the same round trip."""
     stmt = (
-        select(IncomingOrder)
+        select(IncomingOrder, MerchantStore, _CALLBACKS_SO_FAR)
+        .outerjoin(MerchantStore, MerchantStore.id == IncomingOrder.store_id)
         .where(IncomingOrder.id == incoming_order_id, IncomingOrder.status.in_(_OPEN_INTAKE))
-        .with_for_update(skip_locked=True)
+        .with_for_update(of=IncomingOrder, skip_locked=True)
     )
-    return session.scalars(stmt).first()
+    row = session.execute(stmt).first()
+    return None if row is None else _Claimed(row[0], row[1], int(row[2]))
 
 
 def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) -> datetime:
@@ -133,8 +155,13 @@ def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) ->
     return now + timedelta(minutes=minutes)
 
 
-def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> OrderHistory:
-    """Select a requisite for the claimed `incoming` and create its order (flushes)."""
+def assign(
+    session: Session, *, incoming: IncomingOrder, now: datetime, callbacks: int | None = None
+) -> OrderHistory:
+    """Select a requisite for the claimed `incoming` and create its order (flushes).
+
+    `callbacks`: the order's callback rows, when the claim already counted them under its lock.
+    """
     chosen: SelectedRequisite = find_suitable_requisite(session, order=incoming, now=now)
     commissions = calculate_commissions(
         incoming.amount_crypto, incoming.store_commission_rate, chosen.trader_commission_percent
@@ -202,7 +229,12 @@ def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> Order
     incoming.last_attempt_at = now
     incoming.next_attempt_at = None
     record_status_change(
-        session, incoming=incoming, order=order, status=OrderStatus.PENDING.value, previous=previous
+        session,
+        incoming=incoming,
+        order=order,
+        status=OrderStatus.PENDING.value,
+        previous=previous,
+        sequence=None if callbacks is None else callbacks + 1,
     )
     session.flush()
     waited = max((now - incoming.created_at).total_seconds(), 0.0)
@@ -212,17 +244,19 @@ def assign(session: Session, *, incoming: IncomingOrder, now: datetime) -> Order
 
 
 def _main_attempt(session: Session, incoming_order_id: int, now: datetime) -> ProcessResult:
-    incoming = _claim(session, incoming_order_id)
-    if incoming is None:
+    claimed = _claim(session, incoming_order_id)
+    if claimed is None:
         return _not_claimed(incoming_order_id)
-    return _attempt(session, incoming, now)
+    return _attempt(session, claimed.incoming, now, callbacks=claimed.callbacks)
 
 
 def _not_claimed(incoming_order_id: int) -> ProcessResult:
     return ProcessResult(incoming_order_id, "skipped", reason="not open or held elsewhere")
 
 
-def _attempt(session: Session, incoming: IncomingOrder, now: datetime) -> ProcessResult:
+def _attempt(
+    session: Session, incoming: IncomingOrder, now: datetime, *, callbacks: int | None = None
+) -> ProcessResult:
     """Fraud check and assignment of one claimed intake order (flushes; raises on failure)."""
     incoming_order_id = incoming.id
     if (
@@ -236,7 +270,7 @@ def _attempt(session: Session, incoming: IncomingOrder, now: datetime) -> Proces
         if decision.outcome == FraudOutcome.DENY:
             raise FraudRejected(f"denied by fraud rule {decision.rule}", decision)
         raise FraudReview(f"held by fraud rule {decision.rule}", decision)
-    order = assign(session, incoming=incoming, now=now)
+    order = assign(session, incoming=incoming, now=now, callbacks=callbacks)
     return ProcessResult(incoming_order_id, IncomingOrderStatus.ASSIGNED.value, order_id=order.id)
 
 
