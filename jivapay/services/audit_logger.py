@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from jivapay.database.base import utcnow
 from jivapay.database.models import AuditLog
 from jivapay.enums import AuditLevel
 from jivapay.utils.notifications import scrub
@@ -27,6 +28,30 @@ def _json_safe(value: Any) -> Any:
     return str(value)
 
 
+def audit_values(
+    *,
+    action: str,
+    user_id: int | None = None,
+    target_entity: str | None = None,
+    target_id: object = None,
+    details: dict[str, Any] | None = None,
+    ip_address: str | None = None,
+    level: AuditLevel = AuditLevel.INFO,
+) -> dict[str, Any]:
+    """The column values of one audit row (scrubbed), for a caller that inserts it in a statement
+    of its own (`order_events` writes it with the callback row in one round trip)."""
+    return {
+        "created_at": utcnow(),
+        "action": action,
+        "user_id": user_id,
+        "target_entity": target_entity,
+        "target_id": None if target_id is None else str(target_id)[:_MAX_TARGET_ID],
+        "details": scrub(_json_safe(details or {})),
+        "ip_address": ip_address[:_MAX_IP] if ip_address else None,
+        "level": AuditLevel(level).value,
+    }
+
+
 def log_event(
     session: Session,
     *,
@@ -40,13 +65,15 @@ def log_event(
 ) -> AuditLog:
     """Add one audit row to `session` and flush it (the caller commits)."""
     row = AuditLog(
-        action=action,
-        user_id=user_id,
-        target_entity=target_entity,
-        target_id=None if target_id is None else str(target_id)[:_MAX_TARGET_ID],
-        details=scrub(_json_safe(details or {})),
-        ip_address=ip_address[:_MAX_IP] if ip_address else None,
-        level=AuditLevel(level).value,
+        **audit_values(
+            action=action,
+            user_id=user_id,
+            target_entity=target_entity,
+            target_id=target_id,
+            details=details,
+            ip_address=ip_address,
+            level=level,
+        )
     )
     session.add(row)
     session.flush()

@@ -11,12 +11,13 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from jivapay import task_names
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
+    AuditLog,
     CallbackDelivery,
     CryptoCurrency,
     FiatCurrency,
@@ -26,7 +27,7 @@ from jivapay.database.models import (
 )
 from jivapay.database.utils import call_after_commit, enqueue_after_commit
 from jivapay.enums import AuditLevel, CallbackStatus
-from jivapay.services.audit_logger import log_event
+from jivapay.services.audit_logger import audit_values
 from jivapay.services.reference_data import currency_code
 from jivapay.utils.metrics import ORDER_TRANSITIONS_TOTAL
 
@@ -119,30 +120,40 @@ def record_status_change(
         at=at,
         sequence=sequence,
     )
-    delivery = CallbackDelivery(
-        event_id=event_id,
-        store_id=incoming.store_id,
-        incoming_order_id=incoming.id,
-        order_id=order.id if order else None,
-        event_type=payload["type"],
-        payload=payload,
-        url=url,
-        status=(CallbackStatus.DISABLED if disabled else CallbackStatus.PENDING).value,
-        next_attempt_at=None if disabled else at,
+    status_value = (CallbackStatus.DISABLED if disabled else CallbackStatus.PENDING).value
+    # The audit row rides along as a data-modifying CTE: callback and audit row in one round trip.
+    audit = insert(AuditLog).values(
+        audit_values(
+            action=f"order.{status}",
+            user_id=actor_user_id,
+            target_entity="order",
+            target_id=incoming.public_id,
+            details={"from": previous, "to": status, "actor": actor_kind, "reason": reason},
+            level=level,
+        )
     )
-    session.add(delivery)
+    delivery = session.scalars(
+        insert(CallbackDelivery)
+        .values(
+            event_id=event_id,
+            store_id=incoming.store_id,
+            incoming_order_id=incoming.id,
+            order_id=order.id if order else None,
+            event_type=payload["type"],
+            payload=payload,
+            url=url,
+            status=status_value,
+            next_attempt_at=None if disabled else at,
+            # Spelled out: the columns' Python defaults are not applied to this ORM-enabled INSERT.
+            attempt_count=0,
+            created_at=at,
+            updated_at=at,
+        )
+        .add_cte(audit.cte("audit_row"))
+        .returning(CallbackDelivery)
+    ).one()
     transition = ORDER_TRANSITIONS_TOTAL.labels(previous or "none", status)
     call_after_commit(session, transition.inc, label="order_transition_metric")
-    log_event(
-        session,
-        action=f"order.{status}",
-        user_id=actor_user_id,
-        target_entity="order",
-        target_id=incoming.public_id,
-        details={"from": previous, "to": status, "actor": actor_kind, "reason": reason},
-        level=level,
-    )
     if delivery.status == CallbackStatus.PENDING.value:
-        session.flush()
         enqueue_after_commit(session, task_names.CALLBACKS_DELIVER, delivery.id)
     return delivery
