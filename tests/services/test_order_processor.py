@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
+    AuditLog,
     BalancePlatform,
     BalanceStore,
     BalanceTrader,
@@ -22,6 +23,7 @@ from jivapay.database.models import (
 from jivapay.enums import IncomingOrderStatus, OrderStatus, OrderType
 from jivapay.services import fraud_lists
 from jivapay.services import order_status_manager as osm
+from jivapay.services.order_events import record_status_change
 from jivapay.services.order_processor import process_incoming_batch, process_incoming_order
 from jivapay.services.reconciliation import reconcile
 from jivapay.utils.config_loader import set_config_value
@@ -209,3 +211,35 @@ def test_batch_assigns_the_others_when_orders_fail_and_records_each_failure(  # 
         [(first.id, "order.pending"), (denied.id, "order.failed"), (last.id, "order.pending")]
     )
     assert reconcile(db) == []
+
+
+def test_assignment_numbers_its_callback_after_the_earlier_ones_and_audits_it(db, world) -> None:  # type: ignore[no-untyped-def]
+    # The claim counts the order's callback rows; the callback and the audit row share a statement.
+    ref, store, _, req = world
+    incoming = make_incoming(db, store, ref, amount_fiat=D("1000.00"))
+    record_status_change(db, incoming=incoming, order=None, status="manual_review", previous="new")
+    db.commit()
+
+    result = process_incoming_order(incoming.id)
+
+    assert result.outcome == "assigned"
+    db.expire_all()
+    rows = db.scalars(
+        select(CallbackDelivery)
+        .where(CallbackDelivery.incoming_order_id == incoming.id)
+        .order_by(CallbackDelivery.id)
+    ).all()
+    assert [(r.event_type, r.payload["sequence"], r.order_id) for r in rows] == [
+        ("order.manual_review", 1, None),
+        ("order.pending", 2, result.order_id),
+    ]
+    assert rows[1].attempt_count == 0 and rows[1].created_at is not None
+    audits = db.scalars(
+        select(AuditLog).where(
+            AuditLog.target_id == incoming.public_id, AuditLog.action == "order.pending"
+        )
+    ).all()
+    assert [(a.target_entity, a.level, a.details) for a in audits] == [
+        ("order", "info", {"from": "new", "to": "pending", "actor": "system", "reason": None})
+    ]
+    assert db.get(ReqTrader, req.id).open_orders == 1
