@@ -6,7 +6,9 @@ and loaded from a separate process.
         .venv/bin/python bench/intake.py --requests 3000 --concurrency 16
 
 Targets: gateway intake requests/s at least 0.6x the bare endpoint's (P3); peak resident memory
-of the gateway's API process under 200 MB during the run (P4, sampled with psutil).
+of the gateway's API process under 200 MB during the run (P4, sampled with psutil). Each server's
+CPU time per request (psutil, user + system) is printed too: on a machine shared with other jobs
+it moves far less than requests/s.
 """
 
 from __future__ import annotations
@@ -186,14 +188,37 @@ def _load(url: str, requests: list[dict[str, object]], concurrency: int) -> dict
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def _report(name: str, result: dict[str, object]) -> float:
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a server process and its children (py-spy's too, when profiling)."""
+    import psutil
+
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in [root, *root.children(recursive=True)]:
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def _measured_load(
+    url: str, pid: int, requests: list[dict[str, object]], concurrency: int
+) -> tuple[dict[str, object], float]:
+    """The load's result and the server's CPU milliseconds per request: a figure the other jobs of
+    a shared machine disturb much less than requests/s."""
+    before = _cpu_seconds(pid)
+    result = _load(url, requests, concurrency)
+    return result, 1000 * (_cpu_seconds(pid) - before) / max(len(requests), 1)
+
+
+def _report(name: str, result: dict[str, object], cpu_ms: float) -> float:
     latencies = result["latencies"]
     assert isinstance(latencies, list)
     rps = len(latencies) / float(result["elapsed"])  # type: ignore[arg-type]
     p = percentiles(latencies)
     print(
         f"{name:<16} {rps:8.1f} req/s   p50 {p['p50']:6.1f} ms   p99 {p['p99']:6.1f} ms   "
-        f"max {p['max']:6.1f} ms   statuses {result['statuses']}"
+        f"max {p['max']:6.1f} ms   server CPU {cpu_ms:5.2f} ms/req   statuses {result['statuses']}"
     )
     return rps
 
@@ -230,27 +255,31 @@ def main() -> None:
                 f"intake benchmark: {args.requests} requests, concurrency {args.concurrency}, 1 uvicorn process each"
             )
             _load(f"http://127.0.0.1:{bare_port}", _bare_requests(args.warmup), args.concurrency)
-            bare = _report(
-                "bare insert",
-                _load(
-                    f"http://127.0.0.1:{bare_port}", _bare_requests(args.requests), args.concurrency
-                ),
+            bare_result, bare_cpu = _measured_load(
+                f"http://127.0.0.1:{bare_port}",
+                servers[1].pid,
+                _bare_requests(args.requests),
+                args.concurrency,
             )
+            bare = _report("bare insert", bare_result, bare_cpu)
             with RssWatch(servers[0].pid) as rss:
                 _load(
                     f"http://127.0.0.1:{gw_port}",
                     _payin_requests(public, private, fiat, args.warmup),
                     args.concurrency,
                 )
-                gateway = _report(
-                    "payin/init",
-                    _load(
-                        f"http://127.0.0.1:{gw_port}",
-                        _payin_requests(public, private, fiat, args.requests),
-                        args.concurrency,
-                    ),
+                gateway_result, gateway_cpu = _measured_load(
+                    f"http://127.0.0.1:{gw_port}",
+                    servers[0].pid,
+                    _payin_requests(public, private, fiat, args.requests),
+                    args.concurrency,
                 )
+                gateway = _report("payin/init", gateway_result, gateway_cpu)
             print(f"ratio payin/init / bare = {gateway / bare:.2f} (target >= 0.60)")
+            print(
+                f"server CPU per request, bare / payin/init = {bare_cpu / gateway_cpu:.2f} "
+                "(what bounds the requests/s ratio when the server process is CPU-bound)"
+            )
             peak = rss.peak / 2**20
             print(
                 f"P4 gateway API process peak RSS = {peak:.0f} MB (target < 200 MB): "

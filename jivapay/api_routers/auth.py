@@ -125,22 +125,28 @@ async def get_current_store(
     # Starlette caches the body on the request, so the endpoint can still read it afterwards.
     request.state.authenticates_store = True
     body = await request.body()
-    try:
-        store = await run_in_threadpool(
-            lambda: verify_store_request(
-                session,
-                api_key=api_key,
-                timestamp=x_timestamp,
-                signature=x_signature,
-                method=request.method,
-                path=signed_path(request),
-                body=body,
-            )
+
+    def verify() -> StorePrincipal:
+        return verify_store_request(
+            session,
+            api_key=api_key,
+            timestamp=x_timestamp,
+            signature=x_signature,
+            method=request.method,
+            path=signed_path(request),
+            body=body,
         )
-    except AuthenticationFailed:
-        # Counted by IP, never against the store the key names (a 429 replaces the 401 if due).
-        await run_in_threadpool(rate_limiting.store_authentication_failed, request)
-        raise
-    request.state.store = store
-    await run_in_threadpool(rate_limiting.store_authenticated, request, store.store_id)
-    return store
+
+    def verify_and_count() -> StorePrincipal:
+        # One trip to the threadpool for both the database read and the Redis count.
+        try:
+            store = verify()
+        except AuthenticationFailed:
+            # Counted by IP, never against the store the key names (a 429 replaces the 401 if due).
+            rate_limiting.store_authentication_failed(request)
+            raise
+        request.state.store = store
+        rate_limiting.store_authenticated(request, store.store_id)
+        return store
+
+    return await run_in_threadpool(verify_and_count)

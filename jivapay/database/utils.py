@@ -9,11 +9,13 @@ database is the source of truth and the scheduler's sweepers pick up whatever a 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import anyio
+import anyio.to_thread
 import structlog
 from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -87,16 +89,38 @@ def atomic_transaction(session: Session | None = None) -> Iterator[Session]:
             sess.close()
 
 
-def db_session_dependency() -> Iterator[Session]:
+async def db_session_dependency() -> AsyncIterator[Session]:
     """FastAPI dependency: one transaction per request, committed before the response is sent.
 
     Declare with `Depends(db_session_dependency, scope="function")` so the commit runs before the
     response leaves (FastAPI >= 0.121); `api_routers.deps.DbSession` does.
+
+    Opening a session touches no connection, so it happens on the event loop; only the end (commit
+    or rollback, then close) takes a trip to a worker thread. That trip is shielded from
+    cancellation and has its own capacity limiter, as FastAPI does for a sync generator's exit: a
+    request holding a pooled connection must not wait for a free thread to give it back.
     """
     session = SessionLocal()
     try:
         yield session
-        session.commit()
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(
+                _end_request_session, session, False, limiter=anyio.CapacityLimiter(1)
+            )
+        raise
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(
+            _end_request_session, session, True, limiter=anyio.CapacityLimiter(1)
+        )
+
+
+def _end_request_session(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
     except BaseException:
         session.rollback()
         raise
@@ -318,12 +342,24 @@ def translate_integrity_error(
 
 @contextmanager
 def integrity_errors_as_domain_errors(
-    session: Session, messages: Mapping[str, JivaPayException] | None = None
+    session: Session,
+    messages: Mapping[str, JivaPayException] | None = None,
+    *,
+    savepoint: bool = True,
 ) -> Iterator[None]:
     """Inside the block, a flush that violates a constraint raises the mapped domain error.
 
     Runs the block in a savepoint so the outer transaction stays usable after the failure.
+    `savepoint=False` saves the SAVEPOINT/RELEASE round trips for a write whose failure ends the
+    transaction anyway (a request's intake answers 409 and rolls back): after the error the
+    session must be rolled back before it is used again.
     """
+    if not savepoint:
+        try:
+            yield
+        except IntegrityError as exc:
+            raise translate_integrity_error(exc, messages) from exc
+        return
     try:
         with session.begin_nested():
             yield

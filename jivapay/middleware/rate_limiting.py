@@ -7,7 +7,8 @@ Who is counted, and against which limit:
   signature verifies: `RATE_LIMIT_GATEWAY` per store on every such route, and intake additionally
   `RATE_LIMIT_GATEWAY_INIT` per store. A request that fails store authentication counts against
   `RATE_LIMIT_DEFAULT` by client IP instead, so a stranger knowing a store's public key cannot use up
-  the store's quota. `X-API-Key` is never an identity before it verifies.
+  the store's quota. `X-API-Key` is never an identity before it verifies. The gateway limit and the
+  route's own store limits are counted together, in one Redis round trip (`check_many`).
 - Everything else (no valid credentials) counts against `RATE_LIMIT_DEFAULT` by client IP.
 - Login: `RATE_LIMIT_LOGIN` per IP on every attempt, and per account on failed attempts: an account
   whose failures reach the limit is refused (429) before its password is checked.
@@ -129,6 +130,82 @@ class Decision:
 ALLOWED = Decision(allowed=True)
 
 
+# Several sliding-window hits in one round trip, each followed by its window's counts: the
+# `limits` scripts `acquire_sliding_window.lua` then `sliding_window.lua` run per item, in order,
+# on the same keys, stopping after the first refusal (a refused limit leaves the later ones
+# uncounted, as one `hit` after another would). ARGV: amount, then limit and expiry per item.
+_HIT_MANY_SCRIPT = """
+local amount = tonumber(ARGV[1])
+local out = {}
+for i = 1, #KEYS / 2 do
+    local previous_key, current_key = KEYS[2 * i - 1], KEYS[2 * i]
+    local limit = tonumber(ARGV[2 * i])
+    local expiry = tonumber(ARGV[2 * i + 1]) * 1000
+    local acquired = 0
+    if amount <= limit then
+        local current_ttl = tonumber(redis.call('pttl', current_key))
+        if current_ttl > 0 and current_ttl < expiry then
+            redis.call('rename', current_key, previous_key)
+            redis.call('set', current_key, 0, 'PX', current_ttl + expiry)
+        end
+        local previous_count = tonumber(redis.call('get', previous_key)) or 0
+        local previous_ttl = tonumber(redis.call('pttl', previous_key)) or 0
+        local current_count = tonumber(redis.call('get', current_key)) or 0
+        current_ttl = tonumber(redis.call('pttl', current_key)) or 0
+        if previous_ttl <= 0 then previous_ttl = 0 end
+        if current_ttl <= 0 then current_ttl = 0 end
+        local weighted = math.floor(previous_count * previous_ttl / expiry) + current_count
+        if weighted + amount <= limit then
+            acquired = 1
+            if redis.call('exists', current_key) == 1 then
+                redis.call('incrby', current_key, amount)
+            else
+                redis.call('set', current_key, amount, 'PX', expiry * 2)
+            end
+        end
+    end
+    local current_ttl = redis.call('pttl', current_key)
+    if current_ttl > 0 and current_ttl < expiry then
+        redis.call('rename', current_key, previous_key)
+        redis.call('set', current_key, 0, 'PX', current_ttl + expiry)
+    end
+    out[i] = {
+        acquired,
+        redis.call('get', previous_key) or 0,
+        redis.call('pttl', previous_key),
+        redis.call('get', current_key) or 0,
+        redis.call('pttl', current_key),
+    }
+    if acquired == 0 then
+        return out
+    end
+end
+return out
+"""
+
+
+def _window_quota(item: RateLimitItem, scope: str, window: tuple[int, float, int, float]) -> Quota:
+    """The client's view of a sliding window from its counts (previous count, seconds it still
+    weighs, current count, seconds the current counter lives): `limits`' `get_window_stats`."""
+    previous_count, previous_expires_in, current_count, current_expires_in = window
+    expiry = item.get_expiry()
+    weighted = previous_count * previous_expires_in / expiry + current_count
+    reset_in = 0.0
+    if previous_count or current_count:
+        previous_reset_in = (
+            previous_expires_in % (expiry / previous_count) if previous_count else math.inf
+        )
+        current_reset_in = current_expires_in % expiry if current_count else math.inf
+        reset_in = min(previous_reset_in, current_reset_in)
+    return Quota(
+        policy=scope,
+        limit=item.amount,
+        window=expiry,
+        remaining=max(0, item.amount - math.floor(weighted)),
+        reset=max(0, math.ceil(reset_in)),
+    )
+
+
 @lru_cache(maxsize=64)
 def _parse_limits(value: str) -> tuple[RateLimitItem, ...]:
     return tuple(parse_many(value))
@@ -190,6 +267,7 @@ class RequestRateLimiter:
             log.warning("rate_limit_memory_storage", reason="REDIS_URL is not set")
             self.storage = MemoryStorage()
         self.limiter = SlidingWindowCounterRateLimiter(self.storage)
+        self._hit_many: Any | None = None  # the registered `_HIT_MANY_SCRIPT`, on first use
         self._down_until = 0.0
         self.last_storage_error: tuple[float, str] | None = None
 
@@ -211,6 +289,12 @@ class RequestRateLimiter:
         return self._guarded(
             server, lambda: self._check(setting_key, identity, scope, server, blockable)
         )
+
+    def check_many(self, checks: Sequence[tuple[str, str, str]], *, server: str) -> Decision:
+        """Count one request against several `(setting_key, identity, scope)` limits in order, as
+        `check` one after another would (the first refusal stops the counting), in one Redis
+        round trip; fail open on errors."""
+        return self._guarded(server, lambda: self._check_many(checks, server))
 
     def note_auth_failure(self, identity: str, *, server: str) -> int:
         """Count a failed authentication of an unauthenticated `identity`; block seconds or 0."""
@@ -266,14 +350,57 @@ class RequestRateLimiter:
             return cast(_T, default)
 
     def _quota(self, item: RateLimitItem, scope: str, identity: str) -> Quota:
-        stats = self.limiter.get_window_stats(item, scope, identity)
-        return Quota(
-            policy=scope,
-            limit=item.amount,
-            window=item.get_expiry(),
-            remaining=stats.remaining,
-            reset=max(0, math.ceil(stats.reset_time - time.time())),
-        )
+        storage = cast(Any, self.storage)
+        window = storage.get_sliding_window(item.key_for(scope, identity), item.get_expiry())
+        return _window_quota(item, scope, window)
+
+    def _check_many(self, checks: Sequence[tuple[str, str, str]], server: str) -> Decision:
+        if not isinstance(self.storage, RedisStorage):
+            return self._check_in_turn(checks, server)
+        items = [
+            (item, scope, item.key_for(scope, identity))
+            for setting_key, identity, scope in checks
+            for item in _limits_for(setting_key)
+        ]
+        storage = self.storage
+        keys: list[str] = []
+        args: list[int] = [1]
+        for item, _, key in items:
+            keys += [
+                storage.prefixed_key(storage._previous_window_key(key)),
+                storage.prefixed_key(storage._current_window_key(key)),
+            ]
+            args += [item.amount, item.get_expiry()]
+        if self._hit_many is None:
+            self._hit_many = storage.get_connection().register_script(_HIT_MANY_SCRIPT.encode())
+        quotas = []
+        for (item, scope, _), row in zip(items, self._hit_many(keys, args), strict=False):
+            acquired, previous, previous_ttl, current, current_ttl = row
+            window = (
+                int(previous or 0),
+                max(0, float(previous_ttl or 0)) / 1000,
+                int(current or 0),
+                max(0, float(current_ttl or 0)) / 1000,
+            )
+            quota = _window_quota(item, scope, window)
+            quotas.append(quota)
+            if not acquired:
+                RATE_LIMIT_EXCEEDED_TOTAL.labels(server, scope).inc()
+                return Decision(
+                    allowed=False, retry_after=max(1, quota.reset), quotas=tuple(quotas)
+                )
+        return Decision(allowed=True, quotas=tuple(quotas))
+
+    def _check_in_turn(self, checks: Sequence[tuple[str, str, str]], server: str) -> Decision:
+        quotas: list[Quota] = []
+        for setting_key, identity, scope in checks:
+            decision = self._check(setting_key, identity, scope, server, False)
+            quotas += decision.quotas
+            if not decision.allowed:
+                return Decision(
+                    allowed=False, retry_after=decision.retry_after, quotas=tuple(quotas)
+                )
+        return Decision(allowed=True, quotas=tuple(quotas))
 
     def _check(
         self, setting_key: str, identity: str, scope: str, server: str, blockable: bool
@@ -449,9 +576,47 @@ def _enforce(
 # ---------------------------------------------------------------------- store authentication hooks
 
 
+STORE_LIMITS_COUNTED_STATE = "store_limits_counted"
+
+
+def _route_store_limits(request: Request) -> tuple[str, ...]:
+    """The settings of the `rate_limit(..., key=STORE)` dependencies of the request's route."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return ()
+    cached: tuple[str, ...] | None = getattr(route, "_jivapay_store_limits", None)
+    if cached is None:
+        found: list[str] = []
+        stack = [dependant]
+        while stack:
+            current = stack.pop()
+            setting = getattr(current.call, "store_limit_setting", None)
+            if setting is not None and setting not in found:
+                found.append(setting)
+            stack.extend(reversed(current.dependencies))
+        cached = tuple(found)
+        route._jivapay_store_limits = cached  # type: ignore[union-attr]
+    return cached
+
+
 def store_authenticated(request: Request, store_id: object) -> None:
-    """After a store's signature verified: count the request against `RATE_LIMIT_GATEWAY`."""
-    _enforce(request, GATEWAY_SETTING, store_identity(store_id), scope="gateway")
+    """After a store's signature verified: count the request against `RATE_LIMIT_GATEWAY`, and
+    against the store limits its route declares (`rate_limit(..., key=STORE)`), in one round trip.
+    """
+    identity = store_identity(store_id)
+    extra = _route_store_limits(request)
+    checks = [(GATEWAY_SETTING, identity, "gateway")]
+    checks += [(key, identity, _scope_name(key)) for key in extra]
+    decision = get_rate_limiter().check_many(checks, server=_server_of(request))
+    _record(request.scope, decision)
+    if not decision.allowed:
+        raise decision.error()
+    request.scope.setdefault("state", {})[STORE_LIMITS_COUNTED_STATE] = extra
+
+
+def _scope_name(setting_key: str) -> str:
+    return setting_key.removeprefix("RATE_LIMIT_").lower()
 
 
 def store_authentication_failed(request: Request) -> None:
@@ -470,7 +635,7 @@ def store_authentication_failed(request: Request) -> None:
 # ---------------------------------------------------------------------- FastAPI dependencies
 
 
-def rate_limit(setting_key: str, key: KeyKind | str = KeyKind.IP) -> Callable[..., None]:
+def rate_limit(setting_key: str, key: KeyKind | str = KeyKind.IP) -> Callable[..., Any]:
     """A dependency enforcing the limit in setting `setting_key`, keyed by IP, principal or store.
 
     `store` counts the authenticated store (it depends on `get_current_store`, so an unverified
@@ -478,13 +643,22 @@ def rate_limit(setting_key: str, key: KeyKind | str = KeyKind.IP) -> Callable[..
     """
     get_spec(setting_key)  # an unknown setting fails at import time, not on the first request
     kind = KeyKind(key)
-    scope_name = setting_key.removeprefix("RATE_LIMIT_").lower()
+    scope_name = _scope_name(setting_key)
 
     if kind is KeyKind.STORE:
         from jivapay.api_routers.auth import get_current_store
 
-        def enforce_store_limit(request: Request, store: Any) -> None:
-            _enforce(request, setting_key, store_identity(store.store_id), scope=scope_name)
+        async def enforce_store_limit(request: Request, store: Any) -> None:
+            # Usually counted already, with the gateway limit, by `store_authenticated`.
+            counted = request.scope.get("state", {}).get(STORE_LIMITS_COUNTED_STATE, ())
+            if setting_key not in counted:
+                await anyio.to_thread.run_sync(
+                    lambda: _enforce(
+                        request, setting_key, store_identity(store.store_id), scope=scope_name
+                    )
+                )
+
+        enforce_store_limit.store_limit_setting = setting_key  # type: ignore[attr-defined]
 
         enforce_store_limit.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
             [

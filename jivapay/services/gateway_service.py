@@ -219,15 +219,21 @@ def _fresh_rate(session: Session, store: MerchantStore, now: datetime) -> Decima
 
 
 def _store_commission_percent(session: Session, store_id: int, order_type: OrderType) -> Decimal:
-    row = session.scalars(
-        select(StoreCommission)
+    # The one column as a plain value: no ORM object to build on every intake.
+    column = (
+        StoreCommission.commission_payin
+        if order_type == OrderType.PAYIN
+        else StoreCommission.commission_payout
+    )
+    row = session.execute(
+        select(column)
         .where(StoreCommission.store_id == store_id)
         .order_by(StoreCommission.created_at.desc(), StoreCommission.id.desc())
         .limit(1)
     ).first()
     if row is None:
         raise ConfigurationError(f"store {store_id} has no commission row")
-    return row.commission_payin if order_type == OrderType.PAYIN else row.commission_payout
+    return Decimal(row[0])
 
 
 # --------------------------------------------------------------------------- intake
@@ -361,8 +367,9 @@ def _insert_incoming(
         f"merchant_order_id {data.merchant_order_id!r} was already used by this store",
         code="duplicate_merchant_order_id",
     )
+    # No savepoint: a 409 ends the request's transaction, which rolls back whole.
     with integrity_errors_as_domain_errors(
-        session, {"uq_incoming_orders_store_id_merchant_order_id": duplicate}
+        session, {"uq_incoming_orders_store_id_merchant_order_id": duplicate}, savepoint=False
     ):
         session.add(incoming)
         session.flush()

@@ -118,12 +118,14 @@ def run_idempotent(
 
     status_code, body = action()
     # The advisory lock already serialises a key; the unique key covers a hash collision race.
+    # No savepoint: the 409 ends the request's transaction, which rolls back whole.
     with integrity_errors_as_domain_errors(
         session,
         {
             "uq_idempotency_keys_store_id_key": IdempotencyKeyInProgress(),
             "uq_idempotency_keys_user_id_key": IdempotencyKeyInProgress(),
         },
+        savepoint=False,
     ):
         session.add(
             IdempotencyKey(
