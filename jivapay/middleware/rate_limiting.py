@@ -184,6 +184,12 @@ return out
 """
 
 
+def _refused(server: str, scope: str, quotas: list[Quota]) -> Decision:
+    """The refusal of the last quota in `quotas` (counted in the metrics)."""
+    RATE_LIMIT_EXCEEDED_TOTAL.labels(server, scope).inc()
+    return Decision(allowed=False, retry_after=max(1, quotas[-1].reset), quotas=tuple(quotas))
+
+
 def _window_quota(item: RateLimitItem, scope: str, window: tuple[int, float, int, float]) -> Quota:
     """The client's view of a sliding window from its counts (previous count, seconds it still
     weighs, current count, seconds the current counter lives): `limits`' `get_window_stats`."""
@@ -385,10 +391,7 @@ class RequestRateLimiter:
             quota = _window_quota(item, scope, window)
             quotas.append(quota)
             if not acquired:
-                RATE_LIMIT_EXCEEDED_TOTAL.labels(server, scope).inc()
-                return Decision(
-                    allowed=False, retry_after=max(1, quota.reset), quotas=tuple(quotas)
-                )
+                return _refused(server, scope, quotas)
         return Decision(allowed=True, quotas=tuple(quotas))
 
     def _check_in_turn(self, checks: Sequence[tuple[str, str, str]], server: str) -> Decision:
@@ -413,13 +416,9 @@ class RequestRateLimiter:
         quotas = []
         for item in _limits_for(setting_key):
             allowed = self.limiter.hit(item, scope, identity)
-            quota = self._quota(item, scope, identity)
-            quotas.append(quota)
+            quotas.append(self._quota(item, scope, identity))
             if not allowed:
-                RATE_LIMIT_EXCEEDED_TOTAL.labels(server, scope).inc()
-                return Decision(
-                    allowed=False, retry_after=max(1, quota.reset), quotas=tuple(quotas)
-                )
+                return _refused(server, scope, quotas)
         return Decision(allowed=True, quotas=tuple(quotas))
 
     def _test(self, setting_key: str, identity: str, scope: str, server: str) -> Decision:
