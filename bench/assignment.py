@@ -318,7 +318,9 @@ def worker(
     }
     if profiler:
         out = io.StringIO()
-        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+        stats = pstats.Stats(profiler, stream=out)
+        stats.sort_stats("cumulative").print_stats(30)
+        stats.sort_stats("tottime").print_stats(30)
         report["profile"] = out.getvalue()
         report["sql"] = sql
     results.put(report)
@@ -391,6 +393,11 @@ def print_run(result: dict[str, Any]) -> None:
 
 
 def explain_selector(world: dict[str, int]) -> str:
+    """The selector's plan as the workers run it: a prepared statement under `use_generic_plans`
+    (planned once, for any values), then the same query planned for these values, whose planning
+    time is what every execution paid before."""
+    import psycopg
+
     from jivapay.database.utils import read_session
     from jivapay.enums import OrderType
     from jivapay.services.requisite_selector import _STATEMENTS
@@ -405,9 +412,32 @@ def explain_selector(world: dict[str, int]) -> str:
         "amount_crypto": D("25.00000000"),
         "excluded": [],
     }
+    positions: dict[str, int] = {}
+
+    def numbered(match: re.Match[str]) -> str:
+        return f"${positions.setdefault(match.group(1), len(positions) + 1)}"
+
     with read_session() as session:  # rolled back on close: the FOR UPDATE lock goes with it
+        compiled = stmt.compile(dialect=session.get_bind().dialect)
+        prepared = re.sub(r"%\((\w+)\)s", numbered, str(compiled))
+        values = compiled.construct_params(params)
+        raw = session.connection().connection.driver_connection
+        with psycopg.ClientCursor(raw) as cur:
+            cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            cur.execute(f"PREPARE bench_selector AS {prepared}")
+            args = ", ".join(cur.mogrify("%s", [values[name]]) for name in positions)
+            cur.execute(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_selector({args})")
+            generic = "\n".join(r[0] for r in cur.fetchall())
         rows = session.execute(text("EXPLAIN (ANALYZE, BUFFERS) " + stmt.text), params)
-        return "\n".join(r[0] for r in rows)
+        custom = [r[0] for r in rows]
+        planning = [line.strip() for line in custom if line.startswith("Planning Time")]
+        return (
+            "generic plan (prepared, planned once; what the workers run):\n"
+            + generic
+            + "\n\nthe same query planned for these values (every execution before "
+            + "use_generic_plans): "
+            + ", ".join(planning)
+        )
 
 
 def pgbench_binary() -> str | None:

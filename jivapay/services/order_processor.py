@@ -42,6 +42,7 @@ from jivapay.database.utils import (
     call_after_commit,
     savepoint_with_side_effects,
     transaction_flow,
+    use_generic_plans,
 )
 from jivapay.enums import AuditLevel, IncomingOrderStatus, OrderStatus, OrderType
 from jivapay.money import calculate_commissions, payin_trader_hold
@@ -244,6 +245,7 @@ def assign(
 
 
 def _main_attempt(session: Session, incoming_order_id: int, now: datetime) -> ProcessResult:
+    use_generic_plans(session)
     claimed = _claim(session, incoming_order_id)
     if claimed is None:
         return _not_claimed(incoming_order_id)
@@ -427,6 +429,7 @@ def process_incoming_batch(
     failures: list[tuple[int, Exception]] = []
     try:
         with atomic_transaction() as session:
+            use_generic_plans(session)
             for incoming in _claim_batch(session, ids):
                 incoming_order_id = incoming.id
                 try:

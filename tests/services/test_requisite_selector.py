@@ -4,18 +4,23 @@ SQL computing the PayIn hold exactly as `money.payin_hold` does."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from jivapay.database.engine import get_engine
 from jivapay.database.models import BalanceTraderCryptoHistory, OrderHistory
-from jivapay.enums import IncomingOrderStatus
+from jivapay.database.utils import use_generic_plans
+from jivapay.enums import IncomingOrderStatus, OrderType
 from jivapay.money import payin_hold
+from jivapay.services import order_processor
 from jivapay.services.order_processor import process_incoming_order
 from jivapay.services.reconciliation import reconcile
-from jivapay.services.requisite_selector import PAYIN_HOLD_SQL, payin_hold_for
+from jivapay.services.requisite_selector import _STATEMENTS, PAYIN_HOLD_SQL, payin_hold_for
 from tests.factories import make_incoming, make_reference, make_requisite, make_store, make_trader
 from tests.services.order_world import D
 
@@ -25,6 +30,8 @@ _HOLD_IN_SQL = text(
         "tc.commission_payin", "CAST(:percent AS NUMERIC(7, 4))"
     )
 )
+
+_PLAN_MODE = text("SHOW plan_cache_mode")
 
 amounts = st.decimals(
     min_value=Decimal("0.00000001"), max_value=Decimal("999999999.99999999"), places=8
@@ -77,3 +84,87 @@ def test_payin_needs_trader_deposit(db) -> None:  # type: ignore[no-untyped-def]
     res = process_incoming_order(make_incoming(db, store, ref, amount_fiat=D("1000.00")).id)
     assert res.outcome == IncomingOrderStatus.RETRYING
     assert "requisite_not_found" in (res.reason or "")
+
+
+def test_assignment_plans_generically_and_the_setting_ends_with_its_transaction(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref = make_reference(db)
+    store = make_store(db, ref, balance=None)
+    make_requisite(db, make_trader(db, ref), ref)
+    seen: list[str] = []
+    select_requisite = order_processor.find_suitable_requisite
+
+    def spy(session: Session, **kwargs: Any) -> Any:
+        seen.append(session.execute(_PLAN_MODE).scalar_one())
+        return select_requisite(session, **kwargs)
+
+    monkeypatch.setattr(order_processor, "find_suitable_requisite", spy)
+    res = process_incoming_order(make_incoming(db, store, ref, amount_fiat=D("100.00")).id)
+    assert res.outcome == IncomingOrderStatus.ASSIGNED
+    assert seen == ["force_generic_plan"]
+
+    # On a connection of its own: the setting is the transaction's, never the pooled connection's.
+    with get_engine().connect() as conn:
+        with Session(bind=conn) as session:
+            use_generic_plans(session)
+            assert session.execute(_PLAN_MODE).scalar_one() == "force_generic_plan"
+            session.commit()
+        assert conn.execute(_PLAN_MODE).scalar_one() == "auto"
+
+
+def test_the_selectors_generic_plan_chooses_what_a_value_specific_plan_does(db: Session) -> None:
+    """The same candidates, in the same order, whether PostgreSQL plans the selector for the
+    values at hand or once for any values (what a prepared statement under `use_generic_plans`
+    does): filters on method and bank, amount limits, the deposit, exclusions."""
+    ref = make_reference(db)
+    make_store(db, ref, balance=None)
+    first = make_trader(db, ref, priority=1, deposit=D("3"))
+    second = make_trader(db, ref, priority=5)
+    small = make_requisite(db, first, ref, lower=D("10"), upper=D("200"))
+    middle = make_requisite(db, first, ref, lower=D("100"), upper=D("5000"))
+    make_requisite(db, second, ref, lower=D("50"), upper=D("900"), pay_in=False)
+    wide = make_requisite(db, second, ref, lower=D("1"), upper=D("100000"))
+    db.flush()
+    compiled = _STATEMENTS[OrderType.PAYIN].compile(dialect=db.get_bind().dialect)
+    base = {
+        "fiat_currency_id": ref.fiat.id,
+        "crypto_currency_id": ref.crypto.id,
+        "payment_method_id": None,
+        "bank_id": None,
+        "excluded": [],
+    }
+    cases = [
+        {"amount_fiat": D("150.00"), "amount_crypto": D("1.50")},
+        {"amount_fiat": D("150.00"), "amount_crypto": D("1.50"), "excluded": [small.id]},
+        {"amount_fiat": D("150.00"), "amount_crypto": D("1.50"), "excluded": [small.id, wide.id]},
+        {"amount_fiat": D("700.00"), "amount_crypto": D("7.00")},  # over the first's deposit
+        {"amount_fiat": D("0.50"), "amount_crypto": D("0.005")},  # under every lower limit
+        {
+            "amount_fiat": D("150.00"),
+            "amount_crypto": D("1.50"),
+            "payment_method_id": ref.method.id,
+        },
+        {"amount_fiat": D("150.00"), "amount_crypto": D("1.50"), "bank_id": ref.bank.id + 10_000},
+    ]
+    raw = db.connection().connection.driver_connection
+    assert raw is not None
+    chosen = []
+    with raw.cursor() as cur:
+        cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        for case in cases:
+            params = compiled.construct_params({**base, **case})
+            cur.execute(str(compiled), params, prepare=False)
+            planned_for_values = cur.fetchall()
+            cur.execute(str(compiled), params, prepare=True)
+            assert cur.fetchall() == planned_for_values, case
+            chosen.append([row[0] for row in planned_for_values])
+        cur.execute(
+            "SELECT sum(generic_plans), sum(custom_plans) FROM pg_prepared_statements "
+            "WHERE statement LIKE '%FROM req_traders r%'"
+        )
+        generic, custom = cur.fetchone()  # type: ignore[misc]
+    assert generic >= len(cases) and custom == 0
+    # The cases do reach different answers (a comparison of empty results would prove nothing).
+    s, m, w = small.id, middle.id, wide.id
+    assert chosen == [[s], [m], [m], [w], [], [s], []]
