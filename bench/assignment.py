@@ -15,7 +15,8 @@ assignments per second and per-assignment latency, the `EXPLAIN (ANALYZE, BUFFER
 selector's candidate query at the largest history, and pgbench's TPC-B TPS on the same server
 (`pgbench -i -s 10` into a scratch database, then `-c 4 -j 2 -T 20`) as the reference.
 
-`--profile` runs worker 0 under cProfile and counts its SQL statements and time in the database.
+`--profile` runs worker 0 under cProfile (CPU time, so waits on the database do not count) and
+counts its SQL statements and time in the database.
 Figures only: nothing here is asserted.
 """
 
@@ -272,7 +273,7 @@ def worker(
 
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
-    profiler = cProfile.Profile() if profile else None
+    profiler = cProfile.Profile(time.process_time) if profile else None
     barrier.wait()
     sql["n"], sql["seconds"] = 0, 0.0
     backend_start = {pid: _backend_cpu(pid) for pid in backends}

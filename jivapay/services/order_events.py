@@ -11,8 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import bindparam, func, insert, select
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from jivapay import task_names
 from jivapay.database.base import utcnow
@@ -78,6 +79,41 @@ def callback_payload(
     }
 
 
+def _record_statement() -> Executable:
+    """The callback row's INSERT with the audit row riding along as a data-modifying CTE (one
+    round trip), built once: every value is a bound parameter, so an execution only binds them
+    instead of building, coercing and cache-keying a new statement (0.5 of the 1.55 ms of Python
+    a status change cost). `dml_strategy="orm"`: given one parameter dictionary, SQLAlchemy would
+    otherwise run it as an ORM bulk insert, which cannot return the new row as an object."""
+    audit_columns = audit_values(action="").keys()
+    audit = insert(AuditLog).values({c: bindparam(f"audit_{c}") for c in audit_columns})
+    delivery_columns = (
+        "event_id",
+        "store_id",
+        "incoming_order_id",
+        "order_id",
+        "event_type",
+        "payload",
+        "url",
+        "status",
+        "next_attempt_at",
+        # Spelled out: the columns' Python defaults are not applied to this ORM-enabled INSERT.
+        "attempt_count",
+        "created_at",
+        "updated_at",
+    )
+    return (
+        insert(CallbackDelivery)
+        .values({c: bindparam(c) for c in delivery_columns})
+        .add_cte(audit.cte("audit_row"))
+        .returning(CallbackDelivery)
+        .execution_options(dml_strategy="orm")
+    )
+
+
+_RECORD = _record_statement()
+
+
 def record_status_change(
     session: Session,
     *,
@@ -121,36 +157,31 @@ def record_status_change(
         sequence=sequence,
     )
     status_value = (CallbackStatus.DISABLED if disabled else CallbackStatus.PENDING).value
-    # The audit row rides along as a data-modifying CTE: callback and audit row in one round trip.
-    audit = insert(AuditLog).values(
-        audit_values(
-            action=f"order.{status}",
-            user_id=actor_user_id,
-            target_entity="order",
-            target_id=incoming.public_id,
-            details={"from": previous, "to": status, "actor": actor_kind, "reason": reason},
-            level=level,
-        )
+    audit = audit_values(
+        action=f"order.{status}",
+        user_id=actor_user_id,
+        target_entity="order",
+        target_id=incoming.public_id,
+        details={"from": previous, "to": status, "actor": actor_kind, "reason": reason},
+        level=level,
     )
     delivery = session.scalars(
-        insert(CallbackDelivery)
-        .values(
-            event_id=event_id,
-            store_id=incoming.store_id,
-            incoming_order_id=incoming.id,
-            order_id=order.id if order else None,
-            event_type=payload["type"],
-            payload=payload,
-            url=url,
-            status=status_value,
-            next_attempt_at=None if disabled else at,
-            # Spelled out: the columns' Python defaults are not applied to this ORM-enabled INSERT.
-            attempt_count=0,
-            created_at=at,
-            updated_at=at,
-        )
-        .add_cte(audit.cte("audit_row"))
-        .returning(CallbackDelivery)
+        _RECORD,
+        {
+            **{f"audit_{column}": value for column, value in audit.items()},
+            "event_id": event_id,
+            "store_id": incoming.store_id,
+            "incoming_order_id": incoming.id,
+            "order_id": order.id if order else None,
+            "event_type": payload["type"],
+            "payload": payload,
+            "url": url,
+            "status": status_value,
+            "next_attempt_at": None if disabled else at,
+            "attempt_count": 0,
+            "created_at": at,
+            "updated_at": at,
+        },
     ).one()
     transition = ORDER_TRANSITIONS_TOTAL.labels(previous or "none", status)
     call_after_commit(session, transition.inc, label="order_transition_metric")

@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import ClassVar
 
 import structlog
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -134,15 +134,21 @@ class _Claimed:
     callbacks: int
 
 
+# Built once (the id is a bound parameter): a claim only binds it.
+_CLAIM = (
+    select(IncomingOrder, MerchantStore, _CALLBACKS_SO_FAR)
+    .outerjoin(MerchantStore, MerchantStore.id == IncomingOrder.store_id)
+    .where(
+        IncomingOrder.id == bindparam("incoming_order_id"),
+        IncomingOrder.status.in_(_OPEN_INTAKE),
+    )
+    .with_for_update(of=IncomingOrder, skip_locked=True)
+)
+
+
 def _claim(session: Session, incoming_order_id: int) -> _Claimed | None:
     """Lock the open intake row; its store and its callback count come in the same round trip."""
-    stmt = (
-        select(IncomingOrder, MerchantStore, _CALLBACKS_SO_FAR)
-        .outerjoin(MerchantStore, MerchantStore.id == IncomingOrder.store_id)
-        .where(IncomingOrder.id == incoming_order_id, IncomingOrder.status.in_(_OPEN_INTAKE))
-        .with_for_update(of=IncomingOrder, skip_locked=True)
-    )
-    row = session.execute(stmt).first()
+    row = session.execute(_CLAIM, {"incoming_order_id": incoming_order_id}).first()
     return None if row is None else _Claimed(row[0], row[1], int(row[2]))
 
 
