@@ -139,8 +139,9 @@ def make_world(db: Session, url: str | None) -> World:
 
 
 def new_delivery(db: Session, world: World, status: str = "failed") -> CallbackDelivery:
-    delivery = record_status_change(
+    delivery_id = record_status_change(
         db, incoming=world.incoming, order=None, status=status, previous="new"
     )
-    db.flush()
+    delivery = db.get(CallbackDelivery, delivery_id)
+    assert delivery is not None
     return delivery
