@@ -15,10 +15,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
-from sqlalchemy import BigInteger, DateTime, String, insert, literal, select, update
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    String,
+    Table,
+    bindparam,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
 
 from jivapay.database.base import CRYPTO, utcnow
 from jivapay.database.models import (
@@ -380,35 +391,31 @@ def _lock_trader(session: Session, trader_id: int, crypto_currency_id: int) -> B
     )
 
 
-def _freeze(
-    session: Session,
-    model: type[BalanceStore] | type[BalanceTrader],
-    owner: dict[str, int],
-    *,
-    amount: Decimal,
-    incoming_order_id: int,
-    order_id: int | None,
-) -> None:
-    """Raise `frozen` by `amount` if the available balance covers it, and write the history row.
-
-    One statement does the check, the change (a guarded UPDATE, under the row lock it takes) and
-    the history row (an INSERT fed by the UPDATE's RETURNING, so it is written exactly when the
-    balance changed, with the numbers after it): a hold is one round trip on the hot paths
-    (intake, assignment).
-    """
-    if amount <= 0:
-        raise ValidationFailed("a hold must be positive")
-    conditions = [getattr(model, column) == value for column, value in owner.items()]
+def _freeze_statement(
+    model: type[BalanceStore] | type[BalanceTrader], owner_columns: tuple[str, ...]
+) -> Executable:
+    """The hold as one statement, built once per account kind: a guarded UPDATE of `frozen` (the
+    check and the change, under the row lock it takes) feeding the history INSERT through its
+    RETURNING, so the history row is written exactly when the balance changed, with the numbers
+    after it. Every value is a bound parameter (`owner_<column>`, `amount`, `incoming_order_id`,
+    `order_id`, `created_at`): an execution only binds them, where building and cache-keying the
+    statement anew cost most of a hold's Python time."""
+    table = cast(Table, model.__table__)
+    amount = bindparam("amount", type_=CRYPTO)
     changed = (
-        update(model)
-        .where(*conditions, model.balance - model.frozen >= amount)
-        .values(frozen=model.frozen + amount)
-        .returning(model.id, model.balance, model.frozen)
+        update(table)
+        .where(
+            *(table.c[column] == bindparam(f"owner_{column}") for column in owner_columns),
+            table.c.balance - table.c.frozen >= amount,
+        )
+        .values(frozen=table.c.frozen + amount)
+        .returning(table.c.id, table.c.balance, table.c.frozen)
         .cte("changed")
     )
-    history = BalanceStoreHistory if model is BalanceStore else BalanceTraderCryptoHistory
+    history_model = BalanceStoreHistory if model is BalanceStore else BalanceTraderCryptoHistory
+    history = cast(Table, history_model.__table__)
     account_column = "balance_store_id" if model is BalanceStore else "balance_trader_id"
-    written = session.execute(
+    return (
         insert(history)
         .from_select(
             [
@@ -426,17 +433,51 @@ def _freeze(
                 changed.c.id,
                 literal(BalanceOperation.FREEZE.value, String),
                 literal(Decimal(0), CRYPTO),
-                literal(amount, CRYPTO),
+                amount,
                 changed.c.balance,
                 changed.c.frozen,
-                literal(incoming_order_id, BigInteger),
-                literal(order_id, BigInteger),
-                literal(utcnow(), DateTime(timezone=True)),
+                bindparam("incoming_order_id", type_=BigInteger),
+                bindparam("order_id", type_=BigInteger),
+                bindparam("created_at", type_=DateTime(timezone=True)),
             ),
         )
-        .returning(getattr(history, account_column))
+        .returning(history.c[account_column])
+    )
+
+
+# `_freeze_statement` per (account kind, owner columns), built on first use.
+_FREEZE_STATEMENTS: dict[tuple[Any, tuple[str, ...]], Executable] = {}
+
+
+def _freeze(
+    session: Session,
+    model: type[BalanceStore] | type[BalanceTrader],
+    owner: dict[str, int],
+    *,
+    amount: Decimal,
+    incoming_order_id: int,
+    order_id: int | None,
+) -> None:
+    """Raise `frozen` by `amount` if the available balance covers it, and write the history row,
+    in one round trip (`_freeze_statement`): a hold is on the hot paths (intake, assignment)."""
+    if amount <= 0:
+        raise ValidationFailed("a hold must be positive")
+    key = (model, tuple(owner))
+    statement = _FREEZE_STATEMENTS.get(key)
+    if statement is None:
+        statement = _FREEZE_STATEMENTS[key] = _freeze_statement(*key)
+    written = session.execute(
+        statement,
+        {
+            **{f"owner_{column}": value for column, value in owner.items()},
+            "amount": amount,
+            "incoming_order_id": incoming_order_id,
+            "order_id": order_id,
+            "created_at": utcnow(),
+        },
     ).first()
     if written is None:
+        conditions = [getattr(model, column) == value for column, value in owner.items()]
         current = session.execute(select(model.balance - model.frozen).where(*conditions)).scalar()
         available = current if current is not None else Decimal(0)
         raise InsufficientBalance(
