@@ -176,6 +176,16 @@ def unique() -> str:
 
 
 @pytest.fixture(autouse=True)
+def _statements_built_by_the_code_under_test() -> None:
+    """Forget the hot paths' statements built once per process (`balance_manager`'s hold), so
+    every test builds them with the code it runs: mutation testing forks each mutant's run from a
+    process that already built them from the unmutated code."""
+    from jivapay.services import balance_manager
+
+    balance_manager._FREEZE_STATEMENTS.clear()
+
+
+@pytest.fixture(autouse=True)
 def _isolated_rate_limits() -> Iterator[None]:
     """Each test counts its own rate limits: every TestClient request comes from one client IP."""
     from jivapay.middleware.rate_limiting import reset_rate_limiter

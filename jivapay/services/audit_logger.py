@@ -4,8 +4,9 @@ password, key or card number handed in by mistake never reaches the log."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
+from sqlalchemy import CTE, Table, bindparam, insert
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -50,6 +51,23 @@ def audit_values(
         "ip_address": ip_address[:_MAX_IP] if ip_address else None,
         "level": AuditLevel(level).value,
     }
+
+
+_PREFIX = "audit_"
+
+
+def audit_cte() -> CTE:
+    """The audit row's INSERT as a data-modifying CTE (`audit_row`) whose values are bound
+    parameters named `audit_<column>`, for a statement built once that writes its own row and the
+    audit row in one round trip; `audit_parameters` gives the values."""
+    table = cast(Table, AuditLog.__table__)
+    columns = audit_values(action="").keys()
+    return insert(table).values({c: bindparam(_PREFIX + c) for c in columns}).cte("audit_row")
+
+
+def audit_parameters(**event: Any) -> dict[str, Any]:
+    """`audit_values(**event)` as the parameters of `audit_cte`."""
+    return {_PREFIX + column: value for column, value in audit_values(**event).items()}
 
 
 def log_event(

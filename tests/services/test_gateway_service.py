@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from pydantic import ValidationError as PydanticValidationError
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -145,6 +145,10 @@ def test_payout_by_fiat_freezes_store_hold_with_history(db: Session, world) -> N
     assert incoming.store_hold == D("10.3")
     assert incoming.beneficiary_number == "4111111111111111"
     assert incoming.beneficiary_last4 == "1111" and result.payment_url is None
+    stored = db.scalar(
+        text("SELECT beneficiary_number FROM incoming_orders WHERE id = :id"), {"id": incoming.id}
+    )
+    assert stored and "4111111111111111" not in stored  # encrypted at rest
     balance = _store_balance(db, store)
     assert (balance.balance, balance.frozen) == (D("1000"), D("10.3"))
     history = db.scalars(
