@@ -22,9 +22,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import Table, bindparam, delete, insert, select, text
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -82,6 +82,36 @@ def _ttl(session: Session) -> timedelta:
     return timedelta(hours=runtime_settings(session).IDEMPOTENCY_KEY_TTL_HOURS)
 
 
+_KEYS = cast(Table, IdempotencyKey.__table__)
+# Built once; the owner column is a parameter of the statement's shape, so one per owner kind.
+_EXISTING = {
+    owner: select(
+        _KEYS.c.id,
+        _KEYS.c.created_at,
+        _KEYS.c.request_fingerprint,
+        _KEYS.c.response_status,
+        _KEYS.c.response_body,
+    ).where(_KEYS.c[owner] == bindparam("owner"), _KEYS.c.key == bindparam("key"))
+    for owner in ("store_id", "user_id")
+}
+_DELETE = delete(_KEYS).where(_KEYS.c.id == bindparam("key_id"))
+_INSERT = insert(_KEYS).values(
+    {
+        column: bindparam(column)
+        for column in (
+            "store_id",
+            "user_id",
+            "key",
+            "request_fingerprint",
+            "response_status",
+            "response_body",
+            "created_at",
+            "completed_at",
+        )
+    }
+)
+
+
 def run_idempotent(
     session: Session,
     *,
@@ -98,16 +128,17 @@ def run_idempotent(
     now = now or utcnow()
     if store_id is not None:
         locked = session.execute(_TRY_LOCK, {"store_id": store_id, "key": key}).scalar_one()
-        owner = IdempotencyKey.store_id == store_id
+        existing = _EXISTING["store_id"]
     else:
         locked = session.execute(_TRY_USER_LOCK, {"user_id": user_id, "key": key}).scalar_one()
-        owner = IdempotencyKey.user_id == user_id
+        existing = _EXISTING["user_id"]
     if not locked:
         raise IdempotencyKeyInProgress()
-    row = session.scalars(select(IdempotencyKey).where(owner, IdempotencyKey.key == key)).first()
+    row = session.execute(
+        existing, {"owner": store_id if store_id is not None else user_id, "key": key}
+    ).first()
     if row is not None and row.created_at <= now - _ttl(session):
-        session.delete(row)
-        session.flush()
+        session.execute(_DELETE, {"key_id": row.id})
         row = None
     if row is not None:
         if row.request_fingerprint != fingerprint:
@@ -127,19 +158,19 @@ def run_idempotent(
         },
         savepoint=False,
     ):
-        session.add(
-            IdempotencyKey(
-                store_id=store_id,
-                user_id=user_id,
-                key=key,
-                request_fingerprint=fingerprint,
-                response_status=status_code,
-                response_body=body,
-                created_at=now,
-                completed_at=now,
-            )
+        session.execute(
+            _INSERT,
+            {
+                "store_id": store_id,
+                "user_id": user_id,
+                "key": key,
+                "request_fingerprint": fingerprint,
+                "response_status": status_code,
+                "response_body": body,
+                "created_at": now,
+                "completed_at": now,
+            },
         )
-        session.flush()
     return StoredResponse(status_code, body, replayed=False)
 
 
