@@ -24,7 +24,7 @@ from typing import Any
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, joinedload
 
 from jivapay.config import get_settings
@@ -191,6 +191,10 @@ def _timestamp_fresh(timestamp: str, now: float) -> bool:
     return abs(now - int(timestamp)) <= SIGNATURE_TOLERANCE_SECONDS
 
 
+# Built once; a request only binds its key.
+_STORE_BY_KEY = select(MerchantStore).where(MerchantStore.public_api_key == bindparam("api_key"))
+
+
 def verify_store_request(
     session: Session,
     *,
@@ -209,9 +213,7 @@ def verify_store_request(
         raise InvalidSignature(
             f"X-Timestamp must be unix seconds within {SIGNATURE_TOLERANCE_SECONDS} s of now"
         )
-    store = session.scalars(
-        select(MerchantStore).where(MerchantStore.public_api_key == api_key)
-    ).one_or_none()
+    store = session.scalars(_STORE_BY_KEY, {"api_key": api_key}).one_or_none()
     private_key = store.private_api_key if store is not None else _DUMMY_PRIVATE_KEY
     expected = compute_signature(private_key, timestamp, method, path, body)
     valid = hmac.compare_digest(expected.encode(), signature.strip().lower().encode())

@@ -219,19 +219,25 @@ def _fresh_rate(session: Session, store: MerchantStore, now: datetime) -> Decima
     ).median_rate
 
 
-def _store_commission_percent(session: Session, store_id: int, order_type: OrderType) -> Decimal:
+def _latest_commission(column: Any) -> Executable:
     # The one column as a plain value: no ORM object to build on every intake.
-    column = (
-        StoreCommission.commission_payin
-        if order_type == OrderType.PAYIN
-        else StoreCommission.commission_payout
-    )
-    row = session.execute(
+    return (
         select(column)
-        .where(StoreCommission.store_id == store_id)
+        .where(StoreCommission.store_id == bindparam("store_id"))
         .order_by(StoreCommission.created_at.desc(), StoreCommission.id.desc())
         .limit(1)
-    ).first()
+    )
+
+
+# Built once per direction; an intake only binds the store.
+_LATEST_COMMISSION = {
+    OrderType.PAYIN: _latest_commission(StoreCommission.commission_payin),
+    OrderType.PAYOUT: _latest_commission(StoreCommission.commission_payout),
+}
+
+
+def _store_commission_percent(session: Session, store_id: int, order_type: OrderType) -> Decimal:
+    row = session.execute(_LATEST_COMMISSION[order_type], {"store_id": store_id}).first()
     if row is None:
         raise ConfigurationError(f"store {store_id} has no commission row")
     return Decimal(row[0])
