@@ -373,6 +373,7 @@ def run_queue(ids: list[int], workers: int, profile: bool, batch: int = 1) -> di
         "cpu_ms": 1000 * sum(r["cpu"] for r in reports) / calls,
         "pg_cpu_ms": None if None in pg_cpu else 1000 * sum(pg_cpu) / calls,
         "rss_peak": [r["rss_peak"] for r in reports],
+        "latencies": latencies,
     }
 
 
@@ -396,6 +397,39 @@ def print_run(result: dict[str, Any]) -> None:
         f"    P4 worker peak RSS: {', '.join(f'{r / 2**20:.0f}' for r in result['rss_peak'])} MB "
         f"(max {peak:.0f} MB, target < 150 MB): {'PASS' if peak < 150 else 'FAIL'}"
     )
+
+
+def alternate_p2(
+    large: tuple[str, dict[str, int]], small_size: int, rounds: int, args: argparse.Namespace
+) -> dict[str, dict[str, list[float]]]:
+    """P2 side by side: a second database with `small_size` history rows next to the large one,
+    and `rounds` runs of the queue on each, alternating (small, large), (large, small), ... so that
+    a slow spell of the machine falls on both sizes alike instead of on whichever ran last.
+    Returns each size's latencies (seconds) and per-round worker CPU (ms per assignment)."""
+    figures: dict[str, dict[str, list[float]]] = {
+        name: {"latencies": [], "cpu_ms": []} for name in ("small", "large")
+    }
+    with scratch_database("jivapay_bench_small") as small_url:
+        use_database(small_url)
+        small_world = build_world(args.requisites, args.traders)
+        grow_history(small_url, small_world, 0, small_size)
+        places = {"small": (small_url, small_world), "large": large}
+        for n in range(rounds):
+            for name in ("small", "large") if n % 2 == 0 else ("large", "small"):
+                url, world = places[name]
+                use_database(url)
+                ids = queue_orders(world, args.orders, seed=1_000_000 + 2 * n + (name == "large"))
+                result = run_queue(ids, args.workers, False, args.batch)
+                figures[name]["latencies"] += result["latencies"]
+                figures[name]["cpu_ms"].append(result["cpu_ms"])
+                print(
+                    f"  round {n + 1} {name:>5}: {result['per_second']:7.1f} assignments/s, "
+                    f"p50 {result['latency']['p50']:5.1f} ms, p99 {result['latency']['p99']:5.1f} "
+                    f"ms, c {result['cpu_ms']:.2f} ms"
+                )
+        drop_redis_keys(small_url)
+    use_database(large[0])
+    return figures
 
 
 # --------------------------------------------------------------------------- explain, pgbench
@@ -564,6 +598,13 @@ def main() -> None:
         help="at the largest history, also run the queue one order per transaction and then K "
         "per transaction, side by side",
     )
+    parser.add_argument(
+        "--p2-rounds",
+        type=int,
+        default=0,
+        help="also measure P2 side by side: a second database at the smallest history, and R "
+        "alternating runs of the queue on each size",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.history.split(",") if s]
     scale = [int(s) for s in args.scale.split(",") if s]
@@ -636,6 +677,13 @@ def main() -> None:
                 batches[k] = run_queue(ids, args.workers, False, k)
                 print(f"  {k} order(s) per transaction:")
                 print_run(batches[k])
+        alternating: dict[str, dict[str, list[float]]] = {}
+        if args.p2_rounds and len(sizes) >= 2:
+            print(
+                f"\nP2 side by side: {sizes[0]:,} and {have:,} orders of history, "
+                f"{args.p2_rounds} alternating rounds of {args.orders} orders each:"
+            )
+            alternating = alternate_p2((url, world), sizes[0], args.p2_rounds, args)
         print(f"\nEXPLAIN (ANALYZE, BUFFERS) of the selector at {have:,} orders of history:")
         print(explain_selector(world))
         drop_redis_keys(url)
@@ -681,6 +729,16 @@ def main() -> None:
             f"{many['per_second']:.1f} / {one['per_second']:.1f} assignments/s "
             f"= x{many['per_second'] / one['per_second']:.2f}; d {many['sql_ms']:.2f} / "
             f"{one['sql_ms']:.2f} ms, c {many['cpu_ms']:.2f} / {one['cpu_ms']:.2f} ms per assignment"
+        )
+    if alternating:
+        p99 = {k: percentiles(v["latencies"])["p99"] for k, v in alternating.items()}
+        cpu = {k: sum(v["cpu_ms"]) / len(v["cpu_ms"]) for k, v in alternating.items()}
+        ratio = p99["large"] / p99["small"]
+        print(
+            f"  P2 side by side ({args.p2_rounds} alternating rounds): p99({sizes[-1]:,}) / "
+            f"p99({sizes[0]:,}) = {p99['large']:.1f} / {p99['small']:.1f} = {ratio:.2f} "
+            f"(target <= 1.2): {'PASS' if ratio <= 1.2 else 'FAIL'}; worker CPU c "
+            f"{cpu['large']:.2f} / {cpu['small']:.2f} ms"
         )
     if len(sizes) >= 2:
         small, large = figures[sizes[0]], figures[sizes[-1]]
