@@ -13,6 +13,7 @@ SYSTEM_PING: Final = "system.ping"
 SYSTEM_HEARTBEAT: Final = "system.heartbeat"
 
 ORDERS_PROCESS: Final = "orders.process"
+ORDERS_PROCESS_BATCH: Final = "orders.process_batch"
 ORDERS_SWEEP_DUE: Final = "orders.sweep_due"
 ORDERS_EXPIRE_OVERDUE: Final = "orders.expire_overdue"
 ORDERS_ESCALATE_UNCONFIRMED: Final = "orders.escalate_unconfirmed"

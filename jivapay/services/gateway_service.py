@@ -23,6 +23,7 @@ Decisions:
 
 from __future__ import annotations
 
+import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from sqlalchemy import Table, bindparam, exists, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
-from jivapay import task_names
+from jivapay import intake_dispatch, task_names
 from jivapay.config import get_settings
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
@@ -52,7 +53,7 @@ from jivapay.database.models import (
     StoreCommission,
 )
 from jivapay.database.types import last4, mask_number
-from jivapay.database.utils import enqueue_after_commit, integrity_errors_as_domain_errors
+from jivapay.database.utils import call_after_commit, integrity_errors_as_domain_errors
 from jivapay.enums import IncomingOrderStatus, MerchantOrderStatus, OrderStatus, OrderType
 from jivapay.money import (
     commission,
@@ -247,12 +248,17 @@ def _store_commission_percent(session: Session, store_id: int, order_type: Order
 
 
 def enqueue_processing(session: Session, incoming_id: int) -> None:
-    """Send `orders.process` for `incoming_id` once the intake commits.
+    """Hand `incoming_id` to `intake_dispatch` once the intake commits (`orders.process`, or with
+    the orders committed at the same moment in one `orders.process_batch`).
 
     A lost message costs only latency: `order_processor.due_order_ids` returns `new` orders whose
     `next_attempt_at` is old, and the scheduler re-enqueues them.
     """
-    enqueue_after_commit(session, task_names.ORDERS_PROCESS, incoming_id)
+    call_after_commit(
+        session,
+        functools.partial(intake_dispatch.dispatcher.submit, incoming_id),
+        label=task_names.ORDERS_PROCESS,
+    )
 
 
 @dataclass(frozen=True)

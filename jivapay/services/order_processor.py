@@ -15,7 +15,9 @@
 
 `process_incoming_batch(ids)` does the same for several orders in one main transaction (claimed
 together, one SAVEPOINT per order), so the commit and the session are paid once per batch; each
-failed order is recorded in its own failure transaction as above.
+failed order is recorded in its own failure transaction as above (one that found only busy
+requisites is processed again on its own). The workers run it for the `orders.process_batch`
+messages `intake_dispatch` sends when intake orders arrive together.
 
 Everything here is idempotent: an order that is no longer `new`/`retrying`, or whose retry is not
 due yet, is left alone, so a duplicated or late task message changes nothing.
@@ -425,7 +427,9 @@ def process_incoming_batch(
     order to order. An order whose attempt fails (no requisite, fraud stop, missing commission,
     anything unexpected) is rolled back to its savepoint with its queued side effects, the others
     stay, and after the commit each failure is recorded in its own failure transaction, as for a
-    single order. If the batch transaction itself fails (its commit, a deadlock between two
+    single order; an order that found every suitable requisite only busy is instead processed again
+    on its own by `process_incoming_order`, whose pauses and tries keep lock timing from spending
+    its retries. If the batch transaction itself fails (its commit, a deadlock between two
     batches' locks, a lost connection) nothing of it was written, and each order is processed
     again on its own. Results come back in the order of `incoming_order_ids`.
     """
@@ -447,6 +451,10 @@ def process_incoming_batch(
         log.warning("order_batch_failed", size=len(ids), error=repr(batch_error))
         return [process_incoming_order(i, now=now) for i in ids]
     for incoming_order_id, failure in failures:
+        if isinstance(failure, RequisiteBusy):
+            # Lock timing, not lack of capacity: the order gets its own attempts, with their pauses.
+            results[incoming_order_id] = process_incoming_order(incoming_order_id, now=now)
+            continue
         _log_failed_attempt(incoming_order_id, failure)
         with atomic_transaction() as session:
             results[incoming_order_id] = record_failure(

@@ -82,6 +82,45 @@ def process_order(self: Any, incoming_order_id: int) -> dict[str, Any]:
     return {"outcome": result.outcome, "order_id": result.order_id, "reason": result.reason}
 
 
+@celery_app.task(name=task_names.ORDERS_PROCESS_BATCH, acks_late=True)
+def process_order_batch(incoming_order_ids: list[int]) -> list[dict[str, Any]]:
+    """Assign intake orders that arrived together in one transaction (`process_incoming_batch`).
+
+    Sent by `intake_dispatch` for a burst of intake. Each order keeps its own fate: one whose
+    attempt failed is scheduled again on its own `orders.process` message after its backoff (the
+    sweeper re-sends it if that message is lost), the others are assigned. A redelivered batch is
+    harmless, as for one order.
+    """
+    from jivapay.enums import IncomingOrderStatus
+    from jivapay.services.order_processor import process_incoming_batch
+    from jivapay.task_queue import PUBLISH_ONCE
+
+    results = process_incoming_batch(incoming_order_ids)
+    for result in results:
+        INTAKE_ORDERS_TOTAL.labels(result.outcome).inc()
+        if result.outcome == IncomingOrderStatus.RETRYING and result.next_attempt_at is not None:
+            delay = max((result.next_attempt_at - datetime.now(UTC)).total_seconds(), 0.0)
+            try:
+                process_order.apply_async(
+                    args=[result.incoming_order_id], countdown=delay, **PUBLISH_ONCE
+                )
+            except Exception as exc:  # the sweeper sends due retries: never fail the batch
+                log.warning(
+                    "order_retry_publish_failed",
+                    incoming_order_id=result.incoming_order_id,
+                    error=str(exc),
+                )
+    return [
+        {
+            "incoming_order_id": r.incoming_order_id,
+            "outcome": r.outcome,
+            "order_id": r.order_id,
+            "reason": r.reason,
+        }
+        for r in results
+    ]
+
+
 @celery_app.task(name=task_names.ORDERS_SWEEP_DUE)
 def sweep_due_orders() -> int:
     """Re-send due retries and `new` orders whose message was lost; returns how many."""

@@ -364,3 +364,21 @@ def test_traffic_disabled_store_is_403(db: Session, client, world) -> None:
     db.commit()
     response = _post(client, store, PAYIN, _payin_body(ref))
     assert response.status_code == 403 and response.json()["code"] == "store_traffic_disabled"
+
+
+def test_a_committed_intake_is_handed_to_the_workers_and_a_refused_one_is_not(
+    db: Session, client, world, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jivapay import intake_dispatch, task_queue
+
+    sent: list[tuple[str, tuple[Any, ...]]] = []
+    monkeypatch.setattr(task_queue, "send_task", lambda name, *args, **_: sent.append((name, args)))
+    ref, store = world
+    accepted = _post(client, store, PAYIN, _payin_body(ref, merchant_order_id="handed-1"))
+    refused = _post(client, store, PAYIN, _payin_body(ref, amount_fiat="1.00"))
+    assert (accepted.status_code, refused.status_code) == (201, 422)
+    assert intake_dispatch.dispatcher.flush(5)
+    incoming_id = db.scalars(
+        select(IncomingOrder.id).where(IncomingOrder.merchant_order_id == "handed-1")
+    ).one()
+    assert sent == [("orders.process", (incoming_id,))]

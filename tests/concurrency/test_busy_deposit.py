@@ -113,3 +113,35 @@ def test_a_deposit_busy_through_every_try_spends_one_retry(
         assert incoming is not None
         assert incoming.retry_count == 1
         assert (incoming.failure_reason or "").startswith("requisite_busy:")
+
+
+def test_orders_of_a_batch_that_found_only_busy_deposits_get_their_own_tries(
+    committed_db: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In `process_incoming_batch` (the workers' `orders.process_batch`) a busy deposit is lock
+    timing too: the order is processed again on its own instead of spending a retry."""
+    with committed_db() as session:
+        ref, store, trader, _ = build_world(session)
+        ids = [make_incoming(session, store, ref, amount_fiat=D("100.00")).id for _ in range(2)]
+        trader_id = trader.id
+        session.commit()
+    pauses: list[float] = []
+    with _deposit_held(committed_db, trader_id) as holder:
+
+        def pause(seconds: float) -> None:
+            pauses.append(seconds)
+            holder.rollback()  # the other worker commits while the first order pauses
+
+        monkeypatch.setattr(order_processor.time, "sleep", pause)
+        results = order_processor.process_incoming_batch(ids)
+
+    assert [r.outcome for r in results] == ["assigned", "assigned"]
+    assert len(pauses) == 1
+    with committed_db() as session:
+        rows = session.scalars(
+            select(IncomingOrder).where(IncomingOrder.id.in_(ids)).order_by(IncomingOrder.id)
+        ).all()
+        assert [(r.status, r.retry_count, r.failure_reason) for r in rows] == [
+            ("assigned", 0, None),
+            ("assigned", 0, None),
+        ]
