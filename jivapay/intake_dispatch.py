@@ -4,8 +4,8 @@ A gateway process accepts many orders a second; publishing one Celery message pe
 about as much CPU as the rest of the request's database work (a broker client and a message built
 and sent each time). `IntakeDispatcher.submit(id)` only appends the id to a list; one daemon
 thread per process takes everything waiting, up to `MAX_BATCH` ids, and publishes it as one
-message: `orders.process` for a single id, `orders.process_batch` for more, which a worker assigns
-in one transaction. With no backlog each order still goes out at once, alone; under load the
+message: `orders.process` for a single id, `orders.process_batch` for more (a worker assigns them
+one after the other, each order in its own transaction). With no backlog each order still goes out at once, alone; under load the
 batches grow by themselves (group commit), with no timer.
 
 The database stays the source of truth: an id submitted here belongs to a committed intake row in

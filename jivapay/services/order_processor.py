@@ -16,8 +16,8 @@
 `process_incoming_batch(ids)` does the same for several orders in one main transaction (claimed
 together, one SAVEPOINT per order), so the commit and the session are paid once per batch; each
 failed order is recorded in its own failure transaction as above (one that found only busy
-requisites is processed again on its own). The workers run it for the `orders.process_batch`
-messages `intake_dispatch` sends when intake orders arrive together.
+requisites is processed again on its own). Measured, it gives no more throughput than one order
+per transaction (`bench/assignment.py --compare-batch`), so the workers do not use it.
 
 Everything here is idempotent: an order that is no longer `new`/`retrying`, or whose retry is not
 due yet, is left alone, so a duplicated or late task message changes nothing.

@@ -382,3 +382,31 @@ def test_a_committed_intake_is_handed_to_the_workers_and_a_refused_one_is_not(
         select(IncomingOrder.id).where(IncomingOrder.merchant_order_id == "handed-1")
     ).one()
     assert sent == [("orders.process", (incoming_id,))]
+
+
+def test_the_answer_does_not_wait_for_the_broker(
+    db: Session, client, world, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that hangs (a blackholed host, a full socket buffer) leaves intake answering: the
+    publish happens on the dispatch thread, after the response."""
+    import threading
+
+    from jivapay import intake_dispatch, task_queue
+
+    release, publishing = threading.Event(), threading.Event()
+
+    def hung_broker(name: str, *args: Any, **_: Any) -> None:
+        publishing.set()
+        assert release.wait(10)
+
+    monkeypatch.setattr(task_queue, "send_task", hung_broker)
+    ref, store = world
+    try:
+        first = _post(client, store, PAYIN, _payin_body(ref))
+        assert publishing.wait(5)  # the dispatch thread is stuck in the broker now
+        second = _post(client, store, PAYIN, _payin_body(ref))
+        assert (first.status_code, second.status_code) == (201, 201)
+        assert not intake_dispatch.dispatcher.flush(0)  # the second order still waits its turn
+    finally:
+        release.set()
+    assert intake_dispatch.dispatcher.flush(5)

@@ -1,5 +1,5 @@
 """`orders.process_batch`, the message `intake_dispatch` sends for intake orders that arrived
-together: the orders are assigned in one transaction, and each one that failed gets its own
+together: each order is assigned as `orders.process` would, and each one that failed gets its own
 `orders.process` message after its backoff."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_a_batch_assigns_its_orders_and_schedules_each_failed_one_on_its_own(
 
     monkeypatch.setattr(tasks.process_order, "apply_async", schedule)
     before = datetime.now(UTC)
-    out = tasks.process_order_batch([first.id, too_big.id, last.id])
+    out = tasks.process_order_batch([first.id, too_big.id, last.id, first.id])  # one repeat
 
     assert [(r["incoming_order_id"], r["outcome"]) for r in out] == [
         (first.id, "assigned"),
