@@ -5,8 +5,8 @@ about as much CPU as the rest of the request's database work (a broker client an
 and sent each time). `IntakeDispatcher.submit(id)` only appends the id to a list; one daemon
 thread per process takes everything waiting, up to `MAX_BATCH` ids, and publishes it as one
 message: `orders.process` for a single id, `orders.process_batch` for more (a worker assigns them
-one after the other, each order in its own transaction). With no backlog each order still goes out at once, alone; under load the
-batches grow by themselves (group commit), with no timer.
+one after the other, each order in its own transaction). With no backlog each order still goes out
+at once, alone; under load the batches grow by themselves (group commit), with no timer.
 
 The database stays the source of truth: an id submitted here belongs to a committed intake row in
 status `new`, and if the process dies before the thread published it (or the broker refuses the
@@ -26,7 +26,7 @@ from jivapay import task_names, task_queue
 
 log = structlog.get_logger(__name__)
 
-MAX_BATCH = 20  # orders per message: one worker transaction holds this many assignments
+MAX_BATCH = 20  # orders per message: a worker assigns them one after the other
 
 
 class IntakeDispatcher:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import text
@@ -21,6 +21,9 @@ from jivapay.utils.metrics import (
     RECONCILIATION_RUNS_TOTAL,
 )
 from jivapay.worker.app import celery_app
+
+if TYPE_CHECKING:
+    from jivapay.services.order_processor import ProcessResult
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +64,18 @@ def heartbeat() -> str:
 # --------------------------------------------------------------------------- orders
 
 
+def _assign(incoming_order_id: int) -> tuple[ProcessResult, float | None]:
+    """One assignment attempt, counted; with the seconds until its retry when it failed for now."""
+    from jivapay.enums import IncomingOrderStatus
+    from jivapay.services.order_processor import process_incoming_order
+
+    result = process_incoming_order(incoming_order_id)
+    INTAKE_ORDERS_TOTAL.labels(result.outcome).inc()
+    if result.outcome != IncomingOrderStatus.RETRYING or result.next_attempt_at is None:
+        return result, None
+    return result, max((result.next_attempt_at - datetime.now(UTC)).total_seconds(), 0.0)
+
+
 @celery_app.task(name=task_names.ORDERS_PROCESS, bind=True, acks_late=True, max_retries=None)
 def process_order(self: Any, incoming_order_id: int) -> dict[str, Any]:
     """Assign one intake order; a failed attempt is retried after the backoff from the settings.
@@ -70,15 +85,10 @@ def process_order(self: Any, incoming_order_id: int) -> dict[str, Any]:
     live in the database (`MAX_ORDER_RETRIES`); the countdown here only schedules the next try, and
     the `orders.sweep_due` sweeper re-sends whatever a lost message or a dead worker dropped.
     """
-    from jivapay.enums import IncomingOrderStatus
-    from jivapay.services.order_processor import process_incoming_order
-
-    result = process_incoming_order(incoming_order_id)
-    INTAKE_ORDERS_TOTAL.labels(result.outcome).inc()
-    if result.outcome == IncomingOrderStatus.RETRYING and result.next_attempt_at is not None:
-        delay = max((result.next_attempt_at - datetime.now(UTC)).total_seconds(), 0.0)
+    result, retry_in = _assign(incoming_order_id)
+    if retry_in is not None:
         # `retry` re-sends to the queue the message came from; the database counts the attempts.
-        raise self.retry(countdown=delay, max_retries=None)
+        raise self.retry(countdown=retry_in, max_retries=None)
     return {"outcome": result.outcome, "order_id": result.order_id, "reason": result.reason}
 
 
@@ -94,23 +104,21 @@ def process_order_batch(incoming_order_ids: list[int]) -> list[dict[str, Any]]:
     backoff (the sweeper re-sends it if that message is lost). A redelivered batch is harmless:
     orders already assigned are skipped.
     """
-    from jivapay.enums import IncomingOrderStatus
-    from jivapay.services.order_processor import process_incoming_order
     from jivapay.task_queue import PUBLISH_ONCE
 
-    results = [process_incoming_order(i) for i in dict.fromkeys(incoming_order_ids)]
-    for result in results:
-        INTAKE_ORDERS_TOTAL.labels(result.outcome).inc()
-        if result.outcome == IncomingOrderStatus.RETRYING and result.next_attempt_at is not None:
-            delay = max((result.next_attempt_at - datetime.now(UTC)).total_seconds(), 0.0)
+    results = []
+    for incoming_order_id in dict.fromkeys(incoming_order_ids):
+        result, retry_in = _assign(incoming_order_id)
+        results.append(result)
+        if retry_in is not None:
             try:
                 process_order.apply_async(
-                    args=[result.incoming_order_id], countdown=delay, **PUBLISH_ONCE
+                    args=[incoming_order_id], countdown=retry_in, **PUBLISH_ONCE
                 )
             except Exception as exc:  # the sweeper sends due retries: never fail the batch
                 log.warning(
                     "order_retry_publish_failed",
-                    incoming_order_id=result.incoming_order_id,
+                    incoming_order_id=incoming_order_id,
                     error=str(exc),
                 )
     return [
