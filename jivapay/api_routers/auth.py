@@ -123,30 +123,45 @@ async def get_current_store(
 ) -> StorePrincipal:
     """FastAPI dependency: the store whose signature over this request is valid."""
     # Starlette caches the body on the request, so the endpoint can still read it afterwards.
-    request.state.authenticates_store = True
     body = await request.body()
+    # One trip to the threadpool for both the database read and the Redis count.
+    return await run_in_threadpool(
+        authenticate_store,
+        request,
+        session,
+        body,
+        api_key=api_key,
+        timestamp=x_timestamp,
+        signature=x_signature,
+    )
 
-    def verify() -> StorePrincipal:
-        return verify_store_request(
+
+def authenticate_store(
+    request: Request,
+    session: Session,
+    body: bytes,
+    *,
+    api_key: str | None,
+    timestamp: str | None,
+    signature: str | None,
+) -> StorePrincipal:
+    """The store whose signature over `request` is valid, counted against its rate limits
+    (blocking: a database read and a Redis round trip). A failure counts against the caller's IP,
+    never against the store the key names, and a 429 replaces the 401 when one is due."""
+    request.state.authenticates_store = True
+    try:
+        store = verify_store_request(
             session,
             api_key=api_key,
-            timestamp=x_timestamp,
-            signature=x_signature,
+            timestamp=timestamp,
+            signature=signature,
             method=request.method,
             path=signed_path(request),
             body=body,
         )
-
-    def verify_and_count() -> StorePrincipal:
-        # One trip to the threadpool for both the database read and the Redis count.
-        try:
-            store = verify()
-        except AuthenticationFailed:
-            # Counted by IP, never against the store the key names (a 429 replaces the 401 if due).
-            rate_limiting.store_authentication_failed(request)
-            raise
-        request.state.store = store
-        rate_limiting.store_authenticated(request, store.store_id)
-        return store
-
-    return await run_in_threadpool(verify_and_count)
+    except AuthenticationFailed:
+        rate_limiting.store_authentication_failed(request)
+        raise
+    request.state.store = store
+    rate_limiting.store_authenticated(request, store.store_id)
+    return store

@@ -115,6 +115,23 @@ async def db_session_dependency() -> AsyncIterator[Session]:
         )
 
 
+def run_request_transaction(work: Callable[[Session], T]) -> T:
+    """Run `work` with a new request session in the calling thread and end it as
+    `db_session_dependency` does: commit when `work` returns, roll back when it raises, close.
+
+    For a route that runs its whole request in one worker thread (the gateway's intake,
+    `api_routers.gateway.routes.OneTripIntakeRoute`): the commit still precedes the response.
+    """
+    session = SessionLocal()
+    try:
+        result = work(session)
+    except BaseException:
+        _end_request_session(session, False)
+        raise
+    _end_request_session(session, True)
+    return result
+
+
 def _end_request_session(session: Session, commit: bool) -> None:
     try:
         if commit:

@@ -5,25 +5,24 @@ payer's confirm, whose capability is the unguessable public order id. Intake req
 `Idempotency-Key` and is rate limited per store (`RATE_LIMIT_GATEWAY_INIT`). The request's session
 commits before the response leaves; any error rolls it back, so a 4xx writes nothing.
 
-JSON numbers in request bodies are parsed straight into `Decimal` (`LosslessJSONRoute`): Starlette
-would otherwise read `100.10` as a float before the models see it.
+JSON numbers in request bodies are parsed straight into `Decimal` (`routes.LosslessJSONRoute`), and
+the two intake routes run their whole request in one trip to the threadpool
+(`routes.OneTripIntakeRoute`); both are explained in `api_routers/gateway/routes.py`.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Coroutine
-from decimal import Decimal
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 
 from jivapay.api_routers import uploads
 from jivapay.api_routers.auth import signed_path
 from jivapay.api_routers.deps import CurrentStore, DbSession, IdempotencyKeyHeader
 from jivapay.api_routers.gateway.payer_page import reject_cross_site
+from jivapay.api_routers.gateway.routes import LosslessJSONRoute, OneTripIntakeRoute
 from jivapay.api_routers.idempotent import idempotent_response
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import OrderType
@@ -42,33 +41,6 @@ from jivapay.services import gateway_service, idempotency
 from jivapay.services.document_service import FileUpload
 from jivapay.services.gateway_service import IntakeResult
 
-
-class LosslessJSONRequest(Request):
-    """A request whose JSON body keeps numbers exact: floats become `Decimal`, never `float`."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            body = await self.body()
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                # Malformed JSON is 422 in FastAPI; a body that is not UTF-8 is malformed JSON too.
-                raise json.JSONDecodeError("the body is not UTF-8", "", exc.start) from None
-            # NaN/Infinity stay strings, which the Decimal fields then refuse.
-            self._json = json.loads(text, parse_float=Decimal, parse_constant=str)
-        return self._json
-
-
-class LosslessJSONRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def lossless_handler(request: Request) -> Response:
-            return await handler(LosslessJSONRequest(request.scope, request.receive))
-
-        return lossless_handler
-
-
 router = APIRouter(prefix="/gateway", tags=["gateway"], route_class=LosslessJSONRoute)
 
 
@@ -79,6 +51,7 @@ async def _raw_body(request: Request) -> bytes:
 RawBody = Annotated[bytes, Depends(_raw_body)]
 OrderIdPath = Annotated[str, Path(min_length=1, max_length=64, description="The order's public id")]
 ReceiptUpload = Annotated[FileUpload | None, Depends(uploads.receipt_upload)]
+Endpoint = Callable[..., JSONResponse]
 _INIT_LIMIT = [Depends(rate_limit("RATE_LIMIT_GATEWAY_INIT", key=KeyKind.STORE))]
 # Each route lists the errors it can answer beyond those `responses.document_problems` adds
 # everywhere (401 for the store's credentials, 404 on a path naming an order, 413, 422, 429).
@@ -87,6 +60,26 @@ _INTAKE_PROBLEMS = problem_responses(400, 403, 409, 503)  # idempotency key, swi
 _STATUS_PROBLEMS = problem_responses(403)
 _CANCEL_PROBLEMS = problem_responses(403, 409)
 _FILE_PROBLEMS = problem_responses(400, 403, 409, 415, 502, 503)  # multipart, S3
+
+
+def _intake_route(path: str, *, summary: str) -> Callable[[Endpoint], Endpoint]:
+    """Register an intake endpoint on `router`, served by `OneTripIntakeRoute`."""
+
+    def register(endpoint: Endpoint) -> Endpoint:
+        router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            status_code=201,
+            response_model=IntakeRead,
+            dependencies=_INIT_LIMIT,
+            responses=_INTAKE_PROBLEMS,
+            summary=summary,
+            route_class_override=OneTripIntakeRoute,
+        )
+        return endpoint
+
+    return register
 
 
 def _run_intake(
@@ -111,14 +104,7 @@ def _run_intake(
     )
 
 
-@router.post(
-    "/payin/init",
-    status_code=201,
-    response_model=IntakeRead,
-    dependencies=_INIT_LIMIT,
-    responses=_INTAKE_PROBLEMS,
-    summary="Create a PayIn",
-)
+@_intake_route("/payin/init", summary="Create a PayIn")
 def payin_init(
     store: CurrentStore,
     key: IdempotencyKeyHeader,
@@ -137,14 +123,7 @@ def payin_init(
     )
 
 
-@router.post(
-    "/payout/init",
-    status_code=201,
-    response_model=IntakeRead,
-    dependencies=_INIT_LIMIT,
-    responses=_INTAKE_PROBLEMS,
-    summary="Create a PayOut",
-)
+@_intake_route("/payout/init", summary="Create a PayOut")
 def payout_init(
     store: CurrentStore,
     key: IdempotencyKeyHeader,

@@ -1,0 +1,193 @@
+"""The intake routes' own request handling (`routes.OneTripIntakeRoute`) against FastAPI's: the
+same endpoints served both ways answer every malformed, unsigned, unkeyed or invalid request
+identically, in the same order of precedence; a good request is created either way, and the one-trip
+route takes one trip to the threadpool where FastAPI takes three."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Any
+
+import anyio.to_thread
+import pytest
+from fastapi import APIRouter
+from fastapi.routing import APIRoute
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from jivapay.api_routers.gateway import router as gateway
+from jivapay.api_routers.gateway.routes import LosslessJSONRoute, OneTripIntakeRoute
+from jivapay.database.models import IdempotencyKey, IncomingOrder
+from jivapay.servers.app_factory import ServerName, build_app
+from tests.factories import Ref, StoreWorld, gateway_headers, make_reference, make_store
+
+D = Decimal
+PAYIN = "/gateway/payin/init"
+PAYOUT = "/gateway/payout/init"
+
+
+def _fastapi_router() -> APIRouter:
+    """The gateway's routes with the intake endpoints served by FastAPI's own handler."""
+    reference = APIRouter(prefix="/gateway", route_class=LosslessJSONRoute)
+    for route in gateway.router.routes:
+        assert isinstance(route, APIRoute)
+        reference.add_api_route(
+            route.path.removeprefix("/gateway"),
+            route.endpoint,
+            methods=list(route.methods),
+            status_code=route.status_code,
+            dependencies=route.dependencies,
+            route_class_override=LosslessJSONRoute,
+        )
+    return reference
+
+
+@pytest.fixture
+def clients(db: Session) -> tuple[TestClient, TestClient]:
+    one_trip = build_app(ServerName.GATEWAY, routers=[gateway.router])
+    plain = build_app(ServerName.GATEWAY, routers=[_fastapi_router()])
+    return TestClient(one_trip), TestClient(plain)
+
+
+@pytest.fixture
+def world(db: Session) -> tuple[Ref, StoreWorld]:
+    ref = make_reference(db, rate=D("95.5"))
+    store = make_store(db, ref, lower=D("100"), upper=D("50000"), balance=D("1000"))
+    db.commit()
+    return ref, store
+
+
+def test_the_intake_routes_take_one_trip() -> None:
+    routes = [r for r in gateway.router.routes if isinstance(r, APIRoute)]
+    assert len(routes) == len(gateway.router.routes)
+    one_trip = {r.path for r in routes if isinstance(r, OneTripIntakeRoute)}
+    assert one_trip == {PAYIN, PAYOUT}
+
+
+def test_an_endpoint_with_other_parameters_is_refused_at_import() -> None:
+    def extra(store: Any, key: Any, data: Any, session: Any, request: Any, body: Any, x: int):
+        raise AssertionError("never called")
+
+    with pytest.raises(TypeError, match="declares exactly"):
+        OneTripIntakeRoute("/x", extra, methods=["POST"])
+
+
+Request = tuple[bytes, dict[str, str]]
+
+
+def _signed(world: StoreWorld, path: str, raw: bytes, **headers: str | None) -> dict[str, str]:
+    signed = gateway_headers(world, "POST", path, raw, idempotency_key=uuid.uuid4().hex)
+    for name, value in headers.items():
+        name = name.replace("_", "-")
+        if value is None:
+            signed.pop(name, None)
+        else:
+            signed[name] = value
+    return signed
+
+
+def _cases(ref: Ref, world: StoreWorld, path: str) -> Iterator[tuple[str, Request]]:
+    good = json.dumps(
+        {
+            "merchant_order_id": "m-1",
+            "amount_fiat": "1000.00",
+            "fiat_currency": ref.fiat.code,
+            "customer_id": "c-1",
+        }
+    ).encode()
+    invalid = json.dumps({"amount_fiat": "abc", "customer_ip": 5}).encode()
+    for name, raw in [
+        ("malformed JSON", b'{"amount_fiat": 1'),
+        ("not UTF-8", b'{"merchant_order_id": "\xff"}'),
+        ("a JSON array", b"[1, 2]"),
+        ("invalid fields", invalid),
+        ("empty body", b""),
+    ]:
+        yield name, (raw, _signed(world, path, raw))
+    yield "no content type", (good, _signed(world, path, good, Content_Type=None))
+    yield "text/plain", (good, _signed(world, path, good, Content_Type="text/plain"))
+    yield (
+        "a +json type",
+        (invalid, _signed(world, path, invalid, Content_Type="application/x+json")),
+    )
+    # Precedence: malformed JSON before the signature, the signature before the key, the key
+    # before the body's model.
+    yield "malformed and unsigned", (b"{", _signed(world, path, b"{", X_Signature="0" * 64))
+    yield "invalid and unsigned", (invalid, _signed(world, path, invalid, X_Signature=None))
+    yield "invalid, unknown key", (invalid, _signed(world, path, invalid, X_API_Key="pk_nope"))
+    yield (
+        "unsigned and unkeyed",
+        (good, _signed(world, path, good, X_Signature=None, Idempotency_Key=None)),
+    )
+    yield "invalid and unkeyed", (invalid, _signed(world, path, invalid, Idempotency_Key=None))
+    yield "bad key", (good, _signed(world, path, good, Idempotency_Key=" "))
+    yield "stale timestamp", (good, _signed(world, path, good, X_Timestamp="1"))
+
+
+def _comparable(response: Any) -> tuple[int, str, Any]:
+    body = response.json()
+    for varying in ("instance", "request_id"):
+        body.pop(varying, None)
+    return response.status_code, response.headers["content-type"], body
+
+
+def _count(db: Session) -> tuple[int, int]:
+    db.expire_all()
+    orders = db.scalar(select(func.count()).select_from(IncomingOrder))
+    keys = db.scalar(select(func.count()).select_from(IdempotencyKey))
+    return orders or 0, keys or 0
+
+
+@pytest.mark.parametrize("path", [PAYIN, PAYOUT])
+def test_refusals_match_fastapi_and_write_nothing(db: Session, clients, world, path) -> None:
+    one_trip, plain = clients
+    ref, store = world
+    before = _count(db)
+    seen = set()
+    for name, (raw, headers) in _cases(ref, store, path):
+        ours = one_trip.post(path, content=raw, headers=headers)
+        theirs = plain.post(path, content=raw, headers=headers)
+        assert ours.status_code >= 400, (name, ours.text)
+        assert _comparable(ours) == _comparable(theirs), name
+        seen.add(ours.status_code)
+    assert seen == {400, 401, 422}
+    assert _count(db) == before
+
+
+def _trips(client: TestClient, raw: bytes, headers: dict[str, str]) -> tuple[int, int]:
+    counted = 0
+    real: Callable[..., Any] = anyio.to_thread.run_sync
+
+    async def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal counted
+        counted += 1
+        return await real(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(anyio.to_thread, "run_sync", counting)
+        status = client.post(PAYIN, content=raw, headers=headers).status_code
+    return status, counted
+
+
+def test_a_good_intake_is_created_either_way_in_one_trip_instead_of_three(
+    db: Session, clients, world
+) -> None:
+    one_trip, plain = clients
+    ref, store = world
+    answers = []
+    for client in (one_trip, plain):
+        raw = json.dumps(
+            {
+                "merchant_order_id": f"m-{uuid.uuid4().hex[:10]}",
+                "amount_fiat": "1000.00",
+                "fiat_currency": ref.fiat.code,
+                "customer_id": "c-1",
+            }
+        ).encode()
+        answers.append(_trips(client, raw, _signed(store, PAYIN, raw)))
+    assert answers == [(201, 1), (201, 3)]
+    assert _count(db) == (2, 2)
