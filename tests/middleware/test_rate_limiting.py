@@ -275,6 +275,26 @@ def test_default_gateway_limit_lets_a_merchant_poll_far_beyond_the_old_100_per_m
     assert statuses == {404}
 
 
+def test_the_one_trip_intake_routes_count_the_intake_limit_before_validating(
+    db: Session, limiter_prefix: str, store: StoreWorld, other_store: StoreWorld
+):
+    # The real intake routes resolve their dependencies themselves (`OneTripIntakeRoute`): the
+    # limit their `rate_limit` dependency declares must still be counted, before the body's 422.
+    _configure(db, RATE_LIMIT_GATEWAY="100/minute", RATE_LIMIT_GATEWAY_INIT="2/minute")
+    client = TestClient(_gateway_app())
+
+    def intake(world: StoreWorld, path: str) -> Any:
+        headers = gateway_headers(world, "POST", path, b"{}", idempotency_key=uuid.uuid4().hex)
+        return client.post(path, content=b"{}", headers=headers)
+
+    answers = [intake(store, p) for p in ("/gateway/payin/init", "/gateway/payout/init") * 2]
+
+    assert [r.status_code for r in answers] == [422, 422, 429, 429]
+    _assert_problem(answers[2], "rate_limited")
+    assert '"gateway_init";q=2;w=60' in answers[2].headers["RateLimit-Policy"]
+    assert intake(other_store, "/gateway/payin/init").status_code == 422
+
+
 def test_gateway_intake_has_its_own_limit_per_authenticated_store(
     db: Session, limiter_prefix: str, store: StoreWorld, other_store: StoreWorld
 ):

@@ -7,7 +7,7 @@ exact.
 
 An intake (`/payin/init`, `/payout/init`) is the platform's hottest request. FastAPI would take it
 to the threadpool three times (the store's verification, the endpoint, the commit) and resolve its
-eight parameters and dependencies one by one, about 15% of the gateway's CPU per intake
+eight parameters and dependencies one by one: a quarter of the gateway's CPU per intake, measured
 (docs/performance.md, "One trip per intake"). `OneTripIntakeRoute` keeps the endpoint's FastAPI
 signature, from which the OpenAPI document is built, and resolves exactly those parameters itself,
 in one worker thread, answering their errors in FastAPI's order: a body that is not JSON (422),
