@@ -117,19 +117,14 @@ async def db_session_dependency() -> AsyncIterator[Session]:
 
 def run_request_transaction(work: Callable[[Session], T]) -> T:
     """Run `work` with a new request session in the calling thread and end it as
-    `db_session_dependency` does: commit when `work` returns, roll back when it raises, close.
+    `db_session_dependency` does: commit when `work` returns, roll back when it raises, close
+    (`atomic_transaction`; this name marks a request edge, where routers may not commit themselves).
 
     For a route that runs its whole request in one worker thread (the gateway's intake,
     `api_routers.gateway.routes.OneTripIntakeRoute`): the commit still precedes the response.
     """
-    session = SessionLocal()
-    try:
-        result = work(session)
-    except BaseException:
-        _end_request_session(session, False)
-        raise
-    _end_request_session(session, True)
-    return result
+    with atomic_transaction() as session:
+        return work(session)
 
 
 def _end_request_session(session: Session, commit: bool) -> None:
