@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # One image for every JivaPay process. The command picks the role:
 #   jivapay serve --role gateway|merchant|trader|teamlead|support|admin --host 0.0.0.0
-#   jivapay worker [--metrics-port 9100]      jivapay beat      jivapay db upgrade
+#   jivapay worker [--metrics-port 9100]      jivapay beat      jivapay intake-feed
+#   jivapay db upgrade
 # Build: docker build -t jivapay:$(git rev-parse --short HEAD) .
 
 ARG PYTHON_VERSION=3.11

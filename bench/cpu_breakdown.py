@@ -118,7 +118,6 @@ def intake(requests: int) -> None:
         public, private, fiat = bench_intake._world(url)
         import httpx
 
-        from jivapay import intake_dispatch
         from jivapay.api_routers import auth
         from jivapay.database import utils as database_utils
         from jivapay.middleware import rate_limiting
@@ -134,7 +133,6 @@ def intake(requests: int) -> None:
         _wrap(gateway_service, "_fresh_rate", "      rate")
         _wrap(gateway_service, "_insert_incoming", "    intake and audit rows")
         _wrap(database_utils, "_end_request_session", "commit and after-commit (all)")
-        _wrap(intake_dispatch, "publish", "Celery publish (dispatch thread)", time.thread_time)
         prepared = bench_intake._payin_requests(public, private, fiat, requests + 200)
 
         async def run() -> float:
@@ -155,7 +153,6 @@ def intake(requests: int) -> None:
                 started = time.process_time()
                 for item in prepared[200:]:
                     await send(item)
-                assert intake_dispatch.dispatcher.flush(10)
                 return time.process_time() - started
 
         _print("payin/init in process", asyncio.run(run()), requests)

@@ -5,6 +5,10 @@ and loaded from a separate process.
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 \\
         .venv/bin/python bench/intake.py --requests 3000 --concurrency 16
 
+`jivapay intake-feed` runs beside them, as in production: it hears each committed intake (PostgreSQL
+NOTIFY) and publishes the Celery messages; its CPU per intake is printed, and at the end the bench
+counts the orders in the broker's queue against the intake rows (every one handed over).
+
 Targets: gateway intake requests/s at least 0.6x the bare endpoint's (P3); peak resident memory
 of the gateway's API process under 200 MB during the run (P4, sampled with psutil). Each server's
 CPU time per request (psutil, user + system) is printed too: on a machine shared with other jobs
@@ -235,6 +239,42 @@ def _measured_load(
     )
 
 
+def _feed(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    cmd = [sys.executable, "-m", "jivapay.cli", "intake-feed"]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def _queued_order_ids(redis_url: str, queue: str = "celery") -> int:
+    """How many intake order ids the messages waiting in `queue` carry (nobody consumes them here)."""
+    import base64
+
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    try:
+        count = 0
+        for raw in client.lrange(queue, 0, -1):
+            message = json.loads(raw)
+            args = json.loads(base64.b64decode(message["body"]))[0]
+            count += len(args[0]) if isinstance(args[0], list) else 1
+        return count
+    finally:
+        client.close()
+
+
+def _intake_rows(url: str) -> int:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM incoming_orders")).scalar_one())
+    finally:
+        engine.dispose()
+
+
 def _not_2xx(result: dict[str, object]) -> int:
     statuses = result["statuses"]
     assert isinstance(statuses, dict)
@@ -283,6 +323,7 @@ def main() -> None:
         env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'bench'}"
         gw_port, bare_port = free_port(), free_port()
         profile_to = "/tmp/jivapay-intake-profile.txt" if args.profile else None
+        feed = _feed(env)
         servers = [
             _serve("jivapay.servers.gateway.server:app", gw_port, env, profile_to),
             _serve(
@@ -305,6 +346,7 @@ def main() -> None:
                 refused = 0
                 ratios: list[float] = []
                 cpu_ratios: list[float] = []
+                feed_cpu: list[float] = []
                 for round_number in range(1, args.rounds + 1):
                     if args.rounds > 1:
                         print(f"round {round_number} of {args.rounds}")
@@ -312,12 +354,14 @@ def main() -> None:
                         bare_url, servers[1].pid, _bare_requests(args.requests), args.concurrency
                     )
                     bare = _report("bare insert", bare_result, bare_cpu, bare_pg)
+                    feed_before = _cpu_seconds(feed.pid)
                     gateway_result, gateway_cpu, gateway_pg = _measured_load(
                         gw_url,
                         servers[0].pid,
                         _payin_requests(public, private, fiat, args.requests),
                         args.concurrency,
                     )
+                    feed_cpu.append(1000 * (_cpu_seconds(feed.pid) - feed_before) / args.requests)
                     gateway = _report("payin/init", gateway_result, gateway_cpu, gateway_pg)
                     rates.append(gateway)
                     ratios.append(gateway / bare)
@@ -354,13 +398,25 @@ def main() -> None:
                 + " / ".join(f"{r:.2f}" for r in cpu_ratios)
                 + " (what bounds the requests/s ratio when the server process is CPU-bound)"
             )
+            print(
+                "intake feed CPU per intake (NOTIFY heard, Celery message published) = "
+                + " / ".join(f"{ms:.2f}" for ms in feed_cpu)
+                + " ms"
+            )
+            rows, deadline = _intake_rows(url), time.monotonic() + 30
+            while (handed := _queued_order_ids(redis_url)) < rows and time.monotonic() < deadline:
+                time.sleep(0.5)
+            print(
+                f"intake feed handed {handed} of {rows} committed intake orders to the broker: "
+                f"{'PASS' if handed == rows else 'FAIL'}"
+            )
             peak = rss.peak / 2**20
             print(
                 f"P4 gateway API process peak RSS = {peak:.0f} MB (target < 200 MB): "
                 f"{'PASS' if peak < 200 else 'FAIL'}"
             )
         finally:
-            for proc in servers:
+            for proc in [*servers, feed]:
                 stop(proc)
             if profile_to and Path(profile_to).exists():
                 _summarise_profile(profile_to)

@@ -2,8 +2,9 @@
 
 `jivapay up` is the embedded default: whatever `DATABASE_URL`/`REDIS_URL`/`S3_ENDPOINT_URL` does not
 name is started locally (see `jivapay.embedded`), then migrations and seeds run, and the six role
-servers, a Celery worker and beat run as supervised children (`jivapay.supervisor`) through the same
-commands production uses (`jivapay serve`, `jivapay worker`, `jivapay beat`). Every command that
+servers, a Celery worker, beat and the intake feed run as supervised children (`jivapay.supervisor`)
+through the same commands production uses (`jivapay serve`, `jivapay worker`, `jivapay beat`,
+`jivapay intake-feed`). Every command that
 writes owns its transaction (`atomic_transaction`).
 
 While `up` runs it publishes its services in `JIVAPAY_HOME/run/stack.json`; every other command run
@@ -307,6 +308,29 @@ def worker(
 
         start_metrics_server(metrics_port, metrics_addr)
     celery_app.worker_main(argv)
+
+
+@app.command("intake-feed")
+def intake_feed(
+    poll: float = typer.Option(1.0, min=0.1, help="Seconds between checks of a quiet connection."),
+) -> None:
+    """Hand committed intake orders to the workers (LISTEN, then Celery messages); run one."""
+    import signal
+    import threading
+
+    _attach_stack()
+    from jivapay.intake_dispatch import dispatcher
+    from jivapay.utils.logging import configure_logging
+    from jivapay.utils.notifications import init_sentry
+    from jivapay.worker.intake_feed import run
+
+    configure_logging("intake-feed")
+    init_sentry("intake-feed")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    run(stop, dispatcher, poll_seconds=poll)
+    dispatcher.flush(5.0)  # what was heard before the signal still goes out
 
 
 @app.command()
@@ -732,6 +756,7 @@ def _stack_specs(
     if with_worker:
         specs.append(ChildSpec("worker", [*cli, "worker", "--concurrency", "2"]))
         specs.append(ChildSpec("beat", [*cli, "beat", "--home", str(home)]))
+        specs.append(ChildSpec("intake-feed", [*cli, "intake-feed"]))
     return specs
 
 
@@ -846,7 +871,7 @@ def _check_worker(log_path: Path, timeout: float = 60.0) -> None:
 @app.command()
 def up(
     home: Path | None = typer.Option(None, help="Data, logs and pid files (default .jivapay)."),
-    no_worker: bool = typer.Option(False, "--no-worker", help="No Celery worker and beat."),
+    no_worker: bool = typer.Option(False, "--no-worker", help="No worker, beat or intake feed."),
     no_demo: bool = typer.Option(False, "--no-demo", help="Seed without the demo world."),
     port_offset: int = typer.Option(0, help="Add to every server port (8001-8006)."),
     host: str = typer.Option("127.0.0.1", help="Interface the servers bind."),

@@ -197,7 +197,9 @@ def _isolated_rate_limits() -> Iterator[None]:
 
 @pytest.fixture
 def celery_worker(services: dict[str, str], unique: str, tmp_path):  # type: ignore[no-untyped-def]
-    """A real Celery worker process on a queue of this test's own (other runs share Redis).
+    """A real Celery worker process on a queue of this test's own (other runs share Redis), and
+    the `jivapay intake-feed` that hands it the intake orders this test commits (this worker's
+    database is its own, so no other test's NOTIFY reaches it).
 
     Tasks this process sends go to that queue too. Yields a callable that starts (or restarts)
     the worker with a given concurrency and returns its Popen, so tests can kill it.
@@ -222,6 +224,16 @@ def celery_worker(services: dict[str, str], unique: str, tmp_path):  # type: ign
         "LOG_LEVEL": "INFO",
     }
     procs: list[subprocess.Popen[bytes]] = []
+    feeds: list[subprocess.Popen[bytes]] = []
+
+    def start_feed() -> None:
+        log = open(tmp_path / "intake-feed.log", "wb")  # noqa: SIM115 - lives with the process
+        argv = [sys.executable, "-m", "jivapay.cli", "intake-feed", "--poll", "0.2"]
+        feeds.append(
+            subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        )
 
     def start(concurrency: int = 1, pool: str = "solo") -> subprocess.Popen[bytes]:
         log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 - lives with the process
@@ -241,6 +253,8 @@ def celery_worker(services: dict[str, str], unique: str, tmp_path):  # type: ign
             argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         procs.append(proc)
+        if not feeds:
+            start_feed()  # it catches up on connecting: orders committed before it still go
         return proc
 
     try:
@@ -248,10 +262,10 @@ def celery_worker(services: dict[str, str], unique: str, tmp_path):  # type: ign
     finally:
         import signal
 
-        for proc in procs:
+        for proc in procs + feeds:
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in procs:
+        for proc in procs + feeds:
             try:
                 proc.wait(20)
             except subprocess.TimeoutExpired:

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,23 @@ def test_a_lone_order_goes_out_at_once_on_its_own_message(sent: Sent) -> None:
     dispatcher.submit(41)
     assert dispatcher.flush(5)
     assert sent == [(task_names.ORDERS_PROCESS, 41)]
+
+
+def test_with_a_linger_orders_heard_together_share_a_message_and_a_full_batch_does_not_wait(
+    sent: Sent,
+) -> None:
+    dispatcher = IntakeDispatcher(max_batch=4, linger_seconds=0.5)
+    for incoming_id in (1, 2, 3):  # within the linger: one message
+        dispatcher.submit(incoming_id)
+    assert dispatcher.flush(5)
+    assert sent == [(task_names.ORDERS_PROCESS_BATCH, [1, 2, 3])]
+    sent.clear()
+    started = time.monotonic()
+    for incoming_id in (4, 5, 6, 7):  # a full batch goes out without lingering
+        dispatcher.submit(incoming_id)
+    assert dispatcher.flush(5)
+    assert time.monotonic() - started < 0.4
+    assert sent == [(task_names.ORDERS_PROCESS_BATCH, [4, 5, 6, 7])]
 
 
 def test_a_backlog_goes_out_in_batches_of_at_most_max_batch(

@@ -6,8 +6,9 @@ traffic, direction), the currency, the amount (places, sign, store limits), requ
 method/bank codes, the PayOut beneficiary, a fresh exchange rate, the store commission. It then fixes
 the rate and the commission on a new `incoming_orders` row (`new`, `next_attempt_at` = its creation
 time, which the scheduler's sweeper relies on), freezes a PayOut's `C + C*s` on the store's balance
-(after the insert: the history row references the order), writes an audit row and queues processing
-after commit. Any refusal raises before the caller commits, so a 4xx writes nothing.
+(after the insert: the history row references the order), writes an audit row and announces the
+order to the workers (`intake_queue`: delivered on commit only). Any refusal raises before the
+caller commits, so a 4xx writes nothing.
 
 Decisions:
 - `gateway_require_amount_param`: intake always requires the store to give the amount (there is no
@@ -23,7 +24,6 @@ Decisions:
 
 from __future__ import annotations
 
-import functools
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +36,6 @@ from sqlalchemy import Table, bindparam, exists, insert, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
 
-from jivapay import intake_dispatch, task_names
 from jivapay.config import get_settings
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
@@ -53,7 +52,7 @@ from jivapay.database.models import (
     StoreCommission,
 )
 from jivapay.database.types import last4, mask_number
-from jivapay.database.utils import call_after_commit, integrity_errors_as_domain_errors
+from jivapay.database.utils import integrity_errors_as_domain_errors
 from jivapay.enums import IncomingOrderStatus, MerchantOrderStatus, OrderStatus, OrderType
 from jivapay.money import (
     commission,
@@ -80,6 +79,7 @@ from jivapay.services import (
     balance_manager,
     document_service,
     fraud_detector,
+    intake_queue,
     order_status_manager,
     reference_data,
 )
@@ -247,20 +247,6 @@ def _store_commission_percent(session: Session, store_id: int, order_type: Order
 # --------------------------------------------------------------------------- intake
 
 
-def enqueue_processing(session: Session, incoming_id: int) -> None:
-    """Hand `incoming_id` to `intake_dispatch` once the intake commits (`orders.process`, or with
-    the orders committed at the same moment in one `orders.process_batch`).
-
-    A lost message costs only latency: `order_processor.due_order_ids` returns `new` orders whose
-    `next_attempt_at` is old, and the scheduler re-enqueues them.
-    """
-    call_after_commit(
-        session,
-        functools.partial(intake_dispatch.dispatcher.submit, incoming_id),
-        label=task_names.ORDERS_PROCESS,
-    )
-
-
 @dataclass(frozen=True)
 class _Priced:
     """The amounts intake fixes on the order: the rate, both amounts, the store commission."""
@@ -374,7 +360,8 @@ def _intake_statement() -> Executable:
         insert(table)
         .values({c: bindparam(c) for c in _INTAKE_COLUMNS})
         .add_cte(audit_cte())
-        .returning(table.c.id)
+        # Delivered to `jivapay intake-feed` only if the intake commits (`intake_queue`).
+        .returning(table.c.id, intake_queue.announcement(table.c.id))
     )
 
 
@@ -520,7 +507,6 @@ def _intake(
             amount=priced.store_hold,
             incoming_order_id=incoming.id,
         )
-    enqueue_processing(session, incoming.id)
     return _intake_result(session, incoming, order_type, priced)
 
 
@@ -531,7 +517,7 @@ def create_payin(
     data: PayInCreate,
     now: datetime | None = None,
 ) -> IntakeResult:
-    """Validate and record a PayIn at intake; processing is queued after commit."""
+    """Validate and record a PayIn at intake, announced to the workers on commit."""
     return _intake(
         session, store_id=_store_id(store), order_type=OrderType.PAYIN, data=data, now=now
     )

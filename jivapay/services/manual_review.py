@@ -3,8 +3,8 @@ support or admins (permission `incoming_orders:review:all`) release or reject th
 
 | action  | from          | to     | effect                                                          |
 |---------|---------------|--------|-----------------------------------------------------------------|
-| release | manual_review | new    | attempts reset, processing queued after commit; REVIEW rules are |
-|         |               |        | not raised again for this order (DENY rules still apply)         |
+| release | manual_review | new    | attempts reset, announced to the workers on commit; REVIEW      |
+|         |               |        | rules are not raised again for this order (DENY rules apply)    |
 | reject  | manual_review | failed | `order_processor.fail_incoming`: a PayOut's store hold released  |
 
 Both lock the intake row first and re-check its status under the lock, and both are audited
@@ -23,6 +23,7 @@ from jivapay.database.base import utcnow
 from jivapay.database.models import IncomingOrder
 from jivapay.enums import AuditLevel, IncomingOrderStatus
 from jivapay.permissions import Permission, check_permission
+from jivapay.services import intake_queue
 from jivapay.services.audit_logger import log_event
 from jivapay.services.fraud_detector import RELEASED_ACTION
 from jivapay.services.order_processor import fail_incoming
@@ -68,9 +69,7 @@ def _lock_held(session: Session, incoming_order_id: int) -> IncomingOrder:
 def release_for_processing(
     session: Session, *, incoming_order_id: int, actor: Actor, now: datetime | None = None
 ) -> ReviewResult:
-    """Send a held order back to the queue (`new`); processing is queued after commit."""
-    from jivapay.services.gateway_service import enqueue_processing
-
+    """Send a held order back to the queue (`new`), announced to the workers on commit."""
     _authorize(actor)
     incoming = _lock_held(session, incoming_order_id)
     now = now or utcnow()
@@ -88,7 +87,7 @@ def release_for_processing(
         level=AuditLevel.WARNING,
     )
     session.flush()
-    enqueue_processing(session, incoming.id)
+    intake_queue.announce(session, incoming.id)
     return ReviewResult(incoming.id, incoming.public_id, incoming.status)
 
 

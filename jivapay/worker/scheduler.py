@@ -5,8 +5,9 @@ it, so a crash, a lost message or a stopped worker never loses work for good. Ru
 process per deployment (`jivapay beat`); workers scale out freely.
 
 - `system.heartbeat` (60 s): proves beat runs (records `jivapay:beat:last` in Redis);
-- `orders.sweep_due` (10 s): due retries, and `new` orders whose message was lost or whose worker
-  died mid-transaction (its claim rolled back with it) after `STUCK_ORDER_SECONDS`;
+- `orders.sweep_due` (10 s): due retries, and `new` orders whose message was lost (or that the
+  intake feed missed) or whose worker died mid-transaction (its claim rolled back with it) after
+  `STUCK_ORDER_SECONDS`;
 - `orders.expire_overdue` (30 s): pending orders past their deadline expire, holds released;
 - `orders.escalate_unconfirmed` (60 s): paid orders past the trader's confirmation deadline become
   disputes;

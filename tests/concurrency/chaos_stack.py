@@ -1,7 +1,7 @@
 """The chaos test's own servers, each one it may break: a throwaway PostgreSQL cluster (the machine's
 `initdb`/`pg_ctl`), a Redis (`redis-server`), an S3 endpoint (moto, in this process), the API
-servers (`jivapay serve` processes) and a sweeper process that runs the beat's sweep tasks on a
-short period. Nothing here touches the shared PostgreSQL or Redis of the other tests.
+servers (`jivapay serve` processes), the intake feed (`jivapay intake-feed`) and a sweeper process
+that runs the beat's sweep tasks on a short period. Nothing here touches the shared PostgreSQL or Redis of the other tests.
 
 Every class starts its process in its own session and `close()` kills it (and removes its data),
 so a failing test leaves nothing running: `ChaosStack` closes them all in reverse order.
@@ -242,6 +242,11 @@ class Process:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """`kill -9` of the process and everything it started."""
+        _kill_group(self.proc)
+        self.proc = None
 
     def close(self) -> None:
         _kill_group(self.proc, signal.SIGTERM)

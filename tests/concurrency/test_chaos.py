@@ -2,7 +2,8 @@
 whole stack while it is being broken on a schedule.
 
 The stack is the test's own: a throwaway PostgreSQL cluster, a Redis and a moto S3 endpoint (see
-`chaos_stack`), the gateway and trader API servers (`jivapay serve`), two Celery prefork workers
+`chaos_stack`), the gateway and trader API servers (`jivapay serve`), the intake feed (`jivapay
+intake-feed`, which hands the committed intake orders to the workers), two Celery prefork workers
 and a sweeper process running the beat's sweep tasks every 2 s. Stores send signed `payin/init`
 requests over HTTP (retrying with the same Idempotency-Key, as a merchant would); workers assign
 the orders; each assigned order then follows a plan chosen by its id: the payer confirms with a
@@ -11,7 +12,8 @@ nobody acts and the expiry sweeper expires it. Every status change's callback go
 in this process.
 
 Faults, while the orders flow: `kill -9` of a worker process every 2 s (a pool child, or every
-third time the whole worker, started again); PostgreSQL stopped (`immediate`, a crash) and started
+third time the whole worker, started again); `kill -9` of the intake feed every 20 s, started again
+a second later (what it missed meanwhile it catches up from the database); PostgreSQL stopped (`immediate`, a crash) and started
 once; Redis stopped for 10 s (no persistence: every queued message is lost); S3 down for 10 s
 while receipts are uploaded.
 
@@ -72,6 +74,7 @@ from tests.sample_files import png_bytes
 # stays well within its time; JIVAPAY_CHAOS_ORDERS=10000 is the full run.
 ORDERS = int(os.environ.get("JIVAPAY_CHAOS_ORDERS", "2000"))
 KILL_EVERY = 2.0  # seconds between two kill -9 of a worker process
+FEED_KILL_EVERY, FEED_DOWN = 20.0, 1.0  # the intake feed: killed this often, down this long
 REDIS_DOWN = 10.0
 S3_DOWN = 10.0
 PG_DOWN = 3.0  # seconds between PostgreSQL's crash and its start
@@ -422,6 +425,10 @@ def test_chaos_run(tmp_path: Path) -> None:
             )
         )
         beat.start()
+        feed = stack.add(
+            Process(["-m", "jivapay.cli", "intake-feed"], env, tmp_path / "intake-feed.log")
+        )
+        feed.start()
 
         stats = Stats()
         merchant = Merchant(gateway.url, world, stats)
@@ -429,7 +436,7 @@ def test_chaos_run(tmp_path: Path) -> None:
         timeline = Timeline(
             [Fault("postgres restart", 0.2), Fault("redis down", 0.45), Fault("s3 down", 0.7)]
         )
-        run(factory, pg, redis_server, s3, workers, merchant, steps, stats, timeline)
+        run(factory, pg, redis_server, s3, workers, feed, merchant, steps, stats, timeline)
 
         print_figures(factory, stats, timeline, workers)
         check_outcome(factory, stats, steps, receiver, world, reconcile)
@@ -449,6 +456,7 @@ def run(
     redis_server: ThrowawayRedis,
     s3: MotoS3,
     workers: Workers,
+    feed: Process,
     merchant: Merchant,
     steps: Steps,
     stats: Stats,
@@ -461,7 +469,7 @@ def run(
     step_pool = ThreadPoolExecutor(STEP_THREADS)
     futures = [intake_pool.submit(merchant.submit, i) for i in range(ORDERS)]
     started = time.time()
-    last_kill = time.monotonic()
+    last_kill = last_feed_kill = time.monotonic()
     kill_count = 0
     fault_thread: threading.Thread | None = None
 
@@ -505,7 +513,7 @@ def run(
     last_poll = 0.0
 
     def tick() -> None:
-        nonlocal last_kill, kill_count, fault_thread, last_poll
+        nonlocal last_kill, last_feed_kill, kill_count, fault_thread, last_poll
         if time.monotonic() - last_poll >= 1.0:
             poll_assigned()
             last_poll = time.monotonic()
@@ -520,6 +528,12 @@ def run(
                 timeline.kills["child"] += 1
             kill_count += 1
             last_kill = time.monotonic()
+        if feed.alive() and time.monotonic() - last_feed_kill >= FEED_KILL_EVERY:
+            feed.kill()
+            timeline.kills["intake feed"] += 1
+            last_feed_kill = time.monotonic()
+        elif not feed.alive() and time.monotonic() - last_feed_kill >= FEED_DOWN:
+            feed.start()
         if fault_thread is None or not fault_thread.is_alive():
             progress = len(stats.accepted) / ORDERS
             pending = [f for f in timeline.faults if not f.done and f.start == 0]
@@ -532,6 +546,8 @@ def run(
         while not all(f.done() for f in futures) or not all(x.done for x in timeline.faults):
             tick()
             time.sleep(0.25)
+        if not feed.alive():
+            feed.start()  # no more kills: the drain needs it
         for f in futures:
             f.result()  # an intake that never got its 201 fails the test here
         intake_end = time.time()

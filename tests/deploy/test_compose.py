@@ -29,7 +29,7 @@ def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def test_every_component_is_there(compose: dict[str, Any]) -> None:
-    expected = {"postgres", "redis", "minio", "migrate", "worker", "beat", "flower"}
+    expected = {"postgres", "redis", "minio", "migrate", "worker", "beat", "intake-feed", "flower"}
     expected |= {"prometheus", "grafana", "loki", "promtail", *ROLES}
     assert expected <= set(_services(compose))
 
@@ -75,6 +75,20 @@ def test_exactly_one_beat_and_workers_expose_metrics(compose: dict[str, Any]) ->
     assert worker[worker.index("--metrics-port") + 1] == "9100"
     # Warm shutdown needs time to finish the tasks in flight.
     assert services["worker"]["stop_grace_period"] == "120s"
+
+
+def test_exactly_one_intake_feed(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    feeds = [n for n, s in services.items() if s.get("command", [None])[0] == "intake-feed"]
+    assert feeds == ["intake-feed"]
+    feed = services["intake-feed"]
+    assert feed["command"] == ["intake-feed"]
+    # A second feed would send every order twice: never scaled.
+    assert feed["deploy"]["replicas"] == 1
+    deps = feed["depends_on"]
+    assert deps["migrate"]["condition"] == "service_completed_successfully"
+    for backing in ("postgres", "redis"):
+        assert deps[backing]["condition"] == "service_healthy"
 
 
 def test_flower_requires_basic_auth(compose: dict[str, Any]) -> None:

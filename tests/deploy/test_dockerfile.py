@@ -77,11 +77,12 @@ def test_entrypoint_is_the_cli_and_every_role_command_exists() -> None:
         c.name or (c.callback.__name__ if c.callback else "") for c in cli_app.registered_commands
     }
     groups = {g.name for g in cli_app.registered_groups}
-    assert {"serve", "worker", "beat"} <= commands
+    assert {"serve", "worker", "beat", "intake-feed"} <= commands
     assert "db" in groups
     # The header documents the entry points an orchestrator uses.
     header = DOCKERFILE.read_text(encoding="utf-8").split("\n\n", 1)[0]
-    for usage in ("jivapay serve --role", "jivapay worker", "jivapay beat", "jivapay db upgrade"):
+    usages = ("jivapay serve --role", "jivapay worker", "jivapay beat", "jivapay intake-feed")
+    for usage in (*usages, "jivapay db upgrade"):
         assert usage in header
 
 

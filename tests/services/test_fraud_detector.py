@@ -17,7 +17,6 @@ from structlog.testing import capture_logs
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import AuditLog, BalanceStore, IncomingOrder, OrderHistory
-from jivapay.database.utils import pending_after_commit
 from jivapay.enums import FraudListKind, FraudListType, OrderType, Role
 from jivapay.services import fraud_detector, fraud_lists, gateway_service, manual_review
 from jivapay.services import order_status_manager as osm
@@ -448,7 +447,7 @@ def test_review_parks_the_order_and_release_lets_it_be_assigned(
         db, incoming_order_id=incoming.id, actor=_admin(db)
     )
     assert released.status == "new"
-    assert "orders.process" in pending_after_commit(db)
+    # Announced to the workers on commit: tests/worker/test_intake_feed.py.
     assert _audit(db, incoming.public_id, "fraud.review_released")
     db.commit()  # the release commits (a savepoint here), as a request would
 

@@ -66,7 +66,7 @@ def release(
     ctx: Staff,
     body: Annotated[OptionalReasonIn | None, Body()] = None,
 ) -> IntakeActionRead:
-    """Send an order held for review back to processing (it is queued after commit)."""
+    """Send an order held for review back to processing (announced to the workers on commit)."""
     reason = body.reason if body is not None else None
     r = staff_operations.release_incoming(session, ctx=ctx, public_id=order_id, reason=reason)
     return IntakeActionRead(order_id=r.public_id, status=r.status, changed=r.changed)
