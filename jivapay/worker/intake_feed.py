@@ -81,8 +81,11 @@ def run(
                 while not stop.is_set():
                     heard = 0
                     for note in conn.notifies(timeout=poll_seconds):
-                        dispatcher.submit(int(note.payload))
                         heard += 1
+                        if note.payload.isdigit():
+                            dispatcher.submit(int(note.payload))
+                        else:  # not ours: someone else's NOTIFY on the channel
+                            log.warning("intake_feed_bad_payload", payload=note.payload[:64])
                     if not heard:
                         conn.execute("SELECT 1")  # a silent channel or a dead server: find out
                     since = utcnow() - window  # everything committed before now was heard

@@ -151,8 +151,13 @@ def test_committed_orders_are_published_and_refused_or_rolled_back_ones_are_not(
     with pytest.raises(RuntimeError), atomic_transaction() as session:
         intake_queue.announce(session, 424242)
         raise RuntimeError("the transaction rolls back")
+    with atomic_transaction() as session:  # not an id: ignored, the feed keeps listening
+        session.execute(
+            text("SELECT pg_notify(:channel, 'hello')"), {"channel": intake_queue.CHANNEL}
+        )
     second = _incoming_id(_payin(gateway, store))
     assert feed.drained() == [first, second]
+    assert feed.listening.is_set()
 
 
 def test_a_release_from_manual_review_is_announced_on_commit(
