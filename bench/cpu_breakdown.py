@@ -33,12 +33,8 @@ from common import scratch_database, use_database  # noqa: E402
 spent: collections.Counter[str] = collections.Counter()
 
 
-def _wrap(
-    module: Any, name: str, label: str, clock: Callable[[], float] = time.process_time
-) -> None:
-    """Count the CPU time of `module.name` under `label` (async functions too). The default clock
-    is the whole process's; `time.thread_time` for a function of a background thread, whose
-    process-wide CPU would include the requests running meanwhile."""
+def _wrap(module: Any, name: str, label: str) -> None:
+    """Count the CPU time of `module.name` under `label` (async functions too)."""
     original: Callable[..., Any] = getattr(module, name)
     if asyncio.iscoroutinefunction(original):
 
@@ -55,11 +51,11 @@ def _wrap(
 
     @functools.wraps(original)
     def timed(*args: Any, **kwargs: Any) -> Any:
-        started = clock()
+        started = time.process_time()
         try:
             return original(*args, **kwargs)
         finally:
-            spent[label] += clock() - started
+            spent[label] += time.process_time() - started
 
     setattr(module, name, timed)
 
