@@ -79,7 +79,7 @@ REDIS_DOWN = 10.0
 S3_DOWN = 10.0
 PG_DOWN = 3.0  # seconds between PostgreSQL's crash and its start
 INTAKE_THREADS = 6
-STEP_THREADS = 4
+STEP_THREADS = 8
 CALL_DEADLINE = 120.0  # one HTTP step retried this long at most
 DRAIN_DEADLINE = 600.0 + 0.1 * ORDERS  # after the last intake, until everything is final
 PASSWORD = "factory-password-1"  # tests.factories' password of every user
@@ -257,6 +257,7 @@ class Steps:
         self.token_lock = threading.Lock()
         self.receipt = png_bytes(16)
         self.outcomes: dict[str, tuple[str, int]] = {}  # public id -> (plan, last status)
+        self.spans: dict[str, tuple[float, float]] = {}  # public id -> (first step, last answer)
 
     def clients(self) -> tuple[httpx.Client, httpx.Client]:
         if not hasattr(self.local, "gateway"):
@@ -298,6 +299,7 @@ class Steps:
         plan = plan_of(public_id)
         gateway, _ = self.clients()
         status = 0
+        began = time.time()
         if plan == "payer_then_trader":
 
             def confirm() -> httpx.Response:
@@ -312,6 +314,7 @@ class Steps:
             status = self.as_trader(trader_id, f"/trader/orders/{public_id}/cancel", body)
         with self.stats.lock:
             self.outcomes[public_id] = (plan, status)
+            self.spans[public_id] = (began, time.time())
 
 
 # --------------------------------------------------------------------------- faults and figures
@@ -618,6 +621,33 @@ def print_figures(
     print(f"chaos: answers {dict((k, dict(v)) for k, v in by_kind.items())}")
 
 
+def print_step_pace(steps: Steps, assigned_at: dict[str, float], intake_end: float) -> None:
+    """How far the test's payer and trader steps ran behind the assignments, per minute of the
+    run: an order whose first step begins more than the TTL after its assignment expires."""
+    spans = dict(steps.spans)
+    if not spans:
+        return
+    start = min(assigned_at.values())
+    by_minute: dict[int, list[tuple[float, float]]] = defaultdict(list)
+    for public_id, (began, ended) in spans.items():
+        at = assigned_at[public_id]
+        by_minute[int((at - start) // 60)].append((began - at, ended - began))
+    assigned_per_minute = Counter(int((at - start) // 60) for at in assigned_at.values())
+    print(f"chaos: steps per minute of assignment (intake ended at {intake_end - start:.0f} s):")
+    for minute in sorted(assigned_per_minute):
+        rows = by_minute.get(minute, [])
+        lags = sorted(lag for lag, _ in rows)
+        took = sorted(d for _, d in rows)
+        if not rows:
+            print(f"  {minute:>3}: {assigned_per_minute[minute]:>5} assigned, none stepped")
+            continue
+        print(
+            f"  {minute:>3}: {assigned_per_minute[minute]:>5} assigned, {len(rows):>5} stepped; "
+            f"lag to first step p50 {lags[len(lags) // 2]:.1f} s, max {lags[-1]:.1f} s; "
+            f"steps took p50 {took[len(took) // 2]:.2f} s, p99 {took[int(len(took) * 0.99)]:.2f} s"
+        )
+
+
 def check_outcome(
     factory: sessionmaker[Session],
     stats: Stats,
@@ -674,6 +704,7 @@ def check_outcome(
         f"chaos: {len(late)} orders expired before their payer or trader acted "
         f"({during_intake} of them assigned while intake was still running)"
     )
+    print_step_pace(steps, assigned_at, intake_end)
 
     # Callbacks: every delivery row delivered; the receiver saw each one's webhook-id, and each
     # status change of an order under one webhook-id only.
