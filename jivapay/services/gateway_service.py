@@ -7,7 +7,7 @@ method/bank codes, the PayOut beneficiary, a fresh exchange rate, the store comm
 the rate and the commission on a new `incoming_orders` row (`new`, `next_attempt_at` = its creation
 time, which the scheduler's sweeper relies on), freezes a PayOut's `C + C*s` on the store's balance
 (after the insert: the history row references the order), writes an audit row and announces the
-order to the workers (`intake_queue`: delivered on commit only). Any refusal raises before the
+order to the workers (`intake_queue`: sent after the commit only). Any refusal raises before the
 caller commits, so a 4xx writes nothing.
 
 Decisions:
@@ -360,8 +360,7 @@ def _intake_statement() -> Executable:
         insert(table)
         .values({c: bindparam(c) for c in _INTAKE_COLUMNS})
         .add_cte(audit_cte())
-        # Delivered to `jivapay intake-feed` only if the intake commits (`intake_queue`).
-        .returning(table.c.id, intake_queue.announcement(table.c.id))
+        .returning(table.c.id)
     )
 
 
@@ -442,6 +441,7 @@ def _insert_incoming(
         session, {"uq_incoming_orders_store_id_merchant_order_id": duplicate}, savepoint=False
     ):
         new_id: int = session.execute(_INTAKE, {**values, **audit}).scalar_one()
+    intake_queue.announce(session, new_id)
     return _Inserted(new_id, values)
 
 

@@ -1,12 +1,14 @@
 """`jivapay intake-feed`: hands committed intake orders to the workers.
 
-The gateway announces each committed intake order with a PostgreSQL `NOTIFY` (`intake_queue`);
-this process `LISTEN`s on one connection and gives the ids to `intake_dispatch`, whose thread
+The API processes announce committed intake orders with a PostgreSQL `NOTIFY` sent after the
+commit, the ids committed together in one notification (`intake_queue`); this process `LISTEN`s
+on one connection and gives the ids to `intake_dispatch`, whose thread
 publishes them as Celery messages, several per message when they arrive together. So the API
 processes never publish a task on the intake path (that cost them about a fifth of their CPU per
 intake), and one process per deployment does it for all of them, in larger batches.
 
-Faults: the connection lost (PostgreSQL restarted, a network cut) is opened again after
+Faults: an API process that died between its commit and its `NOTIFY` leaves a `new` row that
+the sweeper re-sends. The connection lost (PostgreSQL restarted, a network cut) is opened again after
 `retry_seconds`, and each (re)connection first hands over the `new` orders it may have missed
 (`intake_queue.recent_new_order_ids`): those queued since `CATCH_UP_SECONDS` before the feed was
 last known to be listening, or before it started. A duplicate is harmless but costs a worker a
@@ -31,7 +33,7 @@ from jivapay.database.base import utcnow
 from jivapay.database.engine import normalize_database_url
 from jivapay.database.utils import read_session
 from jivapay.intake_dispatch import IntakeDispatcher
-from jivapay.services.intake_queue import CHANNEL, recent_new_order_ids
+from jivapay.services.intake_queue import CHANNEL, parse, recent_new_order_ids
 
 log = structlog.get_logger(__name__)
 
@@ -82,10 +84,11 @@ def run(
                     heard = 0
                     for note in conn.notifies(timeout=poll_seconds):
                         heard += 1
-                        if note.payload.isdigit():
-                            dispatcher.submit(int(note.payload))
-                        else:  # not ours: someone else's NOTIFY on the channel
+                        ids = parse(note.payload)
+                        if ids is None:  # not ours: someone else's NOTIFY on the channel
                             log.warning("intake_feed_bad_payload", payload=note.payload[:64])
+                        for incoming_order_id in ids or ():
+                            dispatcher.submit(incoming_order_id)
                     if not heard:
                         conn.execute("SELECT 1")  # a silent channel or a dead server: find out
                     since = utcnow() - window  # everything committed before now was heard

@@ -160,6 +160,46 @@ def test_committed_orders_are_published_and_refused_or_rolled_back_ones_are_not(
     assert feed.listening.is_set()
 
 
+def test_the_notify_is_sent_after_the_commit_never_inside_the_intake_transaction(
+    feed: Feed, store: Store, gateway: TestClient
+) -> None:
+    """A transaction that has issued NOTIFY takes a database-wide lock through its commit, so a
+    NOTIFY inside the intake transaction would make every intake commit one after the other
+    (`intake_queue`): the announcement goes out on its own autocommit statement."""
+    from sqlalchemy import event
+
+    from jivapay.database.engine import get_engine
+
+    notifies: list[bool] = []  # for each pg_notify statement: was it outside any transaction?
+
+    def record(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if "pg_notify" in statement:
+            notifies.append(conn.connection.dbapi_connection.autocommit)
+
+    feed.start()
+    event.listen(get_engine(), "before_cursor_execute", record)
+    try:
+        incoming = _incoming_id(_payin(gateway, store))
+        intake_queue.announcer.flush()
+    finally:
+        event.remove(get_engine(), "before_cursor_execute", record)
+    assert notifies == [True]
+    assert feed.drained() == [incoming]
+
+
+def test_one_notification_may_carry_several_ids(feed: Feed) -> None:
+    """The announcer sends the ids committed together in one NOTIFY, comma-separated."""
+    feed.start()
+    with read_session() as session:
+        session.execute(
+            text("SELECT pg_notify(:channel, '101,102,103')"), {"channel": intake_queue.CHANNEL}
+        )
+        session.commit()
+    assert feed.drained() == [101, 102, 103]
+    assert intake_queue.parse("7,x") is None
+    assert intake_queue.parse("") is None
+
+
 def test_a_release_from_manual_review_is_announced_on_commit(
     feed: Feed, store: Store, gateway: TestClient
 ) -> None:
