@@ -59,7 +59,10 @@ def parse(payload: str) -> list[int] | None:
     return [int(part) for part in parts]
 
 
-announcer = IntakeDispatcher(notify, max_batch=MAX_IDS_PER_NOTIFY)
+# A few milliseconds of linger let the ids of concurrent requests share one statement (measured:
+# bench/intake.py, docs/performance.md); a lone order still goes out after them.
+LINGER_SECONDS = 0.01
+announcer = IntakeDispatcher(notify, max_batch=MAX_IDS_PER_NOTIFY, linger_seconds=LINGER_SECONDS)
 atexit.register(announcer.flush, 2.0)
 
 
