@@ -1,5 +1,6 @@
 """PayIn intake throughput and latency against the real gateway, next to a bare FastAPI endpoint
-that inserts one row through the same engine (the reference), both served by one uvicorn process
+that inserts one row through the same engine (the reference), both served the same way (one
+uvicorn process each, or `--processes N` each: `deploy/compose.yaml` serves the gateway with 2)
 and loaded from a separate process.
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 \\
@@ -100,14 +101,14 @@ def _bare_requests(count: int) -> list[dict[str, object]]:
 
 
 def _serve(
-    module: str, port: int, env: dict[str, str], profile_to: str | None = None
+    module: str, port: int, env: dict[str, str], profile_to: str | None = None, processes: int = 1
 ) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port)]
     if profile_to:
         # py-spy samples the server from outside; collapsed stacks are summarised at the end.
         spy = str(Path(sys.executable).with_name("py-spy"))
         cmd = [spy, "record", "--format", "raw", "--rate", "250", "-o", profile_to, "--", *cmd]
-    cmd += ["--workers", "1", "--no-access-log", "--log-level", "warning"]
+    cmd += ["--workers", str(processes), "--no-access-log", "--log-level", "warning"]
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -312,6 +313,12 @@ def main() -> None:
         help="measure bare and payin/init alternately this many times; P3's ratio is the median",
     )
     parser.add_argument("--profile", action="store_true", help="sample the gateway with py-spy")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="uvicorn worker processes of each server (the gateway and the bare endpoint alike)",
+    )
     args = parser.parse_args()
 
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0").rsplit("/", 1)[0] + "/14"
@@ -325,18 +332,20 @@ def main() -> None:
         profile_to = "/tmp/jivapay-intake-profile.txt" if args.profile else None
         feed = _feed(env)
         servers = [
-            _serve("jivapay.servers.gateway.server:app", gw_port, env, profile_to),
+            _serve("jivapay.servers.gateway.server:app", gw_port, env, profile_to, args.processes),
             _serve(
                 "bare_app:app",
                 bare_port,
                 {**env, "PYTHONPATH": f"{ROOT / 'bench'}{os.pathsep}{ROOT}"},
+                processes=args.processes,
             ),
         ]
         try:
             wait_http(f"http://127.0.0.1:{gw_port}/health")
             wait_http(f"http://127.0.0.1:{bare_port}/docs")
             print(
-                f"intake benchmark: {args.requests} requests, concurrency {args.concurrency}, 1 uvicorn process each"
+                f"intake benchmark: {args.requests} requests, concurrency {args.concurrency}, "
+                f"{args.processes} uvicorn process{'es' if args.processes > 1 else ''} each"
             )
             bare_url, gw_url = f"http://127.0.0.1:{bare_port}", f"http://127.0.0.1:{gw_port}"
             _load(bare_url, _bare_requests(args.warmup), args.concurrency)

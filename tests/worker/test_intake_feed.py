@@ -130,7 +130,11 @@ def _payin(gateway: TestClient, store: Store, amount: str = "4000.00") -> Any:
     ).encode()
     key = uuid.uuid4().hex
     headers = gateway_headers(store.world, "POST", PAYIN, body, idempotency_key=key)
-    return gateway.post(PAYIN, content=body, headers=headers)
+    answer = gateway.post(PAYIN, content=body, headers=headers)
+    # The announcer's thread sends the NOTIFY after the commit: wait for it, so that each test
+    # knows whether a feed was listening when it went out.
+    assert intake_queue.announcer.flush()
+    return answer
 
 
 def _incoming_id(answer: Any) -> int:
