@@ -2,13 +2,13 @@
 
 The API processes announce committed intake orders with a PostgreSQL `NOTIFY` sent after the
 commit, the ids committed together in one notification (`intake_queue`); this process `LISTEN`s
-on one connection and gives the ids to `intake_dispatch`, whose thread
-publishes them as Celery messages, several per message when they arrive together. So the API
-processes never publish a task on the intake path (that cost them about a fifth of their CPU per
-intake), and one process per deployment does it for all of them, in larger batches.
+on one connection and gives the ids to `intake_dispatch`, whose thread publishes them as Celery
+messages, several per message when they arrive together. So the API processes never publish a
+task on the intake path (that cost them about a fifth of their CPU per intake), and one process
+per deployment does it for all of them, in larger batches.
 
-Faults: an API process that died between its commit and its `NOTIFY` leaves a `new` row that
-the sweeper re-sends. The connection lost (PostgreSQL restarted, a network cut) is opened again after
+Faults: an API process that died between its commit and its `NOTIFY` leaves a `new` row that the
+sweeper re-sends. The connection lost (PostgreSQL restarted, a network cut) is opened again after
 `retry_seconds`, and each (re)connection first hands over the `new` orders it may have missed
 (`intake_queue.recent_new_order_ids`): those queued since `CATCH_UP_SECONDS` before the feed was
 last known to be listening, or before it started. A duplicate is harmless but costs a worker a
