@@ -17,19 +17,19 @@ import hmac
 import secrets
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, Table, bindparam, select
 from sqlalchemy.orm import Session, joinedload
 
 from jivapay.config import get_settings
 from jivapay.database.models import MerchantStore, User
-from jivapay.database.utils import keep_in_session
 from jivapay.enums import Role
 from jivapay.utils.exceptions import AuthenticationFailed, Forbidden, InvalidSignature
 
@@ -167,6 +167,9 @@ class StorePrincipal:
     store_id: int
     merchant_id: int
     public_api_key: str
+    # What the authentication read along with the store's keys (`verify_store_request`'s
+    # `columns`), by label: the request's service then needs no second read of the store.
+    loaded: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 def generate_api_key_pair() -> tuple[str, str]:
@@ -191,8 +194,24 @@ def _timestamp_fresh(timestamp: str, now: float) -> bool:
     return abs(now - int(timestamp)) <= SIGNATURE_TOLERANCE_SECONDS
 
 
-# Built once; a request only binds its key.
-_STORE_BY_KEY = select(MerchantStore).where(MerchantStore.public_api_key == bindparam("api_key"))
+_STORES = cast(Table, MerchantStore.__table__)
+# Plain columns, not the ORM entity: the store's other columns (its callback secret among them,
+# decrypted on every load) are not read on every signed request.
+_KEY_COLUMNS = ("id", "merchant_id", "public_api_key", "private_api_key", "access")
+_STORE_BY_KEY: dict[tuple[ColumnElement[Any], ...], tuple[Any, tuple[str, ...]]] = {}
+
+
+def _store_by_key(columns: tuple[ColumnElement[Any], ...]) -> tuple[Any, tuple[str, ...]]:
+    """The statement reading a store's keys and `columns` by public key (built once per set of
+    columns), and the columns' labels."""
+    built = _STORE_BY_KEY.get(columns)
+    if built is None:
+        labels = tuple(str(column.key) for column in columns)
+        statement = select(*(_STORES.c[name] for name in _KEY_COLUMNS), *columns).where(
+            _STORES.c.public_api_key == bindparam("api_key")
+        )
+        built = _STORE_BY_KEY[columns] = (statement, labels)
+    return built
 
 
 def verify_store_request(
@@ -205,24 +224,31 @@ def verify_store_request(
     path: str,
     body: bytes,
     now: float | None = None,
+    columns: Sequence[ColumnElement[Any]] = (),
 ) -> StorePrincipal:
-    """Check a store's signed request; `InvalidSignature` (401) or `Forbidden` (403) on refusal."""
+    """Check a store's signed request; `InvalidSignature` (401) or `Forbidden` (403) on refusal.
+
+    `columns` (labelled, of `merchant_stores` or correlated to it) are read in the same statement
+    and handed over as the principal's `loaded`."""
     if not api_key or not timestamp or not signature:
         raise InvalidSignature("Missing X-API-Key, X-Timestamp or X-Signature header")
     if not _timestamp_fresh(timestamp, time.time() if now is None else now):
         raise InvalidSignature(
             f"X-Timestamp must be unix seconds within {SIGNATURE_TOLERANCE_SECONDS} s of now"
         )
-    store = session.scalars(_STORE_BY_KEY, {"api_key": api_key}).one_or_none()
+    statement, labels = _store_by_key(tuple(columns))
+    store = session.execute(statement, {"api_key": api_key}).first()
     private_key = store.private_api_key if store is not None else _DUMMY_PRIVATE_KEY
     expected = compute_signature(private_key, timestamp, method, path, body)
     valid = hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
     if store is None or not valid:
         raise InvalidSignature(_BAD_STORE_CREDENTIALS)
-    # The request's services read this store again (`session.get`): keep it in the identity map.
-    keep_in_session(session, store)
     if not store.access:
         raise Forbidden("Store access is disabled", code="store_access_denied")
+    row = store._mapping
     return StorePrincipal(
-        store_id=store.id, merchant_id=store.merchant_id, public_api_key=store.public_api_key
+        store_id=store.id,
+        merchant_id=store.merchant_id,
+        public_api_key=store.public_api_key,
+        loaded={label: row[label] for label in labels},
     )

@@ -4,11 +4,12 @@ routers, in `jivapay/security.py` and `jivapay/permissions.py`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import ColumnElement
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -144,10 +145,12 @@ def authenticate_store(
     api_key: str | None,
     timestamp: str | None,
     signature: str | None,
+    columns: Sequence[ColumnElement[Any]] = (),
 ) -> StorePrincipal:
     """The store whose signature over `request` is valid, counted against its rate limits
     (blocking: a database read and a Redis round trip). A failure counts against the caller's IP,
-    never against the store the key names, and a 429 replaces the 401 when one is due."""
+    never against the store the key names, and a 429 replaces the 401 when one is due. `columns`
+    are read along with the store's keys (`verify_store_request`)."""
     request.state.authenticates_store = True
     try:
         store = verify_store_request(
@@ -158,6 +161,7 @@ def authenticate_store(
             method=request.method,
             path=signed_path(request),
             body=body,
+            columns=columns,
         )
     except AuthenticationFailed:
         rate_limiting.store_authentication_failed(request)

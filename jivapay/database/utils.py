@@ -269,16 +269,6 @@ def _undo_without_commit(session: Session, transaction: SessionTransaction) -> N
         _run(queue.undo, "after_rollback_undo_failed", "undo after rollback failed")
 
 
-def keep_in_session(session: Session, obj: object) -> None:
-    """Hold a strong reference to `obj` for the session's life.
-
-    The identity map is weak: an object nobody references is dropped, and the next `session.get`
-    of it queries again. A row loaded early in a request (the authenticated store) and read again
-    by the service it calls is kept here, so the second read costs nothing.
-    """
-    session.info.setdefault("jivapay_kept", []).append(obj)
-
-
 _GENERIC_PLANS = text("SET LOCAL plan_cache_mode = force_generic_plan")
 
 

@@ -116,14 +116,81 @@ class IntakeResult(IntakeRead):
 # --------------------------------------------------------------------------- intake checks
 
 
-def _store_id(store: StorePrincipal | int) -> int:
-    return store.store_id if isinstance(store, StorePrincipal) else int(store)
+_STORES = cast(Table, MerchantStore.__table__)
+_COMMISSIONS = cast(Table, StoreCommission.__table__)
 
 
-def _usable_store(session: Session, store_id: int, order_type: OrderType) -> MerchantStore:
-    store = session.get(MerchantStore, store_id)
-    if store is None:
+def _latest_commission(name: str) -> Any:
+    # The newest commission row applies; a scalar subquery correlated to the store's row.
+    return (
+        select(_COMMISSIONS.c[name])
+        .where(_COMMISSIONS.c.store_id == _STORES.c.id)
+        .order_by(_COMMISSIONS.c.created_at.desc(), _COMMISSIONS.c.id.desc())
+        .limit(1)
+        .scalar_subquery()
+        .label(name)
+    )
+
+
+@dataclass(frozen=True)
+class IntakeTerms:
+    """What intake reads of its store: switches, currencies, limits and the current commissions
+    (None: the store has no commission row)."""
+
+    id: int
+    access: bool
+    trafic_access: bool
+    pay_in_enabled: bool
+    pay_out_enabled: bool
+    fiat_currency_id: int
+    crypto_currency_id: int
+    lower_limit: Decimal
+    upper_limit: Decimal
+    gateway_require_customer_id_param: bool
+    commission_payin: Decimal | None
+    commission_payout: Decimal | None
+
+
+# Read in the statement that authenticates an intake request (`verify_store_request(columns=...)`,
+# see `api_routers/gateway/routes.py`), so intake does not read its store a second time; a caller
+# that gives a bare store id reads them by id (`_TERMS_BY_ID`).
+INTAKE_TERMS = (
+    *(
+        _STORES.c[name]
+        for name in (
+            "trafic_access",
+            "pay_in_enabled",
+            "pay_out_enabled",
+            "fiat_currency_id",
+            "crypto_currency_id",
+            "lower_limit",
+            "upper_limit",
+            "gateway_require_customer_id_param",
+        )
+    ),
+    _latest_commission("commission_payin"),
+    _latest_commission("commission_payout"),
+)
+_TERM_NAMES = frozenset(column.key for column in INTAKE_TERMS)
+_TERMS_BY_ID = select(_STORES.c.id, _STORES.c.access, *INTAKE_TERMS).where(
+    _STORES.c.id == bindparam("store_id")
+)
+
+
+def _intake_terms(session: Session, store: StorePrincipal | int) -> IntakeTerms:
+    if isinstance(store, StorePrincipal) and store.loaded.keys() >= _TERM_NAMES:
+        # The authentication refused a store without access in the same statement.
+        return IntakeTerms(
+            id=store.store_id, access=True, **{name: store.loaded[name] for name in _TERM_NAMES}
+        )
+    store_id = store.store_id if isinstance(store, StorePrincipal) else int(store)
+    row = session.execute(_TERMS_BY_ID, {"store_id": store_id}).first()
+    if row is None:
         raise NotFound("store not found")
+    return IntakeTerms(**row._mapping)
+
+
+def _usable_store(store: IntakeTerms, order_type: OrderType) -> IntakeTerms:
     if not store.access:
         raise Forbidden("Store access is disabled", code="store_access_denied")
     if not store.trafic_access:
@@ -134,7 +201,7 @@ def _usable_store(session: Session, store_id: int, order_type: OrderType) -> Mer
     return store
 
 
-def _check_currency(session: Session, store: MerchantStore, code: str) -> None:
+def _check_currency(session: Session, store: IntakeTerms, code: str) -> None:
     # The store's own code is cached per process: a matching request needs no query at all.
     wanted = code.upper()
     if reference_data.currency_code(session, FiatCurrency, store.fiat_currency_id) == wanted:
@@ -147,7 +214,7 @@ def _check_currency(session: Session, store: MerchantStore, code: str) -> None:
     )
 
 
-def _check_limits(store: MerchantStore, amount_fiat: Decimal) -> None:
+def _check_limits(store: IntakeTerms, amount_fiat: Decimal) -> None:
     if not store.lower_limit <= amount_fiat <= store.upper_limit:
         raise ValidationFailed(
             f"amount_fiat must be between {store.lower_limit} and {store.upper_limit}",
@@ -156,7 +223,7 @@ def _check_limits(store: MerchantStore, amount_fiat: Decimal) -> None:
         )
 
 
-def _check_required_params(store: MerchantStore, data: PayInCreate | PayOutCreate) -> None:
+def _check_required_params(store: IntakeTerms, data: PayInCreate | PayOutCreate) -> None:
     if store.gateway_require_customer_id_param and not data.customer_id:
         raise ValidationFailed(
             "customer_id is required for this store", code="customer_id_required"
@@ -211,7 +278,7 @@ def _beneficiary_number(raw: str) -> str:
     return number
 
 
-def _fresh_rate(session: Session, store: MerchantStore, now: datetime) -> Decimal:
+def _fresh_rate(session: Session, store: IntakeTerms, now: datetime) -> Decimal:
     return reference_data.get_fresh_exchange_rate(
         session,
         crypto_currency_id=store.crypto_currency_id,
@@ -220,28 +287,11 @@ def _fresh_rate(session: Session, store: MerchantStore, now: datetime) -> Decima
     ).median_rate
 
 
-def _latest_commission(column: Any) -> Executable:
-    # The one column as a plain value: no ORM object to build on every intake.
-    return (
-        select(column)
-        .where(StoreCommission.store_id == bindparam("store_id"))
-        .order_by(StoreCommission.created_at.desc(), StoreCommission.id.desc())
-        .limit(1)
-    )
-
-
-# Built once per direction; an intake only binds the store.
-_LATEST_COMMISSION = {
-    OrderType.PAYIN: _latest_commission(StoreCommission.commission_payin),
-    OrderType.PAYOUT: _latest_commission(StoreCommission.commission_payout),
-}
-
-
-def _store_commission_percent(session: Session, store_id: int, order_type: OrderType) -> Decimal:
-    row = session.execute(_LATEST_COMMISSION[order_type], {"store_id": store_id}).first()
-    if row is None:
-        raise ConfigurationError(f"store {store_id} has no commission row")
-    return Decimal(row[0])
+def _store_commission_percent(store: IntakeTerms, order_type: OrderType) -> Decimal:
+    percent = store.commission_payin if order_type == OrderType.PAYIN else store.commission_payout
+    if percent is None:
+        raise ConfigurationError(f"store {store.id} has no commission row")
+    return Decimal(percent)
 
 
 # --------------------------------------------------------------------------- intake
@@ -260,7 +310,7 @@ class _Priced:
 
 
 def _requested_amounts(
-    store: MerchantStore, data: PayInCreate | PayOutCreate
+    store: IntakeTerms, data: PayInCreate | PayOutCreate
 ) -> tuple[Decimal | None, Decimal | None]:
     """(fiat, crypto) as the store gave them: a PayIn gives fiat, a PayOut exactly one of them."""
     amount_fiat: Decimal | None = None
@@ -294,7 +344,7 @@ def _payout_beneficiary(
 
 def _price(
     session: Session,
-    store: MerchantStore,
+    store: IntakeTerms,
     order_type: OrderType,
     amounts: tuple[Decimal | None, Decimal | None],
     now: datetime,
@@ -310,7 +360,7 @@ def _price(
         _check_limits(store, amount_fiat)
     if amount_crypto <= 0:
         raise ValidationFailed("the amount is too small at the current exchange rate")
-    percent = _store_commission_percent(session, store.id, order_type)
+    percent = _store_commission_percent(store, order_type)
     store_commission = commission(amount_crypto, percent)
     hold = (
         payout_store_hold(amount_crypto, store_commission)
@@ -378,7 +428,7 @@ class _Inserted:
 def _insert_incoming(
     session: Session,
     *,
-    store: MerchantStore,
+    store: IntakeTerms,
     order_type: OrderType,
     data: PayInCreate | PayOutCreate,
     priced: _Priced,
@@ -472,24 +522,24 @@ def _intake_result(
 def _intake(
     session: Session,
     *,
-    store_id: int,
+    store: StorePrincipal | int,
     order_type: OrderType,
     data: PayInCreate | PayOutCreate,
     now: datetime | None,
 ) -> IntakeResult:
     # Every check runs before the first write, so a refusal leaves nothing behind.
     now = now or utcnow()
-    store = _usable_store(session, store_id, order_type)
-    _check_currency(session, store, data.fiat_currency)
-    _check_required_params(store, data)
-    amounts = _requested_amounts(store, data)
-    method, bank = _lookup_codes(session, store.fiat_currency_id, data.payment_method, data.bank)
+    terms = _usable_store(_intake_terms(session, store), order_type)
+    _check_currency(session, terms, data.fiat_currency)
+    _check_required_params(terms, data)
+    amounts = _requested_amounts(terms, data)
+    method, bank = _lookup_codes(session, terms.fiat_currency_id, data.payment_method, data.bank)
     beneficiary = _payout_beneficiary(data, method, bank)
-    priced = _price(session, store, order_type, amounts, now)
+    priced = _price(session, terms, order_type, amounts, now)
 
     incoming = _insert_incoming(
         session,
-        store=store,
+        store=terms,
         order_type=order_type,
         data=data,
         priced=priced,
@@ -502,8 +552,8 @@ def _intake(
         # After the insert: the balance history row references the order.
         balance_manager.freeze_store_hold(
             session,
-            store_id=store.id,
-            crypto_currency_id=store.crypto_currency_id,
+            store_id=terms.id,
+            crypto_currency_id=terms.crypto_currency_id,
             amount=priced.store_hold,
             incoming_order_id=incoming.id,
         )
@@ -518,9 +568,7 @@ def create_payin(
     now: datetime | None = None,
 ) -> IntakeResult:
     """Validate and record a PayIn at intake, announced to the workers on commit."""
-    return _intake(
-        session, store_id=_store_id(store), order_type=OrderType.PAYIN, data=data, now=now
-    )
+    return _intake(session, store=store, order_type=OrderType.PAYIN, data=data, now=now)
 
 
 def create_payout(
@@ -531,9 +579,7 @@ def create_payout(
     now: datetime | None = None,
 ) -> IntakeResult:
     """Validate and record a PayOut at intake, freezing `C + C*s` on the store's balance."""
-    return _intake(
-        session, store_id=_store_id(store), order_type=OrderType.PAYOUT, data=data, now=now
-    )
+    return _intake(session, store=store, order_type=OrderType.PAYOUT, data=data, now=now)
 
 
 # --------------------------------------------------------------------------- status

@@ -16,12 +16,12 @@ import pytest
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.gateway import router as gateway
 from jivapay.api_routers.gateway.routes import LosslessJSONRoute, OneTripIntakeRoute
-from jivapay.database.models import IdempotencyKey, IncomingOrder
+from jivapay.database.models import IdempotencyKey, IncomingOrder, MerchantStore, StoreCommission
 from jivapay.servers.app_factory import ServerName, build_app
 from tests.factories import Ref, StoreWorld, gateway_headers, make_reference, make_store
 
@@ -208,3 +208,64 @@ def test_a_good_intake_is_created_and_replayed_either_way_in_one_trip_instead_of
     assert [r.headers.get("Idempotent-Replayed") for r in replayed] == ["true", "true"]
     assert [r.json() for r in replayed] == [r.json() for r in created]
     assert _count(db) == (2, 2)
+
+
+def _store_reads(statements: list[str]) -> list[str]:
+    return [s for s in statements if "merchant_stores" in s or "store_commissions" in s]
+
+
+def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
+    db: Session, clients, world
+) -> None:
+    """The one-trip route reads the store's terms (switches, limits, commissions) in the statement
+    that checks its signature; FastAPI's handler reads them again by id. Either way a change to
+    them applies to the next request: the newest commission row, a switch turned off."""
+    one_trip, plain = clients
+    ref, store = world
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    def payin(client: TestClient, amount: str = "1000.00") -> Any:
+        raw = json.dumps(
+            {
+                "merchant_order_id": f"m-{uuid.uuid4().hex[:10]}",
+                "amount_fiat": amount,
+                "fiat_currency": ref.fiat.code,
+                "customer_id": "c-1",
+            }
+        ).encode()
+        return client.post(PAYIN, content=raw, headers=_signed(store, PAYIN, raw))
+
+    engine = db.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        reads = []
+        for client in (one_trip, plain):
+            statements.clear()
+            assert payin(client).status_code == 201
+            reads.append(_store_reads(statements))
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    ours, theirs = reads
+    assert len(ours) == 1 and "private_api_key" in ours[0] and "commission_payin" in ours[0]
+    assert len(theirs) == 2
+
+    # 1000.00 at 95.5 is 10.47120419 crypto; 5 % of it, then 7 % from the newer row.
+    first = [payin(c).json()["store_commission"] for c in clients]
+    db.add(
+        StoreCommission(store_id=store.store.id, commission_payin=D("7"), commission_payout=D("3"))
+    )
+    db.commit()
+    newer = [payin(c).json()["store_commission"] for c in clients]
+    assert first == ["0.52356021"] * 2
+    assert newer == ["0.73298429"] * 2
+
+    db.execute(
+        update(MerchantStore).where(MerchantStore.id == store.store.id).values(trafic_access=False)
+    )
+    db.commit()
+    refused = [payin(c) for c in clients]
+    assert [r.status_code for r in refused] == [403, 403]
+    assert [r.json()["code"] for r in refused] == ["store_traffic_disabled"] * 2

@@ -12,7 +12,9 @@ eight parameters and dependencies one by one: a quarter of the gateway's CPU per
 signature, from which the OpenAPI document is built, and resolves exactly those parameters itself,
 in one worker thread, answering their errors in FastAPI's order: a body that is not JSON (422),
 the store's signature and rate limits (401, 403, 429), the `Idempotency-Key` (400), the body's
-model (422); then the endpoint runs and the transaction commits before the response leaves.
+model (422); then the endpoint runs and the transaction commits before the response leaves. The
+statement that authenticates the store also reads what intake needs of it
+(`gateway_service.INTAKE_TERMS`: switches, currencies, limits, commissions).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from starlette.concurrency import run_in_threadpool
 
 from jivapay.api_routers.auth import authenticate_store
 from jivapay.database.utils import run_request_transaction
-from jivapay.services import idempotency
+from jivapay.services import gateway_service, idempotency
 
 
 class LosslessJSONRequest(Request):
@@ -99,6 +101,7 @@ class OneTripIntakeRoute(LosslessJSONRoute):
                     api_key=headers.get("X-API-Key"),
                     timestamp=headers.get("X-Timestamp"),
                     signature=headers.get("X-Signature"),
+                    columns=gateway_service.INTAKE_TERMS,
                 )
                 key = idempotency.validate_key(headers.get(idempotency.HEADER))
                 if document is _ABSENT:
