@@ -20,16 +20,18 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import Any, cast
 
 import jwt
 from pwdlib import PasswordHash
 from pwdlib.hashers.argon2 import Argon2Hasher
-from sqlalchemy import ColumnElement, Table, bindparam, select
+from sqlalchemy import ColumnElement, Table, Text, bindparam, select, type_coerce
 from sqlalchemy.orm import Session, joinedload
 
 from jivapay.config import get_settings
 from jivapay.database.models import MerchantStore, User
+from jivapay.database.types import decrypt_value
 from jivapay.enums import Role
 from jivapay.utils.exceptions import AuthenticationFailed, Forbidden, InvalidSignature
 
@@ -197,7 +199,14 @@ def _timestamp_fresh(timestamp: str, now: float) -> bool:
 _STORES = cast(Table, MerchantStore.__table__)
 # Plain columns, not the ORM entity: the store's other columns (its callback secret among them,
 # decrypted on every load) are not read on every signed request.
-_KEY_COLUMNS = ("id", "merchant_id", "public_api_key", "private_api_key", "access")
+_KEY_COLUMNS = (
+    _STORES.c.id,
+    _STORES.c.merchant_id,
+    _STORES.c.public_api_key,
+    # The stored token as it is: `_private_key` decrypts it once per process.
+    type_coerce(_STORES.c.private_api_key, Text).label("private_api_key_token"),
+    _STORES.c.access,
+)
 _STORE_BY_KEY: dict[tuple[ColumnElement[Any], ...], tuple[Any, tuple[str, ...]]] = {}
 
 
@@ -207,11 +216,19 @@ def _store_by_key(columns: tuple[ColumnElement[Any], ...]) -> tuple[Any, tuple[s
     built = _STORE_BY_KEY.get(columns)
     if built is None:
         labels = tuple(str(column.key) for column in columns)
-        statement = select(*(_STORES.c[name] for name in _KEY_COLUMNS), *columns).where(
+        statement = select(*_KEY_COLUMNS, *columns).where(
             _STORES.c.public_api_key == bindparam("api_key")
         )
         built = _STORE_BY_KEY[columns] = (statement, labels)
     return built
+
+
+@lru_cache(maxsize=4096)
+def _private_key(token: str, encryption_keys: str) -> str:
+    """A store's private key from its stored token, decrypted once per process (and per
+    `DATA_ENCRYPTION_KEY`), not on every signed request. Keeping it costs no secrecy: whoever can
+    read this process's memory can read the encryption key too; new keys are new tokens."""
+    return decrypt_value(token)
 
 
 def verify_store_request(
@@ -238,7 +255,11 @@ def verify_store_request(
         )
     statement, labels = _store_by_key(tuple(columns))
     store = session.execute(statement, {"api_key": api_key}).first()
-    private_key = store.private_api_key if store is not None else _DUMMY_PRIVATE_KEY
+    private_key = (
+        _private_key(store.private_api_key_token, get_settings().DATA_ENCRYPTION_KEY)
+        if store is not None
+        else _DUMMY_PRIVATE_KEY
+    )
     expected = compute_signature(private_key, timestamp, method, path, body)
     valid = hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
     if store is None or not valid:
