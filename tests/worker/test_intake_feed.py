@@ -191,6 +191,33 @@ def test_the_notify_is_sent_after_the_commit_never_inside_the_intake_transaction
     assert feed.drained() == [incoming]
 
 
+def test_the_announcer_keeps_its_connection_and_replaces_a_lost_one(
+    feed: Feed, store: Store, gateway: TestClient
+) -> None:
+    """The announcer sends every `NOTIFY` on one connection it keeps; when that connection dies
+    (PostgreSQL restarted, the backend killed) the next send goes out on a new one, not to the
+    sweeper."""
+
+    def announcer_pid() -> int:
+        conn = intake_queue.notify._conn
+        assert conn is not None
+        return int(conn.connection.dbapi_connection.info.backend_pid)
+
+    feed.start()
+    first = _incoming_id(_payin(gateway, store))
+    intake_queue.announcer.flush()
+    pid = announcer_pid()
+    second = _incoming_id(_payin(gateway, store))
+    intake_queue.announcer.flush()
+    assert announcer_pid() == pid  # kept, not checked out again
+    with read_session() as session:
+        session.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+    third = _incoming_id(_payin(gateway, store))
+    intake_queue.announcer.flush()
+    assert announcer_pid() != pid
+    assert feed.drained() == [first, second, third]
+
+
 def test_one_notification_may_carry_several_ids(feed: Feed) -> None:
     """The announcer sends the ids committed together in one NOTIFY, comma-separated."""
     feed.start()
