@@ -9,6 +9,12 @@ audited and deletes the affected keys once its transaction commits, so no reader
 old row between the delete and the commit. If Redis is down at that moment the old value lives at
 most one TTL.
 
+A rate read from Redis or the database is also kept in the process for `LOCAL_RATE_SECONDS` (1 s):
+intake reads it on every order, and the Redis round trip was a twentieth of an intake's CPU
+(docs/performance.md). A change therefore reaches the other processes up to a second after its
+commit (the process that made it forgets its copy with the Redis keys); the freshness rule is
+checked on every read all the same.
+
 The freshness rule of intake (docs/money.md: a rate older than `EXCHANGE_RATE_MAX_AGE_SECONDS`
 refuses the order) lives here only, in `get_fresh_exchange_rate`.
 """
@@ -20,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from time import monotonic
 from typing import Any
 
 import structlog
@@ -46,6 +53,7 @@ from jivapay.utils.redis_client import REDIS_ERRORS, get_redis, namespace
 log = structlog.get_logger(__name__)
 
 RATE_TTL_SECONDS = 30
+LOCAL_RATE_SECONDS = 1.0
 REFERENCE_TTL_SECONDS = 300
 MAX_RATE = MAX_CRYPTO  # NUMERIC(20, 8)
 # Tests point the cache at a dead Redis here; None means `REDIS_URL`.
@@ -191,6 +199,8 @@ def _cache_set(keys: Iterable[str], value: object, ttl: int) -> None:
 def _cache_delete(keys: list[str]) -> None:
     if not keys:
         return
+    for key in keys:
+        _LOCAL_RATES.pop(key, None)
     try:
         get_redis(REDIS_URL_OVERRIDE).delete(*keys)
     except REDIS_ERRORS as exc:
@@ -207,6 +217,7 @@ def clear_cache() -> int:
     """Delete every cached reference key of this deployment (and this process's currency codes);
     returns how many Redis keys."""
     _CURRENCY_CODES.clear()
+    _LOCAL_RATES.clear()
     try:
         client = get_redis(REDIS_URL_OVERRIDE)
         keys = list(client.scan_iter(match=_key("*"), count=500))
@@ -241,11 +252,26 @@ def _method_from_json(data: dict[str, Any]) -> PaymentMethodView:
 # --------------------------------------------------------------------------- reads
 
 
+# rate key -> (monotonic expiry, view): this process's copies, `LOCAL_RATE_SECONDS` each.
+_LOCAL_RATES: dict[str, tuple[float, RateView]] = {}
+
+
 def get_exchange_rate(
     session: Session, *, crypto_currency_id: int, fiat_currency_id: int
 ) -> RateView:
     """The current rate of a (crypto, fiat) pair, cached; `NotFound` when the pair has none."""
     key = rate_key(crypto_currency_id, fiat_currency_id)
+    local = _LOCAL_RATES.get(key)
+    if local is not None and monotonic() < local[0]:
+        return local[1]
+    view = _shared_exchange_rate(session, key, crypto_currency_id, fiat_currency_id)
+    _LOCAL_RATES[key] = (monotonic() + LOCAL_RATE_SECONDS, view)
+    return view
+
+
+def _shared_exchange_rate(
+    session: Session, key: str, crypto_currency_id: int, fiat_currency_id: int
+) -> RateView:
     cached = _cache_get(key)
     if isinstance(cached, dict):
         try:

@@ -78,6 +78,24 @@ def test_rate_is_cached_as_decimal_strings_and_a_hit_queries_nothing(
     assert second == [] and again == view
 
 
+def test_a_rate_is_kept_in_the_process_for_a_second_then_read_from_redis_again(
+    db: Session, redis_client: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Intake reads the rate on every order: the process keeps its copy `LOCAL_RATE_SECONDS`,
+    so a change made by another process (here: straight into Redis) shows after that second."""
+    clock = [1000.0]
+    monkeypatch.setattr(reference_data, "monotonic", lambda: clock[0])
+    ref = make_reference(db, rate=D("100"))
+    key = reference_data.rate_key(ref.crypto.id, ref.fiat.id)
+    assert _rate(db, ref).median_rate == D("100")
+    elsewhere = {**json.loads(redis_client.get(key)), "median_rate": "101.5"}
+    redis_client.set(key, json.dumps(elsewhere))
+    clock[0] += reference_data.LOCAL_RATE_SECONDS - 0.01
+    assert _rate(db, ref).median_rate == D("100")  # this process's copy, no Redis call
+    clock[0] += 0.02
+    assert _rate(db, ref).median_rate == D("101.5")
+
+
 def test_banks_methods_and_methods_for_fiat_are_cached(db: Session) -> None:
     ref = make_reference(db)
     make_bank_method(db, ref)
