@@ -118,14 +118,13 @@ def intake(requests: int) -> None:
         from jivapay.database import utils as database_utils
         from jivapay.middleware import rate_limiting
         from jivapay.servers.gateway.server import app
-        from jivapay.services import gateway_service, idempotency
+        from jivapay.services import gateway_service, idempotency, intake_queue
 
         _wrap(auth, "verify_store_request", "store signature")
         _wrap(rate_limiting, "store_authenticated", "rate limits")
         _wrap(idempotency, "run_idempotent", "idempotency (all)")
         _wrap(gateway_service, "_intake", "  intake service (all)")
         _wrap(gateway_service, "_price", "    price")
-        _wrap(gateway_service, "_store_commission_percent", "      commission")
         _wrap(gateway_service, "_fresh_rate", "      rate")
         _wrap(gateway_service, "_insert_incoming", "    intake and audit rows")
         _wrap(database_utils, "_end_request_session", "commit and after-commit (all)")
@@ -152,6 +151,7 @@ def intake(requests: int) -> None:
                 return time.process_time() - started
 
         _print("payin/init in process", asyncio.run(run()), requests)
+        intake_queue.announcer.flush()  # before the scratch database is dropped
 
 
 def main() -> None:

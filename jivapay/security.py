@@ -242,11 +242,12 @@ def verify_store_request(
     body: bytes,
     now: float | None = None,
     columns: Sequence[ColumnElement[Any]] = (),
+    parameters: Mapping[str, Any] | None = None,
 ) -> StorePrincipal:
     """Check a store's signed request; `InvalidSignature` (401) or `Forbidden` (403) on refusal.
 
-    `columns` (labelled, of `merchant_stores` or correlated to it) are read in the same statement
-    and handed over as the principal's `loaded`."""
+    `columns` (labelled, of `merchant_stores` or correlated to it; their bound `parameters`) are
+    read in the same statement and handed over as the principal's `loaded`."""
     if not api_key or not timestamp or not signature:
         raise InvalidSignature("Missing X-API-Key, X-Timestamp or X-Signature header")
     if not _timestamp_fresh(timestamp, time.time() if now is None else now):
@@ -254,7 +255,7 @@ def verify_store_request(
             f"X-Timestamp must be unix seconds within {SIGNATURE_TOLERANCE_SECONDS} s of now"
         )
     statement, labels = _store_by_key(tuple(columns))
-    store = session.execute(statement, {"api_key": api_key}).first()
+    store = session.execute(statement, {**(parameters or {}), "api_key": api_key}).first()
     private_key = (
         _private_key(store.private_api_key_token, get_settings().DATA_ENCRYPTION_KEY)
         if store is not None

@@ -4,7 +4,7 @@ routers, in `jivapay/security.py` and `jivapay/permissions.py`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Request
@@ -146,11 +146,13 @@ def authenticate_store(
     timestamp: str | None,
     signature: str | None,
     columns: Sequence[ColumnElement[Any]] = (),
+    parameters: Mapping[str, Any] | None = None,
 ) -> StorePrincipal:
     """The store whose signature over `request` is valid, counted against its rate limits
     (blocking: a database read and a Redis round trip). A failure counts against the caller's IP,
     never against the store the key names, and a 429 replaces the 401 when one is due. `columns`
-    are read along with the store's keys (`verify_store_request`)."""
+    (with their bound `parameters`) are read along with the store's keys
+    (`verify_store_request`)."""
     request.state.authenticates_store = True
     try:
         store = verify_store_request(
@@ -162,6 +164,7 @@ def authenticate_store(
             path=signed_path(request),
             body=body,
             columns=columns,
+            parameters=parameters,
         )
     except AuthenticationFailed:
         rate_limiting.store_authentication_failed(request)

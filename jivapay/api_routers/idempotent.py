@@ -28,8 +28,10 @@ def idempotent_response(
     produce: Callable[[], BaseModel],
     store_id: int | None = None,
     user_id: int | None = None,
+    locked: bool | None = None,
 ) -> JSONResponse:
-    """`produce()` serialised with `status_code` the first time; the stored answer afterwards."""
+    """`produce()` serialised with `status_code` the first time; the stored answer afterwards.
+    `locked`: the key's lock already tried in this transaction (`run_idempotent`)."""
 
     def action() -> tuple[int, dict[str, Any]]:
         return status_code, produce().model_dump(mode="json")
@@ -41,6 +43,7 @@ def idempotent_response(
         key=key,
         fingerprint=fingerprint,
         action=action,
+        locked=locked,
     )
     if not stored.replayed:  # the body `produce()` just dumped, in the model's order
         return JSONResponse(stored.body, status_code=stored.status_code)

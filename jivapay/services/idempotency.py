@@ -5,7 +5,9 @@ Everything happens in the request's own transaction, so a crash or an error leav
 and the key can simply be retried:
 
 1. `pg_try_advisory_xact_lock` on (owner, key): false means a request with this key is running now
-   → 409 `idempotency_key_in_progress`. The lock ends with the transaction.
+   → 409 `idempotency_key_in_progress`. The lock ends with the transaction. The gateway's intake
+   takes it in the statement that authenticates the store (`store_key_lock`), before the key's
+   row is read by a later statement, so that read sees every request that held the lock before.
 2. The key's row: older than `IDEMPOTENCY_KEY_TTL_HOURS` → deleted and treated as new; another
    request fingerprint → 422 `idempotency_key_reused`; completed → its stored response is replayed.
 3. Otherwise the action runs and the row (fingerprint, status, body) is inserted in the same
@@ -24,7 +26,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select, text
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    Table,
+    Text,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -62,13 +75,38 @@ def validate_key(key: str | None) -> str:
     """The header's value, or 400 `idempotency_key_required` / `idempotency_key_invalid`."""
     if key is None or not key.strip():
         raise BadRequest(f"the {HEADER} header is required", code="idempotency_key_required")
-    key = key.strip()
-    if len(key) > MAX_KEY_LENGTH or not re.fullmatch(KEY_PATTERN, key):
+    valid = valid_key(key)
+    if valid is None:
         raise BadRequest(
             f"{HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters",
             code="idempotency_key_invalid",
         )
+    return valid
+
+
+def valid_key(key: str | None) -> str | None:
+    """The header's value when it is a valid key, else None (no error: `validate_key` answers)."""
+    if key is None:
+        return None
+    key = key.strip()
+    if not key or len(key) > MAX_KEY_LENGTH or not re.fullmatch(KEY_PATTERN, key):
+        return None
     return key
+
+
+# The bound parameter and the label of `store_key_lock`'s column.
+KEY_PARAMETER = "idempotency_key"
+LOCKED_LABEL = "idempotency_key_locked"
+
+
+def store_key_lock(store_id: ColumnElement[Any]) -> ColumnElement[bool]:
+    """`pg_try_advisory_xact_lock` on (`store_id`, the bound `idempotency_key`): the lock
+    `run_idempotent` takes (`LOCK_ID_SQL`), as a column of the statement that reads the store, so
+    an intake does not spend a round trip on it. Its result is `run_idempotent`'s `locked`."""
+    lock_id = func.hashtextextended(
+        store_id.cast(Text).concat(":").concat(bindparam(KEY_PARAMETER, type_=Text)), 0
+    )
+    return func.pg_try_advisory_xact_lock(lock_id, type_=Boolean).label(LOCKED_LABEL)
 
 
 def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
@@ -121,13 +159,18 @@ def run_idempotent(
     store_id: int | None = None,
     user_id: int | None = None,
     now: datetime | None = None,
+    locked: bool | None = None,
 ) -> StoredResponse:
-    """Replay the stored response of (store or user, key), or run `action` and store its response."""
+    """Replay the stored response of (store or user, key), or run `action` and store its response.
+
+    `locked`: the result of the store's key lock when this transaction already tried it
+    (`store_key_lock`); None takes it here."""
     if (store_id is None) == (user_id is None):
         raise ValueError("exactly one of store_id and user_id owns an idempotency key")
     now = now or utcnow()
     if store_id is not None:
-        locked = session.execute(_TRY_LOCK, {"store_id": store_id, "key": key}).scalar_one()
+        if locked is None:
+            locked = session.execute(_TRY_LOCK, {"store_id": store_id, "key": key}).scalar_one()
         existing = _EXISTING["store_id"]
     else:
         locked = session.execute(_TRY_USER_LOCK, {"user_id": user_id, "key": key}).scalar_one()

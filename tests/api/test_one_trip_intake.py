@@ -217,8 +217,9 @@ def _store_reads(statements: list[str]) -> list[str]:
 def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
     db: Session, clients, world
 ) -> None:
-    """The one-trip route reads the store's terms (switches, limits, commissions) in the statement
-    that checks its signature; FastAPI's handler reads them again by id. Either way a change to
+    """The one-trip route reads the store's terms (switches, limits, commissions) and takes the
+    Idempotency-Key's lock in the statement that checks its signature; FastAPI's handler reads
+    the terms again by id and locks on its own. Either way a change to
     them applies to the next request: the newest commission row, a switch turned off."""
     one_trip, plain = clients
     ref, store = world
@@ -241,16 +242,20 @@ def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
     engine = db.get_bind()
     event.listen(engine, "before_cursor_execute", record)
     try:
-        reads = []
+        reads, locks = [], []
         for client in (one_trip, plain):
             statements.clear()
             assert payin(client).status_code == 201
             reads.append(_store_reads(statements))
+            locks.append([s for s in statements if "pg_try_advisory_xact_lock" in s])
     finally:
         event.remove(engine, "before_cursor_execute", record)
     ours, theirs = reads
     assert len(ours) == 1 and "private_api_key" in ours[0] and "commission_payin" in ours[0]
     assert len(theirs) == 2
+    # The Idempotency-Key's lock: in the same statement on the one-trip route, its own otherwise.
+    assert locks[0] == ours
+    assert len(locks[1]) == 1 and "merchant_stores" not in locks[1][0]
 
     # 1000.00 at 95.5 is 10.47120419 crypto; 5 % of it, then 7 % from the newer row.
     first = [payin(c).json()["store_commission"] for c in clients]

@@ -14,7 +14,8 @@ in one worker thread, answering their errors in FastAPI's order: a body that is 
 the store's signature and rate limits (401, 403, 429), the `Idempotency-Key` (400), the body's
 model (422); then the endpoint runs and the transaction commits before the response leaves. The
 statement that authenticates the store also reads what intake needs of it
-(`gateway_service.INTAKE_TERMS`: switches, currencies, limits, commissions).
+(`gateway_service.INTAKE_TERMS`: switches, currencies, limits, commissions) and takes the
+`Idempotency-Key`'s lock (`idempotency.store_key_lock`): one round trip for the three.
 """
 
 from __future__ import annotations
@@ -24,16 +25,18 @@ import inspect
 import json
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from fastapi import HTTPException, Request, Response
 from fastapi.dependencies.utils import get_missing_field_error
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from jivapay.api_routers.auth import authenticate_store
+from jivapay.database.models import MerchantStore
 from jivapay.database.utils import run_request_transaction
 from jivapay.services import gateway_service, idempotency
 
@@ -63,6 +66,13 @@ class LosslessJSONRoute(APIRoute):
 
         return lossless_handler
 
+
+# What the statement authenticating an intake also reads: the store's terms, and the
+# `Idempotency-Key` lock when the key is valid (a later statement then reads the key's row).
+_TERMS_AND_KEY_LOCK = (
+    *gateway_service.INTAKE_TERMS,
+    idempotency.store_key_lock(cast(Table, MerchantStore.__table__).c.id),
+)
 
 # The parameters an intake endpoint declares, which `OneTripIntakeRoute` resolves itself.
 INTAKE_PARAMETERS = ("store", "key", "data", "session", "request", "body")
@@ -94,6 +104,8 @@ class OneTripIntakeRoute(LosslessJSONRoute):
             headers = request.headers
 
             def run(session: Session) -> Response:
+                raw_key = headers.get(idempotency.HEADER)
+                lockable = idempotency.valid_key(raw_key)
                 store = authenticate_store(
                     request,
                     session,
@@ -101,9 +113,10 @@ class OneTripIntakeRoute(LosslessJSONRoute):
                     api_key=headers.get("X-API-Key"),
                     timestamp=headers.get("X-Timestamp"),
                     signature=headers.get("X-Signature"),
-                    columns=gateway_service.INTAKE_TERMS,
+                    columns=_TERMS_AND_KEY_LOCK if lockable else gateway_service.INTAKE_TERMS,
+                    parameters={idempotency.KEY_PARAMETER: lockable} if lockable else None,
                 )
-                key = idempotency.validate_key(headers.get(idempotency.HEADER))
+                key = idempotency.validate_key(raw_key)
                 if document is _ABSENT:
                     data, errors = None, [get_missing_field_error(loc=("body",))]
                 else:
