@@ -211,18 +211,27 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
-def _postgres_cpu_seconds() -> float:
-    """User + system CPU time of this machine's PostgreSQL processes (0 when the server is
-    elsewhere): with the server on the same cores, its work per request competes with the API's."""
+def _postgres_cpu_seconds() -> dict[int, float]:
+    """User + system CPU time of each of this machine's PostgreSQL processes, by pid (empty when
+    the server is elsewhere): with the server on the same cores, its work per request competes
+    with the API's."""
     import psutil
 
-    total = 0.0
+    seconds = {}
     for proc in psutil.process_iter(["name"]):
         if proc.info["name"] in ("postgres", "postmaster"):
             with contextlib.suppress(psutil.Error):
                 times = proc.cpu_times()
-                total += times.user + times.system
-    return total
+                seconds[proc.pid] = times.user + times.system
+    return seconds
+
+
+def _postgres_cpu_spent(before: dict[int, float]) -> tuple[float, int, int]:
+    """PostgreSQL CPU seconds spent since `before` (a backend started since counts whole, one that
+    ended since counts nothing: its last CPU cannot be read), and how many started and ended."""
+    after = _postgres_cpu_seconds()
+    spent = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+    return spent, len(after.keys() - before.keys()), len(before.keys() - after.keys())
 
 
 def _measured_load(
@@ -233,11 +242,9 @@ def _measured_load(
     before, pg_before = _cpu_seconds(pid), _postgres_cpu_seconds()
     result = _load(url, requests, concurrency)
     count = max(len(requests), 1)
-    return (
-        result,
-        1000 * (_cpu_seconds(pid) - before) / count,
-        1000 * (_postgres_cpu_seconds() - pg_before) / count,
-    )
+    pg_spent, started, ended = _postgres_cpu_spent(pg_before)
+    result["backends"] = (started, ended)
+    return (result, 1000 * (_cpu_seconds(pid) - before) / count, 1000 * pg_spent / count)
 
 
 def _feed(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -287,10 +294,13 @@ def _report(name: str, result: dict[str, object], cpu_ms: float, pg_ms: float) -
     assert isinstance(latencies, list)
     rps = len(latencies) / float(result["elapsed"])  # type: ignore[arg-type]
     p = percentiles(latencies)
+    backends = result.get("backends", (0, 0))
+    assert isinstance(backends, tuple)
     print(
         f"{name:<16} {rps:8.1f} req/s   p50 {p['p50']:6.1f} ms   p99 {p['p99']:6.1f} ms   "
         f"max {p['max']:6.1f} ms   server CPU {cpu_ms:5.2f} ms/req   PostgreSQL CPU {pg_ms:5.2f} "
-        f"ms/req   statuses {result['statuses']}"
+        f"ms/req ({backends[0]} backends started, {backends[1]} ended)   "
+        f"statuses {result['statuses']}"
     )
     return rps
 
