@@ -44,6 +44,7 @@ def idempotent_response(
         fingerprint=fingerprint,
         action=action,
         locked=locked,
+        status_code=status_code,
     )
     if not stored.replayed:  # the body `produce()` just dumped, in the model's order
         return JSONResponse(stored.body, status_code=stored.status_code)

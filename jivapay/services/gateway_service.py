@@ -79,6 +79,7 @@ from jivapay.services import (
     balance_manager,
     document_service,
     fraud_detector,
+    idempotency,
     intake_queue,
     order_status_manager,
     reference_data,
@@ -401,32 +402,25 @@ _INTAKE_COLUMNS = (
 )
 
 
-def _intake_statement() -> Executable:
-    """The intake row's INSERT with its audit row as a data-modifying CTE: one round trip, no ORM
-    unit of work, on the table (its column types still encrypt the beneficiary number). The
-    columns' Python-side defaults do not apply to it: every column is given."""
+def _intake_statement(*, with_key_row: bool) -> Executable:
+    """The intake row's INSERT with its audit row (and the `Idempotency-Key`'s row, when the
+    request has one to write) as data-modifying CTEs: one round trip, no ORM unit of work, on the
+    table (its column types still encrypt the beneficiary number). The columns' Python-side
+    defaults do not apply to it: every column is given."""
     table = cast(Table, IncomingOrder.__table__)
-    return (
-        insert(table)
-        .values({c: bindparam(c) for c in _INTAKE_COLUMNS})
-        .add_cte(audit_cte())
-        .returning(table.c.id)
+    statement = (
+        insert(table).values({c: bindparam(c) for c in _INTAKE_COLUMNS}).add_cte(audit_cte())
     )
+    if with_key_row:
+        statement = statement.add_cte(idempotency.key_row_cte())
+    return statement.returning(table.c.id)
 
 
-_INTAKE = _intake_statement()
+_INTAKE = _intake_statement(with_key_row=False)
+_INTAKE_WITH_KEY_ROW = _intake_statement(with_key_row=True)
 
 
-@dataclass(frozen=True)
-class _Inserted:
-    """The new intake row: its id and the values intake gave it."""
-
-    id: int
-    values: dict[str, Any]
-
-
-def _insert_incoming(
-    session: Session,
+def _intake_values(
     *,
     store: IntakeTerms,
     order_type: OrderType,
@@ -436,10 +430,9 @@ def _insert_incoming(
     bank: Bank | None,
     beneficiary: str | None,
     now: datetime,
-) -> _Inserted:
-    """The `new` intake row and its audit row; a merchant order id the store already used is a
-    409."""
-    values: dict[str, Any] = {
+) -> dict[str, Any]:
+    """The `new` intake row's columns."""
+    return {
         "public_id": "ord_" + secrets.token_urlsafe(18),
         "store_id": store.id,
         "order_type": order_type.value,
@@ -469,53 +462,70 @@ def _insert_incoming(
         "created_at": now,
         "updated_at": now,
     }
+
+
+def _insert_incoming(
+    session: Session, values: dict[str, Any], priced: _Priced, result: IntakeResult
+) -> int:
+    """Insert the intake row with its audit row, and with the `Idempotency-Key`'s row when the
+    request has one (`result` is its answer); the new row's id. A merchant order id the store
+    already used is a 409."""
     audit = audit_parameters(
         action="order.intake",
         target_entity="order",
         target_id=values["public_id"],
         details={
-            "store_id": store.id,
-            "order_type": order_type.value,
-            "merchant_order_id": data.merchant_order_id,
+            "store_id": values["store_id"],
+            "order_type": values["order_type"],
+            "merchant_order_id": values["merchant_order_id"],
             "amount_fiat": priced.amount_fiat,
             "amount_crypto": priced.amount_crypto,
             "exchange_rate": priced.rate,
         },
     )
     duplicate = DuplicateObject(
-        f"merchant_order_id {data.merchant_order_id!r} was already used by this store",
+        f"merchant_order_id {values['merchant_order_id']!r} was already used by this store",
         code="duplicate_merchant_order_id",
     )
+    parameters = {**values, **audit}
+    statement = _INTAKE
+    key_row = idempotency.pending_key_row(session)
+    if key_row is not None:
+        parameters.update(key_row.parameters_with(result.model_dump(mode="json")))
+        statement = _INTAKE_WITH_KEY_ROW
+    conflicts = {
+        "uq_incoming_orders_store_id_merchant_order_id": duplicate,
+        **idempotency.key_conflicts(),
+    }
     # No savepoint: a 409 ends the request's transaction, which rolls back whole.
-    with integrity_errors_as_domain_errors(
-        session, {"uq_incoming_orders_store_id_merchant_order_id": duplicate}, savepoint=False
-    ):
-        new_id: int = session.execute(_INTAKE, {**values, **audit}).scalar_one()
+    with integrity_errors_as_domain_errors(session, conflicts, savepoint=False):
+        new_id: int = session.execute(statement, parameters).scalar_one()
     intake_queue.announce(session, new_id)
-    return _Inserted(new_id, values)
+    return new_id
 
 
 def _intake_result(
-    session: Session, incoming: _Inserted, order_type: OrderType, priced: _Priced
+    session: Session, values: dict[str, Any], order_type: OrderType, priced: _Priced
 ) -> IntakeResult:
-    public_id = incoming.values["public_id"]
+    """The 201 answer, before the row exists (`incoming_id` 0 until the insert returns it)."""
+    public_id = values["public_id"]
     payment_url = None
     if order_type == OrderType.PAYIN:
         payment_url = f"{get_settings().PUBLIC_BASE_URL.rstrip('/')}/pay/{public_id}"
     return IntakeResult(
-        incoming_id=incoming.id,
+        incoming_id=0,
         order_id=public_id,
-        merchant_order_id=incoming.values["merchant_order_id"],
+        merchant_order_id=values["merchant_order_id"],
         order_type=order_type,
         status=IncomingOrderStatus.NEW,
         amount_fiat=priced.amount_fiat,
-        fiat_currency=_currency(session, FiatCurrency, incoming.values["fiat_currency_id"]),
+        fiat_currency=_currency(session, FiatCurrency, values["fiat_currency_id"]),
         amount_crypto=priced.amount_crypto,
-        crypto_currency=_currency(session, CryptoCurrency, incoming.values["crypto_currency_id"]),
+        crypto_currency=_currency(session, CryptoCurrency, values["crypto_currency_id"]),
         exchange_rate=priced.rate,
         store_commission=priced.store_commission,
         payment_url=payment_url,
-        created_at=incoming.values["created_at"],
+        created_at=values["created_at"],
     )
 
 
@@ -537,8 +547,7 @@ def _intake(
     beneficiary = _payout_beneficiary(data, method, bank)
     priced = _price(session, terms, order_type, amounts, now)
 
-    incoming = _insert_incoming(
-        session,
+    values = _intake_values(
         store=terms,
         order_type=order_type,
         data=data,
@@ -548,6 +557,8 @@ def _intake(
         beneficiary=beneficiary,
         now=now,
     )
+    result = _intake_result(session, values, order_type, priced)
+    incoming_id = _insert_incoming(session, values, priced, result)
     if priced.store_hold > 0:
         # After the insert: the balance history row references the order.
         balance_manager.freeze_store_hold(
@@ -555,9 +566,9 @@ def _intake(
             store_id=terms.id,
             crypto_currency_id=terms.crypto_currency_id,
             amount=priced.store_hold,
-            incoming_order_id=incoming.id,
+            incoming_order_id=incoming_id,
         )
-    return _intake_result(session, incoming, order_type, priced)
+    return result.model_copy(update={"incoming_id": incoming_id})
 
 
 def create_payin(

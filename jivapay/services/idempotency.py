@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
+    CTE,
     Boolean,
     ColumnElement,
     Table,
@@ -133,21 +134,59 @@ _EXISTING = {
     for owner in ("store_id", "user_id")
 }
 _DELETE = delete(_KEYS).where(_KEYS.c.id == bindparam("key_id"))
-_INSERT = insert(_KEYS).values(
-    {
-        column: bindparam(column)
-        for column in (
-            "store_id",
-            "user_id",
-            "key",
-            "request_fingerprint",
-            "response_status",
-            "response_body",
-            "created_at",
-            "completed_at",
-        )
-    }
+_ROW_COLUMNS = (
+    "store_id",
+    "user_id",
+    "key",
+    "request_fingerprint",
+    "response_status",
+    "response_body",
+    "created_at",
+    "completed_at",
 )
+_INSERT = insert(_KEYS).values({column: bindparam(column) for column in _ROW_COLUMNS})
+_ROW_PREFIX = "idempotency_"
+_PENDING = "jivapay_idempotency_pending_row"
+
+
+def key_row_cte() -> CTE:
+    """The key's row as a data-modifying CTE (`idempotency_key_row`) whose values are bound
+    parameters named `idempotency_<column>`, for an action's statement built once that writes its
+    own row and the key's in one round trip (`PendingKeyRow.parameters_with`)."""
+    values: dict[str, Any] = {column: bindparam(_ROW_PREFIX + column) for column in _ROW_COLUMNS}
+    return insert(_KEYS).values(values).cte("idempotency_key_row")
+
+
+@dataclass
+class PendingKeyRow:
+    """The key's row of the idempotent request running on a session: `run_idempotent` inserts it
+    after the action, unless the action wrote it with its own statement (`parameters_with`)."""
+
+    values: dict[str, Any]
+    body: dict[str, Any] | None = None
+
+    def parameters_with(self, body: dict[str, Any]) -> dict[str, Any]:
+        """`key_row_cte`'s parameters for the answer `body`; the row then counts as written."""
+        self.body = body
+        return {_ROW_PREFIX + column: value for column, value in self.row(body).items()}
+
+    def row(self, body: dict[str, Any]) -> dict[str, Any]:
+        return {**self.values, "response_body": body}
+
+
+def pending_key_row(session: Session) -> PendingKeyRow | None:
+    """The key's row an action running under `run_idempotent(status_code=...)` may write itself."""
+    pending: PendingKeyRow | None = session.info.get(_PENDING)
+    return pending
+
+
+def key_conflicts() -> dict[str, IdempotencyKeyInProgress]:
+    """The key's unique constraints, as `integrity_errors_as_domain_errors` messages: a row of the
+    same key written meanwhile is a request in progress (409)."""
+    return {
+        "uq_idempotency_keys_store_id_key": IdempotencyKeyInProgress(),
+        "uq_idempotency_keys_user_id_key": IdempotencyKeyInProgress(),
+    }
 
 
 def run_idempotent(
@@ -160,11 +199,14 @@ def run_idempotent(
     user_id: int | None = None,
     now: datetime | None = None,
     locked: bool | None = None,
+    status_code: int | None = None,
 ) -> StoredResponse:
     """Replay the stored response of (store or user, key), or run `action` and store its response.
 
     `locked`: the result of the store's key lock when this transaction already tried it
-    (`store_key_lock`); None takes it here."""
+    (`store_key_lock`); None takes it here. `status_code`: the status `action` answers when it
+    succeeds; given, the action may write the key's row with its own statement
+    (`pending_key_row`), and the body it wrote is the one answered."""
     if (store_id is None) == (user_id is None):
         raise ValueError("exactly one of store_id and user_id owns an idempotency key")
     now = now or utcnow()
@@ -190,31 +232,29 @@ def run_idempotent(
             raise IdempotencyKeyInProgress()
         return StoredResponse(row.response_status, row.response_body, replayed=True)
 
-    status_code, body = action()
+    values: dict[str, Any] = {
+        "store_id": store_id,
+        "user_id": user_id,
+        "key": key,
+        "request_fingerprint": fingerprint,
+        "response_status": status_code,
+        "created_at": now,
+        "completed_at": now,
+    }
+    pending = PendingKeyRow(values) if status_code is not None else None
+    session.info[_PENDING] = pending
+    try:
+        answered, body = action()
+    finally:
+        session.info.pop(_PENDING, None)
+    if pending is not None and pending.body is not None:
+        assert answered == status_code, (answered, status_code)
+        return StoredResponse(answered, pending.body, replayed=False)
     # The advisory lock already serialises a key; the unique key covers a hash collision race.
     # No savepoint: the 409 ends the request's transaction, which rolls back whole.
-    with integrity_errors_as_domain_errors(
-        session,
-        {
-            "uq_idempotency_keys_store_id_key": IdempotencyKeyInProgress(),
-            "uq_idempotency_keys_user_id_key": IdempotencyKeyInProgress(),
-        },
-        savepoint=False,
-    ):
-        session.execute(
-            _INSERT,
-            {
-                "store_id": store_id,
-                "user_id": user_id,
-                "key": key,
-                "request_fingerprint": fingerprint,
-                "response_status": status_code,
-                "response_body": body,
-                "created_at": now,
-                "completed_at": now,
-            },
-        )
-    return StoredResponse(status_code, body, replayed=False)
+    with integrity_errors_as_domain_errors(session, key_conflicts(), savepoint=False):
+        session.execute(_INSERT, {**values, "response_status": answered, "response_body": body})
+    return StoredResponse(answered, body, replayed=False)
 
 
 def delete_expired_keys(session: Session, *, now: datetime | None = None) -> int:

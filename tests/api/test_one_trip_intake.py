@@ -219,7 +219,7 @@ def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
 ) -> None:
     """The one-trip route reads the store's terms (switches, limits, commissions) and takes the
     Idempotency-Key's lock in the statement that checks its signature; FastAPI's handler reads
-    the terms again by id and locks on its own. Either way a change to
+    the terms again by id and locks on its own. Both write the key's row in the intake's INSERT. Either way a change to
     them applies to the next request: the newest commission row, a switch turned off."""
     one_trip, plain = clients
     ref, store = world
@@ -242,12 +242,13 @@ def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
     engine = db.get_bind()
     event.listen(engine, "before_cursor_execute", record)
     try:
-        reads, locks = [], []
+        reads, locks, key_writes = [], [], []
         for client in (one_trip, plain):
             statements.clear()
             assert payin(client).status_code == 201
             reads.append(_store_reads(statements))
             locks.append([s for s in statements if "pg_try_advisory_xact_lock" in s])
+            key_writes.append([s for s in statements if "INSERT INTO idempotency_keys" in s])
     finally:
         event.remove(engine, "before_cursor_execute", record)
     ours, theirs = reads
@@ -256,6 +257,10 @@ def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
     # The Idempotency-Key's lock: in the same statement on the one-trip route, its own otherwise.
     assert locks[0] == ours
     assert len(locks[1]) == 1 and "merchant_stores" not in locks[1][0]
+    # Either way the key's row is written by the intake's own INSERT, with its audit row.
+    for writes in key_writes:
+        assert len(writes) == 1 and "INSERT INTO incoming_orders" in writes[0]
+        assert "INSERT INTO audit_logs" in writes[0]
 
     # 1000.00 at 95.5 is 10.47120419 crypto; 5 % of it, then 7 % from the newer row.
     first = [payin(c).json()["store_commission"] for c in clients]
