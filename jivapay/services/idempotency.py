@@ -11,7 +11,9 @@ and the key can simply be retried:
 2. The key's row: older than `IDEMPOTENCY_KEY_TTL_HOURS` → deleted and treated as new; another
    request fingerprint → 422 `idempotency_key_reused`; completed → its stored response is replayed.
 3. Otherwise the action runs and the row (fingerprint, status, body) is inserted in the same
-   transaction as the order. Only successes are stored: a 4xx rolls back and writes no key.
+   transaction as the order: by the action's own statement when it knows its answer before its
+   write (the gateway's intake: `pending_key_row`, `key_row_cte`), else right after the action.
+   Only successes are stored: a 4xx rolls back and writes no key.
 
 The fingerprint is sha256 over the method, the signed path and the raw body bytes: the same key with
 a differently serialised body counts as a different request.
