@@ -28,10 +28,10 @@ def idempotent_response(
     produce: Callable[[], BaseModel],
     store_id: int | None = None,
     user_id: int | None = None,
-    locked: bool | None = None,
+    claim: idempotency.KeyClaim | None = None,
 ) -> JSONResponse:
     """`produce()` serialised with `status_code` the first time; the stored answer afterwards.
-    `locked`: the key's lock already tried in this transaction (`run_idempotent`)."""
+    `claim`: the key's lock and row already claimed in this transaction (`run_idempotent`)."""
 
     def action() -> tuple[int, dict[str, Any]]:
         return status_code, produce().model_dump(mode="json")
@@ -43,7 +43,7 @@ def idempotent_response(
         key=key,
         fingerprint=fingerprint,
         action=action,
-        locked=locked,
+        claim=claim,
         status_code=status_code,
     )
     if not stored.replayed:  # the body `produce()` just dumped, in the model's order

@@ -5,9 +5,11 @@ Everything happens in the request's own transaction, so a crash or an error leav
 and the key can simply be retried:
 
 1. `pg_try_advisory_xact_lock` on (owner, key): false means a request with this key is running now
-   → 409 `idempotency_key_in_progress`. The lock ends with the transaction. The gateway's intake
-   takes it in the statement that authenticates the store (`store_key_lock`), before the key's
-   row is read by a later statement, so that read sees every request that held the lock before.
+   → 409 `idempotency_key_in_progress`. The lock ends with the transaction. The lock and the key's
+   row are read in one call, the database function `claim_idempotency_key` (migration 0010): it
+   reads the row by a statement of its own, after the lock, so it sees the row of every request
+   that held the lock before, even when the statement calling it started earlier. The gateway's
+   intake calls it in the statement that authenticates the store (`store_key_claim`).
 2. The key's row: older than `IDEMPOTENCY_KEY_TTL_HOURS` → deleted and treated as new; another
    request fingerprint → 422 `idempotency_key_reused`; completed → its stored response is replayed.
 3. Otherwise the action runs and the row (fingerprint, status, body) is inserted in the same
@@ -23,14 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import (
     CTE,
-    Boolean,
     ColumnElement,
     Table,
     Text,
@@ -38,9 +39,10 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    select,
+    null,
     text,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -61,8 +63,10 @@ KEY_PATTERN = r"^[!-~](?:[ -~]*[!-~])?$"
 LOCK_ID_SQL = "hashtextextended(CAST(:store_id AS text) || ':' || :key, 0)"
 # A staff user's (user, key) pair: prefixed so it never shares a lock id with a store's key.
 USER_LOCK_ID_SQL = "hashtextextended('user:' || CAST(:user_id AS text) || ':' || :key, 0)"
-_TRY_LOCK = text(f"SELECT pg_try_advisory_xact_lock({LOCK_ID_SQL})")
-_TRY_USER_LOCK = text(f"SELECT pg_try_advisory_xact_lock({USER_LOCK_ID_SQL})")
+_CLAIM = {
+    "store_id": text(f"SELECT claim_idempotency_key({LOCK_ID_SQL}, :store_id, NULL, :key)"),
+    "user_id": text(f"SELECT claim_idempotency_key({USER_LOCK_ID_SQL}, NULL, :user_id, :key)"),
+}
 
 Action = Callable[[], tuple[int, dict[str, Any]]]
 
@@ -97,19 +101,41 @@ def valid_key(key: str | None) -> str | None:
     return key
 
 
-# The bound parameter and the label of `store_key_lock`'s column.
+@dataclass(frozen=True)
+class KeyClaim:
+    """What `claim_idempotency_key` answered: whether this transaction now holds the key's lock,
+    and the key's row as it stood once the lock was held (None: no row; not read when unlocked)."""
+
+    locked: bool
+    row: Mapping[str, Any] | None
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any]) -> KeyClaim:
+        return cls(locked=bool(value["locked"]), row=value.get("row"))
+
+
+# The bound parameter and the label of `store_key_claim`'s column.
 KEY_PARAMETER = "idempotency_key"
-LOCKED_LABEL = "idempotency_key_locked"
+CLAIM_LABEL = "idempotency_key_claim"
 
 
-def store_key_lock(store_id: ColumnElement[Any]) -> ColumnElement[bool]:
-    """`pg_try_advisory_xact_lock` on (`store_id`, the bound `idempotency_key`): the lock
-    `run_idempotent` takes (`LOCK_ID_SQL`), as a column of the statement that reads the store, so
-    an intake does not spend a round trip on it. Its result is `run_idempotent`'s `locked`."""
+def store_key_claim(store_id: ColumnElement[Any]) -> ColumnElement[Any]:
+    """`claim_idempotency_key` for (`store_id`, the bound `idempotency_key`), with the lock id
+    `run_idempotent` uses (`LOCK_ID_SQL`), as a column of the statement that reads the store, so
+    an intake spends no round trip on its key. `loaded_claim` reads the result."""
     lock_id = func.hashtextextended(
         store_id.cast(Text).concat(":").concat(bindparam(KEY_PARAMETER, type_=Text)), 0
     )
-    return func.pg_try_advisory_xact_lock(lock_id, type_=Boolean).label(LOCKED_LABEL)
+    claim = func.claim_idempotency_key(
+        lock_id, store_id, null(), bindparam(KEY_PARAMETER, type_=Text), type_=JSONB
+    )
+    return claim.label(CLAIM_LABEL)
+
+
+def loaded_claim(loaded: Mapping[str, Any]) -> KeyClaim | None:
+    """The claim `store_key_claim` read with the store, or None when it was not asked for."""
+    value = loaded.get(CLAIM_LABEL)
+    return None if value is None else KeyClaim.from_json(value)
 
 
 def request_fingerprint(*, method: str, path: str, body: bytes) -> str:
@@ -124,17 +150,6 @@ def _ttl(session: Session) -> timedelta:
 
 
 _KEYS = cast(Table, IdempotencyKey.__table__)
-# Built once; the owner column is a parameter of the statement's shape, so one per owner kind.
-_EXISTING = {
-    owner: select(
-        _KEYS.c.id,
-        _KEYS.c.created_at,
-        _KEYS.c.request_fingerprint,
-        _KEYS.c.response_status,
-        _KEYS.c.response_body,
-    ).where(_KEYS.c[owner] == bindparam("owner"), _KEYS.c.key == bindparam("key"))
-    for owner in ("store_id", "user_id")
-}
 _DELETE = delete(_KEYS).where(_KEYS.c.id == bindparam("key_id"))
 _ROW_COLUMNS = (
     "store_id",
@@ -200,39 +215,36 @@ def run_idempotent(
     store_id: int | None = None,
     user_id: int | None = None,
     now: datetime | None = None,
-    locked: bool | None = None,
+    claim: KeyClaim | None = None,
     status_code: int | None = None,
 ) -> StoredResponse:
     """Replay the stored response of (store or user, key), or run `action` and store its response.
 
-    `locked`: the result of the store's key lock when this transaction already tried it
-    (`store_key_lock`); None takes it here. `status_code`: the status `action` answers when it
+    `claim`: the key's lock and row when this transaction already claimed them
+    (`store_key_claim`); None claims them here. `status_code`: the status `action` answers when it
     succeeds; given, the action may write the key's row with its own statement
     (`pending_key_row`), and the body it wrote is the one answered."""
     if (store_id is None) == (user_id is None):
         raise ValueError("exactly one of store_id and user_id owns an idempotency key")
     now = now or utcnow()
-    if store_id is not None:
-        if locked is None:
-            locked = session.execute(_TRY_LOCK, {"store_id": store_id, "key": key}).scalar_one()
-        existing = _EXISTING["store_id"]
-    else:
-        locked = session.execute(_TRY_USER_LOCK, {"user_id": user_id, "key": key}).scalar_one()
-        existing = _EXISTING["user_id"]
-    if not locked:
+    if claim is None:
+        owner = "store_id" if store_id is not None else "user_id"
+        claimed = session.execute(
+            _CLAIM[owner], {owner: store_id if store_id is not None else user_id, "key": key}
+        ).scalar_one()
+        claim = KeyClaim.from_json(claimed)
+    if not claim.locked:
         raise IdempotencyKeyInProgress()
-    row = session.execute(
-        existing, {"owner": store_id if store_id is not None else user_id, "key": key}
-    ).first()
-    if row is not None and row.created_at <= now - _ttl(session):
-        session.execute(_DELETE, {"key_id": row.id})
+    row = claim.row
+    if row is not None and datetime.fromisoformat(row["created_at"]) <= now - _ttl(session):
+        session.execute(_DELETE, {"key_id": row["id"]})
         row = None
     if row is not None:
-        if row.request_fingerprint != fingerprint:
+        if row["request_fingerprint"] != fingerprint:
             raise IdempotencyKeyMismatch()
-        if row.response_status is None or row.response_body is None:
+        if row["response_status"] is None or row["response_body"] is None:
             raise IdempotencyKeyInProgress()
-        return StoredResponse(row.response_status, row.response_body, replayed=True)
+        return StoredResponse(row["response_status"], row["response_body"], replayed=True)
 
     values: dict[str, Any] = {
         "store_id": store_id,

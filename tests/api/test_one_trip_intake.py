@@ -217,10 +217,11 @@ def _store_reads(statements: list[str]) -> list[str]:
 def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
     db: Session, clients, world
 ) -> None:
-    """The one-trip route reads the store's terms (switches, limits, commissions) and takes the
-    Idempotency-Key's lock in the statement that checks its signature; FastAPI's handler reads
-    the terms again by id and locks on its own. Both write the key's row in the intake's INSERT. Either way a change to
-    them applies to the next request: the newest commission row, a switch turned off."""
+    """The one-trip route reads the store's terms (switches, limits, commissions) and claims the
+    Idempotency-Key (its lock and its row) in the statement that checks its signature; FastAPI's
+    handler reads the terms again by id and claims the key on its own. Neither reads the key's
+    row in a statement of its own, and both write it in the intake's INSERT. Either way a change
+    to the terms applies to the next request: the newest commission row, a switch turned off."""
     one_trip, plain = clients
     ref, store = world
     statements: list[str] = []
@@ -242,21 +243,23 @@ def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
     engine = db.get_bind()
     event.listen(engine, "before_cursor_execute", record)
     try:
-        reads, locks, key_writes = [], [], []
+        reads, claims, key_reads, key_writes = [], [], [], []
         for client in (one_trip, plain):
             statements.clear()
             assert payin(client).status_code == 201
             reads.append(_store_reads(statements))
-            locks.append([s for s in statements if "pg_try_advisory_xact_lock" in s])
+            claims.append([s for s in statements if "claim_idempotency_key" in s])
+            key_reads.append([s for s in statements if "FROM idempotency_keys" in s])
             key_writes.append([s for s in statements if "INSERT INTO idempotency_keys" in s])
     finally:
         event.remove(engine, "before_cursor_execute", record)
     ours, theirs = reads
     assert len(ours) == 1 and "private_api_key" in ours[0] and "commission_payin" in ours[0]
     assert len(theirs) == 2
-    # The Idempotency-Key's lock: in the same statement on the one-trip route, its own otherwise.
-    assert locks[0] == ours
-    assert len(locks[1]) == 1 and "merchant_stores" not in locks[1][0]
+    # The Idempotency-Key's claim: in the same statement on the one-trip route, its own otherwise.
+    assert claims[0] == ours
+    assert len(claims[1]) == 1 and "merchant_stores" not in claims[1][0]
+    assert key_reads == [[], []]
     # Either way the key's row is written by the intake's own INSERT, with its audit row.
     for writes in key_writes:
         assert len(writes) == 1 and "INSERT INTO incoming_orders" in writes[0]

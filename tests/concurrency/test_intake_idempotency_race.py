@@ -3,23 +3,27 @@ its first try), on real parallel requests, each with its own PostgreSQL session:
 is created; every other answer is that order replayed or 409 `idempotency_key_in_progress`, never
 a second order, a 409 for the merchant order id, or a 5xx.
 
-The gateway's intake takes the key's lock in the statement that authenticates the store and reads
-the key's row in a later one (`idempotency.store_key_lock`): a request that gets the lock after the
-first one committed must see its row and replay it."""
+The gateway's intake claims the key (its lock and its row) in the statement that authenticates the
+store (`idempotency.store_key_claim`), through the function `claim_idempotency_key`, which reads
+the row after taking the lock: a request that gets the lock after the first one committed sees its
+row and replays it, even when its statement started before that commit."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from decimal import Decimal
 from typing import Any
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
+from jivapay.database.engine import get_engine
 from jivapay.database.models import IdempotencyKey, IncomingOrder
 from jivapay.database.utils import atomic_transaction, read_session
+from jivapay.services.idempotency import LOCK_ID_SQL
 from tests.factories import gateway_headers, make_reference, make_store
 
 D = Decimal
@@ -89,3 +93,54 @@ def test_one_key_sent_at_once_creates_one_order(committed_db) -> None:  # type: 
                 select(func.count()).select_from(IdempotencyKey).where(IdempotencyKey.key == key)
             )
         assert (orders, keys) == (1, 1), key
+
+
+# The claim, called for one row after a pause: the statement's snapshot is taken before the pause.
+_CLAIM_AFTER_PAUSE = text(
+    "SELECT claim_idempotency_key(" + LOCK_ID_SQL + ", :store_id, NULL, :key) AS claim, "
+    "(SELECT count(*) FROM idempotency_keys WHERE store_id = :store_id AND key = :key) AS seen "
+    "FROM (SELECT pg_sleep(:pause)) AS paused"
+)
+
+
+def test_the_claim_sees_a_row_committed_after_its_statement_started(committed_db) -> None:  # type: ignore[no-untyped-def]
+    """The first request holds the key's lock and writes its row; a second request's statement
+    starts, the first commits, then the second's claim takes the lock: it reads the row (a
+    snapshot taken after the lock), where the same statement's own subquery, on the statement's
+    snapshot, does not see it. Reading the row in the authenticating statement would answer a
+    second order (or a 409 for its merchant order id) instead of the replay."""
+    with atomic_transaction() as session:
+        store = make_store(session, make_reference(session)).store
+        store_id = store.id
+    key = f"late-{uuid.uuid4().hex[:8]}"
+    params = {"store_id": store_id, "key": key}
+    started = threading.Event()
+    seen: list[Any] = []
+
+    def second() -> None:
+        with get_engine().connect() as conn:
+            started.set()
+            seen.append(conn.execute(_CLAIM_AFTER_PAUSE, {**params, "pause": 1.0}).one())
+            conn.rollback()
+
+    with get_engine().connect() as first:
+        first.execute(text(f"SELECT pg_advisory_xact_lock({LOCK_ID_SQL})"), params)
+        first.execute(
+            text(
+                "INSERT INTO idempotency_keys (store_id, key, request_fingerprint, "
+                "response_status, response_body, created_at, completed_at) VALUES "
+                "(:store_id, :key, 'f1', 201, CAST('{\"id\": 1}' AS jsonb), now(), now())"
+            ),
+            params,
+        )
+        thread = threading.Thread(target=second)
+        thread.start()
+        started.wait(10)
+        time.sleep(0.4)  # the second statement is in its pause, its snapshot taken
+        first.commit()  # the row committed, the lock released
+    thread.join(30)
+    (claim, count_in_statement_snapshot) = seen[0]
+    assert count_in_statement_snapshot == 0  # the window is real: the statement's snapshot predates it
+    assert claim["locked"] is True
+    assert claim["row"]["request_fingerprint"] == "f1"
+    assert claim["row"]["response_body"] == {"id": 1}

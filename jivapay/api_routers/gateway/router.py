@@ -101,8 +101,8 @@ def _run_intake(
         read=IntakeRead,
         status_code=201,
         produce=create,
-        # Taken with the store's authentication on the one-trip route; None: take it now.
-        locked=store.loaded.get(idempotency.LOCKED_LABEL),
+        # Claimed with the store's authentication on the one-trip route; None: claim it now.
+        claim=idempotency.loaded_claim(store.loaded),
     )
 
 

@@ -15,7 +15,8 @@ the store's signature and rate limits (401, 403, 429), the `Idempotency-Key` (40
 model (422); then the endpoint runs and the transaction commits before the response leaves. The
 statement that authenticates the store also reads what intake needs of it
 (`gateway_service.INTAKE_TERMS`: switches, currencies, limits, commissions) and takes the
-`Idempotency-Key`'s lock (`idempotency.store_key_lock`): one round trip for the three.
+`Idempotency-Key`'s lock with its row (`idempotency.store_key_claim`): one round trip for the
+three.
 """
 
 from __future__ import annotations
@@ -68,10 +69,10 @@ class LosslessJSONRoute(APIRoute):
 
 
 # What the statement authenticating an intake also reads: the store's terms, and the
-# `Idempotency-Key` lock when the key is valid (a later statement then reads the key's row).
-_TERMS_AND_KEY_LOCK = (
+# `Idempotency-Key`'s lock and row when the key is valid.
+_TERMS_AND_KEY_CLAIM = (
     *gateway_service.INTAKE_TERMS,
-    idempotency.store_key_lock(cast(Table, MerchantStore.__table__).c.id),
+    idempotency.store_key_claim(cast(Table, MerchantStore.__table__).c.id),
 )
 
 # The parameters an intake endpoint declares, which `OneTripIntakeRoute` resolves itself.
@@ -113,7 +114,7 @@ class OneTripIntakeRoute(LosslessJSONRoute):
                     api_key=headers.get("X-API-Key"),
                     timestamp=headers.get("X-Timestamp"),
                     signature=headers.get("X-Signature"),
-                    columns=_TERMS_AND_KEY_LOCK if lockable else gateway_service.INTAKE_TERMS,
+                    columns=_TERMS_AND_KEY_CLAIM if lockable else gateway_service.INTAKE_TERMS,
                     parameters={idempotency.KEY_PARAMETER: lockable} if lockable else None,
                 )
                 key = idempotency.validate_key(raw_key)
