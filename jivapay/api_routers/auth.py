@@ -96,10 +96,19 @@ def require_any_permission(*required: str, id_param: str = "id") -> Callable[...
     return _require_any_permission
 
 
+_SIGNED_PATH = "jivapay.signed_path"
+
+
 def signed_path(request: Request) -> str:
-    """The path a store signs: the URL path, plus "?query" when there is one."""
-    query = request.url.query
-    return request.url.path + (f"?{query}" if query else "")
+    """The path a store signs: the URL path, plus "?query" when there is one.
+
+    Kept on the ASGI scope: the signature check and the idempotency fingerprint both need it, on
+    different `Request` objects, and building `request.url` parses the whole URL each time."""
+    path: str | None = request.scope.get(_SIGNED_PATH)
+    if path is None:
+        url = request.url
+        path = request.scope[_SIGNED_PATH] = url.path + (f"?{url.query}" if url.query else "")
+    return path
 
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="StoreApiKey")

@@ -140,7 +140,8 @@ def test_the_claim_sees_a_row_committed_after_its_statement_started(committed_db
         first.commit()  # the row committed, the lock released
     thread.join(30)
     (claim, count_in_statement_snapshot) = seen[0]
-    assert count_in_statement_snapshot == 0  # the window is real: the statement's snapshot predates it
+    # The window is real: the statement's own snapshot predates the first request's commit.
+    assert count_in_statement_snapshot == 0
     assert claim["locked"] is True
     assert claim["row"]["request_fingerprint"] == "f1"
     assert claim["row"]["response_body"] == {"id": 1}
