@@ -81,8 +81,8 @@ def assignment(orders: int) -> None:
         )
 
         _wrap(order_processor, "_main_attempt", "main transaction (all)")
-        _wrap(order_processor, "use_generic_plans", "  transaction start (SET LOCAL)")
-        _wrap(order_processor, "_claim", "  claim")
+        # The claim opens the transaction (pool checkout, BEGIN) and sets its generic plans.
+        _wrap(order_processor, "_claim", "  claim (with the transaction's start)")
         _wrap(fraud_detector, "check_incoming_order", "  fraud check")
         _wrap(order_processor, "assign", "  assign (all)")
         _wrap(order_processor, "find_suitable_requisite", "    selector")

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import structlog
-from sqlalchemy import event, select, text
+from sqlalchemy import ColumnElement, event, func, select, text, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -284,6 +284,13 @@ def use_generic_plans(session: Session) -> None:
     default and the other queries of the platform keep their value-specific plans.
     """
     session.execute(_GENERIC_PLANS)
+
+
+def generic_plans_column() -> ColumnElement[str]:
+    """`use_generic_plans` as a column of the transaction's first statement, which then sets it
+    for the statements after it (not for itself, planned before it runs) without a round trip of
+    its own: `set_config(..., is_local => true)` is `SET LOCAL`."""
+    return func.set_config("plan_cache_mode", "force_generic_plan", true()).label("generic_plans")
 
 
 # --------------------------------------------------------------------------- row locks

@@ -42,6 +42,7 @@ from jivapay.database.models import CallbackDelivery, IncomingOrder, MerchantSto
 from jivapay.database.utils import (
     atomic_transaction,
     call_after_commit,
+    generic_plans_column,
     savepoint_with_side_effects,
     transaction_flow,
     use_generic_plans,
@@ -136,9 +137,10 @@ class _Claimed:
     callbacks: int
 
 
-# Built once (the id is a bound parameter): a claim only binds it.
+# Built once (the id is a bound parameter): a claim only binds it. It also switches the rest of
+# the transaction to generic plans (`use_generic_plans`) without a round trip of its own.
 _CLAIM = (
-    select(IncomingOrder, MerchantStore, _CALLBACKS_SO_FAR)
+    select(IncomingOrder, MerchantStore, _CALLBACKS_SO_FAR, generic_plans_column())
     .outerjoin(MerchantStore, MerchantStore.id == IncomingOrder.store_id)
     .where(
         IncomingOrder.id == bindparam("incoming_order_id"),
@@ -253,7 +255,6 @@ def assign(
 
 
 def _main_attempt(session: Session, incoming_order_id: int, now: datetime) -> ProcessResult:
-    use_generic_plans(session)
     claimed = _claim(session, incoming_order_id)
     if claimed is None:
         return _not_claimed(incoming_order_id)

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.engine import get_engine
 from jivapay.database.models import BalanceTraderCryptoHistory, OrderHistory
-from jivapay.database.utils import use_generic_plans
+from jivapay.database.utils import generic_plans_column, use_generic_plans
 from jivapay.enums import IncomingOrderStatus, OrderType
 from jivapay.money import payin_hold
 from jivapay.services import order_processor
@@ -104,13 +104,15 @@ def test_assignment_plans_generically_and_the_setting_ends_with_its_transaction(
     assert res.outcome == IncomingOrderStatus.ASSIGNED
     assert seen == ["force_generic_plan"]
 
-    # On a connection of its own: the setting is the transaction's, never the pooled connection's.
-    with get_engine().connect() as conn:
-        with Session(bind=conn) as session:
-            use_generic_plans(session)
-            assert session.execute(_PLAN_MODE).scalar_one() == "force_generic_plan"
-            session.commit()
-        assert conn.execute(_PLAN_MODE).scalar_one() == "auto"
+    # On a connection of its own: the setting is the transaction's, never the pooled connection's,
+    # whether a statement of its own sets it or a column of the claim (`generic_plans_column`).
+    for set_it in (use_generic_plans, lambda s: s.execute(select(generic_plans_column()))):
+        with get_engine().connect() as conn:
+            with Session(bind=conn) as session:
+                set_it(session)
+                assert session.execute(_PLAN_MODE).scalar_one() == "force_generic_plan"
+                session.commit()
+            assert conn.execute(_PLAN_MODE).scalar_one() == "auto"
 
 
 def test_the_selectors_generic_plan_chooses_what_a_value_specific_plan_does(db: Session) -> None:
