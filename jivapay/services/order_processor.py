@@ -31,11 +31,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import structlog
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import CallbackDelivery, IncomingOrder, MerchantStore, OrderHistory
@@ -156,6 +157,58 @@ def _claim(session: Session, incoming_order_id: int) -> _Claimed | None:
     return None if row is None else _Claimed(row[0], row[1], int(row[2]))
 
 
+_ORDERS = cast(Table, OrderHistory.__table__)
+_INTAKE = cast(Table, IncomingOrder.__table__)
+_ORDER_COLUMNS = (
+    "public_id",
+    "incoming_order_id",
+    "store_id",
+    "merchant_id",
+    "trader_id",
+    "requisite_id",
+    "payment_method_id",
+    "bank_id",
+    "fiat_currency_id",
+    "crypto_currency_id",
+    "order_type",
+    "amount_fiat",
+    "amount_crypto",
+    "exchange_rate",
+    "store_commission_rate",
+    "trader_commission_rate",
+    "store_commission",
+    "trader_commission",
+    "platform_profit",
+    "hold_amount",
+    "turnover_bucket",
+    "turnover_day",
+    "status",
+    "customer_id",
+    "customer_ip",
+    "expires_at",
+    "created_at",
+    "updated_at",
+)
+# Parameter names: an UPDATE's compiler adds every execution parameter named like one of its
+# table's columns to its SET clause, so neither row's values are named like a column.
+_ORDER_PREFIX = "order_"
+_INTAKE_PREFIX = "intake_"
+_ASSIGNED_COLUMNS = ("status", "failure_reason", "last_attempt_at", "next_attempt_at", "updated_at")
+# The order row and the intake row's move to `assigned` in one round trip (the intake's UPDATE
+# as a data-modifying CTE), built once on the tables: no unit-of-work flush for either row.
+_INSERT_ORDER = (
+    insert(_ORDERS)
+    .values({column: bindparam(_ORDER_PREFIX + column) for column in _ORDER_COLUMNS})
+    .add_cte(
+        update(_INTAKE)
+        .where(_INTAKE.c.id == bindparam("intake_id"))
+        .values({c: bindparam(_INTAKE_PREFIX + c) for c in _ASSIGNED_COLUMNS})
+        .cte("intake_assigned")
+    )
+    .returning(_ORDERS.c.id)
+)
+
+
 def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) -> datetime:
     if incoming.order_type == OrderType.PAYIN:
         store = session.get(MerchantStore, incoming.store_id)
@@ -169,7 +222,7 @@ def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) ->
 def assign(
     session: Session, *, incoming: IncomingOrder, now: datetime, callbacks: int | None = None
 ) -> OrderHistory:
-    """Select a requisite for the claimed `incoming` and create its order (flushes).
+    """Select a requisite for the claimed `incoming` and create its order (writes, no commit).
 
     `callbacks`: the order's callback rows, when the claim already counted them under its lock.
     """
@@ -185,7 +238,7 @@ def assign(
         hold = incoming.store_hold
     store = session.get(MerchantStore, incoming.store_id)
     assert store is not None
-    order = OrderHistory(
+    values = dict(
         public_id=incoming.public_id,
         incoming_order_id=incoming.id,
         store_id=incoming.store_id,
@@ -215,8 +268,28 @@ def assign(
         created_at=now,
         updated_at=now,
     )
-    session.add(order)
-    session.flush()
+    previous = incoming.status
+    assigned = {
+        "status": IncomingOrderStatus.ASSIGNED.value,
+        "failure_reason": None,
+        "last_attempt_at": now,
+        "next_attempt_at": None,
+        "updated_at": utcnow(),
+    }
+    order_id = session.execute(
+        _INSERT_ORDER,
+        {
+            **{_ORDER_PREFIX + k: v for k, v in values.items()},
+            **{_INTAKE_PREFIX + k: v for k, v in assigned.items()},
+            "intake_id": incoming.id,
+        },
+    ).scalar_one()
+    # Written by that statement: the loaded intake object takes the values as committed ones, so
+    # that no flush writes them a second time.
+    for attribute, value in assigned.items():
+        set_committed_value(incoming, attribute, value)
+    # Not added to the session (the row is written): what the status change and callers read.
+    order = OrderHistory(id=order_id, **values)
     if incoming.order_type == OrderType.PAYIN:
         balance_manager.freeze_trader_hold(
             session,
@@ -234,11 +307,6 @@ def assign(
         day=chosen.turnover_day,
         now=now,
     )
-    previous = incoming.status
-    incoming.status = IncomingOrderStatus.ASSIGNED.value
-    incoming.failure_reason = None
-    incoming.last_attempt_at = now
-    incoming.next_attempt_at = None
     record_status_change(
         session,
         incoming=incoming,

@@ -4,8 +4,9 @@ failure (a PayOut's store hold released), and the money of the completion that f
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
@@ -243,3 +244,48 @@ def test_assignment_numbers_its_callback_after_the_earlier_ones_and_audits_it(db
         ("order", "info", {"from": "new", "to": "pending", "actor": "system", "reason": None})
     ]
     assert db.get(ReqTrader, req.id).open_orders == 1
+
+
+def test_the_order_row_and_the_intake_rows_assignment_are_one_statement(db, world) -> None:  # type: ignore[no-untyped-def]
+    """The order row is inserted and the intake row moved to `assigned` (its failure reason of the
+    earlier attempt cleared, the attempt time set) by one statement; nothing writes the intake row
+    a second time, and the order's payload carries the new row's id."""
+    ref, store, _trader, req = world
+    db.execute(
+        ReqTrader.__table__.update().where(ReqTrader.id == req.id).values(status="pending_review")
+    )
+    incoming = make_incoming(db, store, ref)
+    first = process_incoming_order(incoming.id)
+    assert first.outcome == IncomingOrderStatus.RETRYING
+    db.execute(ReqTrader.__table__.update().where(ReqTrader.id == req.id).values(status="approved"))
+    db.commit()
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    engine = db.get_bind()
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        at = first.next_attempt_at + timedelta(seconds=1)
+        second = process_incoming_order(incoming.id, now=at)
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+    assert second.outcome == IncomingOrderStatus.ASSIGNED
+    intake_writes = [s for s in statements if "UPDATE incoming_orders" in s]
+    assert len(intake_writes) == 1 and "INSERT INTO order_history" in intake_writes[0]
+    db.expire_all()
+    row = db.get(IncomingOrder, incoming.id)
+    assert (row.status, row.failure_reason, row.next_attempt_at) == ("assigned", None, None)
+    assert row.last_attempt_at == at and row.retry_count == 1
+    order = db.get(OrderHistory, second.order_id)
+    assert (order.incoming_order_id, order.requisite_id, order.status) == (
+        incoming.id,
+        req.id,
+        "pending",
+    )
+    callback = db.scalars(
+        select(CallbackDelivery).where(CallbackDelivery.order_id == second.order_id)
+    ).one()
+    assert callback.payload["data"]["order_id"] == incoming.public_id
