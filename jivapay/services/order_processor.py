@@ -35,7 +35,7 @@ from typing import ClassVar, cast
 
 import structlog
 from sqlalchemy import Table, bindparam, func, insert, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import set_committed_value
 
 from jivapay.database.base import utcnow
@@ -148,6 +148,8 @@ _CLAIM = (
         IncomingOrder.status.in_(_OPEN_INTAKE),
     )
     .with_for_update(of=IncomingOrder, skip_locked=True)
+    # The store's keys are not read here: loading them decrypts both on every claim.
+    .options(defer(MerchantStore.private_api_key), defer(MerchantStore.callback_secret))
 )
 
 

@@ -289,3 +289,23 @@ def test_the_order_row_and_the_intake_rows_assignment_are_one_statement(db, worl
         select(CallbackDelivery).where(CallbackDelivery.order_id == second.order_id)
     ).one()
     assert callback.payload["data"]["order_id"] == incoming.public_id
+
+
+def test_an_assignment_decrypts_nothing(db, world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The claim loads the intake order's store without its keys (each load decrypted both), and
+    nothing else in the assignment reads a secret."""
+    from jivapay.database import types
+
+    ref, store, _trader, _req = world
+    incoming = make_incoming(db, store, ref, amount_fiat=D("1000.00"))
+    db.commit()
+    decrypted: list[str] = []
+    decrypt = types.decrypt_value
+
+    def counting(value: str) -> str:
+        decrypted.append(value)
+        return decrypt(value)
+
+    monkeypatch.setattr(types, "decrypt_value", counting)
+    assert process_incoming_order(incoming.id).outcome == "assigned"
+    assert decrypted == []
