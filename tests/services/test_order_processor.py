@@ -124,7 +124,9 @@ def test_no_requisite_retries_with_backoff_then_fails_and_releases_payout_hold(d
     assert reconcile(db) == []
 
 
-def test_retry_succeeds_once_a_requisite_fits(db, world) -> None:  # type: ignore[no-untyped-def]
+def _failed_once_then_requisite_approved(db, world) -> tuple[Any, Any]:  # type: ignore[no-untyped-def]
+    """An intake order whose first attempt found no requisite (under review), then approved:
+    the order and that first attempt's result."""
     ref, store, _trader, req = world
     db.execute(
         ReqTrader.__table__.update().where(ReqTrader.id == req.id).values(status="pending_review")
@@ -133,6 +135,12 @@ def test_retry_succeeds_once_a_requisite_fits(db, world) -> None:  # type: ignor
     first = process_incoming_order(incoming.id)
     assert first.outcome == IncomingOrderStatus.RETRYING
     db.execute(ReqTrader.__table__.update().where(ReqTrader.id == req.id).values(status="approved"))
+    db.commit()
+    return incoming, first
+
+
+def test_retry_succeeds_once_a_requisite_fits(db, world) -> None:  # type: ignore[no-untyped-def]
+    incoming, first = _failed_once_then_requisite_approved(db, world)
     second = process_incoming_order(incoming.id, now=first.next_attempt_at + timedelta(seconds=1))
     assert second.outcome == IncomingOrderStatus.ASSIGNED
 
@@ -250,15 +258,8 @@ def test_the_order_row_and_the_intake_rows_assignment_are_one_statement(db, worl
     """The order row is inserted and the intake row moved to `assigned` (its failure reason of the
     earlier attempt cleared, the attempt time set) by one statement; nothing writes the intake row
     a second time, and the order's payload carries the new row's id."""
-    ref, store, _trader, req = world
-    db.execute(
-        ReqTrader.__table__.update().where(ReqTrader.id == req.id).values(status="pending_review")
-    )
-    incoming = make_incoming(db, store, ref)
-    first = process_incoming_order(incoming.id)
-    assert first.outcome == IncomingOrderStatus.RETRYING
-    db.execute(ReqTrader.__table__.update().where(ReqTrader.id == req.id).values(status="approved"))
-    db.commit()
+    req = world[3]
+    incoming, first = _failed_once_then_requisite_approved(db, world)
     statements: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
