@@ -16,7 +16,7 @@ import pytest
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.gateway import router as gateway
@@ -24,6 +24,7 @@ from jivapay.api_routers.gateway.routes import LosslessJSONRoute, OneTripIntakeR
 from jivapay.database.models import IdempotencyKey, IncomingOrder, MerchantStore, StoreCommission
 from jivapay.servers.app_factory import ServerName, build_app
 from tests.factories import Ref, StoreWorld, gateway_headers, make_reference, make_store
+from tests.sql_statements import recorded_statements
 
 D = Decimal
 PAYIN = "/gateway/payin/init"
@@ -224,10 +225,6 @@ def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
     to the terms applies to the next request: the newest commission row, a switch turned off."""
     one_trip, plain = clients
     ref, store = world
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
 
     def payin(client: TestClient, amount: str = "1000.00") -> Any:
         raw = json.dumps(
@@ -240,19 +237,14 @@ def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
         ).encode()
         return client.post(PAYIN, content=raw, headers=_signed(store, PAYIN, raw))
 
-    engine = db.get_bind()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        reads, claims, key_reads, key_writes = [], [], [], []
-        for client in (one_trip, plain):
-            statements.clear()
+    reads, claims, key_reads, key_writes = [], [], [], []
+    for client in (one_trip, plain):
+        with recorded_statements(db.get_bind()) as statements:
             assert payin(client).status_code == 201
-            reads.append(_store_reads(statements))
-            claims.append([s for s in statements if "claim_idempotency_key" in s])
-            key_reads.append([s for s in statements if "FROM idempotency_keys" in s])
-            key_writes.append([s for s in statements if "INSERT INTO idempotency_keys" in s])
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
+        reads.append(_store_reads(statements))
+        claims.append([s for s in statements if "claim_idempotency_key" in s])
+        key_reads.append([s for s in statements if "FROM idempotency_keys" in s])
+        key_writes.append([s for s in statements if "INSERT INTO idempotency_keys" in s])
     ours, theirs = reads
     assert len(ours) == 1 and "private_api_key" in ours[0] and "commission_payin" in ours[0]
     assert len(theirs) == 2

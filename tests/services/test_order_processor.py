@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
@@ -30,6 +30,7 @@ from jivapay.services.reconciliation import reconcile
 from jivapay.utils.config_loader import set_config_value
 from tests.factories import make_incoming, make_requisite, make_trader
 from tests.services.order_world import D, balance_row
+from tests.sql_statements import recorded_statements
 
 
 def test_payin_assignment_freezes_then_completion_moves_exact_amounts(db, world) -> None:  # type: ignore[no-untyped-def]
@@ -260,18 +261,9 @@ def test_the_order_row_and_the_intake_rows_assignment_are_one_statement(db, worl
     a second time, and the order's payload carries the new row's id."""
     req = world[3]
     incoming, first = _failed_once_then_requisite_approved(db, world)
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    engine = db.get_bind()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        at = first.next_attempt_at + timedelta(seconds=1)
+    at = first.next_attempt_at + timedelta(seconds=1)
+    with recorded_statements(db.get_bind()) as statements:
         second = process_incoming_order(incoming.id, now=at)
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
 
     assert second.outcome == IncomingOrderStatus.ASSIGNED
     intake_writes = [s for s in statements if "UPDATE incoming_orders" in s]

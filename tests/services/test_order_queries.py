@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.orm import Session
 
 from jivapay.enums import Role
@@ -13,25 +11,17 @@ from jivapay.security import Principal, load_principal
 from jivapay.services.order_processor import process_incoming_order
 from jivapay.services.order_queries import OrderFilters, list_orders
 from tests.factories import make_incoming, make_reference, make_requisite, make_store, make_trader
+from tests.sql_statements import recorded_statements
 
 D = Decimal
 
 
 def _statements(db: Session, principal: Principal) -> tuple[int, int]:
     db.expunge_all()  # nothing cached: every row the views need is loaded by the listing
-    seen: list[str] = []
-
-    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        seen.append(statement)
-
-    bind = db.connection()
-    event.listen(bind, "before_cursor_execute", count)
-    try:
+    with recorded_statements(db.connection()) as seen:
         items, total = list_orders(
             db, principal=principal, filters=OrderFilters(), limit=50, offset=0
         )
-    finally:
-        event.remove(bind, "before_cursor_execute", count)
     assert len(items) == total
     return total, len(seen)
 

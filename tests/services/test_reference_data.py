@@ -6,18 +6,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from structlog.testing import capture_logs
 
 from jivapay.database.base import utcnow
-from jivapay.database.engine import get_engine
 from jivapay.database.models import AuditLog, ExchangeRate
 from jivapay.enums import Role
 from jivapay.schemas.gateway import PayInCreate
@@ -26,6 +24,7 @@ from jivapay.services.reference_data import RateView
 from jivapay.utils.config_loader import get_typed_config_value, set_config_value
 from jivapay.utils.exceptions import NotFound, StaleExchangeRate, ValidationFailed
 from tests.factories import make_bank_method, make_reference, make_store, make_user
+from tests.sql_statements import recorded_statements
 
 D = Decimal
 DEAD_REDIS = "redis://127.0.0.1:1/0"
@@ -39,21 +38,6 @@ def _clean_cache(services: dict[str, str]) -> Iterator[None]:
     reference_data.clear_cache()
 
 
-@contextmanager
-def count_queries() -> Iterator[list[str]]:
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    engine = get_engine()
-    event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", record)
-
-
 def _rate(db: Session, ref) -> RateView:
     return reference_data.get_exchange_rate(
         db, crypto_currency_id=ref.crypto.id, fiat_currency_id=ref.fiat.id
@@ -64,7 +48,7 @@ def test_rate_is_cached_as_decimal_strings_and_a_hit_queries_nothing(
     db: Session, redis_client: Any
 ) -> None:
     ref = make_reference(db, rate=D("91.12345678"))
-    with count_queries() as first:
+    with recorded_statements() as first:
         view = _rate(db, ref)
     assert len(first) == 1
     assert view.median_rate == D("91.12345678") and isinstance(view.buy_rate, Decimal)
@@ -73,7 +57,7 @@ def test_rate_is_cached_as_decimal_strings_and_a_hit_queries_nothing(
     assert stored["median_rate"] == "91.12345678"  # a string, never a float
     assert 0 < redis_client.ttl(reference_data.rate_key(ref.crypto.id, ref.fiat.id)) <= 30
 
-    with count_queries() as second:
+    with recorded_statements() as second:
         again = _rate(db, ref)
     assert second == [] and again == view
 
@@ -106,7 +90,7 @@ def test_banks_methods_and_methods_for_fiat_are_cached(db: Session) -> None:
     assert [(m.method.code, [b.code for b in m.banks]) for m in listed] == [
         (ref.method.code, [ref.bank.code])
     ]
-    with count_queries() as queries:
+    with recorded_statements() as queries:
         # Cached under both id and code by the first read.
         assert reference_data.get_bank_details(db, bank_id=ref.bank.id) == bank
         assert reference_data.get_payment_method_details(db, code=ref.method.code) == method
