@@ -13,11 +13,12 @@
    transaction that found every suitable requisite only busy (`RequisiteBusy`) is first run again,
    up to `BUSY_ATTEMPTS` times, before the attempt counts.
 
-`process_incoming_batch(ids)` does the same for several orders in one main transaction (claimed
-together, one SAVEPOINT per order), so the commit and the session are paid once per batch; each
-failed order is recorded in its own failure transaction as above (one that found only busy
-requisites is processed again on its own). Measured, it gives no more throughput than one order
-per transaction (`bench/assignment.py --compare-batch`), so the workers do not use it.
+`process_incoming_batch(ids)` does the same for several orders in one main transaction, claimed
+together in one statement, so the claim, the session and the commit are paid once per batch. An
+attempt is planned (reads and row locks: due time, fraud check, requisite, amounts) before it
+writes anything, so an order its plan refuses is left out of the batch without a savepoint and
+recorded in its own failure transaction as above (one that found only busy requisites is processed
+again on its own); anything else fails the whole batch, whose orders are then processed one by one.
 
 Everything here is idempotent: an order that is no longer `new`/`retrying`, or whose retry is not
 due yet, is left alone, so a duplicated or late task message changes nothing.
@@ -44,9 +45,7 @@ from jivapay.database.utils import (
     atomic_transaction,
     call_after_commit,
     generic_plans_column,
-    savepoint_with_side_effects,
     transaction_flow,
-    use_generic_plans,
 )
 from jivapay.enums import AuditLevel, IncomingOrderStatus, OrderStatus, OrderType
 from jivapay.money import calculate_commissions, payin_trader_hold
@@ -61,6 +60,7 @@ from jivapay.utils.config_loader import (
 )
 from jivapay.utils.exceptions import (
     InvariantViolation,
+    JivaPayException,
     LimitExceeded,
     RequisiteBusy,
     RequisiteNotFound,
@@ -138,25 +138,33 @@ class _Claimed:
     callbacks: int
 
 
-# Built once (the id is a bound parameter): a claim only binds it. It also switches the rest of
-# the transaction to generic plans (`use_generic_plans`) without a round trip of its own.
-_CLAIM = (
+# Built once (the ids are bound parameters): a claim only binds them. It also switches the rest
+# of the transaction to generic plans (`use_generic_plans`) without a round trip of its own.
+_CLAIM_BASE = (
     select(IncomingOrder, MerchantStore, _CALLBACKS_SO_FAR, generic_plans_column())
     .outerjoin(MerchantStore, MerchantStore.id == IncomingOrder.store_id)
-    .where(
-        IncomingOrder.id == bindparam("incoming_order_id"),
-        IncomingOrder.status.in_(_OPEN_INTAKE),
-    )
+    .where(IncomingOrder.status.in_(_OPEN_INTAKE))
     .with_for_update(of=IncomingOrder, skip_locked=True)
     # The store's keys are not read here: loading them decrypts both on every claim.
     .options(defer(MerchantStore.private_api_key), defer(MerchantStore.callback_secret))
 )
+_CLAIM = _CLAIM_BASE.where(IncomingOrder.id == bindparam("incoming_order_id"))
+# In id order, so in intake order.
+_CLAIM_BATCH = _CLAIM_BASE.where(
+    IncomingOrder.id.in_(bindparam("incoming_order_ids", expanding=True))
+).order_by(IncomingOrder.id)
 
 
 def _claim(session: Session, incoming_order_id: int) -> _Claimed | None:
     """Lock the open intake row; its store and its callback count come in the same round trip."""
     row = session.execute(_CLAIM, {"incoming_order_id": incoming_order_id}).first()
     return None if row is None else _Claimed(row[0], row[1], int(row[2]))
+
+
+def _claim_batch(session: Session, incoming_order_ids: Sequence[int]) -> list[_Claimed]:
+    """`_claim` for several rows in one round trip (a row another worker holds is left to it)."""
+    rows = session.execute(_CLAIM_BATCH, {"incoming_order_ids": list(incoming_order_ids)})
+    return [_Claimed(row[0], row[1], int(row[2])) for row in rows]
 
 
 _ORDERS = cast(Table, OrderHistory.__table__)
@@ -221,12 +229,31 @@ def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) ->
     return now + timedelta(minutes=minutes)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What an assignment will write, decided by reads and row locks alone (`plan_assignment`)."""
+
+    chosen: SelectedRequisite
+    hold: Decimal
+    values: dict[str, object]
+
+
 def assign(
     session: Session, *, incoming: IncomingOrder, now: datetime, callbacks: int | None = None
 ) -> OrderHistory:
     """Select a requisite for the claimed `incoming` and create its order (writes, no commit).
 
     `callbacks`: the order's callback rows, when the claim already counted them under its lock.
+    """
+    plan = plan_assignment(session, incoming=incoming, now=now)
+    return write_assignment(session, incoming=incoming, plan=plan, now=now, callbacks=callbacks)
+
+
+def plan_assignment(session: Session, *, incoming: IncomingOrder, now: datetime) -> _Plan:
+    """Select and lock a requisite for `incoming` and work out its order row; writes nothing.
+
+    Every refusal (no requisite, only busy ones, a missing commission, a broken invariant) is
+    raised from here, before anything is written: a batch can go on after it (`process_incoming_batch`).
     """
     chosen: SelectedRequisite = find_suitable_requisite(session, order=incoming, now=now)
     commissions = calculate_commissions(
@@ -270,6 +297,20 @@ def assign(
         created_at=now,
         updated_at=now,
     )
+    return _Plan(chosen=chosen, hold=hold, values=values)
+
+
+def write_assignment(
+    session: Session,
+    *,
+    incoming: IncomingOrder,
+    plan: _Plan,
+    now: datetime,
+    callbacks: int | None = None,
+) -> OrderHistory:
+    """Write what `plan_assignment` decided: the order row with the intake's status, the hold, the
+    counters, the callback and audit rows (flushes, no commit)."""
+    chosen, hold, values = plan.chosen, plan.hold, plan.values
     previous = incoming.status
     assigned = {
         "status": IncomingOrderStatus.ASSIGNED.value,
@@ -339,20 +380,36 @@ def _attempt(
     session: Session, incoming: IncomingOrder, now: datetime, *, callbacks: int | None = None
 ) -> ProcessResult:
     """Fraud check and assignment of one claimed intake order (flushes; raises on failure)."""
-    incoming_order_id = incoming.id
+    planned = _plan_attempt(session, incoming, now)
+    if isinstance(planned, ProcessResult):
+        return planned
+    return _write_attempt(session, incoming, planned, now, callbacks=callbacks)
+
+
+def _plan_attempt(
+    session: Session, incoming: IncomingOrder, now: datetime
+) -> _Plan | ProcessResult:
+    """The attempt's reads and locks: its due time, the fraud check, the plan; writes nothing.
+    A `ProcessResult` when there is nothing to do yet; raises when the order cannot be assigned."""
     if (
         incoming.status == IncomingOrderStatus.RETRYING
         and incoming.next_attempt_at is not None
         and incoming.next_attempt_at > now
     ):
-        return ProcessResult(incoming_order_id, "skipped", reason="retry not due")
+        return ProcessResult(incoming.id, "skipped", reason="retry not due")
     decision = fraud_detector.check_incoming_order(session, order=incoming, now=now)
     if decision.outcome != FraudOutcome.ALLOW:
         if decision.outcome == FraudOutcome.DENY:
             raise FraudRejected(f"denied by fraud rule {decision.rule}", decision)
         raise FraudReview(f"held by fraud rule {decision.rule}", decision)
-    order = assign(session, incoming=incoming, now=now, callbacks=callbacks)
-    return ProcessResult(incoming_order_id, IncomingOrderStatus.ASSIGNED.value, order_id=order.id)
+    return plan_assignment(session, incoming=incoming, now=now)
+
+
+def _write_attempt(
+    session: Session, incoming: IncomingOrder, plan: _Plan, now: datetime, *, callbacks: int | None
+) -> ProcessResult:
+    order = write_assignment(session, incoming=incoming, plan=plan, now=now, callbacks=callbacks)
+    return ProcessResult(incoming.id, IncomingOrderStatus.ASSIGNED.value, order_id=order.id)
 
 
 def record_failure(
@@ -476,60 +533,64 @@ def process_incoming_order(incoming_order_id: int, *, now: datetime | None = Non
         return record_failure(session, incoming_order_id=incoming_order_id, error=error, now=now)
 
 
-def _claim_batch(session: Session, incoming_order_ids: Sequence[int]) -> list[IncomingOrder]:
-    stmt = (
-        select(IncomingOrder)
-        .where(IncomingOrder.id.in_(incoming_order_ids), IncomingOrder.status.in_(_OPEN_INTAKE))
-        .order_by(IncomingOrder.id)
-        .with_for_update(skip_locked=True)
-    )
-    return list(session.scalars(stmt))
+# Raised by an attempt's plan (`_plan_attempt`), which writes nothing: the order's failure, not
+# its batch's. Anything else (a database error above all, which aborts the transaction) fails the
+# batch.
+_ORDER_REFUSALS = (JivaPayException, FraudStop)
 
 
 @transaction_flow
 def process_incoming_batch(
     incoming_order_ids: Sequence[int], *, now: datetime | None = None
 ) -> list[ProcessResult]:
-    """Assign several intake orders in one transaction, one SAVEPOINT per order.
+    """Assign several intake orders in one transaction: one claim, one commit.
 
-    The rows are claimed together (`FOR UPDATE SKIP LOCKED`, in id order, so in intake order) and
-    assigned one after the other exactly as `process_incoming_order` does; the selector sees the
-    counters and `last_used_at` this transaction already moved, so the round-robin goes on from
-    order to order. An order whose attempt fails (no requisite, fraud stop, missing commission,
-    anything unexpected) is rolled back to its savepoint with its queued side effects, the others
-    stay, and after the commit each failure is recorded in its own failure transaction, as for a
-    single order; an order that found every suitable requisite only busy is instead processed again
-    on its own by `process_incoming_order`, whose pauses and tries keep lock timing from spending
-    its retries. If the batch transaction itself fails (its commit, a deadlock between two
-    batches' locks, a lost connection) nothing of it was written, and each order is processed
-    again on its own. Results come back in the order of `incoming_order_ids`.
+    The rows are claimed together (`FOR UPDATE SKIP LOCKED`, in id order, so in intake order, with
+    their stores and callback counts) and assigned one after the other as `process_incoming_order`
+    does; the selector sees the counters and `last_used_at` this transaction already moved, so the
+    round-robin goes on from order to order. An order is refused by its plan, before anything of
+    it is written (no requisite, only busy ones, a fraud stop, a missing commission): the batch
+    goes on without it, so no savepoint is needed, and after the commit the refusal is recorded in
+    the order's own failure transaction, as for a single order; one that found every suitable
+    requisite only busy is instead processed again on its own by `process_incoming_order`, whose
+    pauses and tries keep lock timing from spending its retries. Anything else (a database error,
+    a failed write, the commit) fails the batch: nothing of it was written, and each order is
+    processed again on its own. The requisite and deposit rows the batch locked stay locked until
+    its commit: other workers pass over them meanwhile (`SKIP LOCKED`). Results come back in the
+    order of `incoming_order_ids`.
     """
     now = now or utcnow()
     ids = list(dict.fromkeys(incoming_order_ids))
     results: dict[int, ProcessResult] = {}
-    failures: list[tuple[int, Exception]] = []
+    refusals: list[tuple[int, Exception]] = []
     try:
         with atomic_transaction() as session:
-            use_generic_plans(session)
-            for incoming in _claim_batch(session, ids):
-                incoming_order_id = incoming.id
+            for claimed in _claim_batch(session, ids):
+                incoming = claimed.incoming
                 try:
-                    with savepoint_with_side_effects(session):
-                        results[incoming_order_id] = _attempt(session, incoming, now)
-                except Exception as error:
-                    failures.append((incoming_order_id, error))
+                    planned = _plan_attempt(session, incoming, now)
+                except _ORDER_REFUSALS as refusal:
+                    refusals.append((incoming.id, refusal))
+                    continue
+                results[incoming.id] = (
+                    planned
+                    if isinstance(planned, ProcessResult)
+                    else _write_attempt(
+                        session, incoming, planned, now, callbacks=claimed.callbacks
+                    )
+                )
     except Exception as batch_error:
         log.warning("order_batch_failed", size=len(ids), error=repr(batch_error))
         return [process_incoming_order(i, now=now) for i in ids]
-    for incoming_order_id, failure in failures:
-        if isinstance(failure, RequisiteBusy):
+    for incoming_order_id, error in refusals:
+        if isinstance(error, RequisiteBusy):
             # Lock timing, not lack of capacity: the order gets its own attempts, with their pauses.
             results[incoming_order_id] = process_incoming_order(incoming_order_id, now=now)
             continue
-        _log_failed_attempt(incoming_order_id, failure)
+        _log_failed_attempt(incoming_order_id, error)
         with atomic_transaction() as session:
             results[incoming_order_id] = record_failure(
-                session, incoming_order_id=incoming_order_id, error=failure, now=now
+                session, incoming_order_id=incoming_order_id, error=error, now=now
             )
     return [results.get(i) or _not_claimed(i) for i in ids]
 

@@ -54,6 +54,14 @@ SETTINGS: dict[str, SettingSpec] = {
         _s("RETRY_DELAY_SECONDS", _T.INT, 10, "Delay before the first assignment retry."),
         _s("RETRY_BACKOFF_FACTOR", _T.DECIMAL, Decimal("2"), "Multiplier of the retry delay."),
         _s("STUCK_ORDER_SECONDS", _T.INT, 120, "An order claimed this long ago is re-queued."),
+        _s(
+            "ASSIGNMENT_BATCH_SIZE",
+            _T.INT,
+            1,
+            "Orders assigned per transaction when intake arrives in bursts (up to 20); above 1, "
+            "faster with many traders, but a batch keeps the requisites and deposits it took "
+            "until it commits, which other workers then find busy.",
+        ),
         _s("PAYIN_PAYMENT_TIMEOUT_MINUTES", _T.INT, 15, "Time the payer has to pay a PayIn."),
         _s(
             "TRADER_CONFIRM_TIMEOUT_MINUTES",
@@ -183,6 +191,7 @@ class RuntimeSettings:
     RETRY_DELAY_SECONDS: int
     RETRY_BACKOFF_FACTOR: Decimal
     STUCK_ORDER_SECONDS: int
+    ASSIGNMENT_BATCH_SIZE: int
     PAYIN_PAYMENT_TIMEOUT_MINUTES: int
     TRADER_CONFIRM_TIMEOUT_MINUTES: int
     PAYOUT_TIMEOUT_MINUTES: int

@@ -22,7 +22,7 @@ from jivapay.database.models import (
     TraderCommission,
 )
 from jivapay.enums import IncomingOrderStatus, OrderStatus, OrderType
-from jivapay.services import fraud_lists
+from jivapay.services import fraud_lists, order_processor
 from jivapay.services import order_status_manager as osm
 from jivapay.services.order_events import record_status_change
 from jivapay.services.order_processor import process_incoming_batch, process_incoming_order
@@ -149,9 +149,10 @@ def test_retry_succeeds_once_a_requisite_fits(db, world) -> None:  # type: ignor
 def test_batch_assigns_the_others_when_orders_fail_and_records_each_failure(  # type: ignore[no-untyped-def]
     db, world, unique
 ) -> None:
-    """One transaction, one savepoint per order: a fraud deny, no requisite and a missing trader
-    commission each roll back only their own order, which gets its failure recorded; the rest
-    are assigned with their rows, holds and callbacks, and the books reconcile."""
+    """One transaction, one claim, no savepoint: a fraud deny, no requisite and a missing trader
+    commission each refuse their own order before it writes anything, and the order gets its
+    failure recorded; the rest are assigned with their rows, holds and callbacks, and the books
+    reconcile."""
     ref, store, trader, req = world
     # The world's requisite takes PayIns only; the one PayOut requisite belongs to a trader
     # without any commission row.
@@ -180,9 +181,18 @@ def test_batch_assigns_the_others_when_orders_fail_and_records_each_failure(  # 
     db.flush()
     ids = [first.id, denied.id, too_big.id, payout.id, last.id]
 
-    results = process_incoming_batch([*ids, first.id])  # a repeated id is processed once
+    with recorded_statements(db.get_bind()) as statements:
+        results = process_incoming_batch([*ids, first.id])  # a repeated id is processed once
 
     assert [r.incoming_order_id for r in results] == ids
+    claims = [s for s in statements if "FROM incoming_orders" in s and "FOR UPDATE" in s]
+    # The batch's claim of all five, then each refused order's failure transaction locking its row.
+    assert len(claims) == 4 and "IN (" in claims[0]
+    # The test's connection turns the batch's commit into a savepoint's release: no savepoint
+    # was taken inside the batch, for any order.
+    batch = statements[statements.index(claims[0]) :]
+    batch = batch[: next(i for i, s in enumerate(batch) if s.startswith("RELEASE SAVEPOINT"))]
+    assert len(batch) > 10 and not any(s.startswith("SAVEPOINT") for s in batch)
     outcomes = {r.incoming_order_id: r for r in results}
     assert outcomes[first.id].outcome == IncomingOrderStatus.ASSIGNED
     assert outcomes[last.id].outcome == IncomingOrderStatus.ASSIGNED
@@ -220,6 +230,65 @@ def test_batch_assigns_the_others_when_orders_fail_and_records_each_failure(  # 
     assert sorted(tuple(c) for c in callbacks) == sorted(
         [(first.id, "order.pending"), (denied.id, "order.failed"), (last.id, "order.pending")]
     )
+    assert reconcile(db) == []
+
+
+def test_a_batch_whose_write_fails_is_rolled_back_and_each_order_processed_alone(  # type: ignore[no-untyped-def]
+    db, world, monkeypatch
+) -> None:
+    """A failure after an order's plan (here its order row cannot be written) fails the whole
+    batch: what the batch wrote for the orders before it is rolled back, then every order is
+    processed in its own transaction, so each is assigned exactly once and the failing one has
+    its attempt recorded."""
+    ref, store, trader, req = world
+    first, broken, last = (
+        make_incoming(db, store, ref, amount_fiat=D("1000.00")) for _ in range(3)
+    )
+    db.flush()
+    real_write = order_processor.write_assignment
+    batch_calls: list[list[int]] = []
+    real_claim = order_processor._claim_batch
+
+    def claim(session: Any, ids: Any) -> Any:
+        batch_calls.append(list(ids))
+        return real_claim(session, ids)
+
+    def write(session: Any, *, incoming: Any, **kwargs: Any) -> Any:
+        if incoming.id == broken.id:
+            raise RuntimeError("the order row could not be written")
+        return real_write(session, incoming=incoming, **kwargs)
+
+    alone: list[int] = []
+    real_alone = order_processor.process_incoming_order
+
+    def process_alone(incoming_order_id: int, **kwargs: Any) -> Any:
+        alone.append(incoming_order_id)
+        return real_alone(incoming_order_id, **kwargs)
+
+    monkeypatch.setattr(order_processor, "_claim_batch", claim)
+    monkeypatch.setattr(order_processor, "write_assignment", write)
+    monkeypatch.setattr(order_processor, "process_incoming_order", process_alone)
+    results = process_incoming_batch([first.id, broken.id, last.id])
+
+    assert batch_calls == [[first.id, broken.id, last.id]]
+    assert alone == [first.id, broken.id, last.id]
+    assert [(r.incoming_order_id, r.outcome) for r in results] == [
+        (first.id, "assigned"),
+        (broken.id, "retrying"),
+        (last.id, "assigned"),
+    ]
+    db.expire_all()
+    orders = db.scalars(
+        select(OrderHistory.incoming_order_id).where(
+            OrderHistory.incoming_order_id.in_([first.id, broken.id, last.id])
+        )
+    ).all()
+    assert sorted(orders) == [first.id, last.id]
+    failed = db.get(IncomingOrder, broken.id)
+    assert failed.retry_count == 1 and "could not be written" in failed.failure_reason
+    # Two holds of 9.7 and two open orders: nothing of the rolled-back batch stayed.
+    assert balance_row(db, BalanceTrader, trader_id=trader.id).frozen == D("19.4")
+    assert db.get(ReqTrader, req.id).open_orders == 2
     assert reconcile(db) == []
 
 
