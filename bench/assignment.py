@@ -730,6 +730,14 @@ def main() -> None:
             f"= x{many['per_second'] / one['per_second']:.2f}; d {many['sql_ms']:.2f} / "
             f"{one['sql_ms']:.2f} ms, c {many['cpu_ms']:.2f} / {one['cpu_ms']:.2f} ms per assignment"
         )
+        if reference:
+            # The same target, with the workers assigning in batches (`ASSIGNMENT_BATCH_SIZE`).
+            print(
+                f"  in batches of {args.compare_batch}: assignments/s at {sizes[-1]:,} / pgbench "
+                f"TPS = {many['per_second']:.1f} / {reference[0]:.1f} = "
+                f"{many['per_second'] / reference[0]:.2f} (target >= 0.5); not assigned: "
+                f"{sum(n for k, n in many['outcomes'].items() if k != 'assigned')}"
+            )
     if alternating:
         p99 = {k: percentiles(v["latencies"])["p99"] for k, v in alternating.items()}
         cpu = {k: sum(v["cpu_ms"]) / len(v["cpu_ms"]) for k, v in alternating.items()}

@@ -19,14 +19,28 @@ from tests.factories import make_incoming
 from tests.services.order_world import D, build_world
 
 
+@pytest.mark.parametrize("batch_size", [None, 2])
 def test_a_batch_assigns_its_orders_and_schedules_each_failed_one_on_its_own(
-    db: Session, monkeypatch: pytest.MonkeyPatch
+    db: Session, monkeypatch: pytest.MonkeyPatch, batch_size: int | None
 ) -> None:
+    """By default each order has its own transaction; with `ASSIGNMENT_BATCH_SIZE` = 2 the first
+    two share one (`process_incoming_batch`) and the third, alone in its chunk, has its own."""
     ref, store, _, req = build_world(db)
     first = make_incoming(db, store, ref, amount_fiat=D("100.00"))
     too_big = make_incoming(db, store, ref, amount_fiat=D("5000000.00"))
     last = make_incoming(db, store, ref, amount_fiat=D("200.00"))
+    if batch_size is not None:
+        set_config_value(db, "ASSIGNMENT_BATCH_SIZE", batch_size)
     db.flush()
+    invalidate_cache()
+    batches: list[list[int]] = []
+    real_batch = order_processor.process_incoming_batch
+
+    def batch(ids: list[int], **kwargs: Any) -> Any:
+        batches.append(list(ids))
+        return real_batch(ids, **kwargs)
+
+    monkeypatch.setattr(order_processor, "process_incoming_batch", batch)
     scheduled: list[tuple[list[int], float, dict[str, Any]]] = []
 
     def schedule(*, args: list[int], countdown: float, **options: Any) -> None:
@@ -41,6 +55,7 @@ def test_a_batch_assigns_its_orders_and_schedules_each_failed_one_on_its_own(
         (too_big.id, "retrying"),
         (last.id, "assigned"),
     ]
+    assert batches == ([] if batch_size is None else [[first.id, too_big.id]])
     db.expire_all()
     for row in (first, last):
         order = db.get(
@@ -69,63 +84,3 @@ def test_a_failed_retry_publish_leaves_the_batch_done(
     monkeypatch.setattr(tasks.process_order, "apply_async", broker_down)
     out = tasks.process_order_batch([too_big.id, ok.id])
     assert [r["outcome"] for r in out] == ["retrying", "assigned"]  # the sweeper sends the retry
-
-
-def _batches_seen(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    seen: list[list[int]] = []
-    real = order_processor.process_incoming_batch
-
-    def spy(ids: list[int], **kwargs: Any) -> Any:
-        seen.append(list(ids))
-        return real(ids, **kwargs)
-
-    monkeypatch.setattr(order_processor, "process_incoming_batch", spy)
-    return seen
-
-
-def test_by_default_each_order_has_its_own_transaction(
-    db: Session, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ref, store, _, _ = build_world(db)
-    ids = [make_incoming(db, store, ref, amount_fiat=D("100.00")).id for _ in range(3)]
-    db.flush()
-    batches = _batches_seen(monkeypatch)
-    out = tasks.process_order_batch(ids)
-    assert [r["outcome"] for r in out] == ["assigned"] * 3
-    assert batches == []
-
-
-def test_a_batch_size_assigns_that_many_orders_per_transaction(
-    db: Session, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    ref, store, _, req = build_world(db)
-    first = make_incoming(db, store, ref, amount_fiat=D("100.00"))
-    too_big = make_incoming(db, store, ref, amount_fiat=D("5000000.00"))
-    third = make_incoming(db, store, ref, amount_fiat=D("300.00"))
-    last = make_incoming(db, store, ref, amount_fiat=D("400.00"))
-    set_config_value(db, "ASSIGNMENT_BATCH_SIZE", 3)
-    db.flush()
-    invalidate_cache()
-    batches = _batches_seen(monkeypatch)
-    scheduled: list[list[int]] = []
-    monkeypatch.setattr(
-        tasks.process_order, "apply_async", lambda *, args, **_: scheduled.append(args)
-    )
-
-    out = tasks.process_order_batch([first.id, too_big.id, third.id, last.id, first.id])
-
-    # Three in one transaction; the fourth, alone in its chunk, as `orders.process` would.
-    assert batches == [[first.id, too_big.id, third.id]]
-    assert [(r["incoming_order_id"], r["outcome"]) for r in out] == [
-        (first.id, "assigned"),
-        (too_big.id, "retrying"),
-        (third.id, "assigned"),
-        (last.id, "assigned"),
-    ]
-    assert scheduled == [[too_big.id]]
-    db.expire_all()
-    for r in out:
-        if r["outcome"] == "assigned":
-            order = db.get(OrderHistory, r["order_id"])
-            assert order is not None and order.requisite_id == req.id
-            assert order.incoming_order_id == r["incoming_order_id"]
