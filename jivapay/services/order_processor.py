@@ -11,7 +11,9 @@
    `MAX_ORDER_RETRIES` attempts are spent (a PayOut's store hold is then released). Fraud DENY fails
    at once; REVIEW parks the order in `manual_review`. Unexpected errors are reported. A main
    transaction that found every suitable requisite only busy (`RequisiteBusy`) is first run again,
-   up to `BUSY_ATTEMPTS` times, before the attempt counts.
+   up to `BUSY_ATTEMPTS` times, each waiting briefly for the requisite and deposit it wants instead
+   of passing over them (`find_suitable_requisite(wait_for_locks=True)`), before the attempt
+   counts.
 
 `process_incoming_batch(ids)` does the same for several orders in one main transaction, claimed
 together in one statement, so the claim, the session and the commit are paid once per batch. An
@@ -249,13 +251,18 @@ def assign(
     return write_assignment(session, incoming=incoming, plan=plan, now=now, callbacks=callbacks)
 
 
-def plan_assignment(session: Session, *, incoming: IncomingOrder, now: datetime) -> _Plan:
+def plan_assignment(
+    session: Session, *, incoming: IncomingOrder, now: datetime, wait_for_locks: bool = False
+) -> _Plan:
     """Select and lock a requisite for `incoming` and work out its order row; writes nothing.
 
     Every refusal (no requisite, only busy ones, a missing commission, a broken invariant) is
     raised from here, before anything is written: a batch can go on after it (`process_incoming_batch`).
+    `wait_for_locks`: see `find_suitable_requisite` (for a transaction holding no requisite).
     """
-    chosen: SelectedRequisite = find_suitable_requisite(session, order=incoming, now=now)
+    chosen: SelectedRequisite = find_suitable_requisite(
+        session, order=incoming, now=now, wait_for_locks=wait_for_locks
+    )
     commissions = calculate_commissions(
         incoming.amount_crypto, incoming.store_commission_rate, chosen.trader_commission_percent
     )
@@ -365,29 +372,24 @@ def write_assignment(
     return order
 
 
-def _main_attempt(session: Session, incoming_order_id: int, now: datetime) -> ProcessResult:
+def _main_attempt(
+    session: Session, incoming_order_id: int, now: datetime, *, wait_for_locks: bool = False
+) -> ProcessResult:
     claimed = _claim(session, incoming_order_id)
     if claimed is None:
         return _not_claimed(incoming_order_id)
-    return _attempt(session, claimed.incoming, now, callbacks=claimed.callbacks)
+    planned = _plan_attempt(session, claimed.incoming, now, wait_for_locks=wait_for_locks)
+    if isinstance(planned, ProcessResult):
+        return planned
+    return _write_attempt(session, claimed.incoming, planned, now, callbacks=claimed.callbacks)
 
 
 def _not_claimed(incoming_order_id: int) -> ProcessResult:
     return ProcessResult(incoming_order_id, "skipped", reason="not open or held elsewhere")
 
 
-def _attempt(
-    session: Session, incoming: IncomingOrder, now: datetime, *, callbacks: int | None = None
-) -> ProcessResult:
-    """Fraud check and assignment of one claimed intake order (flushes; raises on failure)."""
-    planned = _plan_attempt(session, incoming, now)
-    if isinstance(planned, ProcessResult):
-        return planned
-    return _write_attempt(session, incoming, planned, now, callbacks=callbacks)
-
-
 def _plan_attempt(
-    session: Session, incoming: IncomingOrder, now: datetime
+    session: Session, incoming: IncomingOrder, now: datetime, *, wait_for_locks: bool = False
 ) -> _Plan | ProcessResult:
     """The attempt's reads and locks: its due time, the fraud check, the plan; writes nothing.
     A `ProcessResult` when there is nothing to do yet; raises when the order cannot be assigned."""
@@ -402,7 +404,7 @@ def _plan_attempt(
         if decision.outcome == FraudOutcome.DENY:
             raise FraudRejected(f"denied by fraud rule {decision.rule}", decision)
         raise FraudReview(f"held by fraud rule {decision.rule}", decision)
-    return plan_assignment(session, incoming=incoming, now=now)
+    return plan_assignment(session, incoming=incoming, now=now, wait_for_locks=wait_for_locks)
 
 
 def _write_attempt(
@@ -504,9 +506,12 @@ def _log_failed_attempt(incoming_order_id: int, exc: Exception) -> None:
         log.info("order_not_assigned", incoming_order_id=incoming_order_id, reason=str(exc))
 
 
-# Main transactions tried when every suitable requisite is only busy (`RequisiteBusy`: another worker
-# holds its trader's deposit row for the few milliseconds of its own assignment) before the attempt
-# counts: the retry budget is for lack of capacity, not for lock timing.
+# Main transactions tried when every suitable requisite is only busy (`RequisiteBusy`: other workers
+# hold the requisites or their traders' deposit rows for the few milliseconds of their own
+# assignments, or their batches') before the attempt counts: the retry budget is for lack of
+# capacity, not for lock timing. The tries after the first wait for the best requisite and its
+# deposit (at most `requisite_selector.LOCK_WAIT`), since a worker assigning batches can keep every
+# requisite of a few traders busy between short pauses.
 BUSY_ATTEMPTS = 3
 BUSY_PAUSE_SECONDS = 0.005
 
@@ -519,7 +524,8 @@ def process_incoming_order(incoming_order_id: int, *, now: datetime | None = Non
     for attempt in range(1, BUSY_ATTEMPTS + 1):
         try:
             with atomic_transaction() as session:
-                return _main_attempt(session, incoming_order_id, now)
+                # A try after only busy candidates waits for one (briefly) instead.
+                return _main_attempt(session, incoming_order_id, now, wait_for_locks=attempt > 1)
         except RequisiteBusy as exc:
             error = exc
             if attempt < BUSY_ATTEMPTS:

@@ -14,7 +14,10 @@ the first requisite that passes instead of sorting all of them), then `last_used
 The dynamic limits are then checked on the locked candidate from counters kept current by the
 transactions that open and close orders (`requisite_turnover_buckets`, `requisite_daily_turnover`,
 `req_traders.open_orders`), never by summing order history: the check costs the same at a million
-orders as at ten thousand. A candidate that fails stays excluded and the next one is tried.
+orders as at ten thousand. A candidate that fails stays excluded and the next one is tried. The
+same round trip locks a PayIn's trader deposit: passed over while another transaction holds it.
+When nothing was free only because other transactions held the rows, the order is `RequisiteBusy`
+(lock timing, not capacity), and a retry may wait for them, briefly (`wait_for_locks`).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Row, TextClause, bindparam, text
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import IncomingOrder
@@ -39,6 +43,8 @@ log = structlog.get_logger(__name__)
 # The rejection of a candidate whose trader's deposit row another worker holds: not a lack of
 # money, only of timing (`RequisiteBusy`).
 DEPOSIT_BUSY = "deposit_busy"
+# No candidate was free, but some were there, each held by another transaction.
+REQUISITE_BUSY = "requisite_busy"
 
 # Enough to step past a few candidates whose dynamic limits are exhausted without looping forever.
 MAX_CANDIDATES = 25
@@ -70,7 +76,7 @@ WHERE {online}
   {deposit_filter}
 ORDER BY r.distribution_weight, r.last_used_at NULLS FIRST, r.id
 LIMIT 1
-FOR UPDATE OF r SKIP LOCKED
+{lock}
 """
 
 # The trader's available deposit must cover C - round_half_up(C * t / 100, 8). C*t is exact in
@@ -85,19 +91,25 @@ _DEPOSIT_FILTER = (
 )
 
 
-def _candidate_statement(order_type: OrderType) -> TextClause:
+def _candidate_statement(order_type: OrderType, lock: str) -> TextClause:
     # "Online" (user, switches, status, directions) is the shared filter of `online_filter`.
     online = online_sql(order_type)
     if order_type == OrderType.PAYIN:
         sql = _CANDIDATE_SQL.format(
-            deposit_join=_DEPOSIT_JOIN, deposit_filter=_DEPOSIT_FILTER, online=online
+            deposit_join=_DEPOSIT_JOIN, deposit_filter=_DEPOSIT_FILTER, online=online, lock=lock
         )
     else:
-        sql = _CANDIDATE_SQL.format(deposit_join="", deposit_filter="", online=online)
+        sql = _CANDIDATE_SQL.format(deposit_join="", deposit_filter="", online=online, lock=lock)
     return text(sql).bindparams(bindparam("excluded", expanding=False))
 
 
-_STATEMENTS = {kind: _candidate_statement(kind) for kind in OrderType}
+_STATEMENTS = {
+    kind: _candidate_statement(kind, "FOR UPDATE OF r SKIP LOCKED") for kind in OrderType
+}
+# The first candidate of a try that waits for busy rows (`wait_for_locks`).
+_WAITING_STATEMENTS = {kind: _candidate_statement(kind, "FOR UPDATE OF r") for kind in OrderType}
+# After no candidate was free: was there one another transaction held? (Locks nothing.)
+_PROBES = {kind: _candidate_statement(kind, "") for kind in OrderType}
 
 # One round trip for every dynamic check of the locked candidate: turnover in the rolling window,
 # turnover today, and (PayIn) the trader's available deposit, whose row it locks for the freeze.
@@ -120,6 +132,19 @@ _DYNAMIC = {
     OrderType.PAYIN: text(_DYNAMIC_SQL.format(deposit=_LOCKED_DEPOSIT)),
     OrderType.PAYOUT: text(_DYNAMIC_SQL.format(deposit="NULL")),
 }
+# A try after only busy candidates (`wait_for_locks`) waits for its best candidate's requisite row
+# and then its trader's deposit instead of passing over them, and for no other row: it holds its
+# intake row, then a requisite, then a balance, the lock order of docs/architecture.md, and never a
+# second requisite or deposit while it waits. It waits at most `LOCK_WAIT`, well under PostgreSQL's
+# deadlock_timeout (1 s by default), so even a transaction that broke that order (a deposit, then a
+# requisite this one holds) is never aborted for it: this one gives up first. Without the wait a
+# worker whose candidates another worker's batch keeps taking would never find one free
+# (docs/performance.md, "Batches").
+LOCK_WAIT = "100ms"
+_WAITED_DEPOSIT = text(_DYNAMIC_SQL.format(deposit=_LOCKED_DEPOSIT.replace(" SKIP LOCKED", "")))
+_WAIT_AT_MOST = text(f"SET LOCAL lock_timeout = '{LOCK_WAIT}'")
+_WAIT_AS_BEFORE = text("SET LOCAL lock_timeout TO DEFAULT")
+_LOCK_NOT_AVAILABLE = "55P03"
 
 
 @dataclass(frozen=True)
@@ -140,6 +165,30 @@ def turnover_slots(now: datetime, utc_offset_minutes: int) -> tuple[datetime, da
     return bucket, local_day
 
 
+def _waited(session: Session, statement: TextClause, parameters: dict[str, Any], what: str) -> Any:
+    """The first row of `statement`, run under `_WAIT_AT_MOST`: `RequisiteBusy` when a row it
+    locks stayed busy that long (the attempt's transaction is then aborted)."""
+    try:
+        return session.execute(statement, parameters).first()
+    except OperationalError as exc:
+        if getattr(exc.orig, "sqlstate", None) == _LOCK_NOT_AVAILABLE:
+            raise RequisiteBusy(f"{what} stayed busy for {LOCK_WAIT}") from exc
+        raise
+
+
+def _dynamic_usage(
+    session: Session, order: IncomingOrder, parameters: dict[str, Any], *, wait: bool
+) -> Row[Any]:
+    """The candidate's turnover and (PayIn) its trader's available deposit, whose row it locks:
+    passed over when another transaction holds it, or, with `wait`, waited for (`_waited`)."""
+    if not wait:
+        return session.execute(_DYNAMIC[OrderType(order.order_type)], parameters).one()
+    used: Row[Any] = _waited(
+        session, _WAITED_DEPOSIT, parameters, f"the deposit of trader {parameters['tid']}"
+    )
+    return used
+
+
 def _rejection(
     session: Session,
     row: Row[Any],
@@ -147,19 +196,19 @@ def _rejection(
     hold: Decimal | None,
     bucket: datetime,
     day: date,
+    *,
+    wait: bool = False,
 ) -> str | None:
     """Why the locked candidate cannot take the order now, or None if it can."""
     window = int(row.turnover_limit_minutes or 0)
-    used = session.execute(
-        _DYNAMIC[OrderType(order.order_type)],
-        {
-            "rid": row.requisite_id,
-            "since": bucket - timedelta(minutes=window),
-            "day": day,
-            "tid": row.trader_id,
-            "cid": order.crypto_currency_id,
-        },
-    ).one()
+    parameters = {
+        "rid": row.requisite_id,
+        "since": bucket - timedelta(minutes=window),
+        "day": day,
+        "tid": row.trader_id,
+        "cid": order.crypto_currency_id,
+    }
+    used = _dynamic_usage(session, order, parameters, wait=wait and hold is not None)
     if (
         row.total_limit is not None
         and window
@@ -181,9 +230,14 @@ def _rejection(
 
 
 def find_suitable_requisite(
-    session: Session, *, order: IncomingOrder, now: datetime
+    session: Session, *, order: IncomingOrder, now: datetime, wait_for_locks: bool = False
 ) -> SelectedRequisite:
-    """Lock and return the best requisite for `order`, or raise `RequisiteNotFound`."""
+    """Lock and return the best requisite for `order`, or raise `RequisiteNotFound`
+    (`RequisiteBusy` when the requisites or deposits that could take it were only held by other
+    transactions).
+
+    `wait_for_locks`: wait (at most `LOCK_WAIT`) for the best candidate's requisite and deposit
+    rows instead of passing over them when busy; only for a transaction holding neither kind."""
     order_type = OrderType(order.order_type)
     params = {
         "fiat_currency_id": order.fiat_currency_id,
@@ -196,20 +250,32 @@ def find_suitable_requisite(
     excluded: list[int] = []
     rejected: dict[str, int] = {}
     missing_commission: list[int] = []
+    waiting = wait_for_locks
+    if waiting:
+        session.execute(_WAIT_AT_MOST)
     for _ in range(MAX_CANDIDATES):
-        row = session.execute(_STATEMENTS[order_type], {**params, "excluded": excluded}).first()
+        candidates = {**params, "excluded": excluded}
+        if waiting:
+            row = _waited(session, _WAITING_STATEMENTS[order_type], candidates, "a requisite")
+        else:
+            row = session.execute(_STATEMENTS[order_type], candidates).first()
         if row is None:
+            if not waiting and session.execute(_PROBES[order_type], candidates).first():
+                rejected[REQUISITE_BUSY] = 1  # eligible ones left, each held by another worker
             break
         excluded.append(row.requisite_id)
         percent = row.commission_payin if order_type == OrderType.PAYIN else row.commission_payout
         if percent is None:
+            waiting = _stop_waiting(session, waiting)
             missing_commission.append(row.trader_id)
             continue
         bucket, day = turnover_slots(now, row.utc_offset_minutes)
         hold = (
             payin_hold_for(order.amount_crypto, percent) if order_type == OrderType.PAYIN else None
         )
-        reason = _rejection(session, row, order, hold, bucket, day)
+        reason = _rejection(session, row, order, hold, bucket, day, wait=waiting)
+        # Only the first candidate and its deposit are waited for: holding them, no other.
+        waiting = _stop_waiting(session, waiting)
         if reason is not None:
             rejected[reason] = rejected.get(reason, 0) + 1
             continue
@@ -228,9 +294,15 @@ def find_suitable_requisite(
             extra={"internal": True},
         )
     detail = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items())) or "no eligible requisite"
-    if DEPOSIT_BUSY in rejected:
+    if DEPOSIT_BUSY in rejected or REQUISITE_BUSY in rejected:
         raise RequisiteBusy(f"every requisite that could take this order is busy ({detail})")
     raise RequisiteNotFound(f"no requisite can take this order ({detail})")
+
+
+def _stop_waiting(session: Session, waiting: bool) -> bool:
+    if waiting:
+        session.execute(_WAIT_AS_BEFORE)
+    return False
 
 
 def payin_hold_for(amount_crypto: Decimal, trader_percent: Decimal) -> Decimal:

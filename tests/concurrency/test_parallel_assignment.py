@@ -123,12 +123,12 @@ def test_four_processes_assign_2000_orders_within_every_limit(
 def test_four_processes_assigning_in_batches_keep_every_limit(
     committed_db: sessionmaker[Session],
 ) -> None:
-    """`process_incoming_batch` under the same contention: each process claims 5 orders per
-    transaction; every order is assigned at most once, no cap, window, day total or deposit is
-    passed, every failed order is recorded, and the books reconcile."""
+    """`process_incoming_batch` under the same contention and the same world size: each process
+    claims 5 orders per transaction; every order is assigned at most once, no cap, window, day
+    total or deposit is passed, every failed order is recorded, and the books reconcile."""
     factory = committed_db
     set_settings(factory, MAX_ORDER_RETRIES=2, RETRY_DELAY_SECONDS=0, RETRY_BACKOFF_FACTOR=1)
-    world = build_world(factory, small_orders=200, tight_orders=800, seed=20240602)
+    world = build_world(factory, small_orders=SMALL, tight_orders=TIGHT, seed=20240602)
     reports = run_processes(
         assign_batch_worker,
         [(world.incoming_ids, seed, 5) for seed in range(WORKERS)],
@@ -140,11 +140,11 @@ def test_four_processes_assigning_in_batches_keep_every_limit(
         outcomes.update(r["outcomes"])
     with factory() as session:
         counts = intake_status_counts(session)
-        assert sum(counts.values()) == 1000
+        assert sum(counts.values()) == SMALL + TIGHT
         assert set(counts) <= {"assigned", "retrying", "failed"}
         # Each assignment was reported by exactly one process, and the limits bind.
         assert outcomes["assigned"] == counts["assigned"]
-        assert 0 < counts["assigned"] < 1000
+        assert 0 < counts["assigned"] < SMALL + TIGHT
         assert counts.get("failed", 0) + counts.get("retrying", 0) > 0
         per_intake = session.execute(
             text("SELECT incoming_order_id FROM order_history GROUP BY 1 HAVING COUNT(*) > 1")
