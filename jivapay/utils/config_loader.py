@@ -59,8 +59,8 @@ SETTINGS: dict[str, SettingSpec] = {
             _T.INT,
             1,
             "Orders assigned per transaction when intake arrives in bursts (up to 20); above 1, "
-            "faster with many traders, but a batch keeps the requisites and deposits it took "
-            "until it commits, which other workers then find busy.",
+            "faster with many traders, slower with a few: a batch keeps the requisites and "
+            "deposits it took until it commits, and other workers wait for them.",
         ),
         _s("PAYIN_PAYMENT_TIMEOUT_MINUTES", _T.INT, 15, "Time the payer has to pay a PayIn."),
         _s(

@@ -106,7 +106,7 @@ def process_order_batch(incoming_order_ids: list[int]) -> list[dict[str, Any]]:
     above it, `process_incoming_batch` assigns that many per transaction, paying the claim and the
     commit once (docs/performance.md, "Batches": +40% assignments/s with 100 traders), but keeps
     every requisite and deposit it took locked until it commits, so with few traders the other
-    workers find them busy and orders wait for retries. An order whose attempt failed is scheduled
+    workers mostly wait for them (-20% with 2 traders). An order whose attempt failed is scheduled
     again on its own `orders.process` message after its backoff (the sweeper re-sends it if that
     message is lost). A redelivered batch is harmless: orders already assigned are skipped.
     """
