@@ -35,23 +35,20 @@ def _one_order(factory: sessionmaker[Session]) -> tuple[int, int]:
         return incoming.id, trader.id
 
 
-@contextmanager
-def _deposit_held(factory: sessionmaker[Session], trader_id: int) -> Iterator[Session]:
-    """Another worker's transaction holding the trader's deposit row, as during its assignment."""
-    with factory() as holder:
-        holder.execute(
-            text("SELECT id FROM balance_traders WHERE trader_id = :t FOR UPDATE"), {"t": trader_id}
-        ).all()
-        yield holder
-        holder.rollback()
+_DEPOSIT = "balance_traders"
+_REQUISITES = "req_traders"
 
 
 @contextmanager
-def _requisite_held(factory: sessionmaker[Session], trader_id: int) -> Iterator[Session]:
-    """Another worker's transaction holding the trader's requisite row (its batch, say)."""
+def _held(
+    factory: sessionmaker[Session], trader_id: int, table: str = _DEPOSIT
+) -> Iterator[Session]:
+    """Another worker's transaction holding the trader's deposit row (as during its assignment)
+    or its requisite rows (as its batch does)."""
     with factory() as holder:
         holder.execute(
-            text("SELECT id FROM req_traders WHERE trader_id = :t FOR UPDATE"), {"t": trader_id}
+            text(f"SELECT id FROM {table} WHERE trader_id = :t FOR UPDATE"),
+            {"t": trader_id},
         ).all()
         yield holder
         holder.rollback()
@@ -59,7 +56,7 @@ def _requisite_held(factory: sessionmaker[Session], trader_id: int) -> Iterator[
 
 def test_a_held_requisite_is_busy_not_missing(committed_db: sessionmaker[Session]) -> None:
     incoming_id, trader_id = _one_order(committed_db)
-    with _requisite_held(committed_db, trader_id), committed_db() as session:
+    with _held(committed_db, trader_id, _REQUISITES), committed_db() as session:
         order = session.get(IncomingOrder, incoming_id)
         assert order is not None
         with pytest.raises(RequisiteBusy) as busy:
@@ -74,7 +71,7 @@ def test_a_try_after_a_busy_requisite_waits_for_it(
     waits for it and takes it once that transaction ends, without spending a retry; held through
     every try, the order spends one retry, as for a deposit."""
     incoming_id, trader_id = _one_order(committed_db)
-    with _requisite_held(committed_db, trader_id) as holder:
+    with _held(committed_db, trader_id, _REQUISITES) as holder:
         release = threading.Timer(0.05, holder.rollback)
         monkeypatch.setattr(order_processor.time, "sleep", lambda _seconds: release.start())
         result = process_incoming_order(incoming_id)
@@ -89,7 +86,7 @@ def test_a_try_after_a_busy_requisite_waits_for_it(
         ).scalar_one()
         session.commit()
     monkeypatch.setattr(order_processor.time, "sleep", lambda _seconds: None)
-    with _requisite_held(committed_db, second_trader):
+    with _held(committed_db, second_trader, _REQUISITES):
         result = process_incoming_order(second_id)
     assert result.outcome == "retrying"
     with committed_db() as session:
@@ -103,7 +100,7 @@ def test_a_held_deposit_is_busy_and_a_short_deposit_is_not(
     committed_db: sessionmaker[Session],
 ) -> None:
     incoming_id, trader_id = _one_order(committed_db)
-    with _deposit_held(committed_db, trader_id), committed_db() as session:
+    with _held(committed_db, trader_id), committed_db() as session:
         order = session.get(IncomingOrder, incoming_id)
         assert order is not None
         with pytest.raises(RequisiteBusy) as busy:
@@ -126,7 +123,7 @@ def test_busy_deposit_is_tried_again_at_once_and_assigns_without_spending_a_retr
 ) -> None:
     incoming_id, trader_id = _one_order(committed_db)
     pauses: list[float] = []
-    with _deposit_held(committed_db, trader_id) as holder:
+    with _held(committed_db, trader_id) as holder:
 
         def pause(seconds: float) -> None:
             # The other worker commits while this one pauses.
@@ -157,7 +154,7 @@ def test_a_deposit_busy_through_every_try_spends_one_retry(
     incoming_id, trader_id = _one_order(committed_db)
     pauses: list[float] = []
     monkeypatch.setattr(order_processor.time, "sleep", pauses.append)
-    with _deposit_held(committed_db, trader_id):
+    with _held(committed_db, trader_id):
         result = process_incoming_order(incoming_id)
 
     assert result.outcome == "retrying"
@@ -181,7 +178,7 @@ def test_a_try_after_a_busy_deposit_waits_for_it(
     and takes it as soon as that transaction ends (here 50 ms into the wait)."""
     incoming_id, trader_id = _one_order(committed_db)
     pauses: list[float] = []
-    with _deposit_held(committed_db, trader_id) as holder:
+    with _held(committed_db, trader_id) as holder:
         release = threading.Timer(0.05, holder.rollback)
 
         def pause(seconds: float) -> None:
@@ -235,7 +232,7 @@ def test_a_waiting_try_gives_way_to_a_transaction_that_waits_for_its_requisite(
 
     monkeypatch.setattr(order_processor.time, "sleep", pause)
     results: list[object] = []
-    with _deposit_held(committed_db, trader_id) as holder:
+    with _held(committed_db, trader_id) as holder:
         worker = threading.Thread(
             target=lambda: results.append(process_incoming_order(incoming_id))
         )
@@ -275,7 +272,7 @@ def test_orders_of_a_batch_that_found_only_busy_deposits_get_their_own_tries(
         trader_id = trader.id
         session.commit()
     pauses: list[float] = []
-    with _deposit_held(committed_db, trader_id) as holder:
+    with _held(committed_db, trader_id) as holder:
 
         def pause(seconds: float) -> None:
             pauses.append(seconds)
