@@ -6,6 +6,7 @@ counters are summed across the children's multiprocess files by the parent's HTT
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -19,12 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from jivapay.worker.app import celery_app
 from jivapay.worker.metrics import STATE_METRIC_NAMES
+from tests.callback_receiver import free_port
 
-METRICS_PORT = 28015
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
-def _scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    body = httpx.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+def _scrape(port: int) -> Samples:
+    body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     return {
         (sample.name, tuple(sorted(sample.labels.items()))): sample.value
         for family in text_string_to_metric_families(body)
@@ -38,6 +40,7 @@ def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
 
 @pytest.fixture
 def metrics_worker(services: dict[str, str], unique: str, tmp_path):  # type: ignore[no-untyped-def]
+    """A prefork worker with a metrics port of its own; yields the function that scrapes it."""
     queue = f"jivapay-test-{unique}"
     previous = celery_app.conf.task_default_queue
     celery_app.conf.task_default_queue = queue
@@ -51,7 +54,9 @@ def metrics_worker(services: dict[str, str], unique: str, tmp_path):  # type: ig
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     argv = [sys.executable, "-c", "import sys; from jivapay.cli import main; sys.exit(main())"]
     argv += ["worker", "--pool", "prefork", "--concurrency", "2", "--hostname", f"{unique}@%h"]
-    argv += ["--metrics-port", str(METRICS_PORT), "--metrics-addr", "127.0.0.1"]
+    # A port of its own: tests on other xdist workers run their own metrics worker meanwhile.
+    port = free_port()
+    argv += ["--metrics-port", str(port), "--metrics-addr", "127.0.0.1"]
     argv += ["--metrics-dir", str(tmp_path / "metrics")]
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - lives with the process
     proc = subprocess.Popen(
@@ -61,7 +66,7 @@ def metrics_worker(services: dict[str, str], unique: str, tmp_path):  # type: ig
         deadline = time.monotonic() + 60
         while True:
             try:
-                _scrape()
+                _scrape(port)
                 break
             except httpx.HTTPError:
                 if proc.poll() is not None or time.monotonic() > deadline:
@@ -69,7 +74,7 @@ def metrics_worker(services: dict[str, str], unique: str, tmp_path):  # type: ig
                         (tmp_path / "worker.log").read_text(errors="replace")
                     ) from None
                 time.sleep(0.5)
-        yield proc
+        yield functools.partial(_scrape, port)
     finally:
         celery_app.conf.task_default_queue = previous
         os.killpg(proc.pid, signal.SIGTERM)
@@ -84,7 +89,7 @@ def metrics_worker(services: dict[str, str], unique: str, tmp_path):  # type: ig
 def test_task_and_business_counters_move_on_the_worker_scrape(metrics_worker: Any) -> None:
     from jivapay.worker.tasks import heartbeat, ping, process_order, reconcile_balances
 
-    before = _scrape()
+    before = metrics_worker()
     assert _value(before, "celery_tasks_total", task="system.ping", state="SUCCESS") == 0
 
     for _ in range(4):
@@ -97,7 +102,7 @@ def test_task_and_business_counters_move_on_the_worker_scrape(metrics_worker: An
     # A result is stored before the task's post-run signal counts it: wait for the last count.
     deadline = time.monotonic() + 30
     while True:
-        after = _scrape()
+        after = metrics_worker()
         counted = (
             _value(after, "celery_tasks_total", task="system.ping", state="SUCCESS"),
             _value(after, "celery_tasks_total", task="maintenance.reconcile", state="SUCCESS"),
@@ -149,7 +154,7 @@ def test_a_retried_task_moves_the_retry_counter(committed_db, metrics_worker: An
     process_order.apply_async(args=[incoming_id])
     deadline = time.monotonic() + 60
     while True:
-        after = _scrape()
+        after = metrics_worker()
         if _value(after, "celery_task_retries_total", task="orders.process") >= 1:
             break
         assert time.monotonic() < deadline, "the worker never retried the task"
