@@ -436,7 +436,7 @@ def alternate_p2(
 
 
 def explain_selector(world: dict[str, int]) -> str:
-    """The selector's plan as the workers run it: a prepared statement under `use_generic_plans`
+    """The selector's plan as the workers run it: a prepared statement under `generic_plans_column`
     (planned once, for any values), then the same query planned for these values, whose planning
     time is what every execution paid before."""
     import psycopg
@@ -478,7 +478,7 @@ def explain_selector(world: dict[str, int]) -> str:
             "generic plan (prepared, planned once; what the workers run):\n"
             + generic
             + "\n\nthe same query planned for these values (every execution before "
-            + "use_generic_plans): "
+            + "generic_plans_column): "
             + ", ".join(planning)
         )
 

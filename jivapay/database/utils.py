@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 import structlog
-from sqlalchemy import ColumnElement, event, func, select, text, true
+from sqlalchemy import ColumnElement, event, func, select, true
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as SQLAlchemyTimeoutError
@@ -205,21 +205,6 @@ def forget_after_rollback(session: Session, label: str) -> None:
         queue.undo = [p for p in queue.undo if p.label != label]
 
 
-@contextmanager
-def savepoint_with_side_effects(session: Session) -> Iterator[None]:
-    """A SAVEPOINT that takes the after-commit side effects queued inside it along when it rolls
-    back, so one item of a batch that fails leaves neither rows nor tasks nor metrics behind.
-    (`call_after_rollback` registrations are left to the outer transaction.)"""
-    queue = _queue(session)
-    mark = len(queue.items)
-    try:
-        with session.begin_nested():
-            yield
-    except BaseException:
-        del queue.items[mark:]
-        raise
-
-
 def pending_after_commit(session: Session) -> list[str]:
     """Labels of the side effects waiting for this session's commit (for tests and debugging)."""
     return [p.label for p in _queue(session).items]
@@ -269,11 +254,11 @@ def _undo_without_commit(session: Session, transaction: SessionTransaction) -> N
         _run(queue.undo, "after_rollback_undo_failed", "undo after rollback failed")
 
 
-_GENERIC_PLANS = text("SET LOCAL plan_cache_mode = force_generic_plan")
-
-
-def use_generic_plans(session: Session) -> None:
-    """Plan the rest of this transaction's prepared statements once, not at every execution.
+def generic_plans_column() -> ColumnElement[str]:
+    """A column that plans the rest of this transaction's prepared statements once, not at every
+    execution: `set_config(..., is_local => true)` is `SET LOCAL plan_cache_mode =
+    force_generic_plan`, set by the transaction's first statement for the statements after it (not
+    for itself, planned before it runs) without a round trip of its own.
 
     psycopg prepares a statement on its fifth run on a connection; PostgreSQL then still plans it
     again for every execution ("custom plans") as long as those look cheaper than the generic
@@ -283,13 +268,6 @@ def use_generic_plans(session: Session) -> None:
     plan every time. `SET LOCAL` ends with the transaction, so a pooled connection returns to the
     default and the other queries of the platform keep their value-specific plans.
     """
-    session.execute(_GENERIC_PLANS)
-
-
-def generic_plans_column() -> ColumnElement[str]:
-    """`use_generic_plans` as a column of the transaction's first statement, which then sets it
-    for the statements after it (not for itself, planned before it runs) without a round trip of
-    its own: `set_config(..., is_local => true)` is `SET LOCAL`."""
     return func.set_config("plan_cache_mode", "force_generic_plan", true()).label("generic_plans")
 
 

@@ -141,7 +141,7 @@ class _Claimed:
 
 
 # Built once (the ids are bound parameters): a claim only binds them. It also switches the rest
-# of the transaction to generic plans (`use_generic_plans`) without a round trip of its own.
+# of the transaction to generic plans (`generic_plans_column`) without a round trip of its own.
 _CLAIM_BASE = (
     select(IncomingOrder, MerchantStore, _CALLBACKS_SO_FAR, generic_plans_column())
     .outerjoin(MerchantStore, MerchantStore.id == IncomingOrder.store_id)
@@ -238,17 +238,6 @@ class _Plan:
     chosen: SelectedRequisite
     hold: Decimal
     values: dict[str, object]
-
-
-def assign(
-    session: Session, *, incoming: IncomingOrder, now: datetime, callbacks: int | None = None
-) -> OrderHistory:
-    """Select a requisite for the claimed `incoming` and create its order (writes, no commit).
-
-    `callbacks`: the order's callback rows, when the claim already counted them under its lock.
-    """
-    plan = plan_assignment(session, incoming=incoming, now=now)
-    return write_assignment(session, incoming=incoming, plan=plan, now=now, callbacks=callbacks)
 
 
 def plan_assignment(

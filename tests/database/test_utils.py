@@ -20,7 +20,6 @@ from jivapay.database.utils import (
     lock_by_ids,
     pending_after_commit,
     read_session,
-    savepoint_with_side_effects,
 )
 from jivapay.task_queue import PUBLISH_ONCE
 from jivapay.utils.exceptions import DuplicateObject, ValidationFailed
@@ -61,25 +60,6 @@ def test_enqueue_after_commit_dropped_on_rollback(db, unique) -> None:  # type: 
     db.rollback()
     db.commit()  # a later commit of the same session must not resurrect the dropped task
     assert task.sent == []
-
-
-def test_a_failed_savepoint_takes_its_rows_and_queued_tasks_along(db, unique) -> None:  # type: ignore[no-untyped-def]
-    kept, dropped = RecordingTask(name="kept"), RecordingTask(name="dropped")
-    with savepoint_with_side_effects(db):
-        db.add(RoleModel(name=f"a{unique}"))
-        enqueue_after_commit(db, kept, 1)
-    with pytest.raises(RuntimeError), savepoint_with_side_effects(db):
-        db.add(RoleModel(name=f"b{unique}"))
-        db.flush()
-        enqueue_after_commit(db, dropped, 2)
-        raise RuntimeError("this item fails")
-    enqueue_after_commit(db, kept, 3)
-    assert pending_after_commit(db) == ["kept", "kept"]
-    db.commit()
-    assert kept.sent == [{"args": [1], **PUBLISH_ONCE}, {"args": [3], **PUBLISH_ONCE}]
-    assert dropped.sent == []
-    names = set(db.scalars(select(RoleModel.name).where(RoleModel.name.like(f"%{unique}"))))
-    assert names == {f"a{unique}"}
 
 
 def test_enqueue_by_task_name_publishes_through_the_shared_celery_app(db, unique) -> None:  # type: ignore[no-untyped-def]

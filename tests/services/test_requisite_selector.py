@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.engine import get_engine
 from jivapay.database.models import BalanceTraderCryptoHistory, OrderHistory
-from jivapay.database.utils import generic_plans_column, use_generic_plans
+from jivapay.database.utils import generic_plans_column
 from jivapay.enums import IncomingOrderStatus, OrderType
 from jivapay.money import payin_hold
 from jivapay.services import order_processor
@@ -104,20 +104,19 @@ def test_assignment_plans_generically_and_the_setting_ends_with_its_transaction(
     assert res.outcome == IncomingOrderStatus.ASSIGNED
     assert seen == ["force_generic_plan"]
 
-    # On a connection of its own: the setting is the transaction's, never the pooled connection's,
-    # whether a statement of its own sets it or a column of the claim (`generic_plans_column`).
-    for set_it in (use_generic_plans, lambda s: s.execute(select(generic_plans_column()))):
-        with get_engine().connect() as conn:
-            with Session(bind=conn) as session:
-                set_it(session)
-                assert session.execute(_PLAN_MODE).scalar_one() == "force_generic_plan"
-                session.commit()
-            assert conn.execute(_PLAN_MODE).scalar_one() == "auto"
+    # On a connection of its own: the setting the claim's column (`generic_plans_column`) makes
+    # is the transaction's, never the pooled connection's.
+    with get_engine().connect() as conn:
+        with Session(bind=conn) as session:
+            session.execute(select(generic_plans_column()))
+            assert session.execute(_PLAN_MODE).scalar_one() == "force_generic_plan"
+            session.commit()
+        assert conn.execute(_PLAN_MODE).scalar_one() == "auto"
 
 
 def test_the_selectors_generic_plan_chooses_what_a_value_specific_plan_does(db: Session) -> None:
     """The same candidates, in the same order, whether PostgreSQL plans the selector for the
-    values at hand or once for any values (what a prepared statement under `use_generic_plans`
+    values at hand or once for any values (what a prepared statement under `generic_plans_column`
     does): filters on method and bank, amount limits, the deposit, exclusions."""
     ref = make_reference(db)
     make_store(db, ref, balance=None)
