@@ -73,22 +73,17 @@ def assignment(orders: int) -> None:
         use_database(url)
         world = bench_assignment.build_world(1000, 100)
         ids = bench_assignment.queue_orders(world, orders + 200, seed=1)
-        from jivapay.services import (
-            balance_manager,
-            fraud_detector,
-            order_processor,
-            requisite_counters,
-        )
+        from jivapay.services import balance_manager, fraud_detector, order_processor
 
         _wrap(order_processor, "_main_attempt", "main transaction (all)")
         # The claim opens the transaction (pool checkout, BEGIN) and sets its generic plans.
         _wrap(order_processor, "_claim", "  claim (with the transaction's start)")
         _wrap(fraud_detector, "check_incoming_order", "  fraud check")
-        _wrap(order_processor, "assign", "  assign (all)")
+        _wrap(order_processor, "plan_assignment", "  plan (all)")
         _wrap(order_processor, "find_suitable_requisite", "    selector")
+        _wrap(order_processor, "write_assignment", "  write (all)")
+        _wrap(order_processor, "status_change", "    status change's rows (values)")
         _wrap(balance_manager, "freeze_trader_hold", "    hold")
-        _wrap(requisite_counters, "count_assigned_order", "    counters")
-        _wrap(order_processor, "record_status_change", "    status change")
         for incoming_id in ids[:200]:  # warm-up: prepared statements, caches
             order_processor.process_incoming_order(incoming_id)
         spent.clear()

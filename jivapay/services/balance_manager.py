@@ -18,8 +18,11 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Literal, cast
 
 from sqlalchemy import (
+    CTE,
     BigInteger,
+    ColumnElement,
     DateTime,
+    Insert,
     String,
     Table,
     bindparam,
@@ -391,21 +394,34 @@ def _lock_trader(session: Session, trader_id: int, crypto_currency_id: int) -> B
     )
 
 
+# A hold's bound parameters are named `freeze_*`: the assignment writes its trader hold in a
+# statement with other INSERTs and UPDATEs, which would take a parameter named like one of their
+# columns (`hold_amount`, `order_id`, `created_at` ...) into their column lists.
+_FREEZE_PREFIX = "freeze_"
+
+
 def _freeze_statement(
-    model: type[BalanceStore] | type[BalanceTrader], owner_columns: tuple[str, ...]
-) -> Executable:
-    """The hold as one statement, built once per account kind: a guarded UPDATE of `frozen` (the
-    check and the change, under the row lock it takes) feeding the history INSERT through its
-    RETURNING, so the history row is written exactly when the balance changed, with the numbers
-    after it. Every value is a bound parameter (`owner_<column>`, `amount`, `incoming_order_id`,
-    `order_id`, `created_at`): an execution only binds them, where building and cache-keying the
-    statement anew cost most of a hold's Python time."""
+    model: type[BalanceStore] | type[BalanceTrader],
+    owner_columns: tuple[str, ...],
+    order_id: ColumnElement[int] | None = None,
+) -> Insert:
+    """The hold as one statement: a guarded UPDATE of `frozen` (the check and the change, under
+    the row lock it takes) feeding the history INSERT through its RETURNING, so the history row is
+    written exactly when the balance changed, with the numbers after it; it returns the account's
+    id, and no row when the available balance did not cover the amount. Every value is a bound
+    parameter (`freeze_owner_<column>`, `freeze_amount`, `freeze_incoming_order_id`,
+    `freeze_order_id`, `freeze_created_at`; `_freeze_parameters`), except `order_id` when a
+    caller's statement gives it (the order row it inserts): built once, an execution only binds
+    them, where building and cache-keying the statement anew cost most of a hold's Python time."""
     table = cast(Table, model.__table__)
-    amount = bindparam("amount", type_=CRYPTO)
+    amount = bindparam(_FREEZE_PREFIX + "amount", type_=CRYPTO)
     changed = (
         update(table)
         .where(
-            *(table.c[column] == bindparam(f"owner_{column}") for column in owner_columns),
+            *(
+                table.c[column] == bindparam(f"{_FREEZE_PREFIX}owner_{column}")
+                for column in owner_columns
+            ),
             table.c.balance - table.c.frozen >= amount,
         )
         .values(frozen=table.c.frozen + amount)
@@ -436,17 +452,58 @@ def _freeze_statement(
                 amount,
                 changed.c.balance,
                 changed.c.frozen,
-                bindparam("incoming_order_id", type_=BigInteger),
-                bindparam("order_id", type_=BigInteger),
-                bindparam("created_at", type_=DateTime(timezone=True)),
+                bindparam(_FREEZE_PREFIX + "incoming_order_id", type_=BigInteger),
+                (
+                    order_id
+                    if order_id is not None
+                    else bindparam(_FREEZE_PREFIX + "order_id", type_=BigInteger)
+                ),
+                bindparam(_FREEZE_PREFIX + "created_at", type_=DateTime(timezone=True)),
             ),
         )
-        .returning(history.c[account_column])
+        .returning(history.c[account_column].label("account_id"))
     )
 
 
 # `_freeze_statement` per (account kind, owner columns), built on first use.
 _FREEZE_STATEMENTS: dict[tuple[Any, tuple[str, ...]], Executable] = {}
+
+
+def _freeze_parameters(
+    owner: dict[str, int], *, amount: Decimal, incoming_order_id: int, order_id: int | None
+) -> dict[str, object]:
+    if amount <= 0:
+        raise ValidationFailed("a hold must be positive")
+    return {
+        **{f"{_FREEZE_PREFIX}owner_{column}": value for column, value in owner.items()},
+        _FREEZE_PREFIX + "amount": amount,
+        _FREEZE_PREFIX + "incoming_order_id": incoming_order_id,
+        _FREEZE_PREFIX + "order_id": order_id,
+        _FREEZE_PREFIX + "created_at": utcnow(),
+    }
+
+
+def _frozen(
+    session: Session,
+    model: type[BalanceStore] | type[BalanceTrader],
+    owner: dict[str, int],
+    *,
+    amount: Decimal,
+    account_id: int | None,
+) -> None:
+    """After a hold's statement: `InsufficientBalance` when it froze nothing (`account_id` None),
+    else the account's objects in the session are expired (they hold the numbers before it)."""
+    if account_id is None:
+        conditions = [getattr(model, column) == value for column, value in owner.items()]
+        current = session.execute(select(model.balance - model.frozen).where(*conditions)).scalar()
+        available = current if current is not None else Decimal(0)
+        raise InsufficientBalance(
+            f"available balance {available} does not cover {amount}",
+            extra={"available": str(available), "requested": str(amount)},
+        )
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, model) and obj.id == account_id:
+            session.expire(obj)
 
 
 def _freeze(
@@ -460,35 +517,15 @@ def _freeze(
 ) -> None:
     """Raise `frozen` by `amount` if the available balance covers it, and write the history row,
     in one round trip (`_freeze_statement`): a hold is on the hot paths (intake, assignment)."""
-    if amount <= 0:
-        raise ValidationFailed("a hold must be positive")
+    parameters = _freeze_parameters(
+        owner, amount=amount, incoming_order_id=incoming_order_id, order_id=order_id
+    )
     key = (model, tuple(owner))
     statement = _FREEZE_STATEMENTS.get(key)
     if statement is None:
         statement = _FREEZE_STATEMENTS[key] = _freeze_statement(*key)
-    written = session.execute(
-        statement,
-        {
-            **{f"owner_{column}": value for column, value in owner.items()},
-            "amount": amount,
-            "incoming_order_id": incoming_order_id,
-            "order_id": order_id,
-            "created_at": utcnow(),
-        },
-    ).first()
-    if written is None:
-        conditions = [getattr(model, column) == value for column, value in owner.items()]
-        current = session.execute(select(model.balance - model.frozen).where(*conditions)).scalar()
-        available = current if current is not None else Decimal(0)
-        raise InsufficientBalance(
-            f"available balance {available} does not cover {amount}",
-            extra={"available": str(available), "requested": str(amount)},
-        )
-    balance_id = written[0]
-    # Objects of this row already in the session now hold stale numbers: reload on next access.
-    for obj in list(session.identity_map.values()):
-        if isinstance(obj, model) and obj.id == balance_id:
-            session.expire(obj)
+    account_id = session.execute(statement, parameters).scalar()
+    _frozen(session, model, owner, amount=amount, account_id=account_id)
 
 
 def _release(
@@ -561,11 +598,51 @@ def freeze_trader_hold(
     _freeze(
         session,
         BalanceTrader,
-        {"trader_id": trader_id, "crypto_currency_id": crypto_currency_id},
+        _trader_owner(trader_id, crypto_currency_id),
         amount=amount,
         incoming_order_id=incoming_order_id,
         order_id=order_id,
     )
+
+
+# The same hold as a CTE of the assignment's statement (the order processor's): the hold, its
+# history row and the order row it names are written in one round trip.
+def _trader_owner(trader_id: int, crypto_currency_id: int) -> dict[str, int]:
+    return {"trader_id": trader_id, "crypto_currency_id": crypto_currency_id}
+
+
+def trader_hold_cte(order_id: ColumnElement[int]) -> CTE:
+    """`freeze_trader_hold` as a data-modifying CTE (`trader_hold`) of a caller's statement, whose
+    order row gives `order_id`; its one column, `account_id`, has a row exactly when the hold was
+    taken. Values: `trader_hold_parameters`; then `trader_hold_taken` with what it returned."""
+    return _freeze_statement(BalanceTrader, ("trader_id", "crypto_currency_id"), order_id).cte(
+        "trader_hold"
+    )
+
+
+def trader_hold_parameters(
+    *, trader_id: int, crypto_currency_id: int, amount: Decimal, incoming_order_id: int
+) -> dict[str, object]:
+    """The bound values of `trader_hold_cte` (`ValidationFailed` unless `amount` is positive)."""
+    return _freeze_parameters(
+        _trader_owner(trader_id, crypto_currency_id),
+        amount=amount,
+        incoming_order_id=incoming_order_id,
+        order_id=None,
+    )
+
+
+def trader_hold_taken(
+    session: Session,
+    *,
+    trader_id: int,
+    crypto_currency_id: int,
+    amount: Decimal,
+    account_id: int | None,
+) -> None:
+    """After the statement of `trader_hold_cte`: `InsufficientBalance` when it froze nothing."""
+    owner = _trader_owner(trader_id, crypto_currency_id)
+    _frozen(session, BalanceTrader, owner, amount=amount, account_id=account_id)
 
 
 def release_trader_hold(

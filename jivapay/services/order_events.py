@@ -7,13 +7,13 @@ Written in the transaction of the change, so a notification exists exactly when 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, select
+from sqlalchemy import ColumnElement, Insert, Table, bindparam, func, insert, select
 from sqlalchemy.orm import Session
-from sqlalchemy.sql import Executable
 
 from jivapay import task_names
 from jivapay.database.base import utcnow
@@ -78,39 +78,56 @@ def callback_payload(
     }
 
 
-def _record_statement() -> Executable:
+# The delivery row's bound parameters are named `delivery_<column>`: an INSERT or UPDATE in the
+# same statement (the assignment's, which also moves the intake row) would take a parameter named
+# like one of its columns into its column list (`callback_url` is one of the intake row's).
+_PREFIX = "delivery_"
+_DELIVERY_COLUMNS = (
+    "event_id",
+    "store_id",
+    "incoming_order_id",
+    "order_id",
+    "event_type",
+    "payload",
+    "url",
+    "status",
+    "next_attempt_at",
+    "attempt_count",
+    "created_at",
+    "updated_at",
+)
+
+
+def delivery_insert(order_id: ColumnElement[int] | None = None) -> Insert:
     """The callback row's INSERT with the audit row riding along as a data-modifying CTE (one
-    round trip), built once on the tables (Core, not the ORM): an execution only binds the values,
-    where building, coercing and cache-keying a new statement and an object for the returned row
-    cost 1.06 ms of Python per status change, against 0.37 ms now. The tables' Python-side column
-    defaults do not apply to it: every column is given."""
-    delivery_columns = (
-        "event_id",
-        "store_id",
-        "incoming_order_id",
-        "order_id",
-        "event_type",
-        "payload",
-        "url",
-        "status",
-        "next_attempt_at",
-        "attempt_count",
-        "created_at",
-        "updated_at",
-    )
+    round trip), returning the delivery's id; values are bound parameters (`status_change` gives
+    them) and `order_id`, when given, an expression of the caller's statement (the order row it
+    inserts). Built once by its callers on the tables (Core, not the ORM): an execution only binds
+    the values, where building, coercing and cache-keying a new statement and an object for the
+    returned row cost 1.06 ms of Python per status change, against 0.37 ms then. The tables'
+    Python-side column defaults do not apply to it: every column is given."""
     deliveries = cast(Table, CallbackDelivery.__table__)
-    return (
-        insert(deliveries)
-        .values({c: bindparam(c) for c in delivery_columns})
-        .add_cte(audit_cte())
-        .returning(deliveries.c.id)
-    )
+    values: dict[str, Any] = {c: bindparam(_PREFIX + c) for c in _DELIVERY_COLUMNS}
+    if order_id is not None:
+        values["order_id"] = order_id
+    return insert(deliveries).values(values).add_cte(audit_cte()).returning(deliveries.c.id)
 
 
-_RECORD = _record_statement()
+_RECORD = delivery_insert()
 
 
-def record_status_change(
+@dataclass(frozen=True)
+class StatusChange:
+    """One status change's rows, worked out and not yet written: the bound parameters of
+    `delivery_insert` (with the audit row's), and what follows the write."""
+
+    parameters: dict[str, Any]
+    previous: str | None
+    status: str
+    disabled: bool
+
+
+def status_change(
     session: Session,
     *,
     incoming: IncomingOrder,
@@ -122,9 +139,10 @@ def record_status_change(
     reason: str | None = None,
     level: AuditLevel = AuditLevel.INFO,
     sequence: int | None = None,
-) -> int:
-    """Write the callback delivery row and the audit row of one status change; returns the
-    delivery row's id.
+) -> StatusChange:
+    """The callback delivery row and the audit row of one status change, as parameters of
+    `delivery_insert` (`record_status_change` writes them; the assignment writes them in its own
+    statement). `order`'s id is not read: the statement gives the row's order id.
 
     `sequence`: this change's number when the caller already counted the order's callback rows
     under its row lock (the assignment's claim does, in the same round trip); counted here if not.
@@ -162,26 +180,64 @@ def record_status_change(
         details={"from": previous, "to": status, "actor": actor_kind, "reason": reason},
         level=level,
     )
-    delivery_id: int = session.execute(
-        _RECORD,
-        {
-            **audit,
-            "event_id": event_id,
-            "store_id": incoming.store_id,
-            "incoming_order_id": incoming.id,
-            "order_id": order.id if order else None,
-            "event_type": payload["type"],
-            "payload": payload,
-            "url": url,
-            "status": status_value,
-            "next_attempt_at": None if disabled else at,
-            "attempt_count": 0,
-            "created_at": at,
-            "updated_at": at,
-        },
-    ).scalar_one()
-    transition = ORDER_TRANSITIONS_TOTAL.labels(previous or "none", status)
+    delivery = {
+        "event_id": event_id,
+        "store_id": incoming.store_id,
+        "incoming_order_id": incoming.id,
+        "event_type": payload["type"],
+        "payload": payload,
+        "url": url,
+        "status": status_value,
+        "next_attempt_at": None if disabled else at,
+        "attempt_count": 0,
+        "created_at": at,
+        "updated_at": at,
+    }
+    return StatusChange(
+        parameters={**audit, **{_PREFIX + k: v for k, v in delivery.items()}},
+        previous=previous,
+        status=status,
+        disabled=disabled,
+    )
+
+
+def status_change_written(session: Session, change: StatusChange, delivery_id: int) -> None:
+    """After a status change's rows are written: its metric and its callback's delivery, both
+    once the transaction commits."""
+    transition = ORDER_TRANSITIONS_TOTAL.labels(change.previous or "none", change.status)
     call_after_commit(session, transition.inc, label="order_transition_metric")
-    if not disabled:
+    if not change.disabled:
         enqueue_after_commit(session, task_names.CALLBACKS_DELIVER, delivery_id)
+
+
+def record_status_change(
+    session: Session,
+    *,
+    incoming: IncomingOrder,
+    order: OrderHistory | None,
+    status: str,
+    previous: str | None,
+    actor_user_id: int | None = None,
+    actor_kind: str = "system",
+    reason: str | None = None,
+    level: AuditLevel = AuditLevel.INFO,
+    sequence: int | None = None,
+) -> int:
+    """Write the callback delivery row and the audit row of one status change (`status_change`
+    explains the arguments); returns the delivery row's id."""
+    change = status_change(
+        session,
+        incoming=incoming,
+        order=order,
+        status=status,
+        previous=previous,
+        actor_user_id=actor_user_id,
+        actor_kind=actor_kind,
+        reason=reason,
+        level=level,
+        sequence=sequence,
+    )
+    parameters = {**change.parameters, _PREFIX + "order_id": order.id if order else None}
+    delivery_id: int = session.execute(_RECORD, parameters).scalar_one()
+    status_change_written(session, change, delivery_id)
     return delivery_id

@@ -40,6 +40,7 @@ import structlog
 from sqlalchemy import Table, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session, defer
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.sql import Executable
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import CallbackDelivery, IncomingOrder, MerchantStore, OrderHistory
@@ -53,7 +54,12 @@ from jivapay.enums import AuditLevel, IncomingOrderStatus, OrderStatus, OrderTyp
 from jivapay.money import calculate_commissions, payin_trader_hold
 from jivapay.services import balance_manager, fraud_detector, requisite_counters
 from jivapay.services.fraud_detector import FraudOutcome
-from jivapay.services.order_events import record_status_change
+from jivapay.services.order_events import (
+    delivery_insert,
+    record_status_change,
+    status_change,
+    status_change_written,
+)
 from jivapay.services.requisite_selector import SelectedRequisite, find_suitable_requisite
 from jivapay.utils.config_loader import (
     RuntimeSettings,
@@ -206,19 +212,51 @@ _ORDER_COLUMNS = (
 _ORDER_PREFIX = "order_"
 _INTAKE_PREFIX = "intake_"
 _ASSIGNED_COLUMNS = ("status", "failure_reason", "last_attempt_at", "next_attempt_at", "updated_at")
-# The order row and the intake row's move to `assigned` in one round trip (the intake's UPDATE
-# as a data-modifying CTE), built once on the tables: no unit-of-work flush for either row.
-_INSERT_ORDER = (
-    insert(_ORDERS)
-    .values({column: bindparam(_ORDER_PREFIX + column) for column in _ORDER_COLUMNS})
-    .add_cte(
+
+
+def _assignment_statement(*, trader_hold: bool) -> Executable:
+    """Everything an assignment writes, in one round trip: the order row, the intake row's move to
+    `assigned`, the requisite's counters (`requisite_counters`), the status change's callback and
+    audit rows (`order_events`) and, for a PayIn, the trader's hold with its history row
+    (`balance_manager`), each a data-modifying CTE of one SELECT that returns the new order's id,
+    the delivery's id, the counter rows touched and the held account (none when the deposit did
+    not cover the hold). Each module owns its SQL; this only puts the pieces together. Built once
+    on the tables: an execution only binds the values (`order_*`, `intake_*`, `counter_*`,
+    `delivery_*`, `audit_*`, `freeze_*`; no parameter is named like a column, which an INSERT or
+    UPDATE here would take into its column list). The callback and hold history rows take the
+    order's id from the order row's CTE; PostgreSQL checks their foreign keys at the end of the
+    statement, when that row exists."""
+    intake_assigned = (
         update(_INTAKE)
         .where(_INTAKE.c.id == bindparam("intake_id"))
         .values({c: bindparam(_INTAKE_PREFIX + c) for c in _ASSIGNED_COLUMNS})
         .cte("intake_assigned")
     )
-    .returning(_ORDERS.c.id)
-)
+    order_row = (
+        insert(_ORDERS)
+        .values({column: bindparam(_ORDER_PREFIX + column) for column in _ORDER_COLUMNS})
+        .returning(_ORDERS.c.id)
+        .cte("order_row")
+    )
+    order_id = select(order_row.c.id).scalar_subquery()
+    counter_ctes, counted = requisite_counters.assigned_counter_ctes()
+    delivery = delivery_insert(order_id=order_id).cte("delivery")
+    columns = [
+        order_id.label("order_id"),
+        select(delivery.c.id).scalar_subquery().label("delivery_id"),
+        counted,
+    ]
+    if trader_hold:
+        hold = balance_manager.trader_hold_cte(order_id)
+        columns.append(select(hold.c.account_id).scalar_subquery().label("held_account"))
+    return select(*columns).add_cte(intake_assigned, *counter_ctes)
+
+
+# A PayIn holds the trader's deposit at assignment; a PayOut's hold was taken at intake.
+_WRITE_ASSIGNMENT = {
+    OrderType.PAYIN: _assignment_statement(trader_hold=True),
+    OrderType.PAYOUT: _assignment_statement(trader_hold=False),
+}
 
 
 def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) -> datetime:
@@ -304,8 +342,9 @@ def write_assignment(
     now: datetime,
     callbacks: int | None = None,
 ) -> OrderHistory:
-    """Write what `plan_assignment` decided: the order row with the intake's status, the hold, the
-    counters, the callback and audit rows (flushes, no commit)."""
+    """Write what `plan_assignment` decided: the order row with the intake's status, the counters,
+    the callback and audit rows and a PayIn's hold, in one statement (`_assignment_statement`;
+    flushes, no commit)."""
     chosen, hold, values = plan.chosen, plan.hold, plan.values
     previous = incoming.status
     assigned = {
@@ -315,38 +354,10 @@ def write_assignment(
         "next_attempt_at": None,
         "updated_at": utcnow(),
     }
-    order_id = session.execute(
-        _INSERT_ORDER,
-        {
-            **{_ORDER_PREFIX + k: v for k, v in values.items()},
-            **{_INTAKE_PREFIX + k: v for k, v in assigned.items()},
-            "intake_id": incoming.id,
-        },
-    ).scalar_one()
-    # Written by that statement: the loaded intake object takes the values as committed ones, so
-    # that no flush writes them a second time.
-    for attribute, value in assigned.items():
-        set_committed_value(incoming, attribute, value)
-    # Not added to the session (the row is written): what the status change and callers read.
-    order = OrderHistory(id=order_id, **values)
-    if incoming.order_type == OrderType.PAYIN:
-        balance_manager.freeze_trader_hold(
-            session,
-            trader_id=chosen.trader_id,
-            crypto_currency_id=incoming.crypto_currency_id,
-            amount=hold,
-            incoming_order_id=incoming.id,
-            order_id=order.id,
-        )
-    requisite_counters.count_assigned_order(
-        session,
-        requisite_id=chosen.requisite_id,
-        amount_fiat=incoming.amount_fiat,
-        bucket=chosen.turnover_bucket,
-        day=chosen.turnover_day,
-        now=now,
-    )
-    record_status_change(
+    # Not added to the session (the statement writes the row): what the status change and
+    # callers read; its id comes back from the statement.
+    order = OrderHistory(**values)
+    change = status_change(
         session,
         incoming=incoming,
         order=order,
@@ -354,6 +365,49 @@ def write_assignment(
         previous=previous,
         sequence=None if callbacks is None else callbacks + 1,
     )
+    payin = incoming.order_type == OrderType.PAYIN
+    hold_values = (
+        balance_manager.trader_hold_parameters(
+            trader_id=chosen.trader_id,
+            crypto_currency_id=incoming.crypto_currency_id,
+            amount=hold,
+            incoming_order_id=incoming.id,
+        )
+        if payin
+        else {}
+    )
+    written = session.execute(
+        _WRITE_ASSIGNMENT[OrderType(incoming.order_type)],
+        {
+            **{_ORDER_PREFIX + k: v for k, v in values.items()},
+            **{_INTAKE_PREFIX + k: v for k, v in assigned.items()},
+            "intake_id": incoming.id,
+            **requisite_counters.assigned_counter_parameters(
+                requisite_id=chosen.requisite_id,
+                amount_fiat=incoming.amount_fiat,
+                bucket=chosen.turnover_bucket,
+                day=chosen.turnover_day,
+                now=now,
+            ),
+            **change.parameters,
+            **hold_values,
+        },
+    ).one()
+    if payin:
+        balance_manager.trader_hold_taken(
+            session,
+            trader_id=chosen.trader_id,
+            crypto_currency_id=incoming.crypto_currency_id,
+            amount=hold,
+            account_id=written.held_account,
+        )
+    requisite_counters.check_counted(chosen.requisite_id, written.counted)
+    order.id = written.order_id
+    # Written by that statement: the loaded intake object takes the values as committed ones, so
+    # that no flush writes them a second time.
+    for attribute, value in assigned.items():
+        set_committed_value(incoming, attribute, value)
+    status_change_written(session, change, written.delivery_id)
     session.flush()
     waited = max((now - incoming.created_at).total_seconds(), 0.0)
     latency = ASSIGNMENT_LATENCY_SECONDS.labels(str(incoming.order_type))

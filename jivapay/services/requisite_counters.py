@@ -6,7 +6,8 @@ The selector reads these counters instead of summing order history, so each writ
 step of the order lifecycle (docs/lifecycle.md): assignment opens a slot and adds the order's fiat
 amount to its minute bucket and day; completion closes the slot and keeps the turnover (the money
 moved); cancel and expiry close the slot and take the amount back out. The order row stores the
-bucket and the day it was counted in, so the reverse step subtracts from the same rows.
+bucket and the day it was counted in, so the reverse step subtracts from the same rows. The
+assignment's writes are given as CTEs for the statement that also writes the order row.
 
 Callers hold the requisite row (the selector's `FOR UPDATE` at assignment, or the order row before
 the requisite on close: docs/architecture.md, lock order); the counter rows are upserted after it.
@@ -17,7 +18,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 
-from sqlalchemy import delete, text, update
+from sqlalchemy import CTE, ColumnElement, column, delete, func, select, text, update
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import OrderHistory, ReqTrader, RequisiteTurnoverBucket
@@ -26,26 +27,55 @@ from jivapay.utils.exceptions import InvariantViolation
 # The longest rolling window a requisite may use; older buckets can never count again.
 MAX_WINDOW = timedelta(days=2)
 
-# One round trip: last use, open orders, and the turnover of the order's minute bucket and day.
-_COUNT_ASSIGNED = text(
-    """
-WITH req AS (
-    UPDATE req_traders SET last_used_at = :now, open_orders = open_orders + 1
-    WHERE id = :rid RETURNING id
-), bucket AS (
-    INSERT INTO requisite_turnover_buckets (requisite_id, bucket_start, amount_fiat)
-    VALUES (:rid, :bucket, :amount) ON CONFLICT (requisite_id, bucket_start)
-    DO UPDATE SET amount_fiat = requisite_turnover_buckets.amount_fiat + EXCLUDED.amount_fiat
-    RETURNING 1
-), day AS (
-    INSERT INTO requisite_daily_turnover (requisite_id, day, amount_fiat)
-    VALUES (:rid, :day, :amount) ON CONFLICT (requisite_id, day)
-    DO UPDATE SET amount_fiat = requisite_daily_turnover.amount_fiat + EXCLUDED.amount_fiat
-    RETURNING 1
-)
-SELECT (SELECT count(*) FROM req) + (SELECT count(*) FROM bucket) + (SELECT count(*) FROM day)
-"""
-)
+# An assignment's three counter writes (last use and open orders, the turnover of the order's
+# minute bucket and of its day), as data-modifying CTEs whose bound parameters are named
+# `counter_*` (no column of any table is named so: an INSERT or UPDATE in the same statement would
+# take such a parameter into its column list): the order processor writes them in the statement
+# of the order row (`assigned_counter_ctes`, `assigned_counter_parameters`, `check_counted`).
+_ASSIGNED_WRITES = {
+    "counted_requisite": """
+UPDATE req_traders SET last_used_at = :counter_now, open_orders = open_orders + 1
+WHERE id = :counter_rid RETURNING id""",
+    "counted_bucket": """
+INSERT INTO requisite_turnover_buckets (requisite_id, bucket_start, amount_fiat)
+VALUES (:counter_rid, :counter_bucket, :counter_amount) ON CONFLICT (requisite_id, bucket_start)
+DO UPDATE SET amount_fiat = requisite_turnover_buckets.amount_fiat + EXCLUDED.amount_fiat
+RETURNING requisite_id AS id""",
+    "counted_day": """
+INSERT INTO requisite_daily_turnover (requisite_id, day, amount_fiat)
+VALUES (:counter_rid, :counter_day, :counter_amount) ON CONFLICT (requisite_id, day)
+DO UPDATE SET amount_fiat = requisite_daily_turnover.amount_fiat + EXCLUDED.amount_fiat
+RETURNING requisite_id AS id""",
+}
+
+
+def assigned_counter_ctes() -> tuple[list[CTE], ColumnElement[int]]:
+    """The counter writes of one assignment as CTEs, and the number of rows they touched (3 when
+    all were written) as a column for the statement's result."""
+    ctes = [text(sql).columns(column("id")).cte(name) for name, sql in _ASSIGNED_WRITES.items()]
+    counts = [select(func.count()).select_from(cte).scalar_subquery() for cte in ctes]
+    return ctes, (counts[0] + counts[1] + counts[2]).label("counted")
+
+
+def assigned_counter_parameters(
+    *, requisite_id: int, amount_fiat: Decimal, bucket: datetime, day: date, now: datetime
+) -> dict[str, object]:
+    """The values of `assigned_counter_ctes`: an order of `amount_fiat` assigned at `now`."""
+    return {
+        "counter_rid": requisite_id,
+        "counter_now": now,
+        "counter_amount": amount_fiat,
+        "counter_bucket": bucket,
+        "counter_day": day,
+    }
+
+
+def check_counted(requisite_id: int, counted: int) -> None:
+    """Fail the assignment when its counter writes did not all land (the requisite row is gone)."""
+    if counted != 3:
+        raise InvariantViolation(f"requisite {requisite_id} counters were not updated")
+
+
 # GREATEST: a bucket pruned meanwhile is simply absent (no row updated), never negative.
 _UNCOUNT_BUCKET = text(
     "UPDATE requisite_turnover_buckets SET amount_fiat = GREATEST(amount_fiat - :amount, 0) "
@@ -55,24 +85,6 @@ _UNCOUNT_DAY = text(
     "UPDATE requisite_daily_turnover SET amount_fiat = GREATEST(amount_fiat - :amount, 0) "
     "WHERE requisite_id = :rid AND day = :day"
 )
-
-
-def count_assigned_order(
-    session: Session,
-    *,
-    requisite_id: int,
-    amount_fiat: Decimal,
-    bucket: datetime,
-    day: date,
-    now: datetime,
-) -> None:
-    """An order was assigned to the requisite: one more open order, its amount in bucket and day."""
-    touched = session.execute(
-        _COUNT_ASSIGNED,
-        {"rid": requisite_id, "now": now, "amount": amount_fiat, "bucket": bucket, "day": day},
-    ).scalar_one()
-    if touched != 3:
-        raise InvariantViolation(f"requisite {requisite_id} counters were not updated")
 
 
 def _close_slot(session: Session, order: OrderHistory) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from jivapay.database.base import utcnow
@@ -14,20 +15,24 @@ from jivapay.database.models import (
     BalancePlatform,
     BalanceStore,
     BalanceTrader,
+    BalanceTraderCryptoHistory,
     CallbackDelivery,
     FullRequisitesSettings,
     IncomingOrder,
     OrderHistory,
     ReqTrader,
+    RequisiteDailyTurnover,
+    RequisiteTurnoverBucket,
     TraderCommission,
 )
 from jivapay.enums import IncomingOrderStatus, OrderStatus, OrderType
-from jivapay.services import fraud_lists, order_processor
+from jivapay.services import fraud_lists, order_processor, requisite_counters
 from jivapay.services import order_status_manager as osm
 from jivapay.services.order_events import record_status_change
 from jivapay.services.order_processor import process_incoming_batch, process_incoming_order
 from jivapay.services.reconciliation import reconcile
 from jivapay.utils.config_loader import set_config_value
+from jivapay.utils.exceptions import InvariantViolation
 from tests.factories import make_incoming, make_requisite, make_trader
 from tests.services.order_world import D, balance_row
 from tests.sql_statements import recorded_statements
@@ -324,10 +329,12 @@ def test_assignment_numbers_its_callback_after_the_earlier_ones_and_audits_it(db
     assert db.get(ReqTrader, req.id).open_orders == 1
 
 
-def test_the_order_row_and_the_intake_rows_assignment_are_one_statement(db, world) -> None:  # type: ignore[no-untyped-def]
-    """The order row is inserted and the intake row moved to `assigned` (its failure reason of the
-    earlier attempt cleared, the attempt time set) by one statement; nothing writes the intake row
-    a second time, and the order's payload carries the new row's id."""
+def test_an_assignment_writes_its_rows_and_the_hold_in_one_statement(db, world) -> None:  # type: ignore[no-untyped-def]
+    """The order row is inserted, the intake row moved to `assigned` (its failure reason of the
+    earlier attempt cleared, the attempt time set), the requisite's counters moved, the callback
+    and audit rows written and the trader's deposit held with its history row, all by one
+    statement; nothing writes any of those tables a second time, and the callback and hold rows
+    carry the new order's id."""
     req = world[3]
     incoming, first = _failed_once_then_requisite_approved(db, world)
     at = first.next_attempt_at + timedelta(seconds=1)
@@ -335,8 +342,20 @@ def test_the_order_row_and_the_intake_rows_assignment_are_one_statement(db, worl
         second = process_incoming_order(incoming.id, now=at)
 
     assert second.outcome == IncomingOrderStatus.ASSIGNED
-    intake_writes = [s for s in statements if "UPDATE incoming_orders" in s]
-    assert len(intake_writes) == 1 and "INSERT INTO order_history" in intake_writes[0]
+    writes = [s for s in statements if "INSERT INTO order_history" in s]
+    assert len(writes) == 1
+    written_together = (
+        "UPDATE incoming_orders",
+        "UPDATE req_traders",
+        "INSERT INTO requisite_turnover_buckets",
+        "INSERT INTO requisite_daily_turnover",
+        "INSERT INTO callback_deliveries",
+        "INSERT INTO audit_logs",
+        "UPDATE balance_traders",
+        "INSERT INTO balance_trader_crypto_history",
+    )
+    for write in written_together:
+        assert [s for s in statements if write in s] == writes, write
     db.expire_all()
     row = db.get(IncomingOrder, incoming.id)
     assert (row.status, row.failure_reason, row.next_attempt_at) == ("assigned", None, None)
@@ -351,6 +370,56 @@ def test_the_order_row_and_the_intake_rows_assignment_are_one_statement(db, worl
         select(CallbackDelivery).where(CallbackDelivery.order_id == second.order_id)
     ).one()
     assert callback.payload["data"]["order_id"] == incoming.public_id
+    assert db.get(ReqTrader, req.id).open_orders == 1
+    hold = db.scalars(
+        select(BalanceTraderCryptoHistory).where(
+            BalanceTraderCryptoHistory.order_id == second.order_id
+        )
+    ).one()
+    assert (hold.operation, hold.incoming_order_id) == ("freeze", incoming.id)
+    assert hold.frozen_delta == order.hold_amount > 0
+    audit = db.scalars(
+        select(AuditLog).where(
+            AuditLog.target_id == incoming.public_id, AuditLog.action == "order.pending"
+        )
+    ).one()
+    assert audit.details["to"] == "pending"
+
+
+def test_no_parameter_of_the_assignment_statement_is_named_like_a_column_it_writes() -> None:
+    """An INSERT or UPDATE inside the statement would take an execution parameter named like one
+    of its columns into its column list (a `callback_url` parameter would overwrite the intake
+    row's callback URL): every parameter carries a prefix no column has."""
+    from sqlalchemy.dialects import postgresql
+
+    compiled = order_processor._WRITE_ASSIGNMENT[OrderType.PAYIN].compile(
+        dialect=postgresql.psycopg.dialect()
+    )
+    tables = (
+        BalanceTrader,
+        BalanceTraderCryptoHistory,
+        IncomingOrder,
+        OrderHistory,
+        CallbackDelivery,
+        AuditLog,
+        ReqTrader,
+        RequisiteTurnoverBucket,
+        RequisiteDailyTurnover,
+    )
+    columns = {c.name for model in tables for c in model.__table__.columns}
+    # The compiler's own parameters for columns it fills on UPDATE (the balance row's `updated_at`).
+    generated = {c.name for m in tables for c in m.__table__.columns if c.onupdate is not None}
+    assert "updated_at" in set(compiled.params) & generated
+    given = set(compiled.params) - generated
+    assert len(given) > 40
+    assert given & columns == set()
+
+
+def test_an_assignment_whose_counters_did_not_all_land_is_refused() -> None:
+    """Three counter rows are written per assignment; fewer means the requisite row is gone."""
+    requisite_counters.check_counted(7, 3)
+    with pytest.raises(InvariantViolation, match="requisite 7 counters were not updated"):
+        requisite_counters.check_counted(7, 2)
 
 
 def test_an_assignment_decrypts_nothing(db, world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
@@ -371,3 +440,54 @@ def test_an_assignment_decrypts_nothing(db, world, monkeypatch) -> None:  # type
     monkeypatch.setattr(types, "decrypt_value", counting)
     assert process_incoming_order(incoming.id).outcome == "assigned"
     assert decrypted == []
+
+
+def test_an_assignment_whose_hold_is_not_covered_leaves_nothing_written(  # type: ignore[no-untyped-def]
+    db, world, monkeypatch
+) -> None:
+    """The hold rides in the assignment's statement after the order, counter, callback and audit
+    rows: when the deposit does not cover it (here a hold above the whole deposit), the attempt
+    fails with the deposit's figures and its transaction takes every one of those rows back; the
+    order waits for its retry and the books still reconcile."""
+    ref, store, trader, req = world
+    incoming = make_incoming(db, store, ref, amount_fiat=D("1000.00"))
+    monkeypatch.setattr(order_processor, "payin_trader_hold", lambda *_: D("1000.00000001"))
+
+    result = process_incoming_order(incoming.id)
+
+    assert result.outcome == IncomingOrderStatus.RETRYING
+    assert "available balance 1000" in (result.reason or "")
+    db.expire_all()
+    assert db.get(IncomingOrder, incoming.id).status == "retrying"
+    assert (
+        db.scalars(select(OrderHistory).where(OrderHistory.incoming_order_id == incoming.id)).all()
+        == []
+    )
+    deposit = balance_row(db, BalanceTrader, trader_id=trader.id)
+    assert (deposit.balance, deposit.frozen) == (D("1000"), D("0"))
+    assert db.get(ReqTrader, req.id).open_orders == 0
+    assert (
+        db.scalars(
+            select(RequisiteDailyTurnover).where(RequisiteDailyTurnover.requisite_id == req.id)
+        ).all()
+        == []
+    )
+    assert (
+        db.scalars(
+            select(CallbackDelivery).where(CallbackDelivery.incoming_order_id == incoming.id)
+        ).all()
+        == []
+    )
+    assert (
+        db.scalars(
+            select(AuditLog).where(
+                AuditLog.target_id == incoming.public_id, AuditLog.action == "order.pending"
+            )
+        ).all()
+        == []
+    )
+    holds = select(BalanceTraderCryptoHistory).where(
+        BalanceTraderCryptoHistory.incoming_order_id == incoming.id
+    )
+    assert db.scalars(holds).all() == []
+    assert reconcile(db) == []
