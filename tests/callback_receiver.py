@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.database.models import CallbackDelivery, IncomingOrder, MerchantStore
 from jivapay.security import generate_callback_secret
-from jivapay.services.order_events import record_status_change
+from jivapay.services.order_events import status_change, write_status_change
 from tests.factories import StoreWorld, make_incoming, make_reference, make_store
 
 
@@ -139,9 +139,8 @@ def make_world(db: Session, url: str | None) -> World:
 
 
 def new_delivery(db: Session, world: World, status: str = "failed") -> CallbackDelivery:
-    delivery_id = record_status_change(
-        db, incoming=world.incoming, order=None, status=status, previous="new"
-    )
+    change = status_change(db, incoming=world.incoming, order=None, status=status, previous="new")
+    delivery_id = write_status_change(db, change)
     delivery = db.get(CallbackDelivery, delivery_id)
     assert delivery is not None
     return delivery

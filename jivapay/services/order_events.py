@@ -141,8 +141,8 @@ def status_change(
     sequence: int | None = None,
 ) -> StatusChange:
     """The callback delivery row and the audit row of one status change, as parameters of
-    `delivery_insert` (`record_status_change` writes them; the assignment writes them in its own
-    statement). `order`'s id is not read: the statement gives the row's order id.
+    `delivery_insert`: `write_status_change` writes them, or the assignment in its own statement
+    (which gives the order row's id, not yet known here).
 
     `sequence`: this change's number when the caller already counted the order's callback rows
     under its row lock (the assignment's claim does, in the same round trip); counted here if not.
@@ -184,6 +184,7 @@ def status_change(
         "event_id": event_id,
         "store_id": incoming.store_id,
         "incoming_order_id": incoming.id,
+        "order_id": order.id if order else None,
         "event_type": payload["type"],
         "payload": payload,
         "url": url,
@@ -210,34 +211,9 @@ def status_change_written(session: Session, change: StatusChange, delivery_id: i
         enqueue_after_commit(session, task_names.CALLBACKS_DELIVER, delivery_id)
 
 
-def record_status_change(
-    session: Session,
-    *,
-    incoming: IncomingOrder,
-    order: OrderHistory | None,
-    status: str,
-    previous: str | None,
-    actor_user_id: int | None = None,
-    actor_kind: str = "system",
-    reason: str | None = None,
-    level: AuditLevel = AuditLevel.INFO,
-    sequence: int | None = None,
-) -> int:
-    """Write the callback delivery row and the audit row of one status change (`status_change`
-    explains the arguments); returns the delivery row's id."""
-    change = status_change(
-        session,
-        incoming=incoming,
-        order=order,
-        status=status,
-        previous=previous,
-        actor_user_id=actor_user_id,
-        actor_kind=actor_kind,
-        reason=reason,
-        level=level,
-        sequence=sequence,
-    )
-    parameters = {**change.parameters, _PREFIX + "order_id": order.id if order else None}
-    delivery_id: int = session.execute(_RECORD, parameters).scalar_one()
+def write_status_change(session: Session, change: StatusChange) -> int:
+    """Write the callback delivery row and the audit row of `change`; returns the delivery row's
+    id."""
+    delivery_id: int = session.execute(_RECORD, change.parameters).scalar_one()
     status_change_written(session, change, delivery_id)
     return delivery_id

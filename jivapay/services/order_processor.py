@@ -56,9 +56,9 @@ from jivapay.services import balance_manager, fraud_detector, requisite_counters
 from jivapay.services.fraud_detector import FraudOutcome
 from jivapay.services.order_events import (
     delivery_insert,
-    record_status_change,
     status_change,
     status_change_written,
+    write_status_change,
 )
 from jivapay.services.requisite_selector import SelectedRequisite, find_suitable_requisite
 from jivapay.utils.config_loader import (
@@ -489,14 +489,17 @@ def record_failure(
             incoming.retry_count, runtime_settings(session)
         )
     if incoming.status == IncomingOrderStatus.MANUAL_REVIEW:
-        record_status_change(
+        write_status_change(
             session,
-            incoming=incoming,
-            order=None,
-            status=incoming.status,
-            previous=previous,
-            reason=reason,
-            level=AuditLevel.WARNING,
+            status_change(
+                session,
+                incoming=incoming,
+                order=None,
+                status=incoming.status,
+                previous=previous,
+                reason=reason,
+                level=AuditLevel.WARNING,
+            ),
         )
     session.flush()
     return ProcessResult(
@@ -520,14 +523,17 @@ def fail_incoming(
             incoming_order_id=incoming.id,
             order_id=None,
         )
-    record_status_change(
+    write_status_change(
         session,
-        incoming=incoming,
-        order=None,
-        status=IncomingOrderStatus.FAILED.value,
-        previous=previous,
-        reason=reason,
-        level=AuditLevel.WARNING,
+        status_change(
+            session,
+            incoming=incoming,
+            order=None,
+            status=IncomingOrderStatus.FAILED.value,
+            previous=previous,
+            reason=reason,
+            level=AuditLevel.WARNING,
+        ),
     )
 
 

@@ -32,7 +32,7 @@ from jivapay.database.models import IncomingOrder, OrderHistory
 from jivapay.enums import ActorKind, OrderEvent, OrderStatus, OrderType
 from jivapay.permissions import Permission, check_permission
 from jivapay.services import balance_manager, requisite_counters
-from jivapay.services.order_events import record_status_change
+from jivapay.services.order_events import status_change, write_status_change
 from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, PermissionDenied
 
@@ -230,15 +230,18 @@ def transition(
     order.updated_at = now
     incoming = session.get(IncomingOrder, order.incoming_order_id)
     assert incoming is not None
-    record_status_change(
+    write_status_change(
         session,
-        incoming=incoming,
-        order=order,
-        status=rule.target.value,
-        previous=current.value,
-        actor_user_id=actor.user_id,
-        actor_kind=actor.kind.value,
-        reason=reason,
+        status_change(
+            session,
+            incoming=incoming,
+            order=order,
+            status=rule.target.value,
+            previous=current.value,
+            actor_user_id=actor.user_id,
+            actor_kind=actor.kind.value,
+            reason=reason,
+        ),
     )
     session.flush()
     return TransitionResult(order.id, order.public_id, rule.target, changed=True)

@@ -28,7 +28,7 @@ from jivapay.database.models import (
 from jivapay.enums import IncomingOrderStatus, OrderStatus, OrderType
 from jivapay.services import fraud_lists, order_processor, requisite_counters
 from jivapay.services import order_status_manager as osm
-from jivapay.services.order_events import record_status_change
+from jivapay.services.order_events import status_change, write_status_change
 from jivapay.services.order_processor import process_incoming_batch, process_incoming_order
 from jivapay.services.reconciliation import reconcile
 from jivapay.utils.config_loader import set_config_value
@@ -301,7 +301,10 @@ def test_assignment_numbers_its_callback_after_the_earlier_ones_and_audits_it(db
     # The claim counts the order's callback rows; the callback and the audit row share a statement.
     ref, store, _, req = world
     incoming = make_incoming(db, store, ref, amount_fiat=D("1000.00"))
-    record_status_change(db, incoming=incoming, order=None, status="manual_review", previous="new")
+    change = status_change(
+        db, incoming=incoming, order=None, status="manual_review", previous="new"
+    )
+    write_status_change(db, change)
     db.commit()
 
     result = process_incoming_order(incoming.id)
