@@ -73,7 +73,7 @@ def assignment(orders: int) -> None:
         use_database(url)
         world = bench_assignment.build_world(1000, 100)
         ids = bench_assignment.queue_orders(world, orders + 200, seed=1)
-        from jivapay.services import balance_manager, fraud_detector, order_processor
+        from jivapay.services import fraud_detector, order_processor
 
         _wrap(order_processor, "_main_attempt", "main transaction (all)")
         # The claim opens the transaction (pool checkout, BEGIN) and sets its generic plans.
@@ -83,7 +83,6 @@ def assignment(orders: int) -> None:
         _wrap(order_processor, "find_suitable_requisite", "    selector")
         _wrap(order_processor, "write_assignment", "  write (all)")
         _wrap(order_processor, "status_change", "    status change's rows (values)")
-        _wrap(balance_manager, "freeze_trader_hold", "    hold")
         for incoming_id in ids[:200]:  # warm-up: prepared statements, caches
             order_processor.process_incoming_order(incoming_id)
         spent.clear()
