@@ -177,12 +177,14 @@ def unique() -> str:
 
 @pytest.fixture(autouse=True)
 def _statements_built_by_the_code_under_test() -> None:
-    """Forget the hot paths' statements built once per process (`balance_manager`'s hold), so
-    every test builds them with the code it runs: mutation testing forks each mutant's run from a
-    process that already built them from the unmutated code."""
-    from jivapay.services import balance_manager
+    """Forget the hot paths' statements built once per process (`balance_manager`'s hold, the
+    order processor's assignment write, which holds the hold, the counters and the callback row),
+    so every test builds them with the code it runs: mutation testing forks each mutant's run from
+    a process that already built them from the unmutated code."""
+    from jivapay.services import balance_manager, order_processor
 
     balance_manager._FREEZE_STATEMENTS.clear()
+    order_processor._WRITE_ASSIGNMENT.clear()
 
 
 @pytest.fixture(autouse=True)

@@ -252,11 +252,18 @@ def _assignment_statement(*, trader_hold: bool) -> Executable:
     return select(*columns).add_cte(intake_assigned, *counter_ctes)
 
 
-# A PayIn holds the trader's deposit at assignment; a PayOut's hold was taken at intake.
-_WRITE_ASSIGNMENT = {
-    OrderType.PAYIN: _assignment_statement(trader_hold=True),
-    OrderType.PAYOUT: _assignment_statement(trader_hold=False),
-}
+# Per order type, built on first use: a PayIn holds the trader's deposit at assignment, a PayOut's
+# hold was taken at intake. Not built at import: the test suite forgets it before each test, as it
+# does the hold's own statement, so that mutation testing runs the mutated pieces.
+_WRITE_ASSIGNMENT: dict[OrderType, Executable] = {}
+
+
+def _write_statement(order_type: OrderType) -> Executable:
+    statement = _WRITE_ASSIGNMENT.get(order_type)
+    if statement is None:
+        statement = _assignment_statement(trader_hold=order_type == OrderType.PAYIN)
+        _WRITE_ASSIGNMENT[order_type] = statement
+    return statement
 
 
 def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) -> datetime:
@@ -377,7 +384,7 @@ def write_assignment(
         else {}
     )
     written = session.execute(
-        _WRITE_ASSIGNMENT[OrderType(incoming.order_type)],
+        _write_statement(OrderType(incoming.order_type)),
         {
             **{_ORDER_PREFIX + k: v for k, v in values.items()},
             **{_INTAKE_PREFIX + k: v for k, v in assigned.items()},

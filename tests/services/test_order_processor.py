@@ -395,7 +395,7 @@ def test_no_parameter_of_the_assignment_statement_is_named_like_a_column_it_writ
     row's callback URL): every parameter carries a prefix no column has."""
     from sqlalchemy.dialects import postgresql
 
-    compiled = order_processor._WRITE_ASSIGNMENT[OrderType.PAYIN].compile(
+    compiled = order_processor._write_statement(OrderType.PAYIN).compile(
         dialect=postgresql.psycopg.dialect()
     )
     tables = (
