@@ -12,7 +12,7 @@
 #
 # Uses DATABASE_URL / REDIS_URL like the tests. Results stay in mutants/ (git-ignored). A pattern
 # re-tests every mutant it matches, even those with a result; exact names re-test only those; a
-# changed function's mutants are regenerated and start untested. balance_manager's 707 mutants each
+# changed function's mutants are regenerated and start untested. balance_manager's 871 mutants each
 # create a database and run PostgreSQL-backed tests: about 90 minutes on the 2-core machine shared
 # with other work, so after a first full run re-test by name.
 set -euo pipefail

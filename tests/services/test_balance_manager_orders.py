@@ -101,6 +101,28 @@ def test_a_hold_of_exactly_the_available_amount_passes_and_one_unit_more_does_no
     assert (deposit.balance, deposit.frozen) == (D("1000"), D("1000"))
 
 
+def test_a_trader_hold_names_its_intake_and_order_in_the_history(db: Session, world) -> None:  # type: ignore[no-untyped-def]
+    ref, store, trader = world
+    order = _assign(db, world, "100")
+    incoming = make_incoming(db, store, ref)
+    bm.freeze_trader_hold(
+        db,
+        trader_id=trader.id,
+        crypto_currency_id=ref.crypto.id,
+        amount=D("3.5"),
+        incoming_order_id=incoming.id,
+        order_id=order.id,
+    )
+    row = db.scalars(
+        select(BalanceTraderCryptoHistory).where(
+            BalanceTraderCryptoHistory.frozen_delta == D("3.5")
+        )
+    ).one()
+    assert (row.operation, row.amount) == ("freeze", 0)
+    assert row.frozen_after == order.hold_amount + D("3.5")
+    assert (row.incoming_order_id, row.order_id) == (incoming.id, order.id)
+
+
 def test_a_hold_on_an_account_that_does_not_exist_reports_zero_available(
     db: Session, world
 ) -> None:  # type: ignore[no-untyped-def]

@@ -459,7 +459,9 @@ def test_an_assignment_whose_hold_is_not_covered_leaves_nothing_written(  # type
     result = process_incoming_order(incoming.id)
 
     assert result.outcome == IncomingOrderStatus.RETRYING
-    assert "available balance 1000" in (result.reason or "")
+    assert result.reason == (
+        "insufficient_balance: available balance 1000.00000000 does not cover 1000.00000001"
+    )
     db.expire_all()
     assert db.get(IncomingOrder, incoming.id).status == "retrying"
     assert (
