@@ -391,8 +391,8 @@ def test_an_assignment_writes_its_rows_and_the_hold_in_one_statement(db, world) 
 
 def test_no_parameter_of_the_assignment_statement_is_named_like_a_column_it_writes() -> None:
     """An INSERT or UPDATE inside the statement would take an execution parameter named like one
-    of its columns into its column list (a `callback_url` parameter would overwrite the intake
-    row's callback URL): every parameter carries a prefix no column has."""
+    of its columns into its column list (a `callback_url` parameter put that column into the intake
+    row's SET clause, and the statement failed): every parameter carries a prefix no column has."""
     from sqlalchemy.dialects import postgresql
 
     compiled = order_processor._write_statement(OrderType.PAYIN).compile(
