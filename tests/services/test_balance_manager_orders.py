@@ -60,6 +60,20 @@ def _assign(
     return order
 
 
+def _hold(  # type: ignore[no-untyped-def]
+    db: Session, ref, trader_id: int, amount: Decimal, incoming_order_id: int, order_id=None
+) -> None:
+    """A trader hold taken on its own (`freeze_trader_hold`), as an assignment's would be."""
+    bm.freeze_trader_hold(
+        db,
+        trader_id=trader_id,
+        crypto_currency_id=ref.crypto.id,
+        amount=amount,
+        incoming_order_id=incoming_order_id,
+        order_id=order_id,
+    )
+
+
 # --------------------------------------------------------------------------- holds
 
 
@@ -68,35 +82,14 @@ def test_a_hold_of_exactly_the_available_amount_passes_and_one_unit_more_does_no
 ) -> None:  # type: ignore[no-untyped-def]
     ref, store, trader = world
     # A first hold leaves 1000 - 400 = 600 available.
-    bm.freeze_trader_hold(
-        db,
-        trader_id=trader.id,
-        crypto_currency_id=ref.crypto.id,
-        amount=D("400"),
-        incoming_order_id=make_incoming(db, store, ref).id,
-        order_id=None,  # type: ignore[arg-type]
-    )
+    _hold(db, ref, trader.id, D("400"), make_incoming(db, store, ref).id)
     second = make_incoming(db, store, ref)
     with pytest.raises(
         InsufficientBalance, match=r"available balance 600\.0+ does not cover 600\.00000001"
     ) as err:
-        bm.freeze_trader_hold(
-            db,
-            trader_id=trader.id,
-            crypto_currency_id=ref.crypto.id,
-            amount=D("600.00000001"),
-            incoming_order_id=second.id,
-            order_id=None,  # type: ignore[arg-type]
-        )
+        _hold(db, ref, trader.id, D("600.00000001"), second.id)
     assert err.value.extra == {"available": "600.00000000", "requested": "600.00000001"}
-    bm.freeze_trader_hold(
-        db,
-        trader_id=trader.id,
-        crypto_currency_id=ref.crypto.id,
-        amount=D("600"),
-        incoming_order_id=second.id,
-        order_id=None,  # type: ignore[arg-type]
-    )
+    _hold(db, ref, trader.id, D("600"), second.id)
     deposit = _fresh(db, BalanceTrader, trader_id=trader.id)
     assert (deposit.balance, deposit.frozen) == (D("1000"), D("1000"))
 
@@ -105,14 +98,7 @@ def test_a_trader_hold_names_its_intake_and_order_in_the_history(db: Session, wo
     ref, store, trader = world
     order = _assign(db, world, "100")
     incoming = make_incoming(db, store, ref)
-    bm.freeze_trader_hold(
-        db,
-        trader_id=trader.id,
-        crypto_currency_id=ref.crypto.id,
-        amount=D("3.5"),
-        incoming_order_id=incoming.id,
-        order_id=order.id,
-    )
+    _hold(db, ref, trader.id, D("3.5"), incoming.id, order_id=order.id)
     row = db.scalars(
         select(BalanceTraderCryptoHistory).where(
             BalanceTraderCryptoHistory.frozen_delta == D("3.5")
@@ -129,14 +115,7 @@ def test_a_hold_on_an_account_that_does_not_exist_reports_zero_available(
     ref, store, _ = world
     other = make_trader(db, ref, deposit=None)
     with pytest.raises(InsufficientBalance) as err:
-        bm.freeze_trader_hold(
-            db,
-            trader_id=other.id,
-            crypto_currency_id=ref.crypto.id,
-            amount=D("1"),
-            incoming_order_id=make_incoming(db, store, ref).id,
-            order_id=None,  # type: ignore[arg-type]
-        )
+        _hold(db, ref, other.id, D("1"), make_incoming(db, store, ref).id)
     assert err.value.extra == {"available": "0", "requested": "1"}
 
 
@@ -252,14 +231,7 @@ def test_a_balance_row_already_in_the_session_sees_the_new_frozen(db: Session, w
     ref, store, trader = world
     deposit = db.scalars(select(BalanceTrader).where(BalanceTrader.trader_id == trader.id)).one()
     assert deposit.frozen == 0
-    bm.freeze_trader_hold(
-        db,
-        trader_id=trader.id,
-        crypto_currency_id=ref.crypto.id,
-        amount=D("12.5"),
-        incoming_order_id=make_incoming(db, store, ref).id,
-        order_id=None,  # type: ignore[arg-type]
-    )
+    _hold(db, ref, trader.id, D("12.5"), make_incoming(db, store, ref).id)
     assert deposit.frozen == D("12.5")  # the same object, not a re-query
 
 
@@ -276,14 +248,7 @@ def test_a_hold_expires_only_its_balance_row_in_the_session(db: Session, world) 
     store_balance = db.scalars(
         select(BalanceStore).where(BalanceStore.store_id == store.store.id)
     ).one()
-    bm.freeze_trader_hold(
-        db,
-        trader_id=trader.id,
-        crypto_currency_id=ref.crypto.id,
-        amount=D("1"),
-        incoming_order_id=make_incoming(db, store, ref).id,
-        order_id=None,  # type: ignore[arg-type]
-    )
+    _hold(db, ref, trader.id, D("1"), make_incoming(db, store, ref).id)
     assert not sa_inspect(setting).expired and not sa_inspect(store_balance).expired
 
 
