@@ -10,12 +10,37 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+from psycopg import _queries as psycopg_queries
 from psycopg.pq import TransactionStatus
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from jivapay.config import get_settings
 from jivapay.utils.exceptions import ConfigurationError
+
+# psycopg turns a query's `%(name)s` placeholders into `$n` by parsing its text, and caches the
+# result per text only for texts of at most 4,096 bytes with at most 50 parameters (a guard for
+# ORMs that generate ever-new texts): a longer statement is parsed again on every execution. The
+# assignment's one write statement is over 5,000 bytes with over 60 parameters, and re-parsing it
+# cost 0.2 ms of a worker's CPU per assignment (docs/performance.md). This code base executes a
+# fixed set of statements, so the limits are raised for all of them; the cache stays psycopg's LRU
+# of 128 texts, and a statement above these limits is still parsed each time, as before.
+QUERY_CACHE_MAX_BYTES = 16_384
+QUERY_CACHE_MAX_PARAMETERS = 128
+
+
+def cache_long_statements() -> None:
+    """Let psycopg cache the conversion of statements up to `QUERY_CACHE_MAX_BYTES` and
+    `QUERY_CACHE_MAX_PARAMETERS` (called on import; a test checks psycopg still reads them)."""
+    psycopg_queries.MAX_CACHED_STATEMENT_LENGTH = max(
+        psycopg_queries.MAX_CACHED_STATEMENT_LENGTH, QUERY_CACHE_MAX_BYTES
+    )
+    psycopg_queries.MAX_CACHED_STATEMENT_PARAMS = max(
+        psycopg_queries.MAX_CACHED_STATEMENT_PARAMS, QUERY_CACHE_MAX_PARAMETERS
+    )
+
+
+cache_long_statements()
 
 _lock = threading.RLock()  # get_session_factory() calls get_engine() while holding it
 _engine: Engine | None = None

@@ -418,6 +418,64 @@ def test_no_parameter_of_the_assignment_statement_is_named_like_a_column_it_writ
     assert given & columns == set()
 
 
+def test_an_assignment_is_four_statements_and_reads_the_store_once(db, world) -> None:  # type: ignore[no-untyped-def]
+    """The claim (with the order's store), the selector's two and the write, once the process's
+    caches are warm: a store attribute the claim does not load would cost a fifth."""
+    ref, store, _trader, _req = world
+    warm_up, incoming = (make_incoming(db, store, ref, amount_fiat=D(a)) for a in ("100", "200"))
+    db.commit()
+    # The first fills the process's caches (settings, currency codes), as a worker's first does.
+    assert process_incoming_order(warm_up.id).outcome == "assigned"
+    with recorded_statements() as statements:
+        assert process_incoming_order(incoming.id).outcome == "assigned"
+    executed = [s for s in statements if "SAVEPOINT" not in s]  # the test's outer transaction
+    assert len(executed) == 4, executed
+    assert sum("FROM merchant_stores" in s or "JOIN merchant_stores" in s for s in executed) == 1
+
+
+def test_the_assignment_statement_is_not_parsed_again_on_each_execution(db, world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """psycopg caches the conversion of a statement's placeholders only for texts within its size
+    limits, which `database.engine` raises: the write statement, too long for psycopg's own
+    limits, was parsed in full on every assignment (0.2 ms of CPU each)."""
+    from psycopg import _queries
+
+    ref, store, _trader, _req = world
+    incoming = make_incoming(db, store, ref, amount_fiat=D("1000.00"))
+    db.commit()
+    parsed: list[bytes] = []
+    uncached = _queries._query2pg_nocache
+
+    def counting(query: bytes, encoding: str) -> Any:
+        parsed.append(bytes(query))
+        return uncached(query, encoding)
+
+    # Only the uncached path calls the module's function; the cache wraps the original.
+    monkeypatch.setattr(_queries, "_query2pg_nocache", counting)
+    assert process_incoming_order(incoming.id).outcome == "assigned"
+    assert [q[:40] for q in parsed if b"INSERT INTO order_history" in q] == []
+
+
+@pytest.mark.parametrize("order_type", [OrderType.PAYIN, OrderType.PAYOUT])
+def test_the_assignment_statement_fits_the_statement_cache(order_type: OrderType) -> None:
+    """The write statement stays within the limits under which psycopg caches its conversion
+    (raised by `database.engine`, and still the ones psycopg reads): a statement that outgrows
+    them is parsed again on every assignment."""
+    from psycopg import _queries
+    from sqlalchemy.dialects import postgresql
+
+    from jivapay.database import engine
+
+    compiled = order_processor._write_statement(order_type).compile(
+        dialect=postgresql.psycopg.dialect()
+    )
+    assert _queries.MAX_CACHED_STATEMENT_LENGTH == engine.QUERY_CACHE_MAX_BYTES
+    assert _queries.MAX_CACHED_STATEMENT_PARAMS == engine.QUERY_CACHE_MAX_PARAMETERS
+    size, parameters = len(str(compiled).encode()), len(compiled.params)
+    assert size <= engine.QUERY_CACHE_MAX_BYTES and parameters <= engine.QUERY_CACHE_MAX_PARAMETERS
+    # Beyond psycopg's own limits (4,096 bytes, 50 parameters): why they are raised.
+    assert size > 4096 or parameters > 50
+
+
 def test_an_assignment_whose_counters_did_not_all_land_is_refused() -> None:
     """Three counter rows are written per assignment; fewer means the requisite row is gone."""
     requisite_counters.check_counted(7, 3)
