@@ -19,6 +19,7 @@ ORDERS_EXPIRE_OVERDUE: Final = "orders.expire_overdue"
 ORDERS_ESCALATE_UNCONFIRMED: Final = "orders.escalate_unconfirmed"
 
 CALLBACKS_DELIVER: Final = "callbacks.deliver"
+CALLBACKS_DELIVER_BATCH: Final = "callbacks.deliver_batch"
 CALLBACKS_SWEEP_DUE: Final = "callbacks.sweep_due"
 
 REFERENCE_REFRESH_RATES: Final = "reference.refresh_rates"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, create_engine, text
@@ -158,6 +159,22 @@ def committed_db(services: dict[str, str]) -> Iterator[sessionmaker[Session]]:
         from jivapay.services import reference_data
 
         reference_data.clear_cache()
+
+
+@pytest.fixture
+def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, Any]]:
+    """What is published through `task_queue.send_task` during the test, as (task name, first
+    argument), instead of reaching the broker; every publish must be a single attempt."""
+    from jivapay import task_queue
+
+    out: list[tuple[str, Any]] = []
+
+    def capture(name: str, *args: Any, **options: Any) -> None:
+        assert options == task_queue.PUBLISH_ONCE
+        out.append((name, args[0]))
+
+    monkeypatch.setattr(task_queue, "send_task", capture)
+    return out
 
 
 @pytest.fixture

@@ -34,6 +34,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "jivapay.task_names": HTTP + UPPER + ("jivapay.services",),
     "jivapay.task_queue": HTTP + UPPER + ("jivapay.services",),
     "jivapay.intake_dispatch": HTTP + UPPER + ("jivapay.services",),
+    "jivapay.callback_dispatch": HTTP + UPPER + ("jivapay.services",),
+    "jivapay.batch_dispatch": HTTP + UPPER + ("jivapay.services",),
 }
 # A re-export kept for branches written before the HTTP handlers moved to `servers`; remove both
 # this entry and the module once nothing imports the old path.

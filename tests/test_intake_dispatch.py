@@ -15,25 +15,14 @@ from typing import Any
 import pytest
 
 from jivapay import task_names, task_queue
-from jivapay.intake_dispatch import IntakeDispatcher
+from jivapay.batch_dispatch import BatchDispatcher
+from jivapay.intake_dispatch import publish_tasks
 
 Sent = list[tuple[str, Any]]
 
 
-@pytest.fixture
-def sent(monkeypatch: pytest.MonkeyPatch) -> Sent:
-    out: Sent = []
-
-    def capture(name: str, *args: Any, **options: Any) -> None:
-        assert options == task_queue.PUBLISH_ONCE
-        out.append((name, args[0]))
-
-    monkeypatch.setattr(task_queue, "send_task", capture)
-    return out
-
-
 def test_a_lone_order_goes_out_at_once_on_its_own_message(sent: Sent) -> None:
-    dispatcher = IntakeDispatcher()
+    dispatcher = BatchDispatcher(publish_tasks)
     dispatcher.submit(41)
     assert dispatcher.flush(5)
     assert sent == [(task_names.ORDERS_PROCESS, 41)]
@@ -42,7 +31,7 @@ def test_a_lone_order_goes_out_at_once_on_its_own_message(sent: Sent) -> None:
 def test_with_a_linger_orders_heard_together_share_a_message_and_a_full_batch_does_not_wait(
     sent: Sent,
 ) -> None:
-    dispatcher = IntakeDispatcher(max_batch=4, linger_seconds=0.5)
+    dispatcher = BatchDispatcher(publish_tasks, max_batch=4, linger_seconds=0.5)
     for incoming_id in (1, 2, 3):  # within the linger: one message
         dispatcher.submit(incoming_id)
     assert dispatcher.flush(5)
@@ -68,7 +57,7 @@ def test_a_backlog_goes_out_in_batches_of_at_most_max_batch(
         capture(name, *args, **options)
 
     monkeypatch.setattr(task_queue, "send_task", slow_broker)
-    dispatcher = IntakeDispatcher(max_batch=20)
+    dispatcher = BatchDispatcher(publish_tasks, max_batch=20)
     dispatcher.submit(0)
     assert started.wait(5)  # the thread is inside the first publish: the rest wait behind it
     for incoming_id in range(1, 46):
@@ -102,17 +91,17 @@ def test_a_failed_publish_is_reported_and_the_next_one_goes_out(
         "jivapay.utils.notifications.report_critical_error",
         lambda exc, message, **context: reported.append(f"{message}: {exc}"),
     )
-    dispatcher = IntakeDispatcher()
+    dispatcher = BatchDispatcher(publish_tasks, name="intake-dispatch")
     dispatcher.submit(1)
     assert dispatcher.flush(5)
     dispatcher.submit(2)
     assert dispatcher.flush(5)
-    assert reported == ["intake dispatch failed: broker down"]
+    assert reported == ["intake-dispatch failed: broker down"]
     assert sent == [(task_names.ORDERS_PROCESS, 2)]  # order 1 is left to the sweeper
 
 
 def test_a_forked_process_starts_its_own_thread(sent: Sent) -> None:
-    dispatcher = IntakeDispatcher()
+    dispatcher = BatchDispatcher(publish_tasks)
     dispatcher.submit(1)
     assert dispatcher.flush(5)
     parent_thread = dispatcher._thread

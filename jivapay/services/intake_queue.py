@@ -35,11 +35,11 @@ from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
+from jivapay.batch_dispatch import BatchDispatcher
 from jivapay.database.engine import get_engine
 from jivapay.database.models import IncomingOrder
 from jivapay.database.utils import call_after_commit
 from jivapay.enums import IncomingOrderStatus
-from jivapay.intake_dispatch import IntakeDispatcher
 
 CHANNEL = "jivapay_intake"  # a plain identifier: LISTEN takes it unquoted
 # A NOTIFY payload holds under 8,000 bytes: 200 ids of up to 19 digits and a comma fit in 4,000.
@@ -97,7 +97,9 @@ def parse(payload: str) -> list[int] | None:
 # A few milliseconds of linger let the ids of concurrent requests share one statement (measured:
 # bench/intake.py, docs/performance.md); a lone order still goes out after them.
 LINGER_SECONDS = 0.01
-announcer = IntakeDispatcher(notify, max_batch=MAX_IDS_PER_NOTIFY, linger_seconds=LINGER_SECONDS)
+announcer = BatchDispatcher(
+    notify, max_batch=MAX_IDS_PER_NOTIFY, linger_seconds=LINGER_SECONDS, name="intake-announcer"
+)
 atexit.register(announcer.flush, 2.0)
 
 

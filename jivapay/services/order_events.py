@@ -15,7 +15,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Insert, Table, bindparam, func, insert, select
 from sqlalchemy.orm import Session
 
-from jivapay import task_names
+from jivapay import callback_dispatch
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
     CallbackDelivery,
@@ -25,7 +25,7 @@ from jivapay.database.models import (
     MerchantStore,
     OrderHistory,
 )
-from jivapay.database.utils import call_after_commit, enqueue_after_commit
+from jivapay.database.utils import call_after_commit
 from jivapay.enums import AuditLevel, CallbackStatus
 from jivapay.services.audit_logger import audit_cte, audit_parameters
 from jivapay.services.reference_data import currency_code
@@ -208,7 +208,10 @@ def status_change_written(session: Session, change: StatusChange, delivery_id: i
     transition = ORDER_TRANSITIONS_TOTAL.labels(change.previous or "none", change.status)
     call_after_commit(session, transition.inc, label="order_transition_metric")
     if not change.disabled:
-        enqueue_after_commit(session, task_names.CALLBACKS_DELIVER, delivery_id)
+        # Published from the dispatcher's thread, coalesced with other deliveries committed
+        # together (`callback_dispatch`): the committing worker does not pay for a message.
+        submit = callback_dispatch.dispatcher.submit
+        call_after_commit(session, lambda: submit(delivery_id), label="callback_dispatch")
 
 
 def write_status_change(session: Session, change: StatusChange) -> int:

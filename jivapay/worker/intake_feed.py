@@ -28,11 +28,11 @@ import psycopg
 import structlog
 from sqlalchemy import make_url
 
+from jivapay.batch_dispatch import BatchDispatcher
 from jivapay.config import get_settings
 from jivapay.database.base import utcnow
 from jivapay.database.engine import normalize_database_url
 from jivapay.database.utils import read_session
-from jivapay.intake_dispatch import IntakeDispatcher
 from jivapay.services.intake_queue import CHANNEL, parse, recent_new_order_ids
 
 log = structlog.get_logger(__name__)
@@ -48,7 +48,7 @@ def conninfo(database_url: str | None = None) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def catch_up(dispatcher: IntakeDispatcher, since: datetime) -> int:
+def catch_up(dispatcher: BatchDispatcher, since: datetime) -> int:
     """Submit the `new` orders queued since `since`, which a listener that just connected may have
     missed."""
     with read_session() as session:
@@ -60,7 +60,7 @@ def catch_up(dispatcher: IntakeDispatcher, since: datetime) -> int:
 
 def run(
     stop: threading.Event,
-    dispatcher: IntakeDispatcher,
+    dispatcher: BatchDispatcher,
     *,
     poll_seconds: float = 1.0,
     retry_seconds: float = 1.0,

@@ -433,7 +433,9 @@ def test_an_assignment_is_four_statements_and_reads_the_store_once(db, world) ->
     assert sum("FROM merchant_stores" in s or "JOIN merchant_stores" in s for s in executed) == 1
 
 
-def test_the_assignment_statement_is_not_parsed_again_on_each_execution(db, world, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+def test_the_assignment_statement_is_not_parsed_again_on_each_execution(
+    db, world, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     """psycopg caches the conversion of a statement's placeholders only for texts within its size
     limits, which `database.engine` raises: the write statement, too long for psycopg's own
     limits, was parsed in full on every assignment (0.2 ms of CPU each)."""

@@ -29,10 +29,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text, update
 
 from jivapay import task_queue
+from jivapay.batch_dispatch import BatchDispatcher
 from jivapay.database.base import utcnow
 from jivapay.database.models import IncomingOrder
 from jivapay.database.utils import atomic_transaction, read_session
-from jivapay.intake_dispatch import IntakeDispatcher
+from jivapay.intake_dispatch import publish_tasks
 from jivapay.services import intake_queue
 from jivapay.worker import intake_feed
 from tests.factories import StoreWorld, gateway_headers, make_reference, make_store
@@ -54,7 +55,7 @@ class Feed:
     def start(self, retry_seconds: float = 0.2) -> None:
         self.thread = threading.Thread(
             target=intake_feed.run,
-            args=(self.stop, IntakeDispatcher()),
+            args=(self.stop, BatchDispatcher(publish_tasks)),
             kwargs={
                 "poll_seconds": 0.2,
                 "retry_seconds": retry_seconds,
