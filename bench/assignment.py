@@ -55,14 +55,28 @@ MINUTES_30_DAYS = 30 * 24 * 60
 # --------------------------------------------------------------------------- the world
 
 
-def build_world(requisites: int, traders: int) -> dict[str, int]:
-    """Reference data, one store, traders with large deposits, requisites with non-binding limits."""
+# Where the store's callbacks would go. Nothing listens and no callback worker runs: what the
+# benchmark measures is what an assignment pays for its callback, as with a merchant that has a
+# callback URL (the messages are counted and deleted at the end, `drop_redis_keys`).
+CALLBACK_URL = "http://127.0.0.1:9/bench-callbacks"
+
+
+def build_world(requisites: int, traders: int, *, callbacks: bool = True) -> dict[str, int]:
+    """Reference data, one store (with a callback URL unless `callbacks` is off), traders with
+    large deposits, requisites with non-binding limits."""
     from jivapay.database.utils import atomic_transaction
     from tests.factories import make_reference, make_requisite, make_store, make_trader
 
     with atomic_transaction() as session:
         ref = make_reference(session, rate=RATE)
-        store = make_store(session, ref, payin_percent=D("5"), upper=D("100000"), balance=None)
+        store = make_store(
+            session,
+            ref,
+            payin_percent=D("5"),
+            upper=D("100000"),
+            balance=None,
+            callback_url=CALLBACK_URL if callbacks else None,
+        )
         people = [
             make_trader(session, ref, payin_percent=D("3"), deposit=D("1000000"), priority=5)
             for _ in range(traders)
@@ -411,7 +425,7 @@ def alternate_p2(
     }
     with scratch_database("jivapay_bench_small") as small_url:
         use_database(small_url)
-        small_world = build_world(args.requisites, args.traders)
+        small_world = build_world(args.requisites, args.traders, callbacks=not args.no_callbacks)
         grow_history(small_url, small_world, 0, small_size)
         places = {"small": (small_url, small_world), "large": large}
         for n in range(rounds):
@@ -547,13 +561,24 @@ def set_rollup_trigger(url: str, state: str) -> None:
     engine.dispose()
 
 
+def bench_queue() -> str:
+    """The Celery queue of this run's messages (the assignments' callbacks), deleted at the end."""
+    return os.environ.setdefault("CELERY_TASK_QUEUE", f"jivapay-bench-{os.getpid()}")
+
+
 def drop_redis_keys(url: str) -> None:
-    """Delete this run's keys (fraud counters) from Redis: `jivapay:<database name>:*`."""
+    """Delete this run's keys (fraud counters) from Redis, `jivapay:<database name>:*`, and its
+    queue of callback messages (printing how many there were)."""
     import redis
 
     name = make_url(url).database
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
     try:
+        queue = bench_queue()
+        messages = client.llen(queue)
+        if messages:
+            print(f"callback messages published: {messages}")
+        client.delete(queue, f"_kombu.binding.{queue}")
         keys = list(client.scan_iter(match=f"jivapay:{name}:*", count=1000))
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])
@@ -599,6 +624,12 @@ def main() -> None:
         "per transaction, side by side",
     )
     parser.add_argument(
+        "--no-callbacks",
+        action="store_true",
+        help="a store without a callback URL (no callback message per assignment), as the "
+        "benchmark's world was before 2026-12-07",
+    )
+    parser.add_argument(
         "--p2-rounds",
         type=int,
         default=0,
@@ -612,6 +643,7 @@ def main() -> None:
     os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/0")
     os.environ.setdefault("LOG_LEVEL", "WARNING")
     os.environ.setdefault("LOG_JSON", "false")
+    bench_queue()
 
     print(f"server: {make_url(base_url()).render_as_string(hide_password=True)}")
     print(f"cores: {os.cpu_count()}, workers: {args.workers}, orders per run: {args.orders}")
@@ -622,7 +654,7 @@ def main() -> None:
     with scratch_database("jivapay_bench") as url:
         use_database(url)
         t0 = time.monotonic()
-        world = build_world(args.requisites, args.traders)
+        world = build_world(args.requisites, args.traders, callbacks=not args.no_callbacks)
         print(
             f"world: {args.requisites} requisites over {args.traders} traders "
             f"in {time.monotonic() - t0:.1f} s"
