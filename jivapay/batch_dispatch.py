@@ -108,7 +108,7 @@ class BatchDispatcher:
     def _send(self, batch: list[int]) -> None:
         try:
             self.send(batch)
-        except Exception as exc:  # the sweeper re-sends what is still `new`
+        except Exception as exc:  # a sweeper re-sends what the database still holds as due
             log.warning("batch_dispatch_failed", name=self.name, count=len(batch), error=str(exc))
             from jivapay.utils.notifications import report_critical_error
 

@@ -3,8 +3,8 @@
 
 Every status change writes a callback delivery row (`services.order_events`) and, once its
 transaction commits, submits the row's id here instead of publishing a Celery message from the
-committing thread: one message cost the assigning worker about 0.6 ms of CPU (1.5 ms on a slow
-spell of the development machine, a quarter of an assignment; docs/performance.md). The thread
+committing thread: one message cost the assigning worker about 0.6 ms of CPU (1.6-1.8 ms on a
+slow spell of the development machine, a fifth of an assignment; docs/performance.md). The thread
 publishes `callbacks.deliver` for a lone delivery and `callbacks.deliver_batch` for the ones
 committed within `LINGER_SECONDS` of each other, which the callback worker attempts side by side
 (`worker.callback_tasks`). A delivery the process did not publish (killed, broker down) is a
