@@ -205,6 +205,15 @@ def _statements_built_by_the_code_under_test() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_callback_messages_from_earlier_tests() -> None:
+    """Publish what an earlier test's commits left with the callback dispatcher (it lingers
+    20 ms) before this test starts, so that it never lands in this test's captured messages."""
+    from jivapay import callback_dispatch
+
+    callback_dispatch.dispatcher.flush(10)
+
+
+@pytest.fixture(autouse=True)
 def _isolated_rate_limits() -> Iterator[None]:
     """Each test counts its own rate limits: every TestClient request comes from one client IP."""
     from jivapay.middleware.rate_limiting import reset_rate_limiter
