@@ -105,6 +105,7 @@ def test_killed_workers_lose_no_order(
         # Recovery: what the dead workers held is still `new` (their transactions rolled back)
         # or `retrying`; the sweeper finds it in the database and enqueues it again.
         while open_orders() and time.monotonic() - started < DEADLINE:
+            workers.revive()
             if time.monotonic() - last_sweep >= SWEEP_EVERY:
                 ids = due_intake_orders(now=utcnow(), limit=300)
                 enqueue(ids)

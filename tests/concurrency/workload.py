@@ -482,6 +482,15 @@ class Workers:
             assert time.monotonic() < deadline, f"worker {slot} started no pool\n{self.log_tail()}"
             time.sleep(0.1)
 
+    def revive(self) -> None:
+        """Start again every worker whose master has died by itself (Celery's master gives up when
+        a pool process dies during its start-up handshake, which a loaded machine makes likelier),
+        as a deployment's supervisor would."""
+        for slot, proc in list(self.procs.items()):
+            if proc.poll() is not None:
+                self.restarts += 1
+                self.start(slot)
+
     def kill_child(self, slot: int) -> None:
         """SIGKILL one pool process of worker `slot` (its master forks a new one)."""
         self.wait_for_pool(slot)
