@@ -229,8 +229,9 @@ def celery_worker(services: dict[str, str], unique: str, tmp_path):  # type: ign
     the `jivapay intake-feed` that hands it the intake orders this test commits (this worker's
     database is its own, so no other test's NOTIFY reaches it).
 
-    Tasks this process sends go to that queue too. Yields a callable that starts (or restarts)
-    the worker with a given concurrency and returns its Popen, so tests can kill it.
+    Tasks this process sends go to that queue too. The feed starts with the fixture; it yields a
+    callable that starts (or restarts) the worker with a given concurrency and returns its Popen,
+    so tests can kill it.
     """
     import subprocess
     import sys
@@ -281,10 +282,13 @@ def celery_worker(services: dict[str, str], unique: str, tmp_path):  # type: ign
             argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         procs.append(proc)
-        if not feeds:
-            start_feed()  # it catches up on connecting: orders committed before it still go
         return proc
 
+    # Listening before the test commits anything: on connecting the feed catches up only the
+    # orders of the last `CATCH_UP_SECONDS` (older ones are the sweeper's, which no test runs), and
+    # a test that starts its worker later (the payer page's walk opens three pages first) may take
+    # longer than that on a loaded machine. Its messages wait in the queue for the worker.
+    start_feed()
     try:
         yield start
     finally:
