@@ -176,7 +176,7 @@ def fill(world: dict[str, Any], orders: int) -> None:
         sizes = conn.execute(
             text(
                 "SELECT (SELECT count(*) FROM order_history), (SELECT count(*) FROM incoming_orders),"
-                " pg_size_pretty(pg_relation_size('ix_order_history_merchant_stats')),"
+                " pg_size_pretty(pg_relation_size('ix_order_history_merchant_period')),"
                 " pg_size_pretty(pg_relation_size('ix_incoming_orders_store_unassigned')),"
                 " (SELECT count(*) FROM order_stats_store),"
                 " pg_size_pretty(pg_total_relation_size('order_stats_store'))"

@@ -4,7 +4,7 @@ Every figure comes from the same grouped rows per trader, status, type and curre
 by status and type, disputes, and the completed turnover per direction and currency pair (fiat,
 crypto, trader commission). The whole UTC days and months of a period are read from the rollup
 `order_stats_trader` (`order_stats_rollup`), the partial days at its ends from `order_history` by
-the covering index `ix_order_history_trader_created_stats` (migration 0006, index-only).
+the covering index `ix_order_history_trader_period` (migrations 0006 and 0011, index-only).
 `bench/teamlead_statistics.py` shows the plans at 1,000,000 orders. Periods are half-open
 `[date_from, date_to)` over `created_at`, at most 366 days.
 """

@@ -149,11 +149,15 @@ class OrderHistory(Base):
         Index("ix_order_history_trader_status_created", "trader_id", "status", "created_at"),
         Index("ix_order_history_store_status_created", "store_id", "status", "created_at"),
         Index("ix_order_history_requisite_created", "requisite_id", "created_at"),
-        # Merchant statistics: an index-only scan of one merchant's period.
+        # One merchant's orders by time: the staff search's newest-first pages (the key, with `id`
+        # for ties) and the merchant statistics' index-only scans of a period (the key and the
+        # included columns). One index for both, since every assignment inserts into each index of
+        # this table (migration 0011 merged two, and dropped the plain `merchant_id` one it covers).
         Index(
-            "ix_order_history_merchant_stats",
+            "ix_order_history_merchant_period",
             "merchant_id",
             "created_at",
+            "id",
             postgresql_include=[
                 "store_id",
                 "order_type",
@@ -164,12 +168,14 @@ class OrderHistory(Base):
                 "completed_at",
             ],
         ),
-        # Trader and team statistics (services/team_statistics.py): an index-only scan per trader
-        # over a period, carrying every column the grouped counts and sums read.
+        # One trader's orders by time, as the merchant's above: the staff search's pages and the
+        # trader and team statistics (services/team_statistics.py), an index-only scan per trader
+        # over a period carrying every column the grouped counts and sums read.
         Index(
-            "ix_order_history_trader_created_stats",
+            "ix_order_history_trader_period",
             "trader_id",
             "created_at",
+            "id",
             postgresql_include=[
                 "status",
                 "order_type",
@@ -182,12 +188,11 @@ class OrderHistory(Base):
             ],
         ),
         # The staff order search (services/staff_queries.py): each filter walks its own index in
-        # the order of the page it serves, newest first or by amount.
+        # the order of the page it serves, newest first or by amount (merchant and trader: the
+        # period indexes above).
         Index("ix_order_history_created", "created_at", "id"),
         Index("ix_order_history_status_created", "status", "created_at", "id"),
         Index("ix_order_history_store_created", "store_id", "created_at", "id"),
-        Index("ix_order_history_merchant_created", "merchant_id", "created_at", "id"),
-        Index("ix_order_history_trader_created", "trader_id", "created_at", "id"),
         Index(
             "ix_order_history_customer_created",
             "customer_id",
@@ -210,7 +215,7 @@ class OrderHistory(Base):
         BigInteger, ForeignKey("incoming_orders.id"), unique=True
     )
     store_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchant_stores.id"))
-    merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchants.id"), index=True)
+    merchant_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("merchants.id"))
     trader_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("traders.id"))
     requisite_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("req_traders.id"))
     payment_method_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("payment_methods.id"))

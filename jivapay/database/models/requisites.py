@@ -86,7 +86,7 @@ class ReqTrader(Base):
     payment_method_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("payment_methods.id"))
     bank_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("banks.id"))
     req_number: Mapped[str] = mapped_column(EncryptedString())
-    req_last4: Mapped[str] = mapped_column(String(4), index=True)
+    req_last4: Mapped[str] = mapped_column(String(4))
     # Keyed hash of the digits (`types.fingerprint`), set whenever `req_number` is: equality
     # without decrypting, for the duplicate check.
     req_number_hash: Mapped[str] = mapped_column(String(64))
