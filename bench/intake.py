@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from common import ROOT, free_port, percentiles, scratch_database, stop, use_database, wait_http
+from sqlalchemy.engine import make_url
 
 
 def _world(url: str) -> tuple[str, str]:
@@ -254,7 +255,7 @@ def _feed(env: dict[str, str]) -> subprocess.Popen[bytes]:
     )
 
 
-def _queued_order_ids(redis_url: str, queue: str = "celery") -> int:
+def _queued_order_ids(redis_url: str, queue: str) -> int:
     """How many intake order ids the messages waiting in `queue` carry (nobody consumes them here)."""
     import base64
 
@@ -279,6 +280,32 @@ def _intake_rows(url: str) -> int:
     try:
         with engine.connect() as conn:
             return int(conn.execute(text("SELECT count(*) FROM incoming_orders")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def _wait_feed(url: str, timeout: float = 120.0) -> None:
+    """Until the intake feed is connected to the run's database (it `LISTEN`s right after). Orders
+    committed before it listens are handed over by its catch-up only if they are under 10 s old,
+    and on a loaded machine its start-up can take longer than the servers' and the warm-up."""
+    from sqlalchemy import create_engine, text
+
+    from jivapay.worker.intake_feed import APPLICATION_NAME
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    query = text(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND application_name = :name"
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            with engine.connect() as conn:
+                if conn.execute(query, {"name": APPLICATION_NAME}).scalar_one():
+                    time.sleep(0.5)  # its LISTEN and catch-up follow the connection
+                    return
+            time.sleep(0.2)
+        raise RuntimeError("the intake feed did not connect")
     finally:
         engine.dispose()
 
@@ -336,7 +363,15 @@ def main() -> None:
         os.environ["REDIS_URL"] = redis_url
         use_database(url)
         public, private, fiat = _world(url)
-        env = {**os.environ, "DATABASE_URL": url, "REDIS_URL": redis_url, "LOG_LEVEL": "INFO"}
+        # The run's own queue: a second run at the same time counts and deletes only its own.
+        queue = f"jivapay-bench-intake-{os.getpid()}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "REDIS_URL": redis_url,
+            "LOG_LEVEL": "INFO",
+            "CELERY_TASK_QUEUE": queue,
+        }
         env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{ROOT / 'bench'}"
         gw_port, bare_port = free_port(), free_port()
         profile_to = "/tmp/jivapay-intake-profile.txt" if args.profile else None
@@ -353,6 +388,7 @@ def main() -> None:
         try:
             wait_http(f"http://127.0.0.1:{gw_port}/health")
             wait_http(f"http://127.0.0.1:{bare_port}/docs")
+            _wait_feed(url)
             print(
                 f"intake benchmark: {args.requests} requests, concurrency {args.concurrency}, "
                 f"{args.processes} uvicorn process{'es' if args.processes > 1 else ''} each"
@@ -423,7 +459,9 @@ def main() -> None:
                 + " ms"
             )
             rows, deadline = _intake_rows(url), time.monotonic() + 30
-            while (handed := _queued_order_ids(redis_url)) < rows and time.monotonic() < deadline:
+            while (
+                handed := _queued_order_ids(redis_url, queue)
+            ) < rows and time.monotonic() < deadline:
                 time.sleep(0.5)
             print(
                 f"intake feed handed {handed} of {rows} committed intake orders to the broker: "
@@ -442,7 +480,11 @@ def main() -> None:
             import redis
 
             client = redis.Redis.from_url(redis_url)
-            client.flushdb()  # the bench's own Redis database: queued tasks and limiter keys
+            # The run's queue and its deployment's keys (`jivapay:<database>:*`); the rate
+            # limiter's counters expire by themselves.
+            client.delete(queue, f"_kombu.binding.{queue}")
+            for key in client.scan_iter(match=f"jivapay:{make_url(url).database}:*", count=1000):
+                client.delete(key)
             client.close()
 
 
