@@ -61,10 +61,16 @@ MINUTES_30_DAYS = 30 * 24 * 60
 CALLBACK_URL = "http://127.0.0.1:9/bench-callbacks"
 
 
-def build_world(requisites: int, traders: int, *, callbacks: bool = True) -> dict[str, int]:
+def build_world(
+    requisites: int, traders: int, *, callbacks: bool = True, customers: bool = True
+) -> dict[str, int]:
     """Reference data, one store (with a callback URL unless `callbacks` is off), traders with
-    large deposits, requisites with non-binding limits."""
+    large deposits, requisites with non-binding limits; unless `customers` is off, block-list
+    entries that the orders' customers do not match (`queue_orders` then gives every order a
+    customer id and IP, as a merchant's checkout sends them)."""
+    from jivapay.database.models import FraudList
     from jivapay.database.utils import atomic_transaction
+    from jivapay.enums import FraudListKind, FraudListType
     from tests.factories import make_reference, make_requisite, make_store, make_trader
 
     with atomic_transaction() as session:
@@ -96,11 +102,21 @@ def build_world(requisites: int, traders: int, *, callbacks: bool = True) -> dic
                 max_concurrent=1_000_000,
                 pay_out=False,
             )
+        if customers:
+            # What the fraud check's list lookup reads: customer ids, addresses and networks.
+            entries = [(FraudListKind.CUSTOMER_ID, f"blocked_{n}") for n in range(20)]
+            entries += [(FraudListKind.IP, f"198.51.100.{n}") for n in range(1, 11)]
+            entries += [(FraudListKind.IP, f"203.0.113.{16 * n}/28") for n in range(10)]
+            session.add_all(
+                FraudList(kind=kind.value, value=value, list_type=FraudListType.BLOCK.value)
+                for kind, value in entries
+            )
         return {
             "store": store.store.id,
             "merchant": store.merchant.id,
             "fiat": ref.fiat.id,
             "crypto": ref.crypto.id,
+            "customers": int(customers),
         }
 
 
@@ -192,8 +208,18 @@ def grow_history(url: str, world: dict[str, int], have: int, want: int) -> float
     return time.monotonic() - started
 
 
+# Each order its own customer and an address of its own among 60,000, so that no velocity limit
+# (10 orders per customer, 20 per address an hour) refuses any order of a run.
+_CUSTOMERS = """
+UPDATE incoming_orders
+SET customer_id = 'cust_' || id, customer_ip = host(inet '10.0.0.0' + (id % 60000))
+WHERE id = ANY(:ids)
+"""
+
+
 def queue_orders(world: dict[str, int], n: int, seed: int) -> list[int]:
-    """N new PayIn intake orders of 100-5000 fiat, committed."""
+    """N new PayIn intake orders of 100-5000 fiat, committed (with a customer id and IP each
+    when the world has `customers`)."""
     import random
     from types import SimpleNamespace
 
@@ -212,7 +238,10 @@ def queue_orders(world: dict[str, int], n: int, seed: int) -> list[int]:
             crypto=SimpleNamespace(id=world["crypto"]),
             rate=rate,
         )
-        return [o.id for o in make_incoming_batch(session, sw, ref, amounts)]
+        ids = [o.id for o in make_incoming_batch(session, sw, ref, amounts)]
+        if world.get("customers"):
+            session.execute(text(_CUSTOMERS), {"ids": ids})
+        return ids
 
 
 # --------------------------------------------------------------------------- workers
@@ -425,7 +454,12 @@ def alternate_p2(
     }
     with scratch_database("jivapay_bench_small") as small_url:
         use_database(small_url)
-        small_world = build_world(args.requisites, args.traders, callbacks=not args.no_callbacks)
+        small_world = build_world(
+            args.requisites,
+            args.traders,
+            callbacks=not args.no_callbacks,
+            customers=not args.no_customers,
+        )
         grow_history(small_url, small_world, 0, small_size)
         places = {"small": (small_url, small_world), "large": large}
         for n in range(rounds):
@@ -630,6 +664,12 @@ def main() -> None:
         "benchmark's world was before 2026-12-07",
     )
     parser.add_argument(
+        "--no-customers",
+        action="store_true",
+        help="orders without a customer id and IP and no block-list entries (no list lookup, one "
+        "velocity counter per order), as the benchmark's world was before 2026-12-07",
+    )
+    parser.add_argument(
         "--p2-rounds",
         type=int,
         default=0,
@@ -654,7 +694,12 @@ def main() -> None:
     with scratch_database("jivapay_bench") as url:
         use_database(url)
         t0 = time.monotonic()
-        world = build_world(args.requisites, args.traders, callbacks=not args.no_callbacks)
+        world = build_world(
+            args.requisites,
+            args.traders,
+            callbacks=not args.no_callbacks,
+            customers=not args.no_customers,
+        )
         print(
             f"world: {args.requisites} requisites over {args.traders} traders "
             f"in {time.monotonic() - t0:.1f} s"

@@ -80,7 +80,10 @@ def assignment(orders: int) -> None:
         _wrap(order_processor, "_main_attempt", "main transaction (all)")
         # The claim opens the transaction (pool checkout, BEGIN) and sets its generic plans.
         _wrap(order_processor, "_claim", "  claim (with the transaction's start)")
-        _wrap(fraud_detector, "check_incoming_order", "  fraud check")
+        _wrap(fraud_detector, "check_incoming_order", "  fraud check (all)")
+        _wrap(fraud_detector, "_list_hits", "    block and allow lists")
+        _wrap(fraud_detector, "_velocity", "    velocity")
+        _wrap(fraud_detector, "_harvesting", "    unpaid expired PayIns")
         _wrap(order_processor, "plan_assignment", "  plan (all)")
         _wrap(order_processor, "find_suitable_requisite", "    selector")
         _wrap(order_processor, "write_assignment", "  write (all)")

@@ -54,11 +54,11 @@ from decimal import Decimal
 from typing import Any
 
 import structlog
-from sqlalchemy import exists, func, or_, select
+from sqlalchemy import exists, func, select, text
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
-from jivapay.database.models import AuditLog, FraudList, IncomingOrder, OrderHistory
+from jivapay.database.models import AuditLog, IncomingOrder, OrderHistory
 from jivapay.database.types import fingerprint
 from jivapay.database.utils import call_after_commit
 from jivapay.enums import (
@@ -130,6 +130,37 @@ class _ListHits:
     blocked: list[tuple[FraudRule, dict[str, Any]]]
     allowed_customer: bool
     allowed_ip: bool
+    # The customer's expired PayIns since the time asked for (`_lookup`'s `unpaid_since`).
+    unpaid_expired: int = 0
+
+
+# Everything the rules read from the database, in one statement built once (the check runs inside
+# every assignment): the list entries an order's customer id, address or card could match (networks
+# are matched in Python, `_ip_matches`; each branch is an index scan in the generic plan the
+# assignment's transaction uses, the networks by `ix_fraud_lists_ip_networks`), then one row with
+# the customer's unpaid expired PayIns since `:since` (0 when `:since` is NULL: the harvesting rule
+# does not apply).
+_LOOKUP = text(
+    """
+SELECT f.id, f.kind, f.value, f.list_type, NULL::bigint AS unpaid
+FROM fraud_lists f
+WHERE (f.kind = 'customer_id'
+       AND f.value = ANY(CAST(:customer_values AS varchar[])))
+   OR (f.kind = 'ip' AND f.value = CAST(:ip AS varchar))
+   OR (f.kind = 'ip' AND f.value LIKE '%/%' AND CAST(:ip AS varchar) IS NOT NULL)
+   OR (f.kind = 'card_last4' AND f.value = CAST(:card_last4 AS varchar))
+   OR (f.kind = 'card_hash' AND f.value = CAST(:card_hash AS varchar))
+UNION ALL
+SELECT NULL, NULL, NULL, NULL, count(*)
+FROM order_history o
+WHERE CAST(:since AS timestamptz) IS NOT NULL
+  AND o.store_id = :store_id
+  AND o.customer_id = CAST(:customer_id AS varchar)
+  AND o.status = 'expired'
+  AND o.order_type = 'payin'
+  AND o.created_at >= CAST(:since AS timestamptz)
+"""
+)
 
 
 def _normal_ip(raw: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
@@ -158,37 +189,28 @@ def _list_hits(
     customer_ip: str | None,
     card_last4: str | None = None,
     card_number: str | None = None,
+    unpaid_since: datetime | None = None,
 ) -> _ListHits:
+    """The list entries matching the order's customer id, address and card, and, when
+    `unpaid_since` is given, the customer's unpaid expired PayIns since then: one statement."""
     ip = _normal_ip(customer_ip)
-    conditions = []
-    customer_values: list[str] = []
-    if customer_id:
-        customer_values = [customer_id, f"{store_id}:{customer_id}"]
-        conditions.append(
-            (FraudList.kind == FraudListKind.CUSTOMER_ID.value)
-            & FraudList.value.in_(customer_values)
-        )
-    if ip is not None:
-        conditions.append(
-            (FraudList.kind == FraudListKind.IP.value)
-            & ((FraudList.value == str(ip)) | FraudList.value.contains("/"))
-        )
     card_hash = fingerprint(card_number) if card_number else None
-    if card_last4:
-        conditions.append(
-            (FraudList.kind == FraudListKind.CARD_LAST4.value) & (FraudList.value == card_last4)
-        )
-    if card_hash:
-        conditions.append(
-            (FraudList.kind == FraudListKind.CARD_HASH.value) & (FraudList.value == card_hash)
-        )
-    if not conditions:
+    if not (customer_id or ip or card_last4 or card_hash):
         return _ListHits([], False, False)
-    rows = session.execute(
-        select(FraudList.id, FraudList.kind, FraudList.value, FraudList.list_type).where(
-            or_(*conditions)
-        )
+    found = session.execute(
+        _LOOKUP,
+        {
+            "customer_values": [customer_id, f"{store_id}:{customer_id}"] if customer_id else [],
+            "ip": str(ip) if ip is not None else None,
+            "card_last4": card_last4 or None,
+            "card_hash": card_hash,
+            "since": unpaid_since if customer_id else None,
+            "store_id": store_id,
+            "customer_id": customer_id,
+        },
     ).all()
+    unpaid = int(found[-1].unpaid)  # the count's row comes last, always
+    rows = [(r.id, r.kind, r.value, r.list_type) for r in found[:-1]]
     blocked: list[tuple[FraudRule, dict[str, Any]]] = []
     allowed_customer = allowed_ip = False
     rules = {
@@ -207,7 +229,7 @@ def _list_hits(
         elif kind == FraudListKind.IP.value:
             allowed_ip = True
     blocked.sort(key=lambda hit: list(FraudRule).index(hit[0]))
-    return _ListHits(blocked, allowed_customer, allowed_ip)
+    return _ListHits(blocked, allowed_customer, allowed_ip, unpaid)
 
 
 # --------------------------------------------------------------------------- velocity
@@ -357,35 +379,29 @@ def _amount_rules(session: Session, order: IncomingOrder) -> list[_Fired]:
     return fired
 
 
-def count_unpaid_expired(
-    session: Session, *, store_id: int, customer_id: str, since: datetime
-) -> int:
-    """Expired (never paid) PayIns of a store's customer created since `since`."""
-    stmt = select(func.count()).where(
-        OrderHistory.store_id == store_id,
-        OrderHistory.status == OrderStatus.EXPIRED.value,
-        OrderHistory.created_at >= since,
-        OrderHistory.customer_id == customer_id,
-        OrderHistory.order_type == OrderType.PAYIN.value,
-    )
-    return int(session.scalar(stmt) or 0)
+def _unpaid_since(session: Session, order: IncomingOrder, now: datetime) -> datetime | None:
+    """Where the harvesting rule counts a PayIn customer's expired orders from; None when the
+    rule does not apply to `order` (off, no limit, not a PayIn, no customer id)."""
+    if not (
+        _on(session, "FRAUD_RULE_UNPAID_EXPIRED_ENABLED")
+        and _setting(session, "FRAUD_UNPAID_EXPIRED_MAX")
+        and order.order_type == OrderType.PAYIN
+        and order.customer_id
+    ):
+        return None
+    hours = int(_setting(session, "FRAUD_UNPAID_EXPIRED_WINDOW_HOURS") or 24)
+    return now - timedelta(hours=hours)
 
 
-def _harvesting(
-    session: Session, order: IncomingOrder, hits: _ListHits, now: datetime
-) -> list[_Fired]:
+def _harvesting(session: Session, order: IncomingOrder, hits: _ListHits) -> list[_Fired]:
+    """The harvesting rule on the count `_list_hits` read (asked for by `_unpaid_since`)."""
     if order.order_type != OrderType.PAYIN or not order.customer_id or hits.allowed_customer:
         return []
     limit = _setting(session, "FRAUD_UNPAID_EXPIRED_MAX")
     if not limit:
         return []
     hours = int(_setting(session, "FRAUD_UNPAID_EXPIRED_WINDOW_HOURS") or 24)
-    count = count_unpaid_expired(
-        session,
-        store_id=order.store_id,
-        customer_id=order.customer_id,
-        since=now - timedelta(hours=hours),
-    )
+    count = hits.unpaid_expired
     if count < int(limit):
         return []
     detail = {"count": count, "max": int(limit), "window_hours": hours}
@@ -425,6 +441,7 @@ def check_incoming_order(
         customer_ip=order.customer_ip,
         card_last4=order.beneficiary_last4 if is_payout else None,
         card_number=order.beneficiary_number if is_payout else None,
+        unpaid_since=_unpaid_since(session, order, now),
     )
     fired: list[_Fired] = []
     extra: dict[str, Any] = {}
@@ -436,7 +453,7 @@ def check_incoming_order(
         velocity_fired, extra = _velocity(session, order, hits)
         fired += velocity_fired
     if _on(session, "FRAUD_RULE_UNPAID_EXPIRED_ENABLED"):
-        fired += _harvesting(session, order, hits, now)
+        fired += _harvesting(session, order, hits)
     if any(f.outcome == FraudOutcome.REVIEW for f in fired) and review_released(
         session, public_id=order.public_id
     ):

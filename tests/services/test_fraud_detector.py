@@ -391,6 +391,41 @@ def test_unpaid_expired_payins_send_the_customer_to_review(
     assert check_incoming_order(db, order=probe).outcome == FraudOutcome.ALLOW
 
 
+def test_unpaid_expired_counts_only_this_stores_customer_inside_the_window(
+    db: Session, store, ref, assignable, unique
+) -> None:
+    """The count is read with the list lookup in one statement: another customer's, another
+    store's and an older expired PayIn of the same customer id do not count, nor the customer's
+    open PayIn or expired PayOut."""
+    # Off while the expired orders are made: from the third on the rule would hold them.
+    _settings(db, FRAUD_UNPAID_EXPIRED_MAX=3, FRAUD_RULE_UNPAID_EXPIRED_ENABLED=False)
+    customer = f"c-{unique}"
+    other_store = make_store(db, ref)
+    expired: list[OrderHistory] = []
+    for offset in range(5):
+        incoming = _order(db, store, ref, customer_id=customer, offset=offset)
+        order = db.get_one(OrderHistory, process_incoming_order(incoming.id).order_id)
+        osm.expire_order(db, public_id=order.public_id, now=order.expires_at + timedelta(seconds=1))
+        expired.append(order)
+    # Not unpaid expired PayIns either: the customer's open PayIn and expired PayOut.
+    still_open = _order(db, store, ref, customer_id=customer, offset=6)
+    assert process_incoming_order(still_open.id).outcome == "assigned"
+    payout = _order(db, store, ref, customer_id=customer, offset=7, order_type=OrderType.PAYOUT)
+    order = db.get_one(OrderHistory, process_incoming_order(payout.id).order_id)
+    osm.expire_order(db, public_id=order.public_id, now=order.expires_at + timedelta(seconds=1))
+    expired[2].customer_id = f"someone-else-{unique}"
+    expired[3].store_id = other_store.store.id
+    expired[4].created_at = utcnow() - timedelta(hours=25)
+    db.flush()
+    _settings(db, FRAUD_RULE_UNPAID_EXPIRED_ENABLED=True, FRAUD_UNPAID_EXPIRED_WINDOW_HOURS=24)
+    probe = _order(db, store, ref, customer_id=customer, offset=10)
+    assert check_incoming_order(db, order=probe).outcome == FraudOutcome.ALLOW  # 2 of 3
+    expired[4].created_at = utcnow() - timedelta(hours=23)
+    db.flush()
+    held = check_incoming_order(db, order=probe)
+    assert (held.rule, held.details["fired"][0]["count"]) == ("unpaid_expired", 3)
+
+
 # --------------------------------------------------------------------------- order processor
 
 

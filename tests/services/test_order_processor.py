@@ -433,6 +433,24 @@ def test_an_assignment_is_four_statements_and_reads_the_store_once(db, world) ->
     assert sum("FROM merchant_stores" in s or "JOIN merchant_stores" in s for s in executed) == 1
 
 
+def test_the_fraud_checks_reads_are_one_statement(db, world) -> None:  # type: ignore[no-untyped-def]
+    """An order with a customer id and address, as a checkout sends them: the fraud check reads
+    the block and allow lists and the customer's unpaid expired PayIns in one statement (velocity
+    is counted in Redis), so the assignment is five statements."""
+    ref, store, _trader, _req = world
+    warm_up, incoming = (make_incoming(db, store, ref, amount_fiat=D(a)) for a in ("100", "200"))
+    for n, order in enumerate((warm_up, incoming)):
+        order.customer_id, order.customer_ip = f"customer-{order.id}", f"192.0.2.{n + 1}"
+    db.commit()
+    assert process_incoming_order(warm_up.id).outcome == "assigned"
+    with recorded_statements() as statements:
+        assert process_incoming_order(incoming.id).outcome == "assigned"
+    executed = [s for s in statements if "SAVEPOINT" not in s]
+    assert len(executed) == 5, executed
+    assert sum("FROM fraud_lists" in s for s in executed) == 1
+    assert sum("FROM order_history" in s for s in executed) == 1  # the same statement
+
+
 def test_the_assignment_statement_is_not_parsed_again_on_each_execution(
     db, world, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
