@@ -33,7 +33,9 @@ retried. When Redis fails the counts come from the database instead (logged, nev
 orders of that dimension created in the same window up to this one. That is the same number Redis
 gives when orders are processed in intake order. The indexes `ix_incoming_orders_customer_created`
 and `ix_incoming_orders_ip_created` (and the store's `ix_incoming_orders_store_created`) serve those
-counts; the harvesting count uses `ix_order_history_store_status_created`.
+counts. The rules' reads from the database (the list entries and the harvesting count, which
+`ix_order_history_customer_created` serves) are one statement, `_LOOKUP`, since the check runs
+inside every assignment.
 
 At confirmation only the block lists are checked again (entries added since intake). A non-ALLOW
 decision there does not mark the order paid: `screen_payer_confirmation` returns it and the caller
@@ -47,6 +49,7 @@ processor calls it in its failure transaction (its main transaction rolls back o
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -163,7 +166,11 @@ WHERE CAST(:since AS timestamptz) IS NOT NULL
 )
 
 
-def _normal_ip(raw: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def _normal_ip(raw: str | None) -> _Address | None:
     if not raw:
         return None
     try:
@@ -172,13 +179,23 @@ def _normal_ip(raw: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address
         return None
 
 
-def _ip_matches(value: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+@functools.lru_cache(maxsize=4096)
+def _list_address(value: str) -> _Address | _Network | None:
+    """A list entry's address or network, parsed once per process (every order with an address
+    is matched against every network entry)."""
     try:
         if "/" in value:
-            return ip in ipaddress.ip_network(value, strict=False)
-        return ip == ipaddress.ip_address(value)
+            return ipaddress.ip_network(value, strict=False)
+        return ipaddress.ip_address(value)
     except ValueError:
-        return False
+        return None
+
+
+def _ip_matches(value: str, ip: _Address) -> bool:
+    entry = _list_address(value)
+    if isinstance(entry, ipaddress.IPv4Network | ipaddress.IPv6Network):
+        return ip in entry
+    return entry is not None and ip == entry
 
 
 def _list_hits(
