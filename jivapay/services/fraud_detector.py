@@ -133,7 +133,7 @@ class _ListHits:
     blocked: list[tuple[FraudRule, dict[str, Any]]]
     allowed_customer: bool
     allowed_ip: bool
-    # The customer's expired PayIns since the time asked for (`_lookup`'s `unpaid_since`).
+    # The customer's expired PayIns since the time asked for (`_list_hits`'s `unpaid_since`).
     unpaid_expired: int = 0
 
 
@@ -226,8 +226,9 @@ def _list_hits(
             "customer_id": customer_id,
         },
     ).all()
-    unpaid = int(found[-1].unpaid)  # the count's row comes last, always
-    rows = [(r.id, r.kind, r.value, r.list_type) for r in found[:-1]]
+    # The count's row is the one without an entry (UNION ALL promises no order of its rows).
+    unpaid = next(int(r.unpaid) for r in found if r.id is None)
+    rows = [(r.id, r.kind, r.value, r.list_type) for r in found if r.id is not None]
     blocked: list[tuple[FraudRule, dict[str, Any]]] = []
     allowed_customer = allowed_ip = False
     rules = {
