@@ -9,6 +9,9 @@ and loaded from a separate process.
 `jivapay intake-feed` runs beside them, as in production: it hears each committed intake (PostgreSQL
 NOTIFY) and publishes the Celery messages; its CPU per intake is printed, and at the end the bench
 counts the orders in the broker's queue against the intake rows (every one handed over).
+Each load's line also says how many PostgreSQL connections the server opened during it
+(`pg_stat_database.sessions`): a pool that churns shows there, and the CPU of a connection that
+opened and closed inside a load is not in the PostgreSQL CPU figure.
 
 Targets: gateway intake requests/s at least 0.6x the bare endpoint's (P3); peak resident memory
 of the gateway's API process under 200 MB during the run (P4, sampled with psutil). Each server's
@@ -108,14 +111,16 @@ def _serve(
     if profile_to:
         # py-spy samples the server from outside; collapsed stacks are summarised at the end.
         spy = str(Path(sys.executable).with_name("py-spy"))
-        cmd = [spy, "record", "--format", "raw", "--rate", "250", "-o", profile_to, "--", *cmd]
+        # --gil: only the thread holding the GIL, so idle threadpool threads are not counted.
+        spy_cmd = [spy, "record", "--gil", "--format", "raw", "--rate", "250", "-o", profile_to]
+        cmd = [*spy_cmd, "--", *cmd]
     cmd += ["--workers", str(processes), "--no-access-log", "--log-level", "warning"]
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
 
 
-def _summarise_profile(path: str, top: int = 25) -> None:
+def _summarise_profile(path: str, top: int = 60) -> None:
     """Print where the sampled server spent its time: inclusive share of each JivaPay and library
     function, from py-spy's collapsed stacks."""
     inclusive: dict[str, int] = {}
@@ -227,24 +232,39 @@ def _postgres_cpu_seconds() -> dict[int, float]:
     return seconds
 
 
-def _postgres_cpu_spent(before: dict[int, float]) -> tuple[float, int, int]:
-    """PostgreSQL CPU seconds spent since `before` (a backend started since counts whole, one that
-    ended since counts nothing: its last CPU cannot be read), and how many started and ended."""
+def _postgres_cpu_spent(before: dict[int, float]) -> float:
+    """PostgreSQL CPU seconds spent since `before`: a backend started since counts whole, one that
+    ended since counts nothing (its last CPU cannot be read), nor does one that did both."""
     after = _postgres_cpu_seconds()
-    spent = sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
-    return spent, len(after.keys() - before.keys()), len(before.keys() - after.keys())
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+def _sessions(url: str) -> int:
+    """Connections ever opened to the run's database (`pg_stat_database.sessions`): the difference
+    over a load is the connections its server opened, which the pool should keep, not churn."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    try:
+        with engine.connect() as conn:
+            query = "SELECT sessions FROM pg_stat_database WHERE datname = current_database()"
+            return int(conn.execute(text(query)).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def _measured_load(
-    url: str, pid: int, requests: list[dict[str, object]], concurrency: int
+    url: str, pid: int, requests: list[dict[str, object]], concurrency: int, database: str
 ) -> tuple[dict[str, object], float, float]:
     """The load's result, and the server's and PostgreSQL's CPU milliseconds per request: figures
     the other jobs of a shared machine disturb much less than requests/s."""
+    sessions_before = _sessions(database)
     before, pg_before = _cpu_seconds(pid), _postgres_cpu_seconds()
     result = _load(url, requests, concurrency)
     count = max(len(requests), 1)
-    pg_spent, started, ended = _postgres_cpu_spent(pg_before)
-    result["backends"] = (started, ended)
+    pg_spent = _postgres_cpu_spent(pg_before)
+    # Less the one this count opens itself.
+    result["connections"] = _sessions(database) - sessions_before - 1
     return (result, 1000 * (_cpu_seconds(pid) - before) / count, 1000 * pg_spent / count)
 
 
@@ -321,12 +341,11 @@ def _report(name: str, result: dict[str, object], cpu_ms: float, pg_ms: float) -
     assert isinstance(latencies, list)
     rps = len(latencies) / float(result["elapsed"])  # type: ignore[arg-type]
     p = percentiles(latencies)
-    backends = result.get("backends", (0, 0))
-    assert isinstance(backends, tuple)
+    connections = result.get("connections", 0)
     print(
         f"{name:<16} {rps:8.1f} req/s   p50 {p['p50']:6.1f} ms   p99 {p['p99']:6.1f} ms   "
         f"max {p['max']:6.1f} ms   server CPU {cpu_ms:5.2f} ms/req   PostgreSQL CPU {pg_ms:5.2f} "
-        f"ms/req ({backends[0]} backends started, {backends[1]} ended)   "
+        f"ms/req ({connections} connections opened)   "
         f"statuses {result['statuses']}"
     )
     return rps
@@ -406,7 +425,11 @@ def main() -> None:
                     if args.rounds > 1:
                         print(f"round {round_number} of {args.rounds}")
                     bare_result, bare_cpu, bare_pg = _measured_load(
-                        bare_url, servers[1].pid, _bare_requests(args.requests), args.concurrency
+                        bare_url,
+                        servers[1].pid,
+                        _bare_requests(args.requests),
+                        args.concurrency,
+                        url,
                     )
                     bare = _report("bare insert", bare_result, bare_cpu, bare_pg)
                     feed_before = _cpu_seconds(feed.pid)
@@ -415,6 +438,7 @@ def main() -> None:
                         servers[0].pid,
                         _payin_requests(public, private, fiat, args.requests),
                         args.concurrency,
+                        url,
                     )
                     feed_cpu.append(1000 * (_cpu_seconds(feed.pid) - feed_before) / args.requests)
                     gateway = _report("payin/init", gateway_result, gateway_cpu, gateway_pg)

@@ -91,8 +91,11 @@ class Settings(BaseSettings):
 
     LOG_LEVEL: str = "INFO"
     LOG_JSON: bool = True
-    DB_POOL_SIZE: int = Field(default=10, ge=1)
-    DB_MAX_OVERFLOW: int = Field(default=20, ge=0)
+    # Connections kept, and opened beyond them at a peak (closed again on return). An API process
+    # holds one per request in flight: a pool below its usual concurrency opens and closes
+    # connections all the time (docs/performance.md, "A pool that churns").
+    DB_POOL_SIZE: int = Field(default=20, ge=1)
+    DB_MAX_OVERFLOW: int = Field(default=10, ge=0)
 
     # Comma-separated networks (CIDR) whose clients may read `/metrics` on the API port; empty: any.
     METRICS_ALLOWED_NETWORKS: str = ""
