@@ -397,32 +397,37 @@ def _amount_rules(session: Session, order: IncomingOrder) -> list[_Fired]:
     return fired
 
 
-def _unpaid_since(session: Session, order: IncomingOrder, now: datetime) -> datetime | None:
-    """Where the harvesting rule counts a PayIn customer's expired orders from; None when the
-    rule does not apply to `order` (off, no limit, not a PayIn, no customer id)."""
+@dataclass(frozen=True)
+class _UnpaidWindow:
+    """The harvesting rule's terms for one order: its customer's expired PayIns since `since`
+    (`hours` before the check) may number at most `limit` - 1."""
+
+    since: datetime
+    hours: int
+    limit: int
+
+
+def _unpaid_window(session: Session, order: IncomingOrder, now: datetime) -> _UnpaidWindow | None:
+    """The harvesting rule's terms for `order`; None when the rule does not apply to it (off, no
+    limit, not a PayIn, no customer id), and then `_list_hits` counts nothing."""
+    limit = _setting(session, "FRAUD_UNPAID_EXPIRED_MAX")
     if not (
         _on(session, "FRAUD_RULE_UNPAID_EXPIRED_ENABLED")
-        and _setting(session, "FRAUD_UNPAID_EXPIRED_MAX")
+        and limit
         and order.order_type == OrderType.PAYIN
         and order.customer_id
     ):
         return None
     hours = int(_setting(session, "FRAUD_UNPAID_EXPIRED_WINDOW_HOURS") or 24)
-    return now - timedelta(hours=hours)
+    return _UnpaidWindow(since=now - timedelta(hours=hours), hours=hours, limit=int(limit))
 
 
-def _harvesting(session: Session, order: IncomingOrder, hits: _ListHits) -> list[_Fired]:
-    """The harvesting rule on the count `_list_hits` read (asked for by `_unpaid_since`)."""
-    if order.order_type != OrderType.PAYIN or not order.customer_id or hits.allowed_customer:
-        return []
-    limit = _setting(session, "FRAUD_UNPAID_EXPIRED_MAX")
-    if not limit:
-        return []
-    hours = int(_setting(session, "FRAUD_UNPAID_EXPIRED_WINDOW_HOURS") or 24)
+def _harvesting(window: _UnpaidWindow, hits: _ListHits) -> list[_Fired]:
+    """The harvesting rule on the count `_list_hits` read for `window`."""
     count = hits.unpaid_expired
-    if count < int(limit):
+    if hits.allowed_customer or count < window.limit:
         return []
-    detail = {"count": count, "max": int(limit), "window_hours": hours}
+    detail = {"count": count, "max": window.limit, "window_hours": window.hours}
     return [_Fired(FraudRule.UNPAID_EXPIRED, FraudOutcome.REVIEW, detail)]
 
 
@@ -452,6 +457,7 @@ def check_incoming_order(
         return ALLOW
     now = now or utcnow()
     is_payout = order.order_type == OrderType.PAYOUT
+    unpaid = _unpaid_window(session, order, now)
     hits = _list_hits(
         session,
         store_id=order.store_id,
@@ -459,7 +465,7 @@ def check_incoming_order(
         customer_ip=order.customer_ip,
         card_last4=order.beneficiary_last4 if is_payout else None,
         card_number=order.beneficiary_number if is_payout else None,
-        unpaid_since=_unpaid_since(session, order, now),
+        unpaid_since=unpaid.since if unpaid else None,
     )
     fired: list[_Fired] = []
     extra: dict[str, Any] = {}
@@ -470,8 +476,8 @@ def check_incoming_order(
     if _on(session, "FRAUD_RULE_VELOCITY_ENABLED"):
         velocity_fired, extra = _velocity(session, order, hits)
         fired += velocity_fired
-    if _on(session, "FRAUD_RULE_UNPAID_EXPIRED_ENABLED"):
-        fired += _harvesting(session, order, hits)
+    if unpaid:
+        fired += _harvesting(unpaid, hits)
     if any(f.outcome == FraudOutcome.REVIEW for f in fired) and review_released(
         session, public_id=order.public_id
     ):

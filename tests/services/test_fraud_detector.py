@@ -415,15 +415,17 @@ def test_unpaid_expired_counts_only_this_stores_customer_inside_the_window(
     osm.expire_order(db, public_id=order.public_id, now=order.expires_at + timedelta(seconds=1))
     expired[2].customer_id = f"someone-else-{unique}"
     expired[3].store_id = other_store.store.id
-    expired[4].created_at = utcnow() - timedelta(hours=25)
+    expired[4].created_at = utcnow() - timedelta(hours=31)
     db.flush()
-    _settings(db, FRAUD_RULE_UNPAID_EXPIRED_ENABLED=True, FRAUD_UNPAID_EXPIRED_WINDOW_HOURS=24)
+    _settings(db, FRAUD_RULE_UNPAID_EXPIRED_ENABLED=True, FRAUD_UNPAID_EXPIRED_WINDOW_HOURS=30)
     probe = _order(db, store, ref, customer_id=customer, offset=10)
     assert check_incoming_order(db, order=probe).outcome == FraudOutcome.ALLOW  # 2 of 3
-    expired[4].created_at = utcnow() - timedelta(hours=23)
+    expired[4].created_at = utcnow() - timedelta(hours=29)
     db.flush()
     held = check_incoming_order(db, order=probe)
-    assert (held.rule, held.details["fired"][0]["count"]) == ("unpaid_expired", 3)
+    fired = held.details["fired"][0]
+    assert held.rule == "unpaid_expired"
+    assert (fired["count"], fired["max"], fired["window_hours"]) == (3, 3, 30)
 
 
 # --------------------------------------------------------------------------- order processor
