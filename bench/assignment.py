@@ -442,6 +442,23 @@ def print_run(result: dict[str, Any]) -> None:
     )
 
 
+def _print_p1_bounds(result: dict[str, Any], tps: float) -> None:
+    """What the cores allow (docs/performance.md, "The model"): with the workers and PostgreSQL on
+    the same cores, at most `cores / (c + s)` assignments/s, and `cores / s` if the workers cost
+    nothing; P1 needs `c + s` at most `cores / (0.5 * TPS)`. Printed only with a local server,
+    whose backends' CPU (s) the bench reads."""
+    if result["pg_cpu_ms"] is None:
+        return
+    cores, c, s = os.cpu_count() or 1, result["cpu_ms"], result["pg_cpu_ms"]
+    both, database = 1000 * cores / (c + s), 1000 * cores / s
+    print(
+        f"  bounds on these {cores} cores: {cores} / (c + s) = {cores} / ({c:.2f} + {s:.2f} ms) "
+        f"= {both:.0f}/s ({both / tps:.2f} of TPC-B); PostgreSQL alone, {cores} / s = "
+        f"{database:.0f}/s ({database / tps:.2f}); P1 needs c + s <= "
+        f"{1000 * cores / (0.5 * tps):.2f} ms"
+    )
+
+
 def alternate_p2(
     large: tuple[str, dict[str, int]], small_size: int, rounds: int, args: argparse.Namespace
 ) -> dict[str, dict[str, list[float]]]:
@@ -777,6 +794,7 @@ def main() -> None:
             f"  assignments/s at {sizes[-1]:,} / pgbench TPS = {best:.1f} / {reference[0]:.1f} "
             f"= {best / reference[0]:.2f} (target >= 0.5)"
         )
+        _print_p1_bounds(figures[sizes[-1]], reference[0])
     runs = [*figures.values(), *scaled, *rollup.values(), *batches.values()]
     if runs:
         peak = max(max(r["rss_peak"]) for r in runs) / 2**20
@@ -815,6 +833,7 @@ def main() -> None:
                 f"{many['per_second'] / reference[0]:.2f} (target >= 0.5); not assigned: "
                 f"{sum(n for k, n in many['outcomes'].items() if k != 'assigned')}"
             )
+            _print_p1_bounds(many, reference[0])
     if alternating:
         p99 = {k: percentiles(v["latencies"])["p99"] for k, v in alternating.items()}
         cpu = {k: sum(v["cpu_ms"]) / len(v["cpu_ms"]) for k, v in alternating.items()}

@@ -263,7 +263,7 @@ def _measured_load(
     result = _load(url, requests, concurrency)
     count = max(len(requests), 1)
     pg_spent = _postgres_cpu_spent(pg_before)
-    # Less the one this count opens itself.
+    # Less the connection the first count opened for itself.
     result["connections"] = _sessions(database) - sessions_before - 1
     return (result, 1000 * (_cpu_seconds(pid) - before) / count, 1000 * pg_spent / count)
 

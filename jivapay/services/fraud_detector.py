@@ -399,8 +399,8 @@ def _amount_rules(session: Session, order: IncomingOrder) -> list[_Fired]:
 
 @dataclass(frozen=True)
 class _UnpaidWindow:
-    """The harvesting rule's terms for one order: its customer's expired PayIns since `since`
-    (`hours` before the check) may number at most `limit` - 1."""
+    """The harvesting rule's terms for one order: at `limit` unpaid expired PayIns of its customer
+    since `since` (`hours` before the check), the order goes to review."""
 
     since: datetime
     hours: int
