@@ -1,7 +1,7 @@
 """Assignment throughput and latency of the order engine, against a history of 10k and 1M orders.
 
-    python bench/assignment.py [--orders 5000] [--workers 4] [--history 10000,1000000]
-                               [--requisites 1000] [--traders 100] [--pgbench-seconds 20]
+    python bench/assignment.py [--orders 3000] [--workers 2] [--history 10000,1000000]
+                               [--requisites 1000] [--traders 100] [--pgbench-seconds 10]
                                [--profile] [--scale 1,2,4] [--rollup-off]
                                [--batch 1] [--compare-batch K]
 
@@ -13,7 +13,9 @@ recent part, as the engine keeps them), queues N new PayIn orders, and lets W wo
 ("spawn") take ids from a shared cursor and call `process_incoming_order` on each. It prints
 assignments per second and per-assignment latency, the `EXPLAIN (ANALYZE, BUFFERS)` of the
 selector's candidate query at the largest history, and pgbench's TPC-B TPS on the same server
-(`pgbench -i -s 10` into a scratch database, then `-c 4 -j 2 -T 20`) as the reference.
+(`pgbench -i -s 10` into a scratch database, then `-c 4 -j 2 -T 10`) as the reference. The
+defaults are the measurement docs/performance.md reports: two workers, one per core of the
+development machine.
 
 `--profile` runs worker 0 under cProfile (CPU time, so waits on the database do not count) and
 counts its SQL statements and time in the database.
@@ -642,12 +644,12 @@ def drop_redis_keys(url: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--orders", type=int, default=5000)
-    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--orders", type=int, default=3000)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--history", default="10000,1000000")
     parser.add_argument("--requisites", type=int, default=1000)
     parser.add_argument("--traders", type=int, default=100)
-    parser.add_argument("--pgbench-seconds", type=int, default=20)
+    parser.add_argument("--pgbench-seconds", type=int, default=10)
     parser.add_argument("--profile", action="store_true", help="cProfile worker 0, count its SQL")
     parser.add_argument(
         "--scale",

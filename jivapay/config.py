@@ -96,6 +96,8 @@ class Settings(BaseSettings):
     # connections all the time (docs/performance.md, "A pool that churns").
     DB_POOL_SIZE: int = Field(default=20, ge=1)
     DB_MAX_OVERFLOW: int = Field(default=10, ge=0)
+    # A pooled connection idle this long is pinged before use; 0 pings on every checkout.
+    DB_PING_IDLE_SECONDS: float = Field(default=1.0, ge=0)
 
     # Comma-separated networks (CIDR) whose clients may read `/metrics` on the API port; empty: any.
     METRICS_ALLOWED_NETWORKS: str = ""

@@ -1,5 +1,10 @@
 """The process's SQLAlchemy engine and session factory: created lazily, one per process.
 
+A pooled connection is checked with a ping before use only when it sat idle in the pool for
+`DB_PING_IDLE_SECONDS` (`ping_idle_connections`): connections that drop while idle (a restarted
+server, an idle timeout, a proxy or firewall) are replaced before a request sees them, and a busy
+process, whose connections come back within milliseconds, pays no round trip per checkout.
+
 Celery worker processes call `dispose_engine()` after forking so no connection crosses a fork.
 Tests rebind the session factory to a connection held in an outer transaction (`bind_session_factory`)
 so every session a test opens, in any layer, rolls back with it.
@@ -8,11 +13,12 @@ so every session a test opens, in any layer, rolls back with it.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from psycopg import _queries as psycopg_queries
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from jivapay.config import get_settings
@@ -63,8 +69,10 @@ def make_engine(url: str | None = None, **kwargs: object) -> Engine:
         raise ConfigurationError(
             "DATABASE_URL is not set: export it, or run `jivapay up` for the embedded database"
         )
+    ping_idle = settings.DB_PING_IDLE_SECONDS
     options: dict[str, object] = {
-        "pool_pre_ping": True,
+        # 0: SQLAlchemy's ping on every checkout; else `ping_idle_connections` below.
+        "pool_pre_ping": ping_idle == 0,
         "pool_size": settings.DB_POOL_SIZE,
         "max_overflow": settings.DB_MAX_OVERFLOW,
         # See _reset_on_return: roll back only connections that are inside a transaction.
@@ -76,7 +84,43 @@ def make_engine(url: str | None = None, **kwargs: object) -> Engine:
     engine = create_engine(normalize_database_url(url), **options)
     if options["pool_reset_on_return"] is None:
         event.listen(engine, "reset", _reset_on_return)
+    if not options["pool_pre_ping"]:
+        ping_idle_connections(engine, ping_idle)
     return engine
+
+
+_IDLE_SINCE = "jivapay_idle_since"
+
+
+def ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+    """Ping a pooled connection on checkout when it was returned more than `idle_seconds` ago.
+
+    The pool's own `pre_ping` pings on every checkout: per API request a round trip, about
+    0.04 ms of PostgreSQL's CPU and 4% of the process's (docs/performance.md, "A ping per
+    request"). What it guards against is a connection that died while it sat in the pool; one
+    returned a moment ago was alive then. A server that goes away under a busy process makes a
+    statement fail with a disconnect error, and SQLAlchemy then invalidates every connection the
+    pool opened before it, so the requests after it reconnect instead of finding dead
+    connections. A failed ping raises `InvalidatePoolError`, on which the pool does the same and
+    retries the checkout on a new connection, as `pre_ping` does. The record's `info` is cleared
+    when its connection closes, so a new connection is not pinged on its first checkout."""
+
+    def stamp(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    def ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get(_IDLE_SINCE)
+        if since is None or time.monotonic() - since < idle_seconds:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as error:
+            if engine.dialect.is_disconnect(error, dbapi_connection, None):
+                raise exc.InvalidatePoolError(str(error)) from error
+            raise
+
+    event.listen(engine, "checkin", stamp)
+    event.listen(engine, "checkout", ping_if_idle)
 
 
 def _reset_on_return(dbapi_connection: Any, record: Any, state: Any) -> None:
