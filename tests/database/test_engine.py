@@ -5,7 +5,7 @@ that died is never handed to a second request: real PostgreSQL backends, killed 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -15,14 +15,24 @@ from jivapay.config import reset_settings_cache
 from jivapay.database.engine import make_engine, normalize_database_url
 
 
-def _engine(database_url: str, monkeypatch: pytest.MonkeyPatch, idle: str) -> Engine:
-    monkeypatch.setenv("DB_PING_IDLE_SECONDS", idle)
-    reset_settings_cache()
-    try:
-        return make_engine(database_url, pool_size=1, max_overflow=0)
-    finally:
-        monkeypatch.undo()
+@pytest.fixture
+def pool(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[str], Engine]]:
+    """A one-connection engine of `make_engine` with `DB_PING_IDLE_SECONDS` set; disposed after."""
+    made: list[Engine] = []
+
+    def make(idle: str) -> Engine:
+        monkeypatch.setenv("DB_PING_IDLE_SECONDS", idle)
         reset_settings_cache()
+        try:
+            made.append(make_engine(database_url, pool_size=1, max_overflow=0))
+        finally:
+            monkeypatch.delenv("DB_PING_IDLE_SECONDS")
+            reset_settings_cache()
+        return made[-1]
+
+    yield make
+    for engine in made:
+        engine.dispose()
 
 
 @pytest.fixture
@@ -65,70 +75,60 @@ def _count_pings(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> list[object
 
 
 def test_a_connection_returned_a_moment_ago_is_not_pinged(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
+    pool: Callable[[str], Engine], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = _engine(database_url, monkeypatch, "30")
+    engine = pool("30")
     pings = _count_pings(engine, monkeypatch)
-    try:
-        first = _backend(engine)
-        assert [_backend(engine) for _ in range(5)] == [first] * 5
-        assert pings == []
-    finally:
-        engine.dispose()
+
+    first = _backend(engine)
+
+    assert [_backend(engine) for _ in range(5)] == [first] * 5
+    assert pings == []
 
 
 def test_an_idle_connection_that_died_is_replaced_before_use(
-    database_url: str, killer: Engine, monkeypatch: pytest.MonkeyPatch
+    pool: Callable[[str], Engine], killer: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = _engine(database_url, monkeypatch, "0.05")
+    engine = pool("0.05")
     pings = _count_pings(engine, monkeypatch)
-    try:
-        first = _backend(engine)
-        _terminate(killer, first)
-        time.sleep(0.1)
+    first = _backend(engine)
+    _terminate(killer, first)
+    time.sleep(0.1)
 
-        second = _backend(engine)  # pinged, found dead, reconnected: no error reaches the caller
+    second = _backend(engine)  # pinged, found dead, reconnected: no error reaches the caller
 
-        assert second != first
-        assert len(pings) == 1
-        # The new connection is not pinged on its first checkout, nor right after it.
-        assert _backend(engine) == second
-        assert len(pings) == 1
-    finally:
-        engine.dispose()
+    assert second != first
+    assert len(pings) == 1
+    # The new connection is not pinged on its first checkout, nor right after it.
+    assert _backend(engine) == second
+    assert len(pings) == 1
 
 
 def test_a_connection_killed_while_busy_fails_once_and_the_pool_starts_over(
-    database_url: str, killer: Engine, monkeypatch: pytest.MonkeyPatch
+    pool: Callable[[str], Engine], killer: Engine
 ) -> None:
     """The price of not pinging a connection returned a moment ago: the one statement that finds
     it dead fails with a disconnect (which the API answers 503 `database_error`), and the pool
     drops it, so the next checkout connects anew."""
-    engine = _engine(database_url, monkeypatch, "30")
-    try:
-        first = _backend(engine)
-        _terminate(killer, first)
+    engine = pool("30")
+    first = _backend(engine)
+    _terminate(killer, first)
 
-        with pytest.raises(DBAPIError) as failed, engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        assert failed.value.connection_invalidated
+    with pytest.raises(DBAPIError) as failed, engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
 
-        assert _backend(engine) != first
-    finally:
-        engine.dispose()
+    assert failed.value.connection_invalidated
+    assert _backend(engine) != first
 
 
 def test_zero_pings_on_every_checkout(
-    database_url: str, killer: Engine, monkeypatch: pytest.MonkeyPatch
+    pool: Callable[[str], Engine], killer: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    engine = _engine(database_url, monkeypatch, "0")
+    engine = pool("0")
     pings = _count_pings(engine, monkeypatch)
-    try:
-        first = _backend(engine)
-        assert _backend(engine) == first
-        _terminate(killer, first)
+    first = _backend(engine)
+    assert _backend(engine) == first
+    _terminate(killer, first)
 
-        assert _backend(engine) != first  # no idle time at all, and still replaced
-        assert len(pings) == 2
-    finally:
-        engine.dispose()
+    assert _backend(engine) != first  # no idle time at all, and still replaced
+    assert len(pings) == 2
