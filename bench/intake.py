@@ -1,7 +1,9 @@
 """PayIn intake throughput and latency against the real gateway, next to a bare FastAPI endpoint
-that inserts one row through the same engine (the reference), both served the same way (one
-uvicorn process each, or `--processes N` each: `deploy/compose.yaml` serves the gateway with 2)
-and loaded from a separate process.
+that inserts one row through the same engine (the reference), both served the same way and loaded
+from a separate process. The gateway runs as production runs it, `jivapay serve --role gateway`;
+the reference through bench/serve.py with the same uvicorn options (`uvicorn_options`: the h11
+protocol with the slow-client deadlines). One uvicorn process each, or `--processes N` each
+(`deploy/compose.yaml` serves the gateway with 2).
 
     DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres REDIS_URL=redis://127.0.0.1:6379/0 \\
         .venv/bin/python bench/intake.py --requests 3000 --concurrency 16
@@ -105,16 +107,14 @@ def _bare_requests(count: int) -> list[dict[str, object]]:
 
 
 def _serve(
-    module: str, port: int, env: dict[str, str], profile_to: str | None = None, processes: int = 1
+    cmd: list[str], env: dict[str, str], profile_to: str | None = None
 ) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port)]
     if profile_to:
         # py-spy samples the server from outside; collapsed stacks are summarised at the end.
         spy = str(Path(sys.executable).with_name("py-spy"))
         # --gil: only the thread holding the GIL, so idle threadpool threads are not counted.
         spy_cmd = [spy, "record", "--gil", "--format", "raw", "--rate", "250", "-o", profile_to]
         cmd = [*spy_cmd, "--", *cmd]
-    cmd += ["--workers", str(processes), "--no-access-log", "--log-level", "warning"]
     return subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -395,14 +395,14 @@ def main() -> None:
         gw_port, bare_port = free_port(), free_port()
         profile_to = "/tmp/jivapay-intake-profile.txt" if args.profile else None
         feed = _feed(env)
+        workers = str(args.processes)
+        # The gateway as production serves it; the reference with the same uvicorn options.
+        jivapay = str(Path(sys.executable).with_name("jivapay"))
+        gateway = [jivapay, "serve", "--role", "gateway", "--port", str(gw_port)]
+        bare = [sys.executable, str(ROOT / "bench" / "serve.py"), "bare_app:app", str(bare_port)]
         servers = [
-            _serve("jivapay.servers.gateway.server:app", gw_port, env, profile_to, args.processes),
-            _serve(
-                "bare_app:app",
-                bare_port,
-                {**env, "PYTHONPATH": f"{ROOT / 'bench'}{os.pathsep}{ROOT}"},
-                processes=args.processes,
-            ),
+            _serve([*gateway, "--workers", workers], env, profile_to),
+            _serve([*bare, workers], {**env, "PYTHONPATH": f"{ROOT / 'bench'}{os.pathsep}{ROOT}"}),
         ]
         try:
             wait_http(f"http://127.0.0.1:{gw_port}/health")

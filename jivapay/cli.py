@@ -234,7 +234,7 @@ def serve(
         enable_multiprocess(Path(default_dir))
     _attach_stack()
     from jivapay.config import get_settings
-    from jivapay.servers.http_protocol import DeadlineH11Protocol
+    from jivapay.servers.serving import uvicorn_options
 
     settings = get_settings()
     if metrics_port is not None:
@@ -248,22 +248,8 @@ def serve(
         host=host,
         port=port or default_ports()[role],
         workers=workers,
-        server_header=False,
-        # Idle keep-alive connections close after this; headers and bodies that trickle in are
-        # cut by the protocol's own deadlines (HTTP_HEADER/BODY_TIMEOUT_SECONDS).
-        timeout_keep_alive=5,
-        http=DeadlineH11Protocol,
-        h11_max_incomplete_event_size=64 * 1024,
-        **proxy_options(settings.TRUSTED_PROXIES),
+        **uvicorn_options(settings.TRUSTED_PROXIES),
     )
-
-
-def proxy_options(trusted_proxies: str) -> dict[str, Any]:
-    """uvicorn's forwarded-header options: believed only from the listed proxies, else never."""
-    proxies = [p.strip() for p in trusted_proxies.split(",") if p.strip()]
-    if not proxies:
-        return {"proxy_headers": False}
-    return {"proxy_headers": True, "forwarded_allow_ips": proxies}
 
 
 @app.command()

@@ -21,7 +21,6 @@ from sqlalchemy.orm import Session
 
 from jivapay.api_routers.deps import CurrentStore
 from jivapay.api_routers.gateway.router import router as gateway_router
-from jivapay.cli import proxy_options
 from jivapay.enums import Role
 from jivapay.middleware.rate_limiting import (
     ClientBlocked,
@@ -33,6 +32,7 @@ from jivapay.middleware.rate_limiting import (
 from jivapay.security import create_access_token
 from jivapay.servers.app_factory import ServerName, build_app
 from jivapay.servers.exception_handlers import PROBLEM_JSON
+from jivapay.servers.serving import proxy_options
 from jivapay.utils.config_loader import invalidate_cache, set_config_value
 from tests.factories import (
     StoreWorld,

@@ -1,6 +1,7 @@
-"""Slow clients are cut: a real uvicorn server with the servers' protocol (`DeadlineH11Protocol`)
-closes a connection whose headers or body trickle in past their deadlines, and serves normal
-requests, kept-alive ones included, as before."""
+"""Slow clients are cut: a real uvicorn server, with the options `jivapay serve` runs the role
+servers with (`uvicorn_options`, whose protocol is `DeadlineH11Protocol`), closes a connection whose
+headers or body trickle in past their deadlines, refuses a header block beyond its limit, and serves
+normal requests, kept-alive ones included, as before."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from jivapay.config import get_settings
-from jivapay.servers.http_protocol import DeadlineH11Protocol
+from jivapay.servers.serving import MAX_HEADER_BYTES, uvicorn_options
 
 DEADLINE = 0.6
 
@@ -48,11 +49,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        echo_length,
-        http=DeadlineH11Protocol,
-        timeout_keep_alive=5,
-        log_level="warning",
-        lifespan="off",
+        echo_length, log_level="warning", lifespan="off", **uvicorn_options(trusted_proxies="")
     )
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -123,3 +120,22 @@ def test_a_body_that_trickles_in_is_cut(server: int) -> None:
         client.sendall(b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nab")
         assert not closed_by_server(client, within=DEADLINE / 3)  # still within its deadline
         assert closed_by_server(client, within=DEADLINE * 4)
+
+
+def _with_header_of(size: int) -> bytes:
+    return b"GET / HTTP/1.1\r\nHost: t\r\nX-Padding: " + b"a" * size + b"\r\n\r\n"
+
+
+def test_a_header_block_far_beyond_the_limit_is_refused(server: int) -> None:
+    with connect(server) as client:
+        client.sendall(_with_header_of(MAX_HEADER_BYTES - 1024))
+        client.settimeout(5)
+        assert client.recv(4096).startswith(b"HTTP/1.1 200 ")
+    with connect(server) as client:
+        try:
+            client.sendall(_with_header_of(16 * MAX_HEADER_BYTES))
+        except (BrokenPipeError, ConnectionResetError):
+            return  # refused before the whole block was read
+        client.settimeout(5)
+        answer = client.recv(4096)
+        assert answer == b"" or answer.startswith(b"HTTP/1.1 400 ")
