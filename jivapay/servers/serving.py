@@ -1,21 +1,18 @@
 """How the API servers are served: the uvicorn options `jivapay serve` runs every role server with.
 
 One place, so that what serves production is what the benchmarks measure and the slow-client tests
-exercise: the HTTP protocol with deadlines for slow clients (`http_protocol`), the keep-alive
-timeout, no `Server` header, the largest header block accepted, and forwarded headers believed
-only from the configured proxies.
+exercise: the HTTP protocol with deadlines for slow clients and a bound on the header block
+(`http_protocol`), the keep-alive timeout, no `Server` header, and forwarded headers believed only
+from the configured proxies.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from jivapay.servers.http_protocol import DeadlineH11Protocol
+from jivapay.servers.http_protocol import DeadlineHttpToolsProtocol
 
 KEEP_ALIVE_SECONDS = 5
-# h11 refuses (400) a request whose header block is still incomplete beyond this many bytes; one
-# that arrives whole in a single read is parsed, so the effective bound is this plus one read.
-MAX_HEADER_BYTES = 64 * 1024
 
 
 def proxy_options(trusted_proxies: str) -> dict[str, Any]:
@@ -33,7 +30,6 @@ def uvicorn_options(trusted_proxies: str) -> dict[str, Any]:
         # Idle keep-alive connections close after this; headers and bodies that trickle in are
         # cut by the protocol's own deadlines (HTTP_HEADER/BODY_TIMEOUT_SECONDS).
         "timeout_keep_alive": KEEP_ALIVE_SECONDS,
-        "http": DeadlineH11Protocol,
-        "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+        "http": DeadlineHttpToolsProtocol,
         **proxy_options(trusted_proxies),
     }

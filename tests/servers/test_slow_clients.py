@@ -1,10 +1,12 @@
 """Slow clients are cut: a real uvicorn server, with the options `jivapay serve` runs the role
-servers with (`uvicorn_options`, whose protocol is `DeadlineH11Protocol`), closes a connection whose
+servers with (`uvicorn_options`, whose protocol is `DeadlineHttpToolsProtocol`), closes a connection whose
 headers or body trickle in past their deadlines, refuses a header block beyond its limit, and serves
 normal requests, kept-alive ones included, as before."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 import socket
 import threading
 import time
@@ -15,14 +17,17 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from jivapay.config import get_settings
-from jivapay.servers.serving import MAX_HEADER_BYTES, uvicorn_options
+from jivapay.servers.http_protocol import MAX_HEADER_BYTES
+from jivapay.servers.serving import uvicorn_options
 
 DEADLINE = 0.6
 
 
 async def echo_length(scope: Scope, receive: Receive, send: Send) -> None:
-    """Reads the whole body and answers its length."""
+    """Reads the whole body and answers its length (`?slow`: after longer than any deadline)."""
     assert scope["type"] == "http"
+    if scope["query_string"] == b"slow":
+        await asyncio.sleep(DEADLINE * 2.5)
     size, more = 0, True
     while more:
         message = await receive()
@@ -82,15 +87,33 @@ def closed_by_server(client: socket.socket, within: float) -> bool:
         return True
 
 
-def request(client: socket.socket, body: bytes) -> bytes:
-    client.sendall(
-        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: "
-        + str(len(body)).encode()
+def post(body: bytes, target: bytes = b"/") -> bytes:
+    length = str(len(body)).encode()
+    return (
+        b"POST "
+        + target
+        + b" HTTP/1.1\r\nHost: t\r\nContent-Length: "
+        + length
         + b"\r\n\r\n"
         + body
     )
+
+
+def request(client: socket.socket, body: bytes) -> bytes:
+    client.sendall(post(body))
     client.settimeout(5)
     return client.recv(4096)
+
+
+def read_answers(client: socket.socket, count: int) -> list[bytes]:
+    """The bodies of the next `count` responses (one digit each: the length of a short body)."""
+    client.settimeout(5)
+    data = b""
+    while len(bodies := re.findall(rb"\r\n\r\n(\d)", data)) < count:
+        chunk = client.recv(4096)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    return bodies
 
 
 def test_normal_requests_are_served_on_a_kept_alive_connection(server: int) -> None:
@@ -100,19 +123,34 @@ def test_normal_requests_are_served_on_a_kept_alive_connection(server: int) -> N
         assert request(client, b"hello again").endswith(b"\r\n\r\n11")
 
 
+def test_a_connection_that_sends_nothing_is_cut(server: int) -> None:
+    with connect(server) as client:
+        assert closed_by_server(client, within=DEADLINE * 4)
+
+
+def trickle_headers_until_cut(client: socket.socket) -> None:
+    client.sendall(b"GET / HTTP/1.1\r\n")
+    started = time.monotonic()
+    # One byte at a time keeps uvicorn's own keep-alive timer from ever firing.
+    while time.monotonic() - started < DEADLINE * 3:
+        try:
+            client.sendall(b"X")
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        time.sleep(0.1)
+    assert closed_by_server(client, within=DEADLINE * 3)
+    assert time.monotonic() - started < DEADLINE * 6
+
+
 def test_headers_that_trickle_in_are_cut(server: int) -> None:
     with connect(server) as client:
-        client.sendall(b"GET / HTTP/1.1\r\n")
-        started = time.monotonic()
-        # One byte at a time keeps uvicorn's own keep-alive timer from ever firing.
-        while time.monotonic() - started < DEADLINE * 3:
-            try:
-                client.sendall(b"X")
-            except (BrokenPipeError, ConnectionResetError):
-                break
-            time.sleep(0.1)
-        assert closed_by_server(client, within=DEADLINE * 3)
-        assert time.monotonic() - started < DEADLINE * 6
+        trickle_headers_until_cut(client)
+
+
+def test_a_later_request_whose_headers_trickle_in_is_cut(server: int) -> None:
+    with connect(server) as client:
+        assert request(client, b"hello").endswith(b"\r\n\r\n5")
+        trickle_headers_until_cut(client)
 
 
 def test_a_body_that_trickles_in_is_cut(server: int) -> None:
@@ -139,3 +177,15 @@ def test_a_header_block_far_beyond_the_limit_is_refused(server: int) -> None:
         client.settimeout(5)
         answer = client.recv(4096)
         assert answer == b"" or answer.startswith(b"HTTP/1.1 400 ")
+
+
+def test_a_slow_answer_is_not_cut(server: int) -> None:
+    with connect(server) as client:
+        client.sendall(post(b"abc", b"/?slow"))
+        assert read_answers(client, 1) == [b"3"]
+
+
+def test_pipelined_requests_are_answered_in_order(server: int) -> None:
+    with connect(server) as client:
+        client.sendall(post(b"abcd", b"/?slow") + post(b"ab") + post(b"abcdef", b"/?slow"))
+        assert read_answers(client, 3) == [b"4", b"2", b"6"]
