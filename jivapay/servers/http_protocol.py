@@ -12,8 +12,9 @@ incomplete after `MAX_HEADER_BYTES` is answered 400 and the connection closed (h
 buffers a header of any size). A reverse proxy in front should still enforce its own limits
 (README, Hardening).
 
-httptools (llhttp, the C parser of Node.js) rather than h11: the parser is most of the HTTP layer's
-CPU per request, and h11's, in Python, cost about a tenth of the gateway's (docs/performance.md).
+httptools (llhttp, the C parser of Node.js) rather than h11, whose parser runs in Python: served
+with h11, a server spent 0.13 ms more CPU on a bare insert (0.72 against 0.59 ms) and 0.2 ms more
+on a PayIn intake (docs/performance.md, "The servers' HTTP parser").
 """
 
 from __future__ import annotations
