@@ -13,8 +13,8 @@ buffers a header of any size). A reverse proxy in front should still enforce its
 (README, Hardening).
 
 httptools (llhttp, the C parser of Node.js) rather than h11, whose parser runs in Python: served
-with h11, a server spent 0.13 ms more CPU on a bare insert (0.72 against 0.59 ms) and 0.2 ms more
-on a PayIn intake (docs/performance.md, "The servers' HTTP parser").
+with h11, a server spent 0.09-0.13 ms more CPU per small request (13-18% of a bare insert's; a
+PayIn intake's difference was within the noise; docs/performance.md, "The servers' HTTP parser").
 """
 
 from __future__ import annotations
