@@ -1,7 +1,7 @@
 """PayIn intake throughput and latency against the real gateway, next to a bare FastAPI endpoint
 that inserts one row through the same engine (the reference), both served the same way and loaded
 from a separate process. The gateway runs as production runs it, `jivapay serve --role gateway`;
-the reference through bench/serve.py with the same uvicorn options (`uvicorn_options`: the h11
+the reference through bench/serve.py with the same uvicorn options (`uvicorn_options`: the httptools
 protocol with the slow-client deadlines). One uvicorn process each, or `--processes N` each
 (`deploy/compose.yaml` serves the gateway with 2).
 

@@ -1,7 +1,7 @@
 """Slow clients are cut: a real uvicorn server, with the options `jivapay serve` runs the role
-servers with (`uvicorn_options`, whose protocol is `DeadlineHttpToolsProtocol`), closes a connection whose
-headers or body trickle in past their deadlines, refuses a header block beyond its limit, and serves
-normal requests, kept-alive ones included, as before."""
+servers with (`uvicorn_options`, whose protocol is `DeadlineHttpToolsProtocol`), closes a
+connection whose headers or body trickle in past their deadlines, refuses a header block beyond its
+limit, and serves normal requests, kept-alive and pipelined ones included, as before."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ import uvicorn
 from starlette.types import Receive, Scope, Send
 
 from jivapay.config import get_settings
+from jivapay.servers import serving
 from jivapay.servers.http_protocol import MAX_HEADER_BYTES
-from jivapay.servers.serving import uvicorn_options
 
 DEADLINE = 0.6
+KEEP_ALIVE = 2  # production's 5 s would only slow these tests down
 
 
 async def echo_length(scope: Scope, receive: Receive, send: Send) -> None:
@@ -50,11 +51,12 @@ async def echo_length(scope: Scope, receive: Receive, send: Send) -> None:
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[int]:
     monkeypatch.setattr(get_settings(), "HTTP_HEADER_TIMEOUT_SECONDS", DEADLINE)
     monkeypatch.setattr(get_settings(), "HTTP_BODY_TIMEOUT_SECONDS", DEADLINE)
+    monkeypatch.setattr(serving, "KEEP_ALIVE_SECONDS", KEEP_ALIVE)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     config = uvicorn.Config(
-        echo_length, log_level="warning", lifespan="off", **uvicorn_options(trusted_proxies="")
+        echo_length, log_level="warning", lifespan="off", **serving.uvicorn_options("")
     )
     instance = uvicorn.Server(config)
     thread = threading.Thread(target=instance.run, kwargs={"sockets": [sock]}, daemon=True)
@@ -187,5 +189,27 @@ def test_a_slow_answer_is_not_cut(server: int) -> None:
 
 def test_pipelined_requests_are_answered_in_order(server: int) -> None:
     with connect(server) as client:
-        client.sendall(post(b"abcd", b"/?slow") + post(b"ab") + post(b"abcdef", b"/?slow"))
-        assert read_answers(client, 3) == [b"4", b"2", b"6"]
+        # Longer together (2 x 2.5 deadlines) than the idle deadline the first answer would arm.
+        client.sendall(post(b"ab") + post(b"abcd", b"/?slow") + post(b"abcdef", b"/?slow"))
+        assert read_answers(client, 3) == [b"2", b"4", b"6"]
+
+
+def test_empty_lines_after_a_response_do_not_keep_a_connection_open(server: int) -> None:
+    with connect(server) as client:
+        assert request(client, b"hello").endswith(b"\r\n\r\n5")
+        started = time.monotonic()
+        # httptools skips empty lines without starting a request; each cancels the keep-alive timer.
+        while time.monotonic() - started < DEADLINE + KEEP_ALIVE + 2:
+            try:
+                client.sendall(b"\r\n")
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            time.sleep(0.2)
+        assert closed_by_server(client, within=1)
+
+
+def test_a_request_pipelined_behind_a_slow_answer_must_not_trickle(server: int) -> None:
+    with connect(server) as client:
+        client.sendall(post(b"abc", b"/?slow"))
+        # Cut at its own deadline, before the slow answer is sent (that answer is not b"").
+        trickle_headers_until_cut(client)
