@@ -97,6 +97,12 @@ def configure_logging(process: str) -> None:
             _renderer(settings.LOG_JSON),
         ],
     )
+    # Nothing renders the caller's file and line, thread or process name of a record (the
+    # process is `add_process`'s), and finding them costs a frame walk and lookups per line: the
+    # optimisations the logging documentation lists.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logMultiprocessing = False
     handler = _StdoutHandler()
     handler.setFormatter(formatter)
 

@@ -7,6 +7,7 @@ report can carry whatever context helps without leaking what must stay secret.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -41,9 +42,13 @@ def mask_card_numbers(text: str) -> str:
 
 
 def _is_sensitive_key(key: object) -> bool:
-    return (
-        isinstance(key, str) and bool(SENSITIVE_KEY_RE.search(key)) and not SAFE_KEY_RE.search(key)
-    )
+    return isinstance(key, str) and _is_sensitive_name(key)
+
+
+# Every log line and report scrubs its keys, and they come from a small set of names.
+@functools.lru_cache(maxsize=4096)
+def _is_sensitive_name(key: str) -> bool:
+    return bool(SENSITIVE_KEY_RE.search(key)) and not SAFE_KEY_RE.search(key)
 
 
 def scrub(value: Any, _depth: int = 0) -> Any:
