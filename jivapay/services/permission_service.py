@@ -31,6 +31,18 @@ def ensure_grantable(actor: Principal, grants: Iterable[str]) -> None:
         )
 
 
+def ensure_outranks(actor: Principal, target_grants: Iterable[str]) -> None:
+    """`PermissionDenied` when the target user holds a grant the actor does not: resetting their
+    password, deactivating them or editing them would reach powers the actor cannot grant (a reset
+    is a takeover)."""
+    beyond = [p for p in target_grants if not _grant_covered(actor, p)]
+    if beyond:
+        raise PermissionDenied(
+            "Cannot act on a user who holds permissions you do not hold: " + ", ".join(beyond),
+            extra={"permissions": beyond},
+        )
+
+
 def update_user_permissions(
     session: Session,
     *,

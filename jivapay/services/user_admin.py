@@ -31,6 +31,7 @@ from jivapay.enums import Role
 from jivapay.permissions import (
     SUPERUSER,
     WILDCARD,
+    Permission,
     ensure_permission,
     template_permissions,
     validate_grants,
@@ -226,6 +227,9 @@ def create_user(
     """Create a user of any role with its profile (and a trader's commission). Audited."""
     _ensure_may_manage(actor, body.role)
     _check_create_fields(body)
+    if body.role == Role.TRADER and body.commission is not None:
+        # The rates are what `PUT /traders/{id}/commission` sets, under the same grant.
+        ensure_permission(actor, Permission.TRADER_COMMISSIONS_EDIT_ALL)
     grants = _requested_grants(body)
     permission_service.ensure_grantable(actor, grants)
     fields: dict[str, Any] = {}
@@ -354,6 +358,7 @@ def update_user(
     user = load_user(session, user_id, for_update=True)
     role = Role(user.role)
     _ensure_may_manage(actor, role)
+    permission_service.ensure_outranks(actor, _grants(user))
     requested = {k: getattr(body, k) for k in body.model_fields_set}
     wrong = sorted(set(requested) - _UPDATE_FIELDS[role])
     if wrong:
@@ -401,6 +406,7 @@ def set_active(
     user = load_user(session, user_id, for_update=True)
     if Role(user.role) == Role.ADMIN:
         _ensure_may_manage(actor, Role.ADMIN)
+    permission_service.ensure_outranks(actor, _grants(user))
     if user.is_active == active:
         return UserChanged(user=user_read(user), changed=False)
     if active and user.anonymized_at is not None:
@@ -434,6 +440,7 @@ def reset_password(
     """Set a user's password (an administrator's reset). Audited, never the password itself."""
     user = load_user(session, user_id, for_update=True)
     _ensure_may_manage(actor, Role(user.role))
+    permission_service.ensure_outranks(actor, _grants(user))
     if user.anonymized_at is not None:
         raise Conflict("This user was anonymised", code="user_anonymized")
     user.password_hash = hash_password(new_password)
@@ -498,6 +505,7 @@ def set_grants(
     new = validate_grants(permissions)
     if Role(user.role) in STAFF_ROLES:
         _ensure_may_manage(actor, Role(user.role))
+        permission_service.ensure_outranks(actor, _grants(user))
         ensure_not_last_superuser(session, user, remaining=new)
     saved = permission_service.update_user_permissions(
         session,

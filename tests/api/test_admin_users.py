@@ -212,6 +212,64 @@ def test_no_escalation_when_creating_or_granting(client, db, unique) -> None:  #
     assert audit.details["added"] == ["orders:*"]
 
 
+def test_no_takeover_of_a_user_who_holds_more(client, db, unique) -> None:  # type: ignore[no-untyped-def]
+    """Resetting a password, deactivating, editing or regranting a user who holds a grant the
+    actor lacks would reach that grant (a reset is a login as them): 403, nothing written."""
+    root = make_staff(db, Role.ADMIN, ["superuser"])
+    lesser = make_staff(
+        db, Role.ADMIN, ["users:manage:admin", "users:view:all", "users:deactivate:all"]
+    )
+    peer = make_staff(db, Role.ADMIN, ["users:view:all"])
+    old_hash = root.password_hash
+    db.flush()
+    before = row_counts(db)
+    for method, path, body in (
+        ("post", f"/admin/users/{root.id}/password", {"new_password": "taken-over-123"}),
+        ("post", f"/admin/users/{root.id}/deactivate", None),
+        ("patch", f"/admin/users/{root.id}", {"first_name": "Mallory"}),
+        ("put", f"/admin/users/{root.id}/permissions", {"permissions": ["users:view:all"]}),
+    ):
+        r = client.request(method, path, json=body, headers=bearer(lesser))
+        assert r.status_code == 403, (path, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["permissions"] == ["superuser"], r.text
+    assert row_counts(db) == before
+    db.expire_all()
+    assert db.get(User, root.id).password_hash == old_hash
+    assert db.get(User, root.id).is_active
+    # A user whose grants the actor holds is still theirs to manage.
+    r = client.post(
+        f"/admin/users/{peer.id}/password",
+        json={"new_password": "peer-new-pass-1"},
+        headers=bearer(lesser),
+    )
+    assert r.status_code == 200, r.text
+
+
+def test_trader_commission_at_creation_needs_the_commission_grant(client, db, unique) -> None:  # type: ignore[no-untyped-def]
+    manager = make_staff(db, Role.ADMIN, ["users:manage:trader"])
+    body = {
+        "password": "long-enough-1",
+        "role": "trader",
+        "commission": {"payin_percent": "0", "payout_percent": "0"},
+    }
+    before = row_counts(db)
+    r = _create(client, manager, email=f"t0-{unique}@example.com", **body)
+    assert r.status_code == 403 and "trader_commissions:edit:all" in r.json()["detail"], r.text
+    assert row_counts(db) == before
+    # Without rates the trader is created (the platform's default commission applies) ...
+    r = _create(client, manager, email=f"t1-{unique}@example.com", **{**body, "commission": None})
+    assert r.status_code == 201, r.text
+    # ... and with the grant the rates are set.
+    setter = make_staff(db, Role.ADMIN, ["users:manage:trader", "trader_commissions:edit:all"])
+    r = _create(client, setter, email=f"t2-{unique}@example.com", **body)
+    assert r.status_code == 201, r.text
+    trader = db.scalars(select(Trader).where(Trader.user_id == r.json()["id"])).one()
+    assert db.scalars(
+        select(TraderCommission).where(TraderCommission.trader_id == trader.id)
+    ).one().commission_payin == Decimal("0")
+
+
 def test_deactivation_stops_tokens_at_once_and_guards_self_and_last_superuser(client, db) -> None:  # type: ignore[no-untyped-def]
     root = make_staff(db, Role.ADMIN, ["superuser"])
     # Other active superusers may exist in the shared test database: this admin is ours.
@@ -239,9 +297,10 @@ def test_deactivation_stops_tokens_at_once_and_guards_self_and_last_superuser(cl
 
     r = client.post(f"/admin/users/{root.id}/deactivate", headers=bearer(root))
     assert r.status_code == 409 and r.json()["code"] == "self_deactivation"
+    # A deputy who may manage admins but is not a superuser cannot act on one at all.
     deputy = make_staff(db, Role.ADMIN, ["users:*"])
     r = client.post(f"/admin/users/{root.id}/deactivate", headers=bearer(deputy))
-    assert r.status_code == 409 and r.json()["code"] == "last_superuser"
+    assert r.status_code == 403 and r.json()["permissions"] == ["superuser"], r.text
     r = client.put(
         f"/admin/users/{root.id}/permissions", json={"permissions": []}, headers=bearer(root)
     )
