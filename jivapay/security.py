@@ -30,7 +30,7 @@ from sqlalchemy import ColumnElement, Table, Text, bindparam, select, type_coerc
 from sqlalchemy.orm import Session, joinedload
 
 from jivapay.config import get_settings
-from jivapay.database.models import MerchantStore, User
+from jivapay.database.models import Merchant, MerchantStore, User
 from jivapay.database.types import decrypt_value
 from jivapay.enums import Role
 from jivapay.utils.exceptions import AuthenticationFailed, Forbidden, InvalidSignature
@@ -206,6 +206,12 @@ _KEY_COLUMNS = (
     # The stored token as it is: `_private_key` decrypts it once per process.
     type_coerce(_STORES.c.private_api_key, Text).label("private_api_key_token"),
     _STORES.c.access,
+    # A deactivated merchant's stores stop with its logins (two primary-key lookups).
+    select(User.is_active)
+    .join(Merchant, Merchant.user_id == User.id)
+    .where(Merchant.id == _STORES.c.merchant_id)
+    .scalar_subquery()
+    .label("merchant_active"),
 )
 _STORE_BY_KEY: dict[tuple[ColumnElement[Any], ...], tuple[Any, tuple[str, ...]]] = {}
 
@@ -267,6 +273,8 @@ def verify_store_request(
         raise InvalidSignature(_BAD_STORE_CREDENTIALS)
     if not store.access:
         raise Forbidden("Store access is disabled", code="store_access_denied")
+    if not store.merchant_active:
+        raise Forbidden("The store's merchant account is deactivated", code="store_access_denied")
     row = store._mapping
     return StorePrincipal(
         store_id=store.id,

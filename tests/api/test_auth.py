@@ -464,6 +464,26 @@ def test_store_without_access_is_forbidden(client: TestClient, db: Session, uniq
     _assert_problem(client.get("/gateway/ping", headers=bad), 401, "invalid_signature")
 
 
+def test_store_of_a_deactivated_merchant_is_forbidden(
+    client: TestClient, db: Session, unique: str
+) -> None:
+    """Deactivating a merchant stops its stores' keys with its logins; reactivating restores them."""
+    store, private = _store(db, unique)
+    merchant_user = db.get(User, store.merchant.user_id)
+    assert merchant_user is not None
+    merchant_user.is_active = False
+    db.flush()
+    resp = client.get("/gateway/ping", headers=_signed(store, private, "GET", "/gateway/ping"))
+    _assert_problem(resp, 403, "store_access_denied")
+    assert "deactivated" in resp.json()["detail"]
+    bad = {**_signed(store, private, "GET", "/gateway/ping"), "X-Signature": "00"}
+    _assert_problem(client.get("/gateway/ping", headers=bad), 401, "invalid_signature")
+    merchant_user.is_active = True
+    db.flush()
+    resp = client.get("/gateway/ping", headers=_signed(store, private, "GET", "/gateway/ping"))
+    assert resp.status_code == 200, resp.text
+
+
 def test_real_app_factory_login_and_me(db: Session, unique: str, redis_url: str) -> None:
     """The login and me routers as the app factory mounts them (with its login rate limit)."""
     from jivapay.servers.app_factory import build_app
