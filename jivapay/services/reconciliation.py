@@ -3,10 +3,12 @@
 1. Every balance equals the sum of its history's `amount`, and every `frozen` the sum of its
    `frozen_delta` (store and trader deposits).
 2. `0 <= frozen <= balance` on every held balance.
-3. The crypto legs of every completed order sum to exactly zero.
+3. The crypto legs of every completed order sum to exactly zero, and no other order (nor an
+   intake that never became one) has any.
 4. Per crypto currency, all crypto balances together equal deposits - withdrawals + adjustments.
 5. What is frozen equals what open orders hold: a store's frozen amount is the sum of its open
-   PayOuts' holds, a trader's the sum of their open PayIns' holds.
+   PayOuts' holds, a trader's the sum of their open PayIns' holds (a hold on an account without a
+   balance row is frozen nowhere, and reported).
 6. The order statistics rollup equals a fresh aggregation of `order_history`
    (`order_stats_rollup.drift`: one grouped scan of the orders, cheaper than check 1's scans of
    every balance history, so it runs with them).
@@ -23,6 +25,7 @@ from decimal import Decimal
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from jivapay.enums import OrderStatus
 from jivapay.services import order_stats_rollup
 
 
@@ -63,7 +66,9 @@ _FROZEN_RANGE = """
     SELECT 'trader', id, balance, frozen FROM balance_traders WHERE frozen < 0 OR frozen > balance
 """
 
-_LEGS_OF_COMPLETED = """
+# Money moves for an order only when it completes: three legs summing to zero on a completed
+# order, none on any other (and none for an intake that never became an order).
+_ORDER_LEGS = """
     WITH legs AS (
         SELECT incoming_order_id, amount FROM balance_store_history
             WHERE operation IN ('payin', 'payout')
@@ -71,12 +76,15 @@ _LEGS_OF_COMPLETED = """
             WHERE operation IN ('payin', 'payout')
         UNION ALL SELECT incoming_order_id, amount FROM balance_platform_history
             WHERE operation = 'commission'
+    ), per_order AS (
+        SELECT incoming_order_id, SUM(amount) AS total, COUNT(*) AS n FROM legs
+        GROUP BY incoming_order_id
     )
-    SELECT o.public_id, COALESCE(SUM(l.amount), 0), COUNT(l.amount)
-    FROM order_history o LEFT JOIN legs l ON l.incoming_order_id = o.incoming_order_id
-    WHERE o.status = 'completed'
-    GROUP BY o.public_id
-    HAVING COALESCE(SUM(l.amount), 0) <> 0 OR COUNT(l.amount) <> 3
+    SELECT COALESCE(o.public_id, 'intake #' || p.incoming_order_id), o.status,
+           COALESCE(p.total, 0), COALESCE(p.n, 0)
+    FROM order_history o FULL JOIN per_order p ON p.incoming_order_id = o.incoming_order_id
+    WHERE (o.status = 'completed' AND (COALESCE(p.total, 0) <> 0 OR COALESCE(p.n, 0) <> 3))
+       OR (o.status IS DISTINCT FROM 'completed' AND p.n > 0)
 """
 
 _TOTALS_PER_CURRENCY = """
@@ -103,27 +111,35 @@ _TOTALS_PER_CURRENCY = """
 
 # Holds of open orders: PayOuts hold the store from intake until they close (still at intake or
 # assigned and open); PayIns hold the trader from assignment until they close.
+# Full joins: a hold on an account that has no balance row is frozen nowhere.
 _STORE_HOLDS = """
     WITH open_holds AS (
-        SELECT i.store_id, i.crypto_currency_id AS cid, i.store_hold AS hold
+        SELECT i.store_id, i.crypto_currency_id AS cid, SUM(i.store_hold) AS hold
         FROM incoming_orders i
         LEFT JOIN order_history o ON o.incoming_order_id = i.id
         WHERE i.order_type = 'payout' AND (
             (o.id IS NULL AND i.status IN ('new', 'retrying', 'manual_review'))
             OR o.status IN ('pending', 'paid', 'disputed'))
+        GROUP BY i.store_id, i.crypto_currency_id
     )
-    SELECT b.id, b.frozen, COALESCE(SUM(h.hold), 0)
+    SELECT COALESCE('balance #' || b.id, 'store ' || h.store_id || ' (no balance row)'),
+           COALESCE(b.frozen, 0), COALESCE(h.hold, 0)
     FROM balance_stores b
-    LEFT JOIN open_holds h ON h.store_id = b.store_id AND h.cid = b.crypto_currency_id
-    GROUP BY b.id, b.frozen HAVING b.frozen <> COALESCE(SUM(h.hold), 0)
+    FULL JOIN open_holds h ON h.store_id = b.store_id AND h.cid = b.crypto_currency_id
+    WHERE COALESCE(b.frozen, 0) <> COALESCE(h.hold, 0)
 """
 _TRADER_HOLDS = """
-    SELECT b.id, b.frozen, COALESCE(SUM(o.hold_amount), 0)
+    WITH open_holds AS (
+        SELECT trader_id, crypto_currency_id AS cid, SUM(hold_amount) AS hold
+        FROM order_history
+        WHERE order_type = 'payin' AND status IN ('pending', 'paid', 'disputed')
+        GROUP BY trader_id, crypto_currency_id
+    )
+    SELECT COALESCE('balance #' || b.id, 'trader ' || h.trader_id || ' (no balance row)'),
+           COALESCE(b.frozen, 0), COALESCE(h.hold, 0)
     FROM balance_traders b
-    LEFT JOIN order_history o ON o.trader_id = b.trader_id
-        AND o.crypto_currency_id = b.crypto_currency_id
-        AND o.order_type = 'payin' AND o.status IN ('pending', 'paid', 'disputed')
-    GROUP BY b.id, b.frozen HAVING b.frozen <> COALESCE(SUM(o.hold_amount), 0)
+    FULL JOIN open_holds h ON h.trader_id = b.trader_id AND h.cid = b.crypto_currency_id
+    WHERE COALESCE(b.frozen, 0) <> COALESCE(h.hold, 0)
 """
 
 
@@ -142,12 +158,13 @@ def reconcile(session: Session) -> list[Discrepancy]:
         found.append(
             Discrepancy("0 <= frozen <= balance", f"{kind} balance #{bid}", balance, frozen)
         )
-    for public_id, total, count in session.execute(text(_LEGS_OF_COMPLETED)):
-        found.append(
-            Discrepancy(
-                f"legs of a completed order sum to 0 ({count} legs)", public_id, Decimal(0), total
-            )
+    for subject, status, total, count in session.execute(text(_ORDER_LEGS)):
+        check = (
+            f"legs of a completed order sum to 0 ({count} legs)"
+            if status == OrderStatus.COMPLETED.value
+            else f"no money moved for an order not completed ({status or 'no order'}, {count} legs)"
         )
+        found.append(Discrepancy(check, subject, Decimal(0), total))
     for code, balances, external in session.execute(text(_TOTALS_PER_CURRENCY)):
         if balances != external:
             found.append(
@@ -158,14 +175,10 @@ def reconcile(session: Session) -> list[Discrepancy]:
                     balances,
                 )
             )
-    for bid, frozen, holds in session.execute(text(_STORE_HOLDS)):
-        found.append(
-            Discrepancy("store frozen = open PayOut holds", f"balance #{bid}", holds, frozen)
-        )
-    for bid, frozen, holds in session.execute(text(_TRADER_HOLDS)):
-        found.append(
-            Discrepancy("trader frozen = open PayIn holds", f"balance #{bid}", holds, frozen)
-        )
+    for subject, frozen, holds in session.execute(text(_STORE_HOLDS)):
+        found.append(Discrepancy("store frozen = open PayOut holds", subject, holds, frozen))
+    for subject, frozen, holds in session.execute(text(_TRADER_HOLDS)):
+        found.append(Discrepancy("trader frozen = open PayIn holds", subject, holds, frozen))
     for row in order_stats_rollup.drift(session):
         for measure, expected in row.expected.items():
             if expected != row.actual[measure]:
