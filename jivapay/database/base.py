@@ -33,6 +33,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime) -> datetime:
+    """`value` made aware: a naive datetime is read as UTC (so naive and aware ones compare)."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
 # Money columns: fiat has 2 places, crypto amounts and rates 8, commission percentages 4.
 FIAT = Numeric(20, 2, asdecimal=True)
 CRYPTO = Numeric(20, 8, asdecimal=True)

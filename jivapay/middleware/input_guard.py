@@ -11,6 +11,8 @@
 
 from __future__ import annotations
 
+import re
+
 import structlog
 from fastapi import Request
 from fastapi.responses import JSONResponse
@@ -36,10 +38,21 @@ def _problem(scope: Scope, status: int, code: str, title: str, detail: str) -> J
     )
 
 
-def body_cap(headers: Headers) -> int:
-    """The largest body accepted for a request with these headers."""
+# The only routes that take files (receipts, dispute evidence): every other route gets the JSON
+# cap whatever Content-Type the client claims.
+_FILE_ROUTES = re.compile(
+    r"^/(?:gateway/payin/confirm/[^/]+|gateway/orders/[^/]+/dispute"
+    r"|trader/orders/[^/]+/(?:confirm|dispute)|merchant/orders/[^/]+/dispute"
+    r"|(?:support|admin)/orders/[^/]+/dispute)$"
+)
+
+
+def body_cap(headers: Headers, path: str = "") -> int:
+    """The largest body accepted for a request with these headers to `path`."""
     settings = get_settings()
-    if headers.get("content-type", "").lower().startswith("multipart/"):
+    if headers.get("content-type", "").lower().startswith("multipart/") and _FILE_ROUTES.match(
+        path
+    ):
         return settings.MAX_MULTIPART_BODY_BYTES
     return settings.MAX_JSON_BODY_BYTES
 
@@ -63,7 +76,7 @@ class InputGuardMiddleware:
             return
 
         headers = Headers(scope=scope)
-        cap = body_cap(headers)
+        cap = body_cap(headers, scope.get("path", ""))
         length = headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > cap):
             await self._too_large(scope, receive, send, cap)

@@ -154,13 +154,27 @@ IpAddressIn = Annotated[
 """An IPv4 or IPv6 address, stored in its canonical form."""
 
 
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\\ud800" in JSON)
+        return False
+    return True
+
+
 def _contains_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_contains_nul(k) or _contains_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(_contains_nul(v) for v in value)
+    # Iterative: a 1 KB body nested 400 deep must not raise RecursionError (a 500).
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item or not _utf8(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
     return False
 
 
@@ -170,7 +184,7 @@ def refuse_nul(data: Any) -> Any:
     if not isinstance(data, dict | BaseModel):
         raise ValueError("must be a JSON object")
     if _contains_nul(data):
-        raise ValueError("text must not contain NUL characters")
+        raise ValueError("text must not contain NUL characters or lone surrogates")
     return data
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from jivapay.database.base import as_utc
 from jivapay.database.models import AuditLog
 from jivapay.enums import AuditLevel
 from jivapay.schemas.admin import AuditLogRead
@@ -29,7 +30,7 @@ def list_audit_logs(
     offset: int,
 ) -> Page[AuditLogRead]:
     """Audit rows matching every given filter; `action` ending in `.*` matches a prefix."""
-    if date_from is not None and date_to is not None and date_from > date_to:
+    if date_from is not None and date_to is not None and as_utc(date_from) > as_utc(date_to):
         raise ValidationFailed("date_from must not be after date_to")
     stmt = select(AuditLog)
     if action:

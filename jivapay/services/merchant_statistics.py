@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Select, extract, func, select, union_all
 from sqlalchemy.orm import Session
 
-from jivapay.database.base import utcnow
+from jivapay.database.base import as_utc, utcnow
 from jivapay.database.models import (
     CryptoCurrency,
     FiatCurrency,
@@ -63,8 +63,11 @@ def resolve_period(
     date_from: datetime | None, date_to: datetime | None, *, now: datetime | None = None
 ) -> tuple[datetime, datetime]:
     """The period asked for (default: the last 30 days); `ValidationFailed` beyond 366 days."""
-    end = date_to or now or utcnow()
-    start = date_from or end - DEFAULT_PERIOD
+    end = as_utc(date_to or now or utcnow())
+    try:
+        start = as_utc(date_from) if date_from is not None else end - DEFAULT_PERIOD
+    except OverflowError:
+        raise ValidationFailed("date_to is out of range", code="bad_period") from None
     if start >= end:
         raise ValidationFailed("date_from must be before date_to", code="bad_period")
     if end - start > MAX_PERIOD:

@@ -104,8 +104,12 @@ def _check_str(spec: SettingSpec, value: Any) -> str:
         if not items or any(item.amount < 1 for item in items):
             raise _bad(spec.key, "a rate limit must allow at least one request")
     if spec.key.endswith("_URL") and value:
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            parts = urlsplit(value)
+            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:  # "http://[::1", "http://[zz]/": urllib refuses the host
+            valid = False
+        if not valid:
             raise _bad(spec.key, "must be an http(s) URL or empty")
     return value
 

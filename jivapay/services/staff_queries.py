@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, false, func, literal, select
 from sqlalchemy.orm import Session
 
+from jivapay.database.base import as_utc
 from jivapay.database.models import (
     AuditLog,
     Bank,
@@ -67,6 +68,8 @@ COUNT_CAP = 10_000
 
 def check_range(low: Any, high: Any, what: str) -> None:
     """`ValidationFailed` when both bounds are given and the lower is above the upper."""
+    if isinstance(low, datetime) and isinstance(high, datetime):
+        low, high = as_utc(low), as_utc(high)
     if low is not None and high is not None and low > high:
         raise ValidationFailed(f"{what}: the lower bound is above the upper bound")
 

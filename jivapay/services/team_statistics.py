@@ -67,7 +67,10 @@ def resolve_period(
 ) -> Period:
     """The period asked for (default: the last 30 days up to now); 422 if reversed or too long."""
     end = _aware(date_to) if date_to is not None else now
-    start = _aware(date_from) if date_from is not None else end - DEFAULT_PERIOD
+    try:
+        start = _aware(date_from) if date_from is not None else end - DEFAULT_PERIOD
+    except OverflowError:
+        raise ValidationFailed("date_to is out of range") from None
     if start > end:
         raise ValidationFailed("date_from must not be after date_to")
     if end - start > MAX_PERIOD:

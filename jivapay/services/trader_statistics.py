@@ -29,7 +29,10 @@ def period(
 ) -> tuple[datetime, datetime]:
     """The period asked for (default: the last 30 days); 422 if reversed or over 366 days."""
     end = date_to or now or utcnow()
-    start = date_from or end - DEFAULT_PERIOD
+    try:
+        start = date_from or end - DEFAULT_PERIOD
+    except OverflowError:
+        raise ValidationFailed("date_to is out of range", code="bad_period") from None
     if start.tzinfo is None or end.tzinfo is None:
         raise ValidationFailed("dates need a time zone offset, e.g. 2026-01-01T00:00:00Z")
     if start > end:

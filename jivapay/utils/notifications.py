@@ -30,7 +30,7 @@ SENSITIVE_KEY_RE = re.compile(
 SAFE_KEY_RE = re.compile(r"last_?4$", re.IGNORECASE)
 # 12-19 digits, optionally grouped by spaces or dashes: card and account numbers.
 # Not inside a longer token (hex ids, decimals): no letter, digit or "digit." right before or after.
-CARD_NUMBER_RE = re.compile(r"(?<!\w)(?<!\d\.)(?:\d[ -]?){8,15}(\d{4})(?!\w|\.\d)")
+CARD_NUMBER_RE = re.compile(r"(?<!\w)(?<!\d\.)(?:\d[ -]?){8,26}(\d{4})(?!\w|\.\d)")
 FILTERED = "[Filtered]"
 
 _initialised = False

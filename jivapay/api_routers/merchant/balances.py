@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 
 from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
+from jivapay.database.base import as_utc
 from jivapay.enums import BalanceOperation
 from jivapay.schemas.common import Page
 from jivapay.schemas.merchant import StoreBalanceHistoryRead, StoreBalanceRead
@@ -42,7 +43,7 @@ def balance_history(
     created_to: datetime | None = None,
 ) -> Page[StoreBalanceHistoryRead]:
     """Every change of my stores' balances, newest first (`created_to` is exclusive)."""
-    if created_from and created_to and created_from > created_to:
+    if created_from and created_to and as_utc(created_from) > as_utc(created_to):
         raise ValidationFailed("created_from must not be after created_to", code="bad_period")
     filters = merchant_balances.HistoryFilters(store_id, operation, created_from, created_to)
     items, total = merchant_balances.list_history(

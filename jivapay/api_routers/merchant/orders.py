@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query
 from jivapay.api_routers import uploads
 from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
+from jivapay.database.base import as_utc
 from jivapay.enums import MerchantOrderStatus, OrderType
 from jivapay.schemas.common import Page
 from jivapay.schemas.merchant import MerchantOrderChangeRead, MerchantOrderRead
@@ -37,7 +38,7 @@ def list_orders(
     merchant_order_id: Annotated[str | None, Query(min_length=1, max_length=255)] = None,
 ) -> Page[MerchantOrderRead]:
     """My stores' orders, newest first (`created_to` is exclusive)."""
-    if created_from and created_to and created_from > created_to:
+    if created_from and created_to and as_utc(created_from) > as_utc(created_to):
         raise ValidationFailed("created_from must not be after created_to", code="bad_period")
     filters = order_queries.MerchantOrderFilters(
         store_id, status, order_type, created_from, created_to, merchant_order_id

@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Query
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
-from jivapay.database.base import utcnow
+from jivapay.database.base import as_utc, utcnow
 from jivapay.enums import OrderStatus, OrderType
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
@@ -142,7 +142,7 @@ def list_orders(
     created_to: Annotated[datetime | None, Query()] = None,
 ) -> Page[OrderRead]:
     """The orders of my team's traders, newest first (numbers masked)."""
-    if created_from and created_to and created_from > created_to:
+    if created_from and created_to and as_utc(created_from) > as_utc(created_to):
         raise ValidationFailed("created_from must not be after created_to")
     filters = order_queries.OrderFilters(status, order_type, created_from, created_to)
     items, total = order_queries.list_orders(
