@@ -96,11 +96,6 @@ class TraderProfileUpdate(RequestBody):
     time_zone: str | None = Field(default=None, min_length=1, max_length=64)
 
 
-class PasswordChange(RequestBody):
-    current_password: str = Field(min_length=1, max_length=1024)
-    new_password: str = Field(min_length=10, max_length=1024)
-
-
 # --------------------------------------------------------------------------- statistics
 
 

@@ -30,15 +30,13 @@ from jivapay.schemas.traders import (
     CommissionRead,
     DepositRead,
     FiatTurnoverRead,
-    PasswordChange,
     TeamRead,
     TraderBalancesRead,
     TraderProfileRead,
     TraderProfileUpdate,
 )
-from jivapay.security import hash_password, verify_password
 from jivapay.services.audit_logger import log_event
-from jivapay.utils.exceptions import AuthenticationFailed, NotFound, ValidationFailed
+from jivapay.utils.exceptions import NotFound, ValidationFailed
 
 
 @dataclass(frozen=True)
@@ -227,25 +225,3 @@ def update_profile(
     )
     session.flush()
     return True
-
-
-def change_password(
-    session: Session, *, user_id: int, change: PasswordChange, ip_address: str | None
-) -> None:
-    """Replace the caller's password after checking the current one (wrong: 401); audited."""
-    user = session.get(User, user_id, with_for_update=True)
-    if user is None or not verify_password(change.current_password, user.password_hash):
-        raise AuthenticationFailed("the current password is wrong", code="wrong_password")
-    if change.new_password == change.current_password:
-        raise ValidationFailed("the new password must differ from the current one")
-    user.password_hash = hash_password(change.new_password)
-    log_event(
-        session,
-        action="user.password_changed",
-        user_id=user.id,
-        target_entity="user",
-        target_id=user.id,
-        details={"by": "self"},
-        ip_address=ip_address,
-    )
-    session.flush()

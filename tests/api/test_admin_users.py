@@ -359,7 +359,9 @@ def test_list_detail_patch_stats_and_password_reset(client, db, superadmin, uniq
     assert merchant.post("/merchant/auth/token", data=login).status_code == 200
 
 
-@pytest.mark.parametrize("role", [Role.MERCHANT, Role.TEAMLEAD, Role.SUPPORT, Role.ADMIN])
+@pytest.mark.parametrize(
+    "role", [Role.MERCHANT, Role.TRADER, Role.TEAMLEAD, Role.SUPPORT, Role.ADMIN]
+)
 def test_own_password_change_on_each_role_server(db, role, unique) -> None:  # type: ignore[no-untyped-def]
     from jivapay.services.auth_service import create_user
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from jivapay.database.base import utcnow
-from jivapay.database.models import AuditLog, OrderHistory, TimeZone, Trader, User
+from jivapay.database.models import AuditLog, OrderHistory, TimeZone, Trader
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 from jivapay.servers.trader.server import ROUTERS
@@ -153,32 +153,6 @@ def test_profile_read_and_update(client, db, world) -> None:  # type: ignore[no-
     assert db.get(Trader, mine.id).trafic_priority == 5
     r = client.patch("/trader/profile", headers=auth(mine), json={"time_zone": None})
     assert r.json()["time_zone"] is None and r.json()["changed"] is True
-
-
-def test_password_change(client, db, world) -> None:  # type: ignore[no-untyped-def]
-    _, _, mine, _ = world
-    user = db.get(User, mine.user_id)
-    old_hash = user.password_hash
-    wrong = {"current_password": "not-my-password", "new_password": "a-much-better-one"}
-    is_problem(
-        client.post("/trader/password", headers=auth(mine), json=wrong), 401, "wrong_password"
-    )
-    short = {"current_password": "factory-password-1", "new_password": "short"}
-    is_problem(client.post("/trader/password", headers=auth(mine), json=short), 422)
-    same = {"current_password": "factory-password-1", "new_password": "factory-password-1"}
-    is_problem(client.post("/trader/password", headers=auth(mine), json=same), 422)
-    db.expire_all()
-    assert db.get(User, mine.user_id).password_hash == old_hash
-
-    good = {"current_password": "factory-password-1", "new_password": "a-much-better-one"}
-    r = client.post("/trader/password", headers=auth(mine), json=good)
-    assert r.status_code == 200 and r.json() == {"changed": True}
-    login = {"username": user.email, "password": "a-much-better-one"}
-    assert client.post("/trader/auth/token", data=login).status_code == 200
-    login["password"] = "factory-password-1"
-    assert client.post("/trader/auth/token", data=login).status_code == 401
-    row = db.scalars(select(AuditLog).where(AuditLog.action == "user.password_changed")).one()
-    assert row.user_id == user.id and "a-much-better-one" not in str(row.details)
 
 
 def test_statistics_for_a_period(client, db, world) -> None:  # type: ignore[no-untyped-def]

@@ -11,10 +11,9 @@ from fastapi import APIRouter, Query
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import BalanceKind, BalanceOperation
-from jivapay.schemas.common import Changed, Page
+from jivapay.schemas.common import Page
 from jivapay.schemas.traders import (
     BalanceHistoryRead,
-    PasswordChange,
     TraderBalancesRead,
     TraderProfileChanged,
     TraderProfileRead,
@@ -80,15 +79,6 @@ def update_my_profile(
     )
     view = trader_account.profile(session, trader_id=principal.profile_id)
     return TraderProfileChanged(**view.model_dump(), changed=changed)
-
-
-@router.post("/password", response_model=Changed, responses=problem_responses(422))
-def change_my_password(
-    body: PasswordChange, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
-) -> Changed:
-    """Change my password: the current one (wrong: 401) and a new one of at least 10 characters."""
-    trader_account.change_password(session, user_id=principal.user_id, change=body, ip_address=ip)
-    return Changed(changed=True)
 
 
 @router.get("/statistics", response_model=TraderStatisticsRead, responses=problem_responses(422))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.common.password import password_router
 from jivapay.api_routers.common.trader_orders import router as trader_orders_router
 from jivapay.api_routers.trader.account import router as trader_account_router
 from jivapay.api_routers.trader.requisites import router as trader_requisites_router
@@ -18,6 +19,7 @@ ROUTERS: list[APIRouter] = [
     trader_orders_router,
     trader_requisites_router,
     trader_account_router,
+    password_router(Role.TRADER),
 ]
 
 app = build_app(Role.TRADER, routers=ROUTERS)
