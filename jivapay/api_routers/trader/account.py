@@ -1,5 +1,6 @@
-"""The trader's account: balances and their history, profile, own password and statistics.
-Mounted on the trader server behind `require_role(Role.TRADER)`; everything is the caller's own."""
+"""The trader's account: balances and their history, profile and statistics (the own password is
+`api_routers.common.password`, as on every role server). Mounted on the trader server behind
+`require_role(Role.TRADER)`; everything is the caller's own."""
 
 from __future__ import annotations
 
