@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.common.trader_orders import router as trader_router
@@ -32,7 +32,7 @@ from jivapay.embedded import free_port
 from jivapay.enums import DocumentKind, OrderType, Role
 from jivapay.security import Principal, StorePrincipal, create_access_token
 from jivapay.servers.app_factory import ServerName, build_app
-from jivapay.services import document_service
+from jivapay.services import document_service, fraud_lists
 from jivapay.services.order_processor import process_incoming_order
 from jivapay.utils import s3_client
 from jivapay.utils.config_loader import set_config_value
@@ -227,6 +227,39 @@ def test_required_receipt_missing_is_422_and_nothing_changes(
     response = gateway.post(f"/gateway/payin/confirm/{order.public_id}", json={})
     _problem(response, 422, "receipt_required")
     _assert_nothing_written(db, order, "pending")
+
+
+def test_a_blocked_payer_confirming_opens_a_dispute_with_the_receipt_as_evidence(
+    db: Session, world: World, gateway: TestClient
+) -> None:
+    """The payer's confirmation that a fraud rule stops still checks the receipt the store
+    requires, and keeps the one sent: the dispute's evidence."""
+    blocked = _order(db, world, world.strict, OrderType.PAYIN)
+    db.execute(
+        update(OrderHistory)
+        .where(OrderHistory.id == blocked.id)
+        .values(customer_ip="192.0.2.77", customer_id=None)
+    )
+    fraud_lists.add_entry(
+        db, kind="ip", value="192.0.2.77", list_type="block", reason=None, actor_user_id=None
+    )
+    db.commit()
+    path = f"/gateway/payin/confirm/{blocked.public_id}"
+    _problem(gateway.post(path, json={}), 422, "receipt_required")
+    _problem(
+        gateway.post(path, files={"receipt": ("r.gif", GIF, "image/gif")}),
+        415,
+        "unsupported_file_type",
+    )
+    _assert_nothing_written(db, blocked, "pending")
+
+    response = gateway.post(path, files={"receipt": ("r.png", PNG, "image/png")})
+    assert response.status_code == 200, response.text
+    assert response.json() == {"order_id": blocked.public_id, "status": "disputed"}
+    assert _reason(db, blocked) == "fraud check: blocklist_ip"
+    [doc] = _documents(db, blocked)
+    assert doc.kind == DocumentKind.CLIENT_RECEIPT and doc.sha256 == hashlib.sha256(PNG).hexdigest()
+    assert _stored_keys(blocked) == [doc.s3_key]
 
 
 def test_receipt_optional_when_the_store_does_not_require_it(
