@@ -325,7 +325,9 @@ class StaffStoreRead(BaseModel):
     order_ttl_minutes: int
     commission: StoreCommissionRead | None
     commission_history: list[StoreCommissionRead]
-    balances: list[AccountBalanceRead]
+    balances: list[AccountBalanceRead] | None = Field(
+        description="null unless the caller holds balances:view:all"
+    )
     created_at: datetime
 
 

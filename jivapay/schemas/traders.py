@@ -139,8 +139,12 @@ class TraderDetailRead(BaseModel):
     profile: TraderProfileRead
     commission_history: list[CommissionRead]
     requisites: list[RequisiteRead]
-    balances: TraderBalancesRead
-    recent_orders: list[OrderBrief]
+    balances: TraderBalancesRead | None = Field(
+        description="null unless the caller holds balances:view:all"
+    )
+    recent_orders: list[OrderBrief] | None = Field(
+        description="null unless the caller holds orders:view:all"
+    )
 
 
 class TraderUpdate(RequestBody):

@@ -20,6 +20,7 @@ from jivapay.database.models import (
 )
 from jivapay.database.types import mask_number
 from jivapay.enums import OrderStatus
+from jivapay.permissions import Permission, check_permission
 from jivapay.schemas.staff import (
     MerchantDetailRead,
     MerchantStatsRead,
@@ -91,7 +92,7 @@ def merchant_stats(
     ], total
 
 
-def _store_view(session: Session, store: MerchantStore) -> StaffStoreRead:
+def _store_view(session: Session, store: MerchantStore, *, balances: bool) -> StaffStoreRead:
     commissions = [
         StoreCommissionRead(
             commission_payin=row.commission_payin,
@@ -104,8 +105,12 @@ def _store_view(session: Session, store: MerchantStore) -> StaffStoreRead:
             .order_by(StoreCommission.created_at.desc(), StoreCommission.id.desc())
         )
     ]
-    balances, _ = list_store_balances(
-        session, store_id=store.id, merchant_id=None, crypto_currency=None, limit=50, offset=0
+    shown = (
+        list_store_balances(
+            session, store_id=store.id, merchant_id=None, crypto_currency=None, limit=50, offset=0
+        )[0]
+        if balances
+        else None
     )
     fiat = session.get(FiatCurrency, store.fiat_currency_id)
     crypto = session.get(CryptoCurrency, store.crypto_currency_id)
@@ -128,7 +133,7 @@ def _store_view(session: Session, store: MerchantStore) -> StaffStoreRead:
         order_ttl_minutes=store.order_ttl_minutes,
         commission=commissions[0] if commissions else None,
         commission_history=commissions,
-        balances=balances,
+        balances=shown,
         created_at=store.created_at,
     )
 
@@ -164,6 +169,11 @@ def merchant_detail(
         is_verified=merchant.is_verified,
         is_active=user.is_active,
         created_at=merchant.created_at,
-        stores=[_store_view(session, s) for s in stores],
+        stores=[
+            _store_view(
+                session, s, balances=check_permission(principal, Permission.BALANCES_VIEW_ALL)
+            )
+            for s in stores
+        ],
         recent_orders=recent,
     )

@@ -23,6 +23,7 @@ from jivapay.database.models import (
     User,
 )
 from jivapay.enums import OrderStatus, OrderType
+from jivapay.permissions import Permission, check_permission
 from jivapay.schemas.traders import (
     CommissionChanged,
     OrderBrief,
@@ -116,7 +117,8 @@ def recent_orders(
 
 
 def detail(session: Session, *, principal: Principal, trader_id: int) -> TraderDetailRead:
-    """One trader: profile, team, commission history, requisites (masked), balances, orders."""
+    """One trader: profile, team, commission history, requisites (masked), and the balances and
+    recent orders when the caller's grants show them elsewhere too."""
     trader = _visible_trader(session, principal, trader_id)
     requisites, _ = requisite_service.list_requisites(
         session,
@@ -129,8 +131,12 @@ def detail(session: Session, *, principal: Principal, trader_id: int) -> TraderD
         profile=trader_account.profile(session, trader_id=trader.id),
         commission_history=trader_account.commission_history(session, trader_id=trader.id),
         requisites=requisites,
-        balances=trader_account.balances(session, trader_id=trader.id),
-        recent_orders=recent_orders(session, trader_id=trader.id),
+        balances=trader_account.balances(session, trader_id=trader.id)
+        if check_permission(principal, Permission.BALANCES_VIEW_ALL)
+        else None,
+        recent_orders=recent_orders(session, trader_id=trader.id)
+        if check_permission(principal, Permission.ORDERS_VIEW_ALL)
+        else None,
     )
 
 

@@ -358,6 +358,11 @@ def test_callbacks_and_merchants(admin_client, db, world) -> None:  # type: igno
     assert store.private_key not in r.text and store.store.callback_secret not in r.text
     assert detail["stores"][0]["commission"]["commission_payin"] == "5.0000"
     assert detail["recent_orders"][0]["order_id"] == order.public_id
+    assert isinstance(detail["stores"][0]["balances"], list)
+    # Balances are behind their own grant, here as on their own routes.
+    narrow = make_staff(db, Role.ADMIN, ["merchants:view:all"])
+    r = admin_client.get(f"/admin/merchants/{store.merchant.id}", headers=narrow)
+    assert r.status_code == 200 and r.json()["stores"][0]["balances"] is None
     assert admin_client.get("/admin/merchants/99999999", headers=admin).status_code == 404
 
 

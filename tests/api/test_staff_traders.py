@@ -78,6 +78,17 @@ def test_trader_detail_and_stats(apps, db, world) -> None:  # type: ignore[no-un
     assert [q["id"] for q in body["requisites"]] == [requisite.id]
     assert body["requisites"][0]["number_masked"] == "**** 5678" and CARD not in r.text
     assert body["requisites"][0]["usage"]["open_orders"] == 1
+    # Balances and orders are behind their own grants, here as on their own routes.
+    assert body["balances"] is None and body["recent_orders"] is None
+    full = staff(
+        db,
+        Role.SUPPORT,
+        "traders:view:all",
+        "requisites:view:all",
+        "balances:view:all",
+        "orders:view:all",
+    )
+    body = apps["support"].get(f"/support/traders/{trader.id}", headers=full).json()
     assert body["balances"]["deposits"][0]["frozen"] == "9.70000000"
     assert [o["order_id"] for o in body["recent_orders"]] == [order.public_id]
 
