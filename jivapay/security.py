@@ -70,10 +70,14 @@ class TokenClaims:
     issued_at: datetime
     expires_at: datetime
     jti: str
+    token_version: int = 0
 
 
-def create_access_token(user_id: int, role: Role, expires_minutes: int | None = None) -> str:
-    """A signed access token for `user_id` acting as `role`."""
+def create_access_token(
+    user_id: int, role: Role, expires_minutes: int | None = None, *, token_version: int = 0
+) -> str:
+    """A signed access token for `user_id` acting as `role`, valid while the user's
+    `token_version` is still `token_version`."""
     settings = get_settings()
     minutes = settings.ACCESS_TOKEN_EXPIRE_MINUTES if expires_minutes is None else expires_minutes
     now = datetime.now(UTC)
@@ -83,6 +87,7 @@ def create_access_token(user_id: int, role: Role, expires_minutes: int | None = 
         "iat": now,
         "exp": now + timedelta(minutes=minutes),
         "jti": uuid.uuid4().hex,
+        "ver": token_version,
     }
     return jwt.encode(payload, settings.SECRET_KEY, algorithm=settings.ALGORITHM)
 
@@ -108,6 +113,8 @@ def decode_access_token(token: str) -> TokenClaims:
             issued_at=datetime.fromtimestamp(int(payload["iat"]), UTC),
             expires_at=datetime.fromtimestamp(int(payload["exp"]), UTC),
             jti=str(payload["jti"]),
+            # Tokens issued before versions existed carry none: version 0, every user's first.
+            token_version=int(payload.get("ver", 0)),
         )
     except (TypeError, ValueError) as exc:
         raise AuthenticationFailed("Could not validate credentials") from exc
@@ -131,14 +138,27 @@ def _profile(user: User, role: Role) -> Any:
     return getattr(user, role.value)
 
 
-def load_principal(session: Session, *, user_id: int, role: Role) -> Principal:
-    """The principal of an active user holding `role`, or `AuthenticationFailed`."""
+def revoke_tokens(user: User) -> None:
+    """Every access token issued to `user` so far stops working (at the next request)."""
+    user.token_version = (user.token_version or 0) + 1
+
+
+def load_principal(
+    session: Session, *, user_id: int, role: Role, token_version: int = 0
+) -> Principal:
+    """The principal of an active user holding `role` whose tokens of `token_version` are still
+    valid, or `AuthenticationFailed`."""
     stmt = select(User).where(User.id == user_id).options(joinedload(getattr(User, role.value)))
     user = session.scalars(stmt).unique().one_or_none()
     if user is None or user.role != role.value:
         raise AuthenticationFailed("Could not validate credentials")
     if not user.is_active:
         raise AuthenticationFailed("User account is disabled", code="account_disabled")
+    if user.token_version != token_version:
+        raise AuthenticationFailed(
+            "The token was revoked (password changed or reset); log in again",
+            code="token_revoked",
+        )
     profile = _profile(user, role)
     if profile is None:
         raise AuthenticationFailed("Could not validate credentials")

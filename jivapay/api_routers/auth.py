@@ -39,7 +39,9 @@ def get_current_principal(
     if credentials is None:
         raise AuthenticationFailed("Not authenticated")
     claims = decode_access_token(credentials.credentials)
-    principal = load_principal(session, user_id=claims.user_id, role=claims.role)
+    principal = load_principal(
+        session, user_id=claims.user_id, role=claims.role, token_version=claims.token_version
+    )
     request.state.principal = principal
     return principal
 

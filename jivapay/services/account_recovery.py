@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import User
-from jivapay.security import hash_password
+from jivapay.security import hash_password, revoke_tokens
 from jivapay.services.audit_logger import log_event
 from jivapay.services.auth_service import MAX_PASSWORD_LENGTH, normalize_email
 from jivapay.utils.exceptions import NotFound, ValidationFailed
@@ -27,6 +27,7 @@ def reset_password(session: Session, *, email: str, new_password: str) -> User:
     if user is None:
         raise NotFound(f"no user with email {address}")
     user.password_hash = hash_password(new_password)
+    revoke_tokens(user)
     log_event(
         session,
         action="user.password_reset_cli",

@@ -103,7 +103,9 @@ def authenticate(
     )
     minutes = get_settings().ACCESS_TOKEN_EXPIRE_MINUTES
     return AuthResult(
-        access_token=create_access_token(user.id, Role(user.role), minutes),
+        access_token=create_access_token(
+            user.id, Role(user.role), minutes, token_version=user.token_version
+        ),
         token_type="bearer",  # noqa: S106 - the OAuth2 token type, not a secret
         expires_in=minutes * 60,
         user_id=user.id,

@@ -49,6 +49,7 @@ from jivapay.security import (
     generate_api_key_pair,
     generate_callback_secret,
     hash_password,
+    revoke_tokens,
 )
 from jivapay.services.audit_logger import log_event
 from jivapay.services.user_admin import (
@@ -427,6 +428,7 @@ def anonymize_user(
     user.email = f"anonymized-{user.id}@anonymized.invalid"
     user.password_hash = hash_password(secrets.token_urlsafe(32))
     user.is_active = False
+    revoke_tokens(user)
     user.anonymized_at = now
     session.flush()
     log_event(

@@ -46,7 +46,13 @@ from jivapay.schemas.admin import (
     UserUpdate,
 )
 from jivapay.schemas.common import Page
-from jivapay.security import STAFF_ROLES, Principal, hash_password, verify_password
+from jivapay.security import (
+    STAFF_ROLES,
+    Principal,
+    hash_password,
+    revoke_tokens,
+    verify_password,
+)
 from jivapay.services import auth_service, permission_service
 from jivapay.services.audit_logger import log_event
 from jivapay.utils.exceptions import Conflict, NotFound, ValidationFailed
@@ -416,6 +422,8 @@ def set_active(
             raise Conflict("You cannot deactivate yourself", code="self_deactivation")
         ensure_not_last_superuser(session, user, remaining=())
     user.is_active = active
+    if not active:  # reactivation must not bring back the tokens issued before
+        revoke_tokens(user)
     session.flush()
     log_event(
         session,
@@ -444,6 +452,7 @@ def reset_password(
     if user.anonymized_at is not None:
         raise Conflict("This user was anonymised", code="user_anonymized")
     user.password_hash = hash_password(new_password)
+    revoke_tokens(user)
     session.flush()
     log_event(
         session,
@@ -471,6 +480,7 @@ def change_own_password(
     if current_password == new_password:
         raise ValidationFailed("The new password must differ from the current one")
     user.password_hash = hash_password(new_password)
+    revoke_tokens(user)
     session.flush()
     log_event(
         session,

@@ -293,7 +293,15 @@ def test_deactivation_stops_tokens_at_once_and_guards_self_and_last_superuser(cl
     assert r.json()["changed"] is False
     r = client.post(f"/admin/users/{merchant.id}/activate", headers=bearer(root))
     assert r.json()["changed"] is True
-    assert merchant_app.get("/merchant/me", headers=token).status_code == 200
+    # Reactivation does not bring back the tokens issued before the deactivation: a new login.
+    r = merchant_app.get("/merchant/me", headers=token)
+    assert r.status_code == 401 and r.json()["code"] == "token_revoked"
+    db.expire_all()
+    fresh = create_access_token(
+        merchant.id, Role.MERCHANT, token_version=db.get(User, merchant.id).token_version
+    )
+    r = merchant_app.get("/merchant/me", headers={"Authorization": f"Bearer {fresh}"})
+    assert r.status_code == 200
 
     r = client.post(f"/admin/users/{root.id}/deactivate", headers=bearer(root))
     assert r.status_code == 409 and r.json()["code"] == "self_deactivation"
@@ -348,15 +356,20 @@ def test_list_detail_patch_stats_and_password_reset(client, db, superadmin, uniq
         f"/admin/users/{uid}/password", json={"new_password": "short"}, headers=bearer(superadmin)
     )
     assert r.status_code == 422
+    merchant = TestClient(build_app(Role.MERCHANT))
+    before = {"Authorization": f"Bearer {create_access_token(uid, Role.MERCHANT)}"}
+    assert merchant.get("/merchant/me", headers=before).status_code == 200
     r = client.post(
         f"/admin/users/{uid}/password",
         json={"new_password": "brand-new-pass"},
         headers=bearer(superadmin),
     )
     assert r.status_code == 200
-    merchant = TestClient(build_app(Role.MERCHANT))
     login = {"username": f"find-{unique}@example.com", "password": "brand-new-pass"}
     assert merchant.post("/merchant/auth/token", data=login).status_code == 200
+    # A reset ends the sessions opened before it (whoever holds the old password or a token).
+    r = merchant.get("/merchant/me", headers=before)
+    assert r.status_code == 401 and r.json()["code"] == "token_revoked"
 
 
 @pytest.mark.parametrize(
@@ -389,6 +402,15 @@ def test_own_password_change_on_each_role_server(db, role, unique) -> None:  # t
         headers=headers,
     )
     assert r.status_code == 204
+    # The change ends every session opened with the old password, this one included.
+    r = app.get(f"/{role.value}/me", headers=headers)
+    assert r.status_code == 401 and r.json()["code"] == "token_revoked"
+    login = {"username": user.email, "password": "new-password-1"}
+    token = app.post(f"/{role.value}/auth/token", data=login).json()["access_token"]
+    assert (
+        app.get(f"/{role.value}/me", headers={"Authorization": f"Bearer {token}"}).status_code
+        == 200
+    )
     from jivapay.security import verify_password
 
     db.expire_all()
