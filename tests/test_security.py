@@ -39,7 +39,8 @@ def test_token_claims_are_the_documented_ones() -> None:
     settings = get_settings()
     token = create_access_token(7, Role.ADMIN, expires_minutes=5)
     payload = jwt.decode(token, settings.SECRET_KEY, algorithms=[settings.ALGORITHM])
-    assert set(payload) == {"sub", "role", "exp", "iat", "jti"}
+    assert set(payload) == {"sub", "role", "exp", "iat", "jti", "ver"}
+    assert payload["ver"] == 0  # the user's token version (`revoke_tokens` raises it)
     assert payload["sub"] == "7"
     assert payload["role"] == "admin"
     assert payload["exp"] - payload["iat"] == 300
