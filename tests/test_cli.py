@@ -227,6 +227,7 @@ def test_set_password_reads_stdin_and_the_new_password_logs_in(db: Session, uniq
     db.refresh(user)
     assert verify_password("new-pw-2", user.password_hash)
     assert not verify_password("old-pw-1", user.password_hash)
+    assert user.token_version == 1  # the tokens issued with the old password stop
     audit = db.scalars(
         select(AuditLog).where(
             AuditLog.action == "user.password_reset_cli", AuditLog.target_id == str(user.id)

@@ -172,6 +172,7 @@ def test_anonymising_a_trader_leaves_no_trace_and_keeps_the_books(
     assert _where_found(db, needles) == []
     user = db.get(User, trader.user_id)
     assert not user.is_active and user.anonymized_at is not None
+    assert user.token_version == 1  # no token of the erased user works again, even reactivated
     requisite = db.get(ReqTrader, req.id)
     assert requisite.status == RequisiteStatus.ARCHIVED.value
     assert requisite.req_number == number[-4:] and requisite.req_last4 == number[-4:]
