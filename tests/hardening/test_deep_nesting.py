@@ -5,40 +5,26 @@ from __future__ import annotations
 import json
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
-from jivapay.database.models import AuditLog
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 from tests.api.merchant_support import bearer, make_merchant
 from tests.factories import make_reference
-from tests.hardening.test_inputs import _payin, _send
+from tests.hardening.test_inputs import _payin, _send, critical_errors
 
 DEPTH = 450
-
-
-def _critical(db) -> int:  # type: ignore[no-untyped-def]
-    db.expire_all()
-    return (
-        db.scalar(
-            select(func.count())
-            .select_from(AuditLog)
-            .where(AuditLog.action == "system.critical_error")
-        )
-        or 0
-    )
 
 
 def test_gateway_intake_deeply_nested_body_is_422(db, client, world):  # type: ignore[no-untyped-def]
     ref, store = world
     nested = "[" * DEPTH + "]" * DEPTH
     raw = json.dumps(_payin(ref, customer_id="X")).replace('"X"', nested).encode()
-    before = _critical(db)
+    before = critical_errors(db)
 
     response = _send(client, store, "POST", "/gateway/payin/init", raw)
 
     assert response.status_code == 422
-    assert _critical(db) == before
+    assert critical_errors(db) == before
 
 
 def test_merchant_store_create_deeply_nested_body_is_422(db):  # type: ignore[no-untyped-def]
@@ -49,7 +35,7 @@ def test_merchant_store_create_deeply_nested_body_is_422(db):  # type: ignore[no
     c = TestClient(build_app(Role.MERCHANT, routers=ROUTERS), raise_server_exceptions=False)
     nested = "[" * DEPTH + "]" * DEPTH
     raw = ('{"store_name": ' + nested + "}").encode()
-    before = _critical(db)
+    before = critical_errors(db)
 
     response = c.post(
         "/merchant/stores",
@@ -58,4 +44,4 @@ def test_merchant_store_create_deeply_nested_body_is_422(db):  # type: ignore[no
     )
 
     assert response.status_code == 422
-    assert _critical(db) == before
+    assert critical_errors(db) == before

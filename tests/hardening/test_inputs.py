@@ -19,7 +19,7 @@ from jivapay.api_routers.gateway.callbacks import router as callbacks_router
 from jivapay.api_routers.gateway.payer_page import payer_router
 from jivapay.api_routers.gateway.router import router as gateway_router
 from jivapay.database.engine import get_engine
-from jivapay.database.models import IncomingOrder, OrderHistory
+from jivapay.database.models import AuditLog, IncomingOrder, OrderHistory
 from jivapay.enums import Role
 from jivapay.servers.app_factory import ServerName, build_app
 from jivapay.servers.exception_handlers import MAX_REPORTED_ERRORS, PROBLEM_JSON
@@ -64,6 +64,19 @@ def world(db: Session) -> tuple[Ref, StoreWorld]:
     make_requisite(db, trader, ref, number="2200123456789012")
     db.commit()
     return ref, store
+
+
+def critical_errors(db: Session) -> int:
+    """How many `system.critical_error` audit rows there are (an unexpected error writes one)."""
+    db.expire_all()
+    return (
+        db.scalar(
+            select(func.count())
+            .select_from(AuditLog)
+            .where(AuditLog.action == "system.critical_error")
+        )
+        or 0
+    )
 
 
 def _send(

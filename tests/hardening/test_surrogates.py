@@ -6,40 +6,26 @@ from __future__ import annotations
 import json
 
 from fastapi.testclient import TestClient
-from sqlalchemy import func, select
 
-from jivapay.database.models import AuditLog
 from jivapay.enums import Role
 from jivapay.servers.app_factory import build_app
 from tests.api.merchant_support import bearer, make_merchant
 from tests.factories import make_reference
-from tests.hardening.test_inputs import _orders, _payin, _send
+from tests.hardening.test_inputs import _orders, _payin, _send, critical_errors
 
 LONE = "a\\ud800b"  # the JSON escape of a lone surrogate, valid JSON text
-
-
-def _critical(db) -> int:  # type: ignore[no-untyped-def]
-    db.expire_all()
-    return (
-        db.scalar(
-            select(func.count())
-            .select_from(AuditLog)
-            .where(AuditLog.action == "system.critical_error")
-        )
-        or 0
-    )
 
 
 def test_gateway_intake_lone_surrogate_is_422(db, client, world):  # type: ignore[no-untyped-def]
     ref, store = world
     raw = json.dumps(_payin(ref, customer_id="X")).replace('"X"', f'"{LONE}"').encode()
-    before, crit = _orders(db), _critical(db)
+    before, crit = _orders(db), critical_errors(db)
 
     response = _send(client, store, "POST", "/gateway/payin/init", raw)
 
     assert response.status_code == 422
     assert _orders(db) == before
-    assert _critical(db) == crit
+    assert critical_errors(db) == crit
 
 
 def test_merchant_store_create_lone_surrogate_is_422(db):  # type: ignore[no-untyped-def]
@@ -57,7 +43,7 @@ def test_merchant_store_create_lone_surrogate_is_422(db):  # type: ignore[no-unt
             "upper_limit": "50000",
         }
     ).replace('"X"', f'"{LONE}"')
-    crit = _critical(db)
+    crit = critical_errors(db)
 
     response = c.post(
         "/merchant/stores",
@@ -66,4 +52,4 @@ def test_merchant_store_create_lone_surrogate_is_422(db):  # type: ignore[no-unt
     )
 
     assert response.status_code == 422
-    assert _critical(db) == crit
+    assert critical_errors(db) == crit
