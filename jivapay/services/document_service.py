@@ -374,17 +374,25 @@ def confirm_with_receipt(
 
 
 def payer_confirm_with_receipt(
-    session: Session, *, public_id: str, receipt: FileUpload | None, required: bool
+    session: Session,
+    *,
+    public_id: str,
+    receipt: FileUpload | None,
+    required: bool,
+    dispute_reason: str | None = None,
 ) -> osm.TransitionResult:
-    """The payer's PayIn confirmation with the receipt the store may require."""
+    """The payer's PayIn confirmation with the receipt the store may require; with a
+    `dispute_reason` (a fraud rule stopped it), a dispute instead, the receipt checked and kept
+    all the same as its evidence."""
     return transition_with_documents(
         session,
         public_id=public_id,
-        event=osm.OrderEvent.PAYER_CONFIRM,
+        event=osm.OrderEvent.PAYER_CONFIRM if dispute_reason is None else osm.OrderEvent.DISPUTE,
         actor=osm.PAYER,
         kind=DocumentKind.CLIENT_RECEIPT,
         uploads=[receipt] if receipt else [],
         required=required,
+        reason=dispute_reason,
     )
 
 

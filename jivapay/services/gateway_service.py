@@ -53,13 +53,7 @@ from jivapay.database.models import (
 )
 from jivapay.database.types import last4, mask_number
 from jivapay.database.utils import integrity_errors_as_domain_errors
-from jivapay.enums import (
-    DocumentKind,
-    IncomingOrderStatus,
-    MerchantOrderStatus,
-    OrderStatus,
-    OrderType,
-)
+from jivapay.enums import IncomingOrderStatus, MerchantOrderStatus, OrderStatus, OrderType
 from jivapay.money import (
     commission,
     crypto_to_fiat,
@@ -819,24 +813,13 @@ def confirm_by_payer(
             "the order has no payment details yet", extra={"current_status": incoming.status}
         )
     store = session.get(MerchantStore, store_id)
-    required = bool(store and store.require_payer_receipt)
     decision = fraud_detector.screen_payer_confirmation(session, public_id=public_id)
-    if decision is not None:
-        # A fraud rule fired: disputed instead of paid, with the receipt checked and kept as
-        # the dispute's evidence, as a confirmation's would be.
-        held = document_service.transition_with_documents(
-            session,
-            public_id=public_id,
-            event=order_status_manager.OrderEvent.DISPUTE,
-            actor=order_status_manager.PAYER,
-            kind=DocumentKind.CLIENT_RECEIPT,
-            uploads=[receipt] if receipt else [],
-            required=required,
-            reason=f"fraud check: {decision.rule}",
-        )
-        return PayerConfirmRead(order_id=held.public_id, status=held.status)
     result = document_service.payer_confirm_with_receipt(
-        session, public_id=public_id, receipt=receipt, required=required
+        session,
+        public_id=public_id,
+        receipt=receipt,
+        required=bool(store and store.require_payer_receipt),
+        dispute_reason=f"fraud check: {decision.rule}" if decision is not None else None,
     )
     return PayerConfirmRead(order_id=result.public_id, status=result.status)
 

@@ -21,26 +21,24 @@ def _grant_covered(actor: Principal, grant: str) -> bool:
     return any(match_permission(own, grant) for own in actor.permissions)
 
 
-def ensure_grantable(actor: Principal, grants: Iterable[str]) -> None:
-    """`PermissionDenied` naming every grant the actor does not hold itself (no escalation)."""
+def _ensure_covered(actor: Principal, grants: Iterable[str], refusal: str) -> None:
     beyond = [p for p in grants if not _grant_covered(actor, p)]
     if beyond:
-        raise PermissionDenied(
-            "Cannot grant permissions you do not hold: " + ", ".join(beyond),
-            extra={"permissions": beyond},
-        )
+        raise PermissionDenied(f"{refusal}: " + ", ".join(beyond), extra={"permissions": beyond})
+
+
+def ensure_grantable(actor: Principal, grants: Iterable[str]) -> None:
+    """`PermissionDenied` naming every grant the actor does not hold itself (no escalation)."""
+    _ensure_covered(actor, grants, "Cannot grant permissions you do not hold")
 
 
 def ensure_outranks(actor: Principal, target_grants: Iterable[str]) -> None:
     """`PermissionDenied` when the target user holds a grant the actor does not: resetting their
     password, deactivating them or editing them would reach powers the actor cannot grant (a reset
     is a takeover)."""
-    beyond = [p for p in target_grants if not _grant_covered(actor, p)]
-    if beyond:
-        raise PermissionDenied(
-            "Cannot act on a user who holds permissions you do not hold: " + ", ".join(beyond),
-            extra={"permissions": beyond},
-        )
+    _ensure_covered(
+        actor, target_grants, "Cannot act on a user who holds permissions you do not hold"
+    )
 
 
 def update_user_permissions(

@@ -159,6 +159,7 @@ def merchant_detail(
         limit=RECENT_ORDERS,
         offset=0,
     )
+    show_balances = check_permission(principal, Permission.BALANCES_VIEW_ALL)
     return MerchantDetailRead(
         merchant_id=merchant.id,
         user_id=user.id,
@@ -169,11 +170,6 @@ def merchant_detail(
         is_verified=merchant.is_verified,
         is_active=user.is_active,
         created_at=merchant.created_at,
-        stores=[
-            _store_view(
-                session, s, balances=check_permission(principal, Permission.BALANCES_VIEW_ALL)
-            )
-            for s in stores
-        ],
+        stores=[_store_view(session, s, balances=show_balances) for s in stores],
         recent_orders=recent,
     )
