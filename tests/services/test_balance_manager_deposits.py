@@ -131,7 +131,9 @@ def test_trader_deposit_withdraw_adjust_keep_history_consistent(db: Session, uni
     assert all(r.actor_user_id == admin_id and r.incoming_order_id is None for r in rows)
     assert rows[1].reason == "payout to trader wallet"
     assert last.history_id == rows[-1].id and last.balance_id == balance.id
-    audits = db.scalars(select(AuditLog).where(AuditLog.action.like("balance.%"))).all()
+    audits = db.scalars(
+        select(AuditLog).where(AuditLog.action.like("balance.%")).order_by(AuditLog.id)
+    ).all()
     assert [a.action for a in audits] == [
         "balance.deposit",
         "balance.withdrawal",
