@@ -40,6 +40,7 @@ class Receiver:
     script: list[tuple[int, dict[str, str], bytes]] = field(default_factory=list)
     default: tuple[int, dict[str, str], bytes] = (200, {}, b"ok")
     requests: list[Received] = field(default_factory=list)
+    truncated: int = 0
     _server: ThreadingHTTPServer | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -52,7 +53,15 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length)
+                if len(body) < length:
+                    # The sender died mid-request (a chaos test kills workers): a merchant's
+                    # server discards a truncated body, so it is not a delivery.
+                    with receiver._lock:
+                        receiver.truncated += 1
+                    self.close_connection = True
+                    return
                 with receiver._lock:
                     receiver.requests.append(
                         Received(

@@ -728,7 +728,7 @@ def check_outcome(
     repeats = len(receiver.requests) - len(seen)
     print(
         f"chaos: {len(expected)} callbacks, {len(receiver.requests)} requests received "
-        f"({repeats} repeats of the same webhook-id)"
+        f"({repeats} repeats of the same webhook-id, {receiver.truncated} cut off by a kill)"
     )
     assert bad_signatures == 0
     assert set(seen) == expected
