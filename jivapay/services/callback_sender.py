@@ -7,6 +7,10 @@ check runs inside the connection itself: the socket connects to the very address
 so a DNS answer that changes between a check and the connect (DNS rebinding) cannot slip through.
 No proxy from the environment is used and redirects are never followed (a 3xx is a failure).
 
+The timeout bounds the whole attempt, connect to last byte read: httpx's own timeout bounds each
+read or write, so a receiver trickling a byte at a time could hold a callback worker (and outlive
+the claim's lease, when the sweeper would start a second attempt) for as long as it liked.
+
 Nothing here touches the database; `callback_service` decides what a result means.
 """
 
@@ -54,8 +58,10 @@ class SendResult:
 
 def _refusal(address: str) -> str | None:
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        # An IPv4-mapped or 6to4 address reaches the IPv4 address inside it (6to4 through a
+        # relay), which is the one to judge.
+        ip = ip.ipv4_mapped or ip.sixtofour or ip
     for kind in _REFUSED_KINDS:
         if getattr(ip, f"is_{kind}"):
             return kind.replace("_", "-")
@@ -79,8 +85,57 @@ def public_addresses(host: str, port: int) -> list[str]:
     return addresses
 
 
-class _PublicOnlyBackend(httpcore.SyncBackend):
-    """Connects only to checked public addresses (the check and the connect use the same IP)."""
+class _Deadline:
+    """The moment an attempt must end by; each network operation gets what is left of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self._ends = time.monotonic() + seconds
+
+    def budget(self, timeout: float | None, expired: type[Exception]) -> float:
+        left = self._ends - time.monotonic()
+        if left <= 0:
+            raise expired("the attempt's deadline passed")
+        return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read, write and TLS handshake ends by the attempt's deadline."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: _Deadline) -> None:
+        self._stream = stream
+        self._deadline = deadline
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._deadline.budget(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._deadline.budget(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(
+        self,
+        ssl_context: ssl.SSLContext,
+        server_hostname: str | None = None,
+        timeout: float | None = None,
+    ) -> httpcore.NetworkStream:
+        budget = self._deadline.budget(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(
+            self._stream.start_tls(ssl_context, server_hostname, budget), self._deadline
+        )
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._stream.get_extra_info(info)
+
+
+class _CallbackBackend(httpcore.SyncBackend):
+    """Connects within the attempt's deadline and, unless private networks are allowed, only to
+    checked public addresses (the check and the connect use the same IP)."""
+
+    def __init__(self, deadline: _Deadline, *, public_only: bool) -> None:
+        self._deadline = deadline
+        self._public_only = public_only
 
     def connect_tcp(
         self,
@@ -90,12 +145,16 @@ class _PublicOnlyBackend(httpcore.SyncBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore.NetworkStream:
+        addresses = public_addresses(host, port) if self._public_only else [host]
         last: Exception | None = None
-        for address in public_addresses(host, port):
+        for address in addresses:
+            budget = self._deadline.budget(timeout, httpcore.ConnectTimeout)
             try:
-                return super().connect_tcp(address, port, timeout, local_address, socket_options)
+                stream = super().connect_tcp(address, port, budget, local_address, socket_options)
             except httpcore.ConnectError as exc:
                 last = exc
+                continue
+            return _DeadlineStream(stream, self._deadline)
         raise last or httpcore.ConnectError(f"no address for host {host!r}")
 
 
@@ -106,15 +165,12 @@ def _ssl_context() -> ssl.SSLContext:
     return httpx.create_ssl_context(trust_env=False)
 
 
-class _GuardedTransport(httpx.HTTPTransport):
-    def __init__(self) -> None:
+class _CallbackTransport(httpx.HTTPTransport):
+    def __init__(self, backend: _CallbackBackend) -> None:
         super().__init__(verify=_ssl_context(), trust_env=False)
         # httpx exposes no hook for the network backend; its pool is the same httpcore pool,
-        # built here with the guarded backend (TLS still verifies the URL's host name).
-        self._pool = httpcore.ConnectionPool(
-            ssl_context=_ssl_context(),
-            network_backend=_PublicOnlyBackend(),
-        )
+        # built here with the callback backend (TLS still verifies the URL's host name).
+        self._pool = httpcore.ConnectionPool(ssl_context=_ssl_context(), network_backend=backend)
 
 
 def url_problem(url: str) -> str | None:
@@ -158,16 +214,15 @@ def send(
     timeout: float,
     allow_private: bool,
 ) -> SendResult:
-    """POST `body` to `url` once (no redirects, no proxy) and describe what happened."""
+    """POST `body` to `url` once (no redirects, no proxy), within `timeout` seconds in all, and
+    describe what happened."""
     problem = url_problem(url)
     if problem is not None:
         return SendResult(status_code=None, duration_ms=0, error=problem, permanent=True)
-    transport = (
-        httpx.HTTPTransport(verify=_ssl_context(), trust_env=False)
-        if allow_private
-        else _GuardedTransport()
-    )
     started = time.monotonic()
+    transport = _CallbackTransport(
+        _CallbackBackend(_Deadline(timeout), public_only=not allow_private)
+    )
     status: int | None = None
     excerpt: str | None = None
     retry_after: str | None = None

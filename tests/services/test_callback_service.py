@@ -13,6 +13,8 @@ import base64
 import hashlib
 import hmac
 import json
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -261,13 +263,58 @@ def test_private_address_is_refused_before_connecting(
         ("240.0.0.1", "reserved"),
         ("0.0.0.0", "unspecified"),
         ("100.64.0.1", "non-public"),
+        ("2002:7f00:1::1", "loopback"),  # 6to4 addresses reach the IPv4 address inside
+        ("2002:a9fe:a9fe::1", "link-local"),
+        ("2002:a00:1::1", "private"),
         ("93.184.216.34", None),
         ("2606:4700::1111", None),
+        ("2002:5db8:d822::1", None),
     ],
 )
 def test_address_classification(address: str, refused: str | None) -> None:
     # Only classifies: no connection is made to any of these addresses.
     assert callback_sender._refusal(address) == refused
+
+
+@pytest.fixture
+def trickling_port() -> Iterator[int]:
+    """A receiver that answers a status line, then one header byte every 0.2 s for 6 s: each read
+    is quick, the answer never ends within a callback's timeout."""
+    stop = threading.Event()
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            ends = time.monotonic() + 6
+            while not stop.is_set() and time.monotonic() < ends:
+                conn.sendall(b"a")
+                time.sleep(0.2)
+            conn.sendall(b"\r\nContent-Length: 2\r\n\r\nok")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield int(server.getsockname()[1])
+    stop.set()
+    thread.join(timeout=10)
+    server.close()
+
+
+def test_the_timeout_bounds_the_whole_attempt_not_each_read(trickling_port: int) -> None:
+    started = time.monotonic()
+    result = callback_sender.send(
+        f"http://127.0.0.1:{trickling_port}/hook",
+        body=b"{}",
+        headers={},
+        timeout=1.0,
+        allow_private=True,
+    )
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 2.5, elapsed
+    assert not result.delivered
+    assert result.error is not None and result.error.startswith("timed out after 1 s")
 
 
 def test_malformed_url_fails_at_once(db: Session, receiver: Receiver) -> None:
