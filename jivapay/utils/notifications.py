@@ -13,6 +13,7 @@ import threading
 import time
 from collections import deque
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -39,6 +40,18 @@ _initialised = False
 def mask_card_numbers(text: str) -> str:
     """Replace every card-like number in `text` by its last four digits."""
     return CARD_NUMBER_RE.sub(lambda m: f"****{m.group(1)}", text)
+
+
+def url_without_secrets(url: str) -> str:
+    """`url` without its user info and query string, which may carry credentials (a rate
+    provider's API key); a dropped query shows as `?[Filtered]`."""
+    parts = urlsplit(url)
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    query = f"?{FILTERED}" if parts.query else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}{query}"
 
 
 def _is_sensitive_key(key: object) -> bool:
@@ -73,23 +86,32 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
     return cleaned
 
 
+def sentry_options(process: str) -> dict[str, Any]:
+    """The options every process gives `sentry_sdk.init`."""
+    settings = get_settings()
+    return {
+        "dsn": settings.SENTRY_DSN,
+        "environment": settings.ENVIRONMENT.value,
+        "traces_sample_rate": settings.SENTRY_TRACES_SAMPLE_RATE,
+        "send_default_pii": False,
+        # A frame's local variables arrive as reprs, which no key-based scrubbing can read into:
+        # a `Settings` carries the signing and encryption keys, a claimed delivery its callback
+        # secret. The stack trace and the message say where and what; the values stay here.
+        "include_local_variables": False,
+        "before_send": scrub_event,
+        "before_send_transaction": scrub_event,
+        "server_name": process,
+    }
+
+
 def init_sentry(process: str) -> bool:
     """Initialise Sentry for this process when `SENTRY_DSN` is set; returns whether it is on."""
     global _initialised
-    settings = get_settings()
-    if not settings.SENTRY_DSN or _initialised:
+    if not get_settings().SENTRY_DSN or _initialised:
         return _initialised
     import sentry_sdk
 
-    sentry_sdk.init(
-        dsn=settings.SENTRY_DSN,
-        environment=settings.ENVIRONMENT.value,
-        traces_sample_rate=settings.SENTRY_TRACES_SAMPLE_RATE,
-        send_default_pii=False,
-        before_send=scrub_event,  # type: ignore[arg-type]
-        before_send_transaction=scrub_event,  # type: ignore[arg-type]
-        server_name=process,
-    )
+    sentry_sdk.init(**sentry_options(process))
     _initialised = True
     return True
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from sentry_sdk.transport import Transport
 from structlog.testing import capture_logs
 
+from jivapay.config import get_settings
+from jivapay.security import generate_callback_secret
+from jivapay.services.callback_service import ClaimedDelivery
 from jivapay.utils import notifications
 from jivapay.utils.notifications import (
     FILTERED,
@@ -138,3 +142,59 @@ def test_card_masking_leaves_ids_and_durations_alone() -> None:
     assert mask_card_numbers("succeeded in 0.123456789012345s") == "succeeded in 0.123456789012345s"
     assert mask_card_numbers("pay to 4276380012345678.") == "pay to ****5678."
     assert mask_card_numbers("card 4111-1111-1111-1111 ok") == "card ****1111 ok"
+
+
+class _CapturingTransport(Transport):
+    def __init__(self, options: Any = None) -> None:
+        super().__init__(options)
+        self.events: list[dict[str, Any]] = []
+
+    def capture_envelope(self, envelope: Any) -> None:
+        self.events.extend(item.payload.json for item in envelope.items if item.type == "event")
+
+
+def _fail_holding_secrets(secret: str) -> None:
+    # As in `callback_service.deliver_callback` and the many functions holding the settings.
+    claimed = ClaimedDelivery(
+        delivery_id=1,
+        store_id=1,
+        event_id="evt_1",
+        url="https://merchant.example/hook",
+        body=b"{}",
+        secret=secret,
+        attempt=1,
+    )
+    settings = get_settings()
+    assert claimed and settings
+    raise RuntimeError("the database went away while recording the attempt")
+
+
+def test_a_sentry_report_carries_no_secret_held_in_a_frame(monkeypatch: pytest.MonkeyPatch):
+    import sentry_sdk
+
+    transport = _CapturingTransport()
+    options = notifications.sentry_options("test") | {
+        "dsn": "https://public@sentry.example.invalid/1",
+        "transport": transport,
+        "default_integrations": False,
+    }
+    sentry_sdk.init(**options)
+    secret = generate_callback_secret()
+    try:
+        try:
+            _fail_holding_secrets(secret)
+        except RuntimeError:
+            sentry_sdk.capture_exception()
+        sentry_sdk.flush()
+    finally:
+        sentry_sdk.get_client().close()
+        sentry_sdk.init(dsn=None)
+    [event] = transport.events
+    assert "_fail_holding_secrets" in str(event)  # the stack trace is still there
+    settings = get_settings()
+    held = {
+        "callback secret": secret.removeprefix("whsec_"),
+        "SECRET_KEY": settings.SECRET_KEY,
+        "DATA_ENCRYPTION_KEY": settings.DATA_ENCRYPTION_KEY,
+    }
+    assert [name for name, value in held.items() if value in str(event)] == []
