@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import structlog
@@ -44,7 +43,7 @@ from jivapay.services import reference_data
 from jivapay.services.audit_logger import log_event
 from jivapay.utils.config_loader import runtime_settings, standalone_runtime_settings
 from jivapay.utils.exceptions import JivaPayException
-from jivapay.utils.notifications import notify_alert
+from jivapay.utils.notifications import notify_alert, url_without_secrets
 from jivapay.utils.redis_client import REDIS_ERRORS, get_redis, namespace
 
 log = structlog.get_logger(__name__)
@@ -118,13 +117,6 @@ def parse_source(body: bytes) -> tuple[list[SourceRate], list[str]]:
             other = item.get("fiat", "?") if isinstance(item, dict) else "?"
             rejected.append(f"#{index} {label}/{other}: {getattr(exc, 'message', exc)}")
     return good, rejected
-
-
-def _safe_url(url: str) -> str:
-    # The query string may carry the provider's API key: logs and alerts get the rest only.
-    parts = urlsplit(url)
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def fetch_source(url: str, *, timeout: float) -> tuple[list[SourceRate], list[str]]:
@@ -209,7 +201,9 @@ def refresh_rates(*, url: str | None = None, now: datetime | None = None) -> Ref
         rates, rejected = fetch_source(source, timeout=timeout)
     except RateSourceError as exc:
         notify_alert(
-            "exchange rate source failed; rates kept", source=_safe_url(source), error=str(exc)
+            "exchange rate source failed; rates kept",
+            source=url_without_secrets(source),
+            error=str(exc),
         )
         return RefreshResult(RateRefreshStatus.FAILED, error=str(exc))
     with atomic_transaction() as session:
@@ -218,7 +212,7 @@ def refresh_rates(*, url: str | None = None, now: datetime | None = None) -> Ref
     if rejected:
         notify_alert(
             "exchange rate source sent rejected rates",
-            source=_safe_url(source),
+            source=url_without_secrets(source),
             rejected=rejected,
         )
     log.info("exchange_rates_refreshed", updated=updated, rejected=len(rejected))

@@ -27,6 +27,7 @@ from jivapay.services.audit_logger import log_event
 from jivapay.utils import config_loader
 from jivapay.utils.config_loader import SETTINGS, SettingSpec
 from jivapay.utils.exceptions import NotFound, ValidationFailed
+from jivapay.utils.notifications import url_without_secrets
 
 MAX_INT = 2**31 - 1
 # Integers may be 0 only where 0 means something (no retry, no delay, a rule that always fires).
@@ -177,6 +178,14 @@ def list_settings(session: Session) -> list[SettingRead]:
     return [_read(spec, rows.get(key)) for key, spec in sorted(SETTINGS.items())]
 
 
+def _audited(spec: SettingSpec, value: Any) -> Any:
+    # A URL's query may carry a provider's API key: the audit log, readable with its own grant,
+    # keeps where the setting pointed, not the key.
+    if spec.key.endswith("_URL") and isinstance(value, str) and value:
+        return url_without_secrets(value)
+    return value
+
+
 def _store(
     session: Session,
     spec: SettingSpec,
@@ -201,7 +210,7 @@ def _store(
         user_id=actor_user_id,
         target_entity="setting",
         target_id=spec.key,
-        details={"old": before.value, "new": after.value},
+        details={"old": _audited(spec, before.value), "new": _audited(spec, after.value)},
         ip_address=ip_address,
     )
     return SettingChanged(setting=after, changed=True)

@@ -121,6 +121,26 @@ def test_listing_unknown_key_and_permissions(db) -> None:  # type: ignore[no-unt
     assert r.status_code == 422
 
 
+def test_the_audit_row_of_a_url_setting_keeps_no_credentials(db) -> None:  # type: ignore[no-untyped-def]
+    admin = make_staff(db, Role.ADMIN, ["settings:*"])
+    key = "sk_live_9f8e7d6c5b4a39281706"
+    url = f"https://user:pw@rates.example.com:8443/v1/rates?api_key={key}"
+    r = admin_client().put(
+        "/admin/settings/EXCHANGE_RATE_SOURCE_URL", json={"value": url}, headers=bearer(admin)
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["setting"]["value"] == url  # the setting itself is what the admin set
+    [row] = db.scalars(
+        select(AuditLog).where(
+            AuditLog.target_entity == "setting", AuditLog.target_id == "EXCHANGE_RATE_SOURCE_URL"
+        )
+    ).all()
+    assert row.details == {
+        "old": "",
+        "new": "https://rates.example.com:8443/v1/rates?[Filtered]",
+    }
+
+
 # --------------------------------------------------------------------------- live effect
 
 
