@@ -631,6 +631,18 @@ def store_authentication_failed(request: Request) -> None:
     _enforce(request, DEFAULT_SETTING, identity, scope="default")
 
 
+def store_route_unverified(request: Request) -> None:
+    """A request to a store-signed route refused before its signature was checked (a body that
+    does not parse, say): counted by IP like any caller without credentials, because the
+    middleware leaves store routes to the signature check, which never ran; raises when refused.
+    Blocking (a Redis round trip)."""
+    if getattr(request.state, "authenticates_store", False) or not _authenticates_store(
+        request.scope
+    ):
+        return
+    _enforce(request, DEFAULT_SETTING, _client_ip(request.scope), scope="default", blockable=True)
+
+
 # ---------------------------------------------------------------------- FastAPI dependencies
 
 
@@ -785,7 +797,8 @@ def rate_limit_headers(quotas: list[Quota]) -> dict[str, str]:
 
 class RateLimitMiddleware:
     """Counts each request before routing (principal or IP), except on store-signed gateway routes,
-    which count once the signature verifies. Adds the `RateLimit` fields and notes 401s of
+    which count once the signature verifies, or by IP when refused before it
+    (`store_route_unverified`). Adds the `RateLimit` fields and notes 401s of
     unauthenticated callers for the block list (pure ASGI)."""
 
     def __init__(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -111,8 +112,24 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _unverified_store_request_refused(request: Request) -> JSONResponse | None:
+    """The 429 due to an anonymous caller whose request to a store route failed before its
+    signature was checked, or None when it is within its limit."""
+    # The limiter answers with this module's problem responses: imported here, not at the top.
+    from jivapay.middleware.rate_limiting import store_route_unverified
+
+    try:
+        await anyio.to_thread.run_sync(store_route_unverified, request)
+    except RateLimited as exc:
+        return await _domain_error(request, exc)
+    return None
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    refused = await _unverified_store_request_refused(request)
+    if refused is not None:
+        return refused
     errors = [
         {
             "loc": [str(p) for p in err.get("loc", ())],
@@ -160,6 +177,9 @@ def _allowed_methods(request: Request) -> str:
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+        refused = await _unverified_store_request_refused(request)
+        if refused is not None:
+            return refused
         error = {
             "loc": ["body"],
             "msg": "the body is not valid UTF-8 JSON or form data",

@@ -295,6 +295,34 @@ def test_the_one_trip_intake_routes_count_the_intake_limit_before_validating(
     assert intake(other_store, "/gateway/payin/init").status_code == 422
 
 
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        # the one-trip intake reads the body before the signature; FastAPI parses a cancel's
+        ("/gateway/payin/init", b'{"merchant_order_id": "' + b"x" * 50_000),
+        ("/gateway/orders/ord_x/cancel", b"{not json"),
+        ("/gateway/payout/init", b"\xff\xfe not utf-8"),
+    ],
+)
+def test_a_store_route_refused_before_its_signature_counts_against_the_ip(
+    db: Session, limiter_prefix: str, store: StoreWorld, path: str, body: bytes
+):
+    # Store routes are counted once the signature verifies; a body that fails before that
+    # (not JSON, not UTF-8) must still count against the anonymous caller's IP.
+    _configure(db, RATE_LIMIT_DEFAULT="3/minute")
+    anonymous = TestClient(_gateway_app(), client=("203.0.113.50", 4000))
+    json_type = {"Content-Type": "application/json"}
+
+    answers = [anonymous.post(path, content=body, headers=json_type) for _ in range(5)]
+
+    assert [r.status_code for r in answers] == [422, 422, 422, 429, 429]
+    assert answers[0].headers["RateLimit"].startswith('"default";r=2;')
+    _assert_problem(answers[3], "rate_limited")
+    # A verified request from the same address is the store's, and is served.
+    signed = gateway_headers(store, "GET", "/gateway/store-ping")
+    assert anonymous.get("/gateway/store-ping", headers=signed).status_code == 200
+
+
 def test_gateway_intake_has_its_own_limit_per_authenticated_store(
     db: Session, limiter_prefix: str, store: StoreWorld, other_store: StoreWorld
 ):
