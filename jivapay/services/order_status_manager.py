@@ -93,6 +93,9 @@ TRANSITIONS: dict[OrderEvent, Rule] = {
         frozenset({_S.DISPUTED}), _S.CANCELED, frozenset(_STAFF), Permission.DISPUTES_RESOLVE_ALL
     ),
 }
+# A resolution repeats only on an order that was disputed: a completed or canceled order that never
+# was has no dispute to resolve.
+_RESOLUTIONS = frozenset({OrderEvent.RESOLVE_COMPLETE, OrderEvent.RESOLVE_CANCEL})
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class TransitionResult:
     public_id: str
     status: OrderStatus
     changed: bool
+    previous: OrderStatus  # the status the order had under the lock (the audit's "old")
 
 
 # --------------------------------------------------------------------------- lookup and checks
@@ -192,7 +196,7 @@ def check_transition(order: OrderHistory, *, event: OrderEvent, actor: Actor) ->
     rule = TRANSITIONS[event]
     _authorize(actor, order, event, rule)
     current = OrderStatus(order.status)
-    if current == rule.target:
+    if current == rule.target and not (event in _RESOLUTIONS and order.disputed_at is None):
         return False
     if current not in rule.sources:
         raise InvalidStatusTransition(
@@ -219,7 +223,7 @@ def transition(
     order = lock_order(session, public_id=public_id)
     current = OrderStatus(order.status)
     if not check_transition(order, event=event, actor=actor):
-        return TransitionResult(order.id, order.public_id, current, changed=False)
+        return TransitionResult(order.id, order.public_id, current, changed=False, previous=current)
     now = now or utcnow()
     deadline = {OrderEvent.EXPIRE: order.expires_at, OrderEvent.ESCALATE: order.confirm_deadline_at}
     due = deadline.get(event, now)
@@ -244,7 +248,7 @@ def transition(
         ),
     )
     session.flush()
-    return TransitionResult(order.id, order.public_id, rule.target, changed=True)
+    return TransitionResult(order.id, order.public_id, rule.target, changed=True, previous=current)
 
 
 # Named entry points, as the routers and the scheduler call them. The confirmations carry files,

@@ -110,8 +110,7 @@ def _transition(
     operation: str,
     reason: str,
 ) -> osm.TransitionResult:
-    order = visible_order(session, principal=ctx.principal, public_id=public_id)
-    before = order.status
+    visible_order(session, principal=ctx.principal, public_id=public_id)
     result = osm.transition(
         session, public_id=public_id, event=event, actor=ctx.actor, reason=reason
     )
@@ -123,7 +122,7 @@ def _transition(
             entity="order",
             target=public_id,
             reason=reason,
-            old={"status": before},
+            old={"status": result.previous.value},
             new={"status": result.status.value},
             level=AuditLevel.WARNING,
         )
@@ -189,8 +188,7 @@ def open_dispute(
     evidence: Sequence[FileUpload],
 ) -> osm.TransitionResult:
     """Open a dispute on a pending or paid order, with optional evidence files."""
-    order = visible_order(session, principal=ctx.principal, public_id=public_id)
-    before = order.status
+    visible_order(session, principal=ctx.principal, public_id=public_id)
     result = document_service.dispute_with_evidence(
         session, public_id=public_id, actor=ctx.actor, reason=reason, evidence=evidence
     )
@@ -202,7 +200,7 @@ def open_dispute(
             entity="order",
             target=public_id,
             reason=reason,
-            old={"status": before},
+            old={"status": result.previous.value},
             new={"status": result.status.value},
             evidence_files=len(evidence),
             level=AuditLevel.WARNING,

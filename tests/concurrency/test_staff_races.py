@@ -6,17 +6,19 @@ second money move; `reconcile` is clean afterwards."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from jivapay.database.models import Admin, BalanceTrader, OrderHistory
+from jivapay.database.models import Admin, AuditLog, BalanceTrader, OrderHistory
 from jivapay.database.utils import atomic_transaction
 from jivapay.enums import Role
 from jivapay.security import Principal
+from jivapay.services import order_status_manager as osm
 from jivapay.services import staff_operations
 from jivapay.services.order_processor import process_incoming_order
 from jivapay.services.reconciliation import reconcile
@@ -124,3 +126,64 @@ def test_parallel_withdrawals_never_overdraw(committed_db) -> None:  # type: ign
         row = session.scalars(select(BalanceTrader).filter_by(trader_id=trader_id)).one()
         assert row.balance == D("40")
         assert reconcile(session) == []
+
+
+def _wait_for_a_lock_wait(factory: sessionmaker[Session]) -> None:
+    """Until some session of this database waits for a row lock (at most 20 s)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with factory() as probe:
+            waiting = probe.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                )
+            )
+        if waiting:
+            return
+        time.sleep(0.05)
+    raise AssertionError("no session ever waited for the lock")
+
+
+def test_staff_audit_records_the_status_the_order_had_under_the_lock(committed_db) -> None:  # type: ignore[no-untyped-def]
+    with atomic_transaction() as session:
+        ref = make_reference(session, rate=D("100"))
+        store = make_store(session, ref)
+        trader = make_trader(session, ref, deposit=D("1000"))
+        make_requisite(session, trader, ref)
+        incoming_id = make_incoming(session, store, ref, amount_fiat=D("500.00")).id
+        ctx = _ctx(session)
+    order_id = process_incoming_order(incoming_id).order_id
+    with committed_db() as s:
+        public_id = s.get(OrderHistory, order_id).public_id
+    # The payer's confirmation holds the order row while support completes the order.
+    payer = committed_db()
+    osm.transition(payer, public_id=public_id, event=osm.OrderEvent.PAYER_CONFIRM, actor=osm.PAYER)
+    outcome: dict[str, Any] = {}
+
+    def complete() -> None:
+        with committed_db() as session:
+            outcome["result"] = staff_operations.complete_order(
+                session, ctx=ctx, public_id=public_id, reason="support completes"
+            )
+            session.commit()
+
+    worker = threading.Thread(target=complete)
+    worker.start()
+    _wait_for_a_lock_wait(committed_db)
+    payer.commit()
+    payer.close()
+    worker.join(60)
+
+    assert outcome["result"].changed is True
+    with committed_db() as s:
+        row = s.scalars(
+            select(AuditLog).where(
+                AuditLog.target_id == public_id, AuditLog.action == "staff.order_complete"
+            )
+        ).one()
+        assert (row.details["old"], row.details["new"]) == (
+            {"status": "paid"},
+            {"status": "completed"},
+        )
+        assert reconcile(s) == []

@@ -113,3 +113,35 @@ def test_dispute_then_resolution(db, world) -> None:  # type: ignore[no-untyped-
     assert result.status == OrderStatus.CANCELED
     assert balance_row(db, BalanceTrader, trader_id=trader.id).frozen == 0
     assert reconcile(db) == []
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_a_resolution_of_an_order_never_disputed_is_refused(db, world, complete) -> None:  # type: ignore[no-untyped-def]
+    # Completed by its trader, or canceled by its payer: there was no dispute, so "resolving" one
+    # is impossible (409), not a repeat answered with the current state.
+    ref, store, trader, _ = world
+    res = process_incoming_order(make_incoming(db, store, ref).id)
+    public_id = db.get(OrderHistory, res.order_id).public_id
+    if complete:
+        osm.transition(
+            db,
+            public_id=public_id,
+            event=osm.OrderEvent.CONFIRM,
+            actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id),
+        )
+    else:
+        osm.cancel_order(db, public_id=public_id, actor=osm.PAYER)
+    staff = osm.Actor(osm.ActorKind.SUPPORT, permissions=("disputes:resolve:all",))
+
+    with pytest.raises(InvalidStatusTransition):
+        osm.resolve_dispute(db, public_id=public_id, actor=staff, complete=complete, reason="x")
+
+    # A resolution that did happen repeats as before: the current state, nothing changed.
+    other = process_incoming_order(make_incoming(db, store, ref).id)
+    other_id = db.get(OrderHistory, other.order_id).public_id
+    osm.open_dispute(db, public_id=other_id, actor=osm.PAYER, reason="not credited")
+    first = osm.resolve_dispute(db, public_id=other_id, actor=staff, complete=complete, reason="x")
+    again = osm.resolve_dispute(db, public_id=other_id, actor=staff, complete=complete, reason="x")
+    assert (first.changed, first.previous) == (True, OrderStatus.DISPUTED)
+    assert (again.changed, again.status, again.previous) == (False, first.status, first.status)
+    assert reconcile(db) == []
