@@ -4,8 +4,8 @@ in S3, recording it, attaching it to an order transition, and handing out short-
 Checks, before anything is written: not empty, at most `RECEIPT_MAX_BYTES` (413 `file_too_large`),
 and a JPEG, PNG or PDF by the file's own first bytes (415 `unsupported_file_type`) that decodes
 whole as that type: Pillow loads every pixel of an image (at most `MAX_IMAGE_PIXELS`), pypdf parses
-a PDF with limits (pages, objects, bytes per decompressed stream) and refuses scripts, actions and
-attachments (415 `invalid_file`/`active_content`). The type and name a client declares are ignored;
+a PDF with limits (pages, objects, bytes per decoded stream, decoded bytes in all) and refuses
+scripts, actions and attachments (415 `invalid_file`/`active_content`). The type and name a client declares are ignored;
 downloads are always `Content-Disposition: attachment` with the verified type. Keys are `receipts/{order_public_id}/{uuid4}.{ext}`, never derived
 from the client's file name.
 
@@ -35,7 +35,7 @@ import io
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import structlog
 from sqlalchemy import select
@@ -59,6 +59,9 @@ from jivapay.utils.exceptions import (
 )
 from jivapay.utils.query_filters import orders_visible_to
 
+if TYPE_CHECKING:
+    import pypdf
+
 log = structlog.get_logger(__name__)
 
 KEY_PREFIX = "receipts"
@@ -67,6 +70,13 @@ MAX_IMAGE_PIXELS = 40_000_000  # a 40-megapixel photo of a receipt is plenty
 MAX_PDF_PAGES = 50
 MAX_PDF_OBJECTS = 20_000
 MAX_PDF_STREAM_BYTES = 20 * 1024 * 1024
+# What the check may decode in all: the object streams pypdf keeps decoded while it parses, plus
+# every page's content streams (each decoded, counted and dropped in turn, so memory holds one
+# at a time). A bank's receipt decodes to
+# tens of kilobytes a page and even a 50-page statement of vector text to a few megabytes, so real
+# files stay far below; without a total, 50 pages of streams at the per-stream cap is gigabytes of
+# decoding (zlib inflates ~1000:1) from one anonymous upload. One stream at the cap still fits.
+MAX_PDF_DECODED_BYTES = 50 * 1024 * 1024
 MAX_FILES_PER_REQUEST = 5
 
 # (leading bytes, content type, extension): the only formats accepted.
@@ -163,53 +173,121 @@ _PDF_ACTIVE_KEYS = frozenset(
 )
 
 
-def _verify_pdf(data: bytes) -> None:
-    """A PDF that parses within limits, every page's content decodes, and nothing active inside."""
+def _pdf_limits() -> pypdf.Configuration:
+    """pypdf's per-stream limits, each at `MAX_PDF_STREAM_BYTES`: every decoder with a large
+    expansion ratio stops there instead of filling memory (the documented `pypdf.Configuration`,
+    applied to this check only rather than process-wide)."""
     import pypdf
-    from pypdf import filters
+
+    return pypdf.Configuration(
+        maximum_declared_stream_length=MAX_PDF_STREAM_BYTES,
+        array_based_stream_maximum_output_length=MAX_PDF_STREAM_BYTES,
+        zlib_maximum_output_length=MAX_PDF_STREAM_BYTES,
+        lzw_maximum_output_length=MAX_PDF_STREAM_BYTES,
+        run_length_maximum_output_length=MAX_PDF_STREAM_BYTES,
+        jbig2_maximum_output_length=MAX_PDF_STREAM_BYTES,
+        image_maximum_buffer_size=MAX_PDF_STREAM_BYTES,
+    )
+
+
+def _verify_pdf(data: bytes) -> None:
+    """A PDF that parses within limits, every page's content decodes within a total budget, and
+    nothing active inside."""
+    import pypdf
     from pypdf.errors import PyPdfError
     from pypdf.generic import ArrayObject, DictionaryObject, IndirectObject
 
-    # Decompression bombs stop at this many bytes per stream instead of filling memory.
-    filters.ZLIB_MAX_OUTPUT_LENGTH = MAX_PDF_STREAM_BYTES
     try:
-        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
-        if len(reader.pages) > MAX_PDF_PAGES:
-            raise _undecodable(f"receipt (more than {MAX_PDF_PAGES} pages)")
-        seen: set[int] = set()
-        stack: list[object] = [reader.trailer]
-        visited = 0
-        while stack:
-            node = stack.pop()
-            visited += 1
-            if visited > MAX_PDF_OBJECTS:
-                raise _undecodable("receipt (too many objects)")
-            if isinstance(node, IndirectObject):
-                if node.idnum in seen:
-                    continue
-                seen.add(node.idnum)
-                stack.append(node.get_object())
-            elif isinstance(node, DictionaryObject):
-                if _PDF_ACTIVE_KEYS.intersection(node.keys()):
-                    raise UnsupportedFileType(
-                        "PDFs with scripts, actions or attachments are refused",
-                        code="active_content",
-                    )
-                if node.get("/S") in ("/JavaScript", "/Launch"):
-                    raise UnsupportedFileType(
-                        "PDFs with scripts or actions are refused", code="active_content"
-                    )
-                stack.extend(node.values())
-            elif isinstance(node, ArrayObject):
-                stack.extend(node)
-        for page in reader.pages:
-            contents = page.get_contents()  # decodes the page's streams (within the limit)
-            if contents is not None:
-                contents.get_data()
+        with pypdf.apply_configuration(_pdf_limits()):
+            reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+            budget = _DecodeBudget()
+            _decode_object_streams(reader, budget)
+            if len(reader.pages) > MAX_PDF_PAGES:
+                raise _undecodable(f"receipt (more than {MAX_PDF_PAGES} pages)")
+            seen: set[int] = set()
+            stack: list[object] = [reader.trailer]
+            visited = 0
+            while stack:
+                node = stack.pop()
+                visited += 1
+                if visited > MAX_PDF_OBJECTS:
+                    raise _undecodable("receipt (too many objects)")
+                if isinstance(node, IndirectObject):
+                    if node.idnum in seen:
+                        continue
+                    seen.add(node.idnum)
+                    stack.append(node.get_object())
+                elif isinstance(node, DictionaryObject):
+                    if _PDF_ACTIVE_KEYS.intersection(node.keys()):
+                        raise UnsupportedFileType(
+                            "PDFs with scripts, actions or attachments are refused",
+                            code="active_content",
+                        )
+                    if node.get("/S") in ("/JavaScript", "/Launch"):
+                        raise UnsupportedFileType(
+                            "PDFs with scripts or actions are refused", code="active_content"
+                        )
+                    stack.extend(node.values())
+                elif isinstance(node, ArrayObject):
+                    stack.extend(node)
+            _decode_page_contents(reader, budget)
     except UnsupportedFileType:
         raise
     except (PyPdfError, OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
         raise _undecodable("PDF") from exc
+
+
+class _DecodeBudget:
+    """Bytes decoded so far from one PDF, refused past `MAX_PDF_DECODED_BYTES`."""
+
+    def __init__(self) -> None:
+        self.used = 0
+
+    def charge(self, decoded: bytes) -> None:
+        self.used += len(decoded)
+        if self.used > MAX_PDF_DECODED_BYTES:
+            raise _undecodable(
+                f"receipt (it decodes to more than {MAX_PDF_DECODED_BYTES >> 20} MB)"
+            )
+
+
+def _decode_object_streams(reader: pypdf.PdfReader, budget: _DecodeBudget) -> None:
+    """Decode every object stream (`/ObjStm`) the cross-reference names, within the budget.
+
+    pypdf decodes an object stream when it first resolves an object in it, and keeps the result
+    for the reader's lifetime; done here first, before the page tree or the object walk resolves
+    anything, the total kept is charged (pypdf then reuses what it cached, nothing is decoded
+    twice)."""
+    from pypdf.generic import StreamObject
+
+    for number in sorted({entry[0] for entry in reader.xref_objStm.values()}):
+        stream = reader.get_object(number)
+        if isinstance(stream, StreamObject):
+            budget.charge(stream.get_data())
+
+
+def _decode_page_contents(reader: pypdf.PdfReader, budget: _DecodeBudget) -> None:
+    """Decode every content stream of every page, one at a time, within the budget.
+
+    Each stream is decoded with `decode_stream_data`, which keeps nothing (`page.get_contents()`
+    would cache every decoded stream on the reader and join a page's streams into one more copy);
+    a stream listed twice is decoded and counted twice."""
+    from pypdf.filters import decode_stream_data
+    from pypdf.generic import ArrayObject, NullObject, StreamObject
+
+    for page in reader.pages:
+        contents = page.get("/Contents")
+        if contents is None:
+            continue
+        contents = contents.get_object()
+        parts = contents if isinstance(contents, ArrayObject) else [contents]
+        for part in parts:
+            stream = part.get_object()
+            if isinstance(stream, NullObject):
+                continue
+            if not isinstance(stream, StreamObject):
+                raise _undecodable("PDF")
+            budget.charge(decode_stream_data(stream))  # counted, then dropped
 
 
 def object_key(order_public_id: str, ext: str) -> str:

@@ -4,13 +4,18 @@ are always attachments of the verified type."""
 from __future__ import annotations
 
 import io
+import struct
 import zlib
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from sqlalchemy.orm import Session
 
-from jivapay.services.document_service import validate_upload
+from jivapay.services.document_service import (
+    MAX_PDF_DECODED_BYTES,
+    MAX_PDF_STREAM_BYTES,
+    validate_upload,
+)
 from jivapay.utils import s3_client
 from jivapay.utils.exceptions import UnsupportedFileType
 from tests.sample_files import jpeg_bytes, pdf_bytes, png_bytes
@@ -18,19 +23,74 @@ from tests.sample_files import jpeg_bytes, pdf_bytes, png_bytes
 LIMIT = 10 * 1024 * 1024
 
 
-def _bomb_pdf(decoded_bytes: int) -> bytes:
+def _flate_pdf(decoded_bytes: int, *, pages: int = 1, streams_per_page: int = 1) -> bytes:
+    """Pages whose content is flate-compressed streams of `decoded_bytes` each (one object per
+    page, listed `streams_per_page` times in the page's `/Contents` array when more than one)."""
     from pypdf import PdfWriter
-    from pypdf.generic import NameObject, StreamObject
+    from pypdf.generic import ArrayObject, NameObject, StreamObject
 
     writer = PdfWriter()
-    page = writer.add_blank_page(width=200, height=200)
-    stream = StreamObject()
-    stream.set_data(zlib.compress(b"0" * decoded_bytes, 9))
-    stream[NameObject("/Filter")] = NameObject("/FlateDecode")
-    page[NameObject("/Contents")] = writer._add_object(stream)
+    blob = zlib.compress(b"0" * decoded_bytes, 9)
+    for _ in range(pages):
+        page = writer.add_blank_page(width=200, height=200)
+        stream = StreamObject()
+        stream.set_data(blob)
+        stream[NameObject("/Filter")] = NameObject("/FlateDecode")
+        ref = writer._add_object(stream)
+        contents = ArrayObject([ref] * streams_per_page) if streams_per_page > 1 else ref
+        page[NameObject("/Contents")] = contents
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
+
+
+def _bomb_pdf(decoded_bytes: int) -> bytes:
+    return _flate_pdf(decoded_bytes)
+
+
+def _object_streams_pdf(count: int, decoded_bytes: int) -> bytes:
+    """A one-page PDF 1.5 whose catalog names `count` objects, each alone in an object stream
+    padded to `decoded_bytes` (pypdf keeps every object stream it decodes)."""
+    out = bytearray(b"%PDF-1.5\n")
+    offsets: dict[int, int] = {}
+
+    def add(number: int, body: bytes) -> None:
+        offsets[number] = len(out)
+        out.extend(b"%d 0 obj\n%s\nendobj\n" % (number, body))
+
+    refs = " ".join(f"{10 + i} 0 R" for i in range(count))
+    add(1, f"<< /Type /Catalog /Pages 2 0 R /Extra [{refs}] >>".encode())
+    add(2, b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>")
+    add(3, b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 200 200] >>")
+    for i in range(count):
+        header = b"%d 0 " % (10 + i)
+        blob = zlib.compress(header + b"<< /A 1 >>" + b" " * decoded_bytes, 9)
+        add(
+            100 + i,
+            b"<< /Type /ObjStm /N 1 /First %d /Filter /FlateDecode /Length %d >>\nstream\n"
+            % (len(header), len(blob))
+            + blob
+            + b"\nendstream",
+        )
+    xref_number = 100 + count
+    rows = bytearray()
+    for number in range(xref_number + 1):
+        if number in offsets:
+            rows += struct.pack(">BIH", 1, offsets[number], 0)
+        elif 10 <= number < 10 + count:
+            rows += struct.pack(">BIH", 2, 100 + number - 10, 0)
+        elif number == xref_number:
+            rows += struct.pack(">BIH", 1, len(out), 0)
+        else:
+            rows += struct.pack(">BIH", 0, 0, 0)
+    xref = len(out)
+    out.extend(
+        b"%d 0 obj\n<< /Type /XRef /Size %d /W [1 4 2] /Root 1 0 R /Length %d >>\nstream\n"
+        % (xref_number, xref_number + 1, len(rows))
+        + rows
+        + b"\nendstream\nendobj\nstartxref\n%d\n%%%%EOF\n" % xref
+    )
+    return bytes(out)
 
 
 def test_real_files_pass():
@@ -67,6 +127,44 @@ def test_pdf_deflate_bomb_is_refused_without_inflating_it():
 
     with pytest.raises(UnsupportedFileType):
         validate_upload(bomb, max_bytes=LIMIT)
+
+
+def test_pdf_pages_each_under_the_stream_cap_are_refused_past_the_total():
+    # Each page's stream stays under the per-stream cap; together they pass the total.
+    pages, each = 8, 19 * 1024 * 1024
+    bomb = _flate_pdf(each, pages=pages)
+    assert len(bomb) < 200 * 1024
+    assert each < MAX_PDF_STREAM_BYTES and pages * each > MAX_PDF_DECODED_BYTES
+
+    with pytest.raises(UnsupportedFileType) as caught:
+        validate_upload(bomb, max_bytes=LIMIT)
+
+    assert caught.value.code == "invalid_file"
+    assert "decodes to more than" in caught.value.message
+
+
+def test_a_page_listing_one_stream_many_times_counts_every_listing():
+    bomb = _flate_pdf(19 * 1024 * 1024, streams_per_page=8)
+    assert len(bomb) < 50 * 1024
+
+    with pytest.raises(UnsupportedFileType):
+        validate_upload(bomb, max_bytes=LIMIT)
+
+
+def test_object_streams_count_towards_the_total():
+    bomb = _object_streams_pdf(8, 19 * 1024 * 1024)
+    assert len(bomb) < 200 * 1024
+
+    with pytest.raises(UnsupportedFileType):
+        validate_upload(bomb, max_bytes=LIMIT)
+
+
+def test_a_multi_page_receipt_with_real_content_passes():
+    statement = _flate_pdf(200 * 1024, pages=10)  # 200 KB of drawing per page, 2 MB in all
+    small_object_streams = _object_streams_pdf(3, 10 * 1024)
+
+    assert validate_upload(statement, max_bytes=LIMIT) == ("application/pdf", "pdf")
+    assert validate_upload(small_object_streams, max_bytes=LIMIT) == ("application/pdf", "pdf")
 
 
 def test_image_pixel_bomb_is_refused():
