@@ -233,7 +233,15 @@ def _verify_pdf(data: bytes) -> None:
             _decode_page_contents(reader, budget)
     except UnsupportedFileType:
         raise
-    except (PyPdfError, OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+    except (
+        PyPdfError,
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        RecursionError,
+        NotImplementedError,  # a filter pypdf does not know: not a receipt a bank produces
+    ) as exc:
         raise _undecodable("PDF") from exc
 
 

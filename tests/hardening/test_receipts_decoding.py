@@ -114,6 +114,28 @@ def test_a_forged_body_behind_a_good_header_is_refused(data: bytes):
         validate_upload(data, max_bytes=LIMIT)
 
 
+def _pdf_with_filter(name: str) -> bytes:
+    from pypdf import PdfWriter
+    from pypdf.generic import NameObject, StreamObject
+
+    writer = PdfWriter()
+    page = writer.add_blank_page(width=100, height=100)
+    stream = StreamObject()
+    stream.set_data(b"not encoded with anything")
+    stream[NameObject("/Filter")] = NameObject(name)
+    page[NameObject("/Contents")] = writer._add_object(stream)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def test_pdf_with_an_unknown_filter_is_refused_not_a_crash():
+    with pytest.raises(UnsupportedFileType) as caught:
+        validate_upload(_pdf_with_filter("/Bogus"), max_bytes=LIMIT)
+
+    assert caught.value.code == "invalid_file"
+
+
 def test_pdf_with_javascript_is_refused():
     with pytest.raises(UnsupportedFileType) as caught:
         validate_upload(pdf_bytes(javascript="app.alert('hi');"), max_bytes=LIMIT)
