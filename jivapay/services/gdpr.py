@@ -51,6 +51,7 @@ from jivapay.security import (
     hash_password,
     revoke_tokens,
 )
+from jivapay.services import permission_service
 from jivapay.services.audit_logger import log_event
 from jivapay.services.user_admin import (
     ensure_not_last_superuser,
@@ -58,6 +59,7 @@ from jivapay.services.user_admin import (
     lock_superusers,
     profile_of,
     user_detail,
+    user_grants,
 )
 from jivapay.utils.exceptions import Conflict, NotFound
 
@@ -370,6 +372,9 @@ def anonymize_user(
     role = Role(user.role)
     if role == Role.ADMIN:
         ensure_permission(actor, "users:manage:admin")
+    # Erasure ends the account for good: as for a deactivation, only by someone holding every
+    # grant the person holds.
+    permission_service.ensure_outranks(actor, user_grants(user))
     if user.anonymized_at is not None:
         return AnonymizeRead(user_id=user.id, changed=False, anonymized_at=user.anonymized_at)
     if user.id == actor.user_id:

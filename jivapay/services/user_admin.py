@@ -116,7 +116,8 @@ def load_user(session: Session, user_id: int, *, for_update: bool = False) -> Us
     return user
 
 
-def _grants(user: User) -> list[str]:
+def user_grants(user: User) -> list[str]:
+    """A staff user's grants (none for merchants and traders)."""
     if Role(user.role) not in STAFF_ROLES:
         return []
     profile = profile_of(user)
@@ -165,7 +166,9 @@ def user_detail(session: Session, user: User) -> UserDetailRead:
             if row is None
             else {"payin_percent": row.commission_payin, "payout_percent": row.commission_payout}
         )
-    return UserDetailRead(**user_read(user).model_dump(), profile=data, permissions=_grants(user))
+    return UserDetailRead(
+        **user_read(user).model_dump(), profile=data, permissions=user_grants(user)
+    )
 
 
 def lock_superusers(session: Session) -> None:
@@ -190,7 +193,7 @@ def ensure_not_last_superuser(session: Session, user: User, *, remaining: Iterab
 
     Takes the superuser advisory lock first; the caller's transaction holds it until commit.
     """
-    if not user.is_active or not any(is_superuser_grant(g) for g in _grants(user)):
+    if not user.is_active or not any(is_superuser_grant(g) for g in user_grants(user)):
         return
     if any(is_superuser_grant(g) for g in remaining):
         return
@@ -364,7 +367,7 @@ def update_user(
     user = load_user(session, user_id, for_update=True)
     role = Role(user.role)
     _ensure_may_manage(actor, role)
-    permission_service.ensure_outranks(actor, _grants(user))
+    permission_service.ensure_outranks(actor, user_grants(user))
     requested = {k: getattr(body, k) for k in body.model_fields_set}
     wrong = sorted(set(requested) - _UPDATE_FIELDS[role])
     if wrong:
@@ -412,7 +415,7 @@ def set_active(
     user = load_user(session, user_id, for_update=True)
     if Role(user.role) == Role.ADMIN:
         _ensure_may_manage(actor, Role.ADMIN)
-    permission_service.ensure_outranks(actor, _grants(user))
+    permission_service.ensure_outranks(actor, user_grants(user))
     if user.is_active == active:
         return UserChanged(user=user_read(user), changed=False)
     if active and user.anonymized_at is not None:
@@ -448,7 +451,7 @@ def reset_password(
     """Set a user's password (an administrator's reset). Audited, never the password itself."""
     user = load_user(session, user_id, for_update=True)
     _ensure_may_manage(actor, Role(user.role))
-    permission_service.ensure_outranks(actor, _grants(user))
+    permission_service.ensure_outranks(actor, user_grants(user))
     if user.anonymized_at is not None:
         raise Conflict("This user was anonymised", code="user_anonymized")
     user.password_hash = hash_password(new_password)
@@ -498,7 +501,7 @@ def get_grants(session: Session, *, user_id: int) -> GrantsRead:
     role = Role(user.role)
     if role not in STAFF_ROLES:
         raise ValidationFailed(f"{role.value} accounts have no granted permissions")
-    return GrantsRead(user_id=user.id, role=role, permissions=_grants(user))
+    return GrantsRead(user_id=user.id, role=role, permissions=user_grants(user))
 
 
 def set_grants(
@@ -515,7 +518,7 @@ def set_grants(
     new = validate_grants(permissions)
     if Role(user.role) in STAFF_ROLES:
         _ensure_may_manage(actor, Role(user.role))
-        permission_service.ensure_outranks(actor, _grants(user))
+        permission_service.ensure_outranks(actor, user_grants(user))
         ensure_not_last_superuser(session, user, remaining=new)
     saved = permission_service.update_user_permissions(
         session,

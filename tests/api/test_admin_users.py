@@ -213,11 +213,15 @@ def test_no_escalation_when_creating_or_granting(client, db, unique) -> None:  #
 
 
 def test_no_takeover_of_a_user_who_holds_more(client, db, unique) -> None:  # type: ignore[no-untyped-def]
-    """Resetting a password, deactivating, editing or regranting a user who holds a grant the
-    actor lacks would reach that grant (a reset is a login as them): 403, nothing written."""
+    """Resetting a password, deactivating, editing, regranting or erasing a user who holds a
+    grant the actor lacks would reach that grant (a reset is a login as them; an erasure ends
+    them): 403, nothing written."""
     root = make_staff(db, Role.ADMIN, ["superuser"])
+    make_staff(db, Role.ADMIN, ["superuser"])  # root is not the last superuser
     lesser = make_staff(
-        db, Role.ADMIN, ["users:manage:admin", "users:view:all", "users:deactivate:all"]
+        db,
+        Role.ADMIN,
+        ["users:manage:admin", "users:view:all", "users:deactivate:all", "users:anonymize:all"],
     )
     peer = make_staff(db, Role.ADMIN, ["users:view:all"])
     old_hash = root.password_hash
@@ -228,6 +232,7 @@ def test_no_takeover_of_a_user_who_holds_more(client, db, unique) -> None:  # ty
         ("post", f"/admin/users/{root.id}/deactivate", None),
         ("patch", f"/admin/users/{root.id}", {"first_name": "Mallory"}),
         ("put", f"/admin/users/{root.id}/permissions", {"permissions": ["users:view:all"]}),
+        ("post", f"/admin/users/{root.id}/anonymize", {"reason": "erasure request"}),
     ):
         r = client.request(method, path, json=body, headers=bearer(lesser))
         assert r.status_code == 403, (path, r.text)
@@ -236,7 +241,14 @@ def test_no_takeover_of_a_user_who_holds_more(client, db, unique) -> None:  # ty
     assert row_counts(db) == before
     db.expire_all()
     assert db.get(User, root.id).password_hash == old_hash
-    assert db.get(User, root.id).is_active
+    assert db.get(User, root.id).is_active and db.get(User, root.id).anonymized_at is None
+    # A data-protection admin erasing a support who holds more: refused the same way.
+    dpo = make_staff(db, Role.ADMIN, ["users:anonymize:all"])
+    support = make_staff(db, Role.SUPPORT, ["orders:view:all", "orders:complete:all"])
+    r = client.post(
+        f"/admin/users/{support.id}/anonymize", json={"reason": "erasure"}, headers=bearer(dpo)
+    )
+    assert r.status_code == 403, r.text
     # A user whose grants the actor holds is still theirs to manage.
     r = client.post(
         f"/admin/users/{peer.id}/password",
