@@ -1,6 +1,12 @@
 """Data-subject requests (GDPR): the export of everything stored about a person, the anonymisation of
 a person, and the removal of a store customer's (payer's) data from closed orders.
 
+The export holds the account and profile, a trader's requisites, holders and commissions or a
+merchant's stores, the balances with their history (every deposit, withdrawal, hold, payin and
+adjustment), the orders, and the person's audit rows: those they wrote and those staff wrote about
+them (`_audit_scope`, the same rows anonymising scrubs). Money is exact strings, times ISO 8601;
+each log (balance history, audit) is cut to its newest rows, as the export is one response.
+
 Anonymising keeps every order, balance and history row (the books must still reconcile) and
 replaces what identifies the person: email, names, requisite holders' names and numbers (the last 4
 digits stay, as everywhere on screen), and the person's email, names and numbers inside audit
@@ -17,15 +23,18 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Text, func, or_, select, update
+from sqlalchemy import ColumnElement, String, Text, cast, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
 from jivapay.database.models import (
     AuditLog,
     BalanceStore,
+    BalanceStoreHistory,
     BalanceTrader,
+    BalanceTraderCryptoHistory,
     BalanceTraderFiat,
+    BalanceTraderFiatHistory,
     CallbackDelivery,
     CryptoCurrency,
     FiatCurrency,
@@ -39,6 +48,7 @@ from jivapay.database.models import (
     TeamLead,
     Trader,
     TraderCommission,
+    User,
 )
 from jivapay.database.types import mask_number
 from jivapay.enums import IncomingOrderStatus, OrderStatus, RequisiteStatus, Role
@@ -71,6 +81,7 @@ OPEN_INTAKE_STATUSES = (
 )
 ANONYMIZED = "[anonymized]"
 EXPORT_AUDIT_LIMIT = 10_000
+EXPORT_HISTORY_LIMIT = 10_000  # per history table, newest first, as the audit rows
 _TEXT = Text()
 
 
@@ -89,6 +100,36 @@ def _plain(value: Any) -> Any:
 
 def _columns(row: Any, *, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
     return {c.key: getattr(row, c.key) for c in row.__table__.columns if c.key not in skip}
+
+
+def _about(entities: tuple[str, ...], id_column: Any, where: Any) -> ColumnElement[bool]:
+    """Audit rows whose target is one of `entities` with an id of a row `where` selects."""
+    ids = select(cast(id_column, String)).where(where)  # target ids are stored as strings
+    return AuditLog.target_entity.in_(entities) & AuditLog.target_id.in_(ids)
+
+
+def _audit_scope(user: User, profile: Any) -> ColumnElement[bool]:
+    """The person's audit rows: those they wrote, and those about them (their account, profile,
+    requisites or stores, and balances) whoever wrote them, e.g. staff changing their account or
+    depositing to them. The export returns exactly these rows; anonymising scrubs names in them."""
+    about: list[ColumnElement[bool]] = [
+        (AuditLog.target_entity == "user") & (AuditLog.target_id == str(user.id))
+    ]
+    if isinstance(profile, Trader):
+        about += [
+            (AuditLog.target_entity == "trader") & (AuditLog.target_id == str(profile.id)),
+            _about(("requisite", "req_traders"), ReqTrader.id, ReqTrader.trader_id == profile.id),
+            _about(("balance_trader",), BalanceTrader.id, BalanceTrader.trader_id == profile.id),
+        ]
+    elif isinstance(profile, Merchant):
+        mine = MerchantStore.merchant_id == profile.id
+        stores = select(MerchantStore.id).where(mine)
+        about += [
+            # "store": the rows of a customer anonymised in one of the merchant's stores.
+            _about(("merchant_store", "store"), MerchantStore.id, mine),
+            _about(("balance_store",), BalanceStore.id, BalanceStore.store_id.in_(stores)),
+        ]
+    return or_(AuditLog.user_id == user.id, *about)
 
 
 # --------------------------------------------------------------------------- export
@@ -117,6 +158,22 @@ def _order_rows(session: Session, where: Any) -> list[dict[str, Any]]:
         "canceled_at",
     )
     return [{k: getattr(o, k) for k in keep} for o in rows]
+
+
+def _history_rows(
+    session: Session, account_id: Any, account: Any, where: Any, label: Any
+) -> list[dict[str, Any]]:
+    """The newest movements (at most EXPORT_HISTORY_LIMIT) of the balances `where` selects; each
+    row names its balance by `label(balance)` (currency, store) instead of the balance's row id."""
+    history = account_id.class_
+    rows = session.execute(
+        select(history, account)
+        .join(account, account.id == account_id)
+        .where(where)
+        .order_by(history.created_at.desc(), history.id.desc())  # the account_created index
+        .limit(EXPORT_HISTORY_LIMIT)
+    ).all()
+    return [{**label(b), **_columns(h, skip=frozenset({account_id.key}))} for h, b in rows]
 
 
 def _trader_part(session: Session, trader: Trader) -> dict[str, Any]:
@@ -158,6 +215,20 @@ def _trader_part(session: Session, trader: Trader) -> dict[str, Any]:
                 select(BalanceTraderFiat).where(BalanceTraderFiat.trader_id == trader.id)
             )
         ],
+        "balance_history": _history_rows(
+            session,
+            BalanceTraderCryptoHistory.balance_trader_id,
+            BalanceTrader,
+            BalanceTrader.trader_id == trader.id,
+            lambda b: {"crypto": cryptos.get(b.crypto_currency_id)},
+        ),
+        "fiat_turnover_history": _history_rows(
+            session,
+            BalanceTraderFiatHistory.balance_trader_fiat_id,
+            BalanceTraderFiat,
+            BalanceTraderFiat.trader_id == trader.id,
+            lambda b: {"fiat": fiats.get(b.fiat_currency_id)},
+        ),
         "orders": _order_rows(session, OrderHistory.trader_id == trader.id),
     }
 
@@ -203,6 +274,13 @@ def _merchant_part(session: Session, merchant: Merchant) -> dict[str, Any]:
                 select(BalanceStore).where(BalanceStore.store_id.in_(store_ids))
             )
         ],
+        "balance_history": _history_rows(
+            session,
+            BalanceStoreHistory.balance_store_id,
+            BalanceStore,
+            BalanceStore.store_id.in_(store_ids),
+            lambda b: {"store_id": b.store_id, "crypto": cryptos.get(b.crypto_currency_id)},
+        ),
         "orders": _order_rows(session, OrderHistory.merchant_id == merchant.id),
     }
 
@@ -210,7 +288,10 @@ def _merchant_part(session: Session, merchant: Merchant) -> dict[str, Any]:
 def export_user(
     session: Session, *, actor: Principal, user_id: int, ip_address: str | None = None
 ) -> dict[str, Any]:
-    """Everything stored about a person as one JSON-ready bundle (numbers masked). Audited."""
+    """Everything stored about a person as one JSON-ready bundle (numbers masked). Audited.
+
+    Each audit row says whether the person wrote it (`person_is: actor`) or it is about them
+    (`subject`: written by staff or the system; who wrote it is not exported)."""
     user = load_user(session, user_id)
     detail = user_detail(session, user)
     profile = profile_of(user)
@@ -230,11 +311,17 @@ def export_user(
         )
     audit = session.scalars(
         select(AuditLog)
-        .where(AuditLog.user_id == user.id)
+        .where(_audit_scope(user, profile))
         .order_by(AuditLog.id.desc())
         .limit(EXPORT_AUDIT_LIMIT)
     ).all()
-    bundle["audit_log"] = [_columns(a, skip=frozenset({"user_id"})) for a in audit]
+    bundle["audit_log"] = [
+        {
+            **_columns(a, skip=frozenset({"user_id"})),
+            "person_is": "actor" if a.user_id == user.id else "subject",
+        }
+        for a in audit
+    ]
     log_event(
         session,
         action="user.exported",
@@ -384,10 +471,7 @@ def anonymize_user(
     old_email = user.email
     names: list[str] = []
     numbers: list[str] = []
-    scope: Any = or_(
-        AuditLog.user_id == user.id,
-        (AuditLog.target_entity == "user") & (AuditLog.target_id == str(user.id)),
-    )
+    scope = _audit_scope(user, profile)
 
     if isinstance(profile, Trader):
         req_ids = _refuse_open_trader(session, profile)
@@ -402,12 +486,6 @@ def anonymize_user(
         ):
             names += [owner.first_name, owner.last_name, owner.middle_name or ""]
             owner.first_name, owner.last_name, owner.middle_name = ANONYMIZED, ANONYMIZED, None
-        scope = or_(
-            scope,
-            (AuditLog.target_entity == "trader") & (AuditLog.target_id == str(profile.id)),
-            AuditLog.target_entity.in_(("requisite", "req_traders"))
-            & AuditLog.target_id.in_([str(i) for i in req_ids]),
-        )
     elif isinstance(profile, Merchant):
         for store in _refuse_open_merchant(session, profile):
             public, private = generate_api_key_pair()

@@ -1,7 +1,7 @@
-"""GDPR through the admin API: the export bundle, anonymising a trader (no column anywhere keeps the
-old email, names or full numbers; money history intact and reconciled), refusals with money in
-flight, a merchant's stores shut and re-keyed, and a store customer's data removed from closed
-orders."""
+"""GDPR through the admin API: the export bundle (with the money history and the audit rows staff
+wrote about the person), anonymising a trader (no column anywhere keeps the old email, names or full
+numbers; money history intact and reconciled), refusals with money in flight, a merchant's stores
+shut and re-keyed, and a store customer's data removed from closed orders."""
 
 from __future__ import annotations
 
@@ -13,6 +13,13 @@ from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import (
+    AuditLog,
+    BalanceStore,
+    BalanceStoreHistory,
+    BalanceTrader,
+    BalanceTraderCryptoHistory,
+    BalanceTraderFiat,
+    BalanceTraderFiatHistory,
     IncomingOrder,
     MerchantStore,
     OrderHistory,
@@ -22,6 +29,7 @@ from jivapay.database.models import (
     User,
 )
 from jivapay.enums import OrderType, RequisiteStatus, Role
+from jivapay.services import balance_manager, gdpr
 from jivapay.services import order_status_manager as osm
 from jivapay.services.audit_logger import log_event
 from jivapay.services.auth_service import record_login_failure
@@ -150,6 +158,144 @@ def test_export_bundle_holds_everything_with_numbers_masked(client, db, dpo, tra
     assert client.get("/admin/users/999999999/export", headers=bearer(dpo)).status_code == 404
 
 
+def _history(db: Session, history, account, where) -> set[tuple[int, str, str, str]]:  # type: ignore[no-untyped-def]
+    """(id, operation, amount, created_at) of the history rows of the balances `where` selects."""
+    rows = db.scalars(select(history).join(account).where(where)).all()
+    return {(h.id, h.operation, format(h.amount, "f"), h.created_at.isoformat()) for h in rows}
+
+
+def _exported(rows: list[dict]) -> set[tuple[int, str, str, str]]:  # type: ignore[type-arg]
+    return {(h["id"], h["operation"], h["amount"], h["created_at"]) for h in rows}
+
+
+def test_export_holds_the_traders_money_history(client, db, dpo, trader_world) -> None:  # type: ignore[no-untyped-def]
+    """Every movement of the deposit and the fiat turnover (deposit, holds, payin, a staff
+    adjustment with its reason) is data about the trader: amounts as exact strings, times ISO."""
+    ref, _, trader, _req, _number, _ = trader_world
+    admin = make_staff(db, Role.ADMIN, ["superuser"])
+    balance_manager.adjust_balance(
+        db,
+        account="trader",
+        account_id=trader.id,
+        crypto_currency_id=ref.crypto.id,
+        amount=D("-0.10000000"),
+        actor_user_id=admin.id,
+        reason="chargeback correction",
+    )
+    db.flush()
+    crypto = _history(
+        db, BalanceTraderCryptoHistory, BalanceTrader, BalanceTrader.trader_id == trader.id
+    )
+    fiat = _history(
+        db, BalanceTraderFiatHistory, BalanceTraderFiat, BalanceTraderFiat.trader_id == trader.id
+    )
+    assert {op for _, op, _, _ in crypto} >= {"deposit", "freeze", "adjustment"} and fiat
+
+    r = client.get(f"/admin/users/{trader.user_id}/export", headers=bearer(dpo))
+    assert r.status_code == 200, r.text
+    bundle = r.json()
+    assert _exported(bundle["balance_history"]) == crypto
+    assert _exported(bundle["fiat_turnover_history"]) == fiat
+    assert {h["crypto"] for h in bundle["balance_history"]} == {ref.crypto.code}
+    assert {h["fiat"] for h in bundle["fiat_turnover_history"]} == {ref.fiat.code}
+    (adjustment,) = [h for h in bundle["balance_history"] if h["operation"] == "adjustment"]
+    assert adjustment["amount"] == "-0.10000000" and adjustment["reason"] == "chargeback correction"
+    assert all(isinstance(h["balance_after"], str) for h in bundle["balance_history"])
+    # Newest first, like the audit rows.
+    times = [h["created_at"] for h in bundle["balance_history"]]
+    assert times == sorted(times, reverse=True)
+
+
+def test_export_holds_the_audit_rows_staff_wrote_about_the_person(
+    client, db, dpo, trader_world
+) -> None:  # type: ignore[no-untyped-def]
+    """The audit rows about the person (their account, trader profile, requisites, balances),
+    written by staff, are theirs as much as the rows they wrote; another trader's rows are not."""
+    ref, _, trader, req, _number, _ = trader_world
+    admin = make_staff(db, Role.ADMIN, ["superuser"])
+    other = make_trader(db, ref)
+    about = {
+        "user.updated": ("user", trader.user_id),
+        "trader.traffic_changed": ("trader", trader.id),
+        "requisite.status_changed": ("requisite", req.id),
+    }
+    for action, (entity, target) in about.items():
+        log_event(db, action=action, user_id=admin.id, target_entity=entity, target_id=target)
+    log_event(
+        db,
+        action="trader.settings_changed",
+        user_id=admin.id,
+        target_entity="trader",
+        target_id=other.id,
+    )
+    balance_manager.deposit_trader_balance(
+        db,
+        trader_id=trader.id,
+        crypto_currency_id=ref.crypto.id,
+        amount=D("5"),
+        actor_user_id=admin.id,
+        reason="top-up",
+    )
+    db.flush()
+    r = client.get(f"/admin/users/{trader.user_id}/export", headers=bearer(dpo))
+    assert r.status_code == 200, r.text
+    rows = r.json()["audit_log"]
+    actions = {a["action"] for a in rows}
+    assert {*about, "balance.deposit"} <= actions  # balance.deposit: target balance_trader/<id>
+    assert "trader.settings_changed" not in actions
+    person_is = {(a["action"], a.get("person_is")) for a in rows}
+    assert {(action, "subject") for action in [*about, "balance.deposit"]} <= person_is
+    assert ("requisite.created", "actor") in person_is
+    assert all("user_id" not in a for a in rows)  # who on the staff wrote a row is not exported
+
+
+def test_export_holds_a_merchants_store_history_and_store_rows(client, db, dpo) -> None:  # type: ignore[no-untyped-def]
+    ref = make_reference(db, rate=D("50"))
+    world = make_store(db, ref, balance=D("1000"))
+    other = make_store(db, ref, balance=D("1000"))
+    admin = make_staff(db, Role.ADMIN, ["superuser"])
+    for store in (world.store, other.store):
+        log_event(
+            db,
+            action="store.callbacks_disabled",
+            user_id=admin.id,
+            target_entity="merchant_store",
+            target_id=store.id,
+        )
+    payout = make_incoming(db, world, ref, amount_fiat=D("100.00"), order_type=OrderType.PAYOUT)
+    db.flush()
+    history = _history(
+        db, BalanceStoreHistory, BalanceStore, BalanceStore.store_id == world.store.id
+    )
+    assert {op for _, op, _, _ in history} == {"deposit", "freeze"} and payout.store_hold
+
+    r = client.get(f"/admin/users/{world.merchant.user_id}/export", headers=bearer(dpo))
+    assert r.status_code == 200, r.text
+    bundle = r.json()
+    assert _exported(bundle["balance_history"]) == history
+    assert {(h["store_id"], h["crypto"]) for h in bundle["balance_history"]} == {
+        (world.store.id, ref.crypto.code)
+    }
+    stores = [a for a in bundle["audit_log"] if a["target_entity"] == "merchant_store"]
+    assert [(a["target_id"], a["person_is"]) for a in stores] == [(str(world.store.id), "subject")]
+
+
+def test_export_cuts_the_history_to_its_newest_rows(
+    client, db, dpo, trader_world, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    _, _, trader, _req, _number, _ = trader_world
+    crypto = _history(
+        db, BalanceTraderCryptoHistory, BalanceTrader, BalanceTrader.trader_id == trader.id
+    )
+    assert len(crypto) > 2
+    monkeypatch.setattr(gdpr, "EXPORT_HISTORY_LIMIT", 2)
+    r = client.get(f"/admin/users/{trader.user_id}/export", headers=bearer(dpo))
+    newest = sorted(crypto, key=lambda h: (h[3], h[0]), reverse=True)[:2]
+    assert [(h["id"], h["created_at"]) for h in r.json()["balance_history"]] == [
+        (h[0], h[3]) for h in newest
+    ]
+
+
 def test_anonymising_a_trader_leaves_no_trace_and_keeps_the_books(
     client, db, dpo, trader_world
 ) -> None:  # type: ignore[no-untyped-def]
@@ -212,12 +358,20 @@ def test_anonymising_is_refused_with_an_open_order(client, db, dpo, trader_world
     )
 
 
-def test_anonymising_a_merchant_shuts_and_rekeys_its_stores(client, db, dpo) -> None:  # type: ignore[no-untyped-def]
-    from jivapay.services import balance_manager
-
+def test_anonymising_a_merchant_shuts_and_rekeys_its_stores(client, db, dpo, unique) -> None:  # type: ignore[no-untyped-def]
     ref = make_reference(db, rate=D("50"))
     world = make_store(db, ref, balance=D("1000"))
     merchant_user = world.merchant.user_id
+    # A staff row about one of its stores names the company: the merchant's data, scrubbed too.
+    world.merchant.company_name = f"Acme{unique}"
+    about_store = log_event(
+        db,
+        action="store.callbacks_disabled",
+        user_id=make_staff(db, Role.ADMIN, ["superuser"]).id,
+        target_entity="merchant_store",
+        target_id=world.store.id,
+        details={"company": world.merchant.company_name},
+    )
     payout = make_incoming(db, world, ref, amount_fiat=D("100.00"), order_type=OrderType.PAYOUT)
     path = f"/admin/users/{merchant_user}/anonymize"
     r = client.post(path, json={"reason": "x"}, headers=bearer(dpo))
@@ -241,6 +395,7 @@ def test_anonymising_a_merchant_shuts_and_rekeys_its_stores(client, db, dpo) -> 
     store = db.get(MerchantStore, world.store.id)
     assert store.public_api_key != old_public and not store.access and not store.trafic_access
     assert store.callback_url is None
+    assert db.get(AuditLog, about_store.id).details == {"company": "[anonymized]"}
     assert reconcile(db) == []
 
 
