@@ -126,8 +126,12 @@ class TeamSummaryRead(Period):
     requisites_online: int
     requisites_online_pay_in: int
     requisites_online_pay_out: int
-    today: OrderStatsBlock = Field(description="Orders created since 00:00 UTC")
-    period: OrderStatsBlock
+    today: OrderStatsBlock | None = Field(
+        description="Orders created since 00:00 UTC; null unless the caller holds orders:view:team"
+    )
+    period: OrderStatsBlock | None = Field(
+        description="null unless the caller holds orders:view:team"
+    )
 
 
 class DepositRead(BaseModel):

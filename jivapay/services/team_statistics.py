@@ -32,6 +32,7 @@ from jivapay.database.models import (
     User,
 )
 from jivapay.enums import OrderStatus, OrderType
+from jivapay.permissions import Permission, check_permission
 from jivapay.schemas.team import (
     OrderStatsBlock,
     TeamOrderStatsRead,
@@ -284,7 +285,8 @@ def team_order_stats(
 def team_summary(
     session: Session, *, principal: Principal, period: Period, now: datetime
 ) -> TeamSummaryRead:
-    """Traders and requisites online now, and the team's orders today and over `period`."""
+    """Traders and requisites online now, and the team's orders today and over `period` when the
+    caller may see the team's orders (the order routes' grant)."""
     scope = traders_visible_to(principal)
     traders = session.execute(
         select(
@@ -315,6 +317,7 @@ def team_summary(
     ).one()
     ids = [t.id for t in _team(session, principal)]
     day_start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    orders = check_permission(principal, Permission.ORDERS_VIEW_TEAM)
     return TeamSummaryRead(
         date_from=period.date_from,
         date_to=period.date_to,
@@ -326,6 +329,6 @@ def team_summary(
         requisites_online=online[0],
         requisites_online_pay_in=online[2],
         requisites_online_pay_out=online[3],
-        today=_block(session, ids, Period(day_start, now)),
-        period=_block(session, ids, period),
+        today=_block(session, ids, Period(day_start, now)) if orders else None,
+        period=_block(session, ids, period) if orders else None,
     )

@@ -325,6 +325,29 @@ def test_grants_decide_each_route(teamlead_client, db, team) -> None:  # type: i
     assert db.get(Trader, idle).is_traffic_enabled_by_teamlead is True
 
 
+def test_order_figures_need_the_order_grant(teamlead_client, db, team) -> None:  # type: ignore[no-untyped-def]
+    # A teamlead who may see the traders but not their orders gets no order figures through the
+    # trader routes either (`/orders/statistics` refuses them the same figures).
+    c = teamlead_client
+    lead = make_staff(db, Role.TEAMLEAD, permissions=["traders:view:team"])
+    db.get(Trader, team["idle"].id).team_lead_id = lead.id
+    db.flush()
+    h = _auth(lead.user_id, Role.TEAMLEAD)
+    idle = team["idle"].id
+    assert c.get(f"/teamlead/traders/{idle}/stats", headers=h).status_code == 403
+    summary = c.get("/teamlead/statistics", headers=h)
+    assert summary.status_code == 200, summary.text
+    assert summary.json()["traders_total"] == 1
+    assert (summary.json()["today"], summary.json()["period"]) == (None, None)
+    full = make_staff(db, Role.TEAMLEAD, permissions=["traders:view:team", "orders:view:team"])
+    db.get(Trader, idle).team_lead_id = full.id
+    db.flush()
+    h = _auth(full.user_id, Role.TEAMLEAD)
+    assert c.get(f"/teamlead/traders/{idle}/stats", headers=h).status_code == 200
+    summary = c.get("/teamlead/statistics", headers=h).json()
+    assert summary["today"] is not None and summary["period"] is not None
+
+
 def test_orders_visible_to_needs_the_team_grant(db, team) -> None:  # type: ignore[no-untyped-def]
     from jivapay.security import Principal
     from jivapay.utils.query_filters import orders_visible_to

@@ -109,7 +109,7 @@ def set_traffic(
 @router.get(
     "/traders/{id}/stats",
     response_model=TraderStatsRead,
-    dependencies=_VIEW_TRADERS,
+    dependencies=_VIEW_TRADERS + _VIEW_ORDERS,  # nothing but order figures
     responses=problem_responses(401, 403, 404, 422),
 )
 def trader_stats(
@@ -120,7 +120,7 @@ def trader_stats(
     date_to: DateTo = None,
 ) -> TraderStatsRead:
     """A trader's orders over a period: counts by status and type, disputes, conversion and the
-    completed turnover with the commission earned."""
+    completed turnover with the commission earned (with `orders:view:team` too)."""
     return team_statistics.trader_stats(
         session, principal=principal, trader_id=id, period=_period(date_from, date_to)
     )
@@ -182,7 +182,7 @@ def team_summary(
     date_to: DateTo = None,
 ) -> TeamSummaryRead:
     """My team now (traders in work and online, online requisites) and its orders today and over
-    the period."""
+    the period (null without `orders:view:team`)."""
     return team_statistics.team_summary(
         session, principal=principal, period=_period(date_from, date_to), now=utcnow()
     )
