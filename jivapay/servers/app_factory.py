@@ -170,10 +170,13 @@ def build_app(
         return app
 
     from jivapay.api_routers.auth import require_role
+    from jivapay.api_routers.deps import strict_query
 
     user_role = Role(server.value)
     _role_routes(app, user_role)
-    guard = [Depends(require_role(user_role))]
+    # Every role route refuses a query parameter it does not declare: a mistyped filter answers
+    # 422 instead of a list that silently ignores it.
+    guard = [Depends(require_role(user_role)), Depends(strict_query)]
     for router in routers:
         app.include_router(router, dependencies=guard)
     return app

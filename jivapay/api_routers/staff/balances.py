@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import MAX_ID, DbSession, IdempotencyKeyHeader, PageParams, PathId
 from jivapay.api_routers.idempotent import idempotent_response
-from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
+from jivapay.api_routers.staff.common import Staff
 from jivapay.enums import BalanceOperation
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
@@ -31,7 +31,7 @@ from jivapay.schemas.staff import (
 )
 from jivapay.services import idempotency, staff_balances, staff_operations
 
-router = APIRouter(tags=["staff: balances"], dependencies=STRICT_QUERY)
+router = APIRouter(tags=["staff: balances"])
 
 _VIEW = [Depends(require_permission(Permission.BALANCES_VIEW_ALL))]
 _ADJUST = [Depends(require_permission(Permission.BALANCES_ADJUST_ALL))]

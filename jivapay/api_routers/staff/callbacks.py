@@ -10,14 +10,14 @@ from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import MAX_ID, DbSession, PageParams, PathId
-from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
+from jivapay.api_routers.staff.common import Staff
 from jivapay.enums import CallbackStatus
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
 from jivapay.schemas.staff import CallbackDeliveryRead
 from jivapay.services import staff_operations, staff_queries
 
-router = APIRouter(tags=["staff: callbacks"], dependencies=STRICT_QUERY)
+router = APIRouter(tags=["staff: callbacks"])
 
 
 @router.get(

@@ -4,10 +4,9 @@ order-read guard that also admits a grant limited to one store."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Depends, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends
 
 from jivapay.api_routers.auth import get_current_principal
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal
@@ -41,34 +40,3 @@ def require_order_reader() -> Callable[..., Principal]:
 
     _require_order_reader.required_permission = Permission.ORDERS_VIEW_ALL  # type: ignore[attr-defined]
     return _require_order_reader
-
-
-def _query_names(dependant: Any) -> set[str]:
-    names = {p.alias for p in dependant.query_params}
-    for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return names
-
-
-def strict_query(request: Request) -> None:
-    """Refuse query parameters the route does not declare (422), so a typo is never ignored."""
-    route = request.scope.get("route")
-    dependant = getattr(route, "dependant", None)
-    if dependant is None:
-        return
-    unknown = sorted(set(request.query_params.keys()) - _query_names(dependant))
-    if unknown:
-        raise RequestValidationError(
-            [
-                {
-                    "type": "extra_forbidden",
-                    "loc": ("query", name),
-                    "msg": "Unknown query parameter",
-                    "input": request.query_params.get(name),
-                }
-                for name in unknown
-            ]
-        )
-
-
-STRICT_QUERY = [Depends(strict_query)]

@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
-from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
+from jivapay.api_routers.staff.common import Staff
 from jivapay.enums import DisputeState
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
 from jivapay.schemas.staff import DisputeRead, DisputeResolveIn, StaffTransitionRead
 from jivapay.services import staff_operations, staff_queries
 
-router = APIRouter(tags=["staff: disputes"], dependencies=STRICT_QUERY)
+router = APIRouter(tags=["staff: disputes"])
 
 
 @router.get(

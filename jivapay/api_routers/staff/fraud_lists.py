@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import DbSession, PageParams, PathId
-from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
+from jivapay.api_routers.staff.common import Staff
 from jivapay.enums import FraudListKind, FraudListType
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
@@ -16,7 +16,7 @@ from jivapay.schemas.staff import FraudListEntryCreate, FraudListEntryRead, Opti
 from jivapay.services import staff_operations, staff_queries
 from jivapay.services.fraud_lists import FraudListEntry
 
-router = APIRouter(tags=["staff: fraud lists"], dependencies=STRICT_QUERY)
+router = APIRouter(tags=["staff: fraud lists"])
 
 
 def _read(entry: FraudListEntry) -> FraudListEntryRead:

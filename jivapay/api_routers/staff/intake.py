@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import MAX_ID, DbSession, PageParams
-from jivapay.api_routers.staff.common import STRICT_QUERY, Staff
+from jivapay.api_routers.staff.common import Staff
 from jivapay.enums import IncomingOrderStatus, OrderType
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page, ReasonIn
@@ -21,7 +21,7 @@ from jivapay.schemas.staff import (
 )
 from jivapay.services import staff_operations, staff_queries
 
-router = APIRouter(tags=["staff: intake queue"], dependencies=STRICT_QUERY)
+router = APIRouter(tags=["staff: intake queue"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such order"},

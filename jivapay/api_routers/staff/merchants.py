@@ -7,13 +7,12 @@ from fastapi import APIRouter, Depends
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams, PathId
-from jivapay.api_routers.staff.common import STRICT_QUERY
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
 from jivapay.schemas.staff import MerchantDetailRead, MerchantStatsRead
 from jivapay.services import staff_merchants
 
-router = APIRouter(tags=["staff: merchants"], dependencies=STRICT_QUERY)
+router = APIRouter(tags=["staff: merchants"])
 
 _VIEW = [Depends(require_permission(Permission.MERCHANTS_VIEW_ALL))]
 
