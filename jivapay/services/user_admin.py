@@ -450,6 +450,13 @@ def reset_password(
 ) -> UserChanged:
     """Set a user's password (an administrator's reset). Audited, never the password itself."""
     user = load_user(session, user_id, for_update=True)
+    if user.id == actor.user_id:
+        # One's own password changes only with the current one (`POST /{role}/password`): a
+        # stolen session must not be able to lock the owner out.
+        raise Conflict(
+            "Change your own password with your current one (POST /admin/password)",
+            code="self_password_reset",
+        )
     _ensure_may_manage(actor, Role(user.role))
     permission_service.ensure_outranks(actor, user_grants(user))
     if user.anonymized_at is not None:

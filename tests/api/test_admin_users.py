@@ -249,6 +249,15 @@ def test_no_takeover_of_a_user_who_holds_more(client, db, unique) -> None:  # ty
         f"/admin/users/{support.id}/anonymize", json={"reason": "erasure"}, headers=bearer(dpo)
     )
     assert r.status_code == 403, r.text
+    # Nor one's own password without the current one: a stolen session cannot lock the owner out.
+    r = client.post(
+        f"/admin/users/{root.id}/password",
+        json={"new_password": "taken-over-456"},
+        headers=bearer(root),
+    )
+    assert r.status_code == 409 and r.json()["code"] == "self_password_reset", r.text
+    db.expire_all()
+    assert db.get(User, root.id).password_hash == old_hash
     # A user whose grants the actor holds is still theirs to manage.
     r = client.post(
         f"/admin/users/{peer.id}/password",

@@ -143,7 +143,8 @@ def reset_password(
     principal: CanManageSomeRole,
     ip: ClientIp,
 ) -> UserChanged:
-    """Set a new password for the user (8 to 1024 characters)."""
+    """Set a new password for another user (8 to 1024 characters); one's own changes with the
+    current password (`POST /admin/password`), 409 here."""
     return user_admin.reset_password(
         session, actor=principal, user_id=user_id, new_password=body.new_password, ip_address=ip
     )
