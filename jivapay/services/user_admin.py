@@ -230,6 +230,9 @@ def _requested_grants(body: UserCreate) -> list[str]:
     return validate_grants(grants)
 
 
+_TRADER_TRAFFIC_FIELDS = ("team_lead_id", "pay_in", "pay_out", "trafic_priority")
+
+
 def create_user(
     session: Session, *, actor: Principal, body: UserCreate, ip_address: str | None = None
 ) -> UserDetailRead:
@@ -239,6 +242,11 @@ def create_user(
     if body.role == Role.TRADER and body.commission is not None:
         # The rates are what `PUT /traders/{id}/commission` sets, under the same grant.
         ensure_permission(actor, Permission.TRADER_COMMISSIONS_EDIT_ALL)
+    if body.role == Role.TRADER and any(
+        getattr(body, name) is not None for name in _TRADER_TRAFFIC_FIELDS
+    ):
+        # What `PATCH /traders/{id}` sets (team, directions, priority), under the same grant.
+        ensure_permission(actor, Permission.TRADERS_EDIT_ALL)
     grants = _requested_grants(body)
     permission_service.ensure_grantable(actor, grants)
     fields: dict[str, Any] = {}
@@ -251,7 +259,7 @@ def create_user(
             raise ValidationFailed("team_lead_id: no such teamlead")
         if body.time_zone_id is not None and session.get(TimeZone, body.time_zone_id) is None:
             raise ValidationFailed("time_zone_id: no such time zone")
-        for name in ("team_lead_id", "pay_in", "pay_out", "trafic_priority", "time_zone_id"):
+        for name in (*_TRADER_TRAFFIC_FIELDS, "time_zone_id"):
             value = getattr(body, name)
             if value is not None:
                 fields[name] = value

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from jivapay.database.models import AuditLog, Trader, TraderCommission, User
+from jivapay.database.models import AuditLog, TeamLead, Trader, TraderCommission, User
 from jivapay.enums import Role
 from jivapay.permissions import ROLE_TEMPLATES
 from jivapay.security import create_access_token
@@ -289,6 +289,30 @@ def test_trader_commission_at_creation_needs_the_commission_grant(client, db, un
     assert db.scalars(
         select(TraderCommission).where(TraderCommission.trader_id == trader.id)
     ).one().commission_payin == Decimal("0")
+
+
+@pytest.mark.parametrize(
+    "field", [{"trafic_priority": 0}, {"pay_out": False}, {"pay_in": True}, {"team_lead_id": 1}]
+)
+def test_a_traders_traffic_settings_at_creation_need_the_trader_edit_grant(  # type: ignore[no-untyped-def]
+    client, db, unique, field
+) -> None:
+    # What `PATCH /traders/{id}` sets under traders:edit:all is not set at creation without it.
+    manager = make_staff(db, Role.ADMIN, ["users:manage:trader"])
+    before = row_counts(db)
+    body = {"password": "long-enough-1", "role": "trader", **field}
+    r = _create(client, manager, email=f"t-{unique}@example.com", **body)
+    assert r.status_code == 403 and "traders:edit:all" in r.json()["detail"], r.text
+    assert row_counts(db) == before
+    if "team_lead_id" in field:
+        lead = make_staff(db, Role.TEAMLEAD, [])
+        field = {
+            "team_lead_id": db.scalars(select(TeamLead.id).where(TeamLead.user_id == lead.id)).one()
+        }
+    editor = make_staff(db, Role.ADMIN, ["users:manage:trader", "traders:edit:all"])
+    body = {"password": "long-enough-1", "role": "trader", **field}
+    r = _create(client, editor, email=f"t-{unique}@example.com", **body)
+    assert r.status_code == 201, r.text
 
 
 def test_deactivation_stops_tokens_at_once_and_guards_self_and_last_superuser(client, db) -> None:  # type: ignore[no-untyped-def]
