@@ -543,8 +543,16 @@ def merchant_delivery_store(session: Session, *, merchant_id: int, delivery_id: 
     return int(store_id)
 
 
-def resend_delivery(session: Session, *, store_id: int, delivery_id: int) -> CallbackDeliveryRead:
-    """Queue a delivery of this store again now; re-enables the store's callbacks if disabled."""
+def resend_delivery(
+    session: Session,
+    *,
+    store_id: int,
+    delivery_id: int,
+    actor_user_id: int | None = None,
+    ip_address: str | None = None,
+) -> CallbackDeliveryRead:
+    """Queue a delivery of this store again now; re-enables the store's callbacks if disabled
+    (audited with the actor). The caller audits the resend itself (`store_resend` does)."""
     row = session.scalars(
         select(CallbackDelivery)
         .where(CallbackDelivery.id == delivery_id, CallbackDelivery.store_id == store_id)
@@ -569,6 +577,8 @@ def resend_delivery(session: Session, *, store_id: int, delivery_id: int) -> Cal
         log_event(
             session,
             action="store.callbacks_enabled",
+            user_id=actor_user_id,
+            ip_address=ip_address,
             target_entity="merchant_store",
             target_id=store_id,
             details={
@@ -587,6 +597,40 @@ def resend_delivery(session: Session, *, store_id: int, delivery_id: int) -> Cal
     session.flush()
     enqueue_delivery(session, row.id)
     return _views(session, [(row, incoming.public_id)])[0]
+
+
+def store_resend(
+    session: Session,
+    *,
+    store_id: int,
+    delivery_id: int,
+    actor_user_id: int | None,
+    ip_address: str | None,
+) -> CallbackDeliveryRead:
+    """A merchant's (or its store key's) resend of one of the store's deliveries, audited with
+    the delivery's state before and after."""
+    before = session.scalar(
+        select(CallbackDelivery.status).where(
+            CallbackDelivery.id == delivery_id, CallbackDelivery.store_id == store_id
+        )
+    )
+    view = resend_delivery(
+        session,
+        store_id=store_id,
+        delivery_id=delivery_id,
+        actor_user_id=actor_user_id,
+        ip_address=ip_address,
+    )
+    log_event(
+        session,
+        action="callback.resent",
+        user_id=actor_user_id,
+        ip_address=ip_address,
+        target_entity="callback_delivery",
+        target_id=delivery_id,
+        details={"store_id": store_id, "old": {"status": before}, "new": {"status": view.status}},
+    )
+    return view
 
 
 def rotate_callback_secret(session: Session, *, store_id: int) -> str:

@@ -486,7 +486,13 @@ def resend_callback(session: Session, *, ctx: StaffContext, delivery_id: int) ->
     if row is None:
         raise NotFound("Callback delivery not found", code="callback_delivery_not_found")
     before = {"status": row.status, "attempt_count": row.attempt_count}
-    view = callback_service.resend_delivery(session, store_id=row.store_id, delivery_id=delivery_id)
+    view = callback_service.resend_delivery(
+        session,
+        store_id=row.store_id,
+        delivery_id=delivery_id,
+        actor_user_id=ctx.principal.user_id,
+        ip_address=ctx.ip_address,
+    )
     _audit(
         session,
         ctx,

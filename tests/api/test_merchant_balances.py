@@ -9,9 +9,10 @@ from decimal import Decimal
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from jivapay.database.base import utcnow
-from jivapay.database.models import CallbackDelivery, OrderHistory
+from jivapay.database.models import AuditLog, CallbackDelivery, OrderHistory
 from jivapay.enums import OrderType, Role
 from jivapay.servers.app_factory import build_app
 from jivapay.services import order_status_manager as osm
@@ -179,3 +180,14 @@ def test_callbacks_list_and_resend(client, db, world) -> None:  # type: ignore[n
     assert (r.json()["status"], r.json()["attempt_count"]) == ("pending", 0)
     db.expire_all()
     assert db.get(CallbackDelivery, delivery_id).url == "http://127.0.0.1:9/hook"
+    [audit] = db.scalars(
+        select(AuditLog).where(
+            AuditLog.action == "callback.resent", AuditLog.target_id == str(delivery_id)
+        )
+    ).all()
+    assert audit.user_id == mine.merchant.user_id and audit.ip_address is not None
+    assert audit.details == {
+        "store_id": mine.store.id,
+        "old": {"status": body["items"][0]["status"]},
+        "new": {"status": "pending"},
+    }

@@ -20,7 +20,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.gateway.callbacks import router as callbacks_router
-from jivapay.database.models import CallbackDelivery, CallbackDeliveryAttempt, IncomingOrder
+from jivapay.database.models import (
+    AuditLog,
+    CallbackDelivery,
+    CallbackDeliveryAttempt,
+    IncomingOrder,
+)
 from jivapay.database.utils import atomic_transaction, read_session
 from jivapay.enums import Role
 from jivapay.security import create_access_token, generate_callback_secret
@@ -142,6 +147,22 @@ def test_resend_queues_the_delivery_and_reenables_the_store(
     message = json.loads(conn.lindex(queue, 0))
     assert message["headers"]["task"] == "callbacks.deliver"
     assert _get(client, world, "/gateway/callbacks").json()["callbacks_disabled_at"] is None
+    audited = db.scalars(
+        select(AuditLog.action)
+        .where(AuditLog.ip_address.is_not(None))
+        .where(
+            (
+                (AuditLog.target_entity == "callback_delivery")
+                & (AuditLog.target_id == str(delivery.id))
+            )
+            | (
+                (AuditLog.target_entity == "merchant_store")
+                & (AuditLog.target_id == str(world.store.id))
+            )
+        )
+        .order_by(AuditLog.id)
+    ).all()
+    assert audited == ["store.callbacks_enabled", "callback.resent"]
 
     assert deliver_callback(delivery.id).status == "delivered"
     assert len(receiver.requests) == 2

@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from jivapay.api_routers.deps import MAX_ID, CurrentStore, DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, ClientIp, CurrentStore, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import CallbackStatus
 from jivapay.schemas.callbacks import CallbackDeliveryPage, CallbackDeliveryRead
@@ -52,7 +52,12 @@ def resend_callback(
     store: CurrentStore,
     session: DbSession,
     delivery_id: Annotated[int, Path(ge=1, le=MAX_ID)],
+    ip: ClientIp,
 ) -> CallbackDeliveryRead:
-    return callback_service.resend_delivery(
-        session, store_id=store.store_id, delivery_id=delivery_id
+    return callback_service.store_resend(
+        session,
+        store_id=store.store_id,
+        delivery_id=delivery_id,
+        actor_user_id=None,  # the store's key, not a login
+        ip_address=ip,
     )

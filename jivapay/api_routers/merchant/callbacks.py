@@ -7,7 +7,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams, PathId
+from jivapay.api_routers.deps import (
+    MAX_ID,
+    ClientIp,
+    CurrentPrincipal,
+    DbSession,
+    PageParams,
+    PathId,
+)
 from jivapay.api_routers.responses import problem_responses
 from jivapay.enums import CallbackStatus
 from jivapay.schemas.callbacks import CallbackDeliveryRead
@@ -49,10 +56,16 @@ def list_callbacks(
     responses=problem_responses(404, 422),
 )
 def resend_callback(
-    delivery_id: PathId, session: DbSession, principal: CurrentPrincipal
+    delivery_id: PathId, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
 ) -> CallbackDeliveryRead:
     """Send a callback again now (re-enables the store's callbacks if a 410 disabled them)."""
     store_id = callback_service.merchant_delivery_store(
         session, merchant_id=principal.profile_id, delivery_id=delivery_id
     )
-    return callback_service.resend_delivery(session, store_id=store_id, delivery_id=delivery_id)
+    return callback_service.store_resend(
+        session,
+        store_id=store_id,
+        delivery_id=delivery_id,
+        actor_user_id=principal.user_id,
+        ip_address=ip,
+    )
