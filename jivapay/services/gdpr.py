@@ -291,8 +291,11 @@ def export_user(
     """Everything stored about a person as one JSON-ready bundle (numbers masked). Audited.
 
     Each audit row says whether the person wrote it (`person_is: actor`) or it is about them
-    (`subject`: written by staff or the system; who wrote it is not exported)."""
+    (`subject`: written by staff or the system; who wrote it is not exported). An administrator's
+    export needs `users:manage:admin`, as their erasure does."""
     user = load_user(session, user_id)
+    if Role(user.role) == Role.ADMIN:
+        ensure_permission(actor, "users:manage:admin")
     detail = user_detail(session, user)
     profile = profile_of(user)
     bundle: dict[str, Any] = {

@@ -156,6 +156,12 @@ def test_export_bundle_holds_everything_with_numbers_masked(client, db, dpo, tra
     assert any(a["action"] == "requisite.created" for a in bundle["audit_log"])
     assert number not in r.text
     assert client.get("/admin/users/999999999/export", headers=bearer(dpo)).status_code == 404
+    # An administrator's data goes out only to someone who may manage administrators.
+    root = make_staff(db, Role.ADMIN, ["superuser"])
+    r = client.get(f"/admin/users/{root.id}/export", headers=bearer(dpo))
+    assert r.status_code == 403 and "users:manage:admin" in r.text, r.text
+    senior = make_staff(db, Role.ADMIN, ["users:export:all", "users:manage:admin"])
+    assert client.get(f"/admin/users/{root.id}/export", headers=bearer(senior)).status_code == 200
 
 
 def _history(db: Session, history, account, where) -> set[tuple[int, str, str, str]]:  # type: ignore[no-untyped-def]
