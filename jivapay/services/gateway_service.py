@@ -101,6 +101,8 @@ CANCELED_BY_STORE = "canceled by store"
 _AT_INTAKE = frozenset(
     {IncomingOrderStatus.NEW, IncomingOrderStatus.RETRYING, IncomingOrderStatus.MANUAL_REVIEW}
 )
+# The statuses whose PayIn status shows the requisite; a pending one only before its payment
+# deadline (after it, as once expired, no one is to pay to it).
 _SHOW_REQUISITE = frozenset({OrderStatus.PENDING, OrderStatus.PAID, OrderStatus.DISPUTED})
 _BENEFICIARY_DIGITS = (12, 19)
 
@@ -669,7 +671,12 @@ def _status_view(session: Session, incoming: IncomingOrder) -> OrderStatusRead:
     ).first()
     order_type = OrderType(incoming.order_type)
     requisite = None
-    if order is not None and order_type == OrderType.PAYIN and order.status in _SHOW_REQUISITE:
+    if (
+        order is not None
+        and order_type == OrderType.PAYIN
+        and order.status in _SHOW_REQUISITE
+        and not order_status_manager.payment_time_up(order)  # not to be paid any more
+    ):
         requisite = _requisite_view(session, order)
     return OrderStatusRead(
         order_id=incoming.public_id,
@@ -794,13 +801,13 @@ def confirm_by_payer(
 ) -> PayerConfirmRead:
     """The payer says the PayIn is paid, with the receipt the store may require."""
     # Only a PayIn can be confirmed by its payer: any other id is 404 before anything runs.
-    store_id = session.scalar(
-        select(OrderHistory.store_id).where(
+    order = session.scalars(
+        select(OrderHistory).where(
             OrderHistory.public_id == public_id,
             OrderHistory.order_type == OrderType.PAYIN.value,
         )
-    )
-    if store_id is None:
+    ).first()
+    if order is None:
         incoming = session.scalars(
             select(IncomingOrder).where(
                 IncomingOrder.public_id == public_id,
@@ -812,7 +819,12 @@ def confirm_by_payer(
         raise InvalidStatusTransition(
             "the order has no payment details yet", extra={"current_status": incoming.status}
         )
-    store = session.get(MerchantStore, store_id)
+    # Refused before the fraud check (which could turn it into a dispute) when the payment deadline
+    # passed or the order is closed; checked again under the row lock by the transition.
+    order_status_manager.check_transition(
+        order, event=order_status_manager.OrderEvent.PAYER_CONFIRM, actor=order_status_manager.PAYER
+    )
+    store = session.get(MerchantStore, order.store_id)
     decision = fraud_detector.screen_payer_confirmation(session, public_id=public_id)
     result = document_service.payer_confirm_with_receipt(
         session,

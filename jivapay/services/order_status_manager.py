@@ -3,13 +3,19 @@ what each move does to held money, the requisite's counters, the audit log and m
 
 | event          | from            | to        | who                                                        |
 |----------------|-----------------|-----------|------------------------------------------------------------|
-| payer_confirm  | pending         | paid      | payer (PayIn only)                                         |
+| payer_confirm  | pending         | paid      | payer (PayIn only), before the payment deadline            |
 | confirm        | pending, paid   | completed | assigned trader; support/admin with orders:complete:all    |
 | cancel         | pending         | canceled  | payer, owning merchant/store, assigned trader; staff with orders:cancel:all |
 | expire         | pending         | expired   | scheduler                                                  |
 | escalate       | paid            | disputed  | scheduler (confirmation deadline passed)                   |
 | dispute        | pending, paid   | disputed  | owning merchant/store, assigned trader, payer; staff with disputes:open:all |
 | resolve        | disputed        | completed or canceled | support/admin with disputes:resolve:all        |
+
+Deadlines have one definition, `deadline_passed` (the sweepers select `deadline <= now` alike).
+Expire and escalate wait for theirs. The payer's confirmation must come before `expires_at`: once
+it passed, a pending order's payer is refused (409, nothing written) although only the scheduler
+writes `expired`. The other moves are not timed: the trader may confirm money that arrived late,
+and cancel and dispute stay open to those allowed them.
 
 Completion moves the held money to its destinations (balance_manager); cancel and expiry release
 the hold and take the order out of the requisite's turnover. Every move locks the order row first,
@@ -191,8 +197,42 @@ def _apply(
         order.dispute_reason = reason
 
 
-def check_transition(order: OrderHistory, *, event: OrderEvent, actor: Actor) -> bool:
-    """Raise unless `actor` may apply `event` to `order` now; False when it already happened."""
+def deadline_passed(deadline: datetime | None, now: datetime) -> bool:
+    """Whether `deadline` has passed at `now`: from its very instant on, as the sweepers select
+    (`deadline <= now`). No deadline never passes."""
+    return deadline is not None and deadline <= now
+
+
+def payment_time_up(order: OrderHistory, now: datetime | None = None) -> bool:
+    """A pending order whose payment deadline passed: expired in all but the sweeper's write. Its
+    payer may no longer confirm it and is no longer shown where to pay."""
+    return order.status == OrderStatus.PENDING and deadline_passed(
+        order.expires_at, now or utcnow()
+    )
+
+
+def _check_deadline(order: OrderHistory, event: OrderEvent, now: datetime) -> None:
+    waits_for = {
+        OrderEvent.EXPIRE: order.expires_at,
+        OrderEvent.ESCALATE: order.confirm_deadline_at,
+    }
+    if event in waits_for and not deadline_passed(waits_for[event], now):
+        raise InvalidStatusTransition(f"cannot {event} an order before its deadline")
+    if event == OrderEvent.PAYER_CONFIRM and payment_time_up(order, now):
+        raise InvalidStatusTransition(
+            "the time to pay for this order has run out: it can no longer be confirmed as paid",
+            extra={
+                "current_status": order.status,
+                "expires_at": order.expires_at.isoformat(),
+            },
+        )
+
+
+def check_transition(
+    order: OrderHistory, *, event: OrderEvent, actor: Actor, now: datetime | None = None
+) -> bool:
+    """Raise unless `actor` may apply `event` to `order` at `now` (default: now); False when it
+    already happened."""
     rule = TRANSITIONS[event]
     _authorize(actor, order, event, rule)
     current = OrderStatus(order.status)
@@ -203,6 +243,7 @@ def check_transition(order: OrderHistory, *, event: OrderEvent, actor: Actor) ->
             f"cannot {event} an order that is {current}",
             extra={"current_status": current.value},
         )
+    _check_deadline(order, event, now or utcnow())
     return True
 
 
@@ -222,13 +263,9 @@ def transition(
     rule = TRANSITIONS[event]
     order = lock_order(session, public_id=public_id)
     current = OrderStatus(order.status)
-    if not check_transition(order, event=event, actor=actor):
-        return TransitionResult(order.id, order.public_id, current, changed=False, previous=current)
     now = now or utcnow()
-    deadline = {OrderEvent.EXPIRE: order.expires_at, OrderEvent.ESCALATE: order.confirm_deadline_at}
-    due = deadline.get(event, now)
-    if due is None or due > now:
-        raise InvalidStatusTransition(f"cannot {event} an order before its deadline")
+    if not check_transition(order, event=event, actor=actor, now=now):
+        return TransitionResult(order.id, order.public_id, current, changed=False, previous=current)
     _apply(session, order, rule.target, now, reason)
     order.status = rule.target.value
     order.updated_at = now

@@ -1,7 +1,9 @@
 """What the payer's page (`/pay/{order_id}`) may show of a PayIn, by state.
 
 The public order id is the capability. The card/account number is released only while the order
-is `pending`; every other state shows the amount, the store and the deadlines, nothing more.
+is `pending` and its payment deadline has not passed; every other state, and a pending order past
+its deadline that the scheduler has not expired yet (`time_up`), shows the amount, the store and
+the deadlines, nothing more.
 An unknown id, a PayOut id and a malformed id all answer `None` after the same single lookup.
 """
 
@@ -26,6 +28,7 @@ from jivapay.database.models import (
     ReqTrader,
 )
 from jivapay.enums import OrderStatus, OrderType
+from jivapay.services.order_status_manager import payment_time_up
 
 _PUBLIC_ID = re.compile(r"[A-Za-z0-9_-]{1,40}")
 CLOSED_STATES = frozenset({"completed", "canceled", "expired", "failed"})
@@ -55,6 +58,7 @@ class PayerPageState:
     confirm_deadline_at: datetime | None
     return_url: str | None
     pay_to: PayTo | None
+    time_up: bool  # pending, but past its payment deadline: shown as expired, without pay_to
 
     @property
     def closed(self) -> bool:
@@ -84,6 +88,7 @@ def get_state(session: Session, *, public_id: str) -> PayerPageState | None:
     incoming, order, store_name, receipt_required = row
     fiat = session.get(FiatCurrency, incoming.fiat_currency_id)
     status = order.status if order is not None else incoming.status
+    time_up = order is not None and payment_time_up(order)
     return PayerPageState(
         order_id=incoming.public_id,
         status=status,
@@ -95,8 +100,9 @@ def get_state(session: Session, *, public_id: str) -> PayerPageState | None:
         confirm_deadline_at=order.confirm_deadline_at if order is not None else None,
         return_url=incoming.return_url,
         pay_to=_pay_to(session, order)
-        if order is not None and status == OrderStatus.PENDING
+        if order is not None and status == OrderStatus.PENDING and not time_up
         else None,
+        time_up=time_up,
     )
 
 

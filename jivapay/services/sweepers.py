@@ -43,6 +43,7 @@ def due_intake_orders(*, now: datetime, limit: int = BATCH) -> list[int]:
 
 
 def _overdue(column: Any, status: OrderStatus, now: datetime, limit: int) -> list[str]:
+    # `column <= now`: `order_status_manager.deadline_passed` in SQL, which the move checks again.
     with read_session() as session:
         stmt = (
             select(OrderHistory.public_id)

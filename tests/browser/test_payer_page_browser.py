@@ -217,7 +217,7 @@ def test_page_runs_under_its_own_csp_and_unknown_ids_look_alike(  # type: ignore
     # The script ran under the CSP: it polls the status endpoint.
     with page.expect_response(lambda r: r.url.endswith(f"/pay/{order_id}/status")) as polled:
         pass
-    assert polled.value.json() == {"status": "new", "closed": False}
+    assert polled.value.json() == {"status": "new", "closed": False, "time_up": False}
     assert not [e for e in errors if "Content Security Policy" in e]
 
     missing = page.goto(f"{gateway_url}/pay/ord_doesnotexist000000000000")

@@ -534,3 +534,20 @@ def test_blocked_payer_confirmation_opens_a_dispute(db: Session, store, ref, ass
     audit = _audit(db, bad_id, "fraud.deny")
     assert len(audit) == 1 and audit[0].details["stage"] == "confirmation"
     assert audit[0].details["rule"] == "blocklist_ip"
+
+
+def test_payer_confirmation_past_the_deadline_is_refused_before_the_fraud_check(
+    db: Session, store, ref, assignable
+) -> None:
+    bad = _order(db, store, ref, ip="192.0.2.202")
+    order = db.get_one(OrderHistory, process_incoming_order(bad.id).order_id)
+    fraud_lists.add_entry(
+        db, kind="ip", value="192.0.2.202", list_type="block", reason=None, actor_user_id=None
+    )
+    order.expires_at = utcnow() - timedelta(minutes=1)  # the sweeper has not expired it yet
+    db.flush()
+    with pytest.raises(InvalidStatusTransition, match="time to pay"):
+        gateway_service.confirm_by_payer(db, public_id=order.public_id)
+    db.refresh(order)
+    # Neither paid nor turned into a dispute, and no fraud decision recorded for it.
+    assert order.status == "pending" and not _audit(db, order.public_id, "fraud.deny")

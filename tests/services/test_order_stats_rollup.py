@@ -154,8 +154,12 @@ def _move(session: Session, w: dict[str, Any], index: int, event: OrderEvent, se
         OrderEvent.RESOLVE_COMPLETE: _ADMIN,
         OrderEvent.RESOLVE_CANCEL: _ADMIN,
     }.get(event, trader)
-    # Late enough for any deadline (expiry), a different number of seconds for each move.
+    # Late enough for any deadline (expiry), a different number of seconds for each move; the
+    # payer's confirmation only before the payment deadline, which refuses it once passed.
     now = order.expires_at + timedelta(seconds=secs, microseconds=secs * 7)
+    if event == OrderEvent.PAYER_CONFIRM:
+        in_time = order.created_at + timedelta(seconds=secs, microseconds=secs * 7)
+        now = min(in_time, order.expires_at - timedelta(microseconds=1))
     osm.transition(session, public_id=public_id, event=event, actor=actor, reason="test", now=now)
 
 
@@ -330,9 +334,14 @@ def test_parallel_transitions_of_one_store_and_day_lose_no_increment(committed_d
         with committed_db() as session:
             public_ids.append(session.get(OrderHistory, result.order_id).public_id)
 
+    # The moves happen within the orders' payment window (the payer's confirm is refused after it).
+    moved_at = at + timedelta(seconds=30)
+
     def job(public_id: str, event: OrderEvent) -> Callable[[Session], Any]:
         actor = osm.PAYER if event == OrderEvent.PAYER_CONFIRM else trader
-        return lambda s: osm.transition(s, public_id=public_id, event=event, actor=actor)
+        return lambda s: osm.transition(
+            s, public_id=public_id, event=event, actor=actor, now=moved_at
+        )
 
     # Paying and disputing lock nothing but their own order: these commit truly in parallel and
     # meet only in the rollup rows of the store's and the trader's day and month.

@@ -1,5 +1,6 @@
 """The state machine on one connection: cancel and expiry (holds and turnover released), who may
-move whose order, dispute and resolution."""
+move whose order, dispute and resolution, the payment deadline (the payer's confirm before it, the
+trader's also after)."""
 
 from __future__ import annotations
 
@@ -145,3 +146,76 @@ def test_a_resolution_of_an_order_never_disputed_is_refused(db, world, complete)
     assert (first.changed, first.previous) == (True, OrderStatus.DISPUTED)
     assert (again.changed, again.status, again.previous) == (False, first.status, first.status)
     assert reconcile(db) == []
+
+
+def test_the_payer_confirms_only_before_the_payment_deadline_the_trader_also_after(
+    db, world
+) -> None:  # type: ignore[no-untyped-def]
+    ref, store, trader, _ = world
+    res = process_incoming_order(make_incoming(db, store, ref).id)
+    order = db.get(OrderHistory, res.order_id)
+    public_id, deadline = order.public_id, order.expires_at
+
+    # Past the deadline (from its very instant on, as the sweeper selects) the payer is refused
+    # and nothing changes: the sweeper expires the order later.
+    for late in (deadline, deadline + timedelta(hours=5)):
+        with pytest.raises(InvalidStatusTransition, match="time to pay") as refused:
+            osm.transition(
+                db,
+                public_id=public_id,
+                event=osm.OrderEvent.PAYER_CONFIRM,
+                actor=osm.PAYER,
+                now=late,
+            )
+        assert refused.value.extra["current_status"] == "pending"
+    db.refresh(order)
+    assert (order.status, order.paid_at) == ("pending", None)
+    tick = timedelta(microseconds=1)
+    assert osm.deadline_passed(deadline, deadline)
+    assert not osm.deadline_passed(deadline, deadline - tick)
+    assert not osm.deadline_passed(None, deadline)
+    assert not osm.payment_time_up(order, deadline - tick) and osm.payment_time_up(order, deadline)
+
+    # Money that arrived late is still the trader's to confirm: no deadline on CONFIRM.
+    done = osm.transition(
+        db,
+        public_id=public_id,
+        event=osm.OrderEvent.CONFIRM,
+        actor=osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id),
+        now=deadline + timedelta(hours=5),
+    )
+    assert done.status == OrderStatus.COMPLETED and done.changed
+    assert reconcile(db) == []
+
+
+def test_just_before_the_payment_deadline_the_payer_confirms(db, world) -> None:  # type: ignore[no-untyped-def]
+    ref, store, _, _ = world
+    res = process_incoming_order(make_incoming(db, store, ref).id)
+    order = db.get(OrderHistory, res.order_id)
+    paid = osm.transition(
+        db,
+        public_id=order.public_id,
+        event=osm.OrderEvent.PAYER_CONFIRM,
+        actor=osm.PAYER,
+        now=order.expires_at - timedelta(microseconds=1),
+    )
+    assert paid.status == OrderStatus.PAID and paid.changed
+    # Once paid the payment deadline no longer matters: the payer's repeat answers the state.
+    again = osm.transition(
+        db,
+        public_id=order.public_id,
+        event=osm.OrderEvent.PAYER_CONFIRM,
+        actor=osm.PAYER,
+        now=order.expires_at + timedelta(hours=1),
+    )
+    assert (again.status, again.changed) == (OrderStatus.PAID, False)
+    with pytest.raises(InvalidStatusTransition):  # nor is a paid order expired
+        osm.expire_order(db, public_id=order.public_id, now=order.expires_at + timedelta(hours=1))
+    db.refresh(order)
+    confirm_by = order.confirm_deadline_at
+    with pytest.raises(InvalidStatusTransition, match="before its deadline"):
+        osm.escalate_unconfirmed(
+            db, public_id=order.public_id, now=confirm_by - timedelta(microseconds=1)
+        )
+    escalated = osm.escalate_unconfirmed(db, public_id=order.public_id, now=confirm_by)
+    assert escalated.status == OrderStatus.DISPUTED

@@ -92,7 +92,8 @@ def payer_page(
     lang: Annotated[str | None, Query(max_length=8)] = None,
     accept_language: Annotated[str | None, Header()] = None,
 ) -> HTMLResponse:
-    """Server-rendered in ru, en or kk; the number is shown only while the order is pending."""
+    """Server-rendered in ru, en or kk; the number is shown only while the order is pending and
+    its payment deadline has not passed."""
     language = payer_i18n.choose_language(lang, accept_language)
     state = payer_page_service.get_state(session, public_id=order_id)
     html, status_code = render(state, language)
@@ -102,8 +103,10 @@ def payer_page(
 
 @payer_router.get("/pay/{order_id}/status", summary="The payer page's live status")
 def payer_status(session: DbSession, order_id: str) -> JSONResponse:
-    """`{status, closed}`: what the page polls to know when to redraw and when to stop."""
+    """`{status, closed, time_up}`: what the page polls to know when to redraw and when to stop
+    (`time_up`: still pending, but past its payment deadline)."""
     state = payer_page_service.get_state(session, public_id=order_id)
     if state is None:
         raise NotFound("order not found")
-    return JSONResponse({"status": state.status, "closed": state.closed}, headers=SECURITY_HEADERS)
+    body = {"status": state.status, "closed": state.closed, "time_up": state.time_up}
+    return JSONResponse(body, headers=SECURITY_HEADERS)

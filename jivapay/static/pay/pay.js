@@ -1,6 +1,7 @@
 // The payer's page: live state (polls /pay/{id}/status with backoff, swaps the panel when the
-// status changes, stops when the order is closed), copy buttons, the countdown in local time
-// (shown every second, announced once a minute) and "I have paid" with the optional receipt.
+// status changes or the time to pay runs out, stops when the order is closed), copy buttons, the
+// countdown in local time (shown every second, announced once a minute) and "I have paid" with
+// the optional receipt.
 "use strict";
 (function () {
   let main = document.getElementById("main");
@@ -8,6 +9,7 @@
   const orderId = main.dataset.order;
   const lang = main.dataset.lang;
   let status = main.dataset.status;
+  let timeUp = main.dataset.timeUp === "true";
   let timer = null;
   let ticker = null;
 
@@ -112,6 +114,7 @@
     main.replaceWith(fresh);
     main = fresh;
     status = main.dataset.status;
+    timeUp = main.dataset.timeUp === "true";
     wire(main);
     const heading = main.querySelector("h1");
     if (heading) { heading.focus(); announce(heading.textContent); }
@@ -125,7 +128,7 @@
         const r = await fetch("/pay/" + encodeURIComponent(orderId) + "/status", { cache: "no-store" });
         if (r.ok) {
           const body = await r.json();
-          if (body.status !== status) { await swap(); delay = 1000; }
+          if (body.status !== status || body.time_up !== timeUp) { await swap(); delay = 1000; }
           else delay = Math.min(delay * 1.5, 10000);
           if (body.closed) return;
         } else delay = Math.min(delay * 2, 30000);
