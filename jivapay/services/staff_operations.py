@@ -314,7 +314,8 @@ class MoneyMove:
 
 
 def crypto_currency_id(session: Session, code: str) -> int:
-    """The id of an active crypto currency by code; `ValidationFailed` for an unknown one."""
+    """The id of a crypto currency by code, active or not (money still held in a retired currency
+    must stay movable); `ValidationFailed` for an unknown one."""
     row = session.scalars(select(CryptoCurrency).where(CryptoCurrency.code == code.upper())).first()
     if row is None:
         raise ValidationFailed(f"unknown crypto currency {code!r}", code="unknown_currency")
