@@ -11,7 +11,9 @@ from pydantic import BaseModel, Field, StrictBool, model_validator
 from jivapay.enums import RequisiteStatus
 from jivapay.schemas.common import FiatAmountIn, FiatLimitIn, Money, RequestBody
 
-WindowMinutes = Annotated[int, Field(ge=1, le=7 * 24 * 60, strict=True)]
+# The longest rolling window of a requisite's turnover limit (the counters keep that much).
+MAX_TURNOVER_WINDOW_MINUTES = 7 * 24 * 60
+WindowMinutes = Annotated[int, Field(ge=1, le=MAX_TURNOVER_WINDOW_MINUTES, strict=True)]
 ConcurrentOrders = Annotated[int, Field(ge=1, le=1000, strict=True)]
 Name = Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
 

@@ -22,10 +22,12 @@ from sqlalchemy import CTE, ColumnElement, column, delete, func, select, text, u
 from sqlalchemy.orm import Session
 
 from jivapay.database.models import OrderHistory, ReqTrader, RequisiteTurnoverBucket
+from jivapay.schemas.requisites import MAX_TURNOVER_WINDOW_MINUTES
 from jivapay.utils.exceptions import InvariantViolation
 
-# The longest rolling window a requisite may use; older buckets can never count again.
-MAX_WINDOW = timedelta(days=2)
+# The longest rolling window a requisite may use, plus the minute bucket a window reaches back into
+# (`window_start`); older buckets can never count again.
+MAX_WINDOW = timedelta(minutes=MAX_TURNOVER_WINDOW_MINUTES + 1)
 
 # An assignment's three counter writes (last use and open orders, the turnover of the order's
 # minute bucket and of its day), as data-modifying CTEs whose bound parameters are named

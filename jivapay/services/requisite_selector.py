@@ -119,7 +119,7 @@ _PROBES = {kind: _candidate_statement(kind, "") for kind in OrderType}
 _DYNAMIC_SQL = """
 SELECT
   (SELECT COALESCE(SUM(amount_fiat), 0) FROM requisite_turnover_buckets
-    WHERE requisite_id = :rid AND bucket_start > :since) AS window_used,
+    WHERE requisite_id = :rid AND bucket_start >= :since) AS window_used,
   (SELECT amount_fiat FROM requisite_daily_turnover
     WHERE requisite_id = :rid AND day = :day) AS day_used,
   {deposit} AS available
@@ -203,6 +203,8 @@ def _rejection(
     window = int(row.turnover_limit_minutes or 0)
     parameters = {
         "rid": row.requisite_id,
+        # Buckets are whole minutes: the window reaches into the minute it began in, so an order
+        # inside it is never left out (it may count one that left it under a minute ago).
         "since": bucket - timedelta(minutes=window),
         "day": day,
         "tid": row.trader_id,

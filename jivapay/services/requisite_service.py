@@ -145,7 +145,7 @@ def _read_statement(now: datetime) -> Any:
         .where(FullRequisitesSettings.turnover_limit_minutes.is_not(None))
         .where(
             RequisiteTurnoverBucket.bucket_start
-            > bucket - _minutes(FullRequisitesSettings.turnover_limit_minutes)
+            >= bucket - _minutes(FullRequisitesSettings.turnover_limit_minutes)  # as the selector
         )
         .correlate(ReqTrader, FullRequisitesSettings)
         .scalar_subquery()

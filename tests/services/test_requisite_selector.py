@@ -3,6 +3,7 @@ SQL computing the PayIn hold exactly as `money.payin_hold` does."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,15 +13,19 @@ from hypothesis import strategies as st
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from jivapay.database.base import utcnow
 from jivapay.database.engine import get_engine
 from jivapay.database.models import BalanceTraderCryptoHistory, OrderHistory
 from jivapay.database.utils import generic_plans_column
 from jivapay.enums import IncomingOrderStatus, OrderType
 from jivapay.money import payin_hold
+from jivapay.schemas.requisites import MAX_TURNOVER_WINDOW_MINUTES
 from jivapay.services import order_processor
+from jivapay.services import order_status_manager as osm
 from jivapay.services.order_processor import process_incoming_order
 from jivapay.services.reconciliation import reconcile
 from jivapay.services.requisite_selector import _STATEMENTS, PAYIN_HOLD_SQL, payin_hold_for
+from jivapay.services.sweepers import prune_turnover_buckets
 from tests.factories import make_incoming, make_reference, make_requisite, make_store, make_trader
 from tests.services.order_world import D
 
@@ -169,3 +174,53 @@ def test_the_selectors_generic_plan_chooses_what_a_value_specific_plan_does(db: 
     # The cases do reach different answers (a comparison of empty results would prove nothing).
     s, m, w = small.id, middle.id, wide.id
     assert chosen == [[s], [m], [m], [w], [], [s], []]
+
+
+def _one_requisite(db, **limits):  # type: ignore[no-untyped-def]
+    ref = make_reference(db)
+    store = make_store(db, ref, balance=None)
+    trader = make_trader(db, ref)
+    make_requisite(db, trader, ref, **limits)
+    return ref, store, trader
+
+
+def test_a_week_long_window_keeps_counting_after_the_hourly_prune(db) -> None:  # type: ignore[no-untyped-def]
+    # The longest window the API accepts: an order completed 3 days ago still counts, also once
+    # the prune sweeper has run (it kept two days).
+    ref, store, trader = _one_requisite(
+        db, total_limit=D("150"), window_minutes=MAX_TURNOVER_WINDOW_MINUTES
+    )
+    now = utcnow()
+    then = now - timedelta(days=3)
+    first = process_incoming_order(
+        make_incoming(db, store, ref, amount_fiat=D("100.00"), created_at=then).id, now=then
+    )
+    public_id = db.get(OrderHistory, first.order_id).public_id
+    trader_actor = osm.Actor(osm.ActorKind.TRADER, trader_id=trader.id)
+    osm.transition(
+        db, public_id=public_id, event=osm.OrderEvent.CONFIRM, actor=trader_actor, now=then
+    )
+
+    prune_turnover_buckets(now=now)
+
+    second = make_incoming(db, store, ref, amount_fiat=D("100.00"), created_at=now)
+    assert process_incoming_order(second.id, now=now).outcome == IncomingOrderStatus.RETRYING
+    third = make_incoming(db, store, ref, amount_fiat=D("50.00"), created_at=now)
+    assert process_incoming_order(third.id, now=now).outcome == IncomingOrderStatus.ASSIGNED
+
+
+def test_the_window_never_leaves_out_an_order_inside_it(db) -> None:  # type: ignore[no-untyped-def]
+    # 60-minute window, limit 150: an order at hh:mm:59 still counts 59 min 30 s later, although
+    # its minute bucket began just over an hour before.
+    ref, store, _ = _one_requisite(db, total_limit=D("150"), window_minutes=60)
+    first_at = (utcnow() - timedelta(hours=3)).replace(second=59, microsecond=0)
+    first = make_incoming(db, store, ref, amount_fiat=D("100.00"), created_at=first_at)
+    assert process_incoming_order(first.id, now=first_at).outcome == IncomingOrderStatus.ASSIGNED
+
+    later = first_at + timedelta(minutes=59, seconds=30)
+    second = make_incoming(db, store, ref, amount_fiat=D("100.00"), created_at=later)
+    assert process_incoming_order(second.id, now=later).outcome == IncomingOrderStatus.RETRYING
+    # Two minutes past the hour it has left the window.
+    after = first_at + timedelta(minutes=62)
+    third = make_incoming(db, store, ref, amount_fiat=D("100.00"), created_at=after)
+    assert process_incoming_order(third.id, now=after).outcome == IncomingOrderStatus.ASSIGNED
