@@ -627,19 +627,20 @@ def process_incoming_batch(
     refusals: list[tuple[int, Exception]] = []
     try:
         with atomic_transaction() as session:
-            for claimed in _claim_batch(session, ids):
+            for position, claimed in enumerate(_claim_batch(session, ids)):
                 incoming = claimed.incoming
+                # Each assignment its own instant: `last_used_at` is the round-robin's key, and
+                # requisites stamped alike would tie, handing the rest of the batch to the lowest id.
+                at = now + timedelta(microseconds=position)
                 try:
-                    planned = _plan_attempt(session, incoming, now)
+                    planned = _plan_attempt(session, incoming, at)
                 except _ORDER_REFUSALS as refusal:
                     refusals.append((incoming.id, refusal))
                     continue
                 results[incoming.id] = (
                     planned
                     if isinstance(planned, ProcessResult)
-                    else _write_attempt(
-                        session, incoming, planned, now, callbacks=claimed.callbacks
-                    )
+                    else _write_attempt(session, incoming, planned, at, callbacks=claimed.callbacks)
                 )
     except Exception as batch_error:
         log.warning("order_batch_failed", size=len(ids), error=repr(batch_error))

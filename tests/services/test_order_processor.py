@@ -34,7 +34,7 @@ from jivapay.services.reconciliation import reconcile
 from jivapay.utils import config_loader
 from jivapay.utils.config_loader import set_config_value
 from jivapay.utils.exceptions import InvariantViolation
-from tests.factories import make_incoming, make_requisite, make_trader
+from tests.factories import make_incoming, make_reference, make_requisite, make_store, make_trader
 from tests.services.order_world import D, balance_row
 from tests.sql_statements import recorded_statements
 
@@ -150,6 +150,22 @@ def test_retry_succeeds_once_a_requisite_fits(db, world) -> None:  # type: ignor
     incoming, first = _failed_once_then_requisite_approved(db, world)
     second = process_incoming_order(incoming.id, now=first.next_attempt_at + timedelta(seconds=1))
     assert second.outcome == IncomingOrderStatus.ASSIGNED
+
+
+def test_a_batch_goes_round_the_requisites_of_one_priority(db) -> None:  # type: ignore[no-untyped-def]
+    # Three requisites of one priority, a batch of nine: three each, in turn.
+    ref = make_reference(db)
+    store = make_store(db, ref, balance=None)
+    requisites = [make_requisite(db, make_trader(db, ref), ref) for _ in range(3)]
+    orders = [make_incoming(db, store, ref, amount_fiat=D("100.00")) for _ in range(9)]
+
+    results = process_incoming_batch([o.id for o in orders])
+
+    assert {r.outcome for r in results} == {IncomingOrderStatus.ASSIGNED}
+    chosen = [db.get(OrderHistory, r.order_id).requisite_id for r in results]
+    assert chosen[3:6] == chosen[:3] and chosen[6:] == chosen[:3], chosen
+    assert sorted(chosen[:3]) == sorted(r.id for r in requisites)
+    assert reconcile(db) == []
 
 
 def test_batch_assigns_the_others_when_orders_fail_and_records_each_failure(  # type: ignore[no-untyped-def]
