@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "jivapay"
@@ -260,3 +261,53 @@ def test_the_documentation_points_only_inside_the_repository() -> None:
                 continue
             resolved = (page.parent / target).resolve()
             assert resolved.is_relative_to(ROOT) and resolved.exists(), (page.name, target)
+
+
+def not_lossless(app: Any) -> list[str]:
+    """The routes of `app` that would read a JSON number as a float: every `APIRoute` must be a
+    `LosslessJSONRoute` (`api_routers.routing`), whatever router or server it came from."""
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    from jivapay.api_routers.routing import LosslessJSONRoute
+
+    return [
+        f"{sorted(context.methods or ())} {context.path}"
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute)
+        and not isinstance(context.original_route, LosslessJSONRoute)
+    ]
+
+
+def test_the_lossless_checker_sees_a_plain_router() -> None:
+    from fastapi import APIRouter
+
+    from jivapay.enums import Role
+    from jivapay.servers.app_factory import build_app
+
+    plain = APIRouter(prefix="/merchant/plain")
+
+    @plain.post("/amount")
+    def amount(body: dict[str, Any]) -> dict[str, Any]:  # pragma: no cover - never served
+        return body
+
+    assert not_lossless(build_app(Role.MERCHANT, routers=[plain])) == [
+        "['POST'] /merchant/plain/amount"
+    ]
+
+
+def test_every_route_of_every_server_reads_json_numbers_exactly() -> None:
+    """Money is accepted as a JSON number without precision loss on every server, not only the
+    gateway: a router built without `LosslessJSONRouter` would parse `12.34` as a float."""
+    import importlib
+
+    from fastapi.routing import APIRoute, iter_route_contexts
+
+    from jivapay.enums import ServerName
+
+    for server in ServerName:
+        app = importlib.import_module(f"jivapay.servers.{server.value}.server").app
+        assert not_lossless(app) == [], server.value
+        served = [
+            c for c in iter_route_contexts(app.routes) if isinstance(c.original_route, APIRoute)
+        ]
+        assert len(served) >= 5, server.value  # the checker saw the server's routers

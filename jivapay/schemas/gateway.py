@@ -1,8 +1,8 @@
 r"""Request and response shapes of the public gateway.
 
 Requests forbid unknown fields and NUL characters. Money is accepted as an ASCII decimal string
-(`^[0-9]+(\.[0-9]{1,N})?$`) or an exact JSON number and never goes through a float: the gateway's
-routes parse JSON numbers straight into `Decimal` (`api_routers.gateway.routes.LosslessJSONRoute`);
+(`^[0-9]+(\.[0-9]{1,N})?$`) or an exact JSON number and never goes through a float: every
+server's routes parse JSON numbers straight into `Decimal` (`api_routers.routing.LosslessJSONRoute`);
 "1_500", "+1500", "1e3", " 1500 " or non-ASCII digits are 422 (`schemas.common.FiatAmountIn`/
 `CryptoAmountIn`), and so is "1234.567": an error, never a rounding. Responses write money as plain decimal strings ("0.00000001", never "1E-8").
 """

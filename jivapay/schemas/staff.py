@@ -229,6 +229,10 @@ def _signed_decimal(value: Any) -> Decimal:
         raise ValueError('must be a decimal string such as "-12.5", not a float')
     if isinstance(value, int):
         return Decimal(value)
+    if isinstance(value, Decimal):  # an exact JSON number (`api_routers.routing`)
+        if not value.is_finite():
+            raise ValueError("must be finite")
+        return value
     if isinstance(value, str) and value.isascii() and _SIGNED_TEXT.match(value):
         return Decimal(value)
     raise ValueError('must be a signed decimal string of ASCII digits such as "-12.5"')

@@ -4,10 +4,11 @@
 (request id, access log, metrics; wraps even Starlette's error middleware so 500s carry the id),
 the default rate limit, the problem+json error handlers, `/health`, `/ready`, `/metrics`, docs at
 `/docs` and `/openapi.json` (Swagger UI's assets served from the `swagger-ui-py` package under
-`/docs/assets`, so the page works with no network), then the role's routes. Role servers get their login route (with the
-login rate limit) and `/{role}/me`; every other router passed in is guarded by `require_role(role)`.
-The gateway authenticates stores inside its own routes, so its routers are included as given.
-Nothing here touches the database or Redis at import time.
+`/docs/assets`, so the page works with no network), then the role's routes. Every route reads JSON
+numbers as `Decimal` (`api_routers.routing.LosslessJSONRoute`). Role servers get their login route
+(with the login rate limit) and `/{role}/me`; every other router passed in is guarded by
+`require_role(role)`. The gateway authenticates stores inside its own routes, so its routers are
+included as given. Nothing here touches the database or Redis at import time.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from starlette.types import ASGIApp
 
 from jivapay.api_routers.common.health import health_router
 from jivapay.api_routers.responses import document_problems
+from jivapay.api_routers.routing import LosslessJSONRoute
 from jivapay.config import get_settings
 from jivapay.enums import Role, ServerName
 from jivapay.middleware.input_guard import InputGuardMiddleware, database_data_error
@@ -150,6 +152,7 @@ def build_app(
         redoc_url=None,
         openapi_url="/openapi.json" if docs else None,
     )
+    app.router.route_class = LosslessJSONRoute  # the app's own routes (the docs page) too
     app.server_name = server.value
     app.state.server_name = server.value
     document_problems(app)

@@ -123,7 +123,11 @@ def _check_json(spec: SettingSpec, value: Any) -> Any:
         or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
     ):
         raise _bad(spec.key, "must be a list of 1 to 100 positive integers (seconds)")
-    if len(json.dumps(value)) > _MAX_TEXT:
+    try:
+        text = json.dumps(value)
+    except TypeError:  # a JSON number with a fraction arrives as an exact Decimal
+        raise _bad(spec.key, "numbers with a fraction are not supported here") from None
+    if len(text) > _MAX_TEXT:
         raise _bad(spec.key, "is too large")
     return value
 

@@ -175,7 +175,7 @@ def test_exchange_rates_set_validate_and_show_staleness(client, db, editor) -> N
     for bad in (
         {"buy_rate": "0", "sell_rate": "1"},
         {"buy_rate": "1.123456789", "sell_rate": "1"},
-        {"buy_rate": 1.5, "sell_rate": "1"},
+        {"buy_rate": 1.123456789, "sell_rate": "1"},  # nine places, not rounded
         {"buy_rate": "-1", "sell_rate": "1"},
         {"buy_rate": "90", "sell_rate": "92", "median_rate": "100"},
         {"buy_rate": "90"},

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -117,7 +118,7 @@ def test_foreign_store_is_404_everywhere(client, db, world) -> None:  # type: ig
 @pytest.mark.parametrize(
     "bad",
     [
-        {"lower_limit": 100.5},  # a float
+        {"lower_limit": 100.555},  # a JSON number with three places: refused, not rounded
         {"lower_limit": "100.123"},  # three places
         {"lower_limit": "-1"},
         {"lower_limit": "900", "upper_limit": "100"},
@@ -142,6 +143,31 @@ def test_create_bad_input_writes_nothing(client, db, world, bad, monkeypatch) ->
     assert r.status_code == 422, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert (count(db, MerchantStore), audit_count(db)) == (stores, audits)
+
+
+def test_limits_as_json_numbers_are_read_exactly(client, db, world) -> None:  # type: ignore[no-untyped-def]
+    """Money sent as a JSON number is read as written, never through a float."""
+    ref, mine, _, _ = world
+
+    def create(lower: str, upper: str) -> Any:
+        document = json.dumps(_payload(ref, lower_limit="@lower", upper_limit="@upper"))
+        document = document.replace('"@lower"', lower).replace('"@upper"', upper)
+        return client.post(
+            "/merchant/stores",
+            content=document,
+            headers={**mine, "Content-Type": "application/json"},
+        )
+
+    r = create("100.05", "49999.99")
+    assert r.status_code == 201, r.text
+    store = db.get(MerchantStore, r.json()["id"])
+    assert (store.lower_limit, store.upper_limit) == (Decimal("100.05"), Decimal("49999.99"))
+    before = count(db, MerchantStore)
+    # A float would have made this 50000.0, accepted; it has 15 places and is refused.
+    r = create("100.05", "49999.999999999999999")
+    assert r.status_code == 422, r.text
+    assert any("decimal places" in e["msg"] for e in r.json()["errors"]), r.text
+    assert count(db, MerchantStore) == before
 
 
 def test_patch_changes_settings_and_refuses_admin_fields(client, db, world) -> None:  # type: ignore[no-untyped-def]

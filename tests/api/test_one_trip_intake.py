@@ -20,7 +20,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.gateway import router as gateway
-from jivapay.api_routers.gateway.routes import LosslessJSONRoute, OneTripIntakeRoute
+from jivapay.api_routers.gateway.routes import OneTripIntakeRoute
+from jivapay.api_routers.routing import LosslessJSONRoute
 from jivapay.database.models import IdempotencyKey, IncomingOrder, MerchantStore, StoreCommission
 from jivapay.servers.app_factory import ServerName, build_app
 from tests.factories import Ref, StoreWorld, gateway_headers, make_reference, make_store

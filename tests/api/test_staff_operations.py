@@ -5,6 +5,8 @@ problem+json and writes nothing."""
 
 from __future__ import annotations
 
+import json
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -313,6 +315,95 @@ def test_money_moves_and_platform(admin_client, support_client, db, world) -> No
     assert reconcile(db) == []
 
 
+def _document(*, crypto_currency: str, amount: str, reason: str, **numbers: str) -> str:
+    """A JSON body with `amount` and `numbers` written as given (a JSON number unless quoted)."""
+    fields = {"crypto_currency": json.dumps(crypto_currency), "amount": amount, **numbers}
+    fields["reason"] = json.dumps(reason)
+    return "{" + ", ".join(f"{json.dumps(k)}: {v}" for k, v in fields.items()) + "}"
+
+
+def _raw_post(
+    client: TestClient, url: str, document: str, headers: dict[str, str], key: str
+) -> Any:
+    """POST `document` as written: JSON numbers reach the server as their text, not a float."""
+    return client.post(
+        url,
+        content=document,
+        headers={**headers, "Idempotency-Key": key, "Content-Type": "application/json"},
+    )
+
+
+def test_staff_deposit_accepts_a_json_number_amount(admin_client, db, world) -> None:  # type: ignore[no-untyped-def]
+    """A JSON number with a fraction is a valid amount, read exactly, on the staff servers as on the
+    gateway (`api_routers.routing.LosslessJSONRoute`)."""
+    ref, _, trader, admin = world
+    r = _raw_post(
+        admin_client,
+        f"/admin/balances/traders/{trader.id}/deposit",
+        _document(crypto_currency=ref.crypto.code, amount="12.34567891", reason="top-up"),
+        admin,
+        "num-1",
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["amount"] == "12.34567891"
+    assert r.json()["balance"] == "10012.34567891"
+
+
+def test_json_number_money_moves_are_exact_and_keyed_by_their_value(  # type: ignore[no-untyped-def]
+    admin_client, db, world
+) -> None:
+    ref, store, trader, admin = world
+    code = ref.crypto.code
+    url = f"/admin/balances/traders/{trader.id}/deposit"
+
+    def deposit(amount: str, key: str) -> Any:
+        document = _document(crypto_currency=code, amount=amount, reason="top-up")
+        return _raw_post(admin_client, url, document, admin, key)
+
+    first = deposit("0.30000001", "n-1")
+    assert first.status_code == 200, first.text
+    assert first.json()["balance"] == "10000.30000001"
+    # The idempotency fingerprint hashes the parsed body: the same amount written as a string is
+    # the same request (replayed), another amount with the key is refused.
+    again = deposit('"0.30000001"', "n-1")
+    assert again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    other = deposit("0.30000002", "n-1")
+    assert other.status_code == 422 and other.json()["code"] == "idempotency_key_reused"
+
+    # More places than a crypto amount takes is refused, never rounded: through a float
+    # 12.000000000000000001 would have become 12.0 and been accepted.
+    before = row_counts(db)
+    for i, number in enumerate(("1.123456789", "12.000000000000000001")):
+        r = deposit(number, f"places-{i}")
+        assert r.status_code == 422, (number, r.text)
+        assert any("decimal places" in e["msg"] for e in r.json()["errors"]), r.text
+    assert row_counts(db) == before
+
+    # A signed adjustment as a JSON number; the store's id written as 1.0-style number is still
+    # an integer (lax int from an exact Decimal).
+    document = _document(
+        account='"store"',
+        account_id=f"{store.store.id}.0",
+        crypto_currency=code,
+        amount="-1.25",
+        reason="correction",
+    )
+    r = _raw_post(admin_client, "/admin/balances/adjust", document, admin, "n-adjust")
+    assert r.status_code == 200, r.text
+    assert r.json()["balance"] == "998.75000000" and r.json()["amount"] == "-1.25"
+    # An integer field given a number Pydantic would take minutes to expand (`int(Decimal(...))`)
+    # refuses it at once: such a number stays text (`api_routers.routing.MAX_NUMBER_CHARS`).
+    for number in ("1e-99999999", "1" + "0" * 200 + ".5"):
+        started = time.monotonic()
+        document = _document(
+            account='"store"', account_id=number, crypto_currency=code, amount="1", reason="x"
+        )
+        r = _raw_post(admin_client, "/admin/balances/adjust", document, admin, f"huge-{number[:5]}")
+        assert r.status_code == 422 and time.monotonic() - started < 5, r.text
+    assert reconcile(db) == []
+
+
 def test_fraud_list_card_is_stored_as_hash(admin_client, db, world) -> None:  # type: ignore[no-untyped-def]
     *_, admin = world
     card = "4111111111111111"
@@ -381,7 +472,7 @@ def _bad_writes(world, order: OrderHistory, held: IncomingOrder) -> list[tuple[s
         ("post", f"/admin/incoming-orders/{held.public_id}/reject", {"reason": ""}),
         ("post", f"/admin/incoming-orders/{o}/release", None),
         ("post", f"/admin/balances/traders/{t}/deposit", {**move, "amount": "-1"}),
-        ("post", f"/admin/balances/traders/{t}/deposit", {**move, "amount": 1.5}),
+        ("post", f"/admin/balances/traders/{t}/deposit", {**move, "amount": 1.123456789}),
         ("post", f"/admin/balances/traders/{t}/deposit", {**move, "amount": "0.000000001"}),
         ("post", f"/admin/balances/traders/{t}/withdraw", {**move, "amount": "999999"}),
         ("post", f"/admin/balances/stores/{s}/deposit", {**move, "crypto_currency": "NOPE"}),

@@ -218,13 +218,13 @@ def test_grants_decide_on_both_servers(apps, db, world) -> None:  # type: ignore
         ("", "PATCH", {"trafic_access": None}),
         ("", "PATCH", {"lower_limit": "5000", "upper_limit": "100"}),
         ("", "PATCH", {"lower_limit": "20000"}),  # above the stored upper limit
-        ("", "PATCH", {"upper_limit": 1.5}),
+        ("", "PATCH", {"upper_limit": 1000.505}),  # three places, not rounded
         ("", "PATCH", {"order_ttl_minutes": 0}),
         ("", "PATCH", {"store_name": "not an admin field"}),
         ("/commission", "PUT", {"commission_payin": "100", "commission_payout": "1"}),
         ("/commission", "PUT", {"commission_payin": "-1", "commission_payout": "1"}),
         ("/commission", "PUT", {"commission_payin": "1.00001", "commission_payout": "1"}),
-        ("/commission", "PUT", {"commission_payin": 1.5, "commission_payout": "1"}),
+        ("/commission", "PUT", {"commission_payin": 1.00001, "commission_payout": "1"}),
         ("/commission", "PUT", {"commission_payin": "1"}),
     ],
 )

@@ -150,7 +150,7 @@ def test_update_trader_syncs_priority_and_validates(apps, db, world) -> None:  #
         ({"pay_in": None}, "validation_failed"),
         ({"trafic_priority": -1}, "validation_failed"),
         ({"trafic_priority": "1"}, "validation_failed"),
-        ({"base_upper_limit": 100.5}, "validation_failed"),
+        ({"base_upper_limit": 100.505}, "validation_failed"),  # three places, not rounded
         ({"in_work": True}, "validation_failed"),  # the trader's own switch
         ({"commission_payin": "1"}, "validation_failed"),
     ):
@@ -215,6 +215,31 @@ def test_traffic_switch_stops_and_restarts_assignment(apps, db, world) -> None: 
     assert db.scalar(select(func.count()).where(AuditLog.action == "trader.traffic_changed")) == 2
 
 
+def test_commission_as_json_numbers_is_read_exactly(apps, db, world) -> None:  # type: ignore[no-untyped-def]
+    """A percentage sent as a JSON number is read as written; a fifth place is refused, not
+    rounded."""
+    _, _, trader, _ = world
+    admin = {**staff(db, Role.ADMIN, "trader_commissions:edit:all")}
+    headers = {**admin, "Content-Type": "application/json"}
+    url = f"/admin/traders/{trader.id}/commission"
+    document = '{"commission_payin": 2.5, "commission_payout": 1.2345, "reason": "volume tier"}'
+    r = apps["admin"].put(url, headers=headers, content=document)
+    assert r.status_code == 200, r.text
+    assert (r.json()["commission_payin"], r.json()["commission_payout"]) == ("2.5000", "1.2345")
+    latest = db.scalars(
+        select(TraderCommission)
+        .where(TraderCommission.trader_id == trader.id)
+        .order_by(TraderCommission.id.desc())
+    ).first()
+    assert latest is not None and latest.commission_payout == D("1.2345")
+    before = audit_total(db)
+    document = '{"commission_payin": 2.5, "commission_payout": 1.23456, "reason": "x"}'
+    r = apps["admin"].put(url, headers=headers, content=document)
+    is_problem(r, 422, "validation_failed")
+    assert any("decimal places" in e["msg"] for e in r.json()["errors"]), r.text
+    assert audit_total(db) == before
+
+
 def test_commission_is_admin_only_and_applies_to_new_orders(apps, db, world) -> None:  # type: ignore[no-untyped-def]
     ref, store, trader, _ = world
     open_order = db.get(
@@ -248,7 +273,7 @@ def test_commission_is_admin_only_and_applies_to_new_orders(apps, db, world) -> 
     for bad in (
         {"commission_payin": "100", "commission_payout": "1", "reason": "x"},
         {"commission_payin": "1.23456", "commission_payout": "1", "reason": "x"},
-        {"commission_payin": 1.5, "commission_payout": "1", "reason": "x"},
+        {"commission_payin": 1.23456, "commission_payout": "1", "reason": "x"},  # not rounded
         {"commission_payin": "-1", "commission_payout": "1", "reason": "x"},
         {"commission_payin": "1", "commission_payout": "1"},
     ):

@@ -3,6 +3,7 @@ own-only access, settings, archive, live usage next to the limits, and bad input
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
@@ -167,7 +168,7 @@ def test_create_is_pending_encrypted_masked_and_audited(client, db, world) -> No
         ({"bank": "no_such_bank"}, 422, "unknown_bank"),
         ({"fiat_currency": "ZZZ"}, 422, "unknown_fiat_currency"),
         ({"lower_limit": "600.00", "upper_limit": "500.00"}, 422, "limits_unordered"),
-        ({"upper_limit": 500.5}, 422, "validation_failed"),  # a float
+        ({"upper_limit": 500.505}, 422, "validation_failed"),  # three places, not rounded
         ({"upper_limit": "500.001"}, 422, "validation_failed"),
         ({"upper_limit": "-5"}, 422, "validation_failed"),
         ({"total_limit": "1000.00"}, 422, "window_required"),
@@ -188,6 +189,30 @@ def test_bad_create_is_problem_and_writes_nothing(  # type: ignore[no-untyped-de
     r = client.post("/trader/requisites", headers=auth(mine), json=body(ref, **over))
     is_problem(r, status, code)
     assert CARD not in r.text
+    assert counts(db) == before
+
+
+def test_limits_as_json_numbers_are_read_exactly(client, db, world) -> None:  # type: ignore[no-untyped-def]
+    """The limits are money: a JSON number is read as written; the non-money numbers keep their
+    types (an integer count stays an integer, a switch is a boolean)."""
+    ref, _, mine, _ = world
+    document = json.dumps(
+        body(ref, lower_limit="@lower", upper_limit="@upper", max_concurrent_orders=3)
+    )
+    document = document.replace('"@lower"', "100.5").replace('"@upper"', "50000.25")
+    headers = {**auth(mine), "Content-Type": "application/json"}
+    r = client.post("/trader/requisites", headers=headers, content=document)
+    assert r.status_code == 201, r.text
+    settings = r.json()["settings"]
+    assert (settings["lower_limit"], settings["upper_limit"]) == ("100.50", "50000.25")
+    assert settings["max_concurrent_orders"] == 3
+    url = f"/trader/requisites/{r.json()['id']}/settings"
+    r = client.patch(url, headers=headers, content='{"turnover_day_max": 1000.1}')
+    assert r.status_code == 200, r.text
+    assert r.json()["settings"]["turnover_day_max"] == "1000.10"
+    before = counts(db)
+    for bad in ('{"upper_limit": 1000.001}', '{"max_concurrent_orders": 2.5}', '{"pay_in": 1.5}'):
+        is_problem(client.patch(url, headers=headers, content=bad), 422, "validation_failed")
     assert counts(db) == before
 
 

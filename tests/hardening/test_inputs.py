@@ -239,6 +239,23 @@ def test_exact_json_number_amount_is_accepted(db: Session, client, world):
     assert response.json()["amount_fiat"] == "1000.10"
 
 
+def test_json_numbers_are_read_exactly_and_never_as_floats() -> None:
+    from jivapay.api_routers.routing import MAX_NUMBER_CHARS, loads
+
+    long = "1." + "0" * MAX_NUMBER_CHARS
+    document = loads(
+        '{"exact": 12.34567891, "whole": 5, "nan": NaN, "inf": -Infinity, "tiny": 1e-99999999,'
+        f' "beyond": 1e99999999999999999999, "long": {long}, "list": [0.1, 2]}}'
+    )
+    assert document["exact"] == Decimal("12.34567891") and type(document["exact"]) is Decimal
+    assert document["whole"] == 5 and type(document["whole"]) is int
+    assert document["list"] == [Decimal("0.1"), 2] and type(document["list"][0]) is Decimal
+    # Not numbers the fields can take: they stay text, which decimal and integer fields refuse.
+    assert (document["nan"], document["inf"]) == ("NaN", "-Infinity")
+    assert document["tiny"] == "1e-99999999" and document["beyond"] == "1e99999999999999999999"
+    assert document["long"] == long
+
+
 def test_cancel_refuses_a_bare_json_number_body(db: Session, client, world):
     ref, store = world
     created = _send(client, store, "POST", "/gateway/payin/init", json.dumps(_payin(ref)).encode())

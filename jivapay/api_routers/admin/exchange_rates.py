@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import Depends, Path
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import ExchangeRateRead, ExchangeRateUpdate, RateRefreshRead
 from jivapay.security import Principal
 from jivapay.services import rate_refresh, reference_admin
 from jivapay.services.audit_logger import log_event
 
-router = APIRouter(prefix="/admin/exchange-rates", tags=["admin: reference data"])
+router = LosslessJSONRouter(prefix="/admin/exchange-rates", tags=["admin: reference data"])
 
 CanView = Annotated[Principal, Depends(require_permission(Permission.REFERENCE_VIEW_ALL))]
 CanEdit = Annotated[Principal, Depends(require_permission(Permission.EXCHANGE_RATES_EDIT_ALL))]

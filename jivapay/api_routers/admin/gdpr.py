@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession, PathId
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import AnonymizeRead, CustomerAnonymize, CustomerAnonymizeRead
 from jivapay.schemas.common import ReasonIn
 from jivapay.security import Principal
 from jivapay.services import gdpr
 
-router = APIRouter(prefix="/admin", tags=["admin: GDPR"])
+router = LosslessJSONRouter(prefix="/admin", tags=["admin: GDPR"])
 
 CanExport = Annotated[Principal, Depends(require_permission(Permission.USERS_EXPORT_ALL))]
 CanAnonymize = Annotated[Principal, Depends(require_permission(Permission.USERS_ANONYMIZE_ALL))]

@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import MAX_ID, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import AuditLevel
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import AuditLogRead
@@ -18,7 +19,7 @@ from jivapay.schemas.common import Page
 from jivapay.security import Principal
 from jivapay.services import log_queries
 
-router = APIRouter(prefix="/admin", tags=["admin: logs"])
+router = LosslessJSONRouter(prefix="/admin", tags=["admin: logs"])
 
 CanRead = Annotated[Principal, Depends(require_permission(Permission.AUDIT_LOGS_VIEW_ALL))]
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.permissions import PERMISSION_DESCRIPTIONS, ROLE_TEMPLATES, Permission
 from jivapay.schemas.admin import PermissionCatalogRead, PermissionRead
 from jivapay.security import Principal
 
-router = APIRouter(prefix="/admin", tags=["admin: identity"])
+router = LosslessJSONRouter(prefix="/admin", tags=["admin: identity"])
 
 
 @router.get("/permissions", response_model=PermissionCatalogRead, responses=problem_responses(403))

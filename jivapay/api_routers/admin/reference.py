@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query, status
+from fastapi import Body, Depends, Query, status
 from pydantic import BaseModel, ValidationError
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import ReferenceKindName
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import ReferenceChanged
@@ -21,7 +22,7 @@ from jivapay.security import Principal
 from jivapay.services import reference_admin
 from jivapay.utils.exceptions import ValidationFailed
 
-router = APIRouter(prefix="/admin/reference", tags=["admin: reference data"])
+router = LosslessJSONRouter(prefix="/admin/reference", tags=["admin: reference data"])
 
 CanView = Annotated[Principal, Depends(require_permission(Permission.REFERENCE_VIEW_ALL))]
 CanEdit = Annotated[Principal, Depends(require_permission(Permission.REFERENCE_EDIT_ALL))]

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import SettingChanged, SettingRead, SettingUpdate
 from jivapay.security import Principal
 from jivapay.services import settings_admin
 
-router = APIRouter(prefix="/admin/settings", tags=["admin: configuration"])
+router = LosslessJSONRouter(prefix="/admin/settings", tags=["admin: configuration"])
 
 CanView = Annotated[Principal, Depends(require_permission(Permission.SETTINGS_VIEW_ALL))]
 CanEdit = Annotated[Principal, Depends(require_permission(Permission.SETTINGS_EDIT_ALL))]

@@ -6,16 +6,17 @@ import time
 from decimal import Decimal
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import WorkerPingRead
 from jivapay.security import Principal
 from jivapay.utils.exceptions import ServiceUnavailable
 
-router = APIRouter(prefix="/admin/system", tags=["admin: system"])
+router = LosslessJSONRouter(prefix="/admin/system", tags=["admin: system"])
 
 PING_TASK = "system.ping"
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import Depends, Query, status
 
 from jivapay.api_routers.auth import require_any_permission, require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import Role
 from jivapay.permissions import Permission
 from jivapay.schemas.admin import (
@@ -31,7 +32,7 @@ from jivapay.schemas.common import Page
 from jivapay.security import Principal
 from jivapay.services import user_admin
 
-router = APIRouter(prefix="/admin/users", tags=["admin: identity"])
+router = LosslessJSONRouter(prefix="/admin/users", tags=["admin: identity"])
 
 CanView = Annotated[Principal, Depends(require_permission(Permission.USERS_VIEW_ALL))]
 CanDeactivate = Annotated[Principal, Depends(require_permission(Permission.USERS_DEACTIVATE_ALL))]

@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import Role
 from jivapay.schemas.auth import (
     MAX_EMAIL_LENGTH,
@@ -117,7 +118,7 @@ async def _json_or_form_credentials(request: Request) -> LoginRequest:
 def login_router(role: Role) -> APIRouter:
     """The login routes of `role`'s server (support: the OAuth2 form and the JSON login)."""
     role = Role(role)
-    router = APIRouter(tags=["auth"])
+    router = LosslessJSONRouter(tags=["auth"])
 
     @router.post(f"/{role.value}/auth/token", response_model=Token, responses=_REFUSED)
     def token_login(request: Request, form: Annotated[PasswordForm, Depends()]) -> Token:

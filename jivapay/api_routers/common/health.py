@@ -20,6 +20,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.config import get_settings
 from jivapay.servers.exception_handlers import problem_response
 from jivapay.utils.metrics import render_latest
@@ -111,7 +112,7 @@ def metrics_visible_to(client_host: str | None) -> bool:
 
 def health_router(server: str, *, metrics: bool = True) -> APIRouter:
     """`/health`, `/ready` and (unless served on an internal port) `/metrics` for `server`."""
-    router = APIRouter(tags=["health"])
+    router = LosslessJSONRouter(tags=["health"])
 
     @router.get("/health", summary="Liveness: the process answers")
     async def health() -> dict[str, str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 
 from jivapay.api_routers.auth import require_role
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import Role
 from jivapay.schemas.auth import MeRead
 from jivapay.security import Principal
@@ -13,7 +14,7 @@ from jivapay.security import Principal
 def me_router(role: Role) -> APIRouter:
     """The current-user route of `role`'s server."""
     role = Role(role)
-    router = APIRouter(tags=["auth"])
+    router = LosslessJSONRouter(tags=["auth"])
     guard = Depends(require_role(role))
 
     # A default rather than `Annotated`: postponed annotations cannot see the local `role`.

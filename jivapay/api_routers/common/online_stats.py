@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, Query
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.database.base import utcnow
 from jivapay.enums import OnlineStatsSort, OrderType, Role
 from jivapay.permissions import Permission
@@ -21,7 +22,7 @@ from jivapay.services import online_stats
 
 def online_stats_router(role: Role, permission: Permission) -> APIRouter:
     """The online-stats route of `role`'s server, guarded by `permission`."""
-    router = APIRouter(prefix=f"/{Role(role).value}", tags=["online requisites"])
+    router = LosslessJSONRouter(prefix=f"/{Role(role).value}", tags=["online requisites"])
 
     @router.get(
         "/requisites/online-stats",

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from jivapay.api_routers.auth import require_role
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.database.utils import db_session_dependency
 from jivapay.enums import Role
 from jivapay.middleware.rate_limiting import KeyKind, rate_limit
@@ -30,7 +31,7 @@ _RESPONSES = problem_responses(
 def password_router(role: Role) -> APIRouter:
     """The own-password route of `role`'s server."""
     role = Role(role)
-    router = APIRouter(tags=["auth"])
+    router = LosslessJSONRouter(tags=["auth"])
     guard = Depends(require_role(role))
     session_dep = Depends(db_session_dependency, scope="function")
 

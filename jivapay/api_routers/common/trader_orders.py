@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from jivapay.api_routers import uploads
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import OrderStatus, OrderType
 from jivapay.schemas.common import Page
 from jivapay.schemas.orders import OrderRead, ReasonBody, TransitionRead, WorkState, WorkSwitch
@@ -18,7 +19,7 @@ from jivapay.services import document_service, order_queries, trader_service
 from jivapay.services import order_status_manager as osm
 from jivapay.services.document_service import FileUpload
 
-router = APIRouter(prefix="/trader", tags=["trader orders"])
+router = LosslessJSONRouter(prefix="/trader", tags=["trader orders"])
 
 
 def _actor(principal: Principal) -> osm.Actor:

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import Path, Query
 
 from jivapay.api_routers.deps import MAX_ID, ClientIp, CurrentStore, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import CallbackStatus
 from jivapay.schemas.callbacks import CallbackDeliveryPage, CallbackDeliveryRead
 from jivapay.services import callback_service
 
-router = APIRouter(prefix="/gateway/callbacks", tags=["gateway", "callbacks"])
+router = LosslessJSONRouter(prefix="/gateway/callbacks", tags=["gateway", "callbacks"])
 # Beyond what `responses.document_problems` adds (401, 404 on a delivery's path, 422, 429): the
 # store's access may be disabled.
 _PROBLEMS = problem_responses(403)

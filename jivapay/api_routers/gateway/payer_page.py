@@ -12,16 +12,17 @@ from dataclasses import replace
 from importlib import resources
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import Header, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from jivapay.api_routers.deps import DbSession
 from jivapay.api_routers.gateway import payer_i18n
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.services import payer_page_service
 from jivapay.services.payer_page_service import PayerPageState
 from jivapay.utils.exceptions import Forbidden, NotFound
 
-payer_router = APIRouter(tags=["payer"])
+payer_router = LosslessJSONRouter(tags=["payer"])
 
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",

@@ -5,9 +5,9 @@ payer's confirm, whose capability is the unguessable public order id. Intake req
 `Idempotency-Key` and is rate limited per store (`RATE_LIMIT_GATEWAY_INIT`). The request's session
 commits before the response leaves; any error rolls it back, so a 4xx writes nothing.
 
-JSON numbers in request bodies are parsed straight into `Decimal` (`routes.LosslessJSONRoute`), and
-the two intake routes run their whole request in one trip to the threadpool
-(`routes.OneTripIntakeRoute`); both are explained in `api_routers/gateway/routes.py`.
+JSON numbers in request bodies are parsed straight into `Decimal`, as on every server
+(`api_routers.routing.LosslessJSONRoute`), and the two intake routes run their whole request in one
+trip to the threadpool (`routes.OneTripIntakeRoute`, explained in `api_routers/gateway/routes.py`).
 """
 
 from __future__ import annotations
@@ -15,16 +15,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import Depends, Path, Request
 from fastapi.responses import JSONResponse
 
 from jivapay.api_routers import uploads
 from jivapay.api_routers.auth import signed_path
 from jivapay.api_routers.deps import CurrentStore, DbSession, IdempotencyKeyHeader
 from jivapay.api_routers.gateway.payer_page import reject_cross_site
-from jivapay.api_routers.gateway.routes import LosslessJSONRoute, OneTripIntakeRoute
+from jivapay.api_routers.gateway.routes import OneTripIntakeRoute
 from jivapay.api_routers.idempotent import idempotent_response
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import OrderType
 from jivapay.middleware.rate_limiting import KeyKind, rate_limit
 from jivapay.schemas.gateway import (
@@ -41,7 +42,7 @@ from jivapay.services import gateway_service, idempotency
 from jivapay.services.document_service import FileUpload
 from jivapay.services.gateway_service import IntakeResult
 
-router = APIRouter(prefix="/gateway", tags=["gateway"], route_class=LosslessJSONRoute)
+router = LosslessJSONRouter(prefix="/gateway", tags=["gateway"])
 
 
 async def _raw_body(request: Request) -> bytes:

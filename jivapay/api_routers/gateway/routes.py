@@ -1,9 +1,6 @@
-"""How the gateway's routes handle a request: JSON numbers parsed straight into `Decimal`
-(`LosslessJSONRoute`), and the intake routes' whole request in one trip to the threadpool
-(`OneTripIntakeRoute`).
-
-Starlette would read `100.10` as a float before the models see it; `LosslessJSONRequest` keeps it
-exact.
+"""How the gateway's intake routes handle a request: the whole request in one trip to the
+threadpool (`OneTripIntakeRoute`), its JSON numbers parsed straight into `Decimal` like every
+route's (`api_routers.routing.LosslessJSONRoute`).
 
 An intake (`/payin/init`, `/payout/init`) is the platform's hottest request. FastAPI would take it
 to the threadpool three times (the store's verification, the endpoint, the commit) and resolve its
@@ -25,48 +22,20 @@ import email.message
 import inspect
 import json
 from collections.abc import Callable, Coroutine
-from decimal import Decimal
 from typing import Any, cast
 
 from fastapi import HTTPException, Request, Response
 from fastapi.dependencies.utils import get_missing_field_error
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from sqlalchemy import Table
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from jivapay.api_routers.auth import authenticate_store
+from jivapay.api_routers.routing import LosslessJSONRequest, LosslessJSONRoute
 from jivapay.database.models import MerchantStore
 from jivapay.database.utils import run_request_transaction
 from jivapay.services import gateway_service, idempotency
-
-
-class LosslessJSONRequest(Request):
-    """A request whose JSON body keeps numbers exact: floats become `Decimal`, never `float`."""
-
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            body = await self.body()
-            try:
-                text = body.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                # Malformed JSON is 422 in FastAPI; a body that is not UTF-8 is malformed JSON too.
-                raise json.JSONDecodeError("the body is not UTF-8", "", exc.start) from None
-            # NaN/Infinity stay strings, which the Decimal fields then refuse.
-            self._json = json.loads(text, parse_float=Decimal, parse_constant=str)
-        return self._json
-
-
-class LosslessJSONRoute(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def lossless_handler(request: Request) -> Response:
-            return await handler(LosslessJSONRequest(request.scope, request.receive))
-
-        return lossless_handler
-
 
 # What the statement authenticating an intake also reads: the store's terms, and the
 # `Idempotency-Key`'s lock and row when the key is valid.

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.database.base import as_utc
 from jivapay.enums import BalanceOperation
 from jivapay.schemas.common import Page
@@ -16,7 +17,7 @@ from jivapay.schemas.merchant import StoreBalanceHistoryRead, StoreBalanceRead
 from jivapay.services import merchant_balances
 from jivapay.utils.exceptions import ValidationFailed
 
-router = APIRouter(prefix="/merchant/balances", tags=["merchant balances"])
+router = LosslessJSONRouter(prefix="/merchant/balances", tags=["merchant balances"])
 
 
 @router.get("", response_model=Page[StoreBalanceRead], responses=problem_responses(422))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from jivapay.api_routers.deps import (
     MAX_ID,
@@ -16,12 +16,13 @@ from jivapay.api_routers.deps import (
     PathId,
 )
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import CallbackStatus
 from jivapay.schemas.callbacks import CallbackDeliveryRead
 from jivapay.schemas.common import Page
 from jivapay.services import callback_service
 
-router = APIRouter(prefix="/merchant/callbacks", tags=["merchant callbacks"])
+router = LosslessJSONRouter(prefix="/merchant/callbacks", tags=["merchant callbacks"])
 
 
 @router.get("", response_model=Page[CallbackDeliveryRead], responses=problem_responses(422))

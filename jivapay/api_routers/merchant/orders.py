@@ -8,11 +8,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from jivapay.api_routers import uploads
 from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.database.base import as_utc
 from jivapay.enums import MerchantOrderStatus, OrderType
 from jivapay.schemas.common import Page
@@ -22,7 +23,7 @@ from jivapay.security import Principal
 from jivapay.services import gateway_service, order_queries
 from jivapay.utils.exceptions import ValidationFailed
 
-router = APIRouter(prefix="/merchant/orders", tags=["merchant orders"])
+router = LosslessJSONRouter(prefix="/merchant/orders", tags=["merchant orders"])
 
 
 @router.get("", response_model=Page[MerchantOrderRead], responses=problem_responses(422))

@@ -5,14 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.schemas.merchant import MerchantStatisticsRead
 from jivapay.services import merchant_statistics
 
-router = APIRouter(prefix="/merchant/statistics", tags=["merchant statistics"])
+router = LosslessJSONRouter(prefix="/merchant/statistics", tags=["merchant statistics"])
 
 
 @router.get("", response_model=MerchantStatisticsRead, responses=problem_responses(422))

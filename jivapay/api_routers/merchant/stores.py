@@ -3,10 +3,9 @@ callback secret of the merchant's own stores (another merchant's store is 404)."
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.schemas.common import Page
 from jivapay.schemas.stores import (
     CallbackSecretRead,
@@ -20,7 +19,7 @@ from jivapay.schemas.stores import (
 from jivapay.security import Principal
 from jivapay.services import store_service
 
-router = APIRouter(prefix="/merchant/stores", tags=["merchant stores"])
+router = LosslessJSONRouter(prefix="/merchant/stores", tags=["merchant stores"])
 
 
 def _actor(principal: Principal, ip: str | None) -> store_service.Actor:

@@ -3,11 +3,12 @@ caller's granted permissions decide what each may do."""
 
 from fastapi import APIRouter
 
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import Role
 
 
 def mounted(role: Role, router: APIRouter) -> APIRouter:
     """`router` under the staff server's prefix (`/admin` or `/support`): one router, two servers."""
-    outer = APIRouter(prefix=f"/{role.value}")
+    outer = LosslessJSONRouter(prefix=f"/{role.value}")
     outer.include_router(router)
     return outer

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Depends, Query, Request
 from fastapi.responses import JSONResponse
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import MAX_ID, DbSession, IdempotencyKeyHeader, PageParams, PathId
 from jivapay.api_routers.idempotent import idempotent_response
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.api_routers.staff.common import Staff
 from jivapay.enums import BalanceOperation
 from jivapay.permissions import Permission
@@ -31,7 +32,7 @@ from jivapay.schemas.staff import (
 )
 from jivapay.services import idempotency, staff_balances, staff_operations
 
-router = APIRouter(tags=["staff: balances"])
+router = LosslessJSONRouter(tags=["staff: balances"])
 
 _VIEW = [Depends(require_permission(Permission.BALANCES_VIEW_ALL))]
 _ADJUST = [Depends(require_permission(Permission.BALANCES_ADJUST_ALL))]

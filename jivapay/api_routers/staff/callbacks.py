@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import MAX_ID, DbSession, PageParams, PathId
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.api_routers.staff.common import Staff
 from jivapay.enums import CallbackStatus
 from jivapay.permissions import Permission
@@ -17,7 +18,7 @@ from jivapay.schemas.common import Page
 from jivapay.schemas.staff import CallbackDeliveryRead
 from jivapay.services import staff_operations, staff_queries
 
-router = APIRouter(tags=["staff: callbacks"])
+router = LosslessJSONRouter(tags=["staff: callbacks"])
 
 
 @router.get(

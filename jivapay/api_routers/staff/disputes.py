@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.api_routers.staff.common import Staff
 from jivapay.enums import DisputeState
 from jivapay.permissions import Permission
@@ -15,7 +16,7 @@ from jivapay.schemas.common import Page
 from jivapay.schemas.staff import DisputeRead, DisputeResolveIn, StaffTransitionRead
 from jivapay.services import staff_operations, staff_queries
 
-router = APIRouter(tags=["staff: disputes"])
+router = LosslessJSONRouter(tags=["staff: disputes"])
 
 
 @router.get(

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import Body, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import DbSession, PageParams, PathId
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.api_routers.staff.common import Staff
 from jivapay.enums import FraudListKind, FraudListType
 from jivapay.permissions import Permission
@@ -16,7 +17,7 @@ from jivapay.schemas.staff import FraudListEntryCreate, FraudListEntryRead, Opti
 from jivapay.services import staff_operations, staff_queries
 from jivapay.services.fraud_lists import FraudListEntry
 
-router = APIRouter(tags=["staff: fraud lists"])
+router = LosslessJSONRouter(tags=["staff: fraud lists"])
 
 
 def _read(entry: FraudListEntry) -> FraudListEntryRead:

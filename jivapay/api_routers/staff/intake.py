@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import Body, Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import MAX_ID, DbSession, PageParams
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.api_routers.staff.common import Staff
 from jivapay.enums import IncomingOrderStatus, OrderType
 from jivapay.permissions import Permission
@@ -21,7 +22,7 @@ from jivapay.schemas.staff import (
 )
 from jivapay.services import staff_operations, staff_queries
 
-router = APIRouter(tags=["staff: intake queue"])
+router = LosslessJSONRouter(tags=["staff: intake queue"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such order"},

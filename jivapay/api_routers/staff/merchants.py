@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams, PathId
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
 from jivapay.schemas.staff import MerchantDetailRead, MerchantStatsRead
 from jivapay.services import staff_merchants
 
-router = APIRouter(tags=["staff: merchants"])
+router = LosslessJSONRouter(tags=["staff: merchants"])
 
 _VIEW = [Depends(require_permission(Permission.MERCHANTS_VIEW_ALL))]
 

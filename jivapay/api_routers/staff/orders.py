@@ -6,11 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from jivapay.api_routers import uploads
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.api_routers.staff.common import Staff, require_order_reader
 from jivapay.enums import OrderSearchSort, OrderStatus, OrderType
 from jivapay.permissions import Permission
@@ -24,7 +25,7 @@ from jivapay.schemas.staff import (
 from jivapay.services import order_status_manager as osm
 from jivapay.services import staff_operations, staff_queries
 
-router = APIRouter(tags=["staff: orders"])
+router = LosslessJSONRouter(tags=["staff: orders"])
 
 _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "No such order"},

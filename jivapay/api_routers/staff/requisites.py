@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import MAX_ID, ClientIp, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import OrderType, RequisiteStatus, Role
 from jivapay.permissions import Permission, ensure_permission
 from jivapay.schemas.common import Page
@@ -50,7 +51,7 @@ def _changed(
 
 def router_for(role: Role) -> APIRouter:
     """The staff requisite routes under `/{role}`."""
-    router = APIRouter(prefix=f"/{role.value}/requisites", tags=["requisite moderation"])
+    router = LosslessJSONRouter(prefix=f"/{role.value}/requisites", tags=["requisite moderation"])
 
     @router.get("", response_model=Page[RequisiteStaffRead], responses=problem_responses(422))
     def list_requisites(

@@ -5,11 +5,12 @@ store goes live), `PUT /stores/{id}/commission` (a new rate row for new orders) 
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import Depends
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession, PathId
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.permissions import Permission, ensure_permission
 from jivapay.schemas.stores import (
     StoreAdminUpdate,
@@ -21,7 +22,7 @@ from jivapay.schemas.stores import (
 from jivapay.security import Principal
 from jivapay.services import store_service
 
-router = APIRouter(prefix="/stores", tags=["stores"])
+router = LosslessJSONRouter(prefix="/stores", tags=["stores"])
 
 # 401, 403, 404 (the store in the path), 422 and 429 are declared on every route by
 # `responses.document_problems`; only the update has an error of its own.

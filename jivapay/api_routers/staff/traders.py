@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query
 from jivapay.api_routers.auth import require_any_permission, require_permission
 from jivapay.api_routers.deps import ClientIp, DbSession, PathId
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import Role
 from jivapay.permissions import Permission
 from jivapay.schemas.traders import (
@@ -50,7 +51,7 @@ def _actor(principal: Principal, ip: str | None) -> trader_admin.StaffActor:
 
 def router_for(role: Role) -> APIRouter:
     """The staff trader routes under `/{role}`."""
-    router = APIRouter(prefix=f"/{role.value}/traders", tags=["trader controls"])
+    router = LosslessJSONRouter(prefix=f"/{role.value}/traders", tags=["trader controls"])
 
     @router.get("/stats", response_model=TradersStatsRead, responses=problem_responses(422))
     def traders_stats(
@@ -116,7 +117,7 @@ def router_for(role: Role) -> APIRouter:
     return router
 
 
-commission_router = APIRouter(prefix="/admin/traders", tags=["trader controls"])
+commission_router = LosslessJSONRouter(prefix="/admin/traders", tags=["trader controls"])
 
 
 @commission_router.put(

@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import Depends, Query
 
 from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.database.base import as_utc, utcnow
 from jivapay.enums import OrderStatus, OrderType
 from jivapay.permissions import Permission
@@ -32,7 +33,7 @@ from jivapay.schemas.team import (
 from jivapay.services import order_queries, team_service, team_statistics
 from jivapay.utils.exceptions import ValidationFailed
 
-router = APIRouter(prefix="/teamlead", tags=["teamlead"])
+router = LosslessJSONRouter(prefix="/teamlead", tags=["teamlead"])
 
 _VIEW_TRADERS = [Depends(require_permission(Permission.TRADERS_VIEW_TEAM))]
 _VIEW_ORDERS = [Depends(require_permission(Permission.ORDERS_VIEW_TEAM))]

@@ -7,10 +7,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import Query
 
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import BalanceKind, BalanceOperation
 from jivapay.schemas.common import Page
 from jivapay.schemas.traders import (
@@ -23,7 +24,7 @@ from jivapay.schemas.traders import (
 )
 from jivapay.services import trader_account, trader_statistics
 
-router = APIRouter(prefix="/trader", tags=["trader account"])
+router = LosslessJSONRouter(prefix="/trader", tags=["trader account"])
 
 
 @router.get("/balances", response_model=TraderBalancesRead, responses=problem_responses())

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import Query, status
 
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
+from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import OrderType, RequisiteStatus
 from jivapay.schemas.common import Page
 from jivapay.schemas.requisites import (
@@ -20,7 +21,7 @@ from jivapay.schemas.requisites import (
 from jivapay.security import Principal
 from jivapay.services import requisite_service as rs
 
-router = APIRouter(prefix="/trader/requisites", tags=["trader requisites"])
+router = LosslessJSONRouter(prefix="/trader/requisites", tags=["trader requisites"])
 
 
 def _actor(principal: Principal, ip: str | None) -> rs.Actor:
