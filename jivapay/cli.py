@@ -498,7 +498,8 @@ def reconcile() -> None:
         found = check(session)
     if not found:
         console.print(
-            "[green]reconciliation clean[/]: balances, history, holds and the statistics rollup agree"
+            "[green]reconciliation clean[/]: balances, history, orders, holds and the statistics"
+            " rollup agree"
         )
         return
     for item in found:

@@ -3,8 +3,12 @@
 1. Every balance equals the sum of its history's `amount`, and every `frozen` the sum of its
    `frozen_delta` (store and trader deposits).
 2. `0 <= frozen <= balance` on every held balance.
-3. The crypto legs of every completed order sum to exactly zero, and no other order (nor an
-   intake that never became one) has any.
+3. Every completed order moved exactly what its row says (docs/money.md, "One order"): one leg
+   in each of the store balance, the trader deposit, the platform balance and the trader's fiat
+   balance, each on the order's own account (its store, its trader, its currencies) with its
+   operation, for the amount its `amount_crypto`, `store_commission`, `trader_commission`,
+   `platform_profit` and `amount_fiat` fix; so its crypto legs sum to exactly zero. No other order
+   (nor an intake that never became one) has any leg, crypto or fiat. One discrepancy per order.
 4. Per crypto currency, all crypto balances together equal deposits - withdrawals + adjustments.
 5. What is frozen equals what open orders hold: a store's frozen amount is the sum of its open
    PayOuts' holds, a trader's the sum of their open PayIns' holds (a hold on an account without a
@@ -19,8 +23,10 @@ after every concurrent scenario, and the scheduler reports any discrepancy as a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
@@ -66,26 +72,68 @@ _FROZEN_RANGE = """
     SELECT 'trader', id, balance, frozen FROM balance_traders WHERE frozen < 0 OR frozen > balance
 """
 
-# Money moves for an order only when it completes: three legs summing to zero on a completed
-# order, none on any other (and none for an intake that never became an order).
+# Money moves for an order only when it completes, and exactly as the order row says
+# (docs/money.md, "One order"): on a completed order one leg in each of the four ledgers, on the
+# order's own account (store balance of its store, deposit and fiat balance of its trader, the
+# platform balance, in its currencies) with its operation, for the amounts its row fixes; nothing
+# on any other order (nor on an intake that never became one). One grouped pass over every order
+# and every leg; the CASEs give, per ledger, the order's account and amount.
+# Ledgers: 1 store balance, 2 trader deposit, 3 platform, 4 trader fiat (0 owns the platform).
 _ORDER_LEGS = """
     WITH legs AS (
-        SELECT incoming_order_id, amount FROM balance_store_history
-            WHERE operation IN ('payin', 'payout')
-        UNION ALL SELECT incoming_order_id, amount FROM balance_trader_crypto_history
-            WHERE operation IN ('payin', 'payout')
-        UNION ALL SELECT incoming_order_id, amount FROM balance_platform_history
-            WHERE operation = 'commission'
+        SELECT h.incoming_order_id, 1 AS ledger, h.operation, h.amount, b.store_id AS owner_id,
+               b.crypto_currency_id AS currency_id
+        FROM balance_store_history h JOIN balance_stores b ON b.id = h.balance_store_id
+        WHERE h.operation IN ('payin', 'payout')
+        UNION ALL SELECT h.incoming_order_id, 2, h.operation, h.amount, b.trader_id,
+               b.crypto_currency_id
+        FROM balance_trader_crypto_history h JOIN balance_traders b ON b.id = h.balance_trader_id
+        WHERE h.operation IN ('payin', 'payout')
+        UNION ALL SELECT h.incoming_order_id, 3, h.operation, h.amount, 0, b.crypto_currency_id
+        FROM balance_platform_history h JOIN balance_platform b ON b.id = h.balance_platform_id
+        WHERE h.operation = 'commission'
+        UNION ALL SELECT h.incoming_order_id, 4, h.operation, h.amount, b.trader_id,
+               b.fiat_currency_id
+        FROM balance_trader_fiat_history h
+        JOIN balance_traders_fiat b ON b.id = h.balance_trader_fiat_id
+        WHERE h.operation IN ('payin', 'payout')
     ), per_order AS (
-        SELECT incoming_order_id, SUM(amount) AS total, COUNT(*) AS n FROM legs
-        GROUP BY incoming_order_id
+        SELECT COALESCE(o.public_id, 'intake #' || l.incoming_order_id) AS subject, o.status,
+               COALESCE(SUM(l.amount) FILTER (WHERE l.ledger < 4), 0) AS crypto_total,
+               COUNT(l.ledger) FILTER (WHERE l.ledger < 4) AS crypto_legs,
+               COUNT(l.ledger) FILTER (WHERE l.ledger = 4) AS fiat_legs,
+               CASE o.order_type WHEN 'payin' THEN o.amount_crypto - o.store_commission
+                                 ELSE -(o.amount_crypto + o.store_commission) END AS expected_1,
+               SUM(l.amount) FILTER (WHERE l.ledger = 1 AND x.own) AS own_1,
+               COUNT(l.ledger) FILTER (WHERE l.ledger = 1 AND NOT x.own) AS other_1,
+               CASE o.order_type WHEN 'payin' THEN o.trader_commission - o.amount_crypto
+                                 ELSE o.amount_crypto + o.trader_commission END AS expected_2,
+               SUM(l.amount) FILTER (WHERE l.ledger = 2 AND x.own) AS own_2,
+               COUNT(l.ledger) FILTER (WHERE l.ledger = 2 AND NOT x.own) AS other_2,
+               o.platform_profit AS expected_3,
+               SUM(l.amount) FILTER (WHERE l.ledger = 3 AND x.own) AS own_3,
+               COUNT(l.ledger) FILTER (WHERE l.ledger = 3 AND NOT x.own) AS other_3,
+               CASE o.order_type WHEN 'payin' THEN o.amount_fiat ELSE -o.amount_fiat END
+                   AS expected_4,
+               SUM(l.amount) FILTER (WHERE l.ledger = 4 AND x.own) AS own_4,
+               COUNT(l.ledger) FILTER (WHERE l.ledger = 4 AND NOT x.own) AS other_4
+        FROM order_history o FULL JOIN legs l ON l.incoming_order_id = o.incoming_order_id
+        CROSS JOIN LATERAL (SELECT
+            l.operation = CASE l.ledger WHEN 3 THEN 'commission' ELSE o.order_type END
+            AND l.owner_id = CASE l.ledger WHEN 1 THEN o.store_id WHEN 3 THEN 0
+                                           ELSE o.trader_id END
+            AND l.currency_id = CASE l.ledger WHEN 4 THEN o.fiat_currency_id
+                                              ELSE o.crypto_currency_id END AS own) x
+        GROUP BY o.id, l.incoming_order_id
     )
-    SELECT COALESCE(o.public_id, 'intake #' || p.incoming_order_id), o.status,
-           COALESCE(p.total, 0), COALESCE(p.n, 0)
-    FROM order_history o FULL JOIN per_order p ON p.incoming_order_id = o.incoming_order_id
-    WHERE (o.status = 'completed' AND (COALESCE(p.total, 0) <> 0 OR COALESCE(p.n, 0) <> 3))
-       OR (o.status IS DISTINCT FROM 'completed' AND p.n > 0)
+    SELECT * FROM per_order
+    WHERE (status IS DISTINCT FROM 'completed' AND crypto_legs + fiat_legs > 0)
+       OR (status = 'completed' AND (
+           crypto_legs + fiat_legs <> 4
+           OR own_1 IS DISTINCT FROM expected_1 OR own_2 IS DISTINCT FROM expected_2
+           OR own_3 IS DISTINCT FROM expected_3 OR own_4 IS DISTINCT FROM expected_4))
 """
+_LEDGERS = ("store", "trader deposit", "platform", "trader fiat")
 
 _TOTALS_PER_CURRENCY = """
     WITH balances AS (
@@ -158,13 +206,8 @@ def reconcile(session: Session) -> list[Discrepancy]:
         found.append(
             Discrepancy("0 <= frozen <= balance", f"{kind} balance #{bid}", balance, frozen)
         )
-    for subject, status, total, count in session.execute(text(_ORDER_LEGS)):
-        check = (
-            f"legs of a completed order sum to 0 ({count} legs)"
-            if status == OrderStatus.COMPLETED.value
-            else f"no money moved for an order not completed ({status or 'no order'}, {count} legs)"
-        )
-        found.append(Discrepancy(check, subject, Decimal(0), total))
+    for legs in session.execute(text(_ORDER_LEGS)):
+        found.append(_order_legs_discrepancy(legs))
     for code, balances, external in session.execute(text(_TOTALS_PER_CURRENCY)):
         if balances != external:
             found.append(
@@ -192,3 +235,27 @@ def reconcile(session: Session) -> list[Discrepancy]:
                     )
                 )
     return found
+
+
+def _order_legs_discrepancy(row: Sequence[Any]) -> Discrepancy:
+    """The one discrepancy of an order `_ORDER_LEGS` returned: money moved though it did not
+    complete; else its crypto legs not summing to zero; else the first ledger whose leg differs
+    from the order (the amount on the order's own account, and any leg on another account)."""
+    subject, status, crypto_total, crypto_legs, fiat_legs = row[:5]
+    if status != OrderStatus.COMPLETED.value:
+        check = (
+            f"no money moved for an order not completed ({status or 'no order'},"
+            f" {crypto_legs} crypto + {fiat_legs} fiat legs)"
+        )
+        return Discrepancy(check, subject, Decimal(0), crypto_total)
+    if crypto_total != 0 or crypto_legs != 3:
+        check = f"legs of a completed order sum to 0 ({crypto_legs} crypto legs)"
+        return Discrepancy(check, subject, Decimal(0), crypto_total)
+    for i, ledger in enumerate(_LEDGERS):
+        expected, own, others = row[5 + 3 * i : 8 + 3 * i]
+        if own != expected or others:
+            elsewhere = f" ({others} more on another account or operation)" if others else ""
+            return Discrepancy(
+                f"{ledger} leg of a completed order = the order{elsewhere}", subject, expected, own
+            )
+    return Discrepancy("legs of a completed order = the order", subject, None, None)

@@ -13,8 +13,8 @@ process per deployment (`jivapay beat`); workers scale out freely.
   disputes;
 - `maintenance.prune_turnover` (1 h): turnover buckets no limit window can reach;
 - `gateway.cleanup_idempotency_keys` (1 h): expired gateway idempotency keys;
-- `maintenance.reconcile` (daily): balances against their history and open holds (reports, never
-  corrects);
+- `maintenance.reconcile` (daily): balances against their history, open holds and the orders
+  (reports, never corrects);
 - `callbacks.sweep_due` (15 s): pending merchant callbacks that are due (long retry waits, lost
   messages, attempts a crashed worker left leased);
 - `reference.refresh_rates` (15 s tick): refreshes exchange rates from `EXCHANGE_RATE_SOURCE_URL`
