@@ -704,7 +704,9 @@ def rate_limit(setting_key: str, key: KeyKind | str = KeyKind.IP) -> Callable[..
 
 async def _login_name(request: Request) -> str | None:
     """The account a login request names (form `username`, or JSON `email`), if readable."""
-    content_type = request.headers.get("content-type", "")
+    # Media types are case-insensitive, and the form parser reads them so: the account must be
+    # found whatever case the client sends, or its failures would go uncounted.
+    content_type = request.headers.get("content-type", "").lower()
     try:
         if content_type.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
             value = (await request.form()).get("username")

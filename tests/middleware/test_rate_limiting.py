@@ -6,11 +6,13 @@ Each test uses its own limiter key prefix and runs once per Redis version."""
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import redis
@@ -389,6 +391,61 @@ def test_failed_logins_throttle_the_account_from_any_ip(db: Session, limiter_pre
     form = {"username": other.email, "password": PASSWORD}
     ok = TestClient(app, client=("192.0.2.201", 1000)).post("/merchant/auth/token", data=form)
     assert ok.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("role", "path", "content_type"),
+    [
+        (Role.MERCHANT, "/merchant/auth/token", "Application/X-WWW-Form-Urlencoded"),
+        (Role.SUPPORT, "/support/auth/login", "APPLICATION/JSON"),
+    ],
+)
+def test_the_account_is_found_whatever_the_case_of_the_media_type(
+    db: Session, limiter_prefix: str, role: Role, path: str, content_type: str
+):
+    # Media types are case-insensitive and the login reads them so: a guesser writing one in
+    # capitals must still be counted against the account.
+    _configure(db, RATE_LIMIT_LOGIN="3/minute")
+    email = make_user(db, role).email
+    db.commit()
+    app = build_app(role)
+    if content_type.lower().endswith("json"):
+        body = json.dumps({"email": email, "password": "wrong-password"}).encode()
+    else:
+        body = urlencode({"username": email, "password": "wrong-password"}).encode()
+
+    statuses = [
+        TestClient(app, client=(f"192.0.2.{n}", 1000))
+        .post(path, content=body, headers={"Content-Type": content_type})
+        .status_code
+        for n in range(5)
+    ]
+
+    assert statuses == [401, 401, 401, 429, 429]
+
+
+def test_own_password_guesses_are_limited_per_account_from_any_ip(db: Session, limiter_prefix: str):
+    # A stolen session guessing its owner's current password from many addresses.
+    from jivapay.servers.merchant.server import ROUTERS
+
+    _configure(db, RATE_LIMIT_LOGIN="3/minute")
+    merchant = make_store(db, make_reference(db)).merchant
+    db.commit()
+    app = build_app(Role.MERCHANT, routers=ROUTERS)
+    token = {"Authorization": f"Bearer {create_access_token(merchant.user_id, Role.MERCHANT)}"}
+
+    statuses = [
+        TestClient(app, client=(f"192.0.2.{n + 80}", 1000))
+        .post(
+            "/merchant/password",
+            headers=token,
+            json={"current_password": f"guess-{n}-xxxxxx", "new_password": "brand-new-pass-1"},
+        )
+        .status_code
+        for n in range(5)
+    ]
+
+    assert statuses == [422, 422, 422, 429, 429]
 
 
 def test_successful_logins_do_not_throttle_the_account(db: Session, limiter_prefix: str):

@@ -40,7 +40,13 @@ def password_router(role: Role) -> APIRouter:
         f"/{role.value}/password",
         status_code=status.HTTP_204_NO_CONTENT,
         responses=_RESPONSES,
-        dependencies=[Depends(rate_limit("RATE_LIMIT_LOGIN", key=KeyKind.IP))],
+        # Like a login, per IP and per account: a stolen session guessing the current password
+        # from many addresses is stopped too (the guard first, so the principal is known).
+        dependencies=[
+            guard,
+            Depends(rate_limit("RATE_LIMIT_LOGIN", key=KeyKind.IP)),
+            Depends(rate_limit("RATE_LIMIT_LOGIN", key=KeyKind.PRINCIPAL)),
+        ],
     )
     def change_own_password(
         request: Request,
