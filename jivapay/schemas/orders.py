@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictBool
 
 from jivapay.enums import OrderStatus, OrderType
-from jivapay.schemas.common import Money
+from jivapay.schemas.common import Money, RequestBody
 from jivapay.schemas.documents import DocumentRead
 
 
@@ -64,11 +64,10 @@ class TransitionRead(BaseModel):
     changed: bool
 
 
-class WorkSwitch(BaseModel):
-    model_config = {"extra": "forbid"}
-
-    in_work: bool
+class WorkSwitch(RequestBody):
+    in_work: StrictBool
 
 
 class WorkState(BaseModel):
     in_work: bool
+    changed: bool = Field(description="false when the switch already was in that position")

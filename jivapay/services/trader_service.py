@@ -12,23 +12,27 @@ from jivapay.services.audit_logger import log_event
 from jivapay.utils.exceptions import NotFound, ValidationFailed
 
 
-def set_in_work(session: Session, *, principal: Principal, in_work: bool) -> bool:
-    """Switch the calling trader's own traffic on or off; returns the new state."""
+def set_in_work(
+    session: Session, *, principal: Principal, in_work: bool, ip_address: str | None = None
+) -> bool:
+    """Switch the calling trader's own traffic on or off (audited); whether it changed."""
     trader = session.get(Trader, principal.profile_id, with_for_update=True)
     if trader is None:
         raise NotFound("trader profile not found")
-    if trader.in_work != in_work:
-        trader.in_work = in_work
-        log_event(
-            session,
-            action="trader.in_work_changed",
-            user_id=principal.user_id,
-            target_entity="trader",
-            target_id=trader.id,
-            details={"in_work": in_work},
-        )
-        session.flush()
-    return trader.in_work
+    if trader.in_work == in_work:
+        return False
+    trader.in_work = in_work
+    log_event(
+        session,
+        action="trader.in_work_changed",
+        user_id=principal.user_id,
+        target_entity="trader",
+        target_id=trader.id,
+        details={"old": {"in_work": not in_work}, "new": {"in_work": in_work}},
+        ip_address=ip_address,
+    )
+    session.flush()
+    return True
 
 
 def set_traffic_priority(

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from jivapay.database.models import BalanceTrader, OrderHistory, Trader
+from jivapay.database.models import AuditLog, BalanceTrader, OrderHistory, Trader
 from jivapay.enums import OrderType, Role
 from jivapay.security import create_access_token
 from jivapay.servers.app_factory import build_app
@@ -129,7 +129,20 @@ def test_payout_beneficiary_number_shown_to_assigned_trader_while_open(
 def test_work_switch_and_auth(client, db, world) -> None:  # type: ignore[no-untyped-def]
     _, _, mine, _ = world
     r = client.post("/trader/work", headers=_auth(mine), json={"in_work": False})
-    assert r.status_code == 200 and r.json() == {"in_work": False}
+    assert r.status_code == 200 and r.json() == {"in_work": False, "changed": True}
+    db.expire_all()
+    assert db.get(Trader, mine.id).in_work is False
+    [audit] = db.scalars(
+        select(AuditLog).where(
+            AuditLog.action == "trader.in_work_changed", AuditLog.target_id == str(mine.id)
+        )
+    ).all()
+    assert audit.ip_address is not None and audit.user_id == mine.user_id
+    assert audit.details == {"old": {"in_work": True}, "new": {"in_work": False}}
+    r = client.post("/trader/work", headers=_auth(mine), json={"in_work": False})
+    assert r.json() == {"in_work": False, "changed": False}
+    for bad in ({"in_work": "no"}, {"in_work": 0}, {"in_work": None}, {}):
+        assert client.post("/trader/work", headers=_auth(mine), json=bad).status_code == 422
     db.expire_all()
     assert db.get(Trader, mine.id).in_work is False
     assert client.get("/trader/orders").status_code == 401

@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Query
 
 from jivapay.api_routers import uploads
-from jivapay.api_routers.deps import CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import OrderStatus, OrderType
 from jivapay.schemas.common import Page
@@ -109,8 +109,11 @@ def dispute(
 
 
 @router.post("/work", response_model=WorkState)
-def set_work(body: WorkSwitch, session: DbSession, principal: CurrentPrincipal) -> WorkState:
-    """Switch my traffic on or off."""
-    return WorkState(
-        in_work=trader_service.set_in_work(session, principal=principal, in_work=body.in_work)
+def set_work(
+    body: WorkSwitch, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
+) -> WorkState:
+    """Switch my traffic on or off; a repeat answers `changed: false`."""
+    changed = trader_service.set_in_work(
+        session, principal=principal, in_work=body.in_work, ip_address=ip
     )
+    return WorkState(in_work=body.in_work, changed=changed)
