@@ -92,6 +92,11 @@ def create_access_token(
     return jwt.encode(payload, settings.SECRET_KEY, algorithm=settings.ALGORITHM)
 
 
+# Servers' clocks differ a little: a token one of them issued must not read as "issued in the
+# future" on another (PyJWT refuses that, and an expiry, without leeway).
+TOKEN_CLOCK_LEEWAY_SECONDS = 30
+
+
 def decode_access_token(token: str) -> TokenClaims:
     """Verify and parse a token; any problem (signature, expiry, shape) is `AuthenticationFailed`."""
     settings = get_settings()
@@ -101,6 +106,7 @@ def decode_access_token(token: str) -> TokenClaims:
             settings.SECRET_KEY,
             algorithms=[settings.ALGORITHM],
             options={"require": ["sub", "role", "exp", "iat", "jti"]},
+            leeway=TOKEN_CLOCK_LEEWAY_SECONDS,
         )
     except jwt.ExpiredSignatureError as exc:
         raise AuthenticationFailed("Token has expired", code="token_expired") from exc

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 from datetime import UTC, datetime, timedelta
 
 import jwt
@@ -57,6 +58,19 @@ def test_expired_token_is_refused_with_its_own_code() -> None:
 def _forge(payload: dict[str, object], key: str | None = None, alg: str | None = None) -> str:
     settings = get_settings()
     return jwt.encode(payload, key or settings.SECRET_KEY, algorithm=alg or settings.ALGORITHM)
+
+
+@pytest.mark.parametrize(("ahead", "accepted"), [(5, True), (25, True), (120, False)])
+def test_a_token_from_a_server_whose_clock_runs_ahead(ahead: int, accepted: bool) -> None:
+    # Issued by another server a few seconds ahead: accepted within the leeway, not beyond it.
+    issued = int(time.time()) + ahead
+    claims = {"sub": "7", "role": "merchant", "iat": issued, "exp": issued + 600, "jti": "j"}
+    token = _forge(claims)
+    if accepted:
+        assert decode_access_token(token).user_id == 7
+    else:
+        with pytest.raises(AuthenticationFailed):
+            decode_access_token(token)
 
 
 def _now() -> datetime:
