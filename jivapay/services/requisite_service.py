@@ -290,9 +290,12 @@ def validate_number(number: str, *, payment_method: str) -> str:
     if not (number.isascii() and number.isdigit()):
         raise ValidationFailed("the number must contain digits only", code="invalid_number")
     if payment_method == CARD_METHOD:
-        if len(number) not in CARD_LENGTH or not luhn.is_valid(number):
+        # A payment card's first digit (its industry, ISO/IEC 7812) is never 0; all zeros would
+        # otherwise pass the Luhn check.
+        if len(number) not in CARD_LENGTH or number[0] == "0" or not luhn.is_valid(number):
             raise ValidationFailed(
-                "not a valid card number (13-19 digits passing the Luhn check)",
+                "not a valid card number (13-19 digits, not starting with 0, passing the Luhn "
+                "check)",
                 code="invalid_number",
             )
     elif len(number) not in ACCOUNT_LENGTH:

@@ -164,6 +164,8 @@ def test_create_is_pending_encrypted_masked_and_audited(client, db, world) -> No
         ({"number": "4111111111111112"}, 422, "invalid_number"),  # Luhn fails
         ({"number": "4111 1111 1111 1111"}, 422, "invalid_number"),
         ({"number": "411111111111"}, 422, "invalid_number"),  # too short for a card
+        ({"number": "0000000000000000"}, 422, "invalid_number"),  # Luhn-valid, no card
+        ({"number": "0000000000000"}, 422, "invalid_number"),
         ({"payment_method": "{method}", "number": "123456789"}, 422, "invalid_number"),
         ({"bank": "no_such_bank"}, 422, "unknown_bank"),
         ({"fiat_currency": "ZZZ"}, 422, "unknown_fiat_currency"),
