@@ -3,7 +3,12 @@
 `Cache-Control: no-store` (answers hold card numbers and balances; a route may set its own),
 `X-Content-Type-Options: nosniff`, `Referrer-Policy: no-referrer`, `X-Frame-Options: DENY`, and
 `Strict-Transport-Security` when the request came over TLS (`https`, as uvicorn sees it directly or
-from a trusted proxy's `X-Forwarded-Proto`). The `server` banner is switched off in `jivapay serve`.
+from a trusted proxy's `X-Forwarded-Proto`). Every answer under the payer's page (`/pay/`), its errors
+included, also carries the page's `Content-Security-Policy` and `X-Robots-Tag: noindex, nofollow`.
+The `server` banner is switched off in `jivapay serve`.
+
+The app factory puts this layer outside Starlette's error middleware, so an unexpected 500 carries
+the headers too.
 """
 
 from __future__ import annotations
@@ -17,6 +22,14 @@ _ALWAYS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
 }
+PAYER_PAGE_PREFIX = "/pay/"
+PAYER_PAGE_HEADERS = {
+    "X-Robots-Tag": "noindex, nofollow",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+}
 
 
 class SecurityHeadersMiddleware:
@@ -28,6 +41,7 @@ class SecurityHeadersMiddleware:
             await self.app(scope, receive, send)
             return
         tls = scope.get("scheme") == "https"
+        payer_page = str(scope.get("path", "")).startswith(PAYER_PAGE_PREFIX)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -35,6 +49,9 @@ class SecurityHeadersMiddleware:
                 for name, value in _ALWAYS.items():
                     headers.setdefault(name, value)
                 headers.setdefault("Cache-Control", "no-store")
+                if payer_page:
+                    for name, value in PAYER_PAGE_HEADERS.items():
+                        headers.setdefault(name, value)
                 if tls:
                     headers.setdefault("Strict-Transport-Security", HSTS)
             await send(message)

@@ -68,14 +68,16 @@ _TITLES: dict[ServerName, str] = {
 
 
 class JivaPayAPI(FastAPI):
-    """FastAPI whose outermost layer is the request-context middleware."""
+    """FastAPI whose outermost layers are the request-context and security-header middlewares."""
 
     server_name: str = "unknown"
 
     def build_middleware_stack(self) -> ASGIApp:
         # Outside ServerErrorMiddleware: the unhandled-error 500 gets the X-Request-ID header and
-        # the handler's log line still sees the bound request id.
-        return RequestContextMiddleware(super().build_middleware_stack(), server=self.server_name)
+        # the security headers too, and the handler's log line still sees the bound request id.
+        return RequestContextMiddleware(
+            SecurityHeadersMiddleware(super().build_middleware_stack()), server=self.server_name
+        )
 
 
 def process_name(server: ServerName | str) -> str:
@@ -160,7 +162,6 @@ def build_app(
     app.add_exception_handler(DataError, database_data_error)
     app.add_middleware(RateLimitMiddleware, server=server.value)
     app.add_middleware(InputGuardMiddleware)
-    app.add_middleware(SecurityHeadersMiddleware)
     app.include_router(health_router(server.value, metrics=settings.METRICS_PORT is None))
     if docs:
         _offline_docs(app)

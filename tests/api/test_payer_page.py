@@ -219,6 +219,14 @@ def test_page_headers_and_assets(db: Session, client: TestClient, world) -> None
     assert page.headers["x-frame-options"] == "DENY"
     assert page.headers["referrer-policy"] == "no-referrer"
     assert page.headers["cache-control"] == "no-store"
+    # Its error answers too: a malformed query, an unknown order's status.
+    for error in (
+        client.get("/pay/ord_missing?lang=far-too-long-a-language"),
+        client.get("/pay/ord_missing/status"),
+    ):
+        assert error.status_code in (404, 422)
+        assert error.headers["content-security-policy"] == csp
+        assert error.headers["x-robots-tag"] == "noindex, nofollow"
     assert "<script>" not in page.text and not re.search(r"\son[a-z]+=", page.text)
     script = client.get("/pay/assets/pay.js")
     assert script.status_code == 200 and script.headers["content-type"].startswith(

@@ -24,17 +24,8 @@ from jivapay.utils.exceptions import Forbidden, NotFound
 
 payer_router = LosslessJSONRouter(tags=["payer"])
 
-SECURITY_HEADERS = {
-    "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
-    "X-Robots-Tag": "noindex, nofollow",
-    "X-Frame-Options": "DENY",
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
-    ),
-}
+# No-store, no referrer, no framing, no sniffing, the page's CSP and noindex: every answer under
+# /pay/ gets them from `SecurityHeadersMiddleware`, errors included.
 _ASSETS = {"pay.css": "text/css; charset=utf-8", "pay.js": "text/javascript; charset=utf-8"}
 
 
@@ -98,7 +89,7 @@ def payer_page(
     language = payer_i18n.choose_language(lang, accept_language)
     state = payer_page_service.get_state(session, public_id=order_id)
     html, status_code = render(state, language)
-    headers = {**SECURITY_HEADERS, "Content-Language": language, "Vary": "Accept-Language"}
+    headers = {"Content-Language": language, "Vary": "Accept-Language"}
     return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
@@ -110,4 +101,4 @@ def payer_status(session: DbSession, order_id: str) -> JSONResponse:
     if state is None:
         raise NotFound("order not found")
     body = {"status": state.status, "closed": state.closed, "time_up": state.time_up}
-    return JSONResponse(body, headers=SECURITY_HEADERS)
+    return JSONResponse(body)
