@@ -24,6 +24,16 @@ def split_keys(value: str) -> list[str]:
     return [key.strip() for key in value.split(",") if key.strip()]
 
 
+def _is_fernet_key(key: str) -> bool:
+    from cryptography.fernet import Fernet
+
+    try:
+        Fernet(key)
+    except ValueError:
+        return False
+    return True
+
+
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
@@ -156,6 +166,9 @@ class Settings(BaseSettings):
         keys = split_keys(self.DATA_ENCRYPTION_KEY)
         if not keys or DEV_DATA_ENCRYPTION_KEY in keys:
             problems.append("DATA_ENCRYPTION_KEY (missing or default)")
+        elif not all(_is_fernet_key(key) for key in keys):
+            # Refused here rather than by the first request that reads a card number.
+            problems.append("DATA_ENCRYPTION_KEY (not a Fernet key; docs/deploy.md makes one)")
         if self.DATA_FINGERPRINT_KEY == DEV_DATA_ENCRYPTION_KEY:
             problems.append("DATA_FINGERPRINT_KEY (default)")
         if problems:

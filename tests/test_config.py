@@ -20,8 +20,9 @@ def test_development_runs_on_defaults() -> None:
         (DEV_SECRET_KEY, "uJtN3fHq1pNwQnx0N1y7n9rXJfKfUo2m2b3mJ6cQy5E=", ["SECRET_KEY"]),
         ("x" * 40, DEV_DATA_ENCRYPTION_KEY, ["DATA_ENCRYPTION_KEY"]),
         ("short", DEV_DATA_ENCRYPTION_KEY, ["SECRET_KEY", "DATA_ENCRYPTION_KEY"]),
+        ("x" * 40, "changeme-please-set-a-real-key", ["DATA_ENCRYPTION_KEY (not a Fernet key"]),
     ],
-    ids=["default-secret-key", "default-data-key", "both-weak"],
+    ids=["default-secret-key", "default-data-key", "both-weak", "not-fernet"],
 )
 def test_production_refuses_insecure_secrets(secret: str, data_key: str, named: list[str]) -> None:
     with pytest.raises(InsecureSettingsError) as info:

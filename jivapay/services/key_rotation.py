@@ -12,6 +12,7 @@ a request holds is counted as busy instead of waited for, and the command asks t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Column, Text, bindparam, select, type_coerce, update
 from sqlalchemy.orm import Session
@@ -80,12 +81,12 @@ def rotate_batch(
         else:
             changes.append({"row_key": row_key, "token": new})
     if changes:
-        session.execute(
-            update(table)
-            .where(key == bindparam("row_key"))
-            .values({column.name: type_coerce(bindparam("token"), Text)}),
-            changes,
-        )
+        values: dict[str, Any] = {column.name: type_coerce(bindparam("token"), Text)}
+        if "updated_at" in table.c:
+            # Re-encryption is maintenance, not a change of the row: its `onupdate` stamp would
+            # tell merchants (status answers) and staff that every order and store just changed.
+            values["updated_at"] = table.c.updated_at
+        session.execute(update(table).where(key == bindparam("row_key")).values(values), changes)
         report.rotated += len(changes)
     session.flush()
     return int(keys[-1])

@@ -77,6 +77,10 @@ def test_old_values_read_during_rotation_and_none_needs_the_old_key_after(
     hashes_before = {
         r.id: r.req_number_hash for r in db.query(ReqTrader).filter(ReqTrader.id.in_(reqs))
     }
+    stamps = """SELECT 's' || id, updated_at FROM merchant_stores
+        UNION ALL SELECT 'r' || id, updated_at FROM req_traders
+        UNION ALL SELECT 'i' || id, updated_at FROM incoming_orders"""
+    updated_before = dict(db.execute(text(stamps)).tuples().all())
 
     new = Fernet.generate_key().decode()
     _rotate_to(monkeypatch, f"{new},{old}", old)
@@ -112,6 +116,9 @@ def test_old_values_read_during_rotation_and_none_needs_the_old_key_after(
     assert counts["req_traders.req_number"] == (3, 0, 0, 0)
     assert counts["incoming_orders.beneficiary_number"] == (1, 0, 0, 0)
     assert "total: 10 re-encrypted" in result.output
+    # Re-encryption is maintenance: no row reads as changed by it.
+    updated_after = dict(db.execute(text(stamps)).tuples().all())
+    assert {k: updated_after[k] for k in updated_before} == updated_before
 
     tokens = _raw_tokens(db)
     assert sum(len(v) for v in tokens.values()) == 12
