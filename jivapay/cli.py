@@ -487,6 +487,21 @@ def seed(
         console.print(f"demo world: {report.demo_status}; credentials in {output}")
 
 
+@app.command("storage-init")
+def storage_init() -> None:
+    """Create the receipts bucket (`S3_BUCKET_NAME`) unless it exists: a deployment runs it once,
+    with the migrations (`jivapay up` makes its embedded one itself)."""
+    _attach_stack("S3_ENDPOINT_URL")
+    from jivapay.utils import s3_client
+    from jivapay.utils.exceptions import JivaPayException
+
+    try:
+        s3_client.ensure_bucket()
+    except JivaPayException as exc:
+        raise _fail(exc.message) from exc
+    console.print(f"[green]bucket ready[/]: {s3_client.bucket_name()}")
+
+
 @app.command()
 def reconcile() -> None:
     """Check every money invariant; print each discrepancy and exit 1 if there is any."""

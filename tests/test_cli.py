@@ -394,3 +394,23 @@ def test_sign_prints_the_headers_of_a_get_with_a_query() -> None:
     assert signed["X-Signature"] == compute_signature(
         "sk_secret", signed["X-Timestamp"], "POST", "/gateway/payin/init", body.encode()
     )
+
+
+def test_storage_init_makes_the_bucket_once(
+    s3_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from jivapay.config import reset_settings_cache
+    from jivapay.utils import s3_client
+
+    bucket = f"jivapay-init-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("S3_BUCKET_NAME", bucket)
+    reset_settings_cache()
+    try:
+        for _ in range(2):  # a second run finds it and changes nothing
+            result = runner.invoke(app, ["storage-init"])
+            assert result.exit_code == 0, result.output
+            assert f"bucket ready: {bucket}" in result.output
+        s3_client.get_client().head_bucket(Bucket=bucket)
+    finally:
+        monkeypatch.undo()
+        reset_settings_cache()

@@ -57,12 +57,31 @@ def test_backing_services_have_health_checks(compose: dict[str, Any]) -> None:
         assert services[name]["healthcheck"]["test"], name
 
 
-def test_migrate_is_one_shot_upgrade_then_seed(compose: dict[str, Any]) -> None:
+def test_migrate_is_one_shot_upgrade_then_seed_then_the_bucket(compose: dict[str, Any]) -> None:
     migrate = _services(compose)["migrate"]
     assert migrate["restart"] == "no"
     command = " ".join(migrate["command"])
     assert command.index("jivapay db upgrade") < command.index("jivapay seed")
+    # MinIO starts empty: without the bucket every receipt upload would fail.
+    assert command.index("jivapay seed") < command.index("jivapay storage-init")
+    assert migrate["depends_on"]["minio"]["condition"] == "service_healthy"
     assert "migrate" not in migrate["depends_on"]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_api_servers_keep_metrics_off_their_published_port(
+    compose: dict[str, Any], role: str
+) -> None:
+    # /metrics holds business counters: served on an internal port of the compose network,
+    # which no service publishes, and answering 404 on the public one.
+    service = _services(compose)[role]
+    metrics_port = service["environment"]["METRICS_PORT"]
+    published = [str(p).rsplit(":", 1)[-1] for p in service.get("ports", [])]
+    assert metrics_port not in published and str(DEFAULT_PORTS[ServerName(role)]) in published
+    prometheus = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    [api] = [job for job in prometheus["scrape_configs"] if job["job_name"] == "api"]
+    scraped = {(name, str(sd["port"])) for sd in api["dns_sd_configs"] for name in sd["names"]}
+    assert (role, metrics_port) in scraped
 
 
 def test_exactly_one_beat_and_workers_expose_metrics(compose: dict[str, Any]) -> None:
