@@ -107,6 +107,13 @@ class FraudReview(FraudStop):
     code = "fraud_review"
 
 
+class IntakeExpired(Exception):
+    """Internal: a PayIn not assigned within its payment time. Its payer was told how long they
+    had; a requisite handed out later would be paid by no one, so the order fails instead."""
+
+    code: ClassVar[str] = "expired_before_assignment"
+
+
 @dataclass(frozen=True)
 class ProcessResult:
     """What one processing attempt did (`outcome` is the intake status after it, or `skipped`)."""
@@ -266,11 +273,16 @@ def _write_statement(order_type: OrderType) -> Executable:
     return statement
 
 
+def _payment_minutes(session: Session, incoming: IncomingOrder) -> int:
+    """A PayIn's payment time: its store's `order_ttl_minutes`, else the platform's."""
+    store = session.get(MerchantStore, incoming.store_id)
+    minutes = store.order_ttl_minutes if store else None
+    return int(minutes or runtime_settings(session).PAYIN_PAYMENT_TIMEOUT_MINUTES)
+
+
 def _order_deadline(session: Session, incoming: IncomingOrder, now: datetime) -> datetime:
     if incoming.order_type == OrderType.PAYIN:
-        store = session.get(MerchantStore, incoming.store_id)
-        minutes = store.order_ttl_minutes if store else None
-        minutes = minutes or runtime_settings(session).PAYIN_PAYMENT_TIMEOUT_MINUTES
+        minutes = _payment_minutes(session, incoming)
     else:
         minutes = runtime_settings(session).PAYOUT_TIMEOUT_MINUTES
     return now + timedelta(minutes=minutes)
@@ -449,6 +461,10 @@ def _plan_attempt(
         and incoming.next_attempt_at > now
     ):
         return ProcessResult(incoming.id, "skipped", reason="retry not due")
+    if incoming.order_type == OrderType.PAYIN and now >= incoming.created_at + timedelta(
+        minutes=_payment_minutes(session, incoming)
+    ):
+        raise IntakeExpired("not assigned within the payment time")
     decision = fraud_detector.check_incoming_order(session, order=incoming, now=now)
     if decision.outcome != FraudOutcome.ALLOW:
         if decision.outcome == FraudOutcome.DENY:
@@ -485,7 +501,7 @@ def record_failure(
     if isinstance(error, FraudReview):
         incoming.status = IncomingOrderStatus.MANUAL_REVIEW.value
         incoming.next_attempt_at = None
-    elif isinstance(error, FraudRejected) or incoming.retry_count >= int(
+    elif isinstance(error, FraudRejected | IntakeExpired) or incoming.retry_count >= int(
         runtime_settings(session).MAX_ORDER_RETRIES
     ):
         fail_incoming(session, incoming=incoming, reason=reason, now=now, previous=previous)
@@ -544,7 +560,7 @@ def fail_incoming(
     )
 
 
-_EXPECTED = (RequisiteNotFound, LimitExceeded, FraudRejected, FraudReview)
+_EXPECTED = (RequisiteNotFound, LimitExceeded, FraudRejected, FraudReview, IntakeExpired)
 
 
 def _log_failed_attempt(incoming_order_id: int, exc: Exception) -> None:
@@ -598,7 +614,7 @@ def process_incoming_order(incoming_order_id: int, *, now: datetime | None = Non
 # Raised by an attempt's plan (`_plan_attempt`), which writes nothing: the order's failure, not
 # its batch's. Anything else (a database error above all, which aborts the transaction) fails the
 # batch.
-_ORDER_REFUSALS = (JivaPayException, FraudStop)
+_ORDER_REFUSALS = (JivaPayException, FraudStop, IntakeExpired)
 
 
 @transaction_flow

@@ -168,6 +168,36 @@ def test_a_batch_goes_round_the_requisites_of_one_priority(db) -> None:  # type:
     assert reconcile(db) == []
 
 
+def test_a_payin_not_assigned_within_its_payment_time_fails_as_expired(db) -> None:  # type: ignore[no-untyped-def]
+    # Its payer was told how long they had: a requisite handed out later would be paid by no one.
+    # A PayOut has no payer waiting, and is assigned however long it waited (retries bound it).
+    ref = make_reference(db)
+    store = make_store(db, ref, balance=D("100000"), order_ttl_minutes=15)
+    trader = make_trader(db, ref)
+    make_requisite(db, trader, ref)
+    now = utcnow()
+    late = make_incoming(db, store, ref, created_at=now - timedelta(minutes=15))
+    in_time = make_incoming(db, store, ref, created_at=now - timedelta(minutes=14, seconds=59))
+    payout = make_incoming(
+        db, store, ref, order_type=OrderType.PAYOUT, created_at=now - timedelta(days=2)
+    )
+    frozen_before = balance_row(db, BalanceTrader, trader_id=trader.id).frozen
+
+    expired = process_incoming_order(late.id, now=now)
+    batch = process_incoming_batch([in_time.id, payout.id], now=now)
+
+    assert expired.outcome == IncomingOrderStatus.FAILED and expired.order_id is None
+    assert expired.reason.startswith("expired_before_assignment"), expired.reason
+    db.expire_all()
+    assert db.get(IncomingOrder, late.id).retry_count == 1  # failed at its first attempt
+    assert [r.outcome for r in batch] == [IncomingOrderStatus.ASSIGNED] * 2
+    # The expired one held nothing: only the PayIn assigned in time froze the trader's deposit.
+    in_time_order = db.get(OrderHistory, batch[0].order_id)
+    frozen = balance_row(db, BalanceTrader, trader_id=trader.id).frozen
+    assert frozen == frozen_before + in_time_order.hold_amount
+    assert reconcile(db) == []
+
+
 def test_batch_assigns_the_others_when_orders_fail_and_records_each_failure(  # type: ignore[no-untyped-def]
     db, world, unique
 ) -> None:
