@@ -9,7 +9,9 @@ requests over HTTP (retrying with the same Idempotency-Key, as a merchant would)
 the orders; each assigned order then follows a plan chosen by its id: the payer confirms with a
 PNG receipt (S3) and the trader confirms, or the trader confirms alone, or the trader cancels, or
 nobody acts and the expiry sweeper expires it. Every status change's callback goes to a receiver
-in this process.
+in this process. The store's payment time is one minute (so that abandoned orders expire within the
+run): an order the faults and the backlog keep from being assigned within that minute fails as
+`expired_before_assignment`, as a real payer's would.
 
 Faults, while the orders flow: `kill -9` of a worker process every 2 s (a pool child, or every
 third time the whole worker, started again); `kill -9` of the intake feed every 20 s, started again
