@@ -202,7 +202,8 @@ def test_retry_until_a_requisite_fits_then_expiry_releases_the_hold(stack) -> No
         set_config_value(session, "RETRY_BACKOFF_FACTOR", "1")
         set_config_value(session, "MAX_ORDER_RETRIES", 100)
     assert trader_api.post("/trader/work", json={"in_work": False}, headers=auth).json() == {
-        "in_work": False
+        "in_work": False,
+        "changed": True,
     }
 
     r = _post(

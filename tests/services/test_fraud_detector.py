@@ -63,7 +63,9 @@ def ref(db: Session):
 
 @pytest.fixture
 def store(db: Session, ref):
-    return make_store(db, ref, balance=D("1000"))
+    # Orders are dated inside the current fraud window (up to an hour back): a payment time
+    # longer than the window keeps them assignable (a PayIn past it fails at intake).
+    return make_store(db, ref, balance=D("1000"), order_ttl_minutes=2 * WINDOW // 60)
 
 
 @pytest.fixture
