@@ -261,7 +261,9 @@ def worker(
     metrics_port: int | None = typer.Option(
         None, help="Serve Prometheus /metrics on this port (all pool processes summed)."
     ),
-    metrics_addr: str = typer.Option("0.0.0.0", help="Interface for --metrics-port."),  # noqa: S104
+    # Loopback unless told otherwise, as `serve`'s METRICS_HOST: the worker's gauges hold the money
+    # in flight and the platform's balance (containers pass --metrics-addr 0.0.0.0 on their network).
+    metrics_addr: str = typer.Option("127.0.0.1", help="Interface for --metrics-port."),
     metrics_dir: Path | None = typer.Option(
         None, help="Multiprocess metric files (default: PROMETHEUS_MULTIPROC_DIR or a temp dir)."
     ),

@@ -414,3 +414,13 @@ def test_storage_init_makes_the_bucket_once(
     finally:
         monkeypatch.undo()
         reset_settings_cache()
+
+
+def test_worker_metrics_bind_loopback_unless_told_otherwise() -> None:
+    # The worker's gauges hold the money in flight: reachable from the network only when asked.
+    import inspect
+
+    from jivapay.cli import worker
+
+    option = inspect.signature(worker).parameters["metrics_addr"].default
+    assert option.default == "127.0.0.1"

@@ -92,6 +92,8 @@ def test_exactly_one_beat_and_workers_expose_metrics(compose: dict[str, Any]) ->
     worker = services["worker"]["command"]
     assert worker[0] == "worker"
     assert worker[worker.index("--metrics-port") + 1] == "9100"
+    # The worker binds loopback by default: in its container it must listen on the network.
+    assert worker[worker.index("--metrics-addr") + 1] == "0.0.0.0"
     # Warm shutdown needs time to finish the tasks in flight.
     assert services["worker"]["stop_grace_period"] == "120s"
 
