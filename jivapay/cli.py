@@ -398,11 +398,25 @@ def db_upgrade(revision: str = typer.Argument("head")) -> None:
 
 
 @db_app.command("downgrade")
-def db_downgrade(revision: str = typer.Argument(..., help="Target, e.g. -1 or base.")) -> None:
-    """Revert migrations down to REVISION."""
+def db_downgrade(
+    revision: str = typer.Argument(..., help="Target, e.g. -1 or base."),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask; required when not at a terminal."),
+) -> None:
+    """Revert migrations down to REVISION: drops what they added, data included (asks first)."""
     _attach_stack("DATABASE_URL")
     from jivapay.database import migrate
+    from jivapay.database.engine import get_engine
 
+    if not yes:
+        # A downgrade drops tables and columns with the money in them: never on a mistyped
+        # command or a script that meant `upgrade`.
+        if not _interactive():
+            raise _fail("db downgrade drops data: pass --yes to run it without a terminal")
+        target = get_engine().url.render_as_string(hide_password=True)
+        typer.confirm(
+            f"Revert {target} from {_current_label()} to {revision}, dropping its data?",
+            abort=True,
+        )
     migrate.downgrade(revision)
     console.print(f"[yellow]database downgraded to[/] {_current_label()}")
 
@@ -633,23 +647,35 @@ def sign(
             print(f"{name}: {value}")
 
 
+def _interactive() -> bool:
+    """Whether a person is at the keyboard (stdin is a terminal), not a pipe or a script."""
+    return sys.stdin.isatty()
+
+
+def _read_password(prompt: str) -> str:
+    """A password typed twice, hidden, at a terminal, or one line of stdin when piped. Never a
+    command-line argument: that is visible to every user of the machine and kept in shell history."""
+    if _interactive():
+        return str(typer.prompt(prompt, hide_input=True, confirmation_prompt=True))
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 @app.command("create-user")
 def create_user(
     email: str = typer.Option(..., help="Login email."),
     role: Role = typer.Option(..., help="admin | support | teamlead | merchant | trader"),
-    password: str | None = typer.Option(None, help="Prompted (hidden) when omitted."),
     template: str | None = typer.Option(None, help="Permission template for staff roles."),
     first_name: str | None = typer.Option(None),
     last_name: str | None = typer.Option(None),
 ) -> None:
-    """Create a user of any role (staff get the permissions of --template)."""
+    """Create a user of any role (staff get the permissions of --template); the password is
+    prompted twice, hidden, or read as one line from stdin when piped."""
     _attach_stack("DATABASE_URL")
     from jivapay.database.utils import atomic_transaction
     from jivapay.services.auth_service import create_user as create_user_service
     from jivapay.utils.exceptions import JivaPayException
 
-    if password is None:
-        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    password = _read_password("Password")
     try:
         with atomic_transaction() as session:
             user = create_user_service(
@@ -677,10 +703,7 @@ def set_password(
     from jivapay.utils.exceptions import JivaPayException
 
     _attach_stack("DATABASE_URL")
-    if sys.stdin.isatty():
-        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
-    else:
-        password = sys.stdin.readline().rstrip("\r\n")
+    password = _read_password("New password")
     try:
         with atomic_transaction() as session:
             user = reset_password(session, email=email, new_password=password)

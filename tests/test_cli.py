@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from jivapay.cli import app, default_ports
 from jivapay.database.models import User
+from jivapay.security import verify_password
 
 runner = CliRunner()
 
@@ -77,7 +78,7 @@ def test_db_upgrade_downgrade_round_trip_on_an_empty_database(empty_database: st
     assert result.exit_code == 0, result.output
     assert "(head)" in result.output
 
-    result = runner.invoke(app, ["db", "downgrade", "base"])
+    result = runner.invoke(app, ["db", "downgrade", "base", "--yes"])
     assert result.exit_code == 0, result.output
     assert "base (empty database)" in result.output
 
@@ -92,17 +93,36 @@ def test_db_upgrade_downgrade_round_trip_on_an_empty_database(empty_database: st
     assert tables == 0
 
 
-def test_create_user_with_password(db: Session, unique: str) -> None:
+def test_db_downgrade_asks_first_and_refuses_without_a_terminal(
+    empty_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert runner.invoke(app, ["db", "upgrade", "head"]).exit_code == 0
+
+    piped = runner.invoke(app, ["db", "downgrade", "base"])
+    assert piped.exit_code == 1 and "--yes" in piped.output
+    monkeypatch.setattr("jivapay.cli._interactive", lambda: True)
+    declined = runner.invoke(app, ["db", "downgrade", "base"], input="n\n")
+    assert declined.exit_code == 1 and "dropping its data?" in declined.output
+    assert "(head)" in runner.invoke(app, ["db", "current"]).output  # nothing was reverted
+
+    confirmed = runner.invoke(app, ["db", "downgrade", "base"], input="y\n")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert "base (empty database)" in confirmed.output
+
+
+def test_create_user_reads_the_password_from_stdin_not_the_command_line(
+    db: Session, unique: str
+) -> None:
     email = f"cli-{unique}@example.com"
-    result = runner.invoke(
-        app,
-        ["create-user", "--email", email, "--role", "trader", "--password", "s3cret-pass"],
-    )
+    argv = ["create-user", "--email", email, "--role", "trader"]
+    refused = runner.invoke(app, [*argv, "--password", "s3cret-pass"])
+    assert refused.exit_code == 2  # no such option: argv is visible to every user of the machine
+    result = runner.invoke(app, argv, input="s3cret-pass\n")
     assert result.exit_code == 0, result.output
-    assert "created trader" in result.output
+    assert "created trader" in result.output and "s3cret-pass" not in result.output
     user = db.scalars(select(User).where(User.email == email)).one()
     assert user.role == "trader"
-    assert user.password_hash != "s3cret-pass"
+    assert verify_password("s3cret-pass", user.password_hash)
 
 
 def test_create_user_prompts_for_a_hidden_password(db: Session, unique: str) -> None:
@@ -119,8 +139,8 @@ def test_create_user_prompts_for_a_hidden_password(db: Session, unique: str) -> 
 
 def test_create_user_twice_fails_with_a_clear_error(db: Session, unique: str) -> None:
     args = ["create-user", "--email", f"dup-{unique}@example.com", "--role", "merchant"]
-    assert runner.invoke(app, [*args, "--password", "pw-123456"]).exit_code == 0
-    result = runner.invoke(app, [*args, "--password", "pw-123456"])
+    assert runner.invoke(app, args, input="pw-123456\n").exit_code == 0
+    result = runner.invoke(app, args, input="pw-123456\n")
     assert result.exit_code == 1
     assert "already exists" in result.output
 
@@ -211,12 +231,11 @@ def test_reconcile_clean_then_reports_a_discrepancy(db) -> None:  # type: ignore
 
 def test_set_password_reads_stdin_and_the_new_password_logs_in(db: Session, unique: str) -> None:
     from jivapay.database.models import AuditLog
-    from jivapay.security import verify_password
 
     email = f"reset-{unique}@example.com"
     assert (
         runner.invoke(
-            app, ["create-user", "--email", email, "--role", "merchant", "--password", "old-pw-1"]
+            app, ["create-user", "--email", email, "--role", "merchant"], input="old-pw-1\n"
         ).exit_code
         == 0
     )
