@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
@@ -31,6 +32,7 @@ from jivapay.database.models import (
     StoreCommission,
     Support,
     TeamLead,
+    TimeZone,
     Trader,
     TraderCommission,
     User,
@@ -325,6 +327,16 @@ def make_incoming(
             incoming_order_id=incoming.id,
         )
     return incoming
+
+
+def time_zone(session: Session, name: str, utc_offset_minutes: int) -> TimeZone:
+    """The `time_zones` row of the IANA zone `name` (the seeded one when there is one)."""
+    row = session.scalars(select(TimeZone).where(TimeZone.name == name)).first()
+    if row is None:
+        row = TimeZone(name=name, utc_offset_minutes=utc_offset_minutes)
+        session.add(row)
+        session.flush()
+    return row
 
 
 def make_bank_method(session: Session, ref: Ref) -> AvailableBankMethod:

@@ -125,15 +125,11 @@ def _codes(session: Session, model: Any, ids: set[int]) -> dict[int, str]:
 def _turnover_today(session: Session, rows: Sequence[Any], now: datetime) -> dict[int, Decimal]:
     """Each requisite's fiat turnover today in its trader's time zone (the selector's day)."""
     zones = {row.time_zone_id for row in rows if row.time_zone_id is not None}
-    offsets = {
-        tz.id: tz.utc_offset_minutes
-        for tz in session.execute(
-            select(TimeZone.id, TimeZone.utc_offset_minutes).where(TimeZone.id.in_(zones))
-        )
+    names = {
+        tz.id: tz.name
+        for tz in session.execute(select(TimeZone.id, TimeZone.name).where(TimeZone.id.in_(zones)))
     }
-    days = {
-        row.ReqTrader.id: turnover_slots(now, offsets.get(row.time_zone_id, 0))[1] for row in rows
-    }
+    days = {row.ReqTrader.id: turnover_slots(now, names.get(row.time_zone_id))[1] for row in rows}
     if not days:
         return {}
     found = session.execute(

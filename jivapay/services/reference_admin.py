@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from zoneinfo import available_timezones
 
 from pydantic import BaseModel
 from sqlalchemy import func, inspect, or_, select
@@ -53,6 +52,7 @@ from jivapay.schemas.admin import (
 from jivapay.schemas.common import Page
 from jivapay.services import reference_data
 from jivapay.services.audit_logger import log_event
+from jivapay.services.trader_day import is_known_zone
 from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import DuplicateObject, NotFound, ValidationFailed
 
@@ -168,7 +168,7 @@ def create_row(
 ) -> ReferenceChanged:
     """Insert one reference row (409 on a duplicate code, 422 on a dangling reference). Audited."""
     values = body.model_dump()
-    if kind.model is TimeZone and values["name"] not in available_timezones():
+    if kind.model is TimeZone and not is_known_zone(session, values["name"]):
         raise ValidationFailed(f"{values['name']!r} is not an IANA time zone name")
     if _duplicate(session, kind, values):
         label = "/".join(str(values[k]) for k in kind.natural_key)

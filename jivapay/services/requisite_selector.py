@@ -36,6 +36,7 @@ from jivapay.database.models import IncomingOrder
 from jivapay.enums import OrderType
 from jivapay.money import payin_hold
 from jivapay.services.online_filter import online_sql
+from jivapay.services.trader_day import trader_day
 from jivapay.utils.exceptions import ConfigurationError, RequisiteBusy, RequisiteNotFound
 
 log = structlog.get_logger(__name__)
@@ -52,7 +53,7 @@ MAX_CANDIDATES = 25
 _CANDIDATE_SQL = """
 SELECT r.id AS requisite_id, r.trader_id, r.payment_method_id, r.bank_id,
        s.total_limit, s.turnover_limit_minutes, s.turnover_day_max,
-       COALESCE(tz.utc_offset_minutes, 0) AS utc_offset_minutes,
+       tz.name AS time_zone,
        tc.commission_payin, tc.commission_payout
 FROM req_traders r
 JOIN full_requisites_settings s ON s.requisite_id = r.id
@@ -158,11 +159,10 @@ class SelectedRequisite:
     turnover_day: date
 
 
-def turnover_slots(now: datetime, utc_offset_minutes: int) -> tuple[datetime, date]:
-    """The minute bucket (UTC) and the trader-local day an order assigned at `now` counts in."""
-    bucket = now.replace(second=0, microsecond=0)
-    local_day = (now + timedelta(minutes=utc_offset_minutes)).date()
-    return bucket, local_day
+def turnover_slots(now: datetime, time_zone: str | None) -> tuple[datetime, date]:
+    """The minute bucket (UTC) and the trader-local day (`trader_day`: the IANA zone `time_zone`,
+    None for UTC) an order assigned at `now` counts in."""
+    return now.replace(second=0, microsecond=0), trader_day(now, time_zone)
 
 
 def _waited(session: Session, statement: TextClause, parameters: dict[str, Any], what: str) -> Any:
@@ -271,7 +271,7 @@ def find_suitable_requisite(
             waiting = _stop_waiting(session, waiting)
             missing_commission.append(row.trader_id)
             continue
-        bucket, day = turnover_slots(now, row.utc_offset_minutes)
+        bucket, day = turnover_slots(now, row.time_zone)
         hold = (
             payin_hold_for(order.amount_crypto, percent) if order_type == OrderType.PAYIN else None
         )

@@ -26,7 +26,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Date, DateTime, cast, exists, func, literal, select
+from sqlalchemy import DateTime, exists, func, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from stdnum import luhn
@@ -57,6 +57,7 @@ from jivapay.schemas.requisites import (
 )
 from jivapay.security import Principal
 from jivapay.services.audit_logger import log_event
+from jivapay.services.trader_day import trader_day_sql
 from jivapay.utils.exceptions import (
     Conflict,
     DuplicateObject,
@@ -127,11 +128,8 @@ def _minutes(column: Any) -> Any:
 def _read_statement(now: datetime) -> Any:
     now_at = literal(now, DateTime(timezone=True))
     bucket = literal(now.replace(second=0, microsecond=0), DateTime(timezone=True))
-    # The trader-local day, as `requisite_selector.turnover_slots` computes it.
-    local_day = cast(
-        func.timezone("UTC", now_at) + _minutes(func.coalesce(TimeZone.utc_offset_minutes, 0)),
-        Date,
-    )
+    # The trader-local day, as the selector's `turnover_slots` computes it.
+    local_day = trader_day_sql(now_at, TimeZone.name)
     today = (
         select(RequisiteDailyTurnover.amount_fiat)
         .where(RequisiteDailyTurnover.requisite_id == ReqTrader.id)

@@ -4,6 +4,7 @@ own-only access, settings, archive, live usage next to the limits, and bad input
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,14 +28,18 @@ from jivapay.enums import RequisiteStatus, Role
 from jivapay.security import create_access_token
 from jivapay.servers.app_factory import build_app
 from jivapay.servers.trader.server import ROUTERS
+from jivapay.services import requisite_service
 from jivapay.services.order_processor import process_incoming_order
 from tests.factories import (
     Ref,
     make_incoming,
     make_reference,
+    make_requisite,
     make_store,
     make_trader,
+    time_zone,
 )
+from tests.services.test_trader_day import NEW_YORK, NEW_YORK_MIDNIGHTS
 
 D = Decimal
 CARD = "4111111111111111"  # passes Luhn
@@ -421,3 +426,38 @@ def test_openapi_lists_the_real_errors(client) -> None:  # type: ignore[no-untyp
     assert {"201", "401", "403", "404", "409", "422"} <= set(create)
     assert "application/problem+json" in create["409"]["content"]
     assert "404" in paths["/trader/requisites/{requisite_id}/archive"]["post"]["responses"]
+
+
+@pytest.mark.parametrize(("before", "day_before", "after", "day_after"), NEW_YORK_MIDNIGHTS)
+def test_usage_today_is_the_local_day_the_selector_counts_in(  # type: ignore[no-untyped-def]
+    client, db, world, monkeypatch, before, day_before, after, day_after
+) -> None:
+    # A New York trader: the detail and the list show the turnover of the local day the order
+    # was counted in, turning at local midnight in summer (EDT) as in winter (EST).
+    ref, _, mine, _ = world
+    mine.time_zone_id = time_zone(db, NEW_YORK, -300).id
+    req = make_requisite(db, mine, ref, day_max=D("150"))
+    store = make_store(db, ref, balance=D("1000"))
+    clock = [before]
+    monkeypatch.setattr(requisite_service, "utcnow", lambda: clock[0])
+
+    def today(at: Any) -> str:
+        clock[0] = at
+        url = f"/trader/requisites/{req.id}"
+        detail = client.get(url, headers=auth(mine)).json()["usage"]["turnover_today"]
+        items = client.get("/trader/requisites", headers=auth(mine)).json()["items"]
+        assert [i["usage"]["turnover_today"] for i in items if i["id"] == req.id] == [detail]
+        return str(detail)
+
+    def assign(amount: str, at: Any) -> Any:
+        incoming = make_incoming(db, store, ref, amount_fiat=D(amount), created_at=at)
+        return process_incoming_order(incoming.id, now=at).order_id
+
+    first = assign("100.00", before)
+    assert db.get(OrderHistory, first).turnover_day == day_before
+    assert today(before) == "100.00"
+    assert today(after) == "0.00"
+    second = assign("70.00", after)
+    assert second is not None and db.get(OrderHistory, second).turnover_day == day_after
+    assert today(after) == "70.00"
+    assert today(before + timedelta(minutes=15)) == "100.00"

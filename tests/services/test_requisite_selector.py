@@ -1,9 +1,10 @@
-"""The requisite selector: priority, round robin and dynamic limits, the trader's deposit, and its
-SQL computing the PayIn hold exactly as `money.payin_hold` does."""
+"""The requisite selector: priority, round robin and dynamic limits (the daily one in the trader's
+local day, daylight saving time included), the trader's deposit, and its SQL computing the PayIn
+hold exactly as `money.payin_hold` does."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -17,17 +18,27 @@ from jivapay.database.base import utcnow
 from jivapay.database.engine import get_engine
 from jivapay.database.models import BalanceTraderCryptoHistory, OrderHistory
 from jivapay.database.utils import generic_plans_column
-from jivapay.enums import IncomingOrderStatus, OrderType
+from jivapay.enums import IncomingOrderStatus, OnlineStatsSort, OrderType, Role
 from jivapay.money import payin_hold
 from jivapay.schemas.requisites import MAX_TURNOVER_WINDOW_MINUTES
-from jivapay.services import order_processor
+from jivapay.security import Principal
+from jivapay.services import online_stats, order_processor
 from jivapay.services import order_status_manager as osm
 from jivapay.services.order_processor import process_incoming_order
 from jivapay.services.reconciliation import reconcile
 from jivapay.services.requisite_selector import _STATEMENTS, PAYIN_HOLD_SQL, payin_hold_for
 from jivapay.services.sweepers import prune_turnover_buckets
-from tests.factories import make_incoming, make_reference, make_requisite, make_store, make_trader
+from tests.factories import (
+    make_incoming,
+    make_reference,
+    make_requisite,
+    make_staff,
+    make_store,
+    make_trader,
+    time_zone,
+)
 from tests.services.order_world import D
+from tests.services.test_trader_day import NEW_YORK, NEW_YORK_MIDNIGHTS
 
 _HOLD_IN_SQL = text(
     "SELECT "
@@ -224,3 +235,51 @@ def test_the_window_never_leaves_out_an_order_inside_it(db) -> None:  # type: ig
     after = first_at + timedelta(minutes=62)
     third = make_incoming(db, store, ref, amount_fiat=D("100.00"), created_at=after)
     assert process_incoming_order(third.id, now=after).outcome == IncomingOrderStatus.ASSIGNED
+
+
+def _assign(db, store, ref, amount: str, at: datetime):  # type: ignore[no-untyped-def]
+    incoming = make_incoming(db, store, ref, amount_fiat=D(amount), created_at=at)
+    return process_incoming_order(incoming.id, now=at)
+
+
+def _online_today(db: Session, requisite_id: int, at: datetime) -> Decimal:
+    admin = make_staff(db, Role.ADMIN)
+    principal = Principal(admin.user_id, Role.ADMIN, "a@x", admin.id, permissions=("superuser",))
+    stats = online_stats.online_requisites(
+        db,
+        principal=principal,
+        filters=online_stats.OnlineFilters(),
+        sort=OnlineStatsSort.PRIORITY,
+        limit=500,
+        offset=0,
+        now=at,
+    )
+    return next(i.turnover_today for i in stats.items if i.requisite_id == requisite_id)
+
+
+@pytest.mark.parametrize(("before", "day_before", "after", "day_after"), NEW_YORK_MIDNIGHTS)
+def test_the_daily_limit_turns_at_the_traders_local_midnight_all_year(  # type: ignore[no-untyped-def]
+    db, before: datetime, day_before: date, after: datetime, day_after: date
+) -> None:
+    # A New York trader, 150 a day: 100 at 23:30 local and 70 at 00:30 local are two days, in
+    # summer (EDT) as in winter (EST); the selector's check and the online statistics agree.
+    ref = make_reference(db)
+    store = make_store(db, ref, balance=None)
+    zone = time_zone(db, NEW_YORK, -300)
+    trader = make_trader(db, ref, time_zone_id=zone.id)
+    req = make_requisite(db, trader, ref, day_max=D("150"))
+
+    first = _assign(db, store, ref, "100.00", before)
+    assert first.outcome == IncomingOrderStatus.ASSIGNED
+    assert db.get(OrderHistory, first.order_id).turnover_day == day_before
+    # The same local day is full.
+    late = before + timedelta(minutes=15)
+    assert _assign(db, store, ref, "70.00", late).outcome == IncomingOrderStatus.RETRYING
+    assert _online_today(db, req.id, late) == D("100.00")
+    # Local midnight has passed: a new day.
+    assert _online_today(db, req.id, after) == 0
+    second = _assign(db, store, ref, "70.00", after)
+    assert second.outcome == IncomingOrderStatus.ASSIGNED
+    assert db.get(OrderHistory, second.order_id).turnover_day == day_after
+    assert _online_today(db, req.id, after) == D("70.00")
+    assert _assign(db, store, ref, "100.00", after).outcome == IncomingOrderStatus.RETRYING

@@ -89,6 +89,11 @@ class AvailableBankMethod(Base):
 
 
 class TimeZone(Base):
+    """A zone a trader may pick. `name` is an IANA name (known to Python's zoneinfo and to
+    PostgreSQL) and alone decides the trader-local day of the daily limits, daylight saving time
+    included (`services.trader_day`). `utc_offset_minutes` is only the standard offset shown
+    next to the name: the day boundary never reads it."""
+
     __tablename__ = "time_zones"
 
     id: Mapped[IntPK]
