@@ -41,6 +41,7 @@ from jivapay.security import generate_api_key_pair, generate_callback_secret
 from jivapay.seeds.identity import generate_password
 from jivapay.services.auth_service import create_user
 from jivapay.services.balance_manager import deposit_store_balance, deposit_trader_balance
+from jivapay.services.requisite_service import number_holder
 
 DEMO_DOMAIN = "demo.jivapay.local"
 CRYPTO = "USDT"
@@ -156,6 +157,14 @@ def luhn_card_number(prefix: str, length: int = 16) -> str:
             digit = digit * 2 - 9 if digit > 4 else digit * 2
         total += digit
     return body + str((10 - total % 10) % 10)
+
+
+def _free_card_number(session: Session, prefix: str) -> str:
+    """A random card number that no requisite in use holds: a number has one trader."""
+    while True:
+        number = luhn_card_number(prefix)
+        if number_holder(session, number) is None:
+            return number
 
 
 def demo_world_exists(session: Session) -> bool:
@@ -370,7 +379,7 @@ def _create_trader(
     session.flush()
     lower, upper, total, window, day_max, concurrent = REQUISITE_LIMITS[spec.fiat]
     for bank in spec.banks:
-        number = luhn_card_number(BIN_PREFIXES[bank])
+        number = _free_card_number(session, BIN_PREFIXES[bank])
         requisite = ReqTrader(
             trader_id=trader.id,
             owner_id=owner.id,

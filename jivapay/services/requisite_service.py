@@ -1,5 +1,5 @@
-"""Traders' requisites: registration (validated, encrypted, unique per trader), listing with live
-usage, settings changes, the moderation status machine and the audited reveal of a full number.
+"""Traders' requisites: registration (validated, encrypted, one trader per number), listing with
+live usage, settings changes, the moderation status machine and the audited reveal of a full number.
 
 Moderation (staff; a trader may only archive):
 
@@ -27,7 +27,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import DateTime, exists, func, literal, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from stdnum import luhn
 
@@ -46,6 +45,7 @@ from jivapay.database.models import (
     Trader,
 )
 from jivapay.database.types import fingerprint, last4, mask_number
+from jivapay.database.utils import integrity_errors_as_domain_errors
 from jivapay.enums import OrderType, RequisiteStatus
 from jivapay.schemas.requisites import (
     RequisiteCreate,
@@ -81,6 +81,12 @@ TRANSITIONS: dict[RequisiteStatus, frozenset[RequisiteStatus]] = {
 CARD_METHOD = "card"
 CARD_LENGTH = range(13, 20)
 ACCOUNT_LENGTH = range(10, 31)
+
+NUMBER_TAKEN = "this number is already registered as a requisite"
+_YOURS = "you already have a requisite with this number"
+# The unique index of numbers in use (migration 0013), and the per-trader one it replaced, which a
+# database not yet migrated still has.
+_NUMBER_INDEXES = ("uq_req_traders_number", "uq_req_traders_trader_number")
 
 # Settings that may be cleared with an explicit `null` in an update.
 _NULLABLE_SETTINGS = frozenset(
@@ -321,6 +327,33 @@ def _check_limits(values: dict[str, Any]) -> None:
         )
 
 
+def number_holder(session: Session, number: str) -> int | None:
+    """The trader holding `number` in a requisite not archived, if any (there is at most one)."""
+    holder: int | None = session.scalar(
+        select(ReqTrader.trader_id)
+        .where(
+            ReqTrader.req_number_hash == fingerprint(number),
+            ReqTrader.status != S.ARCHIVED.value,
+        )
+        .limit(1)
+    )
+    return holder
+
+
+def ensure_number_free(session: Session, number: str, *, trader_id: int) -> None:
+    """Refuse (`DuplicateObject`) a number held by a requisite not archived, whoever holds it.
+
+    One card or account belongs to one trader: a second holder would double its limits and be
+    handed payers who pay the first. The message never says who the other holder is.
+    """
+    holder = number_holder(session, number)
+    if holder is None:
+        return
+    if holder == trader_id:
+        raise DuplicateObject(_YOURS)
+    raise DuplicateObject(NUMBER_TAKEN)
+
+
 def create_requisite(
     session: Session, *, principal: Principal, data: RequisiteCreate, actor: Actor
 ) -> RequisiteRead:
@@ -366,17 +399,7 @@ def create_requisite(
         assert data.holder is not None
         owner = OwnerOfRequisites(trader_id=trader.id, **data.holder.model_dump())
         session.add(owner)
-    duplicate = session.scalar(
-        select(
-            exists().where(
-                ReqTrader.trader_id == trader.id,
-                ReqTrader.req_number_hash == fingerprint(number),
-                ReqTrader.status != S.ARCHIVED.value,
-            )
-        )
-    )
-    if duplicate:
-        raise DuplicateObject("you already have a requisite with this number")
+    ensure_number_free(session, number, trader_id=trader.id)
     req = ReqTrader(
         trader_id=trader.id,
         fiat_currency_id=fiat.id,
@@ -388,13 +411,13 @@ def create_requisite(
         distribution_weight=trader.trafic_priority,
     )
     req.owner = owner
-    try:
-        # A savepoint: a parallel registration of the same number loses at the unique index.
-        with session.begin_nested():
-            session.add(req)
-            session.flush()
-    except IntegrityError as exc:
-        raise DuplicateObject("you already have a requisite with this number") from exc
+    # A savepoint: a parallel registration of the same number, by any trader, loses at the
+    # unique index with the same 409.
+    with integrity_errors_as_domain_errors(
+        session, {name: DuplicateObject(NUMBER_TAKEN) for name in _NUMBER_INDEXES}
+    ):
+        session.add(req)
+        session.flush()
     session.add(FullRequisitesSettings(requisite_id=req.id, **settings))
     log_event(
         session,

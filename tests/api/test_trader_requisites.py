@@ -1,4 +1,4 @@
-"""Trader requisites over HTTP: registration (validated, encrypted, masked, unique per trader),
+"""Trader requisites over HTTP: registration (validated, encrypted, masked, one trader per number),
 own-only access, settings, archive, live usage next to the limits, and bad input writing nothing."""
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from jivapay.database.models import (
     PaymentMethod,
     ReqTrader,
     Trader,
+    User,
 )
 from jivapay.database.types import fingerprint
 from jivapay.enums import RequisiteStatus, Role
@@ -44,6 +45,7 @@ from tests.services.test_trader_day import NEW_YORK, NEW_YORK_MIDNIGHTS
 D = Decimal
 CARD = "4111111111111111"  # passes Luhn
 OTHER_CARD = "5555555555554444"
+THIRD_CARD = "4012888888881881"
 
 
 @pytest.fixture
@@ -231,7 +233,9 @@ def test_method_not_offered_foreign_owner_and_duplicate(client, db, world) -> No
     )
     is_problem(r, 422, "method_not_available")
 
-    theirs = client.post("/trader/requisites", headers=auth(other), json=body(ref)).json()
+    theirs = client.post(
+        "/trader/requisites", headers=auth(other), json=body(ref, number=THIRD_CARD)
+    ).json()
     before = counts(db)
     r = client.post(
         "/trader/requisites",
@@ -241,12 +245,51 @@ def test_method_not_offered_foreign_owner_and_duplicate(client, db, world) -> No
     is_problem(r, 404, "not_found")
     assert counts(db) == before
 
-    # The other trader holds the same card: that is not my duplicate.
     assert client.post("/trader/requisites", headers=auth(mine), json=body(ref)).status_code == 201
     before = counts(db)
     r = client.post("/trader/requisites", headers=auth(mine), json=body(ref))
     is_problem(r, 409, "duplicate")
     assert CARD not in r.text and counts(db) == before
+
+
+def test_a_number_another_trader_holds_is_refused_without_naming_them(client, db, world) -> None:  # type: ignore[no-untyped-def]
+    """One card, one trader: two holders would double its limits and take each other's payers."""
+    ref, _, mine, other = world
+    theirs = client.post("/trader/requisites", headers=auth(other), json=body(ref)).json()
+    holder_email = db.get(User, other.user_id).email
+    before = counts(db)
+    for number in (CARD, CARD):  # a repeat is refused the same way
+        r = client.post(
+            "/trader/requisites",
+            headers=auth(mine),
+            json=body(ref, number=number, holder={"first_name": "Boris", "last_name": "Orlov"}),
+        )
+        is_problem(r, 409, "duplicate")
+        assert r.json()["detail"] == "this number is already registered as a requisite"
+        # Nothing but the problem itself: no holder, trader, requisite or number.
+        assert set(r.json()) <= {
+            "type",
+            "title",
+            "status",
+            "detail",
+            "instance",
+            "code",
+            "request_id",
+        }
+        assert all(s not in r.text for s in (CARD, CARD[-4:], holder_email, "Ivanova"))
+    # Not even the new holder's row is left behind.
+    assert counts(db) == before
+    assert client.get("/trader/requisites", headers=auth(mine)).json()["total"] == 0
+
+    # Archiving frees the number for anyone.
+    r = client.post(f"/trader/requisites/{theirs['id']}/archive", headers=auth(other))
+    assert r.json()["status"] == "archived"
+    r = client.post("/trader/requisites", headers=auth(mine), json=body(ref))
+    assert r.status_code == 201 and r.json()["trader_id"] == mine.id
+    # And now the first trader is the one refused.
+    is_problem(
+        client.post("/trader/requisites", headers=auth(other), json=body(ref)), 409, "duplicate"
+    )
 
 
 def test_own_requisites_only_and_filters(client, db, world) -> None:  # type: ignore[no-untyped-def]
@@ -257,7 +300,9 @@ def test_own_requisites_only_and_filters(client, db, world) -> None:  # type: ig
         headers=auth(mine),
         json=body(ref, number=OTHER_CARD, pay_in=False, pay_out=True),
     )
-    theirs = client.post("/trader/requisites", headers=auth(other), json=body(ref)).json()
+    theirs = client.post(
+        "/trader/requisites", headers=auth(other), json=body(ref, number=THIRD_CARD)
+    ).json()
 
     page = client.get("/trader/requisites", headers=auth(mine)).json()
     assert page["total"] == 2 and page["limit"] == 50 and page["offset"] == 0
@@ -375,8 +420,13 @@ def test_usage_shows_the_engine_counters(client, db, world) -> None:  # type: ig
     assert process_incoming_order(make_incoming(db, store, ref).id).order_id is None
 
 
-def test_parallel_registrations_of_one_number_leave_one(committed_db) -> None:  # type: ignore[no-untyped-def]
-    """Two sessions register the same card at once: the unique index lets exactly one win."""
+@pytest.mark.parametrize("traders", [1, 2], ids=["one-trader", "two-traders"])
+def test_parallel_registrations_of_one_number_leave_one(  # type: ignore[no-untyped-def]
+    committed_db, monkeypatch, traders: int
+) -> None:
+    """Two sessions register the same card at once, for one trader or for two: both pass the
+    check before either writes, and the unique index lets exactly one win; the other gets the
+    409 of a duplicate, not a database error."""
     import threading
 
     from jivapay.schemas.requisites import RequisiteCreate
@@ -387,37 +437,50 @@ def test_parallel_registrations_of_one_number_leave_one(committed_db) -> None:  
     with committed_db() as session:
         ref = make_reference(session)
         offer(session, ref, card_method(session))
-        trader = make_trader(session, ref, deposit=None)
+        people = [make_trader(session, ref, deposit=None) for _ in range(traders)]
         session.commit()
-        principal = Principal(
-            user_id=trader.user_id, role=Role.TRADER, email="t@x", profile_id=trader.id
-        )
+        principals = [
+            Principal(user_id=t.user_id, role=Role.TRADER, email="t@x", profile_id=t.id)
+            for t in people
+        ]
         data = RequisiteCreate.model_validate(body(ref))
 
-    barrier = threading.Barrier(2)
+    checked = threading.Barrier(2, timeout=20)
+    real_check = rs.ensure_number_free
+
+    def check_then_wait(*args: Any, **kwargs: Any) -> None:
+        real_check(*args, **kwargs)
+        checked.wait()  # both saw the number free: only the index can stop the second
+
+    monkeypatch.setattr(rs, "ensure_number_free", check_then_wait)
     outcomes: list[str] = []
 
-    def register() -> None:
+    def register(principal: Principal) -> None:
         with committed_db() as session:
-            barrier.wait()
             try:
                 rs.create_requisite(
-                    session, principal=principal, data=data, actor=rs.Actor(trader.user_id)
+                    session, principal=principal, data=data, actor=rs.Actor(principal.user_id)
                 )
                 session.commit()
                 outcomes.append("created")
-            except DuplicateObject:
+            except DuplicateObject as exc:
                 session.rollback()
-                outcomes.append("duplicate")
+                outcomes.append(f"duplicate: {exc.message}")
 
-    threads = [threading.Thread(target=register) for _ in range(2)]
+    threads = [threading.Thread(target=register, args=(principals[i % traders],)) for i in (0, 1)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(30)
-    assert sorted(outcomes) == ["created", "duplicate"]
+    assert sorted(outcomes) == [
+        "created",
+        "duplicate: this number is already registered as a requisite",
+    ]
     with committed_db() as session:
-        assert session.scalar(select(func.count()).where(ReqTrader.trader_id == trader.id)) == 1
+        held = session.scalars(
+            select(ReqTrader.trader_id).where(ReqTrader.req_number_hash == fingerprint(CARD))
+        ).all()
+        assert len(held) == 1 and held[0] in {t.id for t in people}
 
 
 def test_openapi_lists_the_real_errors(client) -> None:  # type: ignore[no-untyped-def]

@@ -11,6 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
 
 from jivapay.database.migrate import downgrade, upgrade
 from jivapay.database.models import Base
@@ -233,3 +234,115 @@ def test_no_migration_breaks_the_previous_release_unless_its_contract_says_why(
                 problems.append(f"{script.revision}: contract entry {change!r} needs a reason")
         before = after
     assert problems == []
+
+
+# --------------------------------------------------------------------------- one number, one trader
+
+_NUMBER_REVISION = "0013_requisite_number_unique"
+_REQUISITE = """
+INSERT INTO req_traders (id, trader_id, owner_id, fiat_currency_id, payment_method_id, bank_id,
+    req_number, req_last4, req_number_hash, status)
+VALUES (:id, :trader, 1, 1, 1, 1, 'ciphertext', '1234', :hash, :status)
+"""
+
+
+def _number_migration():  # type: ignore[no-untyped-def]
+    from alembic.script import ScriptDirectory
+
+    from jivapay.database.migrate import alembic_config
+
+    script = ScriptDirectory.from_config(alembic_config()).get_revision(_NUMBER_REVISION)
+    assert script is not None
+    return script.module
+
+
+def _req_indexes(url: str) -> dict[str, bool]:
+    """The unique number indexes of `req_traders`, each with whether it is valid."""
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT c.relname, i.indisvalid FROM pg_index i "
+                    "JOIN pg_class c ON c.oid = i.indexrelid "
+                    "WHERE i.indrelid = 'req_traders'::regclass AND c.relname LIKE 'uq_%'"
+                )
+            ).all()
+            return {name: valid for name, valid in rows}
+    finally:
+        engine.dispose()
+
+
+def test_the_number_migration_stops_on_shared_numbers_and_says_how_to_resolve(
+    empty_database_url: str,
+) -> None:
+    """Requisites that share a number (possible under the per-trader index) stop the upgrade
+    before anything changes, with the count, the ids and what to do; once all but one of each are
+    archived it goes through, and downgrading brings the per-trader index back."""
+    migration = _number_migration()
+    upgrade("0012_token_version", url=empty_database_url)
+    engine = create_engine(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            # Requisites without their trader and reference rows: foreign keys are triggers.
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            for id_, trader, hash_, status in [
+                (1, 1, "h1", "approved"),
+                (2, 2, "h1", "pending_review"),  # trader 2 holds trader 1's number
+                (3, 3, "h1", "archived"),  # archived: holds nothing
+                (4, 1, "h2", "approved"),
+                (5, 2, "h2", "blocked"),  # blocked still holds it
+                (6, 3, "h3", "approved"),
+            ]:
+                conn.execute(
+                    text(_REQUISITE), {"id": id_, "trader": trader, "hash": hash_, "status": status}
+                )
+        with engine.connect() as conn:
+            assert migration.shared_numbers(conn) == [[1, 2], [4, 5]]
+            with pytest.raises(migration.SharedRequisiteNumbers):
+                migration.check_no_shared_numbers(conn)
+
+        # (Alembic loads its own copy of the module: the class is matched by name.)
+        with pytest.raises(RuntimeError) as refused:
+            upgrade("head", url=empty_database_url)
+        assert type(refused.value).__name__ == "SharedRequisiteNumbers"
+        message = str(refused.value)
+        assert message.startswith("2 requisite number(s) are held by more than one requisite")
+        assert "Requisite ids sharing a number: 1, 2; 4, 5." in message
+        assert "Archive all but one requisite of each number" in message
+        # Nothing changed: still at 0012, still with the per-trader index only.
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == (
+                "0012_token_version"
+            )
+        assert _req_indexes(empty_database_url) == {"uq_req_traders_trader_number": True}
+
+        # A build that failed half way (here by hand, as a shared number written while it ran
+        # would) leaves an invalid index; the next upgrade must replace it, not keep it.
+        with (
+            engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn,
+            pytest.raises(IntegrityError, match="uq_req_traders_number"),
+        ):
+            conn.execute(
+                text(
+                    "CREATE UNIQUE INDEX CONCURRENTLY uq_req_traders_number "
+                    "ON req_traders (req_number_hash) WHERE status <> 'archived'"
+                )
+            )
+        assert _req_indexes(empty_database_url)["uq_req_traders_number"] is False
+
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE req_traders SET status = 'archived' WHERE id IN (2, 5)"))
+        upgrade("head", url=empty_database_url)
+        assert _req_indexes(empty_database_url) == {"uq_req_traders_number": True}
+        with engine.begin() as conn:
+            conn.execute(text("SET LOCAL session_replication_role = replica"))
+            with pytest.raises(IntegrityError, match="uq_req_traders_number"):
+                conn.execute(
+                    text(_REQUISITE), {"id": 7, "trader": 4, "hash": "h3", "status": "blocked"}
+                )
+
+        downgrade("0012_token_version", url=empty_database_url)
+        assert _req_indexes(empty_database_url) == {"uq_req_traders_trader_number": True}
+    finally:
+        engine.dispose()

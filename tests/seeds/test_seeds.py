@@ -312,3 +312,25 @@ def test_no_demo_means_no_credentials_file(db: Session, tmp_path: Path) -> None:
     write_credentials(report, tmp_path / "creds.json")
     assert not (tmp_path / "creds.json").exists()
     assert db.scalar(select(func.count()).select_from(MerchantStore)) == 0
+
+
+def test_demo_requisites_skip_a_number_another_trader_holds(
+    db: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A drawn card number already in use is drawn again: a number has one trader."""
+    from jivapay.database.types import fingerprint
+    from jivapay.seeds import demo
+    from tests.factories import make_reference, make_requisite, make_trader
+
+    ref = make_reference(db)
+    held = make_requisite(db, make_trader(db, ref, deposit=None), ref)
+    real = demo.luhn_card_number
+    first = iter([held.req_number])
+    monkeypatch.setattr(demo, "luhn_card_number", lambda prefix: next(first, None) or real(prefix))
+    run_seed(db, demo=True)
+
+    assert db.scalar(select(func.count()).select_from(ReqTrader)) == 13
+    holders = db.scalars(
+        select(ReqTrader.trader_id).where(ReqTrader.req_number_hash == fingerprint(held.req_number))
+    ).all()
+    assert holders == [held.trader_id]

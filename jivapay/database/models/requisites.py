@@ -64,11 +64,11 @@ class ReqTrader(Base):
             "id",
             postgresql_where=text("status = 'approved' AND NOT is_excluded_from_distribution"),
         ),
-        # One trader cannot register the same number twice while it is in use; an archived
-        # requisite (terminal) frees its number to be added again.
+        # One card or account, one trader: a number in use (not archived) belongs to one
+        # requisite of one trader, or two traders would double its limits and take each other's
+        # payers. An archived requisite (terminal) frees its number to be added again.
         Index(
-            "uq_req_traders_trader_number",
-            "trader_id",
+            "uq_req_traders_number",
             "req_number_hash",
             unique=True,
             postgresql_where=text("status <> 'archived'"),
