@@ -63,7 +63,9 @@ PageParams = Annotated[Pagination, Depends(pagination)]
 
 
 def client_ip(request: Request) -> str | None:
-    """The caller's address as the server saw it (recorded in audit rows)."""
+    """The caller's address, recorded in every audit row a request writes (routers take it from
+    here, `ClientIp`, and nowhere else). uvicorn rewrites it from `X-Forwarded-For` only when the
+    peer is one of `TRUSTED_PROXIES` (`servers/serving.py`); otherwise it is the peer itself."""
     return request.client.host if request.client else None
 
 

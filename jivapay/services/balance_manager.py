@@ -90,6 +90,7 @@ def deposit_trader_balance(
     amount: Decimal,
     actor_user_id: int | None,
     reason: str,
+    ip_address: str | None = None,
 ) -> BalanceChange:
     """Add `amount` to a trader's crypto deposit."""
     return _change(
@@ -101,6 +102,7 @@ def deposit_trader_balance(
         operation=BalanceOperation.DEPOSIT,
         actor_user_id=actor_user_id,
         reason=reason,
+        ip_address=ip_address,
     )
 
 
@@ -112,6 +114,7 @@ def withdraw_trader_balance(
     amount: Decimal,
     actor_user_id: int | None,
     reason: str,
+    ip_address: str | None = None,
 ) -> BalanceChange:
     """Take `amount` from a trader's available crypto deposit."""
     return _change(
@@ -123,6 +126,7 @@ def withdraw_trader_balance(
         operation=BalanceOperation.WITHDRAWAL,
         actor_user_id=actor_user_id,
         reason=reason,
+        ip_address=ip_address,
     )
 
 
@@ -134,6 +138,7 @@ def deposit_store_balance(
     amount: Decimal,
     actor_user_id: int | None,
     reason: str,
+    ip_address: str | None = None,
 ) -> BalanceChange:
     """Add `amount` to a store's crypto balance."""
     return _change(
@@ -145,6 +150,7 @@ def deposit_store_balance(
         operation=BalanceOperation.DEPOSIT,
         actor_user_id=actor_user_id,
         reason=reason,
+        ip_address=ip_address,
     )
 
 
@@ -156,6 +162,7 @@ def withdraw_store_balance(
     amount: Decimal,
     actor_user_id: int | None,
     reason: str,
+    ip_address: str | None = None,
 ) -> BalanceChange:
     """Take `amount` from a store's available crypto balance."""
     return _change(
@@ -167,6 +174,7 @@ def withdraw_store_balance(
         operation=BalanceOperation.WITHDRAWAL,
         actor_user_id=actor_user_id,
         reason=reason,
+        ip_address=ip_address,
     )
 
 
@@ -179,6 +187,7 @@ def adjust_balance(
     amount: Decimal,
     actor_user_id: int | None,
     reason: str,
+    ip_address: str | None = None,
 ) -> BalanceChange:
     """Apply a signed manual correction; `account_id` is ignored for the platform account."""
     if account not in ("store", "trader", "platform"):
@@ -197,6 +206,7 @@ def adjust_balance(
         operation=BalanceOperation.ADJUSTMENT,
         actor_user_id=actor_user_id,
         reason=reason,
+        ip_address=ip_address,
     )
 
 
@@ -266,6 +276,7 @@ def _change(
     operation: BalanceOperation,
     actor_user_id: int | None,
     reason: str,
+    ip_address: str | None = None,
 ) -> BalanceChange:
     reason = _valid_reason(reason)
     _check_references(
@@ -342,6 +353,7 @@ def _change(
             "history_id": history.id,
             "reason": reason,
         },
+        ip_address=ip_address,
     )
     return BalanceChange(
         balance_id=row.id,

@@ -343,9 +343,15 @@ def stage_upload(
 
 
 def record_upload(
-    session: Session, *, order: OrderHistory, staged: StagedUpload, uploaded_by_user_id: int | None
+    session: Session,
+    *,
+    order: OrderHistory,
+    staged: StagedUpload,
+    uploaded_by_user_id: int | None,
+    ip_address: str | None = None,
 ) -> UploadedDocument:
-    """Write the `uploaded_documents` row of a staged file (flushes)."""
+    """Write the `uploaded_documents` row of a staged file (flushes); `ip_address`: the
+    uploading client's, for the audit row."""
     row = UploadedDocument(
         order_id=order.id,
         uploaded_by_user_id=uploaded_by_user_id,
@@ -371,6 +377,7 @@ def record_upload(
             "sha256": staged.sha256,
             "filename": (staged.filename or "")[:200] or None,
         },
+        ip_address=ip_address,
     )
     return row
 
@@ -439,7 +446,13 @@ def transition_with_documents(
             discard_upload(session, staged=item)
         return result
     for item in staged:
-        record_upload(session, order=order, staged=item, uploaded_by_user_id=actor.user_id)
+        record_upload(
+            session,
+            order=order,
+            staged=item,
+            uploaded_by_user_id=actor.user_id,
+            ip_address=actor.ip_address,
+        )
     return result
 
 
@@ -466,15 +479,16 @@ def payer_confirm_with_receipt(
     receipt: FileUpload | None,
     required: bool,
     dispute_reason: str | None = None,
+    ip_address: str | None = None,
 ) -> osm.TransitionResult:
     """The payer's PayIn confirmation with the receipt the store may require; with a
     `dispute_reason` (a fraud rule stopped it), a dispute instead, the receipt checked and kept
-    all the same as its evidence."""
+    all the same as its evidence. `ip_address`: the payer's, as the request came."""
     return transition_with_documents(
         session,
         public_id=public_id,
         event=osm.OrderEvent.PAYER_CONFIRM if dispute_reason is None else osm.OrderEvent.DISPUTE,
-        actor=osm.PAYER,
+        actor=osm.Actor(osm.ActorKind.PAYER, ip_address=ip_address),
         kind=DocumentKind.CLIENT_RECEIPT,
         uploads=[receipt] if receipt else [],
         required=required,

@@ -506,8 +506,10 @@ def record_decision(
     public_id: str,
     decision: FraudDecision,
     stage: str = "intake",
+    ip_address: str | None = None,
 ) -> None:
-    """Audit a non-ALLOW decision (flushes); a REVIEW also alerts once the caller commits."""
+    """Audit a non-ALLOW decision (flushes); a REVIEW also alerts once the caller commits.
+    `ip_address`: the client's when a request is screened (the payer's confirmation)."""
     if decision.outcome == FraudOutcome.ALLOW:
         return
     fired = FRAUD_DECISIONS_TOTAL.labels(decision.rule or "unknown", decision.outcome.value, stage)
@@ -523,6 +525,7 @@ def record_decision(
             "stage": stage,
             **decision.details,
         },
+        ip_address=ip_address,
         level=AuditLevel.WARNING,
     )
     if decision.outcome == FraudOutcome.REVIEW:
@@ -534,7 +537,9 @@ def record_decision(
         call_after_commit(session, _alert, label="fraud_review_alert")
 
 
-def screen_payer_confirmation(session: Session, *, public_id: str) -> FraudDecision | None:
+def screen_payer_confirmation(
+    session: Session, *, public_id: str, ip_address: str | None = None
+) -> FraudDecision | None:
     """Run the confirmation check on a pending PayIn and record a non-ALLOW decision.
 
     Returns that decision (the caller opens the dispute instead of marking the order paid), or
@@ -546,5 +551,11 @@ def screen_payer_confirmation(session: Session, *, public_id: str) -> FraudDecis
     decision = check_order_confirmation(session, order=order)
     if decision.outcome == FraudOutcome.ALLOW:
         return None
-    record_decision(session, public_id=public_id, decision=decision, stage="confirmation")
+    record_decision(
+        session,
+        public_id=public_id,
+        decision=decision,
+        stage="confirmation",
+        ip_address=ip_address,
+    )
     return decision

@@ -97,6 +97,7 @@ def add_entry(
     list_type: FraudListType | str,
     reason: str | None,
     actor_user_id: int | None,
+    ip_address: str | None = None,
 ) -> FraudListEntry:
     """Add a block or allow entry (a duplicate is `DuplicateObject`). Audited."""
     kind, list_type = FraudListKind(kind), FraudListType(list_type)
@@ -120,12 +121,18 @@ def add_entry(
         target_entity="fraud_list",
         target_id=row.id,
         details={"kind": kind.value, "list": list_type.value, "value": row.value, "why": reason},
+        ip_address=ip_address,
     )
     return _view(row)
 
 
 def remove_entry(
-    session: Session, *, entry_id: int, actor_user_id: int | None, reason: str | None = None
+    session: Session,
+    *,
+    entry_id: int,
+    actor_user_id: int | None,
+    reason: str | None = None,
+    ip_address: str | None = None,
 ) -> FraudListEntry:
     """Delete an entry by id (`NotFound` when missing). Audited with the removed value."""
     row = session.get(FraudList, entry_id, with_for_update=True)
@@ -146,6 +153,7 @@ def remove_entry(
             "value": view.value,
             "why": reason,
         },
+        ip_address=ip_address,
     )
     return view
 

@@ -467,7 +467,11 @@ def _intake_values(
 
 
 def _insert_incoming(
-    session: Session, values: dict[str, Any], priced: _Priced, result: IntakeResult
+    session: Session,
+    values: dict[str, Any],
+    priced: _Priced,
+    result: IntakeResult,
+    ip_address: str | None,
 ) -> int:
     """Insert the intake row with its audit row, and with the `Idempotency-Key`'s row when the
     request has one (`result` is its answer); the new row's id. A merchant order id the store
@@ -484,6 +488,7 @@ def _insert_incoming(
             "amount_crypto": priced.amount_crypto,
             "exchange_rate": priced.rate,
         },
+        ip_address=ip_address,
     )
     duplicate = DuplicateObject(
         f"merchant_order_id {values['merchant_order_id']!r} was already used by this store",
@@ -538,6 +543,7 @@ def _intake(
     order_type: OrderType,
     data: PayInCreate | PayOutCreate,
     now: datetime | None,
+    ip_address: str | None,
 ) -> IntakeResult:
     # Every check runs before the first write, so a refusal leaves nothing behind.
     now = now or utcnow()
@@ -560,7 +566,7 @@ def _intake(
         now=now,
     )
     result = _intake_result(session, values, order_type, priced)
-    incoming_id = _insert_incoming(session, values, priced, result)
+    incoming_id = _insert_incoming(session, values, priced, result, ip_address)
     if priced.store_hold > 0:
         # After the insert: the balance history row references the order.
         balance_manager.freeze_store_hold(
@@ -579,9 +585,18 @@ def create_payin(
     store: StorePrincipal | int,
     data: PayInCreate,
     now: datetime | None = None,
+    ip_address: str | None = None,
 ) -> IntakeResult:
-    """Validate and record a PayIn at intake, announced to the workers on commit."""
-    return _intake(session, store=store, order_type=OrderType.PAYIN, data=data, now=now)
+    """Validate and record a PayIn at intake, announced to the workers on commit
+    (`ip_address`: the store's client address, for the audit row)."""
+    return _intake(
+        session,
+        store=store,
+        order_type=OrderType.PAYIN,
+        data=data,
+        now=now,
+        ip_address=ip_address,
+    )
 
 
 def create_payout(
@@ -590,9 +605,18 @@ def create_payout(
     store: StorePrincipal | int,
     data: PayOutCreate,
     now: datetime | None = None,
+    ip_address: str | None = None,
 ) -> IntakeResult:
-    """Validate and record a PayOut at intake, freezing `C + C*s` on the store's balance."""
-    return _intake(session, store=store, order_type=OrderType.PAYOUT, data=data, now=now)
+    """Validate and record a PayOut at intake, freezing `C + C*s` on the store's balance
+    (`ip_address`: the store's client address, for the audit row)."""
+    return _intake(
+        session,
+        store=store,
+        order_type=OrderType.PAYOUT,
+        data=data,
+        now=now,
+        ip_address=ip_address,
+    )
 
 
 # --------------------------------------------------------------------------- status
@@ -716,9 +740,9 @@ def get_order_status(
 # --------------------------------------------------------------------------- actions
 
 
-def _merchant(store_id: int, user_id: int | None = None) -> Actor:
+def _merchant(store_id: int, user_id: int | None = None, ip_address: str | None = None) -> Actor:
     # `user_id`: the merchant's login when it acts through the merchant API (for the audit row).
-    return Actor(kind=ActorKind.MERCHANT, store_id=store_id, user_id=user_id)
+    return Actor(kind=ActorKind.MERCHANT, store_id=store_id, user_id=user_id, ip_address=ip_address)
 
 
 def _lock_incoming(session: Session, incoming_id: int) -> IncomingOrder:
@@ -741,8 +765,10 @@ def cancel_by_store(
     reason: str | None = None,
     now: datetime | None = None,
     user_id: int | None = None,
+    ip_address: str | None = None,
 ) -> OrderStatusRead:
-    """The store cancels its order: at intake it fails it (hold released), else state machine."""
+    """The store cancels its order: at intake it fails it (hold released), else state machine.
+    `ip_address`: the requesting client's, recorded in the audit row."""
     incoming = _find_incoming(session, store_id=store_id, public_id=public_id)
     if incoming.status != IncomingOrderStatus.ASSIGNED:
         incoming = _lock_incoming(session, incoming.id)
@@ -750,7 +776,12 @@ def cancel_by_store(
         if status in _AT_INTAKE:
             text = f"{CANCELED_BY_STORE}: {reason}" if reason else CANCELED_BY_STORE
             fail_incoming(
-                session, incoming=incoming, reason=text, now=now or utcnow(), previous=status.value
+                session,
+                incoming=incoming,
+                reason=text,
+                now=now or utcnow(),
+                previous=status.value,
+                ip_address=ip_address,
             )
             session.flush()
             return _status_view(session, incoming)
@@ -764,7 +795,7 @@ def cancel_by_store(
     order_status_manager.cancel_order(
         session,
         public_id=public_id,
-        actor=_merchant(store_id, user_id),
+        actor=_merchant(store_id, user_id, ip_address),
         reason=reason or CANCELED_BY_STORE,
     )
     return _status_view(session, incoming)
@@ -778,8 +809,10 @@ def dispute_by_store(
     reason: str | None = None,
     evidence: Sequence[FileUpload] = (),
     user_id: int | None = None,
+    ip_address: str | None = None,
 ) -> OrderStatusRead:
-    """The store opens a dispute on its pending or paid order, with optional evidence files."""
+    """The store opens a dispute on its pending or paid order, with optional evidence files;
+    `ip_address`: the requesting client's, recorded in the audit rows."""
     incoming = _find_incoming(session, store_id=store_id, public_id=public_id)
     if incoming.status != IncomingOrderStatus.ASSIGNED:
         raise InvalidStatusTransition(
@@ -789,7 +822,7 @@ def dispute_by_store(
     document_service.dispute_with_evidence(
         session,
         public_id=public_id,
-        actor=_merchant(store_id, user_id),
+        actor=_merchant(store_id, user_id, ip_address),
         reason=reason,
         evidence=evidence,
     )
@@ -797,9 +830,14 @@ def dispute_by_store(
 
 
 def confirm_by_payer(
-    session: Session, *, public_id: str, receipt: FileUpload | None = None
+    session: Session,
+    *,
+    public_id: str,
+    receipt: FileUpload | None = None,
+    ip_address: str | None = None,
 ) -> PayerConfirmRead:
-    """The payer says the PayIn is paid, with the receipt the store may require."""
+    """The payer says the PayIn is paid, with the receipt the store may require; `ip_address`:
+    the payer's, recorded in the audit rows."""
     # Only a PayIn can be confirmed by its payer: any other id is 404 before anything runs.
     order = session.scalars(
         select(OrderHistory).where(
@@ -825,13 +863,16 @@ def confirm_by_payer(
         order, event=order_status_manager.OrderEvent.PAYER_CONFIRM, actor=order_status_manager.PAYER
     )
     store = session.get(MerchantStore, order.store_id)
-    decision = fraud_detector.screen_payer_confirmation(session, public_id=public_id)
+    decision = fraud_detector.screen_payer_confirmation(
+        session, public_id=public_id, ip_address=ip_address
+    )
     result = document_service.payer_confirm_with_receipt(
         session,
         public_id=public_id,
         receipt=receipt,
         required=bool(store and store.require_payer_receipt),
         dispute_reason=f"fraud check: {decision.rule}" if decision is not None else None,
+        ip_address=ip_address,
     )
     return PayerConfirmRead(order_id=result.public_id, status=result.status)
 

@@ -84,6 +84,7 @@ def release_for_processing(
         target_entity="order",
         target_id=incoming.public_id,
         details={"actor": actor.kind.value, "from": "manual_review", "to": "new"},
+        ip_address=actor.ip_address,
         level=AuditLevel.WARNING,
     )
     session.flush()
@@ -109,6 +110,7 @@ def reject(
         reason=text[:1000],
         now=now or utcnow(),
         previous=IncomingOrderStatus.MANUAL_REVIEW.value,
+        ip_address=actor.ip_address,
     )
     log_event(
         session,
@@ -117,6 +119,7 @@ def reject(
         target_entity="order",
         target_id=incoming.public_id,
         details={"actor": actor.kind.value, "reason": reason},
+        ip_address=actor.ip_address,
         level=AuditLevel.WARNING,
     )
     session.flush()

@@ -139,6 +139,7 @@ def status_change(
     reason: str | None = None,
     level: AuditLevel = AuditLevel.INFO,
     sequence: int | None = None,
+    ip_address: str | None = None,
 ) -> StatusChange:
     """The callback delivery row and the audit row of one status change, as parameters of
     `delivery_insert`: `write_status_change` writes them, or the assignment in its own statement
@@ -146,6 +147,8 @@ def status_change(
 
     `sequence`: this change's number when the caller already counted the order's callback rows
     under its row lock (the assignment's claim does, in the same round trip); counted here if not.
+    `ip_address`: the client's address when an HTTP request asked for the change (None for the
+    workers' own changes).
     """
     at = utcnow()
     store = session.get(MerchantStore, incoming.store_id)
@@ -178,6 +181,7 @@ def status_change(
         target_entity="order",
         target_id=incoming.public_id,
         details={"from": previous, "to": status, "actor": actor_kind, "reason": reason},
+        ip_address=ip_address,
         level=level,
     )
     delivery = {

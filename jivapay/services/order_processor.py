@@ -531,9 +531,17 @@ def record_failure(
 
 
 def fail_incoming(
-    session: Session, *, incoming: IncomingOrder, reason: str, now: datetime, previous: str
+    session: Session,
+    *,
+    incoming: IncomingOrder,
+    reason: str,
+    now: datetime,
+    previous: str,
+    ip_address: str | None = None,
 ) -> None:
-    """Close an intake order as `failed`: release a PayOut's store hold, notify (flushes)."""
+    """Close an intake order as `failed`: release a PayOut's store hold, notify (flushes).
+    `ip_address`: the client's when an HTTP request closes it (a store's cancel, a reviewer's
+    reject), for the audit row."""
     incoming.status = IncomingOrderStatus.FAILED.value
     incoming.failure_reason = reason
     incoming.next_attempt_at = None
@@ -556,6 +564,7 @@ def fail_incoming(
             previous=previous,
             reason=reason,
             level=AuditLevel.WARNING,
+            ip_address=ip_address,
         ),
     )
 

@@ -45,7 +45,9 @@ from jivapay.utils.exceptions import InvalidStatusTransition, NotFound, Permissi
 
 @dataclass(frozen=True)
 class Actor:
-    """Who asks for a transition. Merchants act through a store key (`store_id`) or their login."""
+    """Who asks for a transition. Merchants act through a store key (`store_id`) or their login.
+    `ip_address`: the client's address when the actor asks over HTTP (its audit rows record it);
+    None for the scheduler."""
 
     kind: ActorKind
     user_id: int | None = None
@@ -53,6 +55,7 @@ class Actor:
     store_id: int | None = None
     trader_id: int | None = None
     permissions: tuple[str, ...] = ()
+    ip_address: str | None = None
 
 
 PAYER = Actor(ActorKind.PAYER)
@@ -282,6 +285,7 @@ def transition(
             actor_user_id=actor.user_id,
             actor_kind=actor.kind.value,
             reason=reason,
+            ip_address=actor.ip_address,
         ),
     )
     session.flush()

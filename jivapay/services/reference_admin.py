@@ -177,7 +177,7 @@ def create_row(
         # The availability helper audits it and invalidates the fiat's method list after commit.
         with integrity_errors_as_domain_errors(session):
             reference_data.set_bank_method_availability(
-                session, **values, actor_user_id=actor_user_id
+                session, **values, actor_user_id=actor_user_id, ip_address=ip_address
             )
         row = session.scalars(
             select(AvailableBankMethod).filter_by(**{k: values[k] for k in kind.natural_key})
@@ -206,6 +206,7 @@ def update_row(
     row_id: int,
     body: BaseModel,
     actor_user_id: int,
+    ip_address: str | None = None,
 ) -> ReferenceChanged:
     """Change a reference row's fields (codes never change). Audited; caches invalidated after commit."""
     requested = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
@@ -216,11 +217,19 @@ def update_row(
     with integrity_errors_as_domain_errors(session):
         if kind.model is Bank:
             reference_data.update_bank(
-                session, bank_id=row_id, actor_user_id=actor_user_id, **requested
+                session,
+                bank_id=row_id,
+                actor_user_id=actor_user_id,
+                ip_address=ip_address,
+                **requested,
             )
         elif kind.model is PaymentMethod:
             reference_data.update_payment_method(
-                session, payment_method_id=row_id, actor_user_id=actor_user_id, **requested
+                session,
+                payment_method_id=row_id,
+                actor_user_id=actor_user_id,
+                ip_address=ip_address,
+                **requested,
             )
         elif kind.model is AvailableBankMethod:
             if "is_active" in requested and requested["is_active"] != row.is_active:
@@ -231,10 +240,16 @@ def update_row(
                     payment_method_id=row.payment_method_id,
                     is_active=requested["is_active"],
                     actor_user_id=actor_user_id,
+                    ip_address=ip_address,
                 )
         else:
             reference_data.apply_reference_changes(
-                session, row, requested, entity=kind.entity, actor_user_id=actor_user_id
+                session,
+                row,
+                requested,
+                entity=kind.entity,
+                actor_user_id=actor_user_id,
+                ip_address=ip_address,
             )
     after = row_dict(row)
     return ReferenceChanged(item=after, changed=after != before)
@@ -281,6 +296,7 @@ def set_rate(
     sell: Any,
     median: Any,
     actor_user_id: int,
+    ip_address: str | None = None,
 ) -> ExchangeRateRead:
     """Set one pair's rate by currency codes (manual source). Audited; cache invalidated."""
     if median is not None and not min(buy, sell) <= median <= max(buy, sell):
@@ -293,6 +309,7 @@ def set_rate(
         sell=sell,
         median=median,
         actor_user_id=actor_user_id,
+        ip_address=ip_address,
     )
     return ExchangeRateRead(
         crypto=crypto.upper(),

@@ -462,6 +462,7 @@ def set_exchange_rate(
     source: RateSource = RateSource.MANUAL,
     actor_user_id: int | None = None,
     now: datetime | None = None,
+    ip_address: str | None = None,
 ) -> RateView:
     """Set a pair's rate (ids or codes); median defaults to the midpoint. Audited."""
     crypto_row = _resolve(session, CryptoCurrency, crypto, "crypto currency")
@@ -487,6 +488,7 @@ def set_exchange_rate(
         target_entity="exchange_rate",
         target_id=f"{crypto_row.code}/{fiat_row.code}",
         details={"old": asdict(old) if old else None, "new": asdict(new)},
+        ip_address=ip_address,
     )
     return new
 
@@ -504,6 +506,7 @@ def _apply_changes(
     *,
     entity: str,
     actor_user_id: int | None,
+    ip_address: str | None = None,
 ) -> None:
     """Set the given (non-None) fields that differ, flush, and audit what changed."""
     changes = {k: v for k, v in requested.items() if v is not None and getattr(row, k) != v}
@@ -518,6 +521,7 @@ def _apply_changes(
             target_entity=entity,
             target_id=row.id,
             details={"changes": changes},
+            ip_address=ip_address,
         )
 
 
@@ -528,12 +532,15 @@ def apply_reference_changes(
     *,
     entity: str,
     actor_user_id: int | None,
+    ip_address: str | None = None,
 ) -> bool:
     """Set the given (non-None) fields of any reference row that differ, audited; whether any did.
 
     The caller invalidates whatever cache keys the row feeds."""
     changed = any(v is not None and getattr(row, k) != v for k, v in requested.items())
-    _apply_changes(session, row, requested, entity=entity, actor_user_id=actor_user_id)
+    _apply_changes(
+        session, row, requested, entity=entity, actor_user_id=actor_user_id, ip_address=ip_address
+    )
     return changed
 
 
@@ -545,6 +552,7 @@ def update_bank(
     name: str | None = None,
     is_active: bool | None = None,
     country_id: int | None = None,
+    ip_address: str | None = None,
 ) -> BankView:
     """Change a bank's name, active flag or country. Audited; cache invalidated after commit."""
     row = session.get(Bank, bank_id, with_for_update=True)
@@ -556,6 +564,7 @@ def update_bank(
         {"name": name, "is_active": is_active, "country_id": country_id},
         entity="bank",
         actor_user_id=actor_user_id,
+        ip_address=ip_address,
     )
     fiats = _fiats_offering(session, AvailableBankMethod.bank_id, row.id)
     invalidate_after_commit(session, _bank_keys(row) + [_methods_key(f) for f in fiats])
@@ -569,6 +578,7 @@ def update_payment_method(
     actor_user_id: int | None,
     name: str | None = None,
     is_active: bool | None = None,
+    ip_address: str | None = None,
 ) -> PaymentMethodView:
     """Change a payment method's name or active flag. Audited; cache invalidated after commit."""
     row = session.get(PaymentMethod, payment_method_id, with_for_update=True)
@@ -580,6 +590,7 @@ def update_payment_method(
         {"name": name, "is_active": is_active},
         entity="payment_method",
         actor_user_id=actor_user_id,
+        ip_address=ip_address,
     )
     fiats = _fiats_offering(session, AvailableBankMethod.payment_method_id, row.id)
     invalidate_after_commit(session, _method_keys(row) + [_methods_key(f) for f in fiats])
@@ -594,6 +605,7 @@ def set_bank_method_availability(
     payment_method_id: int,
     is_active: bool,
     actor_user_id: int | None,
+    ip_address: str | None = None,
 ) -> None:
     """Offer (or stop offering) a bank's method in a fiat. Audited; cache invalidated."""
     key = {
@@ -611,5 +623,6 @@ def set_bank_method_availability(
         target_entity="avalible_bank_methods",
         target_id=row.id,
         details={**key, "is_active": is_active},
+        ip_address=ip_address,
     )
     invalidate_after_commit(session, [_methods_key(fiat_currency_id)])

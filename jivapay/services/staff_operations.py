@@ -63,7 +63,10 @@ class StaffContext:
     def actor(self) -> osm.Actor:
         kind = osm.ActorKind.ADMIN if self.principal.role == Role.ADMIN else osm.ActorKind.SUPPORT
         return osm.Actor(
-            kind, user_id=self.principal.user_id, permissions=self.principal.permissions
+            kind,
+            user_id=self.principal.user_id,
+            permissions=self.principal.permissions,
+            ip_address=self.ip_address,
         )
 
 
@@ -351,6 +354,7 @@ def move_balance(
         amount=amount,
         actor_user_id=ctx.principal.user_id,
         reason=reason,
+        ip_address=ctx.ip_address,
     )
     delta = amount if direction == "deposit" else -amount
     _audit(
@@ -398,6 +402,7 @@ def adjust_balance(
         amount=amount,
         actor_user_id=ctx.principal.user_id,
         reason=reason,
+        ip_address=ctx.ip_address,
     )
     _audit(
         session,
@@ -444,6 +449,7 @@ def add_fraud_entry(
         list_type=list_type,
         reason=reason,
         actor_user_id=ctx.principal.user_id,
+        ip_address=ctx.ip_address,
     )
     _audit(
         session,
@@ -463,7 +469,11 @@ def remove_fraud_entry(
 ) -> FraudListEntry:
     """Delete a fraud-list entry by id."""
     entry = fraud_lists.remove_entry(
-        session, entry_id=entry_id, actor_user_id=ctx.principal.user_id, reason=reason
+        session,
+        entry_id=entry_id,
+        actor_user_id=ctx.principal.user_id,
+        reason=reason,
+        ip_address=ctx.ip_address,
     )
     _audit(
         session,

@@ -171,7 +171,11 @@ def update_trader(
     if priority is not None:
         # Keeps `req_traders.distribution_weight` equal to the priority (audited there too).
         trader_service.set_traffic_priority(
-            session, trader_id=trader.id, priority=priority["to"], actor_user_id=actor.user_id
+            session,
+            trader_id=trader.id,
+            priority=priority["to"],
+            actor_user_id=actor.user_id,
+            ip_address=actor.ip_address,
         )
         diff["trafic_priority"] = priority
     log_event(

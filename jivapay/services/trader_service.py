@@ -36,7 +36,12 @@ def set_in_work(
 
 
 def set_traffic_priority(
-    session: Session, *, trader_id: int, priority: int, actor_user_id: int | None
+    session: Session,
+    *,
+    trader_id: int,
+    priority: int,
+    actor_user_id: int | None,
+    ip_address: str | None = None,
 ) -> None:
     """Set a trader's priority (lower is preferred) and copy it onto every requisite of theirs."""
     if priority < 0:
@@ -58,5 +63,6 @@ def set_traffic_priority(
         target_entity="trader",
         target_id=trader_id,
         details={"from": previous, "to": priority},
+        ip_address=ip_address,
     )
     session.flush()

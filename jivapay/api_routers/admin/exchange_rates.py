@@ -34,7 +34,12 @@ def list_rates(session: DbSession, _: CanView) -> list[ExchangeRateRead]:
     "/{crypto}/{fiat}", response_model=ExchangeRateRead, responses=problem_responses(403, 404, 422)
 )
 def set_rate(
-    crypto: Code, fiat: Code, body: ExchangeRateUpdate, session: DbSession, principal: CanEdit
+    crypto: Code,
+    fiat: Code,
+    body: ExchangeRateUpdate,
+    session: DbSession,
+    principal: CanEdit,
+    ip: ClientIp,
 ) -> ExchangeRateRead:
     """Set a pair's rate by hand (positive, at most 8 places; median defaults to the midpoint)."""
     return reference_admin.set_rate(
@@ -45,6 +50,7 @@ def set_rate(
         sell=body.sell_rate,
         median=body.median_rate,
         actor_user_id=principal.user_id,
+        ip_address=ip,
     )
 
 

@@ -91,6 +91,7 @@ def update_reference(
     row_id: PathId,
     session: DbSession,
     principal: CanEdit,
+    ip: ClientIp,
     body: Annotated[dict[str, Any], Body()],
 ) -> ReferenceChanged:
     """Change a row's name or flags, or deactivate it (`is_active: false`); codes never change."""
@@ -101,4 +102,5 @@ def update_reference(
         row_id=row_id,
         body=_parse(spec.update, body),
         actor_user_id=principal.user_id,
+        ip_address=ip,
     )

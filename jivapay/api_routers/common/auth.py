@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
+from jivapay.api_routers.deps import client_ip
 from jivapay.api_routers.responses import problem_responses
 from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import Role
@@ -27,10 +28,6 @@ from jivapay.services.auth_service import AuthResult, login
 _REFUSED = problem_responses(
     401, described={401: "Incorrect email or password (every refusal looks the same)"}
 )
-
-
-def _client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
 
 
 def _token(result: AuthResult) -> Token:
@@ -128,7 +125,7 @@ def login_router(role: Role) -> APIRouter:
                 email=form.username,
                 password=form.password,
                 role=role,
-                ip_address=_client_ip(request),
+                ip_address=client_ip(request),
             )
         )
 
@@ -148,7 +145,7 @@ def login_router(role: Role) -> APIRouter:
                 email=body.email,
                 password=body.password,
                 role=role,
-                ip_address=_client_ip(request),
+                ip_address=client_ip(request),
             )
             return _token(result)
 

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Request, status
 from sqlalchemy.orm import Session
 
 from jivapay.api_routers.auth import require_role
+from jivapay.api_routers.deps import client_ip
 from jivapay.api_routers.responses import problem_responses
 from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.database.utils import db_session_dependency
@@ -60,7 +61,7 @@ def password_router(role: Role) -> APIRouter:
             principal=principal,
             current_password=body.current_password,
             new_password=body.new_password,
-            ip_address=request.client.host if request.client else None,
+            ip_address=client_ip(request),
         )
 
     return router

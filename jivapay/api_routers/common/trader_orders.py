@@ -22,9 +22,12 @@ from jivapay.services.document_service import FileUpload
 router = LosslessJSONRouter(prefix="/trader", tags=["trader orders"])
 
 
-def _actor(principal: Principal) -> osm.Actor:
+def _actor(principal: Principal, ip: str | None) -> osm.Actor:
     return osm.Actor(
-        osm.ActorKind.TRADER, user_id=principal.user_id, trader_id=principal.profile_id
+        osm.ActorKind.TRADER,
+        user_id=principal.user_id,
+        trader_id=principal.profile_id,
+        ip_address=ip,
     )
 
 
@@ -66,22 +69,25 @@ def confirm(
     session: DbSession,
     principal: CurrentPrincipal,
     receipt: Annotated[FileUpload | None, Depends(uploads.receipt_upload)],
+    ip: ClientIp,
 ) -> TransitionRead:
     """Confirm the money arrived (PayIn) or was sent (PayOut, multipart `receipt` required)."""
     return _result(
         document_service.confirm_with_receipt(
-            session, public_id=order_id, actor=_actor(principal), receipt=receipt
+            session, public_id=order_id, actor=_actor(principal, ip), receipt=receipt
         )
     )
 
 
 @router.post("/orders/{order_id}/cancel", response_model=TransitionRead)
 def cancel(
-    order_id: str, body: ReasonBody, session: DbSession, principal: CurrentPrincipal
+    order_id: str, body: ReasonBody, session: DbSession, principal: CurrentPrincipal, ip: ClientIp
 ) -> TransitionRead:
     """Cancel a pending order; its hold is released."""
     return _result(
-        osm.cancel_order(session, public_id=order_id, actor=_actor(principal), reason=body.reason)
+        osm.cancel_order(
+            session, public_id=order_id, actor=_actor(principal, ip), reason=body.reason
+        )
     )
 
 
@@ -95,13 +101,14 @@ def dispute(
     session: DbSession,
     principal: CurrentPrincipal,
     body: Annotated[uploads.ReasonAndFiles, Depends(uploads.reason_and_evidence(ReasonBody))],
+    ip: ClientIp,
 ) -> TransitionRead:
     """Open a dispute: JSON `{reason}`, or multipart `reason` plus up to 5 `evidence` files."""
     return _result(
         document_service.dispute_with_evidence(
             session,
             public_id=order_id,
-            actor=_actor(principal),
+            actor=_actor(principal, ip),
             reason=body.reason,
             evidence=body.files,
         )

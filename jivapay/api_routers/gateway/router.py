@@ -20,7 +20,13 @@ from fastapi.responses import JSONResponse
 
 from jivapay.api_routers import uploads
 from jivapay.api_routers.auth import signed_path
-from jivapay.api_routers.deps import CurrentStore, DbSession, IdempotencyKeyHeader
+from jivapay.api_routers.deps import (
+    ClientIp,
+    CurrentStore,
+    DbSession,
+    IdempotencyKeyHeader,
+    client_ip,
+)
 from jivapay.api_routers.gateway.payer_page import reject_cross_site
 from jivapay.api_routers.gateway.routes import OneTripIntakeRoute
 from jivapay.api_routers.idempotent import idempotent_response
@@ -122,7 +128,9 @@ def payin_init(
         key=key,
         request=request,
         body=body,
-        create=lambda: gateway_service.create_payin(session, store=store, data=data),
+        create=lambda: gateway_service.create_payin(
+            session, store=store, data=data, ip_address=client_ip(request)
+        ),
     )
 
 
@@ -141,7 +149,9 @@ def payout_init(
         key=key,
         request=request,
         body=body,
-        create=lambda: gateway_service.create_payout(session, store=store, data=data),
+        create=lambda: gateway_service.create_payout(
+            session, store=store, data=data, ip_address=client_ip(request)
+        ),
     )
 
 
@@ -174,10 +184,12 @@ def payout_status(
     dependencies=[Depends(reject_cross_site)],
 )
 def payer_confirm(
-    session: DbSession, order_id: OrderIdPath, receipt: ReceiptUpload
+    session: DbSession, order_id: OrderIdPath, receipt: ReceiptUpload, ip: ClientIp
 ) -> PayerConfirmRead:
     """Multipart `receipt` (JPEG/PNG/PDF) attached; required when the store says so."""
-    return gateway_service.confirm_by_payer(session, public_id=order_id, receipt=receipt)
+    return gateway_service.confirm_by_payer(
+        session, public_id=order_id, receipt=receipt, ip_address=ip
+    )
 
 
 @router.post(
@@ -187,10 +199,15 @@ def cancel_order(
     store: CurrentStore,
     session: DbSession,
     order_id: OrderIdPath,
+    ip: ClientIp,
     data: OrderActionRequest | None = None,
 ) -> OrderStatusRead:
     return gateway_service.cancel_by_store(
-        session, store_id=store.store_id, public_id=order_id, reason=data.reason if data else None
+        session,
+        store_id=store.store_id,
+        public_id=order_id,
+        reason=data.reason if data else None,
+        ip_address=ip,
     )
 
 
@@ -207,6 +224,7 @@ def dispute_order(
     data: Annotated[
         uploads.ReasonAndFiles, Depends(uploads.reason_and_evidence(OrderActionRequest))
     ],
+    ip: ClientIp,
 ) -> OrderStatusRead:
     """JSON `{reason}`, or multipart with a `reason` field and up to 5 `evidence` files."""
     return gateway_service.dispute_by_store(
@@ -215,6 +233,7 @@ def dispute_order(
         public_id=order_id,
         reason=data.reason,
         evidence=data.files,
+        ip_address=ip,
     )
 
 

@@ -11,7 +11,7 @@ from typing import Annotated
 from fastapi import Depends, Query
 
 from jivapay.api_routers import uploads
-from jivapay.api_routers.deps import MAX_ID, CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.deps import MAX_ID, ClientIp, CurrentPrincipal, DbSession, PageParams
 from jivapay.api_routers.responses import problem_responses
 from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.database.base import as_utc
@@ -71,6 +71,7 @@ def cancel_order(
     order_id: str,
     session: DbSession,
     principal: CurrentPrincipal,
+    ip: ClientIp,
     data: ReasonBody | None = None,
 ) -> MerchantOrderChangeRead:
     """Cancel an order still at intake or pending; a PayOut's hold is released."""
@@ -84,6 +85,7 @@ def cancel_order(
         public_id=order_id,
         reason=data.reason if data else None,
         user_id=principal.user_id,
+        ip_address=ip,
     )
     return _changed(session, principal, order_id, before)
 
@@ -99,6 +101,7 @@ def dispute_order(
     session: DbSession,
     principal: CurrentPrincipal,
     data: Annotated[uploads.ReasonAndFiles, Depends(uploads.reason_and_evidence(ReasonBody))],
+    ip: ClientIp,
 ) -> MerchantOrderChangeRead:
     """Open a dispute: JSON `{reason}`, or multipart `reason` plus up to 5 `evidence` files."""
     incoming, order = order_queries.find_merchant_order(
@@ -112,5 +115,6 @@ def dispute_order(
         reason=data.reason,
         evidence=data.files,
         user_id=principal.user_id,
+        ip_address=ip,
     )
     return _changed(session, principal, order_id, before)
