@@ -293,6 +293,18 @@ class BalanceChangeRead(BaseModel):
 # --------------------------------------------------------------------------- merchants
 
 
+class MerchantTurnoverRead(BaseModel):
+    """Completed orders of one direction and currency pair (as the teamlead's `TurnoverRead`)."""
+
+    order_type: OrderType
+    fiat_currency: str
+    crypto_currency: str
+    count: int
+    amount_fiat: Money = Field(description="In `fiat_currency`")
+    amount_crypto: Money = Field(description="In `crypto_currency`")
+    store_commission: Money = Field(description="Commission the store paid, in `crypto_currency`")
+
+
 class MerchantStatsRead(BaseModel):
     merchant_id: int
     email: str
@@ -301,8 +313,10 @@ class MerchantStatsRead(BaseModel):
     stores: int
     orders_total: int
     orders_completed: int
-    turnover_fiat_completed: Money = Field(description="Sum of completed orders' fiat amounts")
-    store_commission_completed: Money
+    completed: list[MerchantTurnoverRead] = Field(
+        description="Completed orders per order type and currency pair: money of different "
+        "currencies or directions is never added up"
+    )
 
 
 class StoreCommissionRead(BaseModel):

@@ -4,7 +4,7 @@ recent orders."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+from collections import defaultdict
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -19,11 +19,12 @@ from jivapay.database.models import (
     User,
 )
 from jivapay.database.types import mask_number
-from jivapay.enums import OrderStatus
+from jivapay.enums import OrderStatus, OrderType
 from jivapay.permissions import Permission, check_permission
 from jivapay.schemas.staff import (
     MerchantDetailRead,
     MerchantStatsRead,
+    MerchantTurnoverRead,
     StaffStoreRead,
     StoreCommissionRead,
 )
@@ -38,44 +39,60 @@ RECENT_ORDERS = 20
 def merchant_stats(
     session: Session, *, limit: int, offset: int
 ) -> tuple[list[MerchantStatsRead], int]:
-    """Every merchant with store and order counts, completed turnover and commission paid."""
-    o = OrderHistory
-    completed = o.status == OrderStatus.COMPLETED.value
-    orders = (
-        select(
-            o.merchant_id.label("mid"),
-            func.count().label("total"),
-            func.count().filter(completed).label("completed"),
-            func.coalesce(func.sum(o.amount_fiat).filter(completed), 0).label("turnover"),
-            func.coalesce(func.sum(o.store_commission).filter(completed), 0).label("commission"),
-        )
-        .group_by(o.merchant_id)
-        .subquery()
-    )
+    """Every merchant with store and order counts and its completed orders per order type and
+    currency pair: fiat and crypto amounts of different currencies, and PayIns (money in) and
+    PayOuts (money out), are never added into one figure."""
     stores = (
         select(MerchantStore.merchant_id.label("mid"), func.count().label("stores"))
         .group_by(MerchantStore.merchant_id)
         .subquery()
     )
     total = session.scalar(select(func.count()).select_from(Merchant)) or 0
-    rows = session.execute(
-        select(
-            Merchant,
-            User.email,
-            User.is_active,
-            stores.c.stores,
-            orders.c.total,
-            orders.c.completed,
-            orders.c.turnover,
-            orders.c.commission,
-        )
+    page = session.execute(
+        select(Merchant, User.email, User.is_active, stores.c.stores)
         .join(User, User.id == Merchant.user_id)
         .outerjoin(stores, stores.c.mid == Merchant.id)
-        .outerjoin(orders, orders.c.mid == Merchant.id)
         .order_by(Merchant.id)
         .limit(limit)
         .offset(offset)
     ).all()
+    o = OrderHistory
+    completed = o.status == OrderStatus.COMPLETED.value
+    counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    turnover: dict[int, list[MerchantTurnoverRead]] = defaultdict(list)
+    groups = session.execute(
+        select(
+            o.merchant_id,
+            o.order_type,
+            FiatCurrency.code,
+            CryptoCurrency.code,
+            func.count(),
+            func.count().filter(completed),
+            func.sum(o.amount_fiat).filter(completed),
+            func.sum(o.amount_crypto).filter(completed),
+            func.sum(o.store_commission).filter(completed),
+        )
+        .join(FiatCurrency, FiatCurrency.id == o.fiat_currency_id)
+        .join(CryptoCurrency, CryptoCurrency.id == o.crypto_currency_id)
+        .where(o.merchant_id.in_([m.id for m, *_ in page]))
+        .group_by(o.merchant_id, o.order_type, FiatCurrency.code, CryptoCurrency.code)
+        .order_by(o.merchant_id, o.order_type, FiatCurrency.code, CryptoCurrency.code)
+    )
+    for mid, kind, fiat, crypto, n, done, amount_fiat, amount_crypto, commission in groups:
+        counts[mid][0] += n
+        counts[mid][1] += done
+        if done:
+            turnover[mid].append(
+                MerchantTurnoverRead(
+                    order_type=OrderType(kind),
+                    fiat_currency=fiat,
+                    crypto_currency=crypto,
+                    count=done,
+                    amount_fiat=amount_fiat,
+                    amount_crypto=amount_crypto,
+                    store_commission=commission,
+                )
+            )
     return [
         MerchantStatsRead(
             merchant_id=m.id,
@@ -83,12 +100,11 @@ def merchant_stats(
             company_name=m.company_name,
             is_active=active,
             stores=n_stores or 0,
-            orders_total=n_total or 0,
-            orders_completed=n_done or 0,
-            turnover_fiat_completed=turnover or Decimal(0),
-            store_commission_completed=commission or Decimal(0),
+            orders_total=counts[m.id][0],
+            orders_completed=counts[m.id][1],
+            completed=turnover[m.id],
         )
-        for m, email, active, n_stores, n_total, n_done, turnover, commission in rows
+        for m, email, active, n_stores in page
     ], total
 
 

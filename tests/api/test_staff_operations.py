@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import time
 from decimal import Decimal
+from operator import itemgetter
 from typing import Any
 
 import pytest
@@ -23,8 +24,9 @@ from jivapay.database.models import (
     IncomingOrder,
     OrderHistory,
 )
-from jivapay.enums import IncomingOrderStatus, OrderType, Role
+from jivapay.enums import ActorKind, IncomingOrderStatus, OrderEvent, OrderType, Role
 from jivapay.services import fraud_lists
+from jivapay.services import order_status_manager as osm
 from jivapay.services.audit_logger import log_event
 from jivapay.services.order_processor import process_incoming_order
 from jivapay.services.reconciliation import reconcile
@@ -440,9 +442,9 @@ def test_callbacks_and_merchants(admin_client, db, world) -> None:  # type: igno
     assert db.get(CallbackDelivery, delivery_id).attempt_count == 0
     assert admin_client.post("/admin/callbacks/99999999/resend", headers=admin).status_code == 404
 
-    stats = admin_client.get("/admin/merchants/stats?limit=200", headers=admin).json()
-    mine = [m for m in stats["items"] if m["merchant_id"] == store.merchant.id]
-    assert mine[0]["stores"] == 1 and mine[0]["orders_total"] == 1
+    mine = _merchant_row(admin_client, admin, store.merchant.id)
+    assert mine["stores"] == 1 and mine["orders_total"] == 1
+    assert mine["orders_completed"] == 0 and mine["completed"] == []
     r = admin_client.get(f"/admin/merchants/{store.merchant.id}", headers=admin)
     assert r.status_code == 200
     detail = r.json()
@@ -455,6 +457,70 @@ def test_callbacks_and_merchants(admin_client, db, world) -> None:  # type: igno
     r = admin_client.get(f"/admin/merchants/{store.merchant.id}", headers=narrow)
     assert r.status_code == 200 and r.json()["stores"][0]["balances"] is None
     assert admin_client.get("/admin/merchants/99999999", headers=admin).status_code == 404
+
+
+def _merchant_row(client: TestClient, headers: dict[str, str], merchant_id: int) -> dict[str, Any]:
+    """The merchant's row of `GET /admin/merchants/stats`, paging until it is found."""
+    offset, total = 0, 1
+    while offset < total:
+        r = client.get(f"/admin/merchants/stats?limit=200&offset={offset}", headers=headers)
+        assert r.status_code == 200, r.text
+        rows = [m for m in r.json()["items"] if m["merchant_id"] == merchant_id]
+        if rows:
+            return rows[0]
+        offset, total = offset + 200, r.json()["total"]
+    raise AssertionError("merchant missing from /admin/merchants/stats")
+
+
+def _completed(db, store, ref, trader, *, amount: Decimal, kind: OrderType) -> OrderHistory:  # type: ignore[no-untyped-def]
+    """An order taken in, assigned to `trader` and confirmed by it."""
+    order = _order(db, store, ref, amount_fiat=amount, order_type=kind)
+    assert order.trader_id == trader.id
+    actor = osm.Actor(ActorKind.TRADER, user_id=trader.user_id, trader_id=trader.id)
+    osm.transition(db, public_id=order.public_id, event=OrderEvent.CONFIRM, actor=actor)
+    db.flush()
+    return order
+
+
+def test_merchant_stats_report_completed_money_per_currency_and_direction(admin_client, db) -> None:  # type: ignore[no-untyped-def]
+    """A merchant with stores in two fiat (and crypto) currencies and both directions gets one
+    completed figure per order type and currency pair: amounts of different currencies, and money
+    paid in (PayIn) and paid out (PayOut), are never summed into one number (domain section 2)."""
+    ref_a = make_reference(db, rate=D("100"))
+    ref_b = make_reference(db, rate=D("500"))
+    store_a = make_store(db, ref_a, balance=D("1000"))
+    store_b = make_store(db, ref_b, balance=D("1000"))
+    # One merchant owning both stores (set before any order: orders copy the store's merchant).
+    store_b.store.merchant_id = store_a.merchant.id
+    db.flush()
+    trader_a = make_trader(db, ref_a, deposit=D("100000"))
+    make_requisite(db, trader_a, ref_a)
+    trader_b = make_trader(db, ref_b, deposit=D("100000"))
+    make_requisite(db, trader_b, ref_b)
+    payin_a = _completed(db, store_a, ref_a, trader_a, amount=D("1000.00"), kind=OrderType.PAYIN)
+    payout_a = _completed(db, store_a, ref_a, trader_a, amount=D("400.00"), kind=OrderType.PAYOUT)
+    payin_b = _completed(db, store_b, ref_b, trader_b, amount=D("50000.00"), kind=OrderType.PAYIN)
+    _order(db, store_a, ref_a, amount_fiat=D("300.00"))  # pending: counted, not turnover
+
+    admin = make_template_staff(db, "super_admin")
+    row = _merchant_row(admin_client, admin, store_a.merchant.id)
+    assert (row["stores"], row["orders_total"], row["orders_completed"]) == (2, 4, 3)
+
+    def entry(order: OrderHistory, ref: Any) -> dict[str, Any]:
+        return {
+            "order_type": order.order_type,
+            "fiat_currency": ref.fiat.code,
+            "crypto_currency": ref.crypto.code,
+            "count": 1,
+            "amount_fiat": str(order.amount_fiat),
+            "amount_crypto": str(order.amount_crypto),
+            "store_commission": str(order.store_commission),
+        }
+
+    expected = [entry(payin_a, ref_a), entry(payin_b, ref_b), entry(payout_a, ref_a)]
+    key = itemgetter("order_type", "fiat_currency", "crypto_currency")
+    assert sorted(row["completed"], key=key) == sorted(expected, key=key)
+    assert "turnover_fiat_completed" not in row and "store_commission_completed" not in row
 
 
 def _bad_writes(world, order: OrderHistory, held: IncomingOrder) -> list[tuple[str, str, Any]]:  # type: ignore[no-untyped-def]
