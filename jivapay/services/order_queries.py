@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
+from jivapay.database.base import as_utc
 from jivapay.database.models import (
     Bank,
     CryptoCurrency,
@@ -33,8 +34,17 @@ from jivapay.security import Principal
 from jivapay.services import reference_data
 from jivapay.services.document_service import document_views, views_by_order
 from jivapay.services.gateway_service import public_failure_reason
-from jivapay.utils.exceptions import NotFound
+from jivapay.utils.exceptions import NotFound, ValidationFailed
 from jivapay.utils.query_filters import incoming_orders_visible_to, orders_visible_to
+
+
+def check_range(low: Any, high: Any, what: str) -> None:
+    """`ValidationFailed` when both bounds are given and the lower is above the upper: the one
+    check of a list's range filters (dates, amounts) for every role's lists."""
+    if isinstance(low, datetime) and isinstance(high, datetime):
+        low, high = as_utc(low), as_utc(high)
+    if low is not None and high is not None and low > high:
+        raise ValidationFailed(f"{what}: the lower bound is above the upper bound")
 
 
 @dataclass(frozen=True)
@@ -109,6 +119,7 @@ def list_orders(
     session: Session, *, principal: Principal, filters: OrderFilters, limit: int, offset: int
 ) -> tuple[list[OrderRead], int]:
     """The caller's orders, newest first, with the total count for pagination."""
+    check_range(filters.created_from, filters.created_to, "created")
     conditions = [orders_visible_to(principal)]
     if filters.status is not None:
         conditions.append(OrderHistory.status == filters.status.value)

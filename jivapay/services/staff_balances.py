@@ -32,7 +32,7 @@ from jivapay.schemas.staff import (
     BalanceHistoryRead,
     PlatformBalanceRead,
 )
-from jivapay.services.staff_queries import check_range
+from jivapay.services.order_queries import check_range
 from jivapay.utils.exceptions import NotFound
 
 # --------------------------------------------------------------------------- balances

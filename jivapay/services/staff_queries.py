@@ -20,7 +20,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, Select, false, func, literal, select
 from sqlalchemy.orm import Session
 
-from jivapay.database.base import as_utc
 from jivapay.database.models import (
     AuditLog,
     Bank,
@@ -58,20 +57,12 @@ from jivapay.schemas.staff import (
 from jivapay.security import Principal
 from jivapay.services import callback_service, fraud_lists
 from jivapay.services.document_service import document_views
-from jivapay.services.order_queries import visible_order
+from jivapay.services.order_queries import check_range, visible_order
 from jivapay.services.order_timeline import ORDER_ENTITY, order_timeline
 from jivapay.utils.exceptions import NotFound, ValidationFailed
 from jivapay.utils.query_filters import orders_visible_to
 
 COUNT_CAP = 10_000
-
-
-def check_range(low: Any, high: Any, what: str) -> None:
-    """`ValidationFailed` when both bounds are given and the lower is above the upper."""
-    if isinstance(low, datetime) and isinstance(high, datetime):
-        low, high = as_utc(low), as_utc(high)
-    if low is not None and high is not None and low > high:
-        raise ValidationFailed(f"{what}: the lower bound is above the upper bound")
 
 
 # --------------------------------------------------------------------------- order search

@@ -68,6 +68,28 @@ def test_list_and_get_own_orders_only_with_masked_numbers(client, db, world) -> 
     assert r.status_code == 422
 
 
+def test_list_refuses_a_reversed_date_range(client, db, world) -> None:  # type: ignore[no-untyped-def]
+    """created_from after created_to is a 422 problem+json (domain section 12), as on every other
+    list, not an empty page a client would read as "no orders"; equal bounds are an empty range."""
+    ref, store, mine, _ = world
+    process_incoming_order(make_incoming(db, store, ref).id)
+    r = client.get(
+        "/trader/orders?created_from=2026-11-02T00:00:00Z&created_to=2026-11-01T00:00:00Z",
+        headers=_auth(mine),
+    )
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"].startswith("application/problem+json")
+    # The bounds compare as instants: 01:00+02:00 is 23:00Z the day before, so not reversed.
+    r = client.get(
+        "/trader/orders?created_from=2026-11-02T01:00:00%2B02:00&created_to=2026-11-01T23:30:00Z",
+        headers=_auth(mine),
+    )
+    assert r.status_code == 200 and r.json()["total"] == 0, r.text
+    same = "created_from=2026-11-01T00:00:00Z&created_to=2026-11-01T00:00:00Z"
+    r = client.get(f"/trader/orders?{same}", headers=_auth(mine))
+    assert r.status_code == 200 and r.json()["total"] == 0, r.text
+
+
 def test_confirm_completes_and_repeats_idempotently(client, db, world) -> None:  # type: ignore[no-untyped-def]
     ref, store, mine, _ = world
     res = process_incoming_order(make_incoming(db, store, ref, amount_fiat=D("500.00")).id)

@@ -10,6 +10,7 @@ from fastapi import Depends, Query
 
 from jivapay.api_routers import uploads
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams
+from jivapay.api_routers.responses import problem_responses
 from jivapay.api_routers.routing import LosslessJSONRouter
 from jivapay.enums import OrderStatus, OrderType
 from jivapay.schemas.common import Page
@@ -35,7 +36,7 @@ def _result(result: osm.TransitionResult) -> TransitionRead:
     return TransitionRead(order_id=result.public_id, status=result.status, changed=result.changed)
 
 
-@router.get("/orders", response_model=Page[OrderRead])
+@router.get("/orders", response_model=Page[OrderRead], responses=problem_responses(422))
 def list_my_orders(
     session: DbSession,
     principal: CurrentPrincipal,
@@ -45,7 +46,8 @@ def list_my_orders(
     created_from: Annotated[datetime | None, Query()] = None,
     created_to: Annotated[datetime | None, Query()] = None,
 ) -> Page[OrderRead]:
-    """Orders assigned to me, newest first."""
+    """Orders assigned to me, newest first (`created_to` is exclusive; `created_from` after it
+    is 422)."""
     filters = order_queries.OrderFilters(status, order_type, created_from, created_to)
     items, total = order_queries.list_orders(
         session, principal=principal, filters=filters, limit=page.limit, offset=page.offset

@@ -15,7 +15,7 @@ from jivapay.api_routers.auth import require_permission
 from jivapay.api_routers.deps import ClientIp, CurrentPrincipal, DbSession, PageParams, PathId
 from jivapay.api_routers.responses import problem_responses
 from jivapay.api_routers.routing import LosslessJSONRouter
-from jivapay.database.base import as_utc, utcnow
+from jivapay.database.base import utcnow
 from jivapay.enums import OrderStatus, OrderType
 from jivapay.permissions import Permission
 from jivapay.schemas.common import Page
@@ -31,7 +31,6 @@ from jivapay.schemas.team import (
     TrafficSwitchIn,
 )
 from jivapay.services import order_queries, team_service, team_statistics
-from jivapay.utils.exceptions import ValidationFailed
 
 router = LosslessJSONRouter(prefix="/teamlead", tags=["teamlead"])
 
@@ -143,8 +142,6 @@ def list_orders(
     created_to: Annotated[datetime | None, Query()] = None,
 ) -> Page[OrderRead]:
     """The orders of my team's traders, newest first (numbers masked)."""
-    if created_from and created_to and as_utc(created_from) > as_utc(created_to):
-        raise ValidationFailed("created_from must not be after created_to")
     filters = order_queries.OrderFilters(status, order_type, created_from, created_to)
     items, total = order_queries.list_orders(
         session, principal=principal, filters=filters, limit=page.limit, offset=page.offset
