@@ -37,7 +37,7 @@ from jivapay.money import CRYPTO_QUANTUM, FIAT_QUANTUM
 from jivapay.schemas.merchant import MerchantStatisticsRead, StatusCount, StoreTypeStatisticsRead
 from jivapay.security import Principal
 from jivapay.services import order_stats_rollup, reference_data
-from jivapay.utils.exceptions import ValidationFailed
+from jivapay.utils.exceptions import NotFound, ValidationFailed
 from jivapay.utils.query_filters import (
     incoming_orders_visible_to,
     orders_visible_to,
@@ -175,12 +175,17 @@ def merchant_statistics(
     date_to: datetime | None = None,
     store_id: int | None = None,
 ) -> MerchantStatisticsRead:
-    """Statistics of the caller's stores (one row per store and order type) for the period."""
+    """Statistics of the caller's stores (one row per store and order type) for the period;
+    `NotFound` when `store_id` is not one of them."""
     start, end = resolve_period(date_from, date_to)
     stores_stmt = select(MerchantStore).where(stores_visible_to(principal))
     if store_id is not None:
         stores_stmt = stores_stmt.where(MerchantStore.id == store_id)
     stores = session.scalars(stores_stmt.order_by(MerchantStore.id)).all()
+    if store_id is not None and not stores:
+        # Another merchant's store (or none) answers as a missing one, never an empty answer
+        # that would tell the two apart from the caller's own store without orders.
+        raise NotFound("Store not found", code="store_not_found")
     acc: dict[tuple[int, str], _Acc] = defaultdict(_Acc)
     stmts = order_stats_statements(session, principal, start, end, store_id)
     # One round trip: the partial days and the rollup, UNION ALL; a group may come in several rows.

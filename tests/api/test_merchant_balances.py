@@ -137,8 +137,13 @@ def test_statistics(client, db, world) -> None:  # type: ignore[no-untyped-def]
 
     theirs = client.get("/merchant/statistics", headers=other).json()["items"]
     assert all(i["total_orders"] == 0 for i in theirs)
-    r = client.get(f"/merchant/statistics?store_id={mine.store.id}", headers=other)
-    assert r.json()["items"] == []
+    # Another merchant's store answers 404 (domain section 8), as a store that does not exist.
+    for store_id in (mine.store.id, 2**62):
+        r = client.get(f"/merchant/statistics?store_id={store_id}", headers=other)
+        assert r.status_code == 404 and r.json()["code"] == "store_not_found", r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+    r = client.get(f"/merchant/statistics?store_id={mine.store.id}", headers=auth)
+    assert r.status_code == 200 and {i["store_id"] for i in r.json()["items"]} == {mine.store.id}
 
     now = utcnow()
     past = (now - timedelta(days=400)).isoformat().replace("+00:00", "Z")

@@ -16,7 +16,7 @@ from jivapay.services import merchant_statistics
 router = LosslessJSONRouter(prefix="/merchant/statistics", tags=["merchant statistics"])
 
 
-@router.get("", response_model=MerchantStatisticsRead, responses=problem_responses(422))
+@router.get("", response_model=MerchantStatisticsRead, responses=problem_responses(404, 422))
 def statistics(
     session: DbSession,
     principal: CurrentPrincipal,
@@ -25,7 +25,8 @@ def statistics(
     store_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> MerchantStatisticsRead:
     """Counts by status, completed turnover, commission paid, conversion and average time to
-    complete, per store and type, for [date_from, date_to) (default: the last 30 days)."""
+    complete, per store and type, for [date_from, date_to) (default: the last 30 days). A
+    `store_id` that is not one of my stores is 404."""
     return merchant_statistics.merchant_statistics(
         session, principal=principal, date_from=date_from, date_to=date_to, store_id=store_id
     )
