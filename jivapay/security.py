@@ -255,6 +255,24 @@ def _store_by_key(columns: tuple[ColumnElement[Any], ...]) -> tuple[Any, tuple[s
     return built
 
 
+# The stored private-key token each store's last verified request was signed with, by public key
+# (bounded; emptied when full): a request signed with it is verified before its store is read, so
+# that statement may already do what only a verified request may (`signature_verified`).
+_VERIFIED_TOKENS: dict[str, str] = {}
+_VERIFIED_TOKENS_MAX = 4096
+SIGNATURE_VERIFIED_BIND = "verified_private_api_key"
+
+
+def signature_verified() -> ColumnElement[bool]:
+    """True, in the statement `verify_store_request` reads the store with, when the request's
+    signature was verified before the statement with the key the store holds now; NULL otherwise
+    (no store's request verified by this process yet, a rotated key, a wrong signature). Guard with
+    it a column that must not run for an unverified request: `case((signature_verified(), ...))`."""
+    return type_coerce(_STORES.c.private_api_key, Text) == bindparam(
+        SIGNATURE_VERIFIED_BIND, type_=Text
+    )
+
+
 @lru_cache(maxsize=4096)
 def _private_key(token: str, encryption_keys: str) -> str:
     """A store's private key from its stored token, decrypted once per process (and per
@@ -279,24 +297,48 @@ def verify_store_request(
     """Check a store's signed request; `InvalidSignature` (401) or `Forbidden` (403) on refusal.
 
     `columns` (labelled, of `merchant_stores` or correlated to it; their bound `parameters`) are
-    read in the same statement and handed over as the principal's `loaded`."""
+    read in the same statement and handed over as the principal's `loaded`. A column guarded by
+    `signature_verified()` is only evaluated for a request whose signature was verified before the
+    statement, with the key this process last verified the store's requests with (the statement
+    checks that key is still the store's); it reads NULL otherwise, and the caller does the work
+    itself once the signature has verified (`loaded` holds None)."""
     if not api_key or not timestamp or not signature:
         raise InvalidSignature("Missing X-API-Key, X-Timestamp or X-Signature header")
     if not _timestamp_fresh(timestamp, time.time() if now is None else now):
         raise InvalidSignature(
             f"X-Timestamp must be unix seconds within {SIGNATURE_TOLERANCE_SECONDS} s of now"
         )
-    statement, labels = _store_by_key(tuple(columns))
-    store = session.execute(statement, {**(parameters or {}), "api_key": api_key}).first()
-    private_key = (
-        _private_key(store.private_api_key_token, get_settings().DATA_ENCRYPTION_KEY)
-        if store is not None
-        else _DUMMY_PRIVATE_KEY
+    encryption_keys = get_settings().DATA_ENCRYPTION_KEY
+    given = signature.strip().lower().encode()
+    # Checked against the key known from the store's last verified request (a dummy when there is
+    # none, so that every refusal costs two signatures, whichever key it names).
+    known = _VERIFIED_TOKENS.get(api_key)
+    known_key = _private_key(known, encryption_keys) if known is not None else _DUMMY_PRIVATE_KEY
+    known_valid = hmac.compare_digest(
+        compute_signature(known_key, timestamp, method, path, body).encode(), given
     )
-    expected = compute_signature(private_key, timestamp, method, path, body)
-    valid = hmac.compare_digest(expected.encode(), signature.strip().lower().encode())
+    verified_token = known if known is not None and known_valid else None
+    statement, labels = _store_by_key(tuple(columns))
+    store = session.execute(
+        statement,
+        {**(parameters or {}), "api_key": api_key, SIGNATURE_VERIFIED_BIND: verified_token},
+    ).first()
+    if store is not None and verified_token == store.private_api_key_token:
+        valid = True
+    else:
+        private_key = (
+            _private_key(store.private_api_key_token, encryption_keys)
+            if store is not None
+            else _DUMMY_PRIVATE_KEY
+        )
+        expected = compute_signature(private_key, timestamp, method, path, body)
+        valid = hmac.compare_digest(expected.encode(), given)
     if store is None or not valid:
         raise InvalidSignature(_BAD_STORE_CREDENTIALS)
+    if known != store.private_api_key_token:
+        if len(_VERIFIED_TOKENS) >= _VERIFIED_TOKENS_MAX:
+            _VERIFIED_TOKENS.clear()
+        _VERIFIED_TOKENS[api_key] = store.private_api_key_token
     if not store.access:
         raise Forbidden("Store access is disabled", code="store_access_denied")
     if not store.merchant_active:

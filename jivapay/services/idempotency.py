@@ -9,7 +9,9 @@ and the key can simply be retried:
    row are read in one call, the database function `claim_idempotency_key` (migration 0010): it
    reads the row by a statement of its own, after the lock, so it sees the row of every request
    that held the lock before, even when the statement calling it started earlier. The gateway's
-   intake calls it in the statement that authenticates the store (`store_key_claim`).
+   intake calls it in the statement that authenticates the store (`store_key_claim`), only when
+   the request's signature was verified before that statement (a forged request must not hold
+   the store's key, not even while it is being refused); otherwise once the signature verifies.
 2. The key's row: older than `IDEMPOTENCY_KEY_TTL_HOURS` → deleted and treated as new; another
    request fingerprint → 422 `idempotency_key_reused`; completed → its stored response is replayed.
 3. Otherwise the action runs and the row (fingerprint, status, body) is inserted in the same
@@ -36,6 +38,7 @@ from sqlalchemy import (
     Table,
     Text,
     bindparam,
+    case,
     delete,
     func,
     insert,
@@ -119,17 +122,21 @@ KEY_PARAMETER = "idempotency_key"
 CLAIM_LABEL = "idempotency_key_claim"
 
 
-def store_key_claim(store_id: ColumnElement[Any]) -> ColumnElement[Any]:
+def store_key_claim(
+    store_id: ColumnElement[Any], verified: ColumnElement[bool]
+) -> ColumnElement[Any]:
     """`claim_idempotency_key` for (`store_id`, the bound `idempotency_key`), with the lock id
     `run_idempotent` uses (`LOCK_ID_SQL`), as a column of the statement that reads the store, so
-    an intake spends no round trip on its key. `loaded_claim` reads the result."""
+    an intake spends no round trip on its key; taken only where `verified` (the request's signature
+    checked before the statement: `security.signature_verified`), NULL otherwise, and
+    `run_idempotent` then claims the key itself. `loaded_claim` reads the result."""
     lock_id = func.hashtextextended(
         store_id.cast(Text).concat(":").concat(bindparam(KEY_PARAMETER, type_=Text)), 0
     )
     claim = func.claim_idempotency_key(
         lock_id, store_id, null(), bindparam(KEY_PARAMETER, type_=Text), type_=JSONB
     )
-    return claim.label(CLAIM_LABEL)
+    return case((verified, claim), else_=null()).label(CLAIM_LABEL)
 
 
 def loaded_claim(loaded: Mapping[str, Any]) -> KeyClaim | None:

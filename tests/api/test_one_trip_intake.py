@@ -223,7 +223,11 @@ def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
     Idempotency-Key (its lock and its row) in the statement that checks its signature; FastAPI's
     handler reads the terms again by id and claims the key on its own. Neither reads the key's
     row in a statement of its own, and both write it in the intake's INSERT. Either way a change
-    to the terms applies to the next request: the newest commission row, a switch turned off."""
+    to the terms applies to the next request: the newest commission row, a switch turned off.
+
+    The claim is in the authenticating statement once the process has verified a request of the
+    store (its signature is then checked before the statement); the store's first intake claims
+    its key in a statement of its own, after the signature verified."""
     one_trip, plain = clients
     ref, store = world
 
@@ -237,6 +241,13 @@ def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
             }
         ).encode()
         return client.post(PAYIN, content=raw, headers=_signed(store, PAYIN, raw))
+
+    with recorded_statements(db.get_bind()) as statements:
+        assert payin(one_trip).status_code == 201
+    first_claims = [s for s in statements if "claim_idempotency_key" in s]
+    assert len(_store_reads(statements)) == 1
+    assert len(first_claims) == 2 and "merchant_stores" not in first_claims[1]
+    assert statements.index(first_claims[0]) < statements.index(first_claims[1])
 
     reads, claims, key_reads, key_writes = [], [], [], []
     for client in (one_trip, plain):
@@ -275,3 +286,46 @@ def test_the_store_and_its_commission_are_read_in_the_authenticating_statement(
     refused = [payin(c) for c in clients]
     assert [r.status_code for r in refused] == [403, 403]
     assert [r.json()["code"] for r in refused] == ["store_traffic_disabled"] * 2
+
+
+def test_a_key_this_process_verified_before_stops_with_the_stores_row(
+    db: Session, clients, world
+) -> None:
+    """The authenticating statement claims the key only for a signature verified before it with
+    the private key the process last verified the store's requests with, and only while the
+    store's row still holds that key: replaced (here under the same public key), the remembered
+    key verifies nothing and claims nothing, and the new one is learnt."""
+    one_trip, _ = clients
+    ref, store = world
+
+    def payin(world: StoreWorld) -> Any:
+        raw = json.dumps(
+            {
+                "merchant_order_id": f"m-{uuid.uuid4().hex[:10]}",
+                "amount_fiat": "1000.00",
+                "fiat_currency": ref.fiat.code,
+            }
+        ).encode()
+        return one_trip.post(PAYIN, content=raw, headers=_signed(world, PAYIN, raw))
+
+    assert payin(store).status_code == 201
+    replaced = StoreWorld(store.store, store.merchant, store.public_key, "sk_replaced-" + "x" * 32)
+    db.execute(
+        update(MerchantStore)
+        .where(MerchantStore.id == store.store.id)
+        .values(private_api_key=replaced.private_key)
+    )
+    db.commit()
+
+    with recorded_statements(db.get_bind()) as statements:
+        refused = payin(store)
+    assert refused.status_code == 401 and refused.json()["code"] == "invalid_signature"
+    assert len([s for s in statements if "claim_idempotency_key" in s]) == 1  # the store read's
+    assert _count(db) == (1, 1)
+    with recorded_statements(db.get_bind()) as statements:
+        assert payin(replaced).status_code == 201  # claimed after the signature verified
+    assert len([s for s in statements if "claim_idempotency_key" in s]) == 2
+    with recorded_statements(db.get_bind()) as statements:
+        assert payin(replaced).status_code == 201  # claimed in the authenticating statement
+    assert len([s for s in statements if "claim_idempotency_key" in s]) == 1
+    assert _count(db) == (3, 3)

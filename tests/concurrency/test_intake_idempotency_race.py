@@ -1,10 +1,12 @@
 """The same intake sent several times at once with one `Idempotency-Key` (a store's retry racing
 its first try), on real parallel requests, each with its own PostgreSQL session: exactly one order
 is created; every other answer is that order replayed or 409 `idempotency_key_in_progress`, never
-a second order, a 409 for the merchant order id, or a 5xx.
+a second order, a 409 for the merchant order id, or a 5xx. A request with a forged signature never
+holds the store's key, not even while it is being refused.
 
 The gateway's intake claims the key (its lock and its row) in the statement that authenticates the
-store (`idempotency.store_key_claim`), through the function `claim_idempotency_key`, which reads
+store (`idempotency.store_key_claim`, once the process knows the store's key: else after the
+signature verified), through the function `claim_idempotency_key`, which reads
 the row after taking the lock: a request that gets the lock after the first one committed sees its
 row and replays it, even when its statement started before that commit."""
 
@@ -17,6 +19,7 @@ import uuid
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select, text
 
@@ -145,3 +148,77 @@ def test_the_claim_sees_a_row_committed_after_its_statement_started(committed_db
     assert claim["locked"] is True
     assert claim["row"]["request_fingerprint"] == "f1"
     assert claim["row"]["response_body"] == {"id": 1}
+
+
+@pytest.mark.parametrize("store_seen", [False, True], ids=["first-intake", "store-seen"])
+def test_a_forged_intake_never_holds_the_stores_key(
+    committed_db: object, monkeypatch: pytest.MonkeyPatch, store_seen: bool
+) -> None:
+    """Audit finding: the authenticating statement claimed the `Idempotency-Key` before the
+    signature was checked, so a stranger knowing only a store's public key held the store's key
+    lock for the whole of its failing request (the refusal's Redis round trips, the rollback),
+    and the store's genuine intake with that key meanwhile answered 409. Now the key is claimed
+    in that statement only for a signature verified before it (with the key this process last
+    verified the store's requests with: `store_seen`), otherwise after the signature verified."""
+    from jivapay.middleware import rate_limiting
+    from jivapay.servers.gateway.server import app
+
+    with atomic_transaction() as session:
+        ref = make_reference(session, rate=D("90"))
+        store = make_store(session, ref, lower=D("1"), upper=D("100000"))
+        fiat = ref.fiat.code
+
+    def intake_body(key: str) -> bytes:
+        return json.dumps(
+            {"merchant_order_id": key, "amount_fiat": "1500.00", "fiat_currency": fiat}
+        ).encode()
+
+    if store_seen:
+        earlier = f"earlier-{uuid.uuid4().hex[:8]}"
+        with TestClient(app) as client:
+            headers = gateway_headers(
+                store, "POST", PAYIN, intake_body(earlier), idempotency_key=earlier
+            )
+            assert (
+                client.post(PAYIN, content=intake_body(earlier), headers=headers).status_code == 201
+            )
+    key = f"order-{uuid.uuid4().hex[:8]}"  # e.g. the merchant's own order id
+    raw = intake_body(key)
+
+    # The stranger's refusal is held where it is slow in production anyway: the Redis round trips
+    # counting its failure (each up to the limiter's socket timeout).
+    inside, release = threading.Event(), threading.Event()
+    counted = rate_limiting.store_authentication_failed
+
+    def slow_failure(request: Any) -> None:
+        inside.set()
+        release.wait(10)
+        counted(request)
+
+    monkeypatch.setattr(rate_limiting, "store_authentication_failed", slow_failure)
+    forged = {
+        "X-API-Key": store.public_key,
+        "X-Timestamp": str(int(time.time())),
+        "X-Signature": "0" * 64,
+        "Content-Type": "application/json",
+        "Idempotency-Key": key,
+    }
+    stranger_answer: list[int] = []
+
+    def stranger() -> None:
+        with TestClient(app, client=("203.0.113.90", 4000)) as client:
+            stranger_answer.append(client.post(PAYIN, content=raw, headers=forged).status_code)
+
+    thread = threading.Thread(target=stranger)
+    thread.start()
+    try:
+        assert inside.wait(10), "the stranger's request never reached the signature refusal"
+        with TestClient(app, client=("198.51.100.90", 4000)) as merchant:
+            signed = gateway_headers(store, "POST", PAYIN, raw, idempotency_key=key)
+            answer = merchant.post(PAYIN, content=raw, headers=signed)
+    finally:
+        release.set()
+        thread.join(30)
+
+    assert stranger_answer == [401]
+    assert answer.status_code == 201, answer.text

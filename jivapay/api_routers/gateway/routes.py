@@ -13,7 +13,10 @@ model (422); then the endpoint runs and the transaction commits before the respo
 statement that authenticates the store also reads what intake needs of it
 (`gateway_service.INTAKE_TERMS`: switches, currencies, limits, commissions) and takes the
 `Idempotency-Key`'s lock with its row (`idempotency.store_key_claim`): one round trip for the
-three.
+three. The key is claimed there only when the signature was verified before the statement, with
+the store's key as this process last verified it (`security.signature_verified`), so a request
+with a forged signature never holds a store's key; the first intake of a store in a process (or
+after its key was rotated) claims the key in a statement of its own, once its signature verifies.
 """
 
 from __future__ import annotations
@@ -35,13 +38,16 @@ from jivapay.api_routers.auth import authenticate_store
 from jivapay.api_routers.routing import LosslessJSONRequest, LosslessJSONRoute
 from jivapay.database.models import MerchantStore
 from jivapay.database.utils import run_request_transaction
+from jivapay.security import signature_verified
 from jivapay.services import gateway_service, idempotency
 
 # What the statement authenticating an intake also reads: the store's terms, and the
-# `Idempotency-Key`'s lock and row when the key is valid.
+# `Idempotency-Key`'s lock and row when the key is valid and the signature already verified.
 _TERMS_AND_KEY_CLAIM = (
     *gateway_service.INTAKE_TERMS,
-    idempotency.store_key_claim(cast(Table, MerchantStore.__table__).c.id),
+    idempotency.store_key_claim(
+        cast(Table, MerchantStore.__table__).c.id, verified=signature_verified()
+    ),
 )
 
 # The parameters an intake endpoint declares, which `OneTripIntakeRoute` resolves itself.
