@@ -2,7 +2,7 @@
 
 Who is counted, and against which limit:
 
-- A request whose bearer token verifies counts against `RATE_LIMIT_DEFAULT` per principal.
+- A request whose bearer token verifies counts against `RATE_LIMIT_DEFAULT` per principal (below).
 - A gateway route that authenticates the store (`get_current_store`) is counted only once the
   signature verifies: `RATE_LIMIT_GATEWAY` per store on every such route, and intake additionally
   `RATE_LIMIT_GATEWAY_INIT` per store. A request that fails store authentication counts against
@@ -11,21 +11,34 @@ Who is counted, and against which limit:
   route's own store limits are counted together, in one Redis round trip (`check_many`).
 - Everything else (no valid credentials) counts against `RATE_LIMIT_DEFAULT` by client IP.
 - Login: `RATE_LIMIT_LOGIN` per IP on every attempt, and per account on failed attempts: an account
-  whose failures reach the limit is refused (429) before its password is checked.
-- Only unauthenticated callers are ever blocked: an IP whose requests fail authentication (401) more
-  than `RATE_LIMIT_BLOCK_AFTER_VIOLATIONS` times within `RATE_LIMIT_BLOCK_WINDOW_SECONDS` is refused
-  (`client_blocked`) for `RATE_LIMIT_BLOCK_SECONDS` whenever it comes without valid credentials. A
-  store or user with valid credentials is limited (429) but never blocked.
+  whose failures reach the limit is refused (429) before its password is checked. The account's
+  count is taken (atomically, in Redis) before the password is checked and given back when the
+  login succeeds, so attempts running at once count as failures until they have answered: parallel
+  guesses cannot all reach the password check before the first failure is counted.
+- Only unauthenticated callers are ever blocked: an IP whose requests fail authentication (401,
+  a revoked or otherwise refused token included) more than `RATE_LIMIT_BLOCK_AFTER_VIOLATIONS`
+  times within `RATE_LIMIT_BLOCK_WINDOW_SECONDS` is refused (`client_blocked`) for
+  `RATE_LIMIT_BLOCK_SECONDS` whenever it comes without valid credentials (a well-signed token is
+  only found revoked by the route, which answers 401, counted again). A store or user with valid
+  credentials is limited (429) but never blocked, on every route (the IP limits of a route whose
+  guard has authenticated its user are not blockable).
+
+A token's principal is its user, role and token version (`ver`): a revoked token (its version
+behind the user's, after a password change or reset) is still well signed, so the middleware, which
+does not read the database, counts it, but in a bucket of its own, never in the one of its owner's
+fresh tokens.
 
 The client IP is `scope["client"]`: uvicorn rewrites it from `X-Forwarded-For` only for the proxies
-listed in the `TRUSTED_PROXIES` environment setting (`jivapay serve`).
+listed in the `TRUSTED_PROXIES` environment setting (`jivapay serve`). An IPv6 client is counted (and
+blocked) by its /64 network, the smallest block a site is routed and whose addresses one host can
+pick freely; an IPv4 client, or an IPv4-mapped IPv6 address, by its IPv4 address.
 
 Every limited response carries the IETF `RateLimit-Policy` and `RateLimit` fields
 (draft-ietf-httpapi-ratelimit-headers: `"default";q=600;w=60` and `"default";r=598;t=42`); a 429 is
 problem+json (`rate_limited` or `client_blocked`) with `Retry-After`.
 
 Limits are DB settings read live through `config_loader` (cached ~5 s). The storage only uses
-commands Redis 6.2 has (the `limits` sliding-window scripts, `SET EX`, `TTL`), so the embedded Redis
+commands Redis 6.2 has (the `limits` sliding-window scripts and ours, `SET EX`, `TTL`), so the embedded Redis
 works too. Redis down: requests are served (fail open), a warning is logged,
 `rate_limit_storage_errors_total` counts it and `/ready` reports `rate_limiter` failing; the storage
 is not retried for a second, so a dead Redis costs at most one short timeout per second.
@@ -36,6 +49,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import ipaddress
 import json
 import math
 import os
@@ -184,6 +198,22 @@ return out
 """
 
 
+# One hit given back to each sliding window (KEYS: previous and current key per window): taken from
+# the current window's count, or from the previous one's when the window has moved on since the hit
+# (the `limits` scripts rename the current key to the previous one). `DECR` keeps the key's TTL.
+_GIVE_BACK_SCRIPT = """
+for i = 1, #KEYS / 2 do
+    local previous_key, current_key = KEYS[2 * i - 1], KEYS[2 * i]
+    if (tonumber(redis.call('get', current_key)) or 0) > 0 then
+        redis.call('decr', current_key)
+    elseif (tonumber(redis.call('get', previous_key)) or 0) > 0 then
+        redis.call('decr', previous_key)
+    end
+end
+return 0
+"""
+
+
 def _refused(server: str, scope: str, quotas: list[Quota]) -> Decision:
     """The refusal of the last quota in `quotas` (counted in the metrics)."""
     RATE_LIMIT_EXCEEDED_TOTAL.labels(server, scope).inc()
@@ -274,6 +304,7 @@ class RequestRateLimiter:
             self.storage = MemoryStorage()
         self.limiter = SlidingWindowCounterRateLimiter(self.storage)
         self._hit_many: Any | None = None  # the registered `_HIT_MANY_SCRIPT`, on first use
+        self._give_back: Any | None = None  # the registered `_GIVE_BACK_SCRIPT`, on first use
         self._down_until = 0.0
         self.last_storage_error: tuple[float, str] | None = None
 
@@ -310,13 +341,12 @@ class RequestRateLimiter:
         """Seconds `identity` stays blocked (0: not blocked, or the storage is down)."""
         return self._guarded(server, lambda: self._blocked_seconds(identity), default=0)
 
-    def exhausted(self, setting_key: str, identity: str, *, scope: str, server: str) -> Decision:
-        """Refuse when `identity` has no quota left, without counting this request."""
-        return self._guarded(server, lambda: self._test(setting_key, identity, scope, server))
-
-    def count(self, setting_key: str, identity: str, *, scope: str, server: str) -> None:
-        """Count one event of `identity` (e.g. a failed login) without refusing anything."""
-        self._guarded(server, lambda: self._count(setting_key, identity, scope), default=None)
+    def give_back(self, setting_key: str, identity: str, *, scope: str, server: str) -> None:
+        """Uncount one request `check` counted (a login that succeeded after all), in one round
+        trip; nothing when the storage fails."""
+        self._guarded(
+            server, lambda: self._give_back_hit(setting_key, identity, scope), default=None
+        )
 
     def probe(self) -> None:
         """Exercise every storage operation the limiter uses; raises when one fails (`/ready`)."""
@@ -421,17 +451,31 @@ class RequestRateLimiter:
                 return _refused(server, scope, quotas)
         return Decision(allowed=True, quotas=tuple(quotas))
 
-    def _test(self, setting_key: str, identity: str, scope: str, server: str) -> Decision:
-        for item in _limits_for(setting_key):
-            if not self.limiter.test(item, scope, identity):
-                quota = self._quota(item, scope, identity)
-                RATE_LIMIT_EXCEEDED_TOTAL.labels(server, scope).inc()
-                return Decision(allowed=False, retry_after=max(1, quota.reset))
-        return ALLOWED
-
-    def _count(self, setting_key: str, identity: str, scope: str) -> None:
-        for item in _limits_for(setting_key):
-            self.limiter.hit(item, scope, identity)
+    def _give_back_hit(self, setting_key: str, identity: str, scope: str) -> None:
+        items = _limits_for(setting_key)
+        storage = self.storage
+        if isinstance(storage, RedisStorage):
+            keys: list[str] = []
+            for item in items:
+                key = item.key_for(scope, identity)
+                keys += [
+                    storage.prefixed_key(storage._previous_window_key(key)),
+                    storage.prefixed_key(storage._current_window_key(key)),
+                ]
+            if self._give_back is None:
+                self._give_back = storage.get_connection().register_script(
+                    _GIVE_BACK_SCRIPT.encode()
+                )
+            self._give_back(keys, [])
+        elif isinstance(storage, MemoryStorage):
+            for item in items:
+                previous, current = storage.sliding_window_keys(
+                    item.key_for(scope, identity), item.get_expiry(), time.time()
+                )
+                for key in (current, previous):
+                    if storage.get(key) > 0:
+                        storage.decr(key)
+                        break
 
     def _redis(self) -> Any | None:
         if isinstance(self.storage, RedisStorage):
@@ -513,8 +557,29 @@ def _digest(value: str) -> str:
 
 
 def _client_ip(scope: Scope) -> str:
+    """The limiter identity of the client's address (`address_identity`)."""
     client = scope.get("client")
-    return f"ip:{client[0]}" if client else "ip:unknown"
+    return address_identity(client[0]) if client else "ip:unknown"
+
+
+# An IPv6 site is routed at least a /64 and its hosts pick addresses in it at will (privacy
+# addresses), so one caller is one /64; a longer prefix is no barrier at all.
+IPV6_PREFIX = 64
+
+
+@lru_cache(maxsize=4096)
+def address_identity(host: str) -> str:
+    """The limiter (and block list) identity of a client address: `ip:<IPv4>`, `ip:<IPv6 /64>`
+    (an IPv4-mapped IPv6 address counts as its IPv4), `ip:<host>` for what is no address."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return f"ip:{host}"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return f"ip:{address.ipv4_mapped}"
+        return f"ip:{ipaddress.IPv6Network((address, IPV6_PREFIX), strict=False)}"
+    return f"ip:{address}"
 
 
 def _principal_key(user_id: object, role: object) -> str:
@@ -532,7 +597,9 @@ def account_identity(login: str) -> str:
 
 
 def _token_principal(headers: Headers) -> str | None:
-    """The bearer token's user if the token verifies (the middleware runs before auth)."""
+    """The bearer token's user and token version if the token verifies (the middleware runs before
+    auth and does not read the database: a revoked token verifies here, and its version keeps it
+    out of the bucket of its owner's current tokens)."""
     auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -543,7 +610,7 @@ def _token_principal(headers: Headers) -> str | None:
         claims = decode_access_token(token.strip())
     except Exception:
         return None
-    return _principal_key(claims.user_id, claims.role)
+    return f"{_principal_key(claims.user_id, claims.role)}:v{claims.token_version}"
 
 
 def default_identity(scope: Scope) -> str:
@@ -687,8 +754,8 @@ def rate_limit(setting_key: str, key: KeyKind | str = KeyKind.IP) -> Callable[..
         return enforce_store_limit
 
     def enforce_rate_limit(request: Request) -> None:
+        principal = getattr(request.state, "principal", None)
         if kind is KeyKind.PRINCIPAL:
-            principal = getattr(request.state, "principal", None)
             identity = (
                 _principal_key(principal.user_id, principal.role)
                 if principal is not None
@@ -696,7 +763,9 @@ def rate_limit(setting_key: str, key: KeyKind | str = KeyKind.IP) -> Callable[..
             )
         else:
             identity = _client_ip(request.scope)
-        _enforce(request, setting_key, identity, scope=scope_name, blockable=kind is KeyKind.IP)
+        # A user the route's guard has authenticated is limited, never blocked.
+        blockable = kind is KeyKind.IP and principal is None
+        _enforce(request, setting_key, identity, scope=scope_name, blockable=blockable)
 
     enforce_rate_limit.__name__ = f"rate_limit_{scope_name}"
     return enforce_rate_limit
@@ -719,7 +788,12 @@ async def _login_name(request: Request) -> str | None:
 
 
 def login_rate_limit() -> Callable[[Request], AsyncIterator[None]]:
-    """Login routes: `RATE_LIMIT_LOGIN` per IP on every attempt and per account on failures."""
+    """Login routes: `RATE_LIMIT_LOGIN` per IP on every attempt and per account on failures.
+
+    The account's attempt is counted before its password is checked, in the same atomic Redis
+    step that refuses it when the account has no quota left, and given back unless the login
+    failed authentication: an attempt still running counts as a failure, so attempts sent at
+    once cannot all pass the check before any has failed, and only failures stay counted."""
     get_spec(LOGIN_SETTING)
 
     async def enforce_login_limit(request: Request) -> AsyncIterator[None]:
@@ -728,25 +802,31 @@ def login_rate_limit() -> Callable[[Request], AsyncIterator[None]]:
             lambda: _enforce(request, LOGIN_SETTING, _client_ip(request.scope), scope="login")
         )
         login = await _login_name(request)
-        account = account_identity(login) if login else None
-        if account is not None:
-            decision = await anyio.to_thread.run_sync(
-                lambda: get_rate_limiter().exhausted(
-                    LOGIN_SETTING, account, scope="login_failures", server=server
-                )
-            )
-            if not decision.allowed:
-                raise decision.error()
+        if login is None:
+            yield
+            return
+        account = account_identity(login)
+        limiter = get_rate_limiter()
+        # The account's quota is not shown in the RateLimit fields: its failures are no business
+        # of whoever names it.
+        decision = await anyio.to_thread.run_sync(
+            lambda: limiter.check(LOGIN_SETTING, account, scope="login_failures", server=server)
+        )
+        if not decision.allowed:
+            raise decision.error()
+        failed = False
         try:
             yield
         except AuthenticationFailed:
-            if account is not None:
+            failed = True
+            raise
+        finally:
+            if not failed:
                 await anyio.to_thread.run_sync(
-                    lambda: get_rate_limiter().count(
+                    lambda: limiter.give_back(
                         LOGIN_SETTING, account, scope="login_failures", server=server
                     )
                 )
-            raise
 
     return enforce_login_limit
 
@@ -800,8 +880,9 @@ def rate_limit_headers(quotas: list[Quota]) -> dict[str, str]:
 class RateLimitMiddleware:
     """Counts each request before routing (principal or IP), except on store-signed gateway routes,
     which count once the signature verifies, or by IP when refused before it
-    (`store_route_unverified`). Adds the `RateLimit` fields and notes 401s of
-    unauthenticated callers for the block list (pure ASGI)."""
+    (`store_route_unverified`). Adds the `RateLimit` fields and notes every 401 against the
+    client IP for the block list, a well-signed token's too (revoked, or its user disabled); a
+    store route's are noted by `store_authentication_failed` (pure ASGI)."""
 
     def __init__(
         self,
@@ -849,9 +930,12 @@ class RateLimitMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-        if failed_auth and unauthenticated_ip is not None:
+        if failed_auth and not _authenticates_store(scope):
+            # A 401 is no valid credential, whatever the request carried: counted like any failed
+            # authentication (a store route counts its own, after the signature check).
+            failing_ip = unauthenticated_ip or _client_ip(scope)
             await anyio.to_thread.run_sync(
-                lambda: get_rate_limiter().note_auth_failure(unauthenticated_ip, server=self.server)
+                lambda: get_rate_limiter().note_auth_failure(failing_ip, server=self.server)
             )
 
     async def _refuse(

@@ -1,12 +1,14 @@
 """Rate limiting on real Redis servers (the machine's Redis 7 and a Redis 6.2): who is counted against
-which limit, live settings, the IETF RateLimit fields, the block list that only ever hits failing
-unauthenticated callers, the per-account login throttle, fail-open and `/ready`.
+which limit (a revoked token apart from its owner's, an IPv6 client by its /64), live settings, the
+IETF RateLimit fields, the block list that only ever hits failing unauthenticated callers, the
+per-account login throttle (parallel guesses included), fail-open and `/ready`.
 
 Each test uses its own limiter key prefix and runs once per Redis version."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,14 +21,16 @@ import redis
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from jivapay.api_routers.deps import CurrentStore
 from jivapay.api_routers.gateway.router import router as gateway_router
+from jivapay.database.models import User
 from jivapay.enums import Role
 from jivapay.middleware.rate_limiting import (
     ClientBlocked,
     KeyKind,
+    RequestRateLimiter,
     get_rate_limiter,
     rate_limit,
     reset_rate_limiter,
@@ -35,6 +39,7 @@ from jivapay.security import create_access_token
 from jivapay.servers.app_factory import ServerName, build_app
 from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.servers.serving import proxy_options
+from jivapay.services.auth_service import create_user
 from jivapay.utils.config_loader import invalidate_cache, set_config_value
 from tests.factories import (
     StoreWorld,
@@ -203,6 +208,98 @@ def test_random_api_keys_on_unauthenticated_gateway_routes_share_the_ip_limit(
     ]
 
     assert statuses == [200, 200, 429]
+
+
+def _bearer(user: User) -> dict[str, str]:
+    token = create_access_token(user.id, Role.MERCHANT, token_version=user.token_version)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def revoked_merchant(db: Session) -> tuple[User, dict[str, str], dict[str, str]]:
+    """A merchant whose first token was revoked (as a password change does): (user, stale, fresh)."""
+    user = create_user(
+        db, email=f"m-{uuid.uuid4().hex[:10]}@rl.test", password=PASSWORD, role=Role.MERCHANT
+    )
+    db.commit()
+    stale = _bearer(user)
+    user.token_version += 1  # `revoke_tokens`
+    db.commit()
+    return user, stale, _bearer(user)
+
+
+def test_a_revoked_token_counts_in_a_bucket_of_its_own(
+    db: Session, limiter_prefix: str, revoked_merchant: tuple[User, dict[str, str], dict[str, str]]
+):
+    """Audit finding: the middleware (which reads no database) counted a revoked but well-signed
+    token against its owner's bucket, so the thief of a token, locked out by the owner's password
+    change, could keep the owner at 429 for the rest of the token's life."""
+    _configure(db, RATE_LIMIT_DEFAULT="3/minute")
+    _user, stale, fresh = revoked_merchant
+    app = build_app(Role.MERCHANT)
+    thief = TestClient(app, client=("203.0.113.66", 4000))
+    owner = TestClient(app, client=("198.51.100.20", 4000))
+
+    thief_answers = [thief.get("/merchant/me", headers=stale) for _ in range(5)]
+
+    assert [r.status_code for r in thief_answers] == [401, 401, 401, 429, 429]
+    assert thief_answers[0].json()["code"] == "token_revoked"
+    answers = [owner.get("/merchant/me", headers=fresh) for _ in range(4)]
+    assert [r.status_code for r in answers] == [200, 200, 200, 429]
+
+
+@pytest.mark.parametrize(
+    ("addresses", "statuses"),
+    [
+        # One /64, four addresses: one caller.
+        ([f"2001:db8:1:2::{n + 1:x}" for n in range(4)], [401, 401, 429, 429]),
+        (
+            ["2001:db8:1:2::1", "2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:3::1"],
+            [401, 401, 401],
+        ),
+        # IPv4, and IPv4-mapped IPv6 as the same IPv4 address.
+        (["192.0.2.7", "::ffff:192.0.2.7", "192.0.2.8"], [401, 401, 401]),
+        (["192.0.2.7", "::ffff:192.0.2.7", "192.0.2.7"], [401, 401, 429]),
+    ],
+)
+def test_an_ipv6_client_is_counted_by_its_64_network(
+    db: Session, limiter_prefix: str, addresses: list[str], statuses: list[int]
+):
+    """Audit finding: an IPv6 client picks any of its /64's 2^64 addresses per request, so keyed
+    by its full address it escaped every per-IP control (the default limit, the login limit per
+    IP, the block list)."""
+    _configure(db, RATE_LIMIT_DEFAULT="2/minute")
+    app = build_app(Role.MERCHANT)
+
+    answers = [
+        TestClient(app, client=(address, 4000)).get("/merchant/me").status_code
+        for address in addresses
+    ]
+
+    assert answers == statuses
+
+
+def test_an_ipv6_network_is_blocked_whole(db: Session, limiter_prefix: str):
+    _configure(
+        db,
+        RATE_LIMIT_DEFAULT="100/minute",
+        RATE_LIMIT_BLOCK_AFTER_VIOLATIONS=2,
+        RATE_LIMIT_BLOCK_WINDOW_SECONDS=60,
+        RATE_LIMIT_BLOCK_SECONDS=300,
+    )
+    app = build_app(Role.MERCHANT)
+
+    for n in range(3):
+        assert (
+            TestClient(app, client=(f"2001:db8:9::{n + 1}", 1)).get("/merchant/me").status_code
+            == 401
+        )
+
+    _assert_problem(
+        TestClient(app, client=("2001:db8:9::abcd", 1)).get("/merchant/me"), "client_blocked"
+    )
+    assert get_rate_limiter().blocked_seconds("ip:2001:db8:9::/64", server="merchant") > 0
+    assert TestClient(app, client=("2001:db8:9:1::1", 1)).get("/merchant/me").status_code == 401
 
 
 # ---------------------------------------------------------------------- stores on the gateway
@@ -448,6 +545,89 @@ def test_own_password_guesses_are_limited_per_account_from_any_ip(db: Session, l
     assert statuses == [422, 422, 422, 429, 429]
 
 
+def test_a_right_password_under_the_account_limit_still_logs_in(db: Session, limiter_prefix: str):
+    # The attempt is counted before the password check and given back when it succeeds: two
+    # failures of three leave room for the right password, and the success leaves them at two.
+    _configure(db, RATE_LIMIT_LOGIN="3/minute")
+    user = make_user(db, Role.MERCHANT)
+    db.commit()
+    app = build_app(Role.MERCHANT)
+    wrong = {"username": user.email, "password": "wrong-password"}
+    right = {"username": user.email, "password": PASSWORD}
+
+    def login(n: int, form: dict[str, str]) -> int:
+        client = TestClient(app, client=(f"192.0.2.{n + 20}", 1000))
+        return client.post("/merchant/auth/token", data=form).status_code
+
+    statuses = [login(0, wrong), login(1, wrong), login(2, right), login(3, right)]
+    statuses += [login(4, wrong), login(5, right)]
+
+    assert statuses == [401, 401, 200, 200, 401, 429]
+
+
+@pytest.mark.parametrize("storage", ["redis", "memory"])
+def test_a_hit_given_back_is_uncounted(
+    db: Session, limiter_redis_url: str, limiter_prefix: str, unique: str, storage: str
+):
+    # What a successful login does with the account's attempt, on Redis and on the in-process
+    # storage used without REDIS_URL.
+    _configure(db, RATE_LIMIT_LOGIN="2/minute")
+    url = limiter_redis_url if storage == "redis" else "memory://"
+    limiter = RequestRateLimiter(url, key_prefix=limiter_prefix)
+    account = f"account:{unique}"
+
+    def check() -> bool:
+        return limiter.check("RATE_LIMIT_LOGIN", account, scope="t", server="test").allowed
+
+    try:
+        assert [check(), check(), check()] == [True, True, False]
+        limiter.give_back("RATE_LIMIT_LOGIN", account, scope="t", server="test")
+        assert [check(), check()] == [True, False]
+        limiter.give_back("RATE_LIMIT_LOGIN", f"account:other-{unique}", scope="t", server="test")
+        assert check() is False  # another account's give-back leaves this one's count alone
+    finally:
+        limiter.close()
+
+
+@pytest.fixture
+def login_email(committed_db: sessionmaker[Session], limiter_prefix: str) -> Iterator[str]:
+    """A committed merchant account with `RATE_LIMIT_LOGIN` 3/minute, for parallel sessions."""
+    with committed_db() as session:
+        _configure(session, RATE_LIMIT_LOGIN="3/minute")
+        email = make_user(session, Role.MERCHANT).email
+        session.commit()
+    invalidate_cache()
+    yield email
+    invalidate_cache()
+
+
+def test_parallel_wrong_passwords_cannot_exceed_the_account_limit(login_email: str):
+    """Audit finding: the account's failures were tested before the password check and counted
+    after it, so guesses sent at once (from as many addresses) all passed the test and all had
+    their password checked. Now each attempt is counted, atomically, before the check."""
+    app = build_app(Role.MERCHANT)
+    senders = 12
+    barrier = threading.Barrier(senders)
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def guess(n: int) -> None:
+        with TestClient(app, client=(f"192.0.2.{n + 10}", 1000)) as client:
+            barrier.wait()
+            form = {"username": login_email, "password": f"wrong-guess-{n}"}
+            response = client.post("/merchant/auth/token", data=form)
+        with lock:
+            statuses.append(response.status_code)
+
+    threads = [threading.Thread(target=guess, args=(n,)) for n in range(senders)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert sorted(statuses) == [401] * 3 + [429] * (senders - 3)
+
+
 def test_successful_logins_do_not_throttle_the_account(db: Session, limiter_prefix: str):
     _configure(db, RATE_LIMIT_LOGIN="2/minute")
     user = make_user(db, Role.MERCHANT)
@@ -490,6 +670,67 @@ def test_unauthenticated_failures_block_the_ip_but_not_a_valid_token(
     token = create_access_token(1, Role.MERCHANT)
     answer = client.get("/merchant/me", headers={"Authorization": f"Bearer {token}"})
     assert answer.status_code != 429
+
+
+def test_failures_with_a_revoked_token_count_towards_the_ip_block(
+    db: Session, limiter_prefix: str, revoked_merchant: tuple[User, dict[str, str], dict[str, str]]
+):
+    """Audit finding: only requests without a well-signed token had their 401s noted, so an
+    address failing with a revoked token (or one of a disabled user) was never blocked."""
+    _configure(
+        db,
+        RATE_LIMIT_DEFAULT="100/minute",
+        RATE_LIMIT_BLOCK_AFTER_VIOLATIONS=2,
+        RATE_LIMIT_BLOCK_WINDOW_SECONDS=60,
+        RATE_LIMIT_BLOCK_SECONDS=300,
+    )
+    _user, stale, fresh = revoked_merchant
+    client = TestClient(build_app(Role.MERCHANT), client=("203.0.113.67", 4000))
+
+    failures = [client.get("/merchant/me", headers=stale) for _ in range(4)]
+
+    assert {r.status_code for r in failures} == {401}
+    _assert_problem(client.get("/merchant/me"), "client_blocked")
+    # The owner's valid token is still served from the blocked address.
+    assert client.get("/merchant/me", headers=fresh).status_code == 200
+
+
+def test_a_valid_user_on_a_blocked_address_can_change_their_password(
+    db: Session, limiter_prefix: str
+):
+    """Audit finding: the own-password route's IP limit was blockable although its guard had
+    authenticated the user, so a user behind an address another caller had got blocked (a NAT,
+    an office) could use every route but this one."""
+    from jivapay.servers.merchant.server import ROUTERS
+
+    _configure(
+        db,
+        RATE_LIMIT_DEFAULT="100/minute",
+        RATE_LIMIT_BLOCK_AFTER_VIOLATIONS=2,
+        RATE_LIMIT_BLOCK_WINDOW_SECONDS=60,
+        RATE_LIMIT_BLOCK_SECONDS=300,
+    )
+    user = create_user(
+        db, email=f"m-{uuid.uuid4().hex[:10]}@rl.test", password=PASSWORD, role=Role.MERCHANT
+    )
+    db.commit()
+    app = build_app(Role.MERCHANT, routers=ROUTERS)
+    shared_nat = ("203.0.113.80", 4000)
+    stranger = TestClient(app, client=shared_nat)
+    assert [stranger.get("/merchant/me").status_code for _ in range(3)] == [401] * 3
+    _assert_problem(stranger.get("/merchant/me"), "client_blocked")
+
+    user_client = TestClient(app, client=shared_nat)
+    assert user_client.get("/merchant/me", headers=_bearer(user)).status_code == 200
+    answer = user_client.post(
+        "/merchant/password",
+        headers=_bearer(user),
+        json={"current_password": PASSWORD, "new_password": "brand-new-password-2"},
+    )
+
+    assert answer.status_code == 204, answer.text
+    # The address stays blocked for callers without credentials.
+    _assert_problem(stranger.post("/merchant/password", json={}), "client_blocked")
 
 
 def test_successful_requests_never_lead_to_a_block(db: Session, limiter_prefix: str):
