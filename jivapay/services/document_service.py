@@ -295,6 +295,11 @@ def _decode_page_contents(reader: pypdf.PdfReader, budget: _DecodeBudget) -> Non
                 continue
             if not isinstance(stream, StreamObject):
                 raise _undecodable("PDF")
+            if not stream.get("/Filter"):
+                # Stored as is (scanners and image converters write such pages): its bytes are
+                # its content; `decode_stream_data` refuses a stream without a filter.
+                budget.charge(stream.get_data())
+                continue
             budget.charge(decode_stream_data(stream))  # counted, then dropped
 
 

@@ -129,6 +129,15 @@ def _pdf_with_filter(name: str) -> bytes:
     return out.getvalue()
 
 
+def test_a_pdf_whose_page_content_is_not_compressed_passes():
+    from PIL import Image
+
+    converted = io.BytesIO()
+    Image.new("RGB", (60, 40), "white").save(converted, format="PDF")  # a photo saved as PDF
+
+    assert validate_upload(converted.getvalue(), max_bytes=LIMIT) == ("application/pdf", "pdf")
+
+
 def test_pdf_with_an_unknown_filter_is_refused_not_a_crash():
     with pytest.raises(UnsupportedFileType) as caught:
         validate_upload(_pdf_with_filter("/Bogus"), max_bytes=LIMIT)
