@@ -310,9 +310,10 @@ def _change(
     # Credits always pass (a negative platform balance may be corrected upwards); debits must be
     # covered by what is not held for open orders.
     if delta < 0 and new_balance - frozen < 0:
+        available, requested = format(row.balance - frozen, "f"), format(-delta, "f")
         raise InsufficientBalance(
-            f"available balance {row.balance - frozen} does not cover {-delta}",
-            extra={"available": str(row.balance - frozen), "requested": str(-delta)},
+            f"available balance {available} does not cover {requested}",
+            extra={"available": available, "requested": requested},
         )
     row.balance = new_balance
 
@@ -508,10 +509,12 @@ def _frozen(
     if account_id is None:
         conditions = [getattr(model, column) == value for column, value in owner.items()]
         current = session.execute(select(model.balance - model.frozen).where(*conditions)).scalar()
-        available = current if current is not None else Decimal(0)
+        # `format(…, "f")`: a zero NUMERIC(20, 8) would read 0E-8 as `str`.
+        available = format(current if current is not None else Decimal(0), "f")
+        requested = format(amount, "f")
         raise InsufficientBalance(
-            f"available balance {available} does not cover {amount}",
-            extra={"available": str(available), "requested": str(amount)},
+            f"available balance {available} does not cover {requested}",
+            extra={"available": available, "requested": requested},
         )
     for obj in list(session.identity_map.values()):
         if isinstance(obj, model) and obj.id == account_id:

@@ -279,6 +279,9 @@ def test_money_moves_and_platform(admin_client, support_client, db, world) -> No
         headers={**admin, "Idempotency-Key": "move-3"},
     )
     assert r.status_code == 422 and r.json()["code"] == "insufficient_balance"
+    # Amounts in plain notation, as everywhere else (a zero NUMERIC once read "0E-8" here).
+    assert "does not cover 1.25" in r.json()["detail"] and "E-" not in r.json()["detail"]
+    assert "E-" not in r.json()["available"], r.json()
     r = admin_client.post(
         "/admin/balances/adjust",
         json={"account": "platform", "crypto_currency": code, "amount": "2", "reason": "fee"},
