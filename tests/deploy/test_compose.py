@@ -5,16 +5,21 @@ Read with PyYAML (no Docker engine here); anchors and merge keys are resolved by
 
 from __future__ import annotations
 
+import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 import yaml
 
+from jivapay.cli import app as cli_app
 from jivapay.servers.app_factory import DEFAULT_PORTS, ServerName
 
-DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
 ROLES = [s.value for s in ServerName]
 SECRET_WORDS = ("PASSWORD", "SECRET", "KEY", "TOKEN", "AUTH", "DSN")
 
@@ -162,3 +167,99 @@ def test_only_public_apis_are_published_on_every_interface(compose: dict[str, An
             assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond localhost"
     for name in ("postgres", "redis", "minio", "loki"):
         assert "ports" not in services[name], f"{name} must not be published"
+
+
+def _dockerfile_instruction(name: str) -> list[str]:
+    """The exec (JSON) form of the runtime stage's last ENTRYPOINT or CMD."""
+    found = re.findall(rf"^{name}\s+(\[.*\])\s*$", (ROOT / "Dockerfile").read_text(), re.M)
+    assert found, f"the Dockerfile has no exec-form {name}"
+    return list(json.loads(found[-1]))
+
+
+def _jivapay_command_errors(argv: list[str]) -> str | None:
+    """Why `jivapay <argv>` would not run (no such command, an unknown option), else None."""
+    # Typer 0.29 builds on its own copy of click: the group and its errors are duck-typed.
+    command: Any = typer.main.get_command(cli_app)
+    args = list(argv)
+    names = ["jivapay"]
+    while hasattr(command, "list_commands"):
+        if not args:
+            return f"{' '.join(names)}: no subcommand"
+        name = args.pop(0)
+        sub = command.get_command(command.context_class(command), name)
+        if sub is None:
+            return f"{' '.join(names)}: no such command {name!r}"
+        names.append(name)
+        command = sub
+    try:
+        command.make_context(" ".join(names), args)
+    except typer.Exit:
+        return None  # --help
+    except Exception as exc:
+        if not hasattr(exc, "format_message"):
+            raise
+        return f"{' '.join(names)}: {exc.format_message()}"
+    return None
+
+
+def _effective_argv(service: dict[str, Any]) -> list[str]:
+    # Compose: `entrypoint:` replaces the image's ENTRYPOINT (and then drops its CMD), `command:`
+    # replaces only CMD, so a command given to an image whose entry point is `jivapay` is the
+    # arguments of `jivapay`.
+    entrypoint = service.get("entrypoint")
+    command = service.get("command")
+    if isinstance(entrypoint, str):
+        entrypoint = shlex.split(entrypoint)
+    if isinstance(command, str):
+        command = shlex.split(command)
+    if entrypoint is None:
+        entrypoint = _dockerfile_instruction("ENTRYPOINT")
+        command = _dockerfile_instruction("CMD") if command is None else command
+    return [*entrypoint, *(command or [])]
+
+
+def _argv_errors(argv: list[str]) -> list[str]:
+    if argv[:1] == ["jivapay"]:
+        error = _jivapay_command_errors(argv[1:])
+        return [error] if error else []
+    if argv[:2] in (["sh", "-c"], ["/bin/sh", "-c"]) and len(argv) == 3:
+        errors = []
+        for step in re.split(r"&&|\|\||;", argv[2]):
+            words = shlex.split(step)
+            if words[:1] != ["jivapay"]:
+                errors.append(f"shell step {step.strip()!r} is not a jivapay command")
+            else:
+                errors.extend(_argv_errors(words))
+        return errors
+    return [f"runs {argv!r}: neither `jivapay SUBCOMMAND` nor `sh -c` of jivapay commands"]
+
+
+def test_every_app_service_runs_an_existing_jivapay_command(compose: dict[str, Any]) -> None:
+    # The image's ENTRYPOINT is `jivapay`: a `command:` of `sh -c ...` would run
+    # `jivapay sh -c ...` ("No such command 'sh'") and every app waiting on it would never start.
+    app_services = {
+        name: service
+        for name, service in _services(compose).items()
+        if "build" in service or "JIVAPAY_IMAGE" in str(service.get("image", ""))
+    }
+    assert {"migrate", "worker", "beat", "intake-feed", *ROLES} <= set(app_services)
+    errors = []
+    for name, service in app_services.items():
+        errors += [f"{name}: {e}" for e in _argv_errors(_effective_argv(service))]
+        probe = (service.get("healthcheck") or {}).get("test") or []
+        if probe[:2] == ["CMD", "jivapay"]:
+            errors += [f"{name} healthcheck: {e}" for e in _argv_errors(probe[1:])]
+    assert not errors, "\n".join(errors)
+
+
+def test_the_command_check_sees_a_wrong_command() -> None:
+    entry = _dockerfile_instruction("ENTRYPOINT")
+    assert entry == ["jivapay"]
+    shell_as_command = {"command": ["sh", "-c", "jivapay db upgrade && jivapay seed"]}
+    assert _argv_errors(_effective_argv(shell_as_command))
+    assert _argv_errors(["sh", "-c", "jivapay db upgrade && jivapay sead"])
+    assert _argv_errors(["sh", "-c", "jivapay db upgrade && alembic upgrade head"])
+    assert _argv_errors(["jivapay", "worker", "--no-such-option", "1"])
+    assert _argv_errors(["jivapay", "db"])
+    assert not _argv_errors(_effective_argv({"command": ["db", "upgrade"]}))
+    assert not _argv_errors(_effective_argv({}))  # the image's CMD: the gateway
