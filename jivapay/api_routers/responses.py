@@ -49,7 +49,7 @@ class Problem(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    type: str = Field(examples=["https://docs.jivapay.dev/problems/not_found"])
+    type: str = Field(examples=["tag:jivapay,2026:problem:not_found"])
     title: str
     status: int = Field(ge=400, le=599)
     code: str

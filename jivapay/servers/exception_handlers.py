@@ -26,7 +26,9 @@ from jivapay.utils.exceptions import DatabaseError, JivaPayException, RateLimite
 from jivapay.utils.notifications import report_critical_error
 
 PROBLEM_JSON = "application/problem+json"
-PROBLEM_TYPE_BASE = "https://docs.jivapay.dev/problems/"
+# A tag URI (RFC 4151), which RFC 9457 allows: it names the problem and points at no web page, so
+# no client follows it to a domain the project does not control. `code` holds the same name.
+PROBLEM_TYPE_BASE = "tag:jivapay,2026:problem:"
 # A body with 100k unknown fields must not answer a 10 MB error: the first ones and the count.
 MAX_REPORTED_ERRORS = 20
 

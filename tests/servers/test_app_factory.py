@@ -189,7 +189,8 @@ def test_not_found_is_problem_json(services: Any):
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     body = response.json()
     assert body["code"] == "not_found"
-    assert body["type"].endswith("/not_found")
+    # A tag URI: it names the problem and links to no outside domain.
+    assert body["type"] == "tag:jivapay,2026:problem:not_found"
     assert body["status"] == 404
     assert body["request_id"] == response.headers["X-Request-ID"]
 

@@ -68,7 +68,7 @@ def test_domain_error_is_problem_json_with_stable_code() -> None:
     assert body["code"] == "invalid_status_transition"
     assert body["status"] == 409
     assert body["detail"] == "order is completed"
-    assert body["type"].endswith("/invalid_status_transition")
+    assert body["type"] == "tag:jivapay,2026:problem:invalid_status_transition"
     assert body["title"]
 
 
