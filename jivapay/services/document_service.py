@@ -78,6 +78,9 @@ MAX_PDF_STREAM_BYTES = 20 * 1024 * 1024
 # decoding (zlib inflates ~1000:1) from one anonymous upload. One stream at the cap still fits.
 MAX_PDF_DECODED_BYTES = 50 * 1024 * 1024
 MAX_FILES_PER_REQUEST = 5
+# Files one order keeps in all: a repeated dispute or confirmation adds its files (evidence), so
+# without a bound one caller could pile up storage on an order.
+MAX_DOCUMENTS_PER_ORDER = 25
 
 # (leading bytes, content type, extension): the only formats accepted.
 _SIGNATURES: tuple[tuple[bytes, str, str], ...] = (
@@ -354,9 +357,11 @@ def record_upload(
     staged: StagedUpload,
     uploaded_by_user_id: int | None,
     ip_address: str | None = None,
+    reason: str | None = None,
 ) -> UploadedDocument:
     """Write the `uploaded_documents` row of a staged file (flushes); `ip_address`: the
-    uploading client's, for the audit row."""
+    uploading client's, and `reason` the one it was sent with when no status change records it,
+    for the audit row."""
     row = UploadedDocument(
         order_id=order.id,
         uploaded_by_user_id=uploaded_by_user_id,
@@ -381,6 +386,7 @@ def record_upload(
             "size": staged.size,
             "sha256": staged.sha256,
             "filename": (staged.filename or "")[:200] or None,
+            **({"reason": reason} if reason else {}),
         },
         ip_address=ip_address,
     )
@@ -430,13 +436,18 @@ def transition_with_documents(
     required: bool = False,
     reason: str | None = None,
 ) -> osm.TransitionResult:
-    """Apply `event` with files attached: check, upload, then transition and record in one go."""
+    """Apply `event` with files attached: check, upload, then transition and record in one go.
+
+    A repeat (the transition had already happened: this request retried, or another actor's got
+    there first) answers the current state and still keeps the files it brought, which are
+    evidence of the order whoever moved it (a PayOut's transfer receipt, a dispute's evidence);
+    a file the order already holds is not stored twice."""
     order = _find_order(session, public_id)
-    if not osm.check_transition(order, event=event, actor=actor):
-        # Already happened: answer the current state, store nothing.
-        return osm.transition(session, public_id=public_id, event=event, actor=actor)
-    if required and not uploads:
+    first = osm.check_transition(order, event=event, actor=actor)
+    if first and required and not uploads:
         raise ValidationFailed("a receipt file is required", code="receipt_required")
+    if not uploads:
+        return osm.transition(session, public_id=public_id, event=event, actor=actor, reason=reason)
     if len(uploads) > MAX_FILES_PER_REQUEST:
         raise ValidationFailed(
             f"at most {MAX_FILES_PER_REQUEST} files per request", code="too_many_files"
@@ -446,10 +457,8 @@ def transition_with_documents(
         validate_upload(upload.data, max_bytes=limit)
     staged = [stage_upload(session, order=order, kind=kind, upload=u) for u in uploads]
     result = osm.transition(session, public_id=public_id, event=event, actor=actor, reason=reason)
-    if not result.changed:  # a concurrent request did it between our check and the lock
-        for item in staged:
-            discard_upload(session, staged=item)
-        return result
+    if not result.changed:
+        staged = _new_to_the_order(session, order=order, staged=staged)
     for item in staged:
         record_upload(
             session,
@@ -457,8 +466,33 @@ def transition_with_documents(
             staged=item,
             uploaded_by_user_id=actor.user_id,
             ip_address=actor.ip_address,
+            reason=None if result.changed else reason,
         )
     return result
+
+
+def _new_to_the_order(
+    session: Session, *, order: OrderHistory, staged: list[StagedUpload]
+) -> list[StagedUpload]:
+    """The staged files of a repeat that the order does not hold yet (the others are discarded);
+    `too_many_documents` (422) past `MAX_DOCUMENTS_PER_ORDER`, since a repeat may be sent at will.
+    Runs under the order's row lock (`osm.transition` took it), so parallel repeats count right."""
+    on_file = session.scalars(
+        select(UploadedDocument.sha256).where(UploadedDocument.order_id == order.id)
+    ).all()
+    held, count = set(on_file), len(on_file)
+    new: list[StagedUpload] = []
+    for item in staged:
+        if item.sha256 in held:
+            discard_upload(session, staged=item)
+        else:
+            held.add(item.sha256)
+            new.append(item)
+    if count + len(new) > MAX_DOCUMENTS_PER_ORDER:
+        raise ValidationFailed(
+            f"an order keeps at most {MAX_DOCUMENTS_PER_ORDER} files", code="too_many_documents"
+        )
+    return new
 
 
 def confirm_with_receipt(
