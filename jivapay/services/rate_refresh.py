@@ -16,9 +16,12 @@ invalidates their cache entries after commit. Expected body:
 (`median` optional: the midpoint of buy and sell; numbers as JSON strings or numbers). Pairs the
 source does not mention keep their rate. A failing source (network error, timeout, non-200, body
 that is not that shape) changes nothing and raises an alert; an entry that is not a positive rate
-within NUMERIC(20, 8), names an unknown currency, or moves the median by more than
-`EXCHANGE_RATE_MAX_CHANGE_PERCENT` is rejected alone (alert), the others still apply. A rate is
-never zeroed or deleted here: when the source stays down, rates age until intake refuses them.
+within NUMERIC(20, 8), has a median outside [buy, sell] (the rule of a manual rate too:
+`reference_data.check_median`), names an unknown currency, or moves the median by more than
+`EXCHANGE_RATE_MAX_CHANGE_PERCENT` is rejected alone (alert), the others still apply. The jump is
+measured from the pair's row under its lock (`reference_data.upsert_rate`), so a manual rate
+committed while the refresh runs is the one compared. A rate is never zeroed or deleted here: when
+the source stays down, rates age until intake refuses them.
 """
 
 from __future__ import annotations
@@ -35,14 +38,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from jivapay.database.base import utcnow
-from jivapay.database.models import CryptoCurrency, ExchangeRate, FiatCurrency
+from jivapay.database.models import CryptoCurrency, FiatCurrency
 from jivapay.database.utils import atomic_transaction, transaction_flow
 from jivapay.enums import RateRefreshStatus, RateSource
-from jivapay.money import HUNDRED
 from jivapay.services import reference_data
 from jivapay.services.audit_logger import log_event
 from jivapay.utils.config_loader import runtime_settings, standalone_runtime_settings
-from jivapay.utils.exceptions import JivaPayException
+from jivapay.utils.exceptions import JivaPayException, ValidationFailed
 from jivapay.utils.notifications import notify_alert, url_without_secrets
 from jivapay.utils.redis_client import REDIS_ERRORS, get_redis, namespace
 
@@ -95,6 +97,7 @@ def _entry(item: Any) -> SourceRate:
         if raw_median is None
         else reference_data.parse_rate(raw_median, field="median")
     )
+    reference_data.check_median(buy, sell, median)
     return SourceRate(crypto.strip().upper(), fiat.strip().upper(), buy, sell, median)
 
 
@@ -136,12 +139,6 @@ def fetch_source(url: str, *, timeout: float) -> tuple[list[SourceRate], list[st
 # --------------------------------------------------------------------------- apply
 
 
-def _too_far(old: Decimal, new: Decimal, limit: Decimal | None) -> bool:
-    if limit is None or old <= 0:
-        return False
-    return abs(new - old) * HUNDRED / old > Decimal(limit)
-
-
 def apply_rates(
     session: Session, *, rates: list[SourceRate], now: datetime
 ) -> tuple[list[str], list[str]]:
@@ -158,25 +155,22 @@ def apply_rates(
         if crypto_id is None or fiat_id is None:
             rejected.append(f"{rate.pair}: unknown currency")
             continue
-        current = session.scalar(
-            select(ExchangeRate.median_rate).where(
-                ExchangeRate.crypto_currency_id == crypto_id,
-                ExchangeRate.fiat_currency_id == fiat_id,
+        try:
+            # The jump guard is checked on the locked row (a manual rate may land meanwhile).
+            reference_data.upsert_rate(
+                session,
+                crypto_currency_id=crypto_id,
+                fiat_currency_id=fiat_id,
+                buy=rate.buy,
+                sell=rate.sell,
+                median=rate.median,
+                source=RateSource.HTTP,
+                now=now,
+                max_change_percent=max_change,
             )
-        )
-        if current is not None and _too_far(current, rate.median, max_change):
-            rejected.append(f"{rate.pair}: median {rate.median} too far from {current}")
+        except ValidationFailed as exc:
+            rejected.append(f"{rate.pair}: {exc.message}")
             continue
-        reference_data.upsert_rate(
-            session,
-            crypto_currency_id=crypto_id,
-            fiat_currency_id=fiat_id,
-            buy=rate.buy,
-            sell=rate.sell,
-            median=rate.median,
-            source=RateSource.HTTP,
-            now=now,
-        )
         updated.append(rate.pair)
     if updated or rejected:
         log_event(

@@ -299,8 +299,6 @@ def set_rate(
     ip_address: str | None = None,
 ) -> ExchangeRateRead:
     """Set one pair's rate by currency codes (manual source). Audited; cache invalidated."""
-    if median is not None and not min(buy, sell) <= median <= max(buy, sell):
-        raise ValidationFailed("median_rate must lie between buy_rate and sell_rate")
     view = reference_data.set_exchange_rate(
         session,
         crypto=crypto,

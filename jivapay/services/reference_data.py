@@ -44,7 +44,7 @@ from jivapay.database.models import (
 )
 from jivapay.database.utils import call_after_commit, lock_or_create
 from jivapay.enums import RateSource
-from jivapay.money import CRYPTO_QUANTUM, MAX_CRYPTO, to_decimal
+from jivapay.money import CRYPTO_QUANTUM, HUNDRED, MAX_CRYPTO, to_decimal
 from jivapay.services.audit_logger import log_event
 from jivapay.utils.config_loader import runtime_settings
 from jivapay.utils.exceptions import NotFound, StaleExchangeRate, ValidationFailed
@@ -398,17 +398,38 @@ def methods_for_fiat(session: Session, *, fiat_currency_id: int) -> tuple[Method
 
 def parse_rate(value: Any, *, field: str = "rate") -> Decimal:
     """A rate as a positive Decimal of at most 8 places (rounded half up) within NUMERIC(20, 8)."""
-    rate = to_decimal(value, field=field).quantize(CRYPTO_QUANTUM, rounding=ROUND_HALF_UP)
+    raw = to_decimal(value, field=field)
+    # Both bounds before rounding: quantizing a number of more than 20 integer digits to 8 places
+    # exceeds the decimal context's precision and raises InvalidOperation, not a refusal. What
+    # passes cannot round past MAX_RATE (it has 8 places), only down to zero.
+    if raw <= 0:
+        raise ValidationFailed(f"{field} must be positive")
+    if raw > MAX_RATE:
+        raise ValidationFailed(f"{field} is too large")
+    rate = raw.quantize(CRYPTO_QUANTUM, rounding=ROUND_HALF_UP)
     if rate <= 0:
         raise ValidationFailed(f"{field} must be positive")
-    if rate > MAX_RATE:
-        raise ValidationFailed(f"{field} is too large")
     return rate
 
 
 def median_of(buy: Decimal, sell: Decimal) -> Decimal:
     """The midpoint of buy and sell, 8 places half up."""
     return ((buy + sell) / 2).quantize(CRYPTO_QUANTUM, rounding=ROUND_HALF_UP)
+
+
+def check_median(buy: Decimal, sell: Decimal, median: Decimal) -> None:
+    """The one rule of a rate's median, for a manual rate and the HTTP refresh alike: it lies
+    between buy and sell (intake fixes the median on every order, so a median outside the spread
+    would price orders at a rate neither side quotes)."""
+    if not min(buy, sell) <= median <= max(buy, sell):
+        raise ValidationFailed("median_rate must lie between buy_rate and sell_rate")
+
+
+def exceeds_change_limit(old: Decimal, new: Decimal, limit: Decimal | None) -> bool:
+    """Whether moving a median from `old` to `new` is a jump over `limit` percent (None: no limit)."""
+    if limit is None or old <= 0:
+        return False
+    return abs(new - old) * HUNDRED / old > Decimal(limit)
 
 
 def _resolve(session: Session, model: type[Any], ref: int | str, label: str) -> Any:
@@ -431,8 +452,14 @@ def upsert_rate(
     median: Decimal,
     source: RateSource,
     now: datetime,
+    max_change_percent: Decimal | None = None,
 ) -> tuple[RateView | None, RateView]:
-    """Write a pair's rate under a row lock; returns (old, new) and invalidates after commit."""
+    """Write a pair's rate under a row lock; returns (old, new) and invalidates after commit.
+
+    `max_change_percent` (the refresh's jump guard) refuses, with `ValidationFailed` and nothing
+    written, a median that far from the LOCKED row's: a value read before the lock may already be
+    replaced by a manual rate committed meanwhile.
+    """
     values = {
         "buy_rate": buy,
         "sell_rate": sell,
@@ -443,6 +470,9 @@ def upsert_rate(
     pair = {"crypto_currency_id": crypto_currency_id, "fiat_currency_id": fiat_currency_id}
     existed = session.scalar(select(ExchangeRate.id).filter_by(**pair)) is not None
     row = lock_or_create(session, ExchangeRate, pair, values)
+    # A row this call inserted holds `median` already, so the guard passes it.
+    if exceeds_change_limit(row.median_rate, median, max_change_percent):
+        raise ValidationFailed(f"median {median} too far from {row.median_rate}")
     old = _rate_view(row) if existed else None
     for name, value in values.items():
         setattr(row, name, value)
@@ -471,6 +501,7 @@ def set_exchange_rate(
     median_rate = (
         median_of(buy_rate, sell_rate) if median is None else parse_rate(median, field="median")
     )
+    check_median(buy_rate, sell_rate, median_rate)
     old, new = upsert_rate(
         session,
         crypto_currency_id=crypto_row.id,

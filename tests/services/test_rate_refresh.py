@@ -1,6 +1,7 @@
 """The exchange-rate refresh against a LOCAL fake HTTP source (http.server in a thread): a good
 body updates rates and cache; 500, timeout and garbage keep the old rates and alert; bad entries
-are refused alone; the beat task runs at most once per interval."""
+(out of range, median outside buy/sell, a jump, also one racing a manual rate) are refused alone;
+the beat task runs at most once per interval."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
+from jivapay.database.engine import get_engine
 from jivapay.database.models import AuditLog, ExchangeRate
+from jivapay.database.utils import atomic_transaction
 from jivapay.services import rate_refresh, reference_data
 from jivapay.utils.config_loader import set_config_value
 from jivapay.utils.redis_client import get_redis
@@ -189,6 +192,103 @@ def test_bad_entries_are_refused_alone(db: Session, source: FakeSource) -> None:
         assert (row.median_rate, row.source) == (D("100"), "manual")
     alerts = _alerts(logs)
     assert len(alerts) == 1 and len(alerts[0]["rejected"]) == 6
+
+
+def test_entry_beyond_numeric_is_refused_alone_not_crashing_the_refresh(
+    db: Session, source: FakeSource
+) -> None:
+    # More than 20 integer digits: rounding it to 8 places used to raise InvalidOperation, which
+    # crashed the whole refresh (no pair updated, no alert) instead of refusing the entry.
+    good, huge, huger = (make_reference(db, rate=D("100")) for _ in range(3))
+    source.answer(
+        {
+            "rates": [
+                _entry(good, "101", "103"),
+                _entry(huge, "100000000000000000000", "100000000000000000000"),
+                _entry(huger, "1", "2", "1e30"),
+            ]
+        }
+    )
+    with capture_logs() as logs:
+        result = rate_refresh.refresh_rates(url=source.url)
+    assert result.status == "ok" and len(result.rejected) == 2, result
+    assert all("too large" in reason for reason in result.rejected)
+    assert _row(db, good).median_rate == D("102")
+    assert _row(db, huge).median_rate == D("100") and _row(db, huger).median_rate == D("100")
+    assert len(_alerts(logs)) == 1
+
+
+def test_median_outside_buy_sell_is_refused_like_a_manual_rate(
+    db: Session, source: FakeSource
+) -> None:
+    # +20 %: within the jump guard, but outside the source's own buy/sell spread.
+    ref, good = make_reference(db, rate=D("100")), make_reference(db, rate=D("100"))
+    source.answer({"rates": [_entry(ref, "100", "101", "120"), _entry(good, "100", "101", "100")]})
+    result = rate_refresh.refresh_rates(url=source.url)
+    assert result.updated == (f"{good.crypto.code}/{good.fiat.code}",)
+    assert len(result.rejected) == 1 and "between buy_rate and sell_rate" in result.rejected[0]
+    assert (_row(db, ref).median_rate, _row(db, ref).source) == (D("100"), "manual")
+    assert _row(db, good).median_rate == D("100")
+
+
+def test_jump_guard_checks_the_locked_row_not_a_rate_read_before_it(
+    committed_db: sessionmaker[Session], source: FakeSource
+) -> None:
+    """An admin's manual rate committed while the refresh waits for the row lock: the source's
+    value is compared with that rate (140 vs 300: -53 %, over the 50 % limit) and refused."""
+    with atomic_transaction() as session:
+        ref = make_reference(session, rate=D("100"))
+        crypto_id, fiat_id = ref.crypto.id, ref.fiat.id
+        crypto, fiat = ref.crypto.code, ref.fiat.code
+    source.answer({"rates": [{"crypto": crypto, "fiat": fiat, "buy": "140", "sell": "140"}]})
+    results: list[Any] = []
+
+    def refresh() -> None:
+        try:
+            results.append(rate_refresh.refresh_rates(url=source.url))
+        except Exception as exc:
+            results.append(exc)
+
+    admin = committed_db()
+    try:
+        # The admin's transaction holds the row while the refresh reads and then waits for it.
+        admin.execute(
+            select(ExchangeRate)
+            .where(ExchangeRate.crypto_currency_id == crypto_id)
+            .with_for_update()
+        ).all()
+        worker = threading.Thread(target=refresh)
+        worker.start()
+        deadline = time.monotonic() + 10
+        waiting = 0
+        while time.monotonic() < deadline and not waiting:
+            with get_engine().connect() as probe:
+                waiting = probe.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_activity "
+                        "WHERE wait_event_type = 'Lock' AND query ILIKE '%exchange_rates%'"
+                    )
+                )
+            time.sleep(0.05)
+        assert waiting, "the refresh never waited for the admin's row lock"
+        reference_data.set_exchange_rate(
+            admin, crypto=crypto_id, fiat=fiat_id, buy="300", sell="300"
+        )
+        admin.commit()
+    finally:
+        admin.close()
+    worker.join(30)
+    assert len(results) == 1 and not isinstance(results[0], Exception), results
+    assert results[0].updated == () and len(results[0].rejected) == 1, results
+    assert "too far from 300" in results[0].rejected[0]
+    with atomic_transaction() as session:
+        final = session.execute(
+            select(ExchangeRate.median_rate, ExchangeRate.source).where(
+                ExchangeRate.crypto_currency_id == crypto_id,
+                ExchangeRate.fiat_currency_id == fiat_id,
+            )
+        ).one()
+    assert tuple(final) == (D("300"), "manual")
 
 
 def test_beat_task_runs_once_per_interval_and_is_off_without_url(

@@ -125,7 +125,20 @@ def test_admin_rate_change_invalidates_after_commit_and_is_audited(
 
 
 @pytest.mark.parametrize(
-    "bad", [{"buy": "0"}, {"buy": "-1"}, {"sell": 1.5}, {"sell": "abc"}, {"buy": "1e13"}]
+    "bad",
+    [
+        {"buy": "0"},
+        {"buy": "-1"},
+        {"sell": 1.5},
+        {"sell": "abc"},
+        {"buy": "1e13"},
+        {"buy": "100000000000000000000"},  # beyond what rounding to 8 places can hold
+        {"median": "1e30"},
+        {"sell": "-1e30"},
+        {"buy": "0.000000001"},  # rounds to zero
+        {"buy": "999999999999.999999995"},  # above NUMERIC(20, 8), not rounded into it
+        {"median": "95"},  # outside [buy, sell]
+    ],
 )
 def test_invalid_rates_are_refused(db: Session, bad: dict[str, Any]) -> None:
     ref = make_reference(db)
