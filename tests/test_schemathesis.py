@@ -158,7 +158,8 @@ def _wrapped_app(server: str, db: Session) -> ASGIApp:
 
 
 # 422s that depend on stored data, which no document can state: the currencies, methods and banks
-# in the reference tables and the store's own currency and amount limits. `positive_data_acceptance`
+# in the reference tables, the store's own currency and amount limits, and the amount converted at
+# the stored rate (`amount_out_of_range`). `positive_data_acceptance`
 # counts them as "valid data rejected"; any other 422 (`validation_failed` above all) still fails.
 DATA_DEPENDENT_422 = frozenset(
     {
@@ -168,6 +169,7 @@ DATA_DEPENDENT_422 = frozenset(
         "method_not_available",
         "currency_mismatch",
         "amount_out_of_limits",
+        "amount_out_of_range",
     }
 )
 

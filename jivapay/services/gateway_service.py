@@ -3,7 +3,9 @@ store, and the store's and payer's actions on an order.
 
 Intake validates everything before it writes anything, in this order: the store's switches (access,
 traffic, direction), the currency, the amount (places, sign, store limits), required parameters,
-method/bank codes, the PayOut beneficiary, a fresh exchange rate, the store commission. It then fixes
+method/bank codes, the PayOut beneficiary, a fresh exchange rate, the converted crypto amount and a
+PayOut's hold within NUMERIC(20, 8) (`amount_out_of_range`: the store's limits bound the fiat
+amount only), the store commission. It then fixes
 the rate and the commission on a new `incoming_orders` row (`new`, `next_attempt_at` = its creation
 time, which the scheduler's sweeper relies on), freezes a PayOut's `C + C*s` on the store's balance
 (after the insert: the history row references the order), writes an audit row and announces the
@@ -55,6 +57,7 @@ from jivapay.database.types import last4, mask_number
 from jivapay.database.utils import integrity_errors_as_domain_errors
 from jivapay.enums import IncomingOrderStatus, MerchantOrderStatus, OrderStatus, OrderType
 from jivapay.money import (
+    MAX_CRYPTO,
     commission,
     crypto_to_fiat,
     fiat_to_crypto,
@@ -226,6 +229,17 @@ def _check_limits(store: IntakeTerms, amount_fiat: Decimal) -> None:
         )
 
 
+def _check_crypto_range(amount: Decimal, what: str) -> None:
+    # The store's limits bound the fiat amount only: at a low rate C = F / R (or a PayOut's
+    # C + C*s) can outgrow NUMERIC(20, 8), which the insert would refuse with a generic error.
+    if amount > MAX_CRYPTO:
+        raise ValidationFailed(
+            f"{what} is too large: {amount} exceeds {MAX_CRYPTO}",
+            code="amount_out_of_range",
+            extra={"max_amount_crypto": str(MAX_CRYPTO)},
+        )
+
+
 def _check_required_params(store: IntakeTerms, data: PayInCreate | PayOutCreate) -> None:
     if store.gateway_require_customer_id_param and not data.customer_id:
         raise ValidationFailed(
@@ -363,6 +377,7 @@ def _price(
         _check_limits(store, amount_fiat)
     if amount_crypto <= 0:
         raise ValidationFailed("the amount is too small at the current exchange rate")
+    _check_crypto_range(amount_crypto, "the amount at the current exchange rate")
     percent = _store_commission_percent(store, order_type)
     store_commission = commission(amount_crypto, percent)
     hold = (
@@ -370,6 +385,7 @@ def _price(
         if order_type == OrderType.PAYOUT
         else Decimal(0)
     )
+    _check_crypto_range(hold, "the PayOut's hold (amount plus store commission)")
     return _Priced(rate, amount_fiat, amount_crypto, percent, store_commission, hold)
 
 

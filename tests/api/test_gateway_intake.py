@@ -1,5 +1,6 @@
 """POST /gateway/payin/init and /gateway/payout/init over HTTP on the real gateway app: the 201
-shape, idempotency (replay, reuse, in progress), exact JSON numbers, and every refusal writing nothing."""
+shape, idempotency (replay, reuse, in progress), exact JSON numbers, and every refusal writing nothing
+(also an amount that only overflows NUMERIC(20, 8) once converted at the rate)."""
 
 from __future__ import annotations
 
@@ -266,6 +267,39 @@ def test_bad_input_is_problem_json_and_writes_nothing(
     assert response.status_code == status, response.text
     assert response.headers["content-type"].startswith(PROBLEM_JSON)
     assert response.json()["code"] == code
+    assert _counts(db) == before
+
+
+@pytest.mark.parametrize(
+    ("path", "overrides", "what"),
+    [
+        # 10^14 fiat at 0.01: C = 10^16, beyond NUMERIC(20, 8) (12 integer digits).
+        (PAYIN, {"amount_fiat": "100000000000000.00"}, "the amount"),
+        # C = 9.9 * 10^11 fits, the hold C + 3 % does not.
+        (PAYOUT, {"amount_fiat": "9900000000.00"}, "hold"),
+        (PAYOUT, {"amount_fiat": None, "amount_crypto": "999999999999"}, "hold"),
+    ],
+    ids=["payin-amount", "payout-hold-by-fiat", "payout-hold-by-crypto"],
+)
+def test_converted_amount_or_hold_beyond_numeric_is_a_clear_amount_error(
+    db: Session, client, path, overrides, what
+) -> None:
+    """Within the store's limits, but at a low rate the crypto amount (or a PayOut's C + C*s)
+    outgrows the column: refused by intake, not by the database's generic DataError."""
+    ref = make_reference(db, rate=D("0.01"))
+    make_bank_method(db, ref)
+    store = make_store(
+        db, ref, payout_percent=D("3"), lower=D("1"), upper=D("900000000000000000"), balance=D("1")
+    )
+    db.commit()
+    body = (_payin_body if path == PAYIN else _payout_body)(ref, **overrides)
+    before = _counts(db)
+    response = _post(client, store, path, body)
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "amount_out_of_range", problem
+    assert what in problem["detail"] and "NUL" not in problem["detail"], problem
+    assert problem["max_amount_crypto"] == "999999999999.99999999"
     assert _counts(db) == before
 
 
