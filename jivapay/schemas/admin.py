@@ -143,6 +143,9 @@ class SettingRead(BaseModel):
     value_type: str
     value: Any
     default: Any
+    # Inclusive bounds of a number (of each entry of a list of seconds); null where none apply.
+    minimum: Any = None
+    maximum: Any = None
     is_default: bool
     description: str
     updated_at: datetime | None = None

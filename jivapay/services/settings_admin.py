@@ -3,8 +3,11 @@ their current value, typed validation of a new value, and returning a key to its
 
 A value is validated by the key's declared type, strictly (JSON types, no coercion): an integer is a
 JSON integer, a decimal a decimal string (or an integer), a boolean `true`/`false`, a rate limit a
-`limits` string such as "100/minute", JSON any JSON. Per-key bounds refuse values that would break
-the platform (a zero timeout, a backoff factor below 1, a non-HTTP rate source). Keys whose default
+`limits` string such as "100/minute", JSON any JSON. Every number has inclusive bounds declared with
+its key (`SettingSpec.minimum`/`maximum`, checked by `config_loader.bounds_problem`): they refuse
+values that would break the platform (a zero timeout, a backoff factor below 1, a TTL whose
+`now - timedelta(...)` overflows, a batch that holds every requisite); a rate limit's window is at
+most a day, a URL is http(s). The 422 names the bounds. Keys whose default
 is "unset" accept `null`. Changes go through `config_loader.set_config_value` (so every process
 sees them within its cache time) and are audited with the old and new values.
 """
@@ -29,17 +32,6 @@ from jivapay.utils.config_loader import SETTINGS, SettingSpec
 from jivapay.utils.exceptions import NotFound, ValidationFailed
 from jivapay.utils.notifications import url_without_secrets
 
-MAX_INT = 2**31 - 1
-# Integers may be 0 only where 0 means something (no retry, no delay, a rule that always fires).
-_ZERO_ALLOWED = frozenset({"MAX_ORDER_RETRIES", "RETRY_DELAY_SECONDS"})
-_DECIMAL_MIN: dict[str, tuple[Decimal, bool]] = {
-    # key: (bound, inclusive)
-    "RETRY_BACKOFF_FACTOR": (Decimal("1"), True),
-    "EXCHANGE_RATE_MAX_CHANGE_PERCENT": (Decimal("0"), False),
-    "FRAUD_MANUAL_REVIEW_THRESHOLD": (Decimal("0"), False),
-    "FRAUD_DENY_THRESHOLD": (Decimal("0"), False),
-}
-_MAX_DECIMAL = Decimal("1e15")
 _DECIMAL_TEXT = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 _MAX_TEXT = 2000
 
@@ -58,9 +50,6 @@ def _bad(key: str, problem: str) -> ValidationFailed:
 def _check_int(spec: SettingSpec, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _bad(spec.key, "must be a JSON integer")
-    low = 0 if spec.key in _ZERO_ALLOWED else 1
-    if not low <= value <= MAX_INT:
-        raise _bad(spec.key, f"must be between {low} and {MAX_INT}")
     return value
 
 
@@ -76,11 +65,6 @@ def _check_decimal(spec: SettingSpec, value: Any) -> Decimal:
             raise _bad(spec.key, "not a decimal") from exc
     else:
         raise _bad(spec.key, 'must be a non-negative decimal string such as "2.5"')
-    bound, inclusive = _DECIMAL_MIN.get(spec.key, (Decimal("0"), True))
-    if number < bound or (number == bound and not inclusive):
-        raise _bad(spec.key, f"must be {'at least' if inclusive else 'more than'} {bound}")
-    if number > _MAX_DECIMAL:
-        raise _bad(spec.key, "is too large")
     return number
 
 
@@ -95,15 +79,6 @@ def _check_str(spec: SettingSpec, value: Any) -> str:
         raise _bad(spec.key, "must be a string")
     if len(value) > _MAX_TEXT:
         raise _bad(spec.key, f"must be at most {_MAX_TEXT} characters")
-    if spec.key.startswith("RATE_LIMIT_"):
-        from limits import parse_many
-
-        try:
-            items = parse_many(value)
-        except ValueError as exc:
-            raise _bad(spec.key, f'not a rate limit such as "100/minute" ({exc})') from exc
-        if not items or any(item.amount < 1 for item in items):
-            raise _bad(spec.key, "a rate limit must allow at least one request")
     if spec.key.endswith("_URL") and value:
         try:
             parts = urlsplit(value)
@@ -116,13 +91,6 @@ def _check_str(spec: SettingSpec, value: Any) -> str:
 
 
 def _check_json(spec: SettingSpec, value: Any) -> Any:
-    if spec.key == "CALLBACK_RETRY_SCHEDULE_SECONDS" and (
-        not isinstance(value, list)
-        or not value
-        or len(value) > 100
-        or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value)
-    ):
-        raise _bad(spec.key, "must be a list of 1 to 100 positive integers (seconds)")
     try:
         text = json.dumps(value)
     except TypeError:  # a JSON number with a fraction arrives as an exact Decimal
@@ -151,7 +119,11 @@ def validate_value(key: str, value: Any) -> Any:
     check = _CHECKS.get(spec.value_type)
     if check is None:  # pragma: no cover - every declared type has a check
         raise _bad(key, f"unsupported type {spec.value_type}")
-    return check(spec, value)
+    typed = check(spec, value)
+    problem = config_loader.bounds_problem(spec, typed)
+    if problem is not None:
+        raise _bad(key, problem)
+    return typed
 
 
 def _json_value(spec: SettingSpec, value: Any) -> Any:
@@ -169,6 +141,8 @@ def _read(spec: SettingSpec, row: ConfigurationSetting | None) -> SettingRead:
         value_type=spec.value_type.value,
         value=_json_value(spec, current),
         default=_json_value(spec, spec.default),
+        minimum=_json_value(spec, spec.minimum),
+        maximum=_json_value(spec, spec.maximum),
         is_default=current == spec.default,
         description=spec.description,
         updated_at=row.updated_at if row else None,

@@ -39,21 +39,64 @@ class SettingSpec:
     value_type: ConfigValueType
     default: Any
     description: str
+    # Inclusive bounds of a number (for a JSON list of seconds, of each entry): a value outside
+    # would break the code that reads it (see `bounds_problem`).
+    minimum: int | Decimal | None = None
+    maximum: int | Decimal | None = None
 
 
-def _s(key: str, value_type: ConfigValueType, default: Any, description: str) -> SettingSpec:
-    return SettingSpec(key, value_type, default, description)
+def _s(
+    key: str,
+    value_type: ConfigValueType,
+    default: Any,
+    description: str,
+    bounds: tuple[int | Decimal, int | Decimal] | None = None,
+) -> SettingSpec:
+    low, high = bounds if bounds is not None else (None, None)
+    return SettingSpec(key, value_type, default, description, low, high)
+
+
+_HOUR = 3600
+_DAY = 24 * _HOUR
+_DAY_MINUTES = 24 * 60
+_MIB = 1024 * 1024
+# A rate limit ("100/minute") allows at most this many requests in a window of at most a day: the
+# limiter keeps each window's counters in Redis for twice its length, and an expiry beyond what
+# Redis can hold ("1/1000000000000 year") makes every check a storage error (fail open).
+RATE_LIMIT_MAX_AMOUNT = 1_000_000_000
+RATE_LIMIT_MAX_WINDOW_SECONDS = _DAY
+RETRY_SCHEDULE_MAX_ENTRIES = 100
 
 
 _T = ConfigValueType
+D = Decimal
 SETTINGS: dict[str, SettingSpec] = {
     spec.key: spec
     for spec in (
-        # Order processing
-        _s("MAX_ORDER_RETRIES", _T.INT, 5, "Assignment attempts before an order fails."),
-        _s("RETRY_DELAY_SECONDS", _T.INT, 10, "Delay before the first assignment retry."),
-        _s("RETRY_BACKOFF_FACTOR", _T.DECIMAL, Decimal("2"), "Multiplier of the retry delay."),
-        _s("STUCK_ORDER_SECONDS", _T.INT, 120, "An order claimed this long ago is re-queued."),
+        # Order processing. A retry waits at most a day (`order_processor.retry_delay`), and the
+        # factor's power over every attempt stays far inside Decimal's range.
+        _s("MAX_ORDER_RETRIES", _T.INT, 5, "Assignment attempts before an order fails.", (0, 1000)),
+        _s(
+            "RETRY_DELAY_SECONDS",
+            _T.INT,
+            10,
+            "Delay before the first assignment retry.",
+            (0, _DAY),
+        ),
+        _s(
+            "RETRY_BACKOFF_FACTOR",
+            _T.DECIMAL,
+            D("2"),
+            "Multiplier of the retry delay.",
+            (D("1"), D("10")),
+        ),
+        _s(
+            "STUCK_ORDER_SECONDS",
+            _T.INT,
+            120,
+            "An order claimed this long ago is re-queued.",
+            (1, _DAY),
+        ),
         _s(
             "ASSIGNMENT_BATCH_SIZE",
             _T.INT,
@@ -61,22 +104,68 @@ SETTINGS: dict[str, SettingSpec] = {
             "Orders assigned per transaction when intake arrives in bursts (up to 20); above 1, "
             "faster with many traders, slower with a few: a batch keeps the requisites and "
             "deposits it took until it commits, and other workers wait for them.",
+            (1, 20),
         ),
-        _s("PAYIN_PAYMENT_TIMEOUT_MINUTES", _T.INT, 15, "Time the payer has to pay a PayIn."),
+        # Order timeouts: at most a day, like a store's own `order_ttl_minutes`.
+        _s(
+            "PAYIN_PAYMENT_TIMEOUT_MINUTES",
+            _T.INT,
+            15,
+            "Time the payer has to pay a PayIn.",
+            (1, _DAY_MINUTES),
+        ),
         _s(
             "TRADER_CONFIRM_TIMEOUT_MINUTES",
             _T.INT,
             30,
             "Time a trader has to confirm a paid order.",
+            (1, _DAY_MINUTES),
         ),
-        _s("PAYOUT_TIMEOUT_MINUTES", _T.INT, 60, "Time a trader has to send a PayOut."),
-        _s("EXCHANGE_RATE_MAX_AGE_SECONDS", _T.INT, 86400, "Older rates make intake fail."),
+        _s(
+            "PAYOUT_TIMEOUT_MINUTES",
+            _T.INT,
+            60,
+            "Time a trader has to send a PayOut.",
+            (1, _DAY_MINUTES),
+        ),
+        _s(
+            "EXCHANGE_RATE_MAX_AGE_SECONDS",
+            _T.INT,
+            86400,
+            "Older rates make intake fail.",
+            (1, 7 * _DAY),
+        ),
         _s("EXCHANGE_RATE_SOURCE_URL", _T.STR, "", "HTTP source of rates; empty disables refresh."),
-        _s("RATE_REFRESH_INTERVAL_SECONDS", _T.INT, 300, "Interval of the rate refresh."),
-        _s("RATE_REFRESH_TIMEOUT_SECONDS", _T.INT, 10, "Timeout of one rate source request."),
-        _s("EXCHANGE_RATE_MAX_CHANGE_PERCENT", _T.DECIMAL, Decimal("50"), "Larger jumps refused."),
-        _s("IDEMPOTENCY_KEY_TTL_HOURS", _T.INT, 24, "How long gateway idempotency keys live."),
-        # Rate limiting
+        _s(
+            "RATE_REFRESH_INTERVAL_SECONDS",
+            _T.INT,
+            300,
+            "Interval of the rate refresh.",
+            (1, _DAY),
+        ),
+        _s(
+            "RATE_REFRESH_TIMEOUT_SECONDS",
+            _T.INT,
+            10,
+            "Timeout of one rate source request.",
+            (1, 60),
+        ),
+        _s(
+            "EXCHANGE_RATE_MAX_CHANGE_PERCENT",
+            _T.DECIMAL,
+            D("50"),
+            "Larger jumps refused.",
+            (D("0.01"), D("1000")),
+        ),
+        # Every intake writes a key; kept longer than a month they only grow the table.
+        _s(
+            "IDEMPOTENCY_KEY_TTL_HOURS",
+            _T.INT,
+            24,
+            "How long gateway idempotency keys live.",
+            (1, 30 * 24),
+        ),
+        # Rate limiting (the limit strings: RATE_LIMIT_MAX_AMOUNT, RATE_LIMIT_MAX_WINDOW_SECONDS)
         _s("RATE_LIMIT_DEFAULT", _T.STR, "600/minute", "Limit per principal, else per IP."),
         _s("RATE_LIMIT_GATEWAY", _T.STR, "6000/minute", "Limit per store on every gateway route."),
         _s("RATE_LIMIT_GATEWAY_INIT", _T.STR, "600/minute", "Limit per store on order intake."),
@@ -91,35 +180,162 @@ SETTINGS: dict[str, SettingSpec] = {
             _T.INT,
             50,
             "Auth failures of an IP before a block.",
+            (1, 1_000_000),
         ),
-        _s("RATE_LIMIT_BLOCK_WINDOW_SECONDS", _T.INT, 600, "Window in which auth failures count."),
+        _s(
+            "RATE_LIMIT_BLOCK_WINDOW_SECONDS",
+            _T.INT,
+            600,
+            "Window in which auth failures count.",
+            (1, _DAY),
+        ),
         _s(
             "RATE_LIMIT_BLOCK_SECONDS",
             _T.INT,
             900,
             "How long a failing unauthenticated IP is blocked.",
+            (1, _DAY),
         ),
-        # Callbacks and documents
-        _s("CALLBACK_MAX_ATTEMPTS", _T.INT, 10, "Delivery attempts before a callback fails."),
-        _s("CALLBACK_TIMEOUT_SECONDS", _T.INT, 10, "Timeout of one callback request."),
-        _s("CALLBACK_RETRY_SCHEDULE_SECONDS", _T.JSON, None, "Waits between callback tries."),
-        _s("RECEIPT_MAX_BYTES", _T.INT, 10 * 1024 * 1024, "Largest receipt upload accepted."),
+        # Callbacks (the contract: a 2xx within 10 s; waits up to 24 h) and documents
+        # (a file is held in memory whole, up to 5 a request; 20 MiB is also a PDF stream's cap).
+        _s(
+            "CALLBACK_MAX_ATTEMPTS",
+            _T.INT,
+            10,
+            "Delivery attempts before a callback fails.",
+            (1, 100),
+        ),
+        _s(
+            "CALLBACK_TIMEOUT_SECONDS",
+            _T.INT,
+            10,
+            "Timeout of one callback request.",
+            (1, 10),
+        ),
+        _s(
+            "CALLBACK_RETRY_SCHEDULE_SECONDS",
+            _T.JSON,
+            None,
+            "Waits between callback tries.",
+            (1, _DAY),
+        ),
+        _s(
+            "RECEIPT_MAX_BYTES",
+            _T.INT,
+            10 * _MIB,
+            "Largest receipt upload accepted.",
+            (1, 20 * _MIB),
+        ),
         # Fraud (thresholds are fiat amounts; an empty threshold disables its rule)
         _s("FRAUD_CHECKS_ENABLED", _T.BOOL, True, "Master switch of the fraud checks."),
-        _s("FRAUD_MANUAL_REVIEW_THRESHOLD", _T.DECIMAL, None, "Amounts above go to review."),
-        _s("FRAUD_DENY_THRESHOLD", _T.DECIMAL, None, "Amounts above are denied."),
+        _s(
+            "FRAUD_MANUAL_REVIEW_THRESHOLD",
+            _T.DECIMAL,
+            None,
+            "Amounts above go to review.",
+            (D("0.01"), D("1e15")),
+        ),
+        _s(
+            "FRAUD_DENY_THRESHOLD",
+            _T.DECIMAL,
+            None,
+            "Amounts above are denied.",
+            (D("0.01"), D("1e15")),
+        ),
         _s("FRAUD_RULE_AMOUNT_ENABLED", _T.BOOL, True, "Amount threshold rule."),
         _s("FRAUD_RULE_BLOCKLIST_ENABLED", _T.BOOL, True, "Blocklist rule."),
         _s("FRAUD_RULE_VELOCITY_ENABLED", _T.BOOL, True, "Velocity rule."),
-        _s("FRAUD_VELOCITY_WINDOW_SECONDS", _T.INT, 3600, "Velocity counting window."),
-        _s("FRAUD_VELOCITY_MAX_PER_CUSTOMER", _T.INT, 10, "Orders per customer id per window."),
-        _s("FRAUD_VELOCITY_MAX_PER_IP", _T.INT, 20, "Orders per IP per window."),
-        _s("FRAUD_VELOCITY_MAX_PER_STORE", _T.INT, 100000, "Orders per store per window."),
+        # Velocity counters live in Redis for two windows.
+        _s(
+            "FRAUD_VELOCITY_WINDOW_SECONDS",
+            _T.INT,
+            3600,
+            "Velocity counting window.",
+            (1, _DAY),
+        ),
+        _s(
+            "FRAUD_VELOCITY_MAX_PER_CUSTOMER",
+            _T.INT,
+            10,
+            "Orders per customer id per window.",
+            (1, 10_000_000),
+        ),
+        _s(
+            "FRAUD_VELOCITY_MAX_PER_IP",
+            _T.INT,
+            20,
+            "Orders per IP per window.",
+            (1, 10_000_000),
+        ),
+        _s(
+            "FRAUD_VELOCITY_MAX_PER_STORE",
+            _T.INT,
+            100000,
+            "Orders per store per window.",
+            (1, 10_000_000),
+        ),
         _s("FRAUD_RULE_UNPAID_EXPIRED_ENABLED", _T.BOOL, True, "Card-harvesting rule."),
-        _s("FRAUD_UNPAID_EXPIRED_MAX", _T.INT, 3, "Unpaid expired PayIns before review."),
-        _s("FRAUD_UNPAID_EXPIRED_WINDOW_HOURS", _T.INT, 24, "Window of the card-harvesting rule."),
+        _s(
+            "FRAUD_UNPAID_EXPIRED_MAX",
+            _T.INT,
+            3,
+            "Unpaid expired PayIns before review.",
+            (1, 1000),
+        ),
+        _s(
+            "FRAUD_UNPAID_EXPIRED_WINDOW_HOURS",
+            _T.INT,
+            24,
+            "Window of the card-harvesting rule.",
+            (1, 365 * 24),
+        ),
     )
 }
+
+
+def _number_text(value: int | Decimal) -> str:
+    return format(value, "f") if isinstance(value, Decimal) else str(value)
+
+
+def bounds_problem(spec: SettingSpec, value: Any) -> str | None:
+    """What is out of range in a typed, non-null `value` of `spec`, or None.
+
+    Numbers lie within the spec's inclusive bounds; a rate limit allows 1 to
+    `RATE_LIMIT_MAX_AMOUNT` requests per window of at most `RATE_LIMIT_MAX_WINDOW_SECONDS`; the
+    callback retry schedule is a list of 1 to `RETRY_SCHEDULE_MAX_ENTRIES` integers within the
+    bounds. One definition for the admin API, `set_config_value` and every read (an out-of-range
+    stored value falls back to the default)."""
+    low, high = spec.minimum, spec.maximum
+    if spec.value_type in (ConfigValueType.INT, ConfigValueType.DECIMAL) and low is not None:
+        assert high is not None
+        if not low <= value <= high:
+            return f"must be between {_number_text(low)} and {_number_text(high)}"
+    if spec.value_type == ConfigValueType.STR and spec.key.startswith("RATE_LIMIT_"):
+        from limits import parse_many
+
+        try:
+            items = parse_many(value)
+        except ValueError as exc:
+            return f'not a rate limit such as "100/minute" ({exc})'
+        if not items or any(item.amount < 1 for item in items):
+            return "a rate limit must allow at least one request"
+        if any(item.amount > RATE_LIMIT_MAX_AMOUNT for item in items):
+            return f"a rate limit allows at most {RATE_LIMIT_MAX_AMOUNT} requests per window"
+        if any(item.get_expiry() > RATE_LIMIT_MAX_WINDOW_SECONDS for item in items):
+            return "a rate limit's window must be at most a day"
+    if spec.value_type == ConfigValueType.JSON and low is not None:
+        assert high is not None
+        if (
+            not isinstance(value, list)
+            or not 1 <= len(value) <= RETRY_SCHEDULE_MAX_ENTRIES
+            or any(isinstance(v, bool) or not isinstance(v, int) for v in value)
+            or any(not low <= v <= high for v in value)
+        ):
+            return (
+                f"must be a list of 1 to {RETRY_SCHEDULE_MAX_ENTRIES} integers (seconds), each "
+                f"between {_number_text(low)} and {_number_text(high)}"
+            )
+    return None
 
 
 # --------------------------------------------------------------------------- conversion
@@ -258,7 +474,15 @@ def _typed(spec: SettingSpec, raw: str | None, present: bool) -> Any:
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
         log.warning("invalid_setting_value", key=spec.key, value=raw, error=str(exc))
         return spec.default
-    return spec.default if value is None else value
+    if value is None:
+        return spec.default
+    # A value stored before its bound existed (or written around the admin API) would break
+    # its readers: the default serves instead, as for any invalid value.
+    problem = bounds_problem(spec, value)
+    if problem is not None:
+        log.warning("invalid_setting_value", key=spec.key, value=raw, error=problem)
+        return spec.default
+    return value
 
 
 def _load_all(session: Session) -> dict[str, Any]:
@@ -338,6 +562,9 @@ def set_config_value(
         typed = parse_value(spec, raw)
     except (ValueError, TypeError, json.JSONDecodeError) as exc:
         raise ValidationFailed(f"invalid value for {key}: {exc}") from exc
+    problem = None if typed is None else bounds_problem(spec, typed)
+    if problem is not None:
+        raise ValidationFailed(f"invalid value for {key}: {problem}", extra={"key": key})
     row = session.get(ConfigurationSetting, key)
     if row is None:
         row = ConfigurationSetting(

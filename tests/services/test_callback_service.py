@@ -22,19 +22,26 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from jivapay.config import get_settings
-from jivapay.database.models import CallbackDelivery, CallbackDeliveryAttempt, MerchantStore
+from jivapay.database.models import (
+    CallbackDelivery,
+    CallbackDeliveryAttempt,
+    ConfigurationSetting,
+    MerchantStore,
+)
 from jivapay.database.utils import atomic_transaction
 from jivapay.enums import CallbackStatus
 from jivapay.security import generate_callback_secret
 from jivapay.services import callback_sender, callback_service, webhook_signing
 from jivapay.services.callback_sender import SendResult
 from jivapay.services.callback_service import deliver_callback
+from jivapay.utils import config_loader
 from jivapay.utils.config_loader import set_config_value
+from jivapay.utils.exceptions import ValidationFailed
 from tests.callback_receiver import (
     Receiver,
     free_port,
@@ -354,8 +361,19 @@ def test_schedule_setting_overrides_the_default(db: Session, receiver: Receiver)
         waits.append((nxt - now).total_seconds())
         now = nxt
     assert 85 <= waits[0] <= 115 and 170 <= waits[1] <= 230 and 170 <= waits[2] <= 230
-    set_config_value(db, "CALLBACK_RETRY_SCHEDULE_SECONDS", [0, -1])
-    assert callback_service.retry_schedule(db) == callback_service.DEFAULT_RETRY_SCHEDULE_SECONDS
+    # Refused when set; stored around the check (an older row), the reader falls back.
+    with pytest.raises(ValidationFailed):
+        set_config_value(db, "CALLBACK_RETRY_SCHEDULE_SECONDS", [0, -1])
+    for stored in ("[0, -1]", json.dumps([10**400])):
+        db.execute(
+            update(ConfigurationSetting)
+            .where(ConfigurationSetting.key == "CALLBACK_RETRY_SCHEDULE_SECONDS")
+            .values(value=stored)
+        )
+        config_loader.invalidate_cache()
+        assert (
+            callback_service.retry_schedule(db) == callback_service.DEFAULT_RETRY_SCHEDULE_SECONDS
+        )
 
 
 def test_claim_leases_the_delivery_and_the_sweeper_finds_only_due_ones(

@@ -83,6 +83,12 @@ def test_cache_hides_direct_writes_until_invalidated(db) -> None:  # type: ignor
         ("RETRY_BACKOFF_FACTOR", "NaN"),
         ("FRAUD_CHECKS_ENABLED", "perhaps"),
         ("RATE_LIMIT_DEFAULT", "lots per minute"),
+        # Out of the declared bounds: stored before the bound existed, or around the admin API.
+        ("IDEMPOTENCY_KEY_TTL_HOURS", "100000000"),
+        ("ASSIGNMENT_BATCH_SIZE", "1000000"),
+        ("RETRY_BACKOFF_FACTOR", "1000000"),
+        ("RATE_LIMIT_DEFAULT", "1/1000000000000 year"),
+        ("CALLBACK_RETRY_SCHEDULE_SECONDS", "[5, 100000000000000000000]"),
     ],
 )
 def test_invalid_stored_value_falls_back_to_default_with_warning(db, key, bad) -> None:  # type: ignore[no-untyped-def]
@@ -105,6 +111,10 @@ def test_set_refuses_invalid_and_unknown(db) -> None:  # type: ignore[no-untyped
         set_config_value(db, "RATE_LIMIT_DEFAULT", "100 per fortnightly")
     with pytest.raises(ValidationFailed):
         set_config_value(db, "NO_SUCH_SETTING", 1)
+    with pytest.raises(ValidationFailed, match="between 1 and 720"):
+        set_config_value(db, "IDEMPOTENCY_KEY_TTL_HOURS", 100_000_000)
+    with pytest.raises(ValidationFailed, match="at most a day"):
+        set_config_value(db, "RATE_LIMIT_DEFAULT", "1/1000000000000 year")
     assert db.get(ConfigurationSetting, "MAX_ORDER_RETRIES") is None
 
 
