@@ -187,6 +187,74 @@ def test_the_selectors_generic_plan_chooses_what_a_value_specific_plan_does(db: 
     assert chosen == [[s], [m], [m], [w], [], [s], []]
 
 
+def test_deactivated_bank_no_longer_receives_assignments(db: Session) -> None:
+    """Audit finding: the candidate SQL ignored whether the requisite's bank (payment method,
+    bank-method offer) is active, so an order without a target bank went to a requisite of a bank
+    an admin had deactivated (and the payer page showed that bank)."""
+    from tests.api.admin_helpers import admin_client, bearer
+    from tests.api.admin_helpers import make_staff as make_admin
+    from tests.factories import make_bank_method
+
+    ref = make_reference(db)
+    make_bank_method(db, ref)
+    store = make_store(db, ref)
+    trader = make_trader(db, ref)
+    requisite = make_requisite(db, trader, ref)
+    editor = make_admin(db, Role.ADMIN, ["reference:*"])
+    db.commit()
+    patch = admin_client().patch(
+        f"/admin/reference/banks/{ref.bank.id}", json={"is_active": False}, headers=bearer(editor)
+    )
+    assert patch.status_code == 200, patch.text
+    result = process_incoming_order(make_incoming(db, store, ref, amount_fiat=D("100.00")).id)
+    assert result.outcome == IncomingOrderStatus.RETRYING, result
+    assert result.reason and "no requisite can take" in result.reason, result
+
+    # Active again: the same requisite takes the next order.
+    patch = admin_client().patch(
+        f"/admin/reference/banks/{ref.bank.id}", json={"is_active": True}, headers=bearer(editor)
+    )
+    assert patch.status_code == 200, patch.text
+    result = process_incoming_order(make_incoming(db, store, ref, amount_fiat=D("100.00")).id)
+    assert result.outcome == IncomingOrderStatus.ASSIGNED, result
+    db.expire_all()
+    assert db.get(OrderHistory, result.order_id).requisite_id == requisite.id
+
+
+def test_the_selector_still_walks_its_rotation_index(db: Session) -> None:
+    """The reference flags of the online filter are per-candidate probes in the same statement:
+    the generic plan still reads candidates from `ix_req_traders_rotation` in its order (no sort
+    of every candidate), and probes banks, methods and offers by key."""
+    ref = make_reference(db)
+    traders = [make_trader(db, ref, priority=1 + i % 5) for i in range(100)]
+    for i in range(1000):
+        make_requisite(db, traders[i % len(traders)], ref)
+    for table in ("req_traders", "full_requisites_settings", "traders", "users"):
+        db.execute(text(f"ANALYZE {table}"))
+    compiled = _STATEMENTS[OrderType.PAYOUT].compile(dialect=db.get_bind().dialect)
+    params = compiled.construct_params(
+        {
+            "fiat_currency_id": ref.fiat.id,
+            "crypto_currency_id": ref.crypto.id,
+            "payment_method_id": None,
+            "bank_id": None,
+            "amount_fiat": D("150.00"),
+            "amount_crypto": D("1.5"),
+            "excluded": [],
+        }
+    )
+    raw = db.connection().connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cur:
+        cur.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        cur.execute("EXPLAIN " + str(compiled), params)
+        plan = "\n".join(row[0] for row in cur.fetchall())
+    assert "ix_req_traders_rotation" in plan, plan
+    assert "Sort" not in plan, plan
+    for table in ("banks", "payment_methods", "avalible_bank_methods"):
+        assert f" on {table} " in plan, plan  # an index probe per candidate, no join of all
+
+
 def _one_requisite(db, **limits):  # type: ignore[no-untyped-def]
     ref = make_reference(db)
     store = make_store(db, ref, balance=None)
