@@ -138,10 +138,18 @@ def _latest_commission(name: str) -> Any:
     )
 
 
+def _currency_active(model: type[FiatCurrency] | type[CryptoCurrency], name: str) -> Any:
+    # Whether the store's currency is still active: read with the store (an admin may deactivate
+    # it at any time), in the same statement, so intake costs no extra round trip for it.
+    table = cast(Table, model.__table__)
+    column = _STORES.c.fiat_currency_id if model is FiatCurrency else _STORES.c.crypto_currency_id
+    return select(table.c.is_active).where(table.c.id == column).scalar_subquery().label(name)
+
+
 @dataclass(frozen=True)
 class IntakeTerms:
-    """What intake reads of its store: switches, currencies, limits and the current commissions
-    (None: the store has no commission row)."""
+    """What intake reads of its store: switches, currencies (and whether each is still active),
+    limits and the current commissions (None: the store has no commission row)."""
 
     id: int
     access: bool
@@ -153,6 +161,8 @@ class IntakeTerms:
     lower_limit: Decimal
     upper_limit: Decimal
     gateway_require_customer_id_param: bool
+    fiat_active: bool
+    crypto_active: bool
     commission_payin: Decimal | None
     commission_payout: Decimal | None
 
@@ -174,6 +184,8 @@ INTAKE_TERMS = (
             "gateway_require_customer_id_param",
         )
     ),
+    _currency_active(FiatCurrency, "fiat_active"),
+    _currency_active(CryptoCurrency, "crypto_active"),
     _latest_commission("commission_payin"),
     _latest_commission("commission_payout"),
 )
@@ -209,10 +221,25 @@ def _usable_store(store: IntakeTerms, order_type: OrderType) -> IntakeTerms:
 
 def _check_currency(session: Session, store: IntakeTerms, code: str) -> None:
     # The store's own code is cached per process: a matching request needs no query at all.
+    # A deactivated currency (reference rows are deactivated, never deleted) takes no new
+    # orders: refused like an unknown one, as store creation and requisite registration do.
     wanted = code.upper()
     if reference_data.currency_code(session, FiatCurrency, store.fiat_currency_id) == wanted:
+        if not store.fiat_active:
+            raise ValidationFailed(
+                f"fiat currency {wanted} is deactivated: it takes no new orders",
+                code="unknown_currency",
+            )
+        if not store.crypto_active:
+            crypto = reference_data.currency_code(session, CryptoCurrency, store.crypto_currency_id)
+            raise ValidationFailed(
+                f"this store's crypto currency {crypto} is deactivated: it takes no new orders",
+                code="unknown_currency",
+            )
         return
-    known = session.scalar(select(FiatCurrency.id).where(FiatCurrency.code == wanted))
+    known = session.scalar(
+        select(FiatCurrency.id).where(FiatCurrency.code == wanted, FiatCurrency.is_active)
+    )
     if known is None:
         raise ValidationFailed(f"unknown fiat currency {code!r}", code="unknown_currency")
     raise ValidationFailed(

@@ -26,6 +26,7 @@ from jivapay.database.models import (
     IdempotencyKey,
     IncomingOrder,
 )
+from jivapay.enums import Role
 from jivapay.servers.app_factory import ServerName, build_app
 from jivapay.servers.exception_handlers import PROBLEM_JSON
 from jivapay.services.idempotency import LOCK_ID_SQL
@@ -311,6 +312,48 @@ def test_currency_mismatch(db: Session, client, world) -> None:
     response = _post(client, store, PAYIN, _payin_body(ref, fiat_currency=other.fiat.code))
     assert response.status_code == 422 and response.json()["code"] == "currency_mismatch"
     assert _counts(db) == before
+
+
+@pytest.mark.parametrize("kind", ["fiat-currencies", "crypto-currencies"])
+def test_a_deactivated_currency_takes_no_new_orders(db: Session, client, world, kind) -> None:
+    """Audit finding: intake compared the fiat code only, so a currency an admin deactivated
+    (reference rows are deactivated, never deleted) still took new orders, while store
+    creation and requisite registration refused it. Now refused like an unknown currency, PayIn and
+    PayOut alike, writing nothing; active again, intake takes orders again."""
+    from tests.api.admin_helpers import admin_client, bearer
+    from tests.api.admin_helpers import make_staff as make_admin
+
+    ref, store = world
+    other = make_reference(db)
+    editor = make_admin(db, Role.ADMIN, ["reference:*"])
+    db.commit()
+    currency = ref.fiat if kind == "fiat-currencies" else ref.crypto
+    url = f"/admin/reference/{kind}/{currency.id}"
+    patch = admin_client().patch(url, json={"is_active": False}, headers=bearer(editor))
+    assert patch.status_code == 200, patch.text
+    before = _counts(db)
+    for path, body in ((PAYIN, _payin_body(ref)), (PAYOUT, _payout_body(ref))):
+        response = _post(client, store, path, body)
+        assert response.status_code == 422, response.text
+        assert response.json()["code"] == "unknown_currency"
+        assert (
+            currency.code in response.json()["detail"]
+            and "deactivated" in response.json()["detail"]
+        )
+    assert _counts(db) == before
+    if kind == "fiat-currencies":
+        # Another store's fiat, deactivated: unknown here too (not "works in another currency").
+        admin_client().patch(
+            f"/admin/reference/fiat-currencies/{other.fiat.id}",
+            json={"is_active": False},
+            headers=bearer(editor),
+        )
+        response = _post(client, store, PAYIN, _payin_body(ref, fiat_currency=other.fiat.code))
+        assert response.json()["code"] == "unknown_currency", response.text
+
+    patch = admin_client().patch(url, json={"is_active": True}, headers=bearer(editor))
+    assert patch.status_code == 200, patch.text
+    assert _post(client, store, PAYIN, _payin_body(ref)).status_code == 201
 
 
 @pytest.mark.parametrize("case", ["missing", "bad", "expired", "unknown_key"])
