@@ -1,10 +1,8 @@
 """The requisite selector and the online statistics agree on which requisites are online: the same
-requisites, for each direction, over many combinations of the switches and statuses, and of the
-active flags of the requisite's bank, payment method and their offer in its fiat."""
+requisites, for each direction, over many combinations of the switches and statuses."""
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import random
 from decimal import Decimal
@@ -13,7 +11,7 @@ import pytest
 from sqlalchemy import update
 
 from jivapay.database.base import utcnow
-from jivapay.database.models import AvailableBankMethod, Bank, PaymentMethod, ReqTrader, User
+from jivapay.database.models import ReqTrader, User
 from jivapay.enums import OnlineStatsSort, OrderType, RequisiteStatus, Role
 from jivapay.security import Principal
 from jivapay.services import online_stats
@@ -110,66 +108,9 @@ def test_selector_and_online_stats_agree(db) -> None:  # type: ignore[no-untyped
         assert stats.total == len(from_stats)
 
 
-def _online_everywhere(db, ref, store) -> dict[OrderType, tuple[set[int], set[int]]]:  # type: ignore[no-untyped-def]
-    """Per direction: the requisites the online statistics list and those the selector hands out."""
-    admin = make_staff(db, Role.ADMIN)
-    principal = Principal(admin.user_id, Role.ADMIN, "a@x", admin.id, permissions=("superuser",))
-    found = {}
-    for direction in OrderType:
-        stats = online_stats.online_requisites(
-            db,
-            principal=principal,
-            filters=online_stats.OnlineFilters(fiat_currency=ref.fiat.code, direction=direction),
-            sort=OnlineStatsSort.PRIORITY,
-            limit=200,
-            offset=0,
-            now=utcnow(),
-        )
-        incoming = make_incoming(db, store, ref, amount_fiat=D("100.00"), order_type=direction)
-        found[direction] = (
-            {item.requisite_id for item in stats.items},
-            _selector_picks(db, incoming),
-        )
-    return found
-
-
-def test_a_deactivated_bank_method_or_offer_takes_its_requisites_offline(db) -> None:  # type: ignore[no-untyped-def]
-    """Deactivating a bank, a payment method or their offer in a fiat (PATCH
-    /admin/reference/...) stops new orders going to those requisites, for the selector and the
-    online statistics alike. A combination without any offer row stays online."""
-    ref = make_reference(db, rate=D("100"))
-    store = make_store(db, ref, balance=D("10000"))
-    requisites: dict[str, int] = {}
-    for case in ("no_offer", "offer_on", "bank_off", "method_off", "offer_off"):
-        bank = Bank(code=f"{ref.bank.code}_{case}", name=case, is_active=case != "bank_off")
-        method = PaymentMethod(
-            code=f"{ref.method.code}_{case}", name=case, is_active=case != "method_off"
-        )
-        db.add_all([bank, method])
-        db.flush()
-        if case in ("offer_on", "offer_off"):
-            db.add(
-                AvailableBankMethod(
-                    fiat_currency_id=ref.fiat.id,
-                    bank_id=bank.id,
-                    payment_method_id=method.id,
-                    is_active=case == "offer_on",
-                )
-            )
-        variant = dataclasses.replace(ref, bank=bank, method=method)
-        requisites[case] = make_requisite(db, make_trader(db, ref), variant).id
-    db.flush()
-    online = {requisites["no_offer"], requisites["offer_on"]}
-    for direction, (from_stats, from_selector) in _online_everywhere(db, ref, store).items():
-        assert from_stats == from_selector == online, direction
-
-
 @pytest.mark.parametrize("direction", list(OrderType))
 def test_selector_statement_embeds_the_shared_filter(direction: OrderType) -> None:
     assert online_sql(direction) in _STATEMENTS[direction].text
     column = "pay_in" if direction == OrderType.PAYIN else "pay_out"
     assert f"t.{column} AND s.{column}" in online_sql(direction)
     assert "t.is_traffic_enabled_by_teamlead" in online_sql(direction)
-    for table in ("banks", "payment_methods", "avalible_bank_methods"):
-        assert f"FROM {table} AS " in online_sql(direction)
-    assert "FROM req_traders" not in online_sql(direction)  # correlated to the selector's `r`
