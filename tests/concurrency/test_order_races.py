@@ -12,7 +12,6 @@ a dispute's evidence), with its reason on their audit rows (`document_service`).
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -46,6 +45,7 @@ from tests.factories import (
     make_trader,
     make_user,
 )
+from tests.lock_waits import wait_for_a_lock_wait
 from tests.sample_files import png_bytes
 
 D = Decimal
@@ -80,22 +80,6 @@ def _world(order_type: OrderType) -> dict[str, Any]:
     return world
 
 
-def _wait_for_a_lock_wait(factory: sessionmaker[Session]) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with factory() as probe:
-            waiting = probe.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-        if waiting:
-            return
-        time.sleep(0.05)
-    raise AssertionError("the second actor never waited for the order row lock")
-
-
 def _first_then_second(
     factory: sessionmaker[Session],
     first: Callable[[Session], Any],
@@ -121,7 +105,7 @@ def _first_then_second(
     worker = threading.Thread(target=run)
     worker.start()
     try:
-        _wait_for_a_lock_wait(factory)
+        wait_for_a_lock_wait(factory, what="the second actor never waited for the order row lock")
     finally:
         holder.commit()
         holder.close()

@@ -6,12 +6,11 @@ second money move; `reconcile` is clean afterwards."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from jivapay.database.models import Admin, AuditLog, BalanceTrader, OrderHistory
@@ -31,6 +30,7 @@ from tests.factories import (
     make_trader,
     make_user,
 )
+from tests.lock_waits import wait_for_a_lock_wait
 
 D = Decimal
 
@@ -128,23 +128,6 @@ def test_parallel_withdrawals_never_overdraw(committed_db) -> None:  # type: ign
         assert reconcile(session) == []
 
 
-def _wait_for_a_lock_wait(factory: sessionmaker[Session]) -> None:
-    """Until some session of this database waits for a row lock (at most 20 s)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with factory() as probe:
-            waiting = probe.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-                )
-            )
-        if waiting:
-            return
-        time.sleep(0.05)
-    raise AssertionError("no session ever waited for the lock")
-
-
 def test_staff_audit_records_the_status_the_order_had_under_the_lock(committed_db) -> None:  # type: ignore[no-untyped-def]
     with atomic_transaction() as session:
         ref = make_reference(session, rate=D("100"))
@@ -170,7 +153,7 @@ def test_staff_audit_records_the_status_the_order_had_under_the_lock(committed_d
 
     worker = threading.Thread(target=complete)
     worker.start()
-    _wait_for_a_lock_wait(committed_db)
+    wait_for_a_lock_wait(committed_db)
     payer.commit()
     payer.close()
     worker.join(60)

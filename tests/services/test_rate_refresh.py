@@ -16,7 +16,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from structlog.testing import capture_logs
 
@@ -28,6 +28,7 @@ from jivapay.utils.config_loader import set_config_value
 from jivapay.utils.redis_client import get_redis
 from jivapay.worker.reference_tasks import refresh_rates as refresh_task
 from tests.factories import Ref, make_reference
+from tests.lock_waits import wait_for_a_lock_wait
 
 D = Decimal
 
@@ -259,18 +260,12 @@ def test_jump_guard_checks_the_locked_row_not_a_rate_read_before_it(
         ).all()
         worker = threading.Thread(target=refresh)
         worker.start()
-        deadline = time.monotonic() + 10
-        waiting = 0
-        while time.monotonic() < deadline and not waiting:
-            with get_engine().connect() as probe:
-                waiting = probe.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_stat_activity "
-                        "WHERE wait_event_type = 'Lock' AND query ILIKE '%exchange_rates%'"
-                    )
-                )
-            time.sleep(0.05)
-        assert waiting, "the refresh never waited for the admin's row lock"
+        wait_for_a_lock_wait(
+            get_engine().connect,
+            query_like="%exchange_rates%",
+            timeout=10,
+            what="the refresh never waited for the admin's row lock",
+        )
         reference_data.set_exchange_rate(
             admin, crypto=crypto_id, fiat=fiat_id, buy="300", sell="300"
         )
